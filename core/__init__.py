@@ -1,0 +1,1 @@
+"""Fashion Tagger's domain: catalogue data, labels, images, model. Never imports streamlit."""
