@@ -1,0 +1,89 @@
+"""The train/val split: stratified, reproducible from a seed, stable per product id.
+
+Each id gets a uniform number in [0, 1) from an integer hash of (seed, id); nothing depends
+on row order, so shuffling the catalogue gives every id the same split, and adding rows
+moves few existing ids. Within each stratum (a value of `stratify_on`; a missing value is
+a stratum of its own) the round-half-up(val_fraction * n) ids with the smallest numbers go to val.
+A stratum too small to put a row in each split (val_fraction * n < 1 or
+(1 - val_fraction) * n < 1, e.g. a class of one row) is decided row by row by the hash
+threshold instead: val when the id's number is below val_fraction, so such rows still
+reach val in the right proportion overall.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import pandas as pd
+
+from core.data.schema import require_columns
+
+SPLITS = ("train", "val")
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, elementwise on uint64 (wrapping arithmetic): a well-mixed hash."""
+    values = values + np.uint64(0x9E3779B97F4A7C15)
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+def _id_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per id, a pure function of (seed, id). float64 [n]."""
+    seed_hash = _splitmix64(np.array([seed & _MASK64], dtype=np.uint64))
+    hashed = _splitmix64(np.asarray(ids, dtype=np.int64).astype(np.uint64) ^ seed_hash)
+    return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def split_catalogue(
+    frame: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0, stratify_on: str = "articleType"
+) -> pd.Series:
+    """"train" or "val" per row, index = frame.index (see the module docstring for the rule)."""
+    if not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    require_columns(frame, ("id", stratify_on))
+
+    ids = frame["id"].to_numpy(dtype=np.int64)
+    uniform = _id_uniform(ids, int(seed))
+    stratum, _ = pd.factorize(frame[stratify_on], use_na_sentinel=False)
+    # Rank within each stratum by (uniform, id): the id breaks exact ties without row order.
+    order = np.lexsort((ids, uniform, stratum))
+    sizes = np.bincount(stratum)
+    starts = np.cumsum(sizes) - sizes
+    rank = np.empty(len(frame), dtype=np.int64)
+    rank[order] = np.arange(len(frame)) - starts[stratum[order]]
+
+    row_sizes = sizes[stratum]
+    n_val = np.floor(row_sizes * val_fraction + 0.5)
+    stratifiable = (row_sizes * val_fraction >= 1) & (row_sizes * (1 - val_fraction) >= 1)
+    is_val = np.where(stratifiable, rank < n_val, uniform < val_fraction)
+    return pd.Series(np.where(is_val, "val", "train"), index=frame.index, name="split")
+
+
+def split_distribution(frame: pd.DataFrame, split: pd.Series, head: str) -> pd.DataFrame:
+    """Class counts of `head` in each split, labelled rows only.
+
+    Index = class (by total count descending, then name); columns train, val (rows),
+    train_share, val_share (each class's share of its split's labelled rows; NaN for an
+    empty split).
+    """
+    require_columns(frame, (head,))
+    if not split.index.equals(frame.index):
+        raise ValueError("split must have the frame's index (as returned by split_catalogue(frame))")
+    unknown = sorted(set(split.unique()) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"split holds unknown values {unknown}; valid: {', '.join(SPLITS)}")
+    labelled = frame[head].notna()
+    counts = pd.crosstab(frame[head][labelled], split[labelled]).reindex(columns=list(SPLITS), fill_value=0)
+    total = counts.sum(axis=1)
+    order = sorted(counts.index, key=lambda name: (-total[name], name))
+    counts = counts.loc[order].rename_axis(index="class", columns=None)
+    totals = counts.sum()
+    for name in SPLITS:
+        counts[f"{name}_share"] = counts[name] / totals[name] if totals[name] else float("nan")
+    return counts
