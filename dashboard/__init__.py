@@ -1,0 +1,1 @@
+"""Streamlit UI helpers shared by the pages: cached loaders and the dataset picker."""

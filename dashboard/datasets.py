@@ -1,0 +1,131 @@
+"""Which dataset the user has open, and the cached reads of it every page shares.
+
+The chosen folder lives in `st.session_state` (per user); catalogues, splits and thumbnails are
+cached per folder and file stamps, so switching pages or paging the image grid is instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import workspace
+from core.data import CatalogueError
+from core.data.catalogue import Catalogue, load_catalogue, resolve_dataset_dir
+from core.data.split import split_catalogue
+from core.images import thumbnail_jpeg
+
+DATASET_KEY = "dataset_dir"
+
+
+def _stamp(root: Path) -> tuple[int, int, int]:
+    """Changes when styles.csv or the images folder changes, so a cached catalogue is reloaded."""
+    csv = (root / "styles.csv").stat()
+    return csv.st_mtime_ns, csv.st_size, (root / "images").stat().st_mtime_ns
+
+
+@st.cache_data(show_spinner="Reading the catalogue…", max_entries=8)
+def _load(root: str, stamp: tuple[int, int, int]) -> Catalogue:
+    return load_catalogue(root)
+
+
+def open_catalogue(path: str | Path) -> Catalogue:
+    """Load (or reuse) the catalogue at `path`; raises CatalogueError naming what is wrong."""
+    root = resolve_dataset_dir(path)
+    return _load(str(root), _stamp(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def split_of(root: str, stamp: tuple[int, int, int], val_fraction: float, seed: int) -> pd.Series:
+    return split_catalogue(_load(root, stamp).frame, val_fraction=val_fraction, seed=seed)
+
+
+def current_split(catalogue: Catalogue, val_fraction: float = 0.2, seed: int = 0) -> pd.Series:
+    """The train/val split of the open catalogue (the default a new run uses)."""
+    return split_of(str(catalogue.root), _stamp(catalogue.root), val_fraction, seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def thumbnail(path: str, max_side: int = 192) -> bytes | None:
+    """Thumbnail bytes, or None for an image that cannot be decoded (shown as a placeholder)."""
+    try:
+        return thumbnail_jpeg(path, max_side=max_side)
+    except (OSError, ValueError):
+        return None
+
+
+def default_dataset_dir() -> Path:
+    """`FASHION_TAGGER_DATA` when set, else the demo dataset (generated on first use)."""
+    return workspace.configured_dataset_dir() or workspace.demo_dir()
+
+
+def ensure_demo_with_progress() -> Path:
+    """Generate the demo dataset once, with a progress bar on the page."""
+    if workspace.demo_ready():
+        return workspace.demo_dir()
+    bar = st.progress(0.0, text="Generating the demo dataset (first run only)…")
+
+    def report(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Generating the demo dataset: {done:,} of {total:,} photos")
+
+    path = workspace.ensure_demo(progress=report)
+    bar.empty()
+    return path
+
+
+def current_catalogue() -> Catalogue | None:
+    """The catalogue this user has open, opening the default on first use.
+
+    Returns None (after showing the problem) only when the default itself cannot be opened.
+    """
+    chosen = st.session_state.get(DATASET_KEY)
+    if chosen is None:
+        default = default_dataset_dir()
+        if default == workspace.demo_dir():
+            ensure_demo_with_progress()
+        chosen = str(default)
+    try:
+        catalogue = open_catalogue(chosen)
+    except CatalogueError as error:
+        st.error(f"Cannot open the dataset: {error}")
+        return None
+    st.session_state[DATASET_KEY] = str(catalogue.root)
+    return catalogue
+
+
+def dataset_picker(catalogue: Catalogue | None) -> None:
+    """Sidebar: the open dataset, a field to open another folder, and a way back to the demo.
+
+    A folder that fails validation leaves the previous dataset open and says why.
+    """
+    with st.sidebar:
+        st.subheader("Dataset")
+        if catalogue is not None:
+            st.caption(f"`{catalogue.root}` · {catalogue.report.rows_kept:,} products")
+        with st.form("open_dataset", border=False):
+            path = st.text_input(
+                "Dataset folder",
+                placeholder="/data/fashion-dataset",
+                help="A folder with styles.csv and images/<id>.jpg (Kaggle's full or small layout).",
+            )
+            opened = st.form_submit_button("Open folder")
+        if opened:
+            _switch_to(path.strip())
+        if st.button("Use the demo dataset", disabled=catalogue is not None and catalogue.root == workspace.demo_dir()):
+            ensure_demo_with_progress()
+            _switch_to(str(workspace.demo_dir()))
+
+
+def _switch_to(path: str) -> None:
+    if not path:
+        st.sidebar.error("Type a folder path first.")
+        return
+    try:
+        catalogue = open_catalogue(path)
+    except CatalogueError as error:
+        st.sidebar.error(f"{error}\n\nThe previous dataset stays open.")
+        return
+    st.session_state[DATASET_KEY] = str(catalogue.root)
+    st.rerun()

@@ -1,0 +1,142 @@
+"""Explore: what is in the catalogue, how skewed it is, and the photos behind the labels."""
+
+import streamlit as st
+
+from core.data import HEADS
+from core.data.profile import (
+    MISSING_LABEL,
+    column_profile,
+    filter_rows,
+    labels_text,
+    page_count,
+    page_of,
+    rare_policy_preview,
+    top_n_counts,
+    year_counts,
+)
+from core.data.schema import imbalance_table
+from core.data.split import split_distribution
+from dashboard import charts
+from dashboard.datasets import current_catalogue, current_split, thumbnail
+
+GRID_COLUMNS = 6
+
+
+def head_choice(key: str, label: str = "Attribute") -> str:
+    return st.segmented_control(label, HEADS, default="articleType", key=key) or "articleType"
+
+
+def distributions(frame) -> None:
+    st.subheader("Label distributions")
+    head = head_choice("dist_head")
+    left, right = st.columns(2)
+    top_n = left.slider("Classes shown (the rest grouped as “others”)", 5, 60, 20, key="dist_top_n")
+    log_scale = right.toggle("Log scale", key="dist_log")
+    counts = top_n_counts(frame, head, top_n)
+    st.plotly_chart(charts.counts_bar(counts, f"{head}: rows per class", log_scale), key="dist_chart")
+
+
+def imbalance(frame) -> None:
+    st.subheader("Class imbalance")
+    left, right = st.columns([2, 1])
+    threshold = left.slider(
+        "Rare-class threshold (rows)", 0, 1000, 500, step=10, key="rare_threshold",
+        help="Classes with fewer rows than this are rare: ignored (the seed's policy) or merged into Other.",
+    )
+    policy = right.radio("Rare classes become", ["ignore", "other"], horizontal=True, key="rare_policy",
+                         format_func={"ignore": "None (ignored)", "other": "Other"}.get)
+    table = imbalance_table(frame, threshold)
+    st.dataframe(
+        table, hide_index=True,
+        column_config={
+            "imbalance_ratio": st.column_config.NumberColumn("largest / smallest", format="%.0f×"),
+            "rows_affected_share": st.column_config.ProgressColumn("share of rows affected", format="percent", min_value=0.0, max_value=1.0),
+        },
+    )
+    head = head_choice("rare_head", "What happens to each class of")
+    preview = rare_policy_preview(frame, head, policy, threshold)
+    changed = int(preview["rare"].sum())
+    st.caption(f"{changed} of {len(preview)} {head} classes are under {threshold} rows.")
+    st.dataframe(preview, hide_index=True, height=260)
+
+
+def completeness(frame) -> None:
+    st.subheader("Missing and unique values per column")
+    st.dataframe(
+        column_profile(frame),
+        column_config={"missing_share": st.column_config.NumberColumn("missing share", format="percent")},
+    )
+
+
+def split_view(catalogue) -> None:
+    st.subheader("Train / validation split")
+    split = current_split(catalogue)
+    counts = split.value_counts()
+    st.caption(
+        f"The default split of a new run (seed 0, 20% validation, stratified on articleType): "
+        f"{counts.get('train', 0):,} train, {counts.get('val', 0):,} val."
+    )
+    head = head_choice("split_head")
+    distribution = split_distribution(catalogue.frame, split, head)
+    top = distribution.loc[(distribution["train"] + distribution["val"]).sort_values(ascending=False).index[:25]]
+    st.plotly_chart(charts.split_bars(top, head), key="split_chart")
+
+
+def years(frame) -> None:
+    st.plotly_chart(charts.year_histogram(year_counts(frame)), key="year_chart")
+
+
+def grid_filters(frame) -> dict[str, list[str]]:
+    with st.expander("Filters", expanded=True):
+        columns = st.columns(4)
+        filters = {}
+        for index, head in enumerate(HEADS):
+            options = sorted(frame[head].dropna().unique()) + ([MISSING_LABEL] if frame[head].isna().any() else [])
+            filters[head] = columns[index % 4].multiselect(head, options, key=f"filter_{head}")
+    return filters
+
+
+def image_grid(catalogue) -> None:
+    st.subheader("Photos")
+    rows = filter_rows(catalogue.frame, grid_filters(catalogue.frame))
+    left, right = st.columns([1, 3])
+    page_size = left.selectbox("Photos per page", [24, 48, 96], key="grid_page_size")
+    pages = page_count(len(rows), page_size)
+    # Keyed by the page count so a narrower filter never leaves the widget past the last page.
+    page = right.number_input(f"Page (of {pages:,})", 1, pages, 1, key=f"grid_page_{pages}")
+    st.caption(f"{len(rows):,} products match.")
+    if rows.empty:
+        st.info("No product matches these filters.")
+        return
+    shown = page_of(rows, page, page_size)
+    for start in range(0, len(shown), GRID_COLUMNS):
+        for cell, (_, row) in zip(st.columns(GRID_COLUMNS), shown.iloc[start : start + GRID_COLUMNS].iterrows()):
+            picture = thumbnail(str(catalogue.image_path(row["id"])))
+            if picture is None:
+                cell.warning(f"{row['id']}: image cannot be read")
+            else:
+                cell.image(picture, width="stretch")
+            cell.caption(f"**{row['id']}** {labels_text(row)}")
+
+
+def main() -> None:
+    st.title("Explore")
+    catalogue = current_catalogue()
+    if catalogue is None:
+        return
+    frame = catalogue.frame
+    st.caption(f"`{catalogue.root}` · {len(frame):,} products with a photo")
+    overview, balance, split_tab, photos = st.tabs(["Distributions", "Imbalance", "Split & years", "Photos"])
+    with overview:
+        distributions(frame)
+        completeness(frame)
+    with balance:
+        imbalance(frame)
+    with split_tab:
+        split_view(catalogue)
+        years(frame)
+    with photos:
+        image_grid(catalogue)
+
+
+main()

@@ -1,0 +1,207 @@
+"""AppTest of the Home and Explore pages on a generated demo dataset and on the real sample."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import workspace
+from core.data.catalogue import load_catalogue
+from core.data.profile import filter_rows
+
+from conftest import REPO
+
+HOME = str(REPO / "dashboard" / "Home.py")
+EXPLORE = "../pages/explore.py"
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory) -> Path:
+    """A workspace holding a small, complete demo dataset (generated once per test session)."""
+    home = tmp_path_factory.mktemp("workspace")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(workspace.HOME_ENV, str(home))
+    workspace.ensure_demo(n=120, seed=3)
+    mp.undo()
+    return home
+
+
+@pytest.fixture
+def on_demo(demo_workspace, monkeypatch) -> Path:
+    monkeypatch.setenv(workspace.HOME_ENV, str(demo_workspace))
+    monkeypatch.delenv(workspace.DATA_ENV, raising=False)
+    return demo_workspace / workspace.DEMO_FOLDER
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric_values(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def explore(at: AppTest) -> AppTest:
+    at.switch_page(EXPLORE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_home_shows_the_demo_dataset_and_its_cleaning_report(on_demo):
+    at = app()
+    report = load_catalogue(on_demo).report
+    metrics = metric_values(at)
+    assert metrics["Lines read"] == f"{report.lines_read:,}"
+    assert metrics["Products kept"] == f"{report.rows_kept:,}" == "120"
+    assert metrics["Rows without image"] == "0"
+    assert any(str(on_demo) in m.value for m in at.markdown)
+
+
+def test_first_run_generates_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
+    monkeypatch.delenv(workspace.DATA_ENV, raising=False)
+    monkeypatch.setattr(workspace, "DEMO_SIZE", 60)
+    at = app()
+    assert workspace.demo_ready()
+    assert metric_values(at)["Products kept"] == "60"
+    assert len(list((tmp_path / "demo" / "images").glob("*.jpg"))) == 60
+
+
+def test_configured_dataset_is_opened_by_default(on_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv(workspace.DATA_ENV, str(on_demo))
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))  # an empty workspace: no demo is generated
+    at = app()
+    assert metric_values(at)["Products kept"] == "120"
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize(
+    "make_bad, expected",
+    [
+        (lambda root: root / "nowhere", "does not exist"),
+        (lambda root: root, "styles.csv"),
+    ],
+    ids=["missing-folder", "no-styles-csv"],
+)
+def test_a_bad_folder_is_refused_and_the_previous_dataset_stays(on_demo, tmp_path, make_bad, expected):
+    at = app()
+    at.sidebar.text_input[0].input(str(make_bad(tmp_path)))
+    at.sidebar.button[0].click().run()
+    errors = " ".join(e.value for e in at.sidebar.error)
+    assert expected in errors and "previous dataset stays open" in errors
+    assert metric_values(at)["Products kept"] == "120"
+
+
+def test_a_folder_with_wrong_columns_is_refused(on_demo, tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "styles.csv").write_text("id,colour\n1,Red\n")
+    at = app()
+    at.sidebar.text_input[0].input(str(tmp_path))
+    at.sidebar.button[0].click().run()
+    errors = " ".join(e.value for e in at.sidebar.error)
+    assert "gender" in errors and "colour" in errors  # names what is missing and what was found
+    assert metric_values(at)["Products kept"] == "120"
+
+
+def test_switching_to_another_folder_and_back_to_the_demo(on_demo, tmp_path):
+    other = tmp_path / "shop"
+    (other / "images").mkdir(parents=True)
+    frame = pd.read_csv(on_demo / "styles.csv").head(7)
+    frame.to_csv(other / "styles.csv", index=False)
+    for product_id in frame["id"]:
+        (other / "images" / f"{product_id}.jpg").write_bytes((on_demo / "images" / f"{product_id}.jpg").read_bytes())
+    at = app()
+    at.sidebar.text_input[0].input(str(other))
+    at.sidebar.button[0].click().run()
+    assert metric_values(at)["Products kept"] == "7"
+    at.sidebar.button[1].click().run()  # "Use the demo dataset"
+    assert metric_values(at)["Products kept"] == "120"
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def values(array) -> list:
+    """A plotly trace array as a list: plotly ships numeric arrays as typed base64 (`bdata`)."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def test_explore_renders_every_section_on_the_demo(on_demo):
+    at = explore(app())
+    frame = load_catalogue(on_demo).frame
+    titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
+    assert titles == ["articleType: rows per class", "articleType: share of each class per split", "Products per year"]
+    bars = chart_specs(at)[0]["data"][0]
+    counts = frame["articleType"].value_counts()
+    assert dict(zip(bars["y"], values(bars["x"]))) == {name: int(count) for name, count in counts.items()}
+    subheaders = [s.value for s in at.subheader]
+    for section in ["Label distributions", "Class imbalance", "Missing and unique values per column",
+                    "Train / validation split", "Photos"]:
+        assert section in subheaders
+    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
+
+
+def test_explore_log_scale_and_top_n(on_demo):
+    at = explore(app())
+    at.toggle(key="dist_log").set_value(True).run()
+    spec = chart_specs(at)[0]
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    at.slider(key="dist_top_n").set_value(5).run()
+    bars = chart_specs(at)[0]["data"][0]
+    assert len(bars["y"]) == 6 and bars["y"][-1] == "(others)"
+    assert sum(values(bars["x"])) == 120
+
+
+def test_rare_threshold_shows_live_what_becomes_none_or_other(on_demo):
+    at = explore(app())
+    frame = load_catalogue(on_demo).frame
+    at.segmented_control(key="rare_head").set_value("articleType").run()
+    at.slider(key="rare_threshold").set_value(10).run()
+    counts = frame["articleType"].value_counts()
+    rare = int((counts < 10).sum())
+    assert any(f"{rare} of {len(counts)} articleType classes are under 10 rows" in c.value for c in at.caption)
+    at.radio(key="rare_policy").set_value("other").run()
+    preview = next(d.value for d in at.dataframe if "becomes" in d.value.columns)
+    becomes = preview.set_index("class")["becomes"]
+    assert all(becomes[c] == "Other" for c in counts[counts < 10].index)
+    assert all(becomes[c] == c for c in counts[counts >= 10].index)
+
+
+def test_image_grid_filters_and_pages(on_demo):
+    at = explore(app())
+    frame = load_catalogue(on_demo).frame
+    article = frame["articleType"].value_counts().index[0]
+    at.multiselect(key="filter_articleType").set_value([article]).run()
+    expected = filter_rows(frame, {"articleType": [article]})
+    assert any(f"{len(expected):,} products match." == c.value for c in at.caption)
+    captions = [c.value for c in at.caption if c.value.startswith("**")]
+    assert len(captions) == min(24, len(expected))
+    assert all(article in c for c in captions)
+    first_page_ids = [c.split("**")[1] for c in captions]
+    assert first_page_ids == [str(i) for i in expected["id"].head(len(captions))]
+
+
+def test_home_and_explore_on_the_real_sample(real_sample, tmp_path, monkeypatch):
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
+    monkeypatch.setenv(workspace.DATA_ENV, str(real_sample))
+    at = app()
+    metrics = metric_values(at)
+    assert metrics["Lines read"] == "44,446"
+    assert metrics["Products kept"] == "11,882"
+    at = explore(at)
+    bars = chart_specs(at)[0]["data"][0]
+    assert bars["y"][0] == "Tshirts" and bars["y"][-1] == "(others)"
+    assert sum(values(bars["x"])) == 11882
