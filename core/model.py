@@ -1,0 +1,244 @@
+"""The multi-head tagger: networks (a backbone plus one output per label head) and the LightningModule.
+
+The networks are injected (lightning-hydra-template style): `TaggerModule(net=...)` takes any
+module mapping images [B, 3, H, W] to a dict head -> logits [B, C_head]. Two are provided:
+
+- `MultiHeadNet`: our default, one linear head per label head on a trainable timm backbone;
+- `SeedNet`: the seed notebook's recipe, a frozen backbone under one MLP whose output is
+  the concatenation of all heads' classes, sliced back into per-head logits.
+
+Batches are dicts {"image": float [B, 3, H, W], "labels": int64 [B, n_heads] (IGNORE_INDEX
+where ignored, columns in `heads` order), "id": int64 [B]}. Device placement and memory
+format (channels_last) belong to the trainer configuration, not to this module.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from core.data.schema import IGNORE_INDEX
+from core.losses import HeadLoss, masked_bce
+
+LOSSES = ("ce", "bce")
+SCHEDULERS = ("cosine", "step")
+
+
+class MultiHeadNet(nn.Module):
+    """A backbone and one linear head per label head.
+
+    backbone: a timm model created with `num_classes=0`, mapping images to pooled features
+    [B, head_hidden_size]. (timm's `num_features` is the width before the pooling head, which
+    differs for MobileNetV3-style models with a convolution after pooling.)
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: Mapping[str, int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict({head: nn.Linear(backbone.head_hidden_size, n) for head, n in num_classes.items()})
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """images: float [B, 3, H, W] -> head -> logits [B, C_head]."""
+        features = self.backbone(images)
+        return {head: linear(features) for head, linear in self.heads.items()}
+
+
+class SeedNet(nn.Module):
+    """The seed's network: backbone -> Linear(head_hidden_size, hidden)-ReLU-Dropout-Linear(hidden, sum of classes).
+
+    backbone: as for `MultiHeadNet`. With `freeze_backbone` the backbone is fixed: no gradients, and it stays in eval mode so
+    its batch-norm statistics do not drift either.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: Mapping[str, int],
+        hidden: int = 1024,
+        dropout: float = 0.5,
+        freeze_backbone: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.freeze_backbone = freeze_backbone
+        self.backbone.requires_grad_(not freeze_backbone)
+        self.num_classes = dict(num_classes)
+        self.head = nn.Sequential(
+            nn.Linear(backbone.head_hidden_size, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, sum(self.num_classes.values())),
+        )
+
+    def train(self, mode: bool = True) -> "SeedNet":
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """images: float [B, 3, H, W] -> head -> logits [B, C_head], slices of the concatenated output."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            features = self.backbone(images)
+        logits = self.head(features)
+        return dict(zip(self.num_classes, logits.split(list(self.num_classes.values()), dim=1)))
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear rise to 1 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class TaggerModule(L.LightningModule):
+    """Trains any multi-head net with per-head losses, and logs per-head, per-split metrics.
+
+    net: images -> dict head -> logits (e.g. `MultiHeadNet`, `SeedNet`).
+    heads: the label heads, in the order of the batch's label columns.
+    class_counts: head -> training counts per class, in class-index order (from the label schema).
+    loss: "ce" (per-head softmax cross-entropy under `imbalance`, summed with `head_weights`,
+        default 1 each) or "bce" (the seed's masked BCE over the concatenated one-hot labels;
+        takes neither imbalance strategy nor head weights).
+    imbalance, tau, focal_gamma, beta: see `core.losses` (`HeadLoss`).
+    lr, weight_decay: AdamW over the trainable parameters.
+    scheduler: "cosine" (linear warmup over `warmup_fraction` of the steps, then cosine to 0,
+        stepped per batch) or "step" (StepLR(step_size, gamma), stepped per epoch).
+
+    Logs `train/loss`, `val/loss` and, per head, `<split>/<head>/acc` (micro accuracy) and
+    `<split>/<head>/macro_f1`, all over labelled rows only, from the raw logits.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        heads: Sequence[str],
+        class_counts: Mapping[str, Sequence[int]],
+        imbalance: str = "logit_adjusted",
+        loss: str = "ce",
+        head_weights: Mapping[str, float] | None = None,
+        tau: float = 1.0,
+        focal_gamma: float = 2.0,
+        beta: float = 0.999,
+        lr: float = 3e-4,
+        weight_decay: float = 0.05,
+        scheduler: str = "cosine",
+        warmup_fraction: float = 0.05,
+        step_size: int = 7,
+        gamma: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        _check_choice("loss", loss, LOSSES)
+        _check_choice("scheduler", scheduler, SCHEDULERS)
+        missing = [head for head in heads if head not in class_counts]
+        if missing:
+            raise ValueError(f"no class counts for heads {missing}; counts given for {sorted(class_counts)}")
+        too_few = {head: len(class_counts[head]) for head in heads if len(class_counts[head]) < 2}
+        if too_few:
+            raise ValueError(f"every head needs at least 2 classes, got {too_few}")
+        if loss == "bce" and (imbalance != "none" or head_weights is not None):
+            raise ValueError(
+                f"loss='bce' (the seed's) takes imbalance='none' and no head_weights, "
+                f"got imbalance={imbalance!r}, head_weights={head_weights!r}"
+            )
+        unknown = sorted(set(head_weights or {}) - set(heads))
+        if unknown:
+            raise ValueError(f"head_weights for unknown heads {unknown}; heads: {list(heads)}")
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+
+        self.net = net
+        self.heads = tuple(heads)
+        self.head_weights = {head: (head_weights or {}).get(head, 1.0) for head in self.heads}
+        self.head_losses = nn.ModuleDict(
+            {head: HeadLoss(imbalance, class_counts[head], tau, focal_gamma, beta) for head in self.heads}
+        )
+        num_classes = {head: len(class_counts[head]) for head in self.heads}
+        self.train_metrics = _split_metrics("train", num_classes)
+        self.val_metrics = _split_metrics("val", num_classes)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """images: float [B, 3, H, W] -> head -> raw logits [B, C_head]."""
+        return self.net(images)
+
+    def _loss(self, logits: dict[str, Tensor], labels: Tensor) -> Tensor:
+        if self.hparams.loss == "bce":
+            return masked_bce({head: logits[head] for head in self.heads}, labels)
+        return sum(
+            self.head_weights[head] * self.head_losses[head](logits[head], labels[:, i])
+            for i, head in enumerate(self.heads)
+        )
+
+    def _step(self, batch: dict[str, Tensor], split: str, metrics: nn.ModuleDict) -> Tensor:
+        logits = self(batch["image"])
+        labels = batch["labels"]
+        loss = self._loss(logits, labels)
+        batch_size = labels.shape[0]
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        for i, head in enumerate(self.heads):
+            metrics[head].update(logits[head].detach(), labels[:, i])
+            self.log_dict(metrics[head], on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "val", self.val_metrics)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict:
+        """-> {"id": int64 [B], "probs": head -> float [B, C_head]}.
+
+        Probabilities are the softmax of each head's raw logits, for the seed's BCE-trained net
+        too (its per-head slice is normalised the same way, so every head's probs sum to 1).
+        """
+        logits = self(batch["image"])
+        return {"id": batch["id"], "probs": {head: logits[head].softmax(dim=-1) for head in self.heads}}
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            [p for p in self.parameters() if p.requires_grad], lr=hp.lr, weight_decay=hp.weight_decay
+        )
+        if hp.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise ValueError("scheduler='cosine' needs a finite run: set the trainer's max_epochs or max_steps")
+        total_steps = int(total_steps)
+        warmup_steps = int(hp.warmup_fraction * total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _check_choice(name: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+
+
+def _split_metrics(split: str, num_classes: Mapping[str, int]) -> nn.ModuleDict:
+    """Per head, micro accuracy and macro-F1 over labelled rows, logged as `<split>/<head>/acc|macro_f1`.
+
+    Lightning computes and resets them at the end of each epoch.
+    """
+    return nn.ModuleDict(
+        {
+            head: MetricCollection(
+                {
+                    "acc": MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_INDEX),
+                    "macro_f1": MulticlassF1Score(n, average="macro", ignore_index=IGNORE_INDEX),
+                },
+                prefix=f"{split}/{head}/",
+            )
+            for head, n in num_classes.items()
+        }
+    )

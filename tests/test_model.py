@@ -1,0 +1,212 @@
+import math
+import warnings
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import timm
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+from torch.utils.data import DataLoader
+
+from core.data.schema import IGNORE_INDEX
+from core.losses import HeadLoss
+from core.model import MultiHeadNet, SeedNet, TaggerModule, warmup_cosine
+
+# Two heads, one with a class that never occurs (its count is raised to one by the losses).
+CLASS_COUNTS = {"gender": [40, 25, 5], "usage": [60, 8, 2, 0]}
+HEADS = tuple(CLASS_COUNTS)
+NUM_CLASSES = {head: len(counts) for head, counts in CLASS_COUNTS.items()}
+
+
+class TinyBackbone(nn.Module):
+    """A two-layer conv net with timm's `num_classes=0` contract: images -> pooled features [B, head_hidden_size]."""
+
+    head_hidden_size = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)
+
+
+def random_batch(size: int, seed: int) -> dict[str, torch.Tensor]:
+    """The batch format of the data pipeline, random, with some labels ignored."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.stack(
+        [torch.randint(0, n, (size,), generator=generator) for n in NUM_CLASSES.values()], dim=1
+    )
+    labels[::3, 1] = IGNORE_INDEX
+    labels[1, 0] = IGNORE_INDEX
+    return {
+        "image": torch.randn(size, 3, 32, 32, generator=generator),
+        "labels": labels,
+        "id": torch.arange(size) + 1000 * seed,
+    }
+
+
+def loader(seed: int) -> DataLoader:
+    batch = random_batch(12, seed)
+    rows = [{key: value[i] for key, value in batch.items()} for i in range(12)]
+    return DataLoader(rows, batch_size=6)
+
+
+def test_multi_head_net_gives_logits_per_head_on_a_timm_backbone():
+    # MobileNetV3 pools, then convolves to head_hidden_size (1024) != num_features (288).
+    backbone = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=0)
+    net = MultiHeadNet(backbone, NUM_CLASSES)
+    logits = net(torch.randn(2, 3, 64, 64))
+    assert {head: tuple(out.shape) for head, out in logits.items()} == {"gender": (2, 3), "usage": (2, 4)}
+
+
+def test_backward_reaches_every_heads_parameters_and_the_backbone():
+    net = MultiHeadNet(TinyBackbone(), NUM_CLASSES)
+    batch = random_batch(6, seed=0)
+    module = TaggerModule(net, HEADS, CLASS_COUNTS)
+    module._loss(net(batch["image"]), batch["labels"]).backward()
+    for name, parameter in net.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_loss_is_the_head_weighted_sum_of_head_losses():
+    net = MultiHeadNet(TinyBackbone(), NUM_CLASSES)
+    batch = random_batch(6, seed=1)
+    logits = net(batch["image"])
+    module = TaggerModule(net, HEADS, CLASS_COUNTS, imbalance="focal", head_weights={"gender": 2.0})
+    expected = 2.0 * HeadLoss("focal", CLASS_COUNTS["gender"])(logits["gender"], batch["labels"][:, 0]) + HeadLoss(
+        "focal", CLASS_COUNTS["usage"]
+    )(logits["usage"], batch["labels"][:, 1])
+    torch.testing.assert_close(module._loss(logits, batch["labels"]), expected)
+
+
+def test_seed_net_freezes_its_backbone_and_slices_one_output_into_heads():
+    net = SeedNet(TinyBackbone(), NUM_CLASSES, hidden=16)
+    net.train()
+    assert not net.backbone.training and net.head.training  # frozen batch-norm statistics too
+    assert not any(p.requires_grad for p in net.backbone.parameters())
+    batch = random_batch(6, seed=2)
+    logits = net(batch["image"])
+    concatenated = net.head(net.backbone(batch["image"]))
+    assert {head: tuple(out.shape) for head, out in logits.items()} == {"gender": (6, 3), "usage": (6, 4)}
+    assert concatenated.shape == (6, 7)
+    TaggerModule(net, HEADS, CLASS_COUNTS, loss="bce", imbalance="none")._loss(logits, batch["labels"]).backward()
+    assert all(p.grad is None for p in net.backbone.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.head.parameters())
+
+
+def test_seed_net_logits_are_slices_of_the_concatenated_output():
+    net = SeedNet(TinyBackbone(), NUM_CLASSES, hidden=16).eval()
+    images = random_batch(4, seed=3)["image"]
+    logits = net(images)
+    concatenated = net.head(net.backbone(images))
+    torch.testing.assert_close(logits["gender"], concatenated[:, :3])
+    torch.testing.assert_close(logits["usage"], concatenated[:, 3:])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"loss": "mse"}, "unknown loss 'mse'; valid: ce, bce"),
+        ({"scheduler": "plateau"}, "unknown scheduler 'plateau'; valid: cosine, step"),
+        ({"imbalance": "smote"}, "unknown imbalance strategy 'smote'; valid: none, class_weighted"),
+        ({"loss": "bce"}, "imbalance='none' and no head_weights, got imbalance='logit_adjusted'"),
+        ({"head_weights": {"colour": 2.0}}, r"head_weights for unknown heads \['colour'\]"),
+        ({"class_counts": {"gender": [1, 2]}}, r"no class counts for heads \['usage'\]"),
+        ({"class_counts": {"gender": [1, 2], "usage": [9]}}, r"at least 2 classes, got \{'usage': 1\}"),
+        ({"warmup_fraction": 1.0}, "warmup_fraction must be in"),
+    ],
+)
+def test_bad_settings_fail_naming_the_value(kwargs, message):
+    settings = {"heads": HEADS, "class_counts": CLASS_COUNTS, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), **settings)
+
+
+@pytest.mark.parametrize(
+    ("net_class", "settings"),
+    [(MultiHeadNet, {"loss": "ce"}), (SeedNet, {"loss": "bce", "imbalance": "none", "scheduler": "step"})],
+)
+def test_fast_dev_run_logs_per_head_metrics_computed_over_labelled_rows(net_class, settings):
+    torch.manual_seed(0)
+    module = TaggerModule(net_class(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, **settings)
+    trainer = L.Trainer(
+        accelerator="cpu", fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, train_dataloaders=loader(seed=4), val_dataloaders=loader(seed=5))
+    metrics = trainer.callback_metrics
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
+    # fast_dev_run validates one batch after one step; recompute its accuracy from the trained module.
+    val_batch = next(iter(loader(seed=5)))
+    with torch.no_grad():
+        logits = module.eval()(val_batch["image"])
+    for i, head in enumerate(HEADS):
+        labelled = val_batch["labels"][:, i] != IGNORE_INDEX
+        predicted = logits[head].argmax(dim=1)[labelled]
+        accuracy = (predicted == val_batch["labels"][labelled, i]).float().mean()
+        torch.testing.assert_close(metrics[f"val/{head}/acc"], accuracy)
+        expected_f1 = f1_score(val_batch["labels"][labelled, i], predicted, average="macro")
+        assert metrics[f"val/{head}/macro_f1"].item() == pytest.approx(expected_f1)
+        assert f"train/{head}/acc" in metrics and f"train/{head}/macro_f1" in metrics
+
+
+@pytest.mark.parametrize(("net_class", "loss"), [(MultiHeadNet, "ce"), (SeedNet, "bce")])
+def test_predict_step_gives_ids_and_per_head_probabilities(net_class, loss):
+    module = TaggerModule(net_class(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, loss=loss, imbalance="none")
+    batch = random_batch(5, seed=6)
+    with torch.no_grad():
+        prediction = module.eval().predict_step(batch, 0)
+    assert torch.equal(prediction["id"], batch["id"])
+    for head, n in NUM_CLASSES.items():
+        probs = prediction["probs"][head]
+        assert probs.shape == (5, n) and (probs >= 0).all()
+        torch.testing.assert_close(probs.sum(dim=1), torch.ones(5))
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero():
+    factors = [warmup_cosine(step, warmup_steps=10, total_steps=110) for step in range(110)]
+    assert factors[:10] == pytest.approx([0.1 * (i + 1) for i in range(10)])
+    assert factors[10] == 1.0 and factors[60] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] < 0.001 and warmup_cosine(0, 0, 100) == 1.0
+
+
+def test_cosine_schedule_warms_up_then_decays_per_step():
+    module = TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, lr=1e-3, warmup_fraction=0.1)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=100)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.AdamW) and config["lr_scheduler"]["interval"] == "step"
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-4) and max(rates) == pytest.approx(1e-3)
+    assert rates.index(max(rates)) == 9
+    assert rates[50] < rates[9] and rates[-1] < 1e-5
+
+
+def test_seed_recipe_uses_step_lr_and_optimises_only_the_head():
+    net = SeedNet(TinyBackbone(), NUM_CLASSES, hidden=16)
+    module = TaggerModule(
+        net, HEADS, CLASS_COUNTS, loss="bce", imbalance="none", lr=5e-5, weight_decay=0.01, scheduler="step"
+    )
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(scheduler, torch.optim.lr_scheduler.StepLR) and config["lr_scheduler"]["interval"] == "epoch"
+    assert (scheduler.step_size, scheduler.gamma) == (7, 0.1)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in net.head.parameters()}
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-6)
