@@ -110,7 +110,7 @@ class TaggerModule(L.LightningModule):
     scheduler: "cosine" (linear warmup over `warmup_fraction` of the steps, then cosine to 0,
         stepped per batch) or "step" (StepLR(step_size, gamma), stepped per epoch).
 
-    Logs `train/loss`, `val/loss` and, per head, `<split>/<head>/acc` (micro accuracy) and
+    Logs `train/loss`, `val/loss`, `val/mean_macro_f1` (mean over heads) and, per head, `<split>/<head>/acc` (micro accuracy) and
     `<split>/<head>/macro_f1`, all over labelled rows only, from the raw logits.
     """
 
@@ -191,6 +191,11 @@ class TaggerModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "val", self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        # One number for early stopping and "best": every head counts the same.
+        macro_f1 = torch.stack([self.val_metrics[head]["macro_f1"].compute() for head in self.heads])
+        self.log("val/mean_macro_f1", macro_f1.mean(), prog_bar=True)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict:
         """-> {"id": int64 [B], "probs": head -> float [B, C_head]}.

@@ -155,6 +155,8 @@ def test_fast_dev_run_logs_per_head_metrics_computed_over_labelled_rows(net_clas
         expected_f1 = f1_score(val_batch["labels"][labelled, i], predicted, average="macro")
         assert metrics[f"val/{head}/macro_f1"].item() == pytest.approx(expected_f1)
         assert f"train/{head}/acc" in metrics and f"train/{head}/macro_f1" in metrics
+    mean_f1 = sum(metrics[f"val/{head}/macro_f1"].item() for head in HEADS) / len(HEADS)
+    assert metrics["val/mean_macro_f1"].item() == pytest.approx(mean_f1)
 
 
 @pytest.mark.parametrize(("net_class", "loss"), [(MultiHeadNet, "ce"), (SeedNet, "bce")])
