@@ -1,0 +1,338 @@
+"""What a training run does: `TrainConfig`, its recipes (presets), and the values it resolves at run time.
+
+A config starts from a recipe and takes overrides on top:
+
+    cfg = TrainConfig.from_recipe("seed", {"epochs": 3})
+    cfg = cfg.with_overrides(["backbone=tf_efficientnet_lite0", "max_samples=2000"])
+    cfg = TrainConfig.from_file("my_run.toml")  # a mapping of fields, may name its `recipe`
+
+Every construction checks types and values (`validate`), so a `TrainConfig` that exists is
+valid. It holds plain JSON values only: it travels inside checkpoints and `config.json`.
+Fields that depend on the machine or the data ("auto") are resolved by `resolve_precision`,
+`resolve_channels_last` and `resolve_rare_min_count` when the run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.backbones import PRETRAINED_MODES
+from core.data import HEADS
+from core.data.schema import RARE_POLICIES
+from core.losses import IMBALANCE_STRATEGIES
+from core.model import LOSSES, SCHEDULERS
+
+HEAD_TYPES = ("linear", "seed_mlp")
+# What early stopping and checkpointing watch, and which way is better.
+MONITORS = {"val/loss": "min", "val/mean_macro_f1": "max"}
+ACCELERATORS = ("auto", "cpu", "gpu")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+AUTO = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run's settings. The defaults are the `default` recipe; see RECIPES for `seed`."""
+
+    recipe: str = "default"  # the preset this config started from (from_recipe sets it)
+    # --- data
+    data: str | None = None  # dataset folder (styles.csv + images/); None = FASHION_TAGGER_DATA, else the demo
+    heads: tuple[str, ...] = HEADS  # label heads to learn, a subset of core.data.HEADS
+    max_samples: int | None = None  # cap on catalogue rows, for quick runs; None = every row
+    val_fraction: float = 0.2  # share of rows held out for validation (stratified split)
+    seed: int = 0  # seeds the split, the new layers' initial weights and the data order
+    rare_policy: str = "other"  # what becomes of rare classes: one of RARE_POLICIES
+    rare_min_count: int | str = AUTO  # classes with fewer training rows are rare; "auto": resolve_rare_min_count
+    # --- model
+    backbone: str = "tf_efficientnet_lite0"  # timm model name
+    pretrained: str = AUTO  # where the backbone's weights come from: one of PRETRAINED_MODES
+    head: str = "linear"  # "linear": a Linear per head (MultiHeadNet); "seed_mlp": the seed's shared MLP (SeedNet)
+    freeze_backbone: bool = False  # train the head(s) only
+    image_size: int = 224  # side of the square model input, pixels
+    augment: bool = True  # random resized crop (mild scale) and horizontal flip; never colour jitter
+    # --- loss
+    loss: str = "ce"  # "ce": per-head cross-entropy under `imbalance`; "bce": the seed's masked BCE
+    imbalance: str = "logit_adjusted"  # one of IMBALANCE_STRATEGIES (core.losses)
+    tau: float = 1.0  # logit adjustment strength (imbalance="logit_adjusted")
+    focal_gamma: float = 2.0  # focusing exponent (imbalance="focal")
+    # --- optimisation (AdamW)
+    epochs: int = 10  # most epochs; early stopping may end sooner
+    batch_size: int = 64  # images per step, per device
+    lr: float = 3e-4  # peak learning rate
+    weight_decay: float = 0.05  # AdamW decoupled weight decay
+    scheduler: str = "cosine"  # "cosine": linear warmup then cosine to 0, per step; "step": StepLR per epoch
+    warmup_fraction: float = 0.05  # share of all steps spent warming up (cosine)
+    step_size: int = 7  # epochs between learning-rate drops (step)
+    gamma: float = 0.1  # learning-rate factor at each drop (step)
+    grad_clip: float | None = None  # gradient norm clip; None = no clipping
+    # --- early stopping and best checkpoint
+    monitor: str = "val/mean_macro_f1"  # the metric watched: one of MONITORS
+    patience: int = 5  # epochs without improvement of `monitor` before stopping
+    # --- hardware (Lightning Trainer)
+    accelerator: str = AUTO  # one of ACCELERATORS
+    devices: int | str = AUTO  # devices per node, or "auto"
+    num_nodes: int = 1  # machines
+    strategy: str = AUTO  # Lightning strategy name ("auto", "ddp", ...)
+    precision: str = AUTO  # one of PRECISIONS; "auto": resolve_precision
+    channels_last: bool | str = AUTO  # NHWC memory format; "auto": on CUDA only
+    num_workers: int = 4  # DataLoader worker processes; 0 loads in the main process
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _typed(field.name, getattr(self, field.name)))
+        self.validate()
+
+    @property
+    def monitor_mode(self) -> str:
+        """Which way `monitor` improves: "min" or "max"."""
+        return MONITORS[self.monitor]
+
+    def validate(self) -> None:
+        """Raise ValueError naming every bad value (types are checked at construction)."""
+        problems = [
+            _choice("recipe", self.recipe, RECIPES),
+            _choice("rare_policy", self.rare_policy, RARE_POLICIES),
+            _choice("pretrained", self.pretrained, PRETRAINED_MODES),
+            _choice("head", self.head, HEAD_TYPES),
+            _choice("loss", self.loss, LOSSES),
+            _choice("imbalance", self.imbalance, IMBALANCE_STRATEGIES),
+            _choice("scheduler", self.scheduler, SCHEDULERS),
+            _choice("monitor", self.monitor, MONITORS),
+            _choice("accelerator", self.accelerator, ACCELERATORS),
+            _choice("precision", self.precision, PRECISIONS),
+        ]
+        unknown_heads = [head for head in self.heads if head not in HEADS]
+        checks = [
+            (bool(self.heads) and not unknown_heads and len(set(self.heads)) == len(self.heads),
+             f"heads must be distinct names from {', '.join(HEADS)}, got {list(self.heads)}"),
+            (self.max_samples is None or self.max_samples >= 1,
+             f"max_samples must be >= 1 or None, got {self.max_samples}"),
+            (0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
+            (0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}"),
+            (self.rare_min_count == AUTO if isinstance(self.rare_min_count, str) else self.rare_min_count >= 0,
+             f"rare_min_count must be an int >= 0 or 'auto', got {self.rare_min_count!r}"),
+            (self.image_size % 32 == 0 and 64 <= self.image_size <= 1024,
+             f"image_size must be a multiple of 32 in [64, 1024], got {self.image_size}"),
+            (self.loss != "bce" or self.imbalance == "none",
+             f"loss='bce' (the seed's) requires imbalance='none', got imbalance={self.imbalance!r}"),
+            (self.tau >= 0, f"tau must be >= 0, got {self.tau}"),
+            (self.focal_gamma >= 0, f"focal_gamma must be >= 0, got {self.focal_gamma}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}"),
+            (self.step_size >= 1, f"step_size must be >= 1, got {self.step_size}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0 or None, got {self.grad_clip}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (self.devices == AUTO if isinstance(self.devices, str) else self.devices >= 1,
+             f"devices must be an int >= 1 or 'auto', got {self.devices!r}"),
+            (self.num_nodes >= 1, f"num_nodes must be >= 1, got {self.num_nodes}"),
+            (bool(self.strategy), f"strategy must be a Lightning strategy name, got {self.strategy!r}"),
+            (self.channels_last in (True, False, AUTO),
+             f"channels_last must be true, false or 'auto', got {self.channels_last!r}"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+        ]
+        problems = [problem for problem in problems if problem] + [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def from_recipe(cls, name: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+        """The recipe's preset, then `overrides` (field -> typed value) on top."""
+        if name not in RECIPES:
+            raise ValueError(f"unknown recipe {name!r}; valid: {', '.join(RECIPES)}")
+        overrides = dict(overrides or {})
+        _check_keys(overrides)
+        if overrides.get("recipe", name) != name:
+            raise ValueError(f"overrides name recipe {overrides['recipe']!r} but the preset is {name!r}")
+        return cls(**{**RECIPES[name], **overrides, "recipe": name})
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """A config from a mapping of fields (as `to_dict` or a config file gives): its `recipe`
+        (default "default"), then the other fields on top."""
+        values = dict(values)
+        return cls.from_recipe(values.pop("recipe", "default"), values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """A config from a .json or .toml file holding a mapping of fields (see `from_dict`)."""
+        path = Path(path)
+        if path.suffix not in (".json", ".toml"):
+            raise ValueError(f"config file {path} must be .json or .toml")
+        text = path.read_text(encoding="utf-8")
+        try:
+            values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+            if not isinstance(values, dict):
+                raise ValueError(f"expected a mapping of config fields, got {type(values).__name__}")
+            return cls.from_dict(values)
+        except ValueError as err:  # JSON and TOML syntax errors are ValueErrors too
+            raise ValueError(f"{path}: {err}") from err
+
+    def with_overrides(self, assignments: Iterable[str]) -> TrainConfig:
+        """A copy with `key=value` assignments applied, each value parsed to its field's type.
+
+        Values: int, float, bool (true/false/yes/no/on/off/1/0), None (none/null), str, and
+        comma-separated lists for tuple fields (heads=gender,usage). The recipe cannot change:
+        start from `from_recipe` instead.
+        """
+        changes = {}
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ValueError(f"override {assignment!r} is not key=value")
+            _check_keys([key])
+            if key == "recipe":
+                raise ValueError(f"recipe cannot be overridden ({assignment!r}); use TrainConfig.from_recipe({text!r})")
+            changes[key] = _parse(key, text)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, as JSON values (tuples become lists)."""
+        values = dataclasses.asdict(self)
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},  # the dataclass defaults
+    # The seed notebook (DESIGN.md, "The seed"). Its batch size is not recorded; 32 fits a T4.
+    "seed": {
+        "backbone": "efficientnet_b3",  # ImageNet weights come from the hub only
+        "head": "seed_mlp",  # Linear(->1024)-ReLU-Dropout(0.5)-Linear over the concatenated one-hots
+        "freeze_backbone": True,
+        "loss": "bce",  # masked on ignored labels
+        "imbalance": "none",
+        "image_size": 256,
+        "augment": False,
+        "lr": 5e-5,
+        "weight_decay": 0.01,
+        "scheduler": "step",
+        "warmup_fraction": 0.0,
+        "step_size": 7,
+        "gamma": 0.1,
+        "grad_clip": 0.5,
+        "precision": "32-true",
+        "monitor": "val/loss",
+        "patience": 15,
+        "epochs": 80,
+        "batch_size": 32,
+        "rare_policy": "ignore",
+        "rare_min_count": 500,
+        "val_fraction": 0.2,
+    },
+}
+
+FIELD_NAMES = tuple(field.name for field in dataclasses.fields(TrainConfig))
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def resolve_rare_min_count(cfg: TrainConfig, rows: int) -> int:
+    """The rare-class threshold for `rows` training rows.
+
+    An int in the config is used as is. "auto" scales with the data: 0.2% of the rows, at least
+    10 (a class needs a few examples per validation fold to be measured) and at most 500 (the
+    seed's threshold, on 44k rows): min(500, max(10, round(0.002 * rows))).
+    """
+    if rows < 0:
+        raise ValueError(f"rows must be >= 0, got {rows}")
+    if cfg.rare_min_count != AUTO:
+        return cfg.rare_min_count
+    return min(500, max(10, round(0.002 * rows)))
+
+
+def _uses_cuda(cfg: TrainConfig) -> bool:
+    return cfg.accelerator in (AUTO, "gpu") and torch.cuda.is_available()
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    """The Lightning precision: as configured, or for "auto" bf16-mixed on a CUDA GPU that
+    supports bf16, 16-mixed on an older one, 32-true elsewhere (CPU)."""
+    if cfg.precision != AUTO:
+        return cfg.precision
+    if not _uses_cuda(cfg):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def resolve_channels_last(cfg: TrainConfig) -> bool:
+    """Whether to train in channels_last memory format: as configured, or for "auto" on CUDA only
+    (it speeds up convolutions on tensor cores; on CPU it rarely helps)."""
+    return _uses_cuda(cfg) if cfg.channels_last == AUTO else cfg.channels_last
+
+
+def _check_keys(keys: Iterable[str]) -> None:
+    unknown = [key for key in keys if key not in FIELD_NAMES]
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid: {', '.join(FIELD_NAMES)}")
+
+
+def _choice(name: str, value: str, valid: Iterable[str]) -> str | None:
+    """A message when `value` is not one of `valid`, else None."""
+    valid = list(valid)
+    return None if value in valid else f"unknown {name} {value!r}; valid: {', '.join(valid)}"
+
+
+def _allowed_types(name: str) -> tuple[type, ...]:
+    """The types field `name` takes: `int | str` -> (int, str); `tuple[str, ...]` -> (tuple,)."""
+    hint = _FIELD_TYPES[name]
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return tuple(typing.get_origin(member) or member for member in members)
+
+
+def _describe(allowed: tuple[type, ...]) -> str:
+    names = {type(None): "None", tuple: "a list of names"}
+    return " or ".join(names.get(kind, kind.__name__) for kind in allowed)
+
+
+def _typed(name: str, value: Any) -> Any:
+    """`value` as field `name`'s type (int -> float, list -> tuple), or ValueError naming both."""
+    allowed = _allowed_types(name)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and int in allowed:
+        return value
+    elif isinstance(value, (int, float)) and float in allowed and math.isfinite(value):
+        return float(value)
+    elif isinstance(value, str) and str in allowed:
+        return value
+    elif isinstance(value, (list, tuple)) and tuple in allowed and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ValueError(f"{name}={value!r}: expected {_describe(allowed)}")
+
+
+def _parse(name: str, text: str) -> Any:
+    """Command-line text as field `name`'s type, or ValueError naming both."""
+    allowed = _allowed_types(name)
+    word = text.strip()
+    if type(None) in allowed and word.lower() in ("none", "null"):
+        return None
+    if bool in allowed and word.lower() in _BOOLEANS:
+        return _BOOLEANS[word.lower()]
+    for number in (int, float):
+        if number in allowed:
+            try:
+                return _typed(name, number(word))
+            except ValueError:
+                pass
+    if tuple in allowed:
+        return tuple(part.strip() for part in word.split(",") if part.strip())
+    if str in allowed:
+        return word
+    raise ValueError(f"{name}={text!r}: expected {_describe(allowed)}")

@@ -1,0 +1,325 @@
+"""The run registry: one row per training run in the workspace database, through SQLAlchemy Core.
+
+The database is `<workspace>/fashion_tagger.db` (SQLite, WAL, waits for locks instead of
+failing), or whatever `FASHION_TAGGER_DB_URL` names (e.g. PostgreSQL, shared by a team).
+
+A run moves queued -> running -> finished | failed, or to cancelled from queued or running.
+The first end reported wins: ending an ended run (a cancel racing the end of training) leaves
+it as it is. A run can die without reporting (SIGKILL, out of memory, a closed terminal), so
+reading the registry reconciles liveness first: a queued or running run of this host whose
+process is gone, or whose pid now belongs to another process, is marked failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+import secrets
+import socket
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger, Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, insert, select, update,
+)
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import IntegrityError
+
+from core.workspace import workspace_dir
+
+DB_URL_ENV = "FASHION_TAGGER_DB_URL"
+DB_FILE = "fashion_tagger.db"
+RUNS_FOLDER = "runs"
+STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+ENDED = ("finished", "failed", "cancelled")
+LOST_PROCESS_ERROR = "the training process ended without reporting (killed?)"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_ID_ATTEMPTS = 5
+_PROC = Path("/proc")
+
+metadata = MetaData()
+runs_table = Table(
+    "runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("config", Text, nullable=False),  # JSON: TrainConfig.to_dict()
+    Column("status", String(16), nullable=False),
+    Column("created", String(40), nullable=False),  # UTC ISO 8601, microseconds: sorts as text
+    Column("started", String(40)),
+    Column("finished", String(40)),
+    Column("pid", Integer),
+    Column("pid_start", BigInteger),  # the process's start time (/proc/<pid>/stat), telling a reused pid apart
+    Column("host", String(255)),
+    Column("folder", Text),
+    Column("device", String(255)),
+    Column("weights", Text),
+    Column("best_metric", Float),
+    Column("best_metric_name", String(64)),
+    Column("error", Text),
+    Column("metrics", Text),  # JSON: final per-head numbers
+    Column("timings", Text),  # JSON
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One run as the registry holds it; the fields are the `runs` table's columns, JSON decoded."""
+
+    id: str  # "<UTC yyyymmdd-hhmmss>-<backbone>-<4 hex>": sorts by creation, reads at a glance
+    config: dict[str, Any]
+    status: str  # one of STATUSES
+    created: str  # UTC ISO 8601 times
+    started: str | None
+    finished: str | None
+    pid: int | None  # the process that created the run, then the one training it
+    pid_start: int | None
+    host: str | None
+    folder: str | None  # the run folder
+    device: str | None
+    weights: str | None  # which pretrained weights the backbone got
+    best_metric: float | None
+    best_metric_name: str | None
+    error: str | None
+    metrics: dict[str, Any] | None
+    timings: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready."""
+        return dataclasses.asdict(self)
+
+
+def database_url() -> str:
+    """`FASHION_TAGGER_DB_URL`, else the SQLite database in the workspace."""
+    return os.environ.get(DB_URL_ENV) or f"sqlite:///{workspace_dir() / DB_FILE}"
+
+
+@functools.lru_cache(maxsize=None)
+def db_engine(url: str) -> Engine:
+    """The process's engine for `url` (one pool per database); for SQLite with WAL, a busy timeout,
+    and every transaction `BEGIN IMMEDIATE`, so a read-then-write transaction waits for the lock
+    instead of failing."""
+    engine = create_engine(url)
+    if engine.dialect.name != "sqlite":
+        return engine
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy, not sqlite3, emits BEGIN (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class RunRegistry:
+    """The `runs` table. Every method is one transaction."""
+
+    def __init__(self, db_url: str | None = None) -> None:
+        self.engine = db_engine(db_url or database_url())
+        with self.engine.begin() as connection:
+            metadata.create_all(connection)
+
+    def create(self, config: Mapping[str, Any], folder: str | Path | None = None) -> RunRecord:
+        """Register a queued run of `config` (`TrainConfig.to_dict()`), owned by this process.
+
+        folder: the run folder; default `<workspace>/runs/<run id>` (not created here).
+        """
+        now = datetime.now(timezone.utc)
+        pid = os.getpid()
+        for _ in range(_ID_ATTEMPTS):
+            run_id = _new_run_id(str(config.get("backbone", "")), now)
+            run_folder = Path(folder) if folder is not None else workspace_dir() / RUNS_FOLDER / run_id
+            row = {
+                "id": run_id, "config": json.dumps(dict(config)), "status": "queued", "created": _iso(now),
+                "pid": pid, "pid_start": _process_start(pid), "host": socket.gethostname(),
+                "folder": str(run_folder.resolve()),
+            }
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(insert(runs_table).values(row))
+                    return _record(_select_row(connection, run_id))
+            except IntegrityError:  # the same id drawn twice in one second: draw again
+                continue
+        raise RuntimeError(f"could not draw a free run id in {_ID_ATTEMPTS} attempts")
+
+    def mark_running(self, run_id: str, pid: int, device: str, weights: str) -> RunRecord:
+        """A queued run is now trained by process `pid` of this host, on `device`, from `weights`."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise ValueError(f"pid must be a positive int, got {pid!r}")
+        return self._move(
+            run_id, "running", ("queued",),
+            started=_now(), pid=pid, pid_start=_process_start(pid),
+            host=socket.gethostname(), device=device, weights=weights,
+        )
+
+    def mark_finished(
+        self,
+        run_id: str,
+        best_metric: float | None,
+        best_metric_name: str,
+        metrics: Mapping[str, Any],
+        timings: Mapping[str, Any],
+    ) -> RunRecord:
+        """A running run ended well. Non-finite numbers are stored as null (JSON has no NaN)."""
+        return self._move(
+            run_id, "finished", ("running",),
+            finished=_now(), best_metric=_finite(best_metric),
+            best_metric_name=best_metric_name, metrics=json.dumps(_finite(dict(metrics))),
+            timings=json.dumps(_finite(dict(timings))),
+        )
+
+    def mark_failed(self, run_id: str, error: str) -> RunRecord:
+        """A queued or running run failed with `error` (a message or a traceback)."""
+        return self._move(run_id, "failed", ACTIVE, finished=_now(), error=error)
+
+    def mark_cancelled(self, run_id: str) -> RunRecord:
+        """A queued or running run was cancelled; an ended run stays as it is."""
+        return self._move(run_id, "cancelled", ACTIVE, finished=_now())
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run `run_id`; KeyError listing recent ids when there is none."""
+        self._reconcile()
+        with self.engine.begin() as connection:
+            return _record(_select_row(connection, run_id))
+
+    def list(self, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first; at most `limit` of them."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+        self._reconcile()
+        query = select(runs_table).order_by(runs_table.c.created.desc(), runs_table.c.id.desc()).limit(limit)
+        with self.engine.begin() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
+    def running(self) -> RunRecord | None:
+        """The newest run still queued or running (its process alive), or None."""
+        self._reconcile()
+        query = (
+            select(runs_table).where(runs_table.c.status.in_(ACTIVE))
+            .order_by(runs_table.c.created.desc(), runs_table.c.id.desc()).limit(1)
+        )
+        with self.engine.begin() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _record(row)
+
+    def _move(self, run_id: str, status: str, sources: tuple[str, ...], **values: Any) -> RunRecord:
+        """Set `status` and `values` if the run is in one of `sources`; an end on an ended run is a no-op."""
+        with self.engine.begin() as connection:
+            current = _select_row(connection, run_id).status
+            if current in sources:
+                connection.execute(
+                    update(runs_table)
+                    .where(runs_table.c.id == run_id, runs_table.c.status == current)
+                    .values(status=status, **values)
+                )
+            elif not (current in ENDED and status in ENDED):
+                raise ValueError(f"run {run_id} is {current}; only a {' or '.join(sources)} run can become {status}")
+            return _record(_select_row(connection, run_id))
+
+    def _reconcile(self) -> None:
+        """Mark failed the queued or running runs of this host whose process is gone."""
+        with self.engine.begin() as connection:
+            active = connection.execute(
+                select(runs_table.c.id, runs_table.c.pid, runs_table.c.pid_start)
+                .where(runs_table.c.status.in_(ACTIVE), runs_table.c.host == socket.gethostname())
+            ).all()
+            for run_id, pid, pid_start in active:
+                if pid is not None and _is_alive(pid, pid_start):
+                    continue
+                connection.execute(
+                    update(runs_table)
+                    # Unchanged since read: not taken over by another process meanwhile.
+                    .where(runs_table.c.id == run_id, runs_table.c.pid == pid, runs_table.c.status.in_(ACTIVE))
+                    .values(status="failed", error=LOST_PROCESS_ERROR, finished=_now())
+                )
+
+
+def _new_run_id(backbone: str, now: datetime) -> str:
+    """An id like 20261127-131502-lite0-3f2a: UTC time, a short backbone name, 4 random hex digits."""
+    short = re.sub(r"^(tf_)?efficientnet_", "", backbone.lower())
+    short = re.sub(r"[^a-z0-9]+", "-", short).strip("-")[:24] or "model"
+    return f"{now:%Y%m%d-%H%M%S}-{short}-{secrets.token_hex(2)}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+def _now() -> str:
+    """The UTC time now, ISO 8601 with microseconds."""
+    return _iso(datetime.now(timezone.utc))
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _select_row(connection, run_id: str) -> Row:
+    row = connection.execute(select(runs_table).where(runs_table.c.id == run_id)).first()
+    if row is None:
+        recent = connection.execute(
+            select(runs_table.c.id).order_by(runs_table.c.created.desc(), runs_table.c.id.desc()).limit(5)
+        ).scalars().all()
+        raise KeyError(f"unknown run {run_id!r}; recent runs: {', '.join(recent) or 'none yet'}")
+    return row
+
+
+def _record(row: Row) -> RunRecord:
+    values = row._asdict()
+    for key in ("config", "metrics", "timings"):
+        values[key] = None if values[key] is None else json.loads(values[key])
+    return RunRecord(**values)
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks after boot) of `pid` from /proc, None when absent."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name (which may hold spaces): state is field 3,
+    # starttime field 22 (proc(5)).
+    fields = text.rpartition(")")[2].split()
+    return fields[0], int(fields[19])
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of process `pid`, None when unknown (no /proc)."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def _is_alive(pid: int, pid_start: int | None) -> bool:
+    """Whether `pid` is a live process (not a zombie) and, when `pid_start` is known, the same
+    process that was recorded rather than a new one reusing the pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    stat = _proc_stat(pid)
+    if stat is None:  # without /proc, os.kill is all there is to tell; with it, the process just ended
+        return not (_PROC / "self").exists()
+    state, started = stat
+    return state not in ("Z", "X") and (pid_start is None or started == pid_start)
