@@ -3,7 +3,8 @@
 The database is `<workspace>/fashion_tagger.db` (SQLite, WAL, waits for locks instead of
 failing), or whatever `FASHION_TAGGER_DB_URL` names (e.g. PostgreSQL, shared by a team).
 
-A run moves queued -> running -> finished | failed, or to cancelled from queued or running.
+A run moves queued -> running -> finished | failed, or to cancelled from queued or running;
+a failed or cancelled run can be reopened (queued again) to resume from its last checkpoint.
 The first end reported wins: ending an ended run (a cancel racing the end of training) leaves
 it as it is. A run can die without reporting (SIGKILL, out of memory, a closed terminal), so
 reading the registry reconciles liveness first: a queued or running run of this host whose
@@ -188,6 +189,14 @@ class RunRegistry:
     def mark_cancelled(self, run_id: str) -> RunRecord:
         """A queued or running run was cancelled; an ended run stays as it is."""
         return self._move(run_id, "cancelled", ACTIVE, finished=_now())
+
+    def reopen(self, run_id: str) -> RunRecord:
+        """A failed or cancelled run is queued again, owned by this process (to resume it)."""
+        pid = os.getpid()
+        return self._move(
+            run_id, "queued", ("failed", "cancelled"),
+            finished=None, error=None, pid=pid, pid_start=_process_start(pid), host=socket.gethostname(),
+        )
 
     def get(self, run_id: str) -> RunRecord:
         """The run `run_id`; KeyError listing recent ids when there is none."""

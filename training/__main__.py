@@ -1,0 +1,129 @@
+"""`python -m training fit|runs|show`: train a model, list runs, show one run.
+
+    python -m training fit --data DIR [--recipe seed] [--config FILE] [--set key=value ...] [--json]
+    python -m training fit --resume RUN_ID [--json]
+    python -m training runs [--json]
+    python -m training show RUN_ID [--json]
+
+With --json the last line printed is JSON: the run record (fit, show) or a list of them (runs).
+User errors (bad config value, unknown run, bad dataset) print `error: ...` and exit 2; a run
+that fails exits 1 after recording the error in the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from core.data import CatalogueError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("fit", help="train a model (a new run, or --resume one)")
+    fit.add_argument("--data", help="dataset folder (styles.csv + images/); default FASHION_TAGGER_DATA, else the demo")
+    fit.add_argument("--recipe", help="preset to start from: default (ours) or seed (the seed notebook)")
+    fit.add_argument("--config", help="a JSON or TOML file of TrainConfig fields (may name its recipe)")
+    fit.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config fields")
+    fit.add_argument("--resume", metavar="RUN_ID", help="continue a failed or cancelled run from its last checkpoint")
+    fit.add_argument("--run-id", help=argparse.SUPPRESS)  # adopt a run the dashboard registered as queued
+    fit.add_argument("--json", action="store_true", help="print the run record as JSON on the last line")
+    runs = commands.add_parser("runs", help="list runs, newest first")
+    runs.add_argument("--json", action="store_true")
+    show = commands.add_parser("show", help="one run's record")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    """The TrainConfig that `fit`'s arguments describe (recipe, then file, then --data, then --set)."""
+    from training.config import TrainConfig
+
+    if args.config:
+        cfg = TrainConfig.from_file(args.config)
+        if args.recipe:
+            raise ValueError("give the recipe either in --config or with --recipe, not both")
+    else:
+        cfg = TrainConfig.from_recipe(args.recipe or "default")
+    overrides = ([f"data={args.data}"] if args.data else []) + list(args.set)
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def describe(record) -> str:
+    """A few human lines about a run."""
+    lines = [f"run {record.id}: {record.status}", f"  folder   {record.folder}"]
+    if record.device:
+        lines.append(f"  device   {record.device}; weights {record.weights}")
+    if record.best_metric is not None:
+        lines.append(f"  best     {record.best_metric_name} = {record.best_metric:.4f}")
+    heads = (record.metrics or {}).get("heads", {})
+    for head, numbers in heads.items():
+        if isinstance(numbers, dict):
+            lines.append(f"  {head:15s} acc {numbers['accuracy']:.3f}  macro-F1 {numbers['macro_f1']:.3f}  (n={numbers['support']})")
+    if record.error:
+        lines.append(f"  error    {record.error.splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def fit(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.registry import RunRegistry
+    from training.train import train
+
+    registry = RunRegistry()
+    if args.resume:
+        if args.data or args.config or args.recipe or args.set:
+            raise ValueError("--resume continues a run with its own config; drop --data/--config/--recipe/--set")
+        record = registry.get(args.resume)
+        cfg = TrainConfig.from_dict(record.config)
+        registry.reopen(record.id)
+        run_id, resume = record.id, True
+    else:
+        cfg, run_id, resume = config_from_args(args), args.run_id, False
+    try:
+        record = train(cfg, run_id=run_id, registry=registry, resume=resume)
+    except (CatalogueError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # recorded in the registry by train()
+        print(f"error: the run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(describe(record))
+    if args.json:
+        print(json.dumps(record.as_dict()))
+    return 0 if record.status in ("finished", "cancelled") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "fit":
+            return fit(args)
+        from training.registry import RunRegistry
+
+        registry = RunRegistry()
+        if args.command == "runs":
+            records = registry.list()
+            if args.json:
+                print(json.dumps([record.as_dict() for record in records]))
+            else:
+                for record in records:
+                    best = "" if record.best_metric is None else f"{record.best_metric_name}={record.best_metric:.4f}"
+                    print(f"{record.id:40s} {record.status:10s} {record.created[:19]}  {best}")
+                if not records:
+                    print("no runs yet: python -m training fit --data DIR")
+            return 0
+        record = registry.get(args.run_id)
+        print(json.dumps(record.as_dict()) if args.json else describe(record))
+        return 0
+    except (CatalogueError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
