@@ -22,7 +22,7 @@ def main(n: int = 1500) -> None:
     for row in rows:
         render(row, seed=0)
     per_image = (time.perf_counter() - start) / len(rows)
-    print(f"render alone, one process: {per_image * 1e3:.1f} ms/image")
+    print(f"render alone, one thread: {per_image * 1e3:.1f} ms/image")
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
