@@ -31,7 +31,7 @@ def _splitmix64(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> np.uint64(31))
 
 
-def _id_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
+def id_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
     """A uniform number in [0, 1) per id, a pure function of (seed, id). float64 [n]."""
     seed_hash = _splitmix64(np.array([seed & _MASK64], dtype=np.uint64))
     hashed = _splitmix64(np.asarray(ids, dtype=np.int64).astype(np.uint64) ^ seed_hash)
@@ -49,7 +49,7 @@ def split_catalogue(
     require_columns(frame, ("id", stratify_on))
 
     ids = frame["id"].to_numpy(dtype=np.int64)
-    uniform = _id_uniform(ids, int(seed))
+    uniform = id_uniform(ids, int(seed))
     stratum, _ = pd.factorize(frame[stratify_on], use_na_sentinel=False)
     # Rank within each stratum by (uniform, id): the id breaks exact ties without row order.
     order = np.lexsort((ids, uniform, stratum))
