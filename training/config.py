@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tomllib
 import types
 import typing
@@ -85,7 +86,7 @@ class TrainConfig:
     strategy: str = AUTO  # Lightning strategy name ("auto", "ddp", ...)
     precision: str = AUTO  # one of PRECISIONS; "auto": resolve_precision
     channels_last: bool | str = AUTO  # NHWC memory format; "auto": on CUDA only
-    num_workers: int = 4  # DataLoader worker processes; 0 loads in the main process
+    num_workers: int = min(4, os.cpu_count() or 1)  # DataLoader worker processes (default: 4, at most the cores); 0 = main process
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
