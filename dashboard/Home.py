@@ -19,6 +19,7 @@ from dashboard.datasets import current_catalogue, dataset_picker  # noqa: E402
 PAGES = [
     st.Page("../pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("../pages/explore.py", title="Explore", icon=":material/query_stats:"),
+    st.Page("../pages/train.py", title="Train", icon=":material/model_training:"),
 ]
 
 

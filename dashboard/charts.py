@@ -1,10 +1,14 @@
-"""Plotly figures the pages render; data comes in as the small frames `core` returns."""
+"""Plotly figures the pages render (and one PNG drawn with Pillow); data comes in as the small frames `core` returns."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
 
 # Colours of the train and validation splits, the same on every chart.
 SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518"}
@@ -39,3 +43,102 @@ def year_histogram(years: pd.DataFrame) -> go.Figure:
     figure = px.bar(years, x="year", y="count", title="Products per year", labels={"count": "rows"})
     figure.update_layout(xaxis={"dtick": 1}, height=320)
     return figure
+
+
+def loss_curves(epochs: pd.DataFrame) -> go.Figure:
+    """Training and validation loss per epoch, from `training.launcher.metrics_frame`."""
+    figure = go.Figure()
+    for split in ("train", "val"):
+        column = f"{split}/loss"
+        if column in epochs:
+            figure.add_scatter(x=epochs["epoch"], y=epochs[column], name=split, mode="lines+markers",
+                               line={"color": SPLIT_COLOURS[split]})
+    figure.update_layout(title="Loss per epoch", xaxis={"title": "epoch", "dtick": 1}, yaxis={"title": "loss"}, height=320)
+    return figure
+
+
+def head_curves(epochs: pd.DataFrame, heads: tuple[str, ...], metric: str, title: str) -> go.Figure:
+    """One line per head of validation `metric` ("acc" or "macro_f1") per epoch, from `metrics_frame`."""
+    figure = go.Figure()
+    for head in heads:
+        column = f"val/{head}/{metric}"
+        if column in epochs:
+            figure.add_scatter(x=epochs["epoch"], y=epochs[column], name=head, mode="lines+markers")
+    figure.update_layout(title=title, xaxis={"title": "epoch", "dtick": 1}, yaxis={"range": [0, 1]}, height=320)
+    return figure
+
+
+def class_f1_bars(table: pd.DataFrame, head: str) -> go.Figure:
+    """F1 per class (a `core.evaluation.class_table`), best first, coloured by support."""
+    ordered = table.sort_values(["f1", "support"], ascending=False, kind="stable")
+    figure = px.bar(
+        ordered, x="class", y="f1", color="support", color_continuous_scale="Viridis", title=f"{head}: F1 per class",
+        hover_data={"precision": ":.3f", "recall": ":.3f", "f1": ":.3f", "support": True}, labels={"class": ""},
+    )
+    figure.update_layout(yaxis={"range": [0, 1]}, xaxis={"tickangle": -60}, height=460)
+    return figure
+
+
+def confusion_heatmap(view, normalised: bool, title: str) -> go.Figure:
+    """A `core.evaluation.ConfusionView` as a heatmap (counts or row rates), true classes down,
+    predicted across; hovering a cell shows its count and rate, and a click selects it."""
+    counts, rates = view.counts, view.rates
+    k = len(view.classes)
+    row_px = 26 if k <= 30 else 14  # the figure grows with k so that cells stay readable and clickable
+    figure = go.Figure(go.Heatmap(
+        z=rates if normalised else counts, x=view.classes, y=view.classes, colorscale="Blues", zmin=0,
+        zmax=1 if normalised else None, hoverinfo="skip", colorbar={"title": "rate" if normalised else "rows"},
+        text=np.where(counts > 0, np.vectorize(lambda v: f"{v:.0%}" if normalised else f"{v:d}")(rates if normalised else counts), ""),
+        texttemplate="%{text}" if k <= 25 else None,
+    ))
+    # Streamlit's point selection reports scatter points, not heatmap cells: one invisible square
+    # marker per cell carries the hover text and the click.
+    true_index, predicted_index = np.indices((k, k))
+    figure.add_scatter(
+        x=[view.classes[j] for j in predicted_index.ravel()], y=[view.classes[i] for i in true_index.ravel()],
+        mode="markers", showlegend=False, customdata=np.stack([counts.ravel(), rates.ravel()], axis=1),
+        marker={"symbol": "square", "size": row_px - 4, "opacity": 0, "color": "#E45756"},
+        selected={"marker": {"opacity": 0.45}}, unselected={"marker": {"opacity": 0}},
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[0]:,} rows · %{customdata[1]:.1%} of the true class"
+                      "<extra></extra>",
+    )
+    figure.update_layout(
+        title=title, height=row_px * k + 280, margin={"t": 60},
+        xaxis={"title": "predicted", "type": "category", "tickangle": -60},
+        yaxis={"title": "true", "type": "category", "autorange": "reversed"},
+    )
+    return figure
+
+
+def confusion_png(view, normalised: bool, title: str) -> bytes:
+    """The heatmap of `confusion_heatmap` as a PNG, drawn with Pillow (plotly's own export needs
+    kaleido and a browser; matplotlib is not a dependency)."""
+    values = view.rates if normalised else view.counts
+    k, cell = len(view.classes), 26 if len(view.classes) <= 30 else 14
+    font = ImageFont.load_default(size=12 if cell > 14 else 9)
+    label_px = max(int(font.getlength(name)) for name in view.classes) + 10
+    top, left = 40, label_px + 60
+    image = Image.new("RGB", (left + k * cell + 20, top + k * cell + label_px + 40), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), title, fill="black", font=ImageFont.load_default(size=16))
+    peak = float(values.max()) or 1.0
+    for i in range(k):
+        for j in range(k):
+            share = float(values[i, j]) / peak  # white -> blue, as plotly's "Blues"
+            colour = tuple(int(255 - share * (255 - end)) for end in (8, 48, 107))
+            x, y = left + j * cell, top + i * cell
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=colour, outline=(230, 230, 230))
+            if cell > 14 and values[i, j]:
+                text = f"{values[i, j]:.0%}" if normalised else str(int(values[i, j]))
+                draw.text((x + cell / 2, y + cell / 2), text, anchor="mm", font=font,
+                          fill="white" if share > 0.5 else "black")
+    for index, name in enumerate(view.classes):
+        draw.text((left - 6, top + index * cell + cell / 2), name, anchor="rm", font=font, fill="black")
+        column = Image.new("RGB", (label_px, cell), "white")  # drawn sideways, then turned upright
+        ImageDraw.Draw(column).text((label_px - 4, cell / 2), name, anchor="rm", font=font, fill="black")
+        image.paste(column.rotate(90, expand=True), (left + index * cell, top + k * cell + 4))
+    draw.text((10, top + k * cell // 2), "true", font=font, fill="black")
+    draw.text((left + k * cell // 2, image.height - 18), "predicted", font=font, fill="black")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -3,6 +3,12 @@
 import streamlit as st
 
 from dashboard.datasets import current_catalogue
+from training.registry import RunRegistry
+
+STATUS_ICONS = {
+    "queued": ":material/hourglass_empty:", "running": ":material/play_circle:", "finished": ":material/check_circle:",
+    "failed": ":material/error:", "cancelled": ":material/stop_circle:",
+}
 
 
 def cleaning_report(report) -> None:
@@ -12,6 +18,18 @@ def cleaning_report(report) -> None:
     columns[2].metric("Duplicate ids", f"{report.duplicate_ids:,}", help="Later rows with an id seen before; the first is kept")
     columns[3].metric("Rows without image", f"{report.rows_without_image:,}", help="Dropped: images/<id>.jpg is absent")
     columns[4].metric("Products kept", f"{report.rows_kept:,}")
+
+
+def recent_runs(limit: int = 5) -> None:
+    """The latest runs with their status; the Train page has the rest."""
+    st.subheader("Runs")
+    records = RunRegistry().list(limit=limit)
+    for record in records:
+        best = "" if record.best_metric is None else f" · {record.best_metric_name} {record.best_metric:.4f}"
+        st.markdown(f"{STATUS_ICONS[record.status]} `{record.id}` **{record.status}**{best}")
+    if not records:
+        st.caption("No training runs yet.")
+    st.page_link("../pages/train.py", label="Train a model", icon=":material/model_training:")
 
 
 def main() -> None:
@@ -27,6 +45,7 @@ def main() -> None:
     st.write(f"`{catalogue.root}`")
     cleaning_report(catalogue.report)
     st.page_link("../pages/explore.py", label="Explore the catalogue", icon=":material/query_stats:")
+    recent_runs()
 
 
 main()

@@ -145,7 +145,7 @@ class RunRegistry:
             run_folder = Path(folder) if folder is not None else workspace_dir() / RUNS_FOLDER / run_id
             row = {
                 "id": run_id, "config": json.dumps(dict(config)), "status": "queued", "created": _iso(now),
-                "pid": pid, "pid_start": _process_start(pid), "host": socket.gethostname(),
+                "pid": pid, "pid_start": process_start(pid), "host": socket.gethostname(),
                 "folder": str(run_folder.resolve()),
             }
             try:
@@ -162,7 +162,7 @@ class RunRegistry:
             raise ValueError(f"pid must be a positive int, got {pid!r}")
         return self._move(
             run_id, "running", ("queued",),
-            started=_now(), pid=pid, pid_start=_process_start(pid),
+            started=_now(), pid=pid, pid_start=process_start(pid),
             host=socket.gethostname(), device=device, weights=weights,
         )
 
@@ -195,7 +195,7 @@ class RunRegistry:
         pid = os.getpid()
         return self._move(
             run_id, "queued", ("failed", "cancelled"),
-            finished=None, error=None, pid=pid, pid_start=_process_start(pid), host=socket.gethostname(),
+            finished=None, error=None, pid=pid, pid_start=process_start(pid), host=socket.gethostname(),
         )
 
     def get(self, run_id: str) -> RunRecord:
@@ -246,7 +246,7 @@ class RunRegistry:
                 .where(runs_table.c.status.in_(ACTIVE), runs_table.c.host == socket.gethostname())
             ).all()
             for run_id, pid, pid_start in active:
-                if pid is not None and _is_alive(pid, pid_start):
+                if pid is not None and is_alive(pid, pid_start):
                     continue
                 connection.execute(
                     update(runs_table)
@@ -312,13 +312,13 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
-def _process_start(pid: int) -> int | None:
+def process_start(pid: int) -> int | None:
     """The start time of process `pid`, None when unknown (no /proc)."""
     stat = _proc_stat(pid)
     return None if stat is None else stat[1]
 
 
-def _is_alive(pid: int, pid_start: int | None) -> bool:
+def is_alive(pid: int, pid_start: int | None) -> bool:
     """Whether `pid` is a live process (not a zombie) and, when `pid_start` is known, the same
     process that was recorded rather than a new one reusing the pid."""
     try:

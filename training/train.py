@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -96,6 +99,18 @@ def build_module(cfg: TrainConfig, schema: LabelSchema, counts: dict[str, list[i
         warmup_fraction=cfg.warmup_fraction, step_size=cfg.step_size, gamma=cfg.gamma,
     )
     return module, weights
+
+
+def build_datamodule(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema, split: pd.Series,
+                     module: TaggerModule, progress: Callable[[int, int], None] | None = None) -> CatalogueDataModule:
+    """The DataModule of `cfg` over `split` ("train"/"val" per catalogue row), preprocessing as
+    `module`'s backbone expects; `progress(done, total)` while the image cache is built."""
+    return CatalogueDataModule(
+        catalogue, schema, split, cfg.image_size, data_config(module.net.backbone, cfg.image_size),
+        batch_size=cfg.batch_size, num_workers=cfg.num_workers, cache_root=workspace.workspace_dir(),
+        max_samples=cfg.max_samples, seed=cfg.seed, train_scale=(0.7, 1.0) if cfg.augment else (1.0, 1.0),
+        progress=progress,
+    )
 
 
 class RunFiles(Callback):
@@ -229,10 +244,8 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
         if trainer.is_global_zero:
             record = registry.mark_running(record.id, os.getpid(), device=_device(trainer), weights=weights.detail)
 
-        datamodule = CatalogueDataModule(
-            catalogue, schema, split, cfg.image_size, data_config(module.net.backbone, cfg.image_size),
-            batch_size=cfg.batch_size, num_workers=cfg.num_workers, cache_root=workspace.workspace_dir(),
-            max_samples=cfg.max_samples, seed=cfg.seed, train_scale=(0.7, 1.0) if cfg.augment else (1.0, 1.0),
+        datamodule = build_datamodule(
+            cfg, catalogue, schema, split, module,
             progress=lambda done, total: write_progress(paths["progress"], stage="cache", done=done, total=total),
         )
         datamodule.setup("fit")  # builds the image cache; unreadable photos warn and are counted
@@ -251,16 +264,17 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
 
         write_progress(paths["progress"], stage="evaluate")
         eval_started = time.perf_counter()
-        best = Path(checkpoint.best_model_path or paths["last"])
+        best_epoch = Path(checkpoint.best_model_path or paths["last"])
+        best = _keep_as_best(best_epoch, paths["best"])
         if not trainer.is_global_zero:  # other DDP ranks: rank zero evaluates and reports
             return registry.get(record.id)
         load_weights(module, best)
         ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg))
-        summary = write_evaluation(catalogue, schema, ids, probs, paths["evaluation"], best.name)
+        summary = write_evaluation(catalogue, schema, ids, probs, paths["evaluation"], best_epoch.name)
         timings["evaluate_s"] = time.perf_counter() - eval_started
         timings["total_s"] = time.perf_counter() - started
         metrics = {
-            "heads": summary, "best_checkpoint": best.name,
+            "heads": summary, "best_checkpoint": best_epoch.name,
             "skipped_images": {str(k): v for k, v in datamodule.cache_report.failed.items()},
             "train_rows": len(datamodule.train_ids), "val_rows": len(datamodule.val_ids),
             "rare_min_count": schema.rare_min_count, "precision": str(trainer.precision),
@@ -276,6 +290,17 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
             os.environ.pop(RUN_ID_ENV, None)
         else:
             os.environ[RUN_ID_ENV] = previous_run_env
+
+
+def _keep_as_best(checkpoint: Path, best: Path) -> Path:
+    """Make `best` (checkpoints/best.ckpt) the best epoch's checkpoint: a hard link, no extra disk."""
+    if checkpoint != best:
+        best.unlink(missing_ok=True)
+        try:
+            os.link(checkpoint, best)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(checkpoint, best)
+    return best
 
 
 def _launched_rank() -> int:

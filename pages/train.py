@@ -1,0 +1,229 @@
+"""Train: configure a run on the open dataset, start it, watch it live, cancel it, compare runs."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from core.backbones import PRETRAINED_MODES, backbone_choices, offline_backbones
+from core.data import HEADS
+from core.data.schema import RARE_POLICIES
+from core.losses import IMBALANCE_STRATEGIES
+from core.model import LOSSES, SCHEDULERS
+from dashboard import charts
+from dashboard.datasets import current_catalogue
+from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, TrainConfig
+from training.launcher import (
+    LaunchError, cancel_run, estimate, format_duration, launch_run, metrics_frame, run_status, runs_frame, summary_frame,
+)
+from training.registry import ACTIVE, RunRegistry
+from training.train import run_paths
+
+RUN_KEY = "train_run_id"  # the run the live view shows
+RECIPE_LABELS = {"default": "Default (ours)", "seed": "Seed notebook"}
+RUN_FILES = ("config", "schema", "metrics", "evaluation", "log")  # and every checkpoint
+
+
+class Fields:
+    """The form's widgets for one recipe: each pre-filled from the recipe and keyed by it, so
+    switching recipes shows that recipe's values (and comes back to the user's edits)."""
+
+    def __init__(self, recipe: str) -> None:
+        self.recipe, self.base, self.values = recipe, TrainConfig.from_recipe(recipe), {}
+
+    def key(self, name: str) -> str:
+        return f"train.{self.recipe}.{name}"
+
+    def choice(self, where, label: str, name: str, options, **kwargs) -> None:
+        options = list(options)
+        value = getattr(self.base, name)
+        self.values[name] = where.selectbox(label, options, index=options.index(value), key=self.key(name), **kwargs)
+
+    def number(self, where, label: str, name: str, **kwargs) -> None:
+        self.values[name] = where.number_input(label, value=getattr(self.base, name), key=self.key(name), **kwargs)
+
+    def auto_or_int(self, where, label: str, name: str, **kwargs) -> None:
+        """A text field for `auto` or a whole number; anything else goes to TrainConfig, which names it."""
+        text = where.text_input(label, value=str(getattr(self.base, name)), key=self.key(name), **kwargs).strip()
+        self.values[name] = int(text) if text.lstrip("-").isdigit() else text
+
+    def toggle(self, where, label: str, name: str) -> None:
+        self.values[name] = where.toggle(label, value=getattr(self.base, name), key=self.key(name))
+
+
+def config_form(data: Path) -> TrainConfig | None:
+    """The form over TrainConfig; the config it describes, or None after showing what is wrong."""
+    recipe = st.radio("Recipe", list(RECIPES), horizontal=True, key="train.recipe", format_func=RECIPE_LABELS.get,
+                      help="A preset that fills the fields below; the seed notebook's recipe is kept to compare against.")
+    fields = Fields(recipe)
+    offline = offline_backbones()
+    backbones = backbone_choices()
+    columns = st.columns(4)
+    fields.choice(columns[0], "Backbone", "backbone", backbones,
+                  format_func=lambda name: f"{name} · offline weights" if name in offline else name,
+                  help="Offline, only backbones marked 'offline weights' can start from pretrained weights.")
+    fields.choice(columns[1], "Pretrained weights", "pretrained", PRETRAINED_MODES,
+                  help="auto: the hub, else the offline package; none: random weights on purpose.")
+    fields.number(columns[2], "Image size (px)", "image_size", min_value=32, max_value=1024, step=32)
+    fields.number(columns[3], "Epochs", "epochs", min_value=1, max_value=1000)
+    fields.number(columns[0], "Batch size", "batch_size", min_value=1, max_value=4096)
+    fields.number(columns[1], "Learning rate", "lr", min_value=0.0, format="%.6f", step=1e-5)
+    fields.choice(columns[2], "Imbalance", "imbalance", IMBALANCE_STRATEGIES)
+    fields.number(columns[3], "Patience (epochs)", "patience", min_value=0, max_value=1000,
+                  help=f"Early stopping: epochs without a better {fields.base.monitor}.")
+    fields.choice(columns[0], "Rare classes", "rare_policy", RARE_POLICIES)
+    fields.auto_or_int(columns[1], "Rare below (rows)", "rare_min_count",
+                       help="auto: 0.2% of the training rows, between 10 and 500; or a number of rows.")
+    max_samples = columns[2].number_input("Max samples (0 = all)", min_value=0, value=fields.base.max_samples or 0,
+                                          key=fields.key("max_samples"), help="Cap on catalogue rows, for quick runs.")
+    fields.values["max_samples"] = max_samples or None
+    fields.choice(columns[3], "Precision", "precision", PRECISIONS)
+    fields.auto_or_int(columns[0], "Devices", "devices", help="auto, or how many GPUs (or CPU processes).")
+    fields.number(columns[1], "Loader workers", "num_workers", min_value=0, max_value=64)
+    fields.number(columns[2], "Seed", "seed", min_value=0, max_value=2**32 - 1)
+    with st.expander("Advanced"):
+        advanced_fields(fields)
+    try:
+        return TrainConfig.from_recipe(recipe, {**fields.values, "data": str(data)})
+    except ValueError as error:
+        st.error(str(error))
+        return None
+
+
+def advanced_fields(fields: Fields) -> None:
+    fields.values["heads"] = tuple(st.multiselect("Heads", HEADS, default=list(fields.base.heads), key=fields.key("heads")))
+    columns = st.columns(4)
+    fields.number(columns[0], "Validation share", "val_fraction", min_value=0.0, max_value=1.0, step=0.05)
+    fields.choice(columns[1], "Head", "head", HEAD_TYPES, help="linear: one Linear per head; seed_mlp: the seed's shared MLP.")
+    fields.choice(columns[2], "Loss", "loss", LOSSES, help="ce: cross-entropy per head; bce: the seed's masked BCE (imbalance none).")
+    fields.choice(columns[3], "Monitor", "monitor", MONITORS)
+    fields.number(columns[0], "Logit adjustment τ", "tau", min_value=0.0, step=0.1)
+    fields.number(columns[1], "Focal γ", "focal_gamma", min_value=0.0, step=0.5)
+    fields.number(columns[2], "Weight decay", "weight_decay", min_value=0.0, format="%.4f", step=0.01)
+    grad_clip = columns[3].number_input("Gradient clip (0 = none)", min_value=0.0, value=fields.base.grad_clip or 0.0,
+                                        key=fields.key("grad_clip"))
+    fields.values["grad_clip"] = grad_clip or None
+    fields.choice(columns[0], "Scheduler", "scheduler", SCHEDULERS)
+    fields.number(columns[1], "Warmup share (cosine)", "warmup_fraction", min_value=0.0, max_value=1.0, step=0.01)
+    fields.number(columns[2], "Step size (step)", "step_size", min_value=1)
+    fields.number(columns[3], "Step γ (step)", "gamma", min_value=0.0, max_value=1.0, step=0.05)
+    fields.choice(columns[0], "Accelerator", "accelerator", ACCELERATORS)
+    fields.number(columns[1], "Nodes", "num_nodes", min_value=1)
+    strategy = columns[2].text_input("Strategy", value=fields.base.strategy, key=fields.key("strategy"))
+    fields.values["strategy"] = strategy.strip()
+    fields.choice(columns[3], "Channels last", "channels_last", [AUTO, True, False])
+    fields.toggle(columns[0], "Freeze the backbone", "freeze_backbone")
+    fields.toggle(columns[1], "Augment (crop, flip)", "augment")
+
+
+def estimate_hint(cfg: TrainConfig, rows: int) -> None:
+    hint = estimate(cfg, rows)
+    st.info(
+        f"Per epoch: {hint['train_images']:,} training and {hint['val_images']:,} validation images "
+        f"({hint['steps_per_epoch']:,} × batch {cfg.batch_size}). Roughly {format_duration(hint['seconds_per_epoch'])} per epoch, "
+        f"{format_duration(hint['seconds_total'])} for {cfg.epochs} epochs on {hint['device'].upper()}, "
+        f"~{hint['memory_gib']:.1f} GiB of memory. Rough: {hint['assumption']}.",
+        icon=":material/timer:",
+    )
+
+
+def start(cfg: TrainConfig, registry: RunRegistry) -> None:
+    try:
+        record = launch_run(cfg, registry)
+    except LaunchError as error:  # RunBusyError included
+        st.error(str(error))
+        return
+    st.session_state[RUN_KEY] = record.id
+    st.success(f"Started run {record.id}.")
+
+
+@st.fragment(run_every=2)
+def runs_view() -> None:
+    """The chosen run, live, and the table of runs; refreshed every 2 s."""
+    registry = RunRegistry()
+    records = registry.list(limit=100)
+    if not records:
+        st.info("No runs yet: start one above.")
+        return
+    by_id = {record.id: record for record in records}
+    if st.session_state.get(RUN_KEY) not in by_id:
+        st.session_state[RUN_KEY] = next((r.id for r in records if r.status in ACTIVE), records[0].id)
+    run_id = st.selectbox("Run", list(by_id), key=RUN_KEY)
+    live_run(by_id[run_id], registry)
+    st.subheader("All runs")
+    st.dataframe(runs_frame(records), hide_index=True,
+                 column_config={"best": st.column_config.NumberColumn(format="%.4f")})
+
+
+def live_run(record, registry: RunRegistry) -> None:
+    config = record.config
+    st.caption(f"{config['backbone']} · {config['image_size']} px · {config['epochs']} epochs · "
+               f"batch {config['batch_size']} · {record.device or 'device not chosen yet'}")
+    if record.status in ACTIVE and st.button("Cancel run", key=f"cancel.{record.id}", icon=":material/stop:"):
+        try:
+            record = cancel_run(record.id, registry)
+        except ValueError as error:  # it ended meanwhile
+            st.warning(str(error))
+            record = registry.get(record.id)
+    status = run_status(record)
+    if record.status in ACTIVE:
+        bar = status.cache_fraction if status.cache_fraction is not None else status.fraction
+        st.progress(bar, text=status.text)
+    elif record.status == "finished":
+        st.success(status.text, icon=":material/check_circle:")
+        finished_summary(record)
+    elif record.status == "cancelled":
+        kept = run_paths(Path(record.folder))["last"].exists()
+        st.warning(f"{status.text}. " + ("Its last checkpoint is kept." if kept else "It ended before saving a checkpoint."))
+    else:
+        st.error(status.text)
+        with st.expander("Details: the error and the end of run.log"):
+            st.code(record.error or "", language=None)
+            st.code(status.log_tail or "(run.log is empty)", language=None)
+    curves(record)
+
+
+def finished_summary(record) -> None:
+    if record.best_metric is not None:
+        st.write(f"Best **{record.best_metric_name}** = {record.best_metric:.4f} "
+                 f"({(record.metrics or {}).get('best_checkpoint', 'best checkpoint')}), evaluated on the validation split:")
+    st.dataframe(summary_frame(record), column_config={
+        "accuracy": st.column_config.NumberColumn(format="%.3f"), "macro_f1": st.column_config.NumberColumn(format="%.3f"),
+        "weighted_f1": st.column_config.NumberColumn(format="%.3f"),
+    })
+    folder = Path(record.folder)
+    paths = run_paths(folder)
+    present = [paths[name] for name in RUN_FILES if paths[name].exists()] + sorted(paths["checkpoints"].glob("*.ckpt"))
+    st.caption(f"Files in `{folder}`: " + ", ".join(f"`{path.relative_to(folder)}`" for path in present))
+
+
+def curves(record) -> None:
+    epochs = metrics_frame(record.folder)
+    if epochs.empty:
+        if record.status in ACTIVE:
+            st.caption("Curves appear after the first epoch.")
+        return
+    heads = tuple(record.config["heads"])
+    left, middle, right = st.columns(3)
+    left.plotly_chart(charts.loss_curves(epochs), key="train_loss_curves")
+    middle.plotly_chart(charts.head_curves(epochs, heads, "acc", "Validation accuracy per head"), key="train_acc_curves")
+    right.plotly_chart(charts.head_curves(epochs, heads, "macro_f1", "Validation macro-F1 per head"), key="train_f1_curves")
+
+
+def main() -> None:
+    st.title("Train")
+    catalogue = current_catalogue()
+    if catalogue is None:
+        return
+    rows = len(catalogue.frame)
+    st.subheader("New run")
+    st.caption(f"On the open dataset `{catalogue.root}` · {rows:,} products with a photo")
+    cfg = config_form(catalogue.root)
+    if cfg is not None:
+        estimate_hint(cfg, rows)
+    if st.button("Start training", type="primary", disabled=cfg is None, key="train.start", icon=":material/play_arrow:"):
+        start(cfg, RunRegistry())
+    st.subheader("Runs")
+    runs_view()
+
+
+main()

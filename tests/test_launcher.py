@@ -1,0 +1,290 @@
+"""training.launcher: runs launched in their own session, cancelled as a group, watched live.
+
+Three tests start real (tiny) training processes on a generated demo catalogue; the rest use
+crafted files and registry rows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from core import workspace
+from core.data.demo import generate_demo
+from training.config import TrainConfig
+from training.launcher import (
+    BACKBONE_COSTS, LAUNCH_CONFIG_FILE, LaunchError, RunBusyError, cancel_run, estimate, format_duration, launch_run,
+    launched_pid, log_tail, metrics_frame, run_status, runs_frame, summary_frame,
+)
+from training.registry import ACTIVE, DB_URL_ENV, LOST_PROCESS_ERROR, RunRegistry
+from training.train import read_progress, run_paths, write_progress
+
+# rare_policy "keep": with "other", 48 training rows would merge every colour into one class.
+TINY = {"image_size": 64, "epochs": 1, "max_samples": 60, "num_workers": 0, "batch_size": 16, "rare_policy": "keep"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return generate_demo(tmp_path_factory.mktemp("demo") / "data", n=80, seed=11)
+
+
+@pytest.fixture()
+def registry(tmp_path, monkeypatch) -> RunRegistry:
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "workspace"))
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    return RunRegistry()
+
+
+def tiny(demo: Path, **overrides) -> TrainConfig:
+    return TrainConfig.from_recipe("default", {"data": str(demo), **TINY, **overrides})
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll predicate() every 0.2 s until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+    return value
+
+
+def active(registry: RunRegistry, run_id: str):
+    """The run's record while it is queued or running; fails at once when it ended instead."""
+    record = registry.get(run_id)
+    assert record.status in ACTIVE, f"the run ended {record.status}: {record.error}"
+    return record
+
+
+def stage(record) -> str | None:
+    return (read_progress(Path(record.folder)) or {}).get("stage")
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+# --- real training processes
+
+
+@pytest.mark.slow
+def test_launched_run_has_its_own_session_and_goes_queued_running_finished(demo, registry):
+    record = launch_run(tiny(demo), registry)
+    assert record.status == "queued"
+    pid = launched_pid(record.folder)
+    assert pid is not None and os.getsid(pid) == pid and os.getpgid(pid) == pid
+    with pytest.raises(RunBusyError, match=f"run {record.id} is (queued|running)"):
+        launch_run(tiny(demo), registry)
+
+    seen = []
+    def ended():
+        current = registry.get(record.id)
+        if not seen or seen[-1] != current.status:
+            seen.append(current.status)
+        return current if current.status not in ("queued", "running") else None
+
+    final = wait_for(ended, 240, "the run to end")
+    assert final.status == "finished", final.error
+    assert "running" in seen and seen[-1] == "finished"
+    assert final.pid == pid  # the child took the run over from the launching process
+    log = run_paths(Path(final.folder))["log"].read_text()
+    assert f"run {record.id}: finished" in log
+
+    epochs = metrics_frame(final.folder)
+    assert epochs["epoch"].tolist() == [1]
+    assert epochs["val/mean_macro_f1"].iloc[0] == pytest.approx(final.best_metric)
+    status = run_status(final)
+    assert (status.status, status.stage, status.fraction) == ("finished", "finished", 1.0)
+    assert status.text.startswith("Finished in ")
+    summary = summary_frame(final)
+    assert list(summary.index) == list(final.config["heads"])
+    assert summary.loc["gender", "accuracy"] == final.metrics["heads"]["gender"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_cancel_during_training_stops_the_group_and_keeps_the_last_checkpoint(demo, registry):
+    # Long enough to be inside fit when cancelled: 30 epochs of 6 steps.
+    record = launch_run(tiny(demo, epochs=30, batch_size=8), registry)
+    pid = launched_pid(record.folder)
+    wait_for(lambda: stage(active(registry, record.id)) == "train", 240, "stage train")
+
+    cancelled = cancel_run(record.id, registry, timeout=60)
+
+    assert cancelled.status == "cancelled"
+    wait_for(lambda: group_gone(pid), 10, "the process group to be gone")
+    assert run_paths(Path(record.folder))["last"].is_file()
+    assert stage(record) == "cancelled"  # train() saw SIGTERM inside fit
+    assert registry.get(record.id).status == "cancelled"  # the child's own report did not change it
+    with pytest.raises(ValueError, match=f"run {record.id} is cancelled; only a queued or running run"):
+        cancel_run(record.id, registry)
+
+
+@pytest.mark.slow
+def test_a_killed_training_process_is_listed_as_failed(demo, registry):
+    record = launch_run(tiny(demo), registry)
+    running = wait_for(lambda: (current := active(registry, record.id)).status == "running" and current, 120,
+                       "the child to mark the run running")
+    pid = running.pid
+    assert pid == launched_pid(record.folder) != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    failed = wait_for(lambda: next((r for r in registry.list() if r.id == record.id and r.status == "failed"), None),
+                      20, "the registry to list the run failed")
+    # The registry's reconciliation or the launcher's watcher thread, whichever looks first.
+    assert failed.error == LOST_PROCESS_ERROR or failed.error.startswith("the training process was killed by SIGKILL")
+    assert registry.running() is None
+
+
+# --- launching without training
+
+
+def test_launch_refuses_while_a_run_is_active_naming_it(demo, registry):
+    active = registry.create(tiny(demo).to_dict())  # queued, owned by this (live) process
+    with pytest.raises(RunBusyError, match=f"run {active.id} is queued; cancel it or wait"):
+        launch_run(tiny(demo), registry)
+    assert [r.id for r in registry.list()] == [active.id]
+
+
+def test_a_process_that_cannot_start_marks_the_run_failed(demo, registry, monkeypatch):
+    registry.create(tiny(demo).to_dict())  # active: allow_concurrent must get past it
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    cfg = TrainConfig.from_recipe("seed", {"data": str(demo), "heads": ["gender", "usage"], "lr": 1e-4, "devices": 2})
+    with pytest.raises(LaunchError, match="could not start the training process for run .*nonexistent"):
+        launch_run(cfg, registry, allow_concurrent=True)
+    newest = registry.list()[0]
+    assert newest.status == "failed" and "could not start the training process" in newest.error
+    # The child would have run exactly this config.
+    assert TrainConfig.from_file(Path(newest.folder) / LAUNCH_CONFIG_FILE) == cfg
+
+
+# --- status, metrics, estimate
+
+
+def test_run_status_follows_progress_json(demo, registry):
+    record = registry.create(tiny(demo).to_dict())
+    folder = Path(record.folder)
+    folder.mkdir(parents=True)
+    progress = run_paths(folder)["progress"]
+    assert run_status(record).text == "Starting the training process…"
+
+    write_progress(progress, stage="cache", done=30, total=120)
+    status = run_status(record)
+    assert (status.stage, status.cache_fraction, status.fraction) == ("cache", 0.25, 0.0)
+    assert status.text == "Building the image cache: 30 of 120 photos"
+
+    write_progress(progress, stage="train", epoch=2, epochs=4, step=5, steps_per_epoch=10, global_step=15, train_loss=1.25)
+    status = run_status(record)
+    assert status.fraction == pytest.approx((1 + 5 / 10) / 4)
+    assert status.cache_fraction is None
+    assert status.text == "Training: epoch 2 of 4, step 5 of 10 · last epoch's train loss 1.250"
+
+    registry.mark_failed(record.id, "ValueError: bad things\n\nTraceback ...")
+    assert run_status(registry.get(record.id)).text == "Failed: ValueError: bad things"
+
+
+def test_cancel_refuses_an_ended_run(demo, registry):
+    record = registry.create(tiny(demo).to_dict())
+    registry.mark_failed(record.id, "boom")
+    with pytest.raises(ValueError, match=f"run {record.id} is failed; only a queued or running run can be cancelled"):
+        cancel_run(record.id, registry)
+
+
+def test_log_tail_shows_what_a_terminal_shows(tmp_path):
+    log = tmp_path / "run.log"
+    assert log_tail(log) == ""
+    log.write_bytes(b"start\nEpoch 0: 10%\rEpoch 0: 50%\rEpoch 0: 100%\n\x1b[AValidation 4/4\n\nerror: boom\n")
+    assert log_tail(log) == "start\nEpoch 0: 100%\nValidation 4/4\nerror: boom"
+    assert log_tail(log, lines=2) == "Validation 4/4\nerror: boom"
+
+
+SPARSE_CSV = """epoch,lr-AdamW,step,train/loss,val/gender/acc,val/gender/macro_f1,val/loss,val/mean_macro_f1
+,0.001,4,,,,,
+0,,4,,0.5,0.4,2.5,0.4
+0,,4,3.0,,,,
+,0.0005,9,,,,,
+1,,9,,0.75,0.6,2.0,0.6
+1,,9,2.2,,,,
+2,,14,,0.8
+"""
+
+
+def test_metrics_frame_collapses_sparse_rows_to_one_per_epoch(tmp_path):
+    (tmp_path / "metrics.csv").write_text(SPARSE_CSV + "2,,14,1.9,0.8,0.7,1.5,0.7,9.9,9.9\n")  # a bad last line
+    expected = pd.DataFrame({
+        "epoch": [1, 2, 3], "step": [4, 9, 14], "train/loss": [3.0, 2.2, None], "val/loss": [2.5, 2.0, None],
+        "val/mean_macro_f1": [0.4, 0.6, None], "val/gender/acc": [0.5, 0.75, 0.8],
+        "val/gender/macro_f1": [0.4, 0.6, None],
+    })
+    pd.testing.assert_frame_equal(metrics_frame(tmp_path), expected)
+
+
+def test_metrics_frame_of_a_missing_or_empty_file_is_empty(tmp_path):
+    assert metrics_frame(tmp_path).empty and list(metrics_frame(tmp_path).columns) == ["epoch", "step"]
+    (tmp_path / "metrics.csv").write_text("")
+    assert metrics_frame(tmp_path).empty
+    (tmp_path / "metrics.csv").write_text("epoch,lr-AdamW,step\n,0.001,4\n")
+    assert metrics_frame(tmp_path).empty and list(metrics_frame(tmp_path).columns) == ["epoch", "step"]
+
+
+def test_runs_frame_lists_runs_as_given(demo, registry):
+    first = registry.create(tiny(demo).to_dict())
+    second = registry.create(tiny(demo, backbone="resnet50").to_dict())
+    frame = runs_frame(registry.list())
+    assert frame["id"].tolist() == [second.id, first.id]
+    assert frame["backbone"].tolist() == ["resnet50", "tf_efficientnet_lite0"]
+    assert frame["status"].tolist() == ["queued", "queued"]
+    assert runs_frame([]).empty
+
+
+@pytest.fixture()
+def two_cpu_threads(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_estimate_follows_its_documented_formula(two_cpu_threads):
+    hint = estimate(TrainConfig(), rows=1000)
+    assert (hint["train_images"], hint["val_images"], hint["steps_per_epoch"], hint["device"]) == (800, 200, 13, "cpu")
+    assert hint["seconds_per_epoch"] == pytest.approx((800 * 0.074 + 200 * 0.026))  # lite0, 224 px, 2 cores
+    assert hint["seconds_total"] == pytest.approx(10 * hint["seconds_per_epoch"])
+    assert hint["memory_gib"] == pytest.approx((3.37e6 * 16 + 64 * 79.1 * 2**20) / 2**30)
+
+    capped = estimate(TrainConfig(max_samples=100, image_size=448, batch_size=10), rows=1000)
+    assert (capped["train_images"], capped["val_images"], capped["steps_per_epoch"]) == (80, 20, 8)
+    assert capped["seconds_per_epoch"] == pytest.approx(4 * (80 * 0.074 + 20 * 0.026))
+
+    b3 = estimate(TrainConfig(backbone="efficientnet_b3", freeze_backbone=True, precision="bf16-mixed"), rows=1000)
+    assert b3["seconds_per_epoch"] == pytest.approx(1000 * 0.026 * 172.9 / 79.1)  # frozen: every image at eval cost
+    assert b3["memory_gib"] == pytest.approx(10.70e6 * 16 / 2**30)  # no activations kept
+
+    half = estimate(TrainConfig(precision="bf16-mixed"), rows=1000)
+    assert half["memory_gib"] == pytest.approx((3.37e6 * 16 + 32 * 79.1 * 2**20) / 2**30)
+
+    unknown = estimate(TrainConfig(backbone="resnet18"), rows=1000)
+    assert unknown["seconds_per_epoch"] == hint["seconds_per_epoch"]
+    assert "resnet18 not measured" in unknown["assumption"]
+    assert set(BACKBONE_COSTS) >= {"tf_efficientnet_lite0", "efficientnet_b3"}
+    with pytest.raises(ValueError, match="rows must be >= 0, got -1"):
+        estimate(TrainConfig(), rows=-1)
+
+
+def test_estimate_scales_with_cpu_threads(two_cpu_threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    hint = estimate(TrainConfig(), rows=1000)
+    assert hint["seconds_per_epoch"] == pytest.approx((800 * 0.074 + 200 * 0.026) / 4)
+    assert "8 threads" in hint["assumption"]
+
+
+def test_format_duration_picks_the_unit():
+    assert [format_duration(s) for s in (0.4, 89, 90, 3000, 5400, 9000)] == [
+        "0 s", "89 s", "2 min", "50 min", "1.5 h", "2.5 h"]

@@ -1,0 +1,161 @@
+"""AppTest of the Train page: the form, its errors, the busy refusal, and one tiny run from Start to finished."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import workspace
+from core.data.demo import generate_demo
+from training.config import TrainConfig
+from training.launcher import estimate
+from training.registry import DB_URL_ENV, RunRegistry
+
+from conftest import REPO
+
+HOME = str(REPO / "dashboard" / "Home.py")
+TRAIN = "../pages/train.py"
+ROWS = 80
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return generate_demo(tmp_path_factory.mktemp("demo") / "data", n=ROWS, seed=12)
+
+
+@pytest.fixture()
+def registry(demo, tmp_path, monkeypatch) -> RunRegistry:
+    """A fresh workspace with `demo` as the dataset the dashboard opens."""
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "workspace"))
+    monkeypatch.setenv(workspace.DATA_ENV, str(demo))
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    return RunRegistry()
+
+
+def train_page() -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.run()
+    at.switch_page(TRAIN).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def field(at: AppTest, kind: str, name: str, recipe: str = "default"):
+    return getattr(at, kind)(key=f"train.{recipe}.{name}")
+
+
+def texts(elements) -> list[str]:
+    return [element.value for element in elements]
+
+
+def test_the_form_is_prefilled_from_the_recipe_with_an_estimate(registry, demo):
+    at = train_page()
+    assert field(at, "selectbox", "backbone").value == "tf_efficientnet_lite0"
+    assert field(at, "number_input", "image_size").value == 224
+    assert field(at, "number_input", "max_samples").value == 0  # all rows
+    assert field(at, "text_input", "rare_min_count").value == "auto"
+    hint = estimate(TrainConfig(data=str(demo)), ROWS)
+    assert (hint["train_images"], hint["val_images"]) == (64, 16)
+    assert any(text.startswith("Per epoch: 64 training and 16 validation images (1 × batch 64). Roughly ") for text in texts(at.info))
+    assert "No runs yet: start one above." in texts(at.info)
+    assert not at.button(key="train.start").disabled
+
+    at.radio(key="train.recipe").set_value("seed").run()
+    assert field(at, "selectbox", "backbone", "seed").value == "efficientnet_b3"
+    assert field(at, "number_input", "image_size", "seed").value == 256
+    assert field(at, "toggle", "freeze_backbone", "seed").value is True
+    assert field(at, "text_input", "rare_min_count", "seed").value == "500"
+
+
+def test_a_bad_value_shows_the_config_error_and_disables_start(registry):
+    at = train_page()
+    field(at, "number_input", "image_size").set_value(100).run()
+    assert texts(at.error) == ["invalid training config: image_size must be a multiple of 32 in [64, 1024], got 100"]
+    assert at.button(key="train.start").disabled
+
+    field(at, "number_input", "image_size").set_value(128)
+    field(at, "text_input", "rare_min_count").set_value("lots").run()
+    assert texts(at.error) == ["invalid training config: rare_min_count must be an int >= 0 or 'auto', got 'lots'"]
+    assert not at.exception
+
+
+def test_start_while_a_run_is_active_says_which(registry):
+    active = registry.create(TrainConfig().to_dict())  # queued, owned by this live process
+    at = train_page()
+    at.button(key="train.start").click().run()
+    assert any(f"run {active.id} is queued; cancel it or wait" in text for text in texts(at.error))
+    assert [record.id for record in registry.list()] == [active.id]
+    assert at.selectbox(key="train_run_id").value == active.id
+    assert at.progress[0].proto.text == "Starting the training process…"
+
+
+def test_cancel_button_cancels_the_shown_run(registry):
+    queued = registry.create(TrainConfig().to_dict())  # no process was launched for it: nothing to signal
+    at = train_page()
+    at.button(key=f"cancel.{queued.id}").click().run()
+    assert not at.exception, at.exception
+    assert registry.get(queued.id).status == "cancelled"
+    assert "Cancelled. It ended before saving a checkpoint." in texts(at.warning)
+    assert not at.get("progress")
+
+
+def test_a_failed_run_shows_its_error_and_the_end_of_its_log(registry):
+    failed = registry.create(TrainConfig().to_dict())
+    Path(failed.folder).mkdir(parents=True)
+    Path(failed.folder, "run.log").write_text("loading\nerror: no pretrained weights for efficientnet_b3\n")
+    registry.mark_failed(failed.id, "RuntimeError: No pretrained weights\n\nTraceback (most recent call last): ...")
+    at = train_page()
+    assert not at.exception, at.exception
+    assert texts(at.error) == ["Failed: RuntimeError: No pretrained weights"]
+    assert texts(at.code)[-1] == "loading\nerror: no pretrained weights for efficientnet_b3"
+
+
+def test_home_lists_the_latest_runs_with_a_link_to_train(registry):
+    failed = registry.create(TrainConfig().to_dict())
+    registry.mark_failed(failed.id, "boom")
+    queued = registry.create(TrainConfig().to_dict())
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    lines = [text for text in texts(at.markdown) if text.startswith(":material/")]
+    assert lines == [f":material/hourglass_empty: `{queued.id}` **queued**", f":material/error: `{failed.id}` **failed**"]
+    assert "train" in [link.proto.page for link in at.get("page_link")]
+
+
+@pytest.mark.slow
+def test_start_runs_a_tiny_model_that_ends_finished_with_its_summary(registry, demo):
+    at = train_page()
+    numbers = {"image_size": 64, "epochs": 1, "batch_size": 16, "max_samples": 60, "num_workers": 0}
+    for name, value in numbers.items():
+        field(at, "number_input", name).set_value(value)
+    field(at, "selectbox", "rare_policy").set_value("keep")  # 48 training rows: "other" leaves one colour
+    at.run()
+    at.button(key="train.start").click().run()
+    assert not at.exception, at.exception
+
+    [record] = registry.list()
+    assert f"Started run {record.id}." in texts(at.success)
+    # Every field the form did not touch keeps the recipe's value.
+    expected = TrainConfig.from_recipe("default", {**numbers, "rare_policy": "keep", "data": str(demo)})
+    assert record.config == expected.to_dict()
+    assert at.selectbox(key="train_run_id").value == record.id
+    runs = at.dataframe[-1].value
+    assert runs["id"].tolist() == [record.id] and runs["status"].iloc[0] in ("queued", "running")
+
+    deadline = time.monotonic() + 240
+    while (record := registry.get(record.id)).status in ("queued", "running"):
+        assert time.monotonic() < deadline, "the run did not end within 240 s"
+        time.sleep(0.5)
+    assert record.status == "finished", record.error
+
+    at.run()
+    assert not at.exception, at.exception
+    assert any(text.startswith("Finished in ") for text in texts(at.success))
+    summary, runs = at.dataframe[0].value, at.dataframe[-1].value
+    assert list(summary.index) == list(record.config["heads"])
+    assert summary.loc["usage", "macro_f1"] == pytest.approx(record.metrics["heads"]["usage"]["macro_f1"])
+    assert runs["status"].tolist() == ["finished"]
+    assert len(at.get("plotly_chart")) == 3  # loss, accuracy and macro-F1 curves
