@@ -20,6 +20,7 @@ PAGES = [
     st.Page("../pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("../pages/explore.py", title="Explore", icon=":material/query_stats:"),
     st.Page("../pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("../pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
 ]
 
 

@@ -6,6 +6,7 @@ Screenshots land in `test-artifacts/` at the repository root (CI keeps them as a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,19 +38,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A dashboard server on a workspace with a small demo dataset; yields its base URL and the demo folder."""
+def require_browser() -> None:
+    """Skip, with the reason, where Chromium or Playwright is missing."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    home = tmp_path_factory.mktemp("browser-workspace")
-    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop(workspace.DATA_ENV, None)
-    subprocess.run(
-        [sys.executable, "-c", "from core import workspace; workspace.ensure_demo(n=150, seed=5)"],
-        cwd=REPO, env=env, check=True,
-    )
+
+
+@contextlib.contextmanager
+def dashboard_server(env: dict[str, str]) -> Iterator[str]:
+    """`streamlit run dashboard/Home.py` in its own process session with `env`; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/Home.py", "--server.headless", "true",
@@ -67,10 +66,25 @@ def server(tmp_path_factory):
             if time.monotonic() > deadline or process.poll() is not None:
                 pytest.fail("the dashboard server did not come up within 60 s")
             time.sleep(0.5)
-        yield url, home / workspace.DEMO_FOLDER
+        yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A dashboard server on a workspace with a small demo dataset; yields its base URL and the demo folder."""
+    require_browser()
+    home = tmp_path_factory.mktemp("browser-workspace")
+    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop(workspace.DATA_ENV, None)
+    subprocess.run(
+        [sys.executable, "-c", "from core import workspace; workspace.ensure_demo(n=150, seed=5)"],
+        cwd=REPO, env=env, check=True,
+    )
+    with dashboard_server(env) as url:
+        yield url, home / workspace.DEMO_FOLDER
 
 
 @pytest.fixture(scope="module")

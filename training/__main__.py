@@ -1,11 +1,14 @@
-"""`python -m training fit|runs|show`: train a model, list runs, show one run.
+"""`python -m training fit|runs|show|evaluate`: train a model, list runs, show one run, evaluate one.
 
     python -m training fit --data DIR [--recipe seed] [--config FILE] [--set key=value ...] [--json]
     python -m training fit --resume RUN_ID [--json]
     python -m training runs [--json]
     python -m training show RUN_ID [--json]
+    python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--json]
+    python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
 
-With --json the last line printed is JSON: the run record (fit, show) or a list of them (runs).
+With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
+the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate).
 User errors (bad config value, unknown run, bad dataset) print `error: ...` and exit 2; a run
 that fails exits 1 after recording the error in the registry.
 """
@@ -35,6 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="one run's record")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a run's checkpoint on its validation split, or on every row of another catalogue")
+    evaluate.add_argument("run_id")
+    evaluate.add_argument("--data", help="catalogue folder (reports go to <run>/evaluation-<folder name>/); "
+                                         "default: the run's validation split (<run>/evaluation/)")
+    evaluate.add_argument("--checkpoint", default="best", help="best (default), last, or a file in the run's checkpoints/")
+    evaluate.add_argument("--json", action="store_true", help="print the per-head summary as JSON on the last line")
+    crossval = commands.add_parser("crossval", help="out-of-sample probabilities for every row (K models) and label issues")
+    crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
+    crossval.add_argument("--data", help="dataset folder, as for fit")
+    crossval.add_argument("--recipe", help="preset, as for fit")
+    crossval.add_argument("--config", help="config file, as for fit")
+    crossval.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config fields")
+    crossval.add_argument("--json", action="store_true",
+                          help="print {id, folder, rows, issues: {head: count}} as JSON on the last line")
     return parser
 
 
@@ -97,11 +115,59 @@ def fit(args: argparse.Namespace) -> int:
     return 0 if record.status in ("finished", "cancelled") else 1
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    from training.checkpoints import evaluate_checkpoint
+    from training.registry import RunRegistry
+
+    record = RunRegistry().get(args.run_id)
+    try:
+        folder, report = evaluate_checkpoint(record.folder, args.data, args.checkpoint)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"run {record.id}, checkpoint {report['checkpoint']}: {report['rows']:,} images of {report['data']}")
+    print(f"  reports  {folder}")
+    summary = {}
+    for head, entry in report["heads"].items():
+        unknown = entry["unknown_classes"]
+        summary[head] = {key: entry[key] for key in ("accuracy", "macro_f1", "weighted_f1", "support", "excluded")}
+        summary[head]["unknown"] = sum(unknown.values())
+        names = f"  unknown classes: {', '.join(f'{name} ({n})' for name, n in unknown.items())}" if unknown else ""
+        print(f"  {head:15s} acc {entry['accuracy']:.3f}  macro-F1 {entry['macro_f1']:.3f}  (n={entry['support']}){names}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def crossval(args: argparse.Namespace) -> int:
+    from training.crossval import crossval as run_crossval
+
+    try:
+        result = run_crossval(config_from_args(args), args.folds,
+                              progress=lambda done, folds: print(f"fold {done}/{folds} done", flush=True))
+    except (CatalogueError, ValueError):
+        raise  # user errors: main prints them and exits 2
+    except Exception as error:  # recorded in the crossval's summary.json
+        print(f"error: the cross-validation failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"crossval {result.id}: {result.rows:,} rows, {result.folds} folds, {result.timings['total_s']:.0f} s")
+    print(f"  folder   {result.folder}")
+    for head, count in result.issues.items():
+        print(f"  {head:15s} {count:6,} label issues  (out-of-sample acc {result.metrics[head]['accuracy']:.3f})")
+    if args.json:
+        print(json.dumps({"id": result.id, "folder": result.folder, "rows": result.rows, "issues": result.issues}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "fit":
             return fit(args)
+        if args.command == "evaluate":
+            return evaluate(args)
+        if args.command == "crossval":
+            return crossval(args)
         from training.registry import RunRegistry
 
         registry = RunRegistry()

@@ -4,7 +4,8 @@ Files written to `<run>/evaluation/`:
     predictions.parquet  one row per image: id; per head `<head>` (true label, None when ignored),
                          `<head>_pred`, `<head>_p` (its probability), `<head>_probs` (all classes,
                          in the schema's class order)
-    report.json          {"checkpoint", "rows", "heads": {head: core.metrics report}}
+    report.json          {"checkpoint", "rows", "data", "heads": {head: core.metrics report
+                         + "unknown_classes": {name: rows}}}
     confusion.json       {head: {"classes": [...], "matrix": [[true x predicted counts]]}}
 """
 
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
+from core.evaluation import count_unknown_classes
 from core.metrics import head_reports
 from core.model import TaggerModule
 
@@ -39,27 +41,35 @@ def predict(module: TaggerModule, loader: DataLoader, accelerator: str = "auto",
 
 
 def write_evaluation(catalogue: Catalogue, schema: LabelSchema, ids: np.ndarray, probs: dict[str, np.ndarray],
-                     folder: Path, checkpoint: str) -> dict[str, dict]:
-    """Write the evaluation files for predictions on catalogue `ids`; returns the per-head summary
-    {head: {accuracy, macro_f1, weighted_f1, support, excluded}, "mean_macro_f1": float}."""
+                     folder: Path, checkpoint: str) -> dict:
+    """Write the evaluation files for predictions on catalogue `ids`; returns report.json's content.
+
+    True values the schema never saw count as errors of their head, reported by name
+    (`core.evaluation.count_unknown_classes`).
+    """
     rows = catalogue.frame.set_index("id").loc[ids].reset_index()
     labels = schema.encode(rows)
     reports = head_reports(labels, probs, schema.classes)
     folder.mkdir(parents=True, exist_ok=True)
     columns: dict[str, object] = {"id": ids}
     for column, head in enumerate(schema.heads):
-        predicted = probs[head].argmax(axis=1)
         columns[head] = schema.decode(head, labels[:, column])
-        columns[f"{head}_pred"] = schema.decode(head, predicted)
+        columns[f"{head}_pred"] = schema.decode(head, probs[head].argmax(axis=1))
         columns[f"{head}_p"] = probs[head].max(axis=1)
         columns[f"{head}_probs"] = list(probs[head])
     pd.DataFrame(columns).to_parquet(folder / "predictions.parquet", index=False)
     heads = {head: entry["report"] for head, entry in reports.items()}
-    (folder / "report.json").write_text(json.dumps({"checkpoint": checkpoint, "rows": len(ids), "heads": heads}, indent=1))
+    (folder / "report.json").write_text(json.dumps({"checkpoint": checkpoint, "rows": len(ids), "heads": heads}))
     confusion = {head: {"classes": schema.classes[head], "matrix": entry["confusion"]} for head, entry in reports.items()}
     (folder / "confusion.json").write_text(json.dumps(confusion))
-    summary: dict = {head: {key: report[key] for key in SUMMARY_KEYS} for head, report in heads.items()}
-    summary["mean_macro_f1"] = float(np.mean([report["macro_f1"] for report in heads.values()]))
+    return count_unknown_classes(folder, rows, schema, str(catalogue.root))
+
+
+def summarise(report: dict) -> dict:
+    """{head: {accuracy, macro_f1, weighted_f1, support, excluded}, "mean_macro_f1": float} of a report."""
+    heads = report["heads"]
+    summary: dict = {head: {key: entry[key] for key in SUMMARY_KEYS} for head, entry in heads.items()}
+    summary["mean_macro_f1"] = float(np.mean([entry["macro_f1"] for entry in heads.values()]))
     return summary
 
 

@@ -41,7 +41,7 @@ from core.datamodule import CatalogueDataModule, capped_selection
 from core.model import MultiHeadNet, SeedNet, TaggerModule
 from core.transforms import data_config
 from training.config import TrainConfig, resolve_channels_last, resolve_precision, resolve_rare_min_count
-from training.evaluate import load_weights, predict, write_evaluation
+from training.evaluate import load_weights, predict, summarise, write_evaluation
 from training.registry import RunRecord, RunRegistry
 
 CHECKPOINT_KEY = "fashion_tagger"  # the checkpoint entry holding the run's config and schema
@@ -270,7 +270,7 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
             return registry.get(record.id)
         load_weights(module, best)
         ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg))
-        summary = write_evaluation(catalogue, schema, ids, probs, paths["evaluation"], best_epoch.name)
+        summary = summarise(write_evaluation(catalogue, schema, ids, probs, paths["evaluation"], best_epoch.name))
         timings["evaluate_s"] = time.perf_counter() - eval_started
         timings["total_s"] = time.perf_counter() - started
         metrics = {

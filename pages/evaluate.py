@@ -1,0 +1,227 @@
+"""Evaluate: one finished run per head and per class, where it confuses classes, and against another run."""
+
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.data import CatalogueError
+from core.data.profile import page_count, page_of
+from core.evaluation import (
+    VALIDATION, Evaluation, cell_rows, class_table, classes_csv, compare_classes, compare_summaries, evaluation_names, exclusion_notes,
+    filter_classes, label_lines, load_evaluation, misclassified, report_json, summary_csv, summary_table,
+    top_n_confusion, top_probabilities,
+)
+from dashboard import charts
+from dashboard.datasets import open_catalogue, thumbnail
+from training.launcher import metrics_frame
+from training.registry import RunRecord, RunRegistry
+
+GRID_COLUMNS = 6
+PAGE_SIZE = 24
+DEFAULT_TOP_N = 20
+NUMBER = st.column_config.NumberColumn(format="%.3f")
+DELTA = st.column_config.NumberColumn(format="%+.3f")
+
+
+@st.cache_resource(show_spinner="Reading the evaluation…", max_entries=16)
+def _evaluation(run_folder: str, name: str, stamp: int) -> Evaluation:
+    return load_evaluation(run_folder, name)
+
+
+def evaluation_of(run_folder: str, name: str) -> Evaluation:
+    """The evaluation, read once per version of its report (shared, never mutated)."""
+    return _evaluation(run_folder, name, (Path(run_folder) / name / "report.json").stat().st_mtime_ns)
+
+
+def dataset_of(record: RunRecord, evaluation: Evaluation) -> str:
+    """The catalogue folder the evaluation ran on: recorded by `python -m training evaluate`, else the run's own."""
+    return evaluation.report.get("data") or record.config["data"]
+
+
+def evaluated_runs() -> dict[str, RunRecord]:
+    """Runs with at least one evaluation, newest first."""
+    return {record.id: record for record in RunRegistry().list(limit=200)
+            if record.folder and evaluation_names(record.folder)}
+
+
+def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation, str]:
+    """The run, its evaluation and the head the page shows; returns (record, evaluation, head)."""
+    left, middle = st.columns([3, 2])
+    run_id = left.selectbox("Run", list(runs), key="evaluate.run",
+                            format_func=lambda i: f"{i} · {runs[i].status} · {runs[i].config.get('backbone')}")
+    record = runs[run_id]
+    names = evaluation_names(record.folder)
+    name = middle.selectbox("Evaluated on", names, key=f"evaluate.name.{run_id}",
+                            format_func=lambda n: "validation split" if n == VALIDATION else n.removeprefix(f"{VALIDATION}-"))
+    evaluation = evaluation_of(record.folder, name)
+    heads = evaluation.heads
+    head = st.segmented_control("Head", heads, default="articleType" if "articleType" in heads else heads[0],
+                                key="evaluate.head") or heads[0]
+    return record, evaluation, head
+
+
+def summary(record: RunRecord, evaluation: Evaluation) -> None:
+    report = evaluation.report
+    st.caption(f"Checkpoint `{report['checkpoint']}` · {report['rows']:,} images · dataset `{dataset_of(record, evaluation)}`")
+    st.dataframe(summary_table(report), column_config={metric: NUMBER for metric in ("accuracy", "macro_f1", "weighted_f1")})
+    for note in exclusion_notes(report):
+        st.caption(note)
+    columns = st.columns(3)
+    stem = f"{record.id}-{evaluation.name}"
+    columns[0].download_button("Summary (CSV)", partial(summary_csv, report), f"{stem}-summary.csv", "text/csv",
+                               on_click="ignore", icon=":material/download:")
+    columns[1].download_button("Class-wise report (CSV)", partial(classes_csv, report), f"{stem}-classes.csv",
+                               "text/csv", on_click="ignore", icon=":material/download:")
+    columns[2].download_button("Report (JSON)", partial(report_json, report), f"{stem}-report.json",
+                               "application/json", on_click="ignore", icon=":material/download:")
+
+
+def classes(evaluation: Evaluation, head: str) -> None:
+    table = class_table(evaluation.report, head)
+    left, right = st.columns([2, 1])
+    contains = left.text_input("Class name contains", key="evaluate.class_filter")
+    min_support = right.number_input("Support at least", 0, int(table["support"].max()), 0, key="evaluate.min_support")
+    shown = filter_classes(table, contains, min_support)
+    st.caption(f"{len(shown)} of {len(table)} classes. Click a column header to sort.")
+    st.dataframe(shown, hide_index=True, column_config={"precision": NUMBER, "recall": NUMBER, "f1": NUMBER})
+    if not shown.empty:
+        st.plotly_chart(charts.class_f1_bars(shown, head), key="evaluate.f1_bars")
+
+
+def confusion(record: RunRecord, evaluation: Evaluation, head: str) -> None:
+    names = evaluation.classes(head)
+    left, right = st.columns(2)
+    normalised = left.radio("Cells show", ["counts", "row-normalised"], horizontal=True, key="evaluate.norm") != "counts"
+    top_n = right.slider("Classes shown (by support; the rest grouped)", 1, len(names), min(DEFAULT_TOP_N, len(names)),
+                         key=f"evaluate.top_n.{head}")
+    view = top_n_confusion(names, evaluation.matrix(head), top_n)
+    title = f"{head}: {'share of each true class' if normalised else 'rows'}"
+    event = st.plotly_chart(charts.confusion_heatmap(view, normalised, title), key=f"evaluate.heatmap.{head}.{top_n}",
+                            on_select="rerun", selection_mode=("points",))
+    if view.grouped:
+        st.caption(f"{view.classes[-1]} groups {len(view.grouped)} classes: {', '.join(view.grouped)}.")
+    st.download_button("Confusion matrix (PNG)", partial(charts.confusion_png, view, normalised, title),
+                       f"{record.id}-{evaluation.name}-{head}-confusion.png", "image/png", on_click="ignore",
+                       icon=":material/download:")
+    true_key, predicted_key = f"evaluate.true.{head}.{top_n}", f"evaluate.pred.{head}.{top_n}"
+    points = event.selection.points if event else []
+    if points:
+        clicked = (points[0]["y"], points[0]["x"])
+        if st.session_state.get("evaluate.clicked") != clicked:  # a new click, not the chart's standing selection
+            st.session_state["evaluate.clicked"] = clicked
+            st.session_state[true_key], st.session_state[predicted_key] = clicked
+    left, right = st.columns(2)
+    true_class = left.selectbox("True class", view.classes, index=None, key=true_key, placeholder="click a cell or choose")
+    predicted_class = right.selectbox("Predicted class", view.classes, index=None, key=predicted_key,
+                                      placeholder="click a cell or choose")
+    if true_class is None or predicted_class is None:
+        st.caption("Click a cell, or choose a true and a predicted class, to see its images.")
+        return
+    rows = cell_rows(evaluation.predictions, head, view, true_class, predicted_class)
+    st.markdown(f"**{len(rows):,} images** true *{true_class}*, predicted *{predicted_class}*")
+
+    def probabilities(row: pd.Series) -> list[str]:
+        return [f"{name} {p:.2f}" for name, p in top_probabilities(row, head, names)]
+
+    gallery(record, evaluation, rows, probabilities, key=f"cell.{head}")
+
+
+def misclassified_section(record: RunRecord, evaluation: Evaluation, head: str) -> None:
+    order = st.radio("Order", ["most confident first", "least confident first"], horizontal=True, key="evaluate.order")
+    rows = misclassified(evaluation.predictions, head, order == "most confident first")
+    st.caption(f"{len(rows):,} of {evaluation.report['heads'][head]['support']:,} scored images are wrong on {head}; "
+               "under each image: predicted (probability) and, where wrong, the true class, for every head.")
+    gallery(record, evaluation, rows, lambda row: label_lines(row, evaluation.heads), key=f"wrong.{head}")
+
+
+def gallery(record: RunRecord, evaluation: Evaluation, rows: pd.DataFrame, lines, key: str) -> None:
+    """Photos of `rows`, a page at a time, with `lines(row)` under each."""
+    if rows.empty:
+        st.info("No images here.")
+        return
+    pages = page_count(len(rows), PAGE_SIZE)
+    page = st.number_input(f"Page (of {pages:,})", 1, pages, 1, key=f"evaluate.page.{key}.{pages}") if pages > 1 else 1
+    data = dataset_of(record, evaluation)
+    try:
+        catalogue = open_catalogue(data)
+    except CatalogueError as error:
+        st.warning(f"The photos of `{data}` cannot be shown: {error}")
+        catalogue = None
+    shown = page_of(rows, page, PAGE_SIZE)
+    for start in range(0, len(shown), GRID_COLUMNS):
+        for cell, (_, row) in zip(st.columns(GRID_COLUMNS), shown.iloc[start : start + GRID_COLUMNS].iterrows()):
+            picture = thumbnail(str(catalogue.image_path(row["id"]))) if catalogue is not None else None
+            if picture is not None:
+                cell.image(picture, width="stretch")
+            cell.caption("  \n".join([f"**{row['id']}**", *lines(row)]))
+
+
+def curves(record: RunRecord) -> None:
+    epochs = metrics_frame(record.folder)
+    if epochs.empty:
+        st.info("This run logged no epochs (metrics.csv is missing or empty).")
+        return
+    heads = tuple(record.config["heads"])
+    left, middle, right = st.columns(3)
+    left.plotly_chart(charts.loss_curves(epochs), key="evaluate.loss_curves")
+    middle.plotly_chart(charts.head_curves(epochs, heads, "acc", "Validation accuracy per head"), key="evaluate.acc_curves")
+    right.plotly_chart(charts.head_curves(epochs, heads, "macro_f1", "Validation macro-F1 per head"), key="evaluate.f1_curves")
+
+
+def highlight(value: float, tolerance: float) -> str:
+    if pd.isna(value) or abs(value) <= tolerance:
+        return ""
+    return "color: #C62828; font-weight: 600" if value < 0 else "color: #2E7D32"
+
+
+def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluation, head: str) -> None:
+    others = [(run_id, name) for run_id, other in runs.items() for name in evaluation_names(other.folder)
+              if (run_id, name) != (record.id, evaluation.name)]
+    if not others:
+        st.info("Only one evaluation so far: train or evaluate another run to compare.")
+        return
+    left, right = st.columns([3, 1])
+    chosen = left.selectbox("Compare with (b)", others, key="evaluate.compare_with", format_func=lambda o: f"{o[0]} · {o[1]}")
+    tolerance = right.number_input("Flag changes larger than", 0.0, 1.0, 0.01, step=0.01, key="evaluate.tolerance")
+    other = evaluation_of(runs[chosen[0]].folder, chosen[1])
+    st.caption(f"a = {record.id} · {evaluation.name}; b = {chosen[0]} · {chosen[1]}; delta = b − a")
+    heads = compare_summaries(evaluation.report, other.report)
+    deltas = [column for column in heads.columns if column.endswith("_delta")]
+    st.dataframe(heads.style.map(partial(highlight, tolerance=tolerance), subset=deltas).format(
+        "{:+.3f}", subset=deltas).format("{:.3f}", subset=[c for c in heads.columns if c.endswith(("_a", "_b"))
+                                                            and not c.startswith("support")]))
+    if head not in other.heads:
+        st.info(f"Run b has no {head} head.")
+        return
+    table = compare_classes(evaluation.report, other.report, head, tolerance)
+    st.markdown(f"**{head}**: F1 per class; {int(table['regression'].sum())} classes dropped by more than {tolerance:.2f}")
+    st.dataframe(table.style.map(partial(highlight, tolerance=tolerance), subset=["delta"]), hide_index=True,
+                 column_config={"f1_a": NUMBER, "f1_b": NUMBER, "delta": DELTA})
+
+
+def main() -> None:
+    st.title("Evaluate")
+    runs = evaluated_runs()
+    if not runs:
+        st.info("No evaluated run yet: a run is evaluated on its validation split when training finishes.")
+        st.page_link("../pages/train.py", label="Train a model", icon=":material/model_training:")
+        return
+    record, evaluation, head = choose_evaluation(runs)
+    sections = {
+        "Summary": partial(summary, record, evaluation),
+        "Classes": partial(classes, evaluation, head),
+        "Confusion": partial(confusion, record, evaluation, head),
+        "Misclassified": partial(misclassified_section, record, evaluation, head),
+        "Curves": partial(curves, record),
+        "Compare": partial(compare, runs, record, evaluation, head),
+    }
+    # Lazy tabs: only the open one runs, so a section's cost is paid when it is looked at.
+    for tab, show in zip(st.tabs(list(sections), key="evaluate.section", on_change="rerun"), sections.values()):
+        if tab.open:
+            with tab:
+                show()
+
+
+main()

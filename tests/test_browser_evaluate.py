@@ -1,0 +1,70 @@
+"""The Evaluate page in a real headless Chromium: a confusion matrix, a click on its fullest cell,
+and the drill-down grid of that cell's photos. Screenshots land in `test-artifacts/`
+(evaluate-confusion.png, evaluate-drilldown.png)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import workspace
+from core.data.demo import generate_demo
+from core.evaluation import load_evaluation, top_n_confusion
+from training.config import TrainConfig
+from training.registry import DB_URL_ENV
+from training.train import train
+
+from browser_support import ARTIFACTS, IDLE, dashboard_server, page, require_browser  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.browser
+
+HEAD = "articleType"
+TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A dashboard server on a workspace holding one finished tiny run; yields (base URL, run folder)."""
+    require_browser()
+    home = tmp_path_factory.mktemp("browser-workspace")
+    demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=120, seed=3)
+    env = {**os.environ, workspace.HOME_ENV: str(home), workspace.DATA_ENV: str(demo), "HF_HUB_OFFLINE": "1"}
+    env.pop(DB_URL_ENV, None)
+    patch = pytest.MonkeyPatch()
+    for name in (workspace.HOME_ENV, workspace.DATA_ENV):
+        patch.setenv(name, env[name])
+    patch.delenv(DB_URL_ENV, raising=False)
+    record = train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY]))
+    patch.undo()
+    with dashboard_server(env) as url:
+        yield url, Path(record.folder)
+
+
+def test_click_a_confusion_cell_to_see_its_photos(server, page):
+    url, folder = server
+    evaluation = load_evaluation(folder)
+    view = top_n_confusion(evaluation.classes(HEAD), evaluation.matrix(HEAD), 20)  # the page's default
+    i, j = np.unravel_index(np.argmax(view.counts), view.counts.shape)
+    true, predicted, k = view.classes[i], view.classes[j], len(view.classes)
+
+    page.goto(f"{url}/evaluate")
+    page.get_by_role("tab", name="Confusion").click()
+    page.get_by_text("Cells show").wait_for()
+    page.wait_for_selector(IDLE)
+    plot = page.locator(".js-plotly-plot .nsewdrag").first  # the plot area: k x k equal cells
+    plot.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "evaluate-confusion.png"))  # full_page would resize, and plotly re-lay out
+
+    box = plot.bounding_box()
+    page.mouse.click(box["x"] + (j + 0.5) * box["width"] / k, box["y"] + (i + 0.5) * box["height"] / k)
+    heading = page.locator('[data-testid="stMarkdownContainer"]').filter(
+        has_text=f"{view.counts[i, j]} images true {true}, predicted {predicted}")
+    heading.wait_for()
+    page.wait_for_selector(IDLE)
+    images = page.locator('[data-testid="stImage"] img')
+    assert images.count() == min(24, view.counts[i, j])
+    heading.scroll_into_view_if_needed()  # the app scrolls inside its own container, not the page
+    page.screenshot(path=str(ARTIFACTS / "evaluate-drilldown.png"))

@@ -1,0 +1,181 @@
+"""AppTest of the Evaluate page on one finished tiny run: each section renders numbers equal to
+scikit-learn's on the run's predictions, and a confusion cell shows exactly the images in it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import classification_report, confusion_matrix
+from streamlit.testing.v1 import AppTest
+
+from core import workspace
+from core.data.catalogue import load_catalogue
+from core.data.demo import generate_demo
+from core.data.profile import OTHERS_LABEL
+from core.data.schema import LabelSchema
+from core.evaluation import class_table, compare_summaries, load_evaluation, misclassified
+from training.config import TrainConfig
+from training.registry import DB_URL_ENV
+from training.train import run_paths, train
+
+from conftest import REPO
+from test_evaluation import fake_evaluation
+
+HOME = str(REPO / "dashboard" / "Home.py")
+EVALUATE = "../pages/evaluate.py"
+TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep"]
+HEAD = "articleType"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One finished run on a tiny demo, plus a fabricated second evaluation of its rows to compare with."""
+    demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=120, seed=3)
+    patch = pytest.MonkeyPatch()
+    patch.setenv(workspace.HOME_ENV, str(tmp_path_factory.mktemp("ws")))
+    patch.setenv(workspace.DATA_ENV, str(demo))
+    patch.delenv(DB_URL_ENV, raising=False)
+    record = train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY]))
+    folder = Path(record.folder)
+    ids = load_evaluation(folder).predictions["id"].to_numpy()
+    schema = LabelSchema.load(run_paths(folder)["schema"])
+    fake_evaluation(load_catalogue(demo), schema, ids, folder / "evaluation-fake", accuracy=0.9)
+    yield record, load_evaluation(folder)
+    patch.undo()
+
+
+def page(section: str | None = None) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.run()
+    at.switch_page(EVALUATE).run()
+    if section:
+        at.session_state["evaluate.section"] = section
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart_spec(at: AppTest, index: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def array(value) -> np.ndarray:
+    """A plotly trace array: a list, or a typed array {"dtype", "bdata" (base64), "shape"?}."""
+    if isinstance(value, dict):
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return flat.reshape([int(n) for n in value["shape"].split(",")]) if "shape" in value else flat
+    return np.asarray(value)
+
+
+def captioned_ids(at: AppTest) -> list[int]:
+    """Ids of the photo grid: each grid caption starts with **<id>**."""
+    return [int(c.value.split("**")[1]) for c in at.caption if c.value.startswith("**")]
+
+
+def test_summary_equals_scikit_learn_and_names_the_exclusions(run):
+    record, evaluation = run
+    at = page()
+    table = at.dataframe[0].value
+    predictions = evaluation.predictions
+    for head in evaluation.heads:
+        scored = predictions[predictions[head].notna()]
+        expected = classification_report(scored[head], scored[f"{head}_pred"], output_dict=True, zero_division=0)
+        assert table.loc[head, "accuracy"] == pytest.approx(expected["accuracy"])
+        assert table.loc[head, "macro_f1"] == pytest.approx(expected["macro avg"]["f1-score"])
+        assert table.loc[head, "weighted_f1"] == pytest.approx(expected["weighted avg"]["f1-score"])
+        assert table.loc[head, "support"] == len(scored)
+        assert table.loc[head, "excluded"] == len(predictions) - len(scored)
+    captions = [c.value for c in at.caption]
+    assert captions[0].startswith(f"Checkpoint `{record.metrics['best_checkpoint']}` · {len(predictions):,} images")
+    for head in table.index[table["excluded"] > 0]:
+        assert any(c.startswith(f"{head}: {table.loc[head, 'excluded']:,} of {len(predictions):,} rows excluded") for c in captions)
+    assert len(at.get("download_button")) == 3
+
+
+def test_classes_table_filter_and_f1_bars(run):
+    _, evaluation = run
+    at = page("Classes")
+    expected = class_table(evaluation.report, HEAD)
+    pd.testing.assert_frame_equal(at.dataframe[0].value.reset_index(drop=True), expected)
+    bars = chart_spec(at)["data"]
+    f1 = np.concatenate([array(trace["y"]) for trace in bars])
+    assert (np.diff(f1) <= 0).all() and len(f1) == len(expected)
+
+    at.text_input(key="evaluate.class_filter").set_value("shirt").run()
+    shown = at.dataframe[0].value
+    assert set(shown["class"]) == {name for name in expected["class"] if "shirt" in name.lower()} != set()
+
+
+def test_confusion_heatmap_counts_and_a_cell_drill_down(run):
+    _, evaluation = run
+    predictions = evaluation.predictions
+    scored = predictions[predictions[HEAD].notna()]
+    at = page("Confusion")
+    heatmap = chart_spec(at)["data"][0]
+    order = heatmap["y"]
+    counts = array(heatmap["z"])
+    np.testing.assert_array_equal(counts, confusion_matrix(scored[HEAD], scored[f"{HEAD}_pred"], labels=order))
+
+    i, j = np.unravel_index(np.argmax(counts), counts.shape)  # the fullest cell
+    true, predicted = order[i], order[j]
+    top_n = len(order)
+    at.selectbox(key=f"evaluate.true.{HEAD}.{top_n}").set_value(true)
+    at.selectbox(key=f"evaluate.pred.{HEAD}.{top_n}").set_value(predicted).run()
+    expected = scored[(scored[HEAD] == true) & (scored[f"{HEAD}_pred"] == predicted)]
+    assert sorted(captioned_ids(at)) == sorted(expected["id"]) and len(expected) == counts[i, j] > 0
+    assert len(at.get("image")) == len(expected)
+
+    at.radio(key="evaluate.norm").set_value("row-normalised")
+    at.slider(key=f"evaluate.top_n.{HEAD}").set_value(2).run()
+    view = chart_spec(at)["data"][0]
+    row_sums = array(view["z"]).sum(axis=1)
+    assert view["y"][-1] == OTHERS_LABEL and np.allclose(row_sums[row_sums > 0], 1)
+    at.selectbox(key=f"evaluate.true.{HEAD}.2").set_value(OTHERS_LABEL)
+    at.selectbox(key=f"evaluate.pred.{HEAD}.2").set_value(OTHERS_LABEL).run()
+    kept = view["y"][:2]
+    expected = scored[~scored[HEAD].isin(kept) & ~scored[f"{HEAD}_pred"].isin(kept)]
+    assert sorted(captioned_ids(at)) == sorted(expected["id"])
+
+
+def test_misclassified_grid_shows_all_seven_heads(run):
+    _, evaluation = run
+    at = page("Misclassified")
+    expected = misclassified(evaluation.predictions, HEAD)["id"].tolist()[:24]
+    assert captioned_ids(at) == expected
+    first = next(c.value for c in at.caption if c.value.startswith(f"**{expected[0]}**"))
+    assert len(first.split("  \n")) == 1 + 7 and "✗ articleType:" in first
+
+    at.radio(key="evaluate.order").set_value("least confident first").run()
+    assert captioned_ids(at) == misclassified(evaluation.predictions, HEAD, False)["id"].tolist()[:24]
+
+
+def test_training_curves(run):
+    at = page("Curves")
+    titles = [chart_spec(at, index)["layout"]["title"]["text"] for index in range(3)]
+    assert titles == ["Loss per epoch", "Validation accuracy per head", "Validation macro-F1 per head"]
+    assert {trace["name"] for trace in chart_spec(at, 0)["data"]} == {"train", "val"}
+
+
+def test_compare_with_another_evaluation(run):
+    record, evaluation = run
+    at = page("Compare")
+    assert at.selectbox(key="evaluate.compare_with").value == (record.id, "evaluation-fake")
+    other = load_evaluation(record.folder, "evaluation-fake")
+    expected = compare_summaries(evaluation.report, other.report)
+    shown = at.dataframe[0].value  # a Styler's data
+    pd.testing.assert_frame_equal(shown, expected)
+    classes = at.dataframe[1].value
+    assert classes["delta"].dropna().is_monotonic_increasing
+    regressed = int(classes["regression"].sum())
+    assert any(m.value.startswith(f"**{HEAD}**: F1 per class; {regressed} classes dropped") for m in at.markdown)
+
+
+def test_no_evaluated_run_says_so(run, tmp_path, monkeypatch):
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "empty"))
+    at = page()
+    assert [i.value for i in at.info] == ["No evaluated run yet: a run is evaluated on its validation split when training finishes."]

@@ -1,0 +1,353 @@
+"""Evaluation files reshaped for the Evaluate page (core.evaluation), checked against scikit-learn;
+rebuilding a run from its checkpoint and `python -m training evaluate` on another catalogue."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import classification_report, confusion_matrix
+
+from core import workspace
+from core.data.catalogue import load_catalogue
+from core.data.demo import generate_demo
+from core.data.profile import OTHERS_LABEL
+from core.data.schema import IGNORE_INDEX, LabelSchema
+from core.data.split import split_catalogue
+from core.evaluation import (
+    VALIDATION, ConfusionView, cell_rows, class_table, classes_csv, compare_classes, compare_summaries,
+    confusion_from_labels, evaluation_names, exclusion_notes, filter_classes, label_lines,
+    load_evaluation, misclassified, report_json, row_normalised, summary_csv, summary_table, top_n_confusion,
+    top_probabilities,
+)
+from dashboard import charts
+from training.__main__ import main as cli
+from training.checkpoints import checkpoint_path, evaluation_name, load_run_module
+from training.config import TrainConfig
+from training.evaluate import write_evaluation
+from training.train import CHECKPOINT_KEY, run_paths, train
+
+TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
+
+
+def fake_evaluation(catalogue, schema: LabelSchema, ids: np.ndarray, folder: Path, accuracy: float = 0.7,
+                    seed: int = 0) -> dict:
+    """Write an evaluation of `ids` without a model: per head, random probabilities whose argmax
+    is the true class for about `accuracy` of the labelled rows. Returns write_evaluation's summary."""
+    rng = np.random.default_rng(seed)
+    labels = schema.encode(catalogue.frame.set_index("id").loc[ids].reset_index())
+    probs = {}
+    for column, head in enumerate(schema.heads):
+        logits = rng.normal(size=(len(ids), len(schema.classes[head])))
+        right = (labels[:, column] >= 0) & (rng.random(len(ids)) < accuracy)
+        logits[np.flatnonzero(right), labels[right, column]] += 6.0
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs[head] = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return write_evaluation(catalogue, schema, np.asarray(ids), probs, folder, "epoch000.ckpt")
+
+
+def sklearn_report(predictions: pd.DataFrame, head: str) -> dict:
+    scored = predictions[predictions[head].notna()]
+    return classification_report(scored[head], scored[f"{head}_pred"], output_dict=True, zero_division=0)
+
+
+def assert_report_equals_sklearn(report: dict, predictions: pd.DataFrame, head: str) -> None:
+    expected = sklearn_report(predictions, head)
+    entry = report["heads"][head]
+    assert entry["accuracy"] == pytest.approx(expected["accuracy"])
+    assert entry["macro_f1"] == pytest.approx(expected["macro avg"]["f1-score"])
+    assert entry["weighted_f1"] == pytest.approx(expected["weighted avg"]["f1-score"])
+    assert entry["support"] == expected["macro avg"]["support"]
+    table = class_table(report, head).set_index("class")
+    present = [name for name in expected if name not in ("accuracy", "macro avg", "weighted avg")]
+    assert set(present) == set(table.index[(table["support"] > 0) | (table["predicted"] > 0)])
+    for name in present:
+        row = table.loc[name]
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx(
+            (expected[name]["precision"], expected[name]["recall"], expected[name]["f1-score"]))
+        assert row["support"] == expected[name]["support"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return generate_demo(tmp_path_factory.mktemp("data") / "demo", n=100, seed=7)
+
+
+@pytest.fixture(scope="module")
+def faked(demo, tmp_path_factory):
+    """A fabricated evaluation of every demo row under the seed's `ignore` policy (rare classes excluded)."""
+    catalogue = load_catalogue(demo)
+    schema = LabelSchema.fit(catalogue.frame, rare_policy="ignore", rare_min_count=6)
+    run = tmp_path_factory.mktemp("run")
+    fake_evaluation(catalogue, schema, catalogue.frame["id"].to_numpy(), run / VALIDATION)
+    return run, load_evaluation(run), schema, catalogue
+
+
+def test_reports_and_confusion_matrices_equal_scikit_learns(faked):
+    run, evaluation, schema, _ = faked
+    predictions = evaluation.predictions
+    for head in schema.heads:
+        assert_report_equals_sklearn(evaluation.report, predictions, head)
+        scored = predictions[predictions[head].notna()]
+        expected = confusion_matrix(scored[head], scored[f"{head}_pred"], labels=schema.classes[head])
+        np.testing.assert_array_equal(evaluation.matrix(head), expected)
+        assert evaluation.classes(head) == schema.classes[head]
+    assert summary_table(evaluation.report).loc["articleType", "excluded"] == predictions["articleType"].isna().sum() > 0
+
+
+def test_summary_table_and_exclusion_notes(faked):
+    _, evaluation, schema, catalogue = faked
+    table = summary_table(evaluation.report)
+    assert list(table.index) == list(schema.heads)
+    assert list(table.columns) == ["accuracy", "macro_f1", "weighted_f1", "support", "excluded", "unknown"]
+    excluded = int(evaluation.predictions["articleType"].isna().sum())
+    assert table.loc["articleType", "support"] + excluded == len(catalogue.frame)
+    assert (table["unknown"] == 0).all()
+    notes = exclusion_notes(evaluation.report)
+    assert f"articleType: {excluded:,} of {len(catalogue.frame):,} rows excluded" in " ".join(notes)
+    assert [note.split(":")[0] for note in notes] == list(table.index[table["excluded"] > 0])
+
+
+def test_evaluation_names_and_a_missing_evaluation(faked, tmp_path):
+    run, _, _, _ = faked
+    for name in ("evaluation-zeta", "evaluation-alpha", "evaluation-half"):
+        (tmp_path / name).mkdir()
+        for file in ("predictions.parquet", "report.json", "confusion.json"):
+            (tmp_path / name / file).write_text("{}")
+    (tmp_path / "evaluation-half" / "confusion.json").unlink()  # incomplete: not listed
+    assert evaluation_names(tmp_path) == ["evaluation-alpha", "evaluation-zeta"]
+    assert evaluation_names(run) == [VALIDATION]
+    with pytest.raises(ValueError, match=r"no evaluation 'evaluation-x' in .*; it has: evaluation$"):
+        load_evaluation(run, "evaluation-x")
+    with pytest.raises(ValueError, match="unknown head 'colour'; valid: gender, masterCategory"):
+        faked[1].matrix("colour")
+
+
+def test_class_table_and_its_filter(faked):
+    _, evaluation, schema, _ = faked
+    table = class_table(evaluation.report, "articleType")
+    assert list(table["class"]) == schema.classes["articleType"]
+    assert list(table.columns) == ["class", "precision", "recall", "f1", "support", "predicted", "unknown"]
+    shirts = filter_classes(table, " SHIRT ")
+    assert set(shirts["class"]) == {name for name in table["class"] if "shirt" in name.lower()}
+    big = filter_classes(table, "", min_support=10)
+    assert (big["support"] >= 10).all() and len(big) == (table["support"] >= 10).sum()
+
+
+def test_top_n_groups_the_rest_and_row_normalises():
+    classes = ["a", "b", "c", "d"]
+    matrix = np.array([[1, 0, 0, 1], [0, 5, 1, 0], [2, 0, 0, 0], [0, 1, 0, 3]])  # supports 2, 6, 2, 4
+    view = top_n_confusion(classes, matrix, 2)
+    assert view.classes == ["b", "d", OTHERS_LABEL] and view.grouped == ["a", "c"]
+    np.testing.assert_array_equal(view.counts, [[5, 0, 1], [1, 3, 0], [0, 1, 3]])
+    assert view.counts.sum() == matrix.sum()
+    np.testing.assert_allclose(view.rates, [[5 / 6, 0, 1 / 6], [0.25, 0.75, 0], [0, 0.25, 0.75]])
+    whole = top_n_confusion(classes, matrix, 10)
+    assert whole.classes == ["b", "d", "a", "c"] and whole.grouped == []  # support order, ties in class order
+    np.testing.assert_array_equal(row_normalised([[0, 0], [1, 3]]), [[0, 0], [0.25, 0.75]])
+    with pytest.raises(ValueError, match="top_n must be a positive int, got 0"):
+        top_n_confusion(classes, matrix, 0)
+
+
+def test_a_cell_holds_exactly_its_rows_grouped_or_not(faked):
+    _, evaluation, _, _ = faked
+    predictions, head = evaluation.predictions, "articleType"
+    view = top_n_confusion(evaluation.classes(head), evaluation.matrix(head), 4)
+    for i, true in enumerate(view.classes):
+        for j, predicted in enumerate(view.classes):
+            rows = cell_rows(predictions, head, view, true, predicted)
+            assert len(rows) == view.counts[i, j]
+            assert rows[f"{head}_p"].is_monotonic_decreasing
+    true, predicted = view.classes[0], view.classes[0]
+    expected = predictions[(predictions[head] == true) & (predictions[f"{head}_pred"] == predicted)]["id"]
+    assert set(cell_rows(predictions, head, view, true, predicted)["id"]) == set(expected)
+    others = cell_rows(predictions, head, view, OTHERS_LABEL, OTHERS_LABEL)
+    assert others[head].isin(view.grouped).all() and others[f"{head}_pred"].isin(view.grouped).all()
+    with pytest.raises(ValueError, match="'Jumpsuit' is not a row or column of this matrix"):
+        cell_rows(predictions, head, view, "Jumpsuit", true)
+
+
+def test_misclassified_top_probabilities_and_label_lines(faked):
+    _, evaluation, schema, _ = faked
+    predictions, head = evaluation.predictions, "baseColour"
+    wrong = misclassified(predictions, head)
+    expected = predictions[predictions[head].notna() & (predictions[head] != predictions[f"{head}_pred"])]
+    assert set(wrong["id"]) == set(expected["id"]) and wrong[f"{head}_p"].is_monotonic_decreasing
+    assert misclassified(predictions, head, most_confident_first=False)[f"{head}_p"].is_monotonic_increasing
+    row = wrong.iloc[0]
+    best = top_probabilities(row, head, schema.classes[head], k=2)
+    assert best[0] == (row[f"{head}_pred"], pytest.approx(row[f"{head}_p"])) and best[0][1] >= best[1][1]
+    lines = label_lines(row, schema.heads)
+    assert len(lines) == 7
+    assert lines[4] == f"✗ baseColour: {row['baseColour_pred']} ({row['baseColour_p']:.2f}), true {row['baseColour']}"
+    excluded = predictions[predictions["articleType"].isna()].iloc[0]
+    assert label_lines(excluded, ["articleType"])[0].endswith(", no true class")
+
+
+def _report(**f1: float) -> dict:
+    classes = [{"class": name, "precision": v, "recall": v, "f1": v, "support": 10, "predicted": 10} for name, v in f1.items()]
+    return {"heads": {"usage": {"accuracy": 0.5, "macro_f1": np.mean(list(f1.values())), "weighted_f1": 0.5,
+                                "support": 10 * len(f1), "excluded": 0, "classes": classes}}}
+
+
+def test_compare_two_reports():
+    a, b = _report(Casual=0.8, Sports=0.5, Ethnic=0.3), _report(Casual=0.9, Sports=0.42, Party=0.1)
+    heads = compare_summaries(a, b)
+    assert heads.loc["usage", "macro_f1_delta"] == pytest.approx(np.mean([0.9, 0.42, 0.1]) - np.mean([0.8, 0.5, 0.3]))
+    assert heads.loc["usage", "accuracy_delta"] == 0
+    table = compare_classes(a, b, "usage", tolerance=0.05).set_index("class")
+    assert list(table.index) == ["Sports", "Casual", "Ethnic", "Party"]  # biggest drop first, no delta last
+    assert table.loc["Sports", "delta"] == pytest.approx(-0.08) and table.loc["Sports", "regression"]
+    assert table.loc["Casual", "delta"] == pytest.approx(0.1) and not table.loc["Casual", "regression"]
+    assert np.isnan(table.loc["Party", "f1_a"]) and not table.loc["Party", "regression"]
+    assert not compare_classes(a, b, "usage", tolerance=0.1)["regression"].any()
+
+
+def test_csv_and_json_exports_hold_the_report(faked):
+    _, evaluation, schema, _ = faked
+    report = evaluation.report
+    classes = pd.read_csv(io.StringIO(classes_csv(report)), keep_default_na=False)
+    assert len(classes) == sum(len(names) for names in schema.classes.values())
+    article = classes[classes["head"] == "articleType"].drop(columns="head").reset_index(drop=True)
+    pd.testing.assert_frame_equal(article, class_table(report, "articleType"), check_dtype=False)
+    summary = pd.read_csv(io.StringIO(summary_csv(report)), index_col="head")
+    pd.testing.assert_frame_equal(summary, summary_table(report), check_dtype=False)
+    assert json.loads(report_json(report)) == report
+
+
+def test_unknown_classes_count_as_errors_named(tmp_path):
+    frame = pd.DataFrame({"id": np.arange(8), "usage": ["A", "A", "B", "B", "Jumpsuit", "Jumpsuit", "Kurta", None]})
+    schema = LabelSchema.fit(frame.iloc[:4], rare_policy="keep", rare_min_count=0, heads=("usage",))
+    catalogue = SimpleNamespace(frame=frame, root=Path("/elsewhere"))  # all write_evaluation reads
+    probs = {"usage": np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3],
+                                [0.5, 0.5]], dtype=np.float32)}
+    # LabelSchema.encode ignores the unseen values; the evaluation counts them as errors, by name.
+    assert (schema.encode(frame) == IGNORE_INDEX).sum() == 4
+    report = write_evaluation(catalogue, schema, frame["id"].to_numpy(), probs, tmp_path, "best")
+    entry = report["heads"]["usage"]
+    assert entry["unknown_classes"] == {"Jumpsuit": 2, "Kurta": 1}
+    assert (entry["support"], entry["excluded"]) == (7, 1)
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert list(predictions["usage"][:7]) == ["A", "A", "B", "B", "Jumpsuit", "Jumpsuit", "Kurta"]
+    assert pd.isna(predictions["usage"][7])
+    assert_report_equals_sklearn(report, predictions, "usage")
+    assert entry["accuracy"] == pytest.approx(3 / 7)
+    confusion = json.loads((tmp_path / "confusion.json").read_text())["usage"]
+    assert confusion["classes"] == ["A", "B", "Jumpsuit", "Kurta"]
+    np.testing.assert_array_equal(confusion["matrix"], confusion_matrix(
+        predictions["usage"][:7], predictions["usage_pred"][:7], labels=confusion["classes"]))
+    assert report["data"] == "/elsewhere"
+    assert summary_table(report).loc["usage", "unknown"] == 3
+    assert "usage: 3 rows of classes the run never saw, counted as errors: Jumpsuit (2), Kurta (1)." in exclusion_notes(report)
+    assert class_table(report, "usage")["unknown"].tolist() == [False, False, True, True]
+
+
+def test_confusion_from_labels_names_strays():
+    with pytest.raises(ValueError, match=r"labels \['C'\] are not among the classes \['A', 'B'\]"):
+        confusion_from_labels(pd.Series(["A", "C"]), pd.Series(["A", "B"]), ["A", "B"])
+
+
+def test_heatmap_cells_and_png():
+    view = ConfusionView(classes=["a", "b", OTHERS_LABEL], counts=np.array([[4, 1, 0], [0, 2, 2], [1, 0, 0]]), grouped=["c"])
+    figure = charts.confusion_heatmap(view, normalised=True, title="t")
+    heatmap, cells = figure.data
+    np.testing.assert_allclose(heatmap.z, view.rates)
+    assert list(zip(cells.y, cells.x))[1] == ("a", "b")  # row-major: (true, predicted)
+    np.testing.assert_allclose(np.asarray(cells.customdata)[:, 0], view.counts.ravel())
+    png = Image.open(io.BytesIO(charts.confusion_png(view, normalised=False, title="usage: rows")))
+    assert png.format == "PNG" and png.width > 3 * 26 and png.height > 3 * 26
+    bigger = ConfusionView(classes=list("abcdef"), counts=np.eye(6, dtype=int), grouped=[])
+    assert Image.open(io.BytesIO(charts.confusion_png(bigger, False, "x"))).height > png.height
+
+
+def test_real_sample_reports_equal_scikit_learns(real_sample, tmp_path):
+    """A fabricated evaluation of the real sample's validation split under the seed's policy
+    (classes under 500 training rows ignored)."""
+    catalogue = load_catalogue(real_sample)
+    split = split_catalogue(catalogue.frame, val_fraction=0.2, seed=0)
+    schema = LabelSchema.fit(catalogue.frame[(split == "train").to_numpy()], rare_policy="ignore", rare_min_count=50)
+    val_ids = catalogue.frame["id"].to_numpy()[(split == "val").to_numpy()]
+    fake_evaluation(catalogue, schema, val_ids, tmp_path / VALIDATION, accuracy=0.6)
+    evaluation = load_evaluation(tmp_path)
+    for head in schema.heads:
+        assert_report_equals_sklearn(evaluation.report, evaluation.predictions, head)
+    view = top_n_confusion(evaluation.classes("articleType"), evaluation.matrix("articleType"), 20)
+    assert view.counts.sum() == evaluation.report["heads"]["articleType"]["support"] and len(view.grouped) > 0
+
+
+# A real tiny run: the checkpoint rebuilds the net, and the CLI evaluates it on another catalogue.
+
+@pytest.fixture(scope="module")
+def finished_run(demo, tmp_path_factory):
+    home = tmp_path_factory.mktemp("ws")
+    patch = pytest.MonkeyPatch()
+    patch.setenv(workspace.HOME_ENV, str(home))
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={demo}", "rare_policy=keep", *TINY])
+    yield train(cfg), cfg
+    patch.undo()
+
+
+def test_load_run_module_rebuilds_the_checkpointed_net(finished_run):
+    record, cfg = finished_run
+    folder = Path(record.folder)
+    best = checkpoint_path(folder)
+    assert best == run_paths(folder)["best"]
+    module, loaded_cfg, schema = load_run_module(folder)
+    assert loaded_cfg == cfg and schema == LabelSchema.load(run_paths(folder)["schema"]) and not module.training
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    assert state[CHECKPOINT_KEY]["config"] == cfg.to_dict()
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(tensor, state["state_dict"][name]), name
+    with pytest.raises(FileNotFoundError, match=r"no 'epoch999.ckpt' checkpoint in .*; it holds: best.ckpt, epoch000.ckpt, last.ckpt"):
+        checkpoint_path(folder, "epoch999.ckpt")
+
+
+def test_best_without_best_ckpt_is_the_one_epoch_checkpoint(tmp_path):
+    """A cancelled run has no best.ckpt: its top-1 epoch checkpoint is the best."""
+    checkpoints = run_paths(tmp_path)["checkpoints"]
+    checkpoints.mkdir(parents=True)
+    for name in ("epoch004.ckpt", "last.ckpt"):
+        (checkpoints / name).touch()
+    assert checkpoint_path(tmp_path) == checkpoints / "epoch004.ckpt"
+    assert checkpoint_path(tmp_path, "last") == checkpoints / "last.ckpt"
+    (checkpoints / "epoch002.ckpt").touch()
+    with pytest.raises(FileNotFoundError, match="no 'best' checkpoint in .*; it holds: epoch002.ckpt, epoch004.ckpt, last.ckpt"):
+        checkpoint_path(tmp_path)
+
+
+def test_cli_evaluate_on_another_catalogue_counts_unknown_classes(finished_run, tmp_path, capsys):
+    record, _ = finished_run
+    other = generate_demo(tmp_path / "held out", n=50, seed=21)
+    styles = pd.read_csv(other / "styles.csv")
+    styles.loc[:4, "articleType"] = "Jumpsuit"  # a class the run never saw
+    styles.to_csv(other / "styles.csv", index=False)
+    validation_before = (Path(record.folder) / VALIDATION / "report.json").read_text()
+
+    assert cli(["evaluate", record.id, "--data", str(other), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    folder = Path(record.folder) / evaluation_name(other)
+    assert folder.name == "evaluation-held_out"
+    evaluation = load_evaluation(record.folder, folder.name)
+    assert evaluation.report["data"] == str(other) and evaluation.report["rows"] == 50
+    assert evaluation.report["heads"]["articleType"]["unknown_classes"] == {"Jumpsuit": 5}
+    assert summary["articleType"]["unknown"] == 5 and summary["articleType"]["support"] == 50
+    for head in evaluation.heads:
+        assert_report_equals_sklearn(evaluation.report, evaluation.predictions, head)
+        assert summary[head]["accuracy"] == pytest.approx(evaluation.report["heads"][head]["accuracy"])
+    assert (Path(record.folder) / VALIDATION / "report.json").read_text() == validation_before
+    assert evaluation_names(record.folder) == [VALIDATION, "evaluation-held_out"]
+
+
+def test_cli_evaluate_names_a_missing_checkpoint_or_run(finished_run, capsys):
+    record, _ = finished_run
+    assert cli(["evaluate", record.id, "--checkpoint", "nope.ckpt"]) == 2
+    assert "error: no 'nope.ckpt' checkpoint in" in capsys.readouterr().err
+    assert cli(["evaluate", "no-such-run"]) == 2
+    assert "error: unknown run 'no-such-run'" in capsys.readouterr().err
