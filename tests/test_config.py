@@ -25,8 +25,8 @@ def test_default_recipe_is_ours():
     assert TrainConfig.from_recipe("default").to_dict() == {
         **COMMON, "recipe": "default", "rare_policy": "other", "rare_min_count": "auto",
         "backbone": "tf_efficientnet_lite0", "head": "linear", "freeze_backbone": False, "image_size": 224,
-        "augment": True, "loss": "ce", "imbalance": "logit_adjusted", "epochs": 10, "batch_size": 64,
-        "lr": 3e-4, "weight_decay": 0.05, "scheduler": "cosine", "warmup_fraction": 0.05, "step_size": 7,
+        "augment": True, "loss": "ce", "imbalance": "logit_adjusted", "epochs": 10, "batch_size": 32,
+        "lr": 1e-3, "weight_decay": 0.05, "scheduler": "cosine", "warmup_fraction": 0.05, "step_size": 7,
         "gamma": 0.1, "grad_clip": None, "monitor": "val/mean_macro_f1", "patience": 5, "precision": "auto",
     }
     assert TrainConfig.from_recipe("default") == TrainConfig()

@@ -68,8 +68,8 @@ class TrainConfig:
     focal_gamma: float = 2.0  # focusing exponent (imbalance="focal")
     # --- optimisation (AdamW)
     epochs: int = 10  # most epochs; early stopping may end sooner
-    batch_size: int = 64  # images per step, per device
-    lr: float = 3e-4  # peak learning rate
+    batch_size: int = 32  # images per step, per device (more steps on small data; raise it on a big GPU)
+    lr: float = 1e-3  # peak learning rate (measured: 3e-4 left baseColour at 0.68 after 3 demo epochs, 1e-3 reached 0.99)
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     scheduler: str = "cosine"  # "cosine": linear warmup then cosine to 0, per step; "step": StepLR per epoch
     warmup_fraction: float = 0.05  # share of all steps spent warming up (cosine)
