@@ -13,8 +13,10 @@ from core.evaluation import (
     filter_classes, label_lines, load_evaluation, misclassified, report_json, summary_csv, summary_table,
     top_n_confusion, top_probabilities,
 )
+from core.label_issues import ISSUES_FILE, read_label_issues
 from dashboard import charts
 from dashboard.datasets import open_catalogue, thumbnail
+from training.crossval import list_crossvals
 from training.launcher import metrics_frame
 from training.registry import RunRecord, RunRegistry
 
@@ -125,7 +127,7 @@ def confusion(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     def probabilities(row: pd.Series) -> list[str]:
         return [f"{name} {p:.2f}" for name, p in top_probabilities(row, head, names)]
 
-    gallery(record, evaluation, rows, probabilities, key=f"cell.{head}")
+    gallery(dataset_of(record, evaluation), rows, probabilities, key=f"cell.{head}")
 
 
 def misclassified_section(record: RunRecord, evaluation: Evaluation, head: str) -> None:
@@ -133,17 +135,16 @@ def misclassified_section(record: RunRecord, evaluation: Evaluation, head: str) 
     rows = misclassified(evaluation.predictions, head, order == "most confident first")
     st.caption(f"{len(rows):,} of {evaluation.report['heads'][head]['support']:,} scored images are wrong on {head}; "
                "under each image: predicted (probability) and, where wrong, the true class, for every head.")
-    gallery(record, evaluation, rows, lambda row: label_lines(row, evaluation.heads), key=f"wrong.{head}")
+    gallery(dataset_of(record, evaluation), rows, lambda row: label_lines(row, evaluation.heads), key=f"wrong.{head}")
 
 
-def gallery(record: RunRecord, evaluation: Evaluation, rows: pd.DataFrame, lines, key: str) -> None:
-    """Photos of `rows`, a page at a time, with `lines(row)` under each."""
+def gallery(data: str, rows: pd.DataFrame, lines, key: str) -> None:
+    """Photos of `rows` (catalogue `data`), a page at a time, with `lines(row)` under each."""
     if rows.empty:
         st.info("No images here.")
         return
     pages = page_count(len(rows), PAGE_SIZE)
     page = st.number_input(f"Page (of {pages:,})", 1, pages, 1, key=f"evaluate.page.{key}.{pages}") if pages > 1 else 1
-    data = dataset_of(record, evaluation)
     try:
         catalogue = open_catalogue(data)
     except CatalogueError as error:
@@ -156,6 +157,37 @@ def gallery(record: RunRecord, evaluation: Evaluation, rows: pd.DataFrame, lines
             if picture is not None:
                 cell.image(picture, width="stretch")
             cell.caption("  \n".join([f"**{row['id']}**", *lines(row)]))
+
+
+@st.cache_data(show_spinner="Ranking label issues…", max_entries=16)
+def _label_issues(folder: str, stamp: tuple[int, ...]) -> pd.DataFrame:
+    return read_label_issues(folder)
+
+
+def label_issues_of(folder: str) -> pd.DataFrame:
+    """Ranked label issues of a run (its validation split) or a cross-validation, re-read when they change."""
+    files = [Path(folder) / ISSUES_FILE, Path(folder) / VALIDATION / "predictions.parquet"]
+    return _label_issues(folder, tuple(f.stat().st_mtime_ns for f in files if f.exists()))
+
+
+def label_issues(record: RunRecord, evaluation: Evaluation, head: str) -> None:
+    sources = {"this run's validation split": (record.folder, dataset_of(record, evaluation))}
+    sources |= {f"cross-validation {c.id} · every row ({c.rows:,})": (c.folder, c.config["data"])
+                for c in list_crossvals() if c.status == "finished"}
+    left, right = st.columns([3, 1])
+    choice = left.selectbox("Out-of-sample probabilities from", list(sources), key="evaluate.issues_source",
+                            help="python -m training crossval --data DIR --folds K scores every catalogue row.")
+    only_flagged = right.toggle("Only rows cleanlab flags", value=True, key="evaluate.issues_flagged")
+    folder, data = sources[choice]
+    issues = label_issues_of(folder)
+    rows = issues[issues["head"] == head]
+    st.caption(f"{len(rows):,} labelled {head} rows ranked, most likely wrong first; cleanlab flags "
+               f"{int(rows['is_issue'].sum()):,} of them. Score: label quality in [0, 1], lower = more suspicious.")
+    gallery(data, rows[rows["is_issue"]] if only_flagged else rows,
+            lambda row: [f"given **{row['given']}** ({row['given_p']:.2f})",
+                         f"suggested **{row['suggested']}** ({row['suggested_p']:.2f})",
+                         f"score {row['score']:.3f} · rank {row['rank']:,}"],
+            key=f"issues.{head}.{only_flagged}")
 
 
 def curves(record: RunRecord) -> None:
@@ -214,6 +246,7 @@ def main() -> None:
         "Classes": partial(classes, evaluation, head),
         "Confusion": partial(confusion, record, evaluation, head),
         "Misclassified": partial(misclassified_section, record, evaluation, head),
+        "Label issues": partial(label_issues, record, evaluation, head),
         "Curves": partial(curves, record),
         "Compare": partial(compare, runs, record, evaluation, head),
     }

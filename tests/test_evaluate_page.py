@@ -179,3 +179,19 @@ def test_no_evaluated_run_says_so(run, tmp_path, monkeypatch):
     monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "empty"))
     at = page()
     assert [i.value for i in at.info] == ["No evaluated run yet: a run is evaluated on its validation split when training finishes."]
+
+
+def test_label_issues_queue_lists_the_ranked_rows_of_the_head(run):
+    record, evaluation = run
+    from core.label_issues import read_label_issues
+
+    expected = read_label_issues(record.folder)
+    expected = expected[expected["head"] == HEAD]
+    at = page("Label issues")
+    at.toggle(key="evaluate.issues_flagged").set_value(False).run()
+    assert not at.exception, at.exception
+    assert any(f"{len(expected):,} labelled {HEAD} rows ranked" in c.value for c in at.caption)
+    assert captioned_ids(at) == expected["id"].head(24).tolist()  # most suspicious first
+    first = next(c.value for c in at.caption if c.value.startswith("**"))
+    top = expected.iloc[0]
+    assert f"given **{top['given']}**" in first and f"suggested **{top['suggested']}**" in first
