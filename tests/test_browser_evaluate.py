@@ -44,6 +44,8 @@ def server(tmp_path_factory):
 
 
 def test_click_a_confusion_cell_to_see_its_photos(server, page):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     url, folder = server
     evaluation = load_evaluation(folder)
     view = top_n_confusion(evaluation.classes(HEAD), evaluation.matrix(HEAD), 20)  # the page's default
@@ -58,11 +60,18 @@ def test_click_a_confusion_cell_to_see_its_photos(server, page):
     plot.wait_for()
     page.screenshot(path=str(ARTIFACTS / "evaluate-confusion.png"))  # full_page would resize, and plotly re-lay out
 
-    box = plot.bounding_box()
-    page.mouse.click(box["x"] + (j + 0.5) * box["width"] / k, box["y"] + (i + 0.5) * box["height"] / k)
     heading = page.locator('[data-testid="stMarkdownContainer"]').filter(
         has_text=f"{view.counts[i, j]} images true {true}, predicted {predicted}")
-    heading.wait_for()
+    for attempt in range(3):  # on a loaded machine plotly may still be laying the plot out at the first click
+        box = plot.bounding_box()
+        page.mouse.click(box["x"] + (j + 0.5) * box["width"] / k, box["y"] + (i + 0.5) * box["height"] / k)
+        try:
+            heading.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.wait_for_selector(IDLE)
     page.wait_for_selector(IDLE)
     images = page.locator('[data-testid="stImage"] img')
     assert images.count() == min(24, view.counts[i, j])

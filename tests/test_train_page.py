@@ -59,7 +59,7 @@ def test_the_form_is_prefilled_from_the_recipe_with_an_estimate(registry, demo):
     assert field(at, "text_input", "rare_min_count").value == "auto"
     hint = estimate(TrainConfig(data=str(demo)), ROWS)
     assert (hint["train_images"], hint["val_images"]) == (64, 16)
-    assert any(text.startswith("Per epoch: 64 training and 16 validation images (1 × batch 64). Roughly ") for text in texts(at.info))
+    assert any(text.startswith("Per epoch: 64 training and 16 validation images (2 × batch 32). Roughly ") for text in texts(at.info))
     assert "No runs yet: start one above." in texts(at.info)
     assert not at.button(key="train.start").disabled
 
