@@ -232,6 +232,7 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
     paths = run_paths(folder)
     timings: dict[str, float | None] = {}
     started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # new layers' weights and the data order
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_progress(paths["progress"], stage="load")
