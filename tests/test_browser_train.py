@@ -47,11 +47,13 @@ def test_start_a_run_and_watch_it_finish(server, page):
         text = "".join(progress.all_inner_texts()).strip()  # no waiting: the fragment redraws every 2 s
         if text and (not seen or seen[-1] != text):
             seen.append(text)
-            if text.startswith("Training: epoch") and not (ARTIFACTS / "train-running.png").exists():
+            if "epoch" in text and not (ARTIFACTS / "train-running.png").exists():
                 page.screenshot(path=str(ARTIFACTS / "train-running.png"), full_page=True)
         time.sleep(0.3)
     assert len(seen) >= 2, seen  # the live view moved on while we watched
-    assert any(text.startswith("Training: epoch") for text in seen), seen
+    # A quiet machine trains the tiny run's epochs faster than the 2 s refresh: any epoch stage
+    # ("Training: epoch e of E", "Validating after epoch e of E") shows the run was followed live.
+    assert any("epoch" in text for text in seen), seen
 
     page.get_by_text("Validation macro-F1 per head").wait_for()
     wait_idle(page)
