@@ -16,6 +16,7 @@ from core.evaluation import (
 from core.label_issues import ISSUES_FILE, read_label_issues
 from dashboard import charts
 from dashboard.datasets import open_catalogue, thumbnail
+from dashboard.runs import training_curves
 from training.crossval import list_crossvals
 from training.launcher import metrics_frame
 from training.registry import RunRecord, RunRegistry
@@ -195,11 +196,7 @@ def curves(record: RunRecord) -> None:
     if epochs.empty:
         st.info("This run logged no epochs (metrics.csv is missing or empty).")
         return
-    heads = tuple(record.config["heads"])
-    left, middle, right = st.columns(3)
-    left.plotly_chart(charts.loss_curves(epochs), key="evaluate.loss_curves")
-    middle.plotly_chart(charts.head_curves(epochs, heads, "acc", "Validation accuracy per head"), key="evaluate.acc_curves")
-    right.plotly_chart(charts.head_curves(epochs, heads, "macro_f1", "Validation macro-F1 per head"), key="evaluate.f1_curves")
+    training_curves(epochs, tuple(record.config["heads"]), key="evaluate")
 
 
 def highlight(value: float, tolerance: float) -> str:

@@ -9,8 +9,8 @@ from core.data import HEADS
 from core.data.schema import RARE_POLICIES
 from core.losses import IMBALANCE_STRATEGIES
 from core.model import LOSSES, SCHEDULERS
-from dashboard import charts
 from dashboard.datasets import current_catalogue
+from dashboard.runs import training_curves
 from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, TrainConfig
 from training.launcher import (
     LaunchError, cancel_run, estimate, format_duration, launch_run, metrics_frame, run_status, runs_frame, summary_frame,
@@ -202,11 +202,7 @@ def curves(record) -> None:
         if record.status in ACTIVE:
             st.caption("Curves appear after the first epoch.")
         return
-    heads = tuple(record.config["heads"])
-    left, middle, right = st.columns(3)
-    left.plotly_chart(charts.loss_curves(epochs), key="train_loss_curves")
-    middle.plotly_chart(charts.head_curves(epochs, heads, "acc", "Validation accuracy per head"), key="train_acc_curves")
-    right.plotly_chart(charts.head_curves(epochs, heads, "macro_f1", "Validation macro-F1 per head"), key="train_f1_curves")
+    training_curves(epochs, tuple(record.config["heads"]), key="train")
 
 
 def main() -> None:
