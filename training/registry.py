@@ -1,7 +1,7 @@
 """The run registry: one row per training run in the workspace database, through SQLAlchemy Core.
 
-The database is `<workspace>/fashion_tagger.db` (SQLite, WAL, waits for locks instead of
-failing), or whatever `FASHION_TAGGER_DB_URL` names (e.g. PostgreSQL, shared by a team).
+The database is the workspace's (`core.database`: SQLite in the workspace, or whatever
+`FASHION_TAGGER_DB_URL` names, e.g. PostgreSQL shared by a team).
 
 A run moves queued -> running -> finished | failed, or to cancelled from queued or running;
 a failed or cancelled run can be reopened (queued again) to resume from its last checkpoint.
@@ -14,7 +14,6 @@ process is gone, or whose pid now belongs to another process, is marked failed.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -26,22 +25,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger, Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, insert, select, update,
-)
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
+# DB_URL_ENV, DB_FILE, SQLITE_BUSY_TIMEOUT_MS, database_url, db_engine: still importable from here.
+from core.database import DB_FILE, DB_URL_ENV, SQLITE_BUSY_TIMEOUT_MS, database_url, db_engine  # noqa: F401
 from core.workspace import workspace_dir
 
-DB_URL_ENV = "FASHION_TAGGER_DB_URL"
-DB_FILE = "fashion_tagger.db"
 RUNS_FOLDER = "runs"
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 ENDED = ("finished", "failed", "cancelled")
 LOST_PROCESS_ERROR = "the training process ended without reporting (killed?)"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 _ID_ATTEMPTS = 5
 _PROC = Path("/proc")
 
@@ -94,35 +90,6 @@ class RunRecord:
     def as_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready."""
         return dataclasses.asdict(self)
-
-
-def database_url() -> str:
-    """`FASHION_TAGGER_DB_URL`, else the SQLite database in the workspace."""
-    return os.environ.get(DB_URL_ENV) or f"sqlite:///{workspace_dir() / DB_FILE}"
-
-
-@functools.lru_cache(maxsize=None)
-def db_engine(url: str) -> Engine:
-    """The process's engine for `url` (one pool per database); for SQLite with WAL, a busy timeout,
-    and every transaction `BEGIN IMMEDIATE`, so a read-then-write transaction waits for the lock
-    instead of failing."""
-    engine = create_engine(url)
-    if engine.dialect.name != "sqlite":
-        return engine
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, connection_record) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy, not sqlite3, emits BEGIN (below)
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
 
 
 class RunRegistry:

@@ -1,4 +1,5 @@
-"""`python -m core.data inspect|demo|download`: look at a catalogue, make a demo one, fetch Kaggle's.
+"""`python -m core.data inspect|demo|download|export`: look at a catalogue, make a demo one, fetch Kaggle's,
+export a reviewed one.
 
 A user error (a bad folder, file or argument; no network) prints `error: <message>` on stderr and exits 2.
 """
@@ -51,6 +52,24 @@ def _download(args: argparse.Namespace) -> None:
     print(f"next: python -m core.data inspect {root}")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from core.labelstore import LabelStore, export_dataset  # imports PIL and SQLAlchemy: only this command needs them
+
+    def show_progress(done: int, total: int) -> None:
+        print(f"\rwriting images: {done:,}/{total:,}", end="", file=sys.stderr, flush=True)
+
+    catalogue = load_catalogue(args.data)
+    report = export_dataset(catalogue, LabelStore(), args.out, progress=show_progress)
+    print(file=sys.stderr)  # end the progress line
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    print(f"exported {report.rows:,} products to {report.out} in {report.seconds:.1f} s: "
+          f"{report.corrected_rows:,} with corrected labels, {report.dropped_rows:,} dropped as not a product, "
+          f"{report.external_rows:,} external images added")
+    print(f"next: python -m core.data inspect {report.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("dest", type=Path, help="folder to download and extract into")
     download.add_argument("--variant", choices=KAGGLE_DATASETS, default="small", help="default: small")
     download.set_defaults(run=_download)
+
+    export = commands.add_parser(
+        "export", help="write a catalogue with its reviewed labels (the workspace's label store) to a new folder",
+    )
+    export.add_argument("--data", type=Path, required=True, help="the catalogue folder that was reviewed")
+    export.add_argument("--out", type=Path, required=True, help="a new or empty folder, outside the catalogue")
+    export.add_argument("--json", action="store_true", help="print the export report as one JSON object")
+    export.set_defaults(run=_export)
     return parser
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -52,15 +53,19 @@ class Catalogue:
     frame: one row per kept product, RangeIndex, rows in file order; columns STYLES_COLUMNS:
     id (int64), the HEADS and productDisplayName (string, NA when missing), year (Int64, NA
     when missing or not an integer).
+    extra_images: photos kept outside images_dir, by id (the reviewed external images that
+    `core.labelstore.apply_corrections` appends); empty for a catalogue read from disk.
     """
 
     root: Path  # the folder holding styles.csv
     images_dir: Path  # root / "images"
     frame: pd.DataFrame
     report: CleaningReport
+    extra_images: Mapping[int, Path] = field(default_factory=dict)
 
     def image_path(self, product_id: int) -> Path:
-        return self.images_dir / f"{product_id}.jpg"
+        extra = self.extra_images.get(product_id)
+        return extra if extra is not None else self.images_dir / f"{product_id}.jpg"
 
 
 def resolve_dataset_dir(path: str | Path) -> Path:

@@ -1,0 +1,750 @@
+"""The durable label store: reviewers' corrections to a catalogue's labels, with their history, and export.
+
+Three tables in the workspace database (`core.database`: SQLite, or PostgreSQL shared by a team):
+
+  review_items    one row per reviewable photo: a catalogue product, or an external image a
+                  reviewer brought. item (PK, autoincrement), dataset (the resolved dataset
+                  folder), kind ("catalogue" | "external"), product_id (the catalogue id; for an
+                  external image EXTERNAL_ID_BASE + item), file (its photo), name (display name),
+                  sha256 (external images: of the bytes), baseline (JSON: the HEADS before any
+                  review), added, added_by. Unique (dataset, product_id) and (dataset, sha256).
+  corrections     the append-only log: one row per field a user action wrote. seq (PK,
+                  autoincrement: the order of writes), action (uuid4 hex shared by the rows of
+                  one action), item, field (a head, or STATUS), old, new, kind (KINDS), reviewer,
+                  at, run_id / predicted / p (the model's suggestion shown), undoes (on undo rows:
+                  the action undone). Rows are never updated or deleted.
+  current_labels  the current-labels view: (item, field) -> value and the seq of the log row
+                  that wrote it; written in the same transaction as that log row.
+
+Every write is one transaction that first locks the item's review_items row (SELECT ... FOR
+UPDATE; SQLite's BEGIN IMMEDIATE serialises all writers anyway), then reads the current values,
+appends log rows and updates current_labels. So writers of one item are serialised and, for each
+(item, field) in seq order, every row's old is the previous row's new (the first row's old is the
+baseline) and current_labels holds the last row's new: no update is ever lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import operator
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+from sqlalchemy import (
+    BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, func,
+    insert, select, update,
+)
+from sqlalchemy.engine import Connection, Row
+
+from core.data import HEADS, STYLES_COLUMNS
+from core.data.catalogue import IMAGES_DIR, STYLES_FILE, Catalogue
+from core.database import database_url, db_engine
+from core.images import ACCEPTED_FORMATS, ImageRejected, open_rgb, read_image_checked
+from core.workspace import workspace_dir
+
+STATUS = "status"  # a pseudo-field logged next to the HEADS: the item's review state
+FIELDS = (*HEADS, STATUS)
+REVIEWED, SKIPPED, NOT_PRODUCT = "reviewed", "skipped", "not_product"  # STATUS values; None = unreviewed
+# Kinds of log rows: a head's row of a review is accept, correct or new_value, its STATUS row
+# "review"; mark writes one STATUS row, skip or not_product; undo rows are undo.
+KINDS = ("accept", "correct", "new_value", "skip", "not_product", "undo", "review")
+ACTION_KINDS = ("review", "skip", "not_product", "undo")  # Action.kind
+EXTERNAL_ID_BASE = 1_000_000_000  # export ids of external images: EXTERNAL_ID_BASE + item
+UPLOADS_FOLDER = "uploads"  # <workspace>/uploads: stored copies of external images
+CORRECTIONS_FILE = "corrections.csv"  # written next to styles.csv by export_dataset
+CATALOGUE, EXTERNAL = "catalogue", "external"  # Item.kind
+EXPORT_JPEG_QUALITY = 95
+_CHUNK = 5_000  # ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits
+_MAX_NAME = 255
+
+metadata = MetaData()
+items_table = Table(
+    "review_items",
+    metadata,
+    Column("item", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("product_id", BigInteger),  # an external image's is set right after its insert (it needs item)
+    Column("file", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("sha256", String(64)),
+    Column("baseline", Text, nullable=False),  # JSON {head: value | null}
+    Column("added", String(40), nullable=False),  # UTC ISO 8601, microseconds
+    Column("added_by", String(255), nullable=False),
+    UniqueConstraint("dataset", "product_id", name="review_items_dataset_product"),
+    UniqueConstraint("dataset", "sha256", name="review_items_dataset_sha256"),
+)
+log_table = Table(
+    "corrections",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("action", String(32), nullable=False),
+    Column("item", Integer, ForeignKey("review_items.item"), nullable=False),
+    Column("field", String(32), nullable=False),
+    Column("old", Text),
+    Column("new", Text),
+    Column("kind", String(16), nullable=False),
+    Column("reviewer", String(255), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("run_id", String(64)),
+    Column("predicted", Text),
+    Column("p", Float),
+    Column("undoes", String(32)),
+    Index("corrections_item_field_seq", "item", "field", "seq"),
+    Index("corrections_reviewer_seq", "reviewer", "seq"),
+    Index("corrections_action", "action"),
+    Index("corrections_undoes", "undoes"),
+)
+current_table = Table(
+    "current_labels",
+    metadata,
+    Column("item", Integer, ForeignKey("review_items.item"), primary_key=True),
+    Column("field", String(32), primary_key=True),
+    Column("value", Text),
+    Column("seq", Integer, nullable=False),
+)
+HISTORY_COLUMNS = (
+    "seq", "action", "at", "reviewer", "field", "old", "new", "kind", "run_id", "predicted", "p", "undoes",
+)
+LOG_COLUMNS = (
+    "seq", "at", "reviewer", "product_id", "name", "field", "old", "new", "kind", "run_id", "predicted", "p",
+    "action", "undoes",
+)
+
+
+class UndoConflict(RuntimeError):
+    """An undo would overwrite a later change by someone else; the message names the field and who."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One reviewable photo of a dataset (a review_items row)."""
+
+    item: int  # the store's id
+    dataset: str  # the resolved dataset folder it belongs to
+    kind: str  # CATALOGUE | EXTERNAL
+    product_id: int  # the catalogue id; for an external image EXTERNAL_ID_BASE + item
+    path: Path  # its photo: in the catalogue, or the stored copy under <workspace>/uploads
+    name: str  # display name: the original file name, sanitised, or "<id>.jpg"
+    baseline: dict[str, str | None]  # the HEADS before any review; all None for an external image
+    added: str  # UTC ISO time
+    added_by: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One user action: the log rows it wrote, as field -> (old, new)."""
+
+    action: str  # uuid4 hex shared by its log rows
+    item: int
+    reviewer: str
+    at: str
+    kind: str  # one of ACTION_KINDS
+    changes: dict[str, tuple[str | None, str | None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What export_dataset wrote."""
+
+    out: Path
+    rows: int  # products in out/styles.csv
+    corrected_rows: int  # catalogue rows with at least one label changed by review
+    dropped_rows: int  # catalogue rows left out as not a product
+    external_rows: int  # reviewed external images appended
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "out": str(self.out)}
+
+
+class LabelStore:
+    """Reviewers' labels of datasets, durable in the workspace database. Every method is one transaction."""
+
+    def __init__(self, db_url: str | None = None) -> None:
+        self.engine = db_engine(db_url or database_url())
+        with self.engine.begin() as connection:
+            metadata.create_all(connection)
+
+    # --- items -------------------------------------------------------------------------------
+
+    def add_catalogue_items(self, catalogue: Catalogue, ids: Iterable[int], added_by: str) -> list[Item]:
+        """The items of catalogue products `ids`, in that order, added when new (their baseline:
+        the catalogue row's HEADS); adding again returns the existing items unchanged."""
+        added_by = _check_person(added_by, "added_by")
+        ids = [_check_id(product_id) for product_id in ids]
+        rows = catalogue.frame[catalogue.frame["id"].isin(set(ids))]
+        unknown = sorted(set(ids) - set(rows["id"].tolist()))
+        if unknown:
+            raise ValueError(f"product id(s) not in the catalogue {catalogue.root}: {_some(unknown)}")
+        too_large = sorted(product_id for product_id in set(ids) if product_id >= EXTERNAL_ID_BASE)
+        if too_large:  # that range names external images in exports
+            raise ValueError(
+                f"product id(s) {_some(too_large)} collide with external image ids (>= {EXTERNAL_ID_BASE:,})"
+            )
+        dataset, now = dataset_key(catalogue), _now()
+        new_rows = [
+            {
+                "dataset": dataset, "kind": CATALOGUE, "product_id": product_id,
+                "file": str(catalogue.image_path(product_id)), "name": f"{product_id}.jpg", "sha256": None,
+                "baseline": json.dumps({head: _value(record[head]) for head in HEADS}),
+                "added": now, "added_by": added_by,
+            }
+            for product_id, record in zip(rows["id"].tolist(), rows.to_dict("records"))
+        ]
+        found: dict[int, Item] = {}
+        with self.engine.begin() as connection:
+            for chunk in _chunks(new_rows):
+                _insert_ignore(connection, chunk, ("dataset", "product_id"))
+            for chunk in _chunks(sorted(set(ids))):
+                query = select(items_table).where(items_table.c.dataset == dataset, items_table.c.product_id.in_(chunk))
+                found.update((row.product_id, _item(row)) for row in connection.execute(query))
+        return [found[product_id] for product_id in ids]
+
+    def add_image(self, dataset: str | Path | Catalogue, data: bytes, name: str, added_by: str) -> Item:
+        """An external image (the bytes of an upload) as an item of `dataset`, unlabelled.
+
+        The image is checked first (ImageRejected, nothing written); its copy is stored as
+        <workspace>/uploads/<sha256>.<ext of its format>, whatever `name` says: the name is only
+        kept, sanitised, for display. The same bytes added to the same dataset again give the same item.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        data, display, added_by = bytes(data), display_name(name), _check_person(added_by, "added_by")
+        dataset = dataset_key(dataset)
+        read_image_checked(data, display)
+        with Image.open(io.BytesIO(data)) as image:
+            extension = ACCEPTED_FORMATS[image.format][0]
+        digest = hashlib.sha256(data).hexdigest()
+        path = _store_upload(data, f"{digest}.{extension}")
+        row = {
+            "dataset": dataset, "kind": EXTERNAL, "product_id": None, "file": str(path), "name": display,
+            "sha256": digest, "baseline": json.dumps(dict.fromkeys(HEADS)), "added": _now(), "added_by": added_by,
+        }
+        where = (items_table.c.dataset == dataset, items_table.c.sha256 == digest)
+        with self.engine.begin() as connection:
+            _insert_ignore(connection, [row], ("dataset", "sha256"))
+            item = connection.execute(select(items_table.c.item).where(*where)).scalar_one()
+            connection.execute(
+                update(items_table).where(items_table.c.item == item, items_table.c.product_id.is_(None))
+                .values(product_id=EXTERNAL_ID_BASE + item)
+            )
+            return _item(connection.execute(select(items_table).where(items_table.c.item == item)).one())
+
+    def add_image_file(self, dataset: str | Path | Catalogue, path: str | Path, added_by: str) -> Item:
+        """add_image with the bytes of the file at `path`, its file name as the display name."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ImageRejected(f"{path}: cannot read the file ({err.strerror or err})") from err
+        return self.add_image(dataset, data, path.name, added_by)
+
+    def items(self, item_ids: Iterable[int]) -> list[Item]:
+        """The items `item_ids`, in that order; KeyError naming unknown ids."""
+        item_ids = [_check_id(item, "item") for item in item_ids]
+        with self.engine.begin() as connection:
+            return [found for found, _ in self._state(connection, item_ids)]
+
+    def dataset_items(self, dataset: str | Path | Catalogue, kind: str | None = None) -> list[Item]:
+        """Every item of `dataset` (of `kind`, CATALOGUE or EXTERNAL, when given), in the order added."""
+        if kind not in (None, CATALOGUE, EXTERNAL):
+            raise ValueError(f"kind must be {CATALOGUE!r}, {EXTERNAL!r} or None, got {kind!r}")
+        query = select(items_table).where(items_table.c.dataset == dataset_key(dataset)).order_by(items_table.c.item)
+        if kind is not None:
+            query = query.where(items_table.c.kind == kind)
+        with self.engine.begin() as connection:
+            return [_item(row) for row in connection.execute(query)]
+
+    # --- labels ------------------------------------------------------------------------------
+
+    def current(self, item_ids: Iterable[int]) -> dict[int, dict[str, str | None]]:
+        """item -> every FIELDS key: the current value (the baseline where never written; STATUS None)."""
+        item_ids = [_check_id(item, "item") for item in item_ids]
+        with self.engine.begin() as connection:
+            return {found.item: values for found, values in self._state(connection, item_ids)}
+
+    def review(
+        self,
+        item: int,
+        labels: Mapping[str, str | None],
+        reviewer: str,
+        run_id: str | None = None,
+        predicted: Mapping[str, tuple[str, float]] | None = None,
+        new_values: Collection[str] = (),
+    ) -> Action:
+        """Record `reviewer`'s labels of `item` and mark it reviewed.
+
+        One log row per head in `labels`: "new_value" for the heads in `new_values` (a value the
+        schema did not know), else "accept" when the label equals the model's prediction
+        (predicted[head][0]) or, without one, the current value, else "correct". `run_id`,
+        the predicted label and its probability are kept on the rows. Then STATUS -> REVIEWED.
+        """
+        item, reviewer = _check_id(item, "item"), _check_person(reviewer, "reviewer")
+        labels = {head: _clean_label(head, value) for head, value in _check_heads(labels, "labels").items()}
+        predicted = {
+            head: _check_prediction(head, guess) for head, guess in _check_heads(predicted or {}, "predicted").items()
+        }
+        if isinstance(new_values, str):  # "usage" would read as the heads u, s, a, g, e
+            raise ValueError(f"new_values must be a collection of heads, got the text {new_values!r}")
+        new_values = set(new_values)
+        strays = sorted(new_values - set(labels))
+        if strays:
+            raise ValueError(f"new_values names head(s) without a label: {', '.join(map(str, strays))}")
+        with self.engine.begin() as connection:
+            _lock(connection, item)
+            current = self._state(connection, [item])[0][1]
+            rows = []
+            for head in (head for head in HEADS if head in labels):
+                expected = predicted[head][0] if head in predicted else current[head]
+                kind = "new_value" if head in new_values else "accept" if labels[head] == expected else "correct"
+                guess, p = predicted.get(head, (None, None))
+                rows.append(
+                    {"field": head, "new": labels[head], "kind": kind, "run_id": run_id, "predicted": guess, "p": p}
+                )
+            rows.append({"field": STATUS, "new": REVIEWED, "kind": "review", "run_id": run_id})
+            return _append(connection, item, current, rows, reviewer, "review")
+
+    def mark(self, item: int, status: str, reviewer: str, run_id: str | None = None) -> Action:
+        """Mark `item` SKIPPED (look at it later) or NOT_PRODUCT (not a product photo: left out of exports)."""
+        kinds = {SKIPPED: "skip", NOT_PRODUCT: "not_product"}
+        if status not in kinds:
+            raise ValueError(f"status must be {SKIPPED!r} or {NOT_PRODUCT!r}, got {status!r}")
+        item, reviewer = _check_id(item, "item"), _check_person(reviewer, "reviewer")
+        with self.engine.begin() as connection:
+            _lock(connection, item)
+            current = self._state(connection, [item])[0][1]
+            row = {"field": STATUS, "new": status, "kind": kinds[status], "run_id": run_id}
+            return _append(connection, item, current, [row], reviewer, kinds[status])
+
+    def undoable(self, reviewer: str) -> Action | None:
+        """The action undo_last(reviewer) would undo now, or None."""
+        reviewer = _check_person(reviewer, "reviewer")
+        with self.engine.begin() as connection:
+            candidate = _undo_candidate(connection, reviewer)
+            return None if candidate is None else _action(connection, candidate[0])
+
+    def undo_last(self, reviewer: str) -> Action | None:
+        """Undo `reviewer`'s latest action that is neither an undo nor undone already; return the undo.
+
+        Appends "undo" rows restoring each field the action wrote (their `undoes` is its id), so
+        calling again walks further back. UndoConflict, writing nothing, when someone changed one
+        of those fields since (a later write not itself undone); None when there is nothing to undo.
+        """
+        reviewer = _check_person(reviewer, "reviewer")
+        with self.engine.begin() as connection:
+            while True:  # lock the candidate's item, then make sure it is still the candidate
+                candidate = _undo_candidate(connection, reviewer)
+                if candidate is None:
+                    return None
+                _lock(connection, candidate[1])
+                if _undo_candidate(connection, reviewer) == candidate:
+                    break
+            target, item = candidate
+            undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+            current = self._state(connection, [item])[0][1]
+            rows = []
+            written_rows = connection.execute(
+                select(log_table).where(log_table.c.action == target).order_by(log_table.c.seq)
+            ).all()
+            for written in written_rows:
+                later = connection.execute(
+                    select(log_table).where(
+                        log_table.c.item == item, log_table.c.field == written.field, log_table.c.seq > written.seq,
+                        log_table.c.kind != "undo", log_table.c.action.not_in(undone),
+                    ).order_by(log_table.c.seq.desc()).limit(1)
+                ).first()
+                if later is not None or current[written.field] != written.new:
+                    who = f"by {later.reviewer} at {later.at}" if later is not None else "by another write"
+                    raise UndoConflict(
+                        f"cannot undo {reviewer}'s last action on item {item}: its {written.field} was changed since "
+                        f"{who} (now {current[written.field]!r}, was set to {written.new!r})"
+                    )
+                rows.append({"field": written.field, "new": written.old, "kind": "undo", "undoes": target})
+            return _append(connection, item, current, rows, reviewer, "undo")
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def history(self, item: int) -> pd.DataFrame:
+        """Every log row of `item`, oldest first; columns HISTORY_COLUMNS."""
+        item = _check_id(item, "item")
+        with self.engine.begin() as connection:
+            self._state(connection, [item])  # KeyError for an unknown item
+            rows = connection.execute(
+                select(*(log_table.c[column] for column in HISTORY_COLUMNS))
+                .where(log_table.c.item == item).order_by(log_table.c.seq)
+            ).all()
+        return _frame(rows, HISTORY_COLUMNS)
+
+    def summary(self, item_ids: Iterable[int]) -> pd.DataFrame:
+        """Index item (in the order given); columns status (None when unreviewed), corrected (the
+        heads whose current value differs from the baseline), reviewed_by and reviewed_at (the
+        last write of any kind, None when never written)."""
+        item_ids = [_check_id(item, "item") for item in item_ids]
+        with self.engine.begin() as connection:
+            state = self._state(connection, item_ids)
+            last: dict[int, Row] = {}
+            for chunk in _chunks(sorted(set(item_ids))):
+                newest = select(func.max(log_table.c.seq)).where(log_table.c.item.in_(chunk)).group_by(log_table.c.item)
+                query = select(log_table.c.item, log_table.c.reviewer, log_table.c.at)
+                last.update((row.item, row) for row in connection.execute(query.where(log_table.c.seq.in_(newest))))
+        records = [
+            {
+                "item": found.item, "status": values[STATUS],
+                "corrected": [head for head in HEADS if values[head] != found.baseline[head]],
+                "reviewed_by": last[found.item].reviewer if found.item in last else None,
+                "reviewed_at": last[found.item].at if found.item in last else None,
+            }
+            for found, values in state
+        ]
+        # dtype=object: None stays None (pandas would make missing text NaN).
+        columns = ["item", "status", "corrected", "reviewed_by", "reviewed_at"]
+        frame = pd.DataFrame(records, columns=columns, dtype=object)
+        return frame.set_index(pd.Index(frame.pop("item").tolist(), dtype="int64", name="item"))
+
+    def log_frame(self, dataset: str | Path | Catalogue) -> pd.DataFrame:
+        """The corrections-with-history table of `dataset`: every log row of its items, oldest first;
+        columns LOG_COLUMNS (product_id and name from the item)."""
+        columns = [
+            items_table.c[column] if column in ("product_id", "name") else log_table.c[column] for column in LOG_COLUMNS
+        ]
+        query = (
+            select(*columns).select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
+            .where(items_table.c.dataset == dataset_key(dataset)).order_by(log_table.c.seq)
+        )
+        with self.engine.begin() as connection:
+            return _frame(connection.execute(query).all(), LOG_COLUMNS)
+
+    def dataset_state(self, dataset: str | Path | Catalogue) -> list[tuple[Item, dict[str, str | None]]]:
+        """Every item of `dataset` with its current values (as `current`), in the order added."""
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                select(items_table).where(items_table.c.dataset == dataset_key(dataset)).order_by(items_table.c.item)
+            ).all()
+            return self._state(connection, [row.item for row in rows], rows)
+
+    def _state(
+        self, connection: Connection, item_ids: list[int], rows: list[Row] | None = None,
+    ) -> list[tuple[Item, dict[str, str | None]]]:
+        """(item, current values) for `item_ids` in order (`rows`: their review_items rows, when
+        already read); KeyError naming the unknown ones."""
+        found: dict[int, Item] = {} if rows is None else {row.item: _item(row) for row in rows}
+        values: dict[int, dict[str, str | None]] = {}
+        for chunk in _chunks(sorted(set(item_ids))):
+            if rows is None:
+                query = select(items_table).where(items_table.c.item.in_(chunk))
+                found.update((row.item, _item(row)) for row in connection.execute(query))
+            query = select(current_table.c.item, current_table.c.field, current_table.c.value)
+            for item, field, value in connection.execute(query.where(current_table.c.item.in_(chunk))):
+                values.setdefault(item, {})[field] = value
+        unknown = sorted(set(item_ids) - set(found))
+        if unknown:
+            raise KeyError(f"no item(s) {_some(unknown)} in the label store")
+        return [(found[item], {**found[item].baseline, STATUS: None, **values.get(item, {})}) for item in item_ids]
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def corrections_snapshot(store: LabelStore, dataset: str | Path | Catalogue) -> dict[str, Any]:
+    """What export applies to `dataset`, JSON-ready: {"overrides": {str(product id): {head: value}}
+    (catalogue heads whose current value differs from the baseline), "dropped": [product ids marked
+    NOT_PRODUCT], "extra": [{"id", "path", "name", <head>: value, ...} per REVIEWED external image]}."""
+    overrides: dict[str, dict[str, str | None]] = {}
+    dropped: list[int] = []
+    extra: list[dict[str, Any]] = []
+    for found, values in store.dataset_state(dataset):
+        if found.kind == EXTERNAL:
+            if values[STATUS] == REVIEWED:
+                extra.append({"id": found.product_id, "path": str(found.path), "name": found.name,
+                              **{head: values[head] for head in HEADS}})
+        elif values[STATUS] == NOT_PRODUCT:
+            dropped.append(found.product_id)
+        else:
+            changed = {head: values[head] for head in HEADS if values[head] != found.baseline[head]}
+            if changed:
+                overrides[str(found.product_id)] = changed
+    return {"overrides": overrides, "dropped": sorted(dropped), "extra": extra}
+
+
+def apply_corrections(catalogue: Catalogue, snapshot: Mapping[str, Any]) -> Catalogue:
+    """A new Catalogue: `snapshot`'s overrides applied, its dropped rows removed, its extra rows
+    appended (productDisplayName: the name's stem, no year), their photos in extra_images. Ids the
+    catalogue no longer holds are ignored; the cleaning report is the original's."""
+    frame = catalogue.frame.set_index("id", drop=False)
+    for product_id, labels in snapshot.get("overrides", {}).items():
+        product_id = int(product_id)
+        if product_id in frame.index:
+            for head, value in _check_heads(labels, "overrides").items():
+                frame.at[product_id, head] = pd.NA if value is None else value
+    frame = frame[~frame["id"].isin([int(product_id) for product_id in snapshot.get("dropped", [])])]
+    extra = list(snapshot.get("extra", []))
+    clashes = sorted(set(frame["id"].tolist()) & {int(row["id"]) for row in extra})
+    if clashes:
+        raise ValueError(f"external image id(s) {_some(clashes)} are also catalogue ids")
+    added = pd.DataFrame({
+        "id": pd.array([int(row["id"]) for row in extra], dtype="int64"),
+        **{head: pd.array([row.get(head) for row in extra], dtype=frame[head].dtype) for head in HEADS},
+        "year": pd.array([None] * len(extra), dtype=frame["year"].dtype),
+        "productDisplayName": pd.array(
+            [Path(row["name"]).stem for row in extra], dtype=frame["productDisplayName"].dtype,
+        ),
+    })
+    frame = pd.concat([frame.reset_index(drop=True), added[list(frame.columns)]], ignore_index=True)
+    images = {**catalogue.extra_images, **{int(row["id"]): Path(row["path"]) for row in extra}}
+    return dataclasses.replace(catalogue, frame=frame, extra_images=images)
+
+
+def export_dataset(
+    catalogue: Catalogue,
+    store: LabelStore,
+    out: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportReport:
+    """Write the reviewed dataset to `out` in the catalogue layout, readable by load_catalogue:
+    styles.csv (the catalogue's rows with current labels, NOT_PRODUCT rows dropped, REVIEWED external
+    images appended with id EXTERNAL_ID_BASE + item), images/<id>.jpg for every row (catalogue photos
+    hard-linked, or copied; external photos re-encoded as RGB JPEG), and corrections.csv (log_frame).
+
+    Written into a temporary folder next to `out`, renamed into place at the end. `out` must be new
+    or empty, and outside the catalogue folder. progress(done, total) while writing images.
+    """
+    started = time.perf_counter()
+    out, root = Path(out).expanduser().resolve(), Path(catalogue.root).resolve()
+    if out == root or root in out.parents:
+        raise ValueError(f"cannot export into the catalogue folder {root} ({out}): choose a folder outside it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an empty folder: choose a new or empty one")
+    snapshot = corrections_snapshot(store, catalogue)
+    corrected = apply_corrections(catalogue, snapshot)
+    log = store.log_frame(catalogue)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
+    try:
+        corrected.frame[list(STYLES_COLUMNS)].to_csv(staging / STYLES_FILE, index=False, lineterminator="\n")
+        _write_images(corrected, staging / IMAGES_DIR, progress)
+        log.to_csv(staging / CORRECTIONS_FILE, index=False, lineterminator="\n")
+        if out.exists():
+            out.rmdir()  # empty, checked above: rename needs the name free
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    kept = set(corrected.frame["id"].tolist())
+    return ExportReport(
+        out=out,
+        rows=len(corrected.frame),
+        corrected_rows=sum(int(product_id) in kept for product_id in snapshot["overrides"]),
+        dropped_rows=int(catalogue.frame["id"].isin(snapshot["dropped"]).sum()),
+        external_rows=len(snapshot["extra"]),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _write_images(catalogue: Catalogue, folder: Path, progress: Callable[[int, int], None] | None) -> None:
+    folder.mkdir()
+    ids = catalogue.frame["id"].tolist()
+    step = max(1, len(ids) // 100)  # about 100 progress calls, however large the catalogue
+    for done, product_id in enumerate(ids, start=1):
+        source, target = catalogue.image_path(product_id), folder / f"{product_id}.jpg"
+        if product_id in catalogue.extra_images:  # any accepted format: the layout wants JPEG
+            open_rgb(source).save(target, format="JPEG", quality=EXPORT_JPEG_QUALITY)
+        else:
+            try:
+                os.link(source, target)
+            except OSError:  # another file system, or links not supported
+                shutil.copyfile(source, target)
+        if progress is not None and (done % step == 0 or done == len(ids)):
+            progress(done, len(ids))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def dataset_key(dataset: str | Path | Catalogue) -> str:
+    """How the store names a dataset: its resolved folder (a Catalogue's root)."""
+    folder = dataset.root if isinstance(dataset, Catalogue) else dataset
+    if not isinstance(folder, (str, Path)) or not str(folder):
+        raise ValueError(f"dataset must be a Catalogue or a folder path, got {dataset!r}")
+    return str(Path(folder).expanduser().resolve())
+
+
+def display_name(name: str) -> str:
+    """A file name fit to show and keep: its last path component, no NUL or control characters."""
+    text = "".join(char for char in str(name) if char.isprintable())
+    text = re.split(r"[\\/]", text)[-1].strip()
+    return text[:_MAX_NAME] if text not in ("", ".", "..") else "upload"
+
+
+def _store_upload(data: bytes, file_name: str) -> Path:
+    """<workspace>/uploads/<file_name> holding `data`, written atomically (temp file + rename)."""
+    folder = workspace_dir() / UPLOADS_FOLDER
+    folder.mkdir(exist_ok=True)
+    target = folder / file_name
+    if target.is_file() and target.stat().st_size == len(data):  # content-addressed: already there
+        return target
+    descriptor, temporary = tempfile.mkstemp(prefix=".upload-", dir=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _lock(connection: Connection, item: int) -> None:
+    """Lock `item`'s review_items row until the transaction ends: its writers go one at a time."""
+    found = connection.execute(select(items_table.c.item).where(items_table.c.item == item).with_for_update()).first()
+    if found is None:
+        raise KeyError(f"no item {item!r} in the label store")
+
+
+def _append(
+    connection: Connection,
+    item: int,
+    current: dict[str, str | None],
+    rows: list[dict[str, Any]],
+    reviewer: str,
+    kind: str,
+) -> Action:
+    """Append `rows` (field, new, kind, ...) as one action on the locked `item`; update current_labels."""
+    action, at = uuid.uuid4().hex, _now()
+    changes = {}
+    for row in rows:
+        old = current[row["field"]]
+        seq = connection.execute(
+            insert(log_table).values(action=action, item=item, old=old, reviewer=reviewer, at=at, **row)
+        ).inserted_primary_key[0]
+        where = (current_table.c.item == item, current_table.c.field == row["field"])
+        if connection.execute(update(current_table).where(*where).values(value=row["new"], seq=seq)).rowcount == 0:
+            connection.execute(insert(current_table).values(item=item, field=row["field"], value=row["new"], seq=seq))
+        current[row["field"]] = row["new"]
+        changes[row["field"]] = (old, row["new"])
+    return Action(action=action, item=item, reviewer=reviewer, at=at, kind=kind, changes=changes)
+
+
+def _undo_candidate(connection: Connection, reviewer: str) -> tuple[str, int] | None:
+    """(action, item) of the reviewer's latest action that is neither an undo nor undone."""
+    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    row = connection.execute(
+        select(log_table.c.action, log_table.c.item)
+        .where(log_table.c.reviewer == reviewer, log_table.c.kind != "undo", log_table.c.action.not_in(undone))
+        .order_by(log_table.c.seq.desc()).limit(1)
+    ).first()
+    return None if row is None else (row.action, row.item)
+
+
+def _action(connection: Connection, action: str) -> Action:
+    rows = connection.execute(select(log_table).where(log_table.c.action == action).order_by(log_table.c.seq)).all()
+    kinds = {row.kind for row in rows}
+    kind = next((kind for kind in ("undo", "review", "skip", "not_product") if kind in kinds), "review")
+    first = rows[0]
+    return Action(action=action, item=first.item, reviewer=first.reviewer, at=first.at, kind=kind,
+                  changes={row.field: (row.old, row.new) for row in rows})
+
+
+def _insert_ignore(connection: Connection, rows: list[dict[str, Any]], unique: tuple[str, ...]) -> None:
+    """Insert `rows`, skipping those that clash on the `unique` columns (concurrent adds included)."""
+    if not rows:
+        return
+    name = connection.dialect.name
+    if name in ("sqlite", "postgresql"):
+        from importlib import import_module
+
+        dialect_insert = import_module(f"sqlalchemy.dialects.{name}").insert
+        connection.execute(dialect_insert(items_table).on_conflict_do_nothing(index_elements=list(unique)), rows)
+        return
+    for row in rows:  # another database: look first (a concurrent add may still clash: IntegrityError)
+        same = (items_table.c[column] == row[column] for column in unique)
+        if connection.execute(select(items_table.c.item).where(*same)).first() is None:
+            connection.execute(insert(items_table).values(row))
+
+
+def _item(row: Row) -> Item:
+    return Item(
+        item=row.item, dataset=row.dataset, kind=row.kind, product_id=row.product_id, path=Path(row.file),
+        name=row.name, baseline=json.loads(row.baseline), added=row.added, added_by=row.added_by,
+    )
+
+
+def _frame(rows: list[Row], columns: tuple[str, ...]) -> pd.DataFrame:
+    """Rows as a frame: seq/product_id int64, p float, the rest objects with None for missing."""
+    frame = pd.DataFrame([tuple(row) for row in rows], columns=list(columns), dtype=object)
+    types = {column: "int64" for column in ("seq", "product_id") if column in columns}
+    return frame.astype({**types, "p": "float64"})
+
+
+def _check_person(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} must be a non-empty name, got {name!r}")
+    if len(name.strip()) > 255:
+        raise ValueError(f"{what} must be at most 255 characters, got {len(name.strip())}")
+    return name.strip()
+
+
+def _check_id(value: Any, what: str = "product id") -> int:
+    """An int (numpy ints too); not a bool, float or text."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _check_heads(mapping: Mapping[str, Any], what: str) -> dict[str, Any]:
+    unknown = [head for head in mapping if head not in HEADS]
+    if unknown:
+        raise ValueError(f"{what}: unknown head(s) {', '.join(map(repr, unknown))}; heads are {', '.join(HEADS)}")
+    return dict(mapping)
+
+
+def _clean_label(head: str, value: Any) -> str | None:
+    """A label as stored: stripped text, None (missing) for None or blank text."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"the {head} label must be text or None, got {value!r}")
+    return value.strip() or None
+
+
+def _check_prediction(head: str, guess: Any) -> tuple[str, float]:
+    try:
+        label, p = guess
+        return str(label), float(p)
+    except (TypeError, ValueError):
+        raise ValueError(f"predicted[{head!r}] must be (label, probability), got {guess!r}") from None
+
+
+def _value(value: Any) -> str | None:
+    return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
+
+
+def _chunks(values: list, size: int = _CHUNK) -> Iterable[list]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _some(values: list, shown: int = 10) -> str:
+    """The first `shown` values, and how many more."""
+    more = len(values) - shown
+    return ", ".join(map(str, values[:shown])) + (f" and {more:,} more" if more > 0 else "")
+
+
+def _now() -> str:
+    """The UTC time now, ISO 8601 with microseconds (sorts as text)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")

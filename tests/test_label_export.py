@@ -1,0 +1,166 @@
+"""core.labelstore export: a reviewed demo catalogue written back in Kaggle's layout, and its command line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from core.data import HEADS, STYLES_COLUMNS
+from core.data.catalogue import load_catalogue
+from core.data.demo import generate_demo
+from core.database import DB_URL_ENV
+from core.labelstore import (
+    EXTERNAL_ID_BASE, NOT_PRODUCT, SKIPPED, LabelStore, apply_corrections, corrections_snapshot, export_dataset,
+)
+
+N = 50
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return generate_demo(tmp_path_factory.mktemp("demo") / "demo", n=N, seed=0)
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FASHION_TAGGER_HOME", str(tmp_path / "workspace"))
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    return tmp_path / "workspace"
+
+
+def png(colour: tuple[int, int, int], size=(48, 64), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture()
+def reviewed(workspace, demo):
+    """The demo catalogue with reviews: id0 corrected, id1 accepted, id2 not a product, id3 skipped,
+    id4 corrected then undone; a reviewed external PNG (with alpha) and an unreviewed one."""
+    catalogue = load_catalogue(demo)
+    store = LabelStore()
+    ids = catalogue.frame["id"].tolist()[:5]
+    item = {found.product_id: found.item for found in store.add_catalogue_items(catalogue, ids, "ann")}
+    store.review(item[ids[0]], {"baseColour": "Teal", "articleType": "Tops, cropped"}, "ann", new_values=["articleType"])
+    store.review(item[ids[1]], {head: catalogue.frame.iloc[1][head] for head in HEADS}, "bob")
+    store.mark(item[ids[2]], NOT_PRODUCT, "ann")
+    store.mark(item[ids[3]], SKIPPED, "bob")
+    store.review(item[ids[4]], {"season": "Spring"}, "ann")
+    store.undo_last("ann")
+    dress = store.add_image(catalogue, png((200, 0, 0, 128), mode="RGBA"), "../summer dress.png", "ann")
+    labels = {"gender": "Women", "masterCategory": "Apparel", "subCategory": "Dress", "articleType": "Dresses",
+              "baseColour": "Red", "season": "Summer", "usage": "Casual"}
+    store.review(dress.item, labels, "ann")
+    store.add_image(catalogue, png((0, 0, 200)), "hat.png", "ann")  # never reviewed: not exported
+    return catalogue, store, ids, dress, labels
+
+
+def test_export_round_trips_through_load_catalogue(reviewed, tmp_path):
+    catalogue, store, ids, dress, labels = reviewed
+    calls = []
+    report = export_dataset(catalogue, store, tmp_path / "export", progress=lambda *call: calls.append(call))
+    out = tmp_path / "export"
+    assert (report.out, report.rows, report.corrected_rows, report.dropped_rows, report.external_rows) == (out, N, 1, 1, 1)
+    assert calls[-1] == (N, N)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["export", "workspace"]  # no staging folder left
+
+    exported = load_catalogue(out)
+    frame = exported.frame
+    assert exported.report.rows_kept == N and exported.report.lines_read == N
+    expected_ids = [product_id for product_id in catalogue.frame["id"] if product_id != ids[2]]
+    assert frame["id"].tolist() == [*expected_ids, EXTERNAL_ID_BASE + dress.item]
+    assert dress.product_id == EXTERNAL_ID_BASE + dress.item
+    original = catalogue.frame.set_index("id")
+    rows = frame.set_index("id")
+    assert rows.loc[ids[0], "baseColour"] == "Teal" and rows.loc[ids[0], "articleType"] == "Tops, cropped"
+    changed = original.loc[expected_ids].copy()
+    changed.loc[ids[0], ["baseColour", "articleType"]] = ["Teal", "Tops, cropped"]
+    pd.testing.assert_frame_equal(rows.loc[expected_ids], changed)  # every other row and label as it was
+    external = rows.loc[EXTERNAL_ID_BASE + dress.item]
+    assert {head: external[head] for head in HEADS} == labels
+    assert external["productDisplayName"] == "summer dress" and external["year"] is pd.NA
+
+    assert sorted(path.name for path in (out / "images").iterdir()) == sorted(f"{i}.jpg" for i in frame["id"])
+    assert (out / "images" / f"{ids[0]}.jpg").samefile(catalogue.image_path(ids[0]))  # hard-linked
+    with Image.open(out / "images" / f"{EXTERNAL_ID_BASE + dress.item}.jpg") as photo:
+        assert (photo.format, photo.mode, photo.size) == ("JPEG", "RGB", (48, 64))
+        red, green, blue = photo.getpixel((10, 10))  # (200, 0, 0) at half opacity on white: about (228, 128, 128)
+        assert abs(red - 228) < 8 and abs(green - 128) < 8 and abs(blue - 128) < 8
+    assert list((out / "styles.csv").read_text().splitlines()[0].split(",")) == list(STYLES_COLUMNS)
+
+
+def test_corrections_csv_is_the_log(reviewed, tmp_path):
+    catalogue, store, *_ = reviewed
+    export_dataset(catalogue, store, tmp_path / "export")
+    written = pd.read_csv(tmp_path / "export" / "corrections.csv", dtype=str, keep_default_na=False)
+    log = store.log_frame(catalogue)
+    assert list(written.columns) == list(log.columns)
+    expected = log.astype(object).where(log.notna(), "").map(str)
+    assert written.to_dict("records") == expected.to_dict("records")
+    # Each review: its heads + STATUS. id0 3, id1 8, two marks 2, id4's review and its undo 2 + 2, the dress 8.
+    assert len(written) == 3 + 8 + 2 + 4 + 8
+    assert set(written["kind"]) == {"new_value", "correct", "accept", "review", "not_product", "skip", "undo"}
+
+
+def test_apply_corrections_matches_the_export(reviewed, tmp_path):
+    catalogue, store, ids, dress, _ = reviewed
+    snapshot = corrections_snapshot(store, catalogue)
+    assert json.loads(json.dumps(snapshot)) == snapshot  # JSON-ready
+    assert snapshot["overrides"] == {str(ids[0]): {"articleType": "Tops, cropped", "baseColour": "Teal"}}
+    assert snapshot["dropped"] == [ids[2]]
+    assert [row["id"] for row in snapshot["extra"]] == [dress.product_id]
+    applied = apply_corrections(catalogue, snapshot)
+    export_dataset(catalogue, store, tmp_path / "export")
+    pd.testing.assert_frame_equal(applied.frame, load_catalogue(tmp_path / "export").frame)
+    assert applied.image_path(dress.product_id) == dress.path
+    assert applied.image_path(ids[0]) == catalogue.image_path(ids[0])
+    assert len(catalogue.frame) == N and catalogue.extra_images == {}  # the original is untouched
+
+
+def test_export_refuses_a_used_folder_or_the_catalogue_itself(reviewed, tmp_path):
+    catalogue, store, *_ = reviewed
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'used'} exists and is not an empty folder"):
+        export_dataset(catalogue, store, tmp_path / "used")
+    for inside in (catalogue.root, catalogue.root / "images" / "export"):
+        with pytest.raises(ValueError, match="cannot export into the catalogue folder"):
+            export_dataset(catalogue, store, inside)
+    assert (tmp_path / "used" / "notes.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    assert export_dataset(catalogue, store, tmp_path / "empty").rows == N  # an empty folder is fine
+
+
+def run_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FASHION_TAGGER_HOME": str(workspace), "PYTHONPATH": str(REPO)}
+    env.pop(DB_URL_ENV, None)
+    return subprocess.run([sys.executable, "-m", "core.data", "export", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_export_command(reviewed, workspace, demo, tmp_path):
+    done = run_cli(workspace, "--data", str(demo), "--out", str(tmp_path / "cli"), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {key: report[key] for key in ("out", "rows", "corrected_rows", "dropped_rows", "external_rows")} == {
+        "out": str(tmp_path / "cli"), "rows": N, "corrected_rows": 1, "dropped_rows": 1, "external_rows": 1,
+    }
+    assert done.stderr.rstrip().endswith(f"writing images: {N}/{N}")
+    assert len(load_catalogue(tmp_path / "cli").frame) == N
+
+    text = run_cli(workspace, "--data", str(demo), "--out", str(tmp_path / "text"))
+    assert text.stdout.splitlines()[0].startswith(f"exported {N} products to {tmp_path / 'text'} in ")
+    assert "1 with corrected labels, 1 dropped as not a product, 1 external images added" in text.stdout
+
+    again = run_cli(workspace, "--data", str(demo), "--out", str(tmp_path / "cli"))
+    assert again.returncode == 2 and again.stderr.startswith(f"error: {tmp_path / 'cli'} exists and is not an empty")

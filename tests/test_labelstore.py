@@ -1,0 +1,328 @@
+"""core.labelstore: review, correct, mark, undo and their history, external images, concurrent writers.
+
+Every store test runs on SQLite (a tmp workspace) and on PostgreSQL when FASHION_TAGGER_TEST_PG_URL
+names one (.ci/run starts one; the tests drop the store's tables first, so reruns start clean).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
+
+from conftest import REPO
+from core import labelstore
+from core.data import HEADS
+from core.data.catalogue import load_catalogue
+from core.database import DB_URL_ENV, db_engine
+from core.images import ImageRejected
+from core.labelstore import (
+    EXTERNAL_ID_BASE, FIELDS, NOT_PRODUCT, REVIEWED, SKIPPED, STATUS, UPLOADS_FOLDER, LabelStore, UndoConflict,
+)
+
+PG_URL_ENV = "FASHION_TAGGER_TEST_PG_URL"
+WRITER = REPO / "tests" / "labelstore_writer.py"
+SHIRT_ID, JEANS_ID, WATCH_ID = 15970, 39386, 59263
+SHIRT_LABELS = {
+    "gender": "Men", "masterCategory": "Apparel", "subCategory": "Topwear", "articleType": "Shirts",
+    "baseColour": "Navy Blue", "season": "Fall", "usage": "Casual",
+}
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FASHION_TAGGER_HOME", str(tmp_path / "workspace"))
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    (tmp_path / "workspace").mkdir()
+    return tmp_path / "workspace"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, workspace) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{workspace / 'fashion_tagger.db'}"
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        pytest.skip(f"{PG_URL_ENV} is unset: no PostgreSQL to test against (.ci/run starts one)")
+    with db_engine(url).begin() as connection:
+        labelstore.metadata.drop_all(connection)  # whatever an earlier test or run left
+    return url
+
+
+@pytest.fixture()
+def store(db_url) -> LabelStore:
+    return LabelStore(db_url)
+
+
+@pytest.fixture()
+def catalogue(tmp_path):
+    return load_catalogue(write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH)))
+
+
+@pytest.fixture()
+def items(store, catalogue) -> dict[int, int]:
+    """product id -> item, for the three catalogue products."""
+    added = store.add_catalogue_items(catalogue, [SHIRT_ID, JEANS_ID, WATCH_ID], added_by="ann")
+    return {found.product_id: found.item for found in added}
+
+
+def image_bytes(format: str = "PNG", colour: tuple[int, int, int] = (10, 200, 10), size=(30, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def kinds(store: LabelStore, item: int) -> list[tuple[str, str | None, str | None, str]]:
+    """(field, old, new, kind) of each log row of `item`, oldest first."""
+    return [tuple(row) for row in store.history(item)[["field", "old", "new", "kind"]].itertuples(index=False)]
+
+
+def assert_history_consistent(store: LabelStore, item_ids: list[int]) -> None:
+    """Per (item, field), in seq order: each old is the previous new (the first, the baseline), and
+    the current value is the last new."""
+    current = store.current(item_ids)
+    for found in store.items(item_ids):
+        log = store.history(found.item)
+        assert log["seq"].is_monotonic_increasing and log["seq"].is_unique
+        for field in FIELDS:
+            rows = log[log["field"] == field]
+            expected = found.baseline.get(field)  # STATUS starts as None
+            for old, new in zip(rows["old"], rows["new"]):
+                assert old == expected, f"item {found.item} {field}: old {old!r} after new {expected!r}"
+                expected = new
+            assert current[found.item][field] == expected
+
+
+# --- items ------------------------------------------------------------------------------------
+
+
+def test_catalogue_items_keep_their_baseline_and_adding_again_changes_nothing(store, catalogue, items):
+    again = store.add_catalogue_items(catalogue, [WATCH_ID, SHIRT_ID, WATCH_ID], added_by="bob")
+    assert [found.item for found in again] == [items[WATCH_ID], items[SHIRT_ID], items[WATCH_ID]]
+    shirt = again[1]
+    assert (shirt.kind, shirt.name, shirt.added_by) == ("catalogue", f"{SHIRT_ID}.jpg", "ann")
+    assert shirt.dataset == str(catalogue.root.resolve()) and shirt.path == catalogue.image_path(SHIRT_ID)
+    assert shirt.baseline == SHIRT_LABELS
+    assert store.current([items[SHIRT_ID]]) == {items[SHIRT_ID]: {**SHIRT_LABELS, STATUS: None}}
+    assert len(store.dataset_items(catalogue)) == 3
+
+
+def test_unknown_product_ids_are_refused_by_name(store, catalogue):
+    with pytest.raises(ValueError, match=r"not in the catalogue .*: 7, 8$"):
+        store.add_catalogue_items(catalogue, [SHIRT_ID, 8, 7], added_by="ann")
+    assert store.dataset_items(catalogue) == []
+    with pytest.raises(KeyError, match="no item"):
+        store.current([12345])
+
+
+# --- review, mark, undo -----------------------------------------------------------------------
+
+
+def test_review_kinds_follow_the_prediction_or_the_current_value(store, items):
+    shirt = items[SHIRT_ID]
+    action = store.review(
+        shirt, {"gender": "Men", "baseColour": "Blue", "season": "Fall", "usage": "Party"}, "ann", run_id="run-1",
+        predicted={"baseColour": ("Blue", 0.75), "season": ("Summer", 0.6)}, new_values=["usage"],
+    )
+    assert action.kind == "review" and action.reviewer == "ann" and len(action.action) == 32
+    assert action.changes == {
+        "gender": ("Men", "Men"), "baseColour": ("Navy Blue", "Blue"), "season": ("Fall", "Fall"),
+        "usage": ("Casual", "Party"), STATUS: (None, REVIEWED),
+    }
+    # gender: no prediction, equals the current value; baseColour: equals the prediction; season:
+    # differs from the prediction (even though unchanged); usage: a new value.
+    assert kinds(store, shirt) == [
+        ("gender", "Men", "Men", "accept"), ("baseColour", "Navy Blue", "Blue", "accept"),
+        ("season", "Fall", "Fall", "correct"), ("usage", "Casual", "Party", "new_value"),
+        (STATUS, None, REVIEWED, "review"),
+    ]
+    history = store.history(shirt)
+    assert list(history.columns) == list(labelstore.HISTORY_COLUMNS)
+    assert history["action"].unique().tolist() == [action.action]
+    assert history["run_id"].tolist() == ["run-1"] * 5
+    assert history["predicted"].tolist() == [None, "Blue", "Summer", None, None]
+    assert history["p"].tolist()[1:3] == [0.75, 0.6]
+    assert store.current([shirt])[shirt] == {**SHIRT_LABELS, "baseColour": "Blue", "usage": "Party", STATUS: REVIEWED}
+    summary = store.summary([shirt, items[JEANS_ID]])
+    assert summary.loc[shirt, "status"] == REVIEWED and summary.loc[shirt, "corrected"] == ["baseColour", "usage"]
+    assert (summary.loc[shirt, "reviewed_by"], summary.loc[shirt, "reviewed_at"]) == ("ann", action.at)
+    assert summary.loc[items[JEANS_ID]].tolist() == [None, [], None, None]
+
+
+def test_review_refuses_bad_input_and_writes_nothing(store, items):
+    shirt = items[SHIRT_ID]
+    with pytest.raises(ValueError, match="unknown head.*'colour'.*heads are gender, masterCategory"):
+        store.review(shirt, {"colour": "Red"}, "ann")
+    with pytest.raises(ValueError, match="reviewer must be a non-empty name"):
+        store.review(shirt, {"baseColour": "Red"}, "  ")
+    with pytest.raises(ValueError, match="new_values names head.*season"):
+        store.review(shirt, {"baseColour": "Red"}, "ann", new_values=["season"])
+    with pytest.raises(ValueError, match="the baseColour label must be text"):
+        store.review(shirt, {"baseColour": 3}, "ann")
+    with pytest.raises(KeyError, match="no item 999"):
+        store.review(999, {"baseColour": "Red"}, "ann")
+    with pytest.raises(ValueError, match="status must be"):
+        store.mark(shirt, REVIEWED, "ann")
+    assert store.history(shirt).empty and store.current([shirt])[shirt][STATUS] is None
+
+
+def test_mark_skipped_then_not_product(store, items):
+    jeans = items[JEANS_ID]
+    skip = store.mark(jeans, SKIPPED, "bob", run_id="r")
+    assert (skip.kind, skip.changes) == ("skip", {STATUS: (None, SKIPPED)})
+    store.mark(jeans, NOT_PRODUCT, "ann")
+    assert kinds(store, jeans) == [(STATUS, None, SKIPPED, "skip"), (STATUS, SKIPPED, NOT_PRODUCT, "not_product")]
+    assert store.summary([jeans]).loc[jeans, ["status", "reviewed_by"]].tolist() == [NOT_PRODUCT, "ann"]
+    assert_history_consistent(store, list(items.values()))
+
+
+def test_undo_walks_back_through_the_reviewers_own_actions(store, items):
+    shirt, jeans = items[SHIRT_ID], items[JEANS_ID]
+    first = store.review(shirt, {"baseColour": "Red"}, "ann")
+    store.review(jeans, {"season": "Winter"}, "bob")
+    second = store.review(shirt, {"baseColour": "Green", "usage": "Sports"}, "ann")
+    assert store.undoable("ann").action == second.action
+
+    undo = store.undo_last("ann")
+    assert undo.kind == "undo" and undo.item == shirt
+    assert undo.changes == {"baseColour": ("Green", "Red"), "usage": ("Sports", "Casual"), STATUS: (REVIEWED, REVIEWED)}
+    assert set(store.history(shirt).query("kind == 'undo'")["undoes"]) == {second.action}
+    # Undos are never undone: the next undo takes the action before.
+    assert store.undo_last("ann").changes == {"baseColour": ("Red", "Navy Blue"), STATUS: (REVIEWED, None)}
+    assert store.undo_last("ann") is None
+    assert set(store.history(shirt)["undoes"].dropna()) == {first.action, second.action}
+    assert store.current([shirt])[shirt] == {**SHIRT_LABELS, STATUS: None}
+    assert store.current([jeans])[jeans]["season"] == "Winter"  # bob's work untouched
+    assert store.summary([shirt]).loc[shirt, "corrected"] == []
+    assert_history_consistent(store, list(items.values()))
+
+
+def test_undo_conflicts_with_a_later_change_by_someone_else(store, items):
+    shirt = items[SHIRT_ID]
+    store.review(shirt, {"baseColour": "Red"}, "ann")
+    store.review(shirt, {"baseColour": "Blue"}, "bob")
+    before = len(store.history(shirt))
+    with pytest.raises(UndoConflict, match=r"item \d+: its baseColour was changed since by bob at .*now 'Blue'"):
+        store.undo_last("ann")
+    assert len(store.history(shirt)) == before  # nothing written
+    store.undo_last("bob")  # bob's change undone: ann's is the latest again, and can go
+    assert store.undo_last("ann").changes["baseColour"] == ("Red", "Navy Blue")
+    assert store.current([shirt])[shirt]["baseColour"] == "Navy Blue"
+    assert_history_consistent(store, [shirt])
+
+
+def test_labels_persist_for_a_new_process(store, db_url, items):
+    store.review(items[WATCH_ID], {"baseColour": " Gold ", "usage": ""}, "ann")
+    code = (
+        "import json, sys; from core.labelstore import LabelStore; "
+        f"print(json.dumps(LabelStore(sys.argv[1]).current([{items[WATCH_ID]}])))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, db_url], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    # Blank text is a missing label, like an empty styles.csv field.
+    assert pd.read_json(io.StringIO(out), typ="series").iloc[0] == {
+        "gender": "Women", "masterCategory": "Accessories", "subCategory": "Watches", "articleType": "Watches",
+        "baseColour": "Gold", "season": "Winter", "usage": None, STATUS: REVIEWED,
+    }
+
+
+# --- external images --------------------------------------------------------------------------
+
+
+def tree(root: Path) -> set[Path]:
+    """Every file under root, but the SQLite database (its -wal and -shm files come and go)."""
+    return {path.relative_to(root) for path in root.rglob("*") if path.is_file() and "fashion_tagger.db" not in path.name}
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"", "the file is empty"),
+    (b"name,colour\nshirt,red\n", "not an image"),
+    (image_bytes("GIF"), "a GIF image; accepted formats are JPEG, PNG, WEBP, AVIF"),
+    (image_bytes("PNG")[:60], "truncated or corrupt"),
+])
+def test_bad_images_are_rejected_naming_the_file_and_nothing_is_written(store, catalogue, tmp_path, data, problem):
+    before = tree(tmp_path)
+    with pytest.raises(ImageRejected) as caught:
+        store.add_image(catalogue, data, "../photos/look.png", "ann")
+    assert str(caught.value).startswith("look.png: ") and problem in str(caught.value)
+    assert tree(tmp_path) == before and store.dataset_items(catalogue) == []
+
+
+def test_names_never_choose_where_the_copy_goes(store, catalogue, workspace, tmp_path):
+    names = {
+        "../../escape.jpg": ("escape.jpg", "JPEG"), "a/b.png": ("b.png", "PNG"),
+        str(tmp_path / "absolute.png"): ("absolute.png", "PNG"), "nul\x00name.png": ("nulname.png", "PNG"),
+        "..\\..\\windows.webp": ("windows.webp", "WEBP"), "..": ("upload", "PNG"),
+    }
+    before = tree(tmp_path)
+    added = [
+        store.add_image(catalogue, image_bytes(format, colour=(number, 0, 0)), name, "ann")
+        for number, (name, (_, format)) in enumerate(names.items())
+    ]
+    assert [found.name for found in added] == [shown for shown, _ in names.values()]
+    created = tree(tmp_path) - before
+    assert created == {found.path.relative_to(tmp_path) for found in added}
+    assert all(path.parent == Path("workspace") / UPLOADS_FOLDER for path in created)
+    # The copy is named by its content and the format detected: a PNG called escape.jpg is stored .jpg only if JPEG.
+    assert [found.path.suffix for found in added] == [".jpg", ".png", ".png", ".png", ".webp", ".png"]
+    for found in added:
+        assert found.kind == "external" and found.product_id == EXTERNAL_ID_BASE + found.item
+        assert found.baseline == dict.fromkeys(HEADS) and found.path.parent == workspace / UPLOADS_FOLDER
+
+
+def test_the_same_bytes_twice_are_one_item_and_one_file(store, catalogue, tmp_path):
+    data = image_bytes("JPEG")
+    first = store.add_image(catalogue, data, "dress.jpg", "ann")
+    assert store.add_image(catalogue.root, data, "again.jpg", "bob") == first
+    elsewhere = store.add_image(tmp_path / "other-dataset", data, "dress.jpg", "ann")
+    assert elsewhere.item != first.item and elsewhere.path == first.path
+    assert first.path.read_bytes() == data and len(list(first.path.parent.iterdir())) == 1
+    (tmp_path / "mislabelled.png").write_bytes(image_bytes("WEBP", colour=(1, 2, 3)))
+    from_file = store.add_image_file(catalogue, tmp_path / "mislabelled.png", "ann")
+    assert (from_file.name, from_file.path.suffix) == ("mislabelled.png", ".webp")
+    with pytest.raises(ImageRejected, match="missing.png: cannot read the file"):
+        store.add_image_file(catalogue, tmp_path / "missing.png", "ann")
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_processes_reviewing_the_same_items_lose_nothing(store, db_url, tmp_path):
+    rows = [f"{number},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Shirt {number}" for number in range(1, 11)]
+    catalogue = load_catalogue(write_dataset(tmp_path / "ten", lines(HEADER, *rows), image_ids=tuple(range(1, 11))))
+    item_ids = [found.item for found in store.add_catalogue_items(catalogue, range(1, 11), "ann")]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, str(WRITER), db_url, reviewer, "500", *map(str, item_ids)],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        for reviewer in ("ann", "bob")
+    ]
+    try:
+        for writer in writers:
+            assert writer.stdout.readline().strip() == "ready"
+        for writer in writers:  # both start together, so their writes interleave
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        outputs = [writer.communicate(timeout=300)[0] for writer in writers]
+    finally:
+        for writer in writers:
+            writer.kill()
+    assert [writer.returncode for writer in writers] == [0, 0] and outputs == ["done\n", "done\n"]
+
+    log = store.log_frame(catalogue)
+    reviews = log[log["field"] == STATUS]
+    assert len(reviews) == 1000 and (reviews["kind"] == "review").all()
+    assert log["action"].nunique() == 1000 and len(log) == 3000
+    assert reviews["reviewer"].value_counts().to_dict() == {"ann": 500, "bob": 500}
+    assert sorted(reviews["run_id"].astype(int)) == sorted([*range(500)] * 2)
+    # The writers ran at once: their reviews interleave (hundreds of switches here; one if serial).
+    assert (reviews["reviewer"] != reviews["reviewer"].shift()).sum() > 10
+    assert_history_consistent(store, item_ids)
