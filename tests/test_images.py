@@ -1,11 +1,15 @@
-"""core.images: any image mode decodes to RGB on white; thumbnails are small JPEGs."""
+"""core.images: any image mode decodes to RGB on white; thumbnails are small JPEGs; a user's file
+that cannot be read is rejected with a message naming it and the problem."""
 
 import io
+import re
 
 import numpy as np
-from PIL import Image
+import PIL
+import pytest
+from PIL import Image, features
 
-from core.images import open_rgb, thumbnail_jpeg
+from core.images import ImageRejected, open_rgb, read_image_checked, thumbnail_jpeg
 
 
 def test_modes_become_rgb_with_transparency_on_white(tmp_path):
@@ -32,3 +36,94 @@ def test_thumbnail_is_a_jpeg_within_the_bound(tmp_path):
     Image.new("RGB", (240, 320), (200, 30, 30)).save(tmp_path / "p.jpg")
     thumb = Image.open(io.BytesIO(thumbnail_jpeg(tmp_path / "p.jpg", max_side=96)))
     assert thumb.format == "JPEG" and thumb.size == (72, 96)
+
+
+def jpeg_bytes(size: tuple[int, int] = (240, 320), colour=(200, 30, 30), mode: str = "RGB") -> bytes:
+    """A JPEG of `colour`; in RGB with some noise, so that it is photo-sized (~30 KB at 240x320)."""
+    image = Image.new(mode, size, colour)
+    if mode == "RGB":
+        image = Image.blend(image, Image.effect_noise(size, 40).convert("RGB"), 0.3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def patched_jpeg_size(data: bytes, width: int, height: int) -> bytes:
+    """`data` (a baseline JPEG) claiming `width` x `height` in its SOF0 header: nothing that large is ever allocated."""
+    data = bytearray(data)
+    sof0 = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof0 + 5:sof0 + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+PHOTO = jpeg_bytes()
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("empty.jpg", b"", "the file is empty (0 bytes)"),
+    ("notes.jpg", b"just some text, not a photo\n",
+     "not an image, or a format that cannot be read (accepted: JPEG, PNG, WEBP, AVIF)"),
+    ("half.jpg", PHOTO[:len(PHOTO) // 2], "the image data is truncated or corrupt"),
+    ("bomb.jpg", patched_jpeg_size(PHOTO, 20_000, 20_000),
+     "400,000,000 pixels, more than the 80 megapixel limit (refused as a possible decompression bomb)"),
+    ("big.jpg", patched_jpeg_size(PHOTO, 10_000, 10_000), "100,000,000 pixels, more than the 80 megapixel limit"),
+    ("just-over.jpg", patched_jpeg_size(PHOTO, 9_000, 9_000), "9000x9000 pixels, more than the 80 megapixel limit"),
+])
+def test_each_rejection_names_the_file_and_the_problem(tmp_path, name, content, problem):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageRejected) as caught:
+        read_image_checked(path)
+    assert str(caught.value).startswith(f"{path}: {problem}")
+    with pytest.raises(ImageRejected, match=rf"^upload\.jpg: {re.escape(problem)}"):
+        read_image_checked(content, name="upload.jpg")  # an upload's bytes: named as the caller says
+
+
+def test_a_refused_format_and_a_missing_file_are_named(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "scan.bmp")
+    with pytest.raises(ImageRejected, match=r"scan\.bmp: a BMP image; accepted formats are JPEG, PNG, WEBP, AVIF$"):
+        read_image_checked(tmp_path / "scan.bmp")
+    Image.new("RGB", (8, 8)).save(tmp_path / "anim.gif")
+    with pytest.raises(ImageRejected, match=r"anim\.gif: a GIF image"):
+        read_image_checked(tmp_path / "anim.gif")
+    with pytest.raises(ImageRejected, match=r"gone\.jpg: cannot read the file \(No such file or directory\)$"):
+        read_image_checked(tmp_path / "gone.jpg")
+    assert isinstance(ImageRejected("x"), ValueError)  # callers that catch ValueError still see it
+
+
+def test_cmyk_grey_and_alpha_become_rgb_with_alpha_on_white(tmp_path):
+    (tmp_path / "cmyk.jpg").write_bytes(jpeg_bytes((16, 16), (0, 255, 255, 0), mode="CMYK"))
+    red = np.asarray(read_image_checked(tmp_path / "cmyk.jpg")).mean(axis=(0, 1))
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+    Image.new("L", (4, 4), 128).save(tmp_path / "grey.png")
+    grey = read_image_checked(tmp_path / "grey.png")
+    assert grey.mode == "RGB" and grey.getpixel((0, 0)) == (128, 128, 128)
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    rgba.putpixel((0, 0), (0, 0, 255, 255))
+    rgba.save(tmp_path / "alpha.png")
+    alpha = read_image_checked(tmp_path / "alpha.png")
+    assert alpha.mode == "RGB" and alpha.getpixel((1, 1)) == (255, 255, 255) and alpha.getpixel((0, 0)) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "AVIF"])
+def test_webp_and_avif_read_when_pillow_supports_them(tmp_path, fmt):
+    if not features.check(fmt.lower()):
+        pytest.skip(f"this Pillow ({PIL.__version__}) was built without {fmt} support")
+    path = tmp_path / f"photo.{fmt.lower()}"
+    Image.new("RGB", (32, 24), (20, 60, 220)).save(path, format=fmt, quality=95)
+    image = read_image_checked(path)
+    assert image.mode == "RGB" and image.size == (32, 24)
+    assert np.abs(np.asarray(image).mean(axis=(0, 1)) - (20, 60, 220)).max() < 12
+
+
+def test_max_side_drafts_a_large_jpeg_and_keeps_the_pixel_check(tmp_path):
+    Image.new("RGB", (1800, 2400), (10, 120, 200)).save(tmp_path / "big.jpg")
+    assert read_image_checked(tmp_path / "big.jpg").size == (1800, 2400)
+    assert read_image_checked(tmp_path / "big.jpg", max_side=448).size == (450, 600)  # DCT scaling by 1/4
+    Image.new("RGB", (1800, 2400)).save(tmp_path / "big.png")
+    assert read_image_checked(tmp_path / "big.png", max_side=448).size == (1800, 2400)  # not a JPEG: untouched
+    (tmp_path / "bomb.jpg").write_bytes(patched_jpeg_size(PHOTO, 20_000, 20_000))
+    with pytest.raises(ImageRejected, match="400,000,000 pixels"):
+        read_image_checked(tmp_path / "bomb.jpg", max_side=448)
+    with pytest.raises(ValueError, match="max_side must be a positive int or None, got 0"):
+        read_image_checked(tmp_path / "big.jpg", max_side=0)

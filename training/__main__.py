@@ -1,14 +1,17 @@
-"""`python -m training fit|runs|show|evaluate`: train a model, list runs, show one run, evaluate one.
+"""`python -m training fit|runs|show|evaluate|predict`: train, list runs, show or evaluate one, tag photos.
 
     python -m training fit --data DIR [--recipe seed] [--config FILE] [--set key=value ...] [--json]
     python -m training fit --resume RUN_ID [--json]
     python -m training runs [--json]
     python -m training show RUN_ID [--json]
     python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--json]
+    python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32] [--json]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
 the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate).
+`predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
+[{"label", "p"}, ...]}} or {"path", "error"}; it exits 0 when at least one image was read, else 1.
 User errors (bad config value, unknown run, bad dataset) print `error: ...` and exit 2; a run
 that fails exits 1 after recording the error in the registry.
 """
@@ -20,6 +23,7 @@ import json
 import sys
 
 from core.data import CatalogueError
+from core.images import ACCEPTED_EXTENSIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
                                          "default: the run's validation split (<run>/evaluation/)")
     evaluate.add_argument("--checkpoint", default="best", help="best (default), last, or a file in the run's checkpoints/")
     evaluate.add_argument("--json", action="store_true", help="print the per-head summary as JSON on the last line")
+    predict = commands.add_parser("predict", help="tag image files (or folders of them) with a run's model")
+    predict.add_argument("run_id")
+    predict.add_argument("paths", nargs="+", metavar="PATH",
+                         help="image files, or folders searched recursively for ." + ", .".join(ACCEPTED_EXTENSIONS))
+    predict.add_argument("--checkpoint", default="best",
+                         help="best (default), last, or a file in the run's checkpoints/")
+    predict.add_argument("--top-k", type=int, default=3, help="labels per head (default 3)")
+    predict.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line, nothing else")
     crossval = commands.add_parser("crossval", help="out-of-sample probabilities for every row (K models) and label issues")
     crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
     crossval.add_argument("--data", help="dataset folder, as for fit")
@@ -139,6 +152,43 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def predict(args: argparse.Namespace) -> int:
+    from core.prediction import expand_paths
+    from training.checkpoints import load_predictor
+    from training.registry import RunRegistry
+
+    for option, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
+        if value < 1:  # checked before the model loads: a typo fails at once
+            raise ValueError(f"{option} must be at least 1, got {value}")
+    record = RunRegistry().get(args.run_id)
+    try:
+        predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    paths = expand_paths(args.paths)
+    if not paths:
+        print(f"error: no image files ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    read = 0
+    for result in predictor.iter_predict_files(paths, args.top_k, args.batch_size):
+        read += result.error is None
+        print(json.dumps(result.as_json()) if args.json else describe_prediction(result), flush=True)
+    summary = f"run {record.id}, checkpoint {predictor.checkpoint}: {read:,} of {len(paths):,} images read"
+    print(summary, file=sys.stderr if args.json else sys.stdout)
+    return 0 if read else 1
+
+
+def describe_prediction(result) -> str:
+    """A few human lines about one file: its path, then per head `label p` for each guess, or the error."""
+    if result.error is not None:
+        return f"{result.path}\n  error: {result.error}"
+    lines = [result.path]
+    for head, guesses in result.predictions.items():
+        lines.append(f"  {head:15s} " + "  ".join(f"{guess.label} {guess.p:.3f}" for guess in guesses))
+    return "\n".join(lines)
+
+
 def crossval(args: argparse.Namespace) -> int:
     from training.crossval import crossval as run_crossval
 
@@ -168,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate(args)
         if args.command == "crossval":
             return crossval(args)
+        if args.command == "predict":
+            return predict(args)
         from training.registry import RunRegistry
 
         registry = RunRegistry()

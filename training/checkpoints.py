@@ -1,4 +1,4 @@
-"""A run's checkpoints: find one, rebuild the model from it, and evaluate it on a catalogue.
+"""A run's checkpoints: find one, rebuild the model (or a Predictor) from it, and evaluate it on a catalogue.
 
 Every checkpoint carries the run's config and label schema (`train.CHECKPOINT_KEY`) and the
 module's class counts (its hyper-parameters), so it rebuilds the net on its own: the backbone
@@ -16,14 +16,14 @@ import torch
 from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.schema import LabelSchema
-from core.data.split import split_catalogue
 from core.datamodule import CatalogueDataModule
 from core.evaluation import VALIDATION
 from core.model import TaggerModule
+from core.prediction import Predictor
 from core.transforms import data_config
 from training.config import TrainConfig, resolve_channels_last, resolve_precision
 from training.evaluate import predict, write_evaluation
-from training.train import CHECKPOINT_KEY, build_module, run_paths
+from training.train import CHECKPOINT_KEY, build_module, run_catalogue, run_paths, run_split
 
 CHECKPOINT_CHOICES = ("best", "last")
 
@@ -64,6 +64,13 @@ def load_run_module(folder: str | Path, which: str = "best") -> tuple[TaggerModu
     return module.eval(), cfg, schema
 
 
+def load_predictor(folder: str | Path, which: str = "best", run_id: str | None = None) -> Predictor:
+    """A Predictor over the run's checkpoint `which` (see `checkpoint_path`), on the CPU, at the
+    image size the run was trained at; `run_id` is kept for display."""
+    module, cfg, schema = load_run_module(folder, which)
+    return Predictor(module, schema, cfg.image_size, run_id=run_id, checkpoint=checkpoint_path(folder, which).name)
+
+
 def evaluation_name(data: str | Path | None) -> str:
     """The evaluation folder's name: `evaluation` for the run's validation split, else
     `evaluation-<dataset folder name>` (characters other than letters, digits, `.`, `_`, `-` as `_`)."""
@@ -84,12 +91,12 @@ def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, whic
     folder = Path(folder)
     checkpoint = checkpoint_path(folder, which)
     module, cfg, schema = load_run_module(folder, which)
-    catalogue = load_catalogue(cfg.data if data is None else data)
-    frame = catalogue.frame
-    if data is None:
-        split, max_samples = split_catalogue(frame, val_fraction=cfg.val_fraction, seed=cfg.seed), cfg.max_samples
+    if data is None:  # the run's own rows, with the corrections it trained on
+        catalogue = run_catalogue(cfg, folder)
+        split, max_samples = run_split(cfg, catalogue), cfg.max_samples
     else:
-        split, max_samples = pd.Series("val", index=frame.index), None
+        catalogue = load_catalogue(data)
+        split, max_samples = pd.Series("val", index=catalogue.frame.index), None
     if resolve_channels_last(cfg):
         module = module.to(memory_format=torch.channels_last)
     datamodule = CatalogueDataModule(

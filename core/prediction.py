@@ -1,0 +1,188 @@
+"""Tag new photos with a trained model: per head, the top-k labels and their probabilities.
+
+A `Predictor` wraps a TaggerModule and the label schema it was trained with. It preprocesses
+exactly as evaluation does (`core.transforms.eval_transform` of the backbone's data config) and
+gives each head's softmax, as `TaggerModule.predict_step` defines it. Files a user brings go
+through `core.images.read_image_checked`: a bad file becomes a `FilePrediction` with an error
+naming it and the problem, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.data.schema import LabelSchema
+from core.images import ACCEPTED_EXTENSIONS, ImageRejected, read_image_checked
+from core.model import TaggerModule
+from core.transforms import data_config, eval_transform
+
+# Files are decoded to at most this many times the model's input side (JPEGs by DCT scaling,
+# much faster than a full decode): enough detail for the final resize, whatever the photo's size.
+DECODE_SCALE = 2
+# On the CPU a forward pass over a few images costs less per image than one over many: their
+# activations stay in cache (lite0, 224 px, channels_last, 1 thread, 2-core dev machine: 19 ms
+# per image 4 at a time, 36 ms 32 at a time; tests/benchmarks/bench_predict.py). A GPU takes the batch.
+CPU_FORWARD_BATCH = 4
+
+
+@dataclass(frozen=True)
+class Guess:
+    """One candidate label of a head and its probability."""
+
+    label: str
+    p: float
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """The result for one input file: per head the top-k guesses, or why the file could not be read."""
+
+    path: str
+    predictions: dict[str, list[Guess]] | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        """{"path", "predictions": {head: [{"label", "p"}, ...]}} or {"path", "error"}."""
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "predictions": {
+            head: [{"label": guess.label, "p": guess.p} for guess in guesses]
+            for head, guesses in (self.predictions or {}).items()}}
+
+
+class Predictor:
+    """A trained TaggerModule and its label schema, ready to tag images.
+
+    image_size: the side of the model input the run was trained at. run_id, checkpoint: where the
+    weights came from, for display. The module is put in eval mode and channels_last memory format
+    (faster for these convolutions on the CPU too; the same numbers within 1e-5); inputs go to its device.
+    """
+
+    def __init__(self, module: TaggerModule, schema: LabelSchema, image_size: int,
+                 run_id: str | None = None, checkpoint: str | None = None) -> None:
+        if tuple(module.heads) != tuple(schema.heads):
+            raise ValueError(f"the module's heads {list(module.heads)} differ from the schema's {list(schema.heads)}")
+        counts = getattr(module.hparams, "class_counts", None)
+        if counts is not None:
+            mismatched = {head: (len(counts[head]), len(schema.classes[head]))
+                          for head in schema.heads if len(counts[head]) != len(schema.classes[head])}
+            if mismatched:  # indices would map to the wrong names
+                raise ValueError(f"module and schema disagree on class counts (module, schema): {mismatched}")
+        self.module = module.eval().to(memory_format=torch.channels_last)
+        self.schema = schema
+        self.heads = tuple(schema.heads)
+        self.image_size = image_size
+        self.run_id = run_id
+        self.checkpoint = checkpoint
+        self.transform = eval_transform(data_config(module.net.backbone, image_size))
+
+    @property
+    def decode_side(self) -> int:
+        """Longest side files are decoded to before preprocessing."""
+        return DECODE_SCALE * self.image_size
+
+    def probabilities(self, images: Sequence[Image.Image], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """head -> float32 [n, C_head]: each head's softmax, rows in `images` order, classes in schema order.
+
+        batch_size: images per forward pass; on the CPU at most CPU_FORWARD_BATCH.
+        """
+        _check_positive("batch_size", batch_size)
+        for index, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"images[{index}] is a {type(image).__name__}, not a PIL image")
+        chunks: dict[str, list[np.ndarray]] = {head: [] for head in self.heads}
+        device = next(self.module.parameters()).device
+        step = min(batch_size, CPU_FORWARD_BATCH) if device.type == "cpu" else batch_size
+        with torch.inference_mode():
+            for start in range(0, len(images), step):
+                batch = torch.stack([self.transform(image) for image in images[start:start + step]])
+                logits = self.module(batch.to(device, memory_format=torch.channels_last))
+                for head in self.heads:
+                    chunks[head].append(logits[head].float().softmax(dim=-1).cpu().numpy())
+        return {head: np.concatenate(chunks[head]) if chunks[head]
+                else np.zeros((0, len(self.schema.classes[head])), dtype=np.float32) for head in self.heads}
+
+    def predict_images(self, images: Sequence[Image.Image], top_k: int = 3,
+                       batch_size: int = 32) -> list[dict[str, list[Guess]]]:
+        """Per image, per head, the top_k labels by probability, highest first (fewer when a head
+        has fewer classes; ties in class order)."""
+        _check_positive("top_k", top_k)
+        return self._top(self.probabilities(images, batch_size), len(images), top_k)
+
+    def predict_files(self, paths: Iterable[str | Path], top_k: int = 3, batch_size: int = 32) -> list[FilePrediction]:
+        """One FilePrediction per path, in order: predictions, or the error of a file that cannot be read."""
+        return list(self.iter_predict_files(paths, top_k, batch_size))
+
+    def iter_predict_files(self, paths: Iterable[str | Path], top_k: int = 3,
+                           batch_size: int = 32) -> Iterator[FilePrediction]:
+        """`predict_files`, yielded batch by batch (a folder of thousands shows results as it goes);
+        batch_size: files decoded and predicted together."""
+        _check_positive("top_k", top_k)
+        _check_positive("batch_size", batch_size)
+        batch: list[str] = []
+        for path in paths:
+            batch.append(str(path))
+            if len(batch) == batch_size:
+                yield from self._predict_batch(batch, top_k)
+                batch = []
+        if batch:
+            yield from self._predict_batch(batch, top_k)
+
+    def _predict_batch(self, paths: list[str], top_k: int) -> list[FilePrediction]:
+        decoded: dict[int, Image.Image] = {}
+        errors: dict[int, str] = {}
+        for index, path in enumerate(paths):
+            try:
+                decoded[index] = self.read_file(path)
+            except ImageRejected as err:
+                errors[index] = str(err)
+        guesses = iter(self.predict_images(list(decoded.values()), top_k, batch_size=max(1, len(decoded))))
+        return [FilePrediction(path, error=errors[index]) if index in errors
+                else FilePrediction(path, predictions=next(guesses)) for index, path in enumerate(paths)]
+
+    def read_file(self, path: str | Path) -> Image.Image:
+        """A file decoded as `predict_files` decodes it: checked (`read_image_checked`), RGB, longer
+        side at most `decode_side`; ImageRejected naming the file and the problem otherwise."""
+        if not Path(path).exists():
+            raise ImageRejected(f"{path}: no such file or folder")
+        if Path(path).is_dir():
+            raise ImageRejected(f"{path}: a folder, not an image file")
+        image = read_image_checked(path, max_side=self.decode_side)
+        image.thumbnail((self.decode_side, self.decode_side))  # never enlarges; bounds the preprocessing cost
+        return image
+
+    def _top(self, probs: dict[str, np.ndarray], n: int, top_k: int) -> list[dict[str, list[Guess]]]:
+        results: list[dict[str, list[Guess]]] = [{} for _ in range(n)]
+        for head in self.heads:
+            names = self.schema.classes[head]
+            # Stable sort on -p: equal probabilities keep class order.
+            order = np.argsort(-probs[head], axis=1, kind="stable")[:, :top_k]
+            for row, indices in enumerate(order):
+                results[row][head] = [Guess(names[i], float(probs[head][row, i])) for i in indices]
+        return results
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given (whatever their extension: an unreadable one gets its own error), folders
+    replaced by their files with an accepted image extension (any case), recursively, sorted; a
+    path that does not exist is kept, so that it gets an error too."""
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            expanded.extend(sorted(
+                file for file in path.rglob("*")
+                if file.suffix.lower().lstrip(".") in ACCEPTED_EXTENSIONS and file.is_file()))
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")

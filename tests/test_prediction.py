@@ -1,0 +1,275 @@
+"""Prediction on new photos (core.prediction) with a real tiny run: top-k per head equal to the
+module's own softmax on the evaluation preprocessing, bad files reported per file in order, and
+`python -m training predict`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core import workspace
+from core.data.demo import generate_demo
+from core.images import open_rgb
+from core.prediction import FilePrediction, Guess, Predictor, expand_paths
+from conftest import REPO
+from core.transforms import data_config, eval_transform
+from test_images import PHOTO, jpeg_bytes, patched_jpeg_size
+from training.__main__ import main as cli
+from training.checkpoints import load_predictor
+from training.config import TrainConfig
+from training.train import train
+
+TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return generate_demo(tmp_path_factory.mktemp("data") / "demo", n=100, seed=7)
+
+
+@pytest.fixture(scope="module")
+def run(demo, tmp_path_factory):
+    """One real run of the default recipe on the tiny demo; its workspace is `home`."""
+    home = tmp_path_factory.mktemp("ws")
+    patch = pytest.MonkeyPatch()
+    patch.setenv(workspace.HOME_ENV, str(home))
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY])
+    yield SimpleNamespace(record=train(cfg), cfg=cfg, home=home)
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def predictor(run) -> Predictor:
+    return load_predictor(run.record.folder, run_id=run.record.id)
+
+
+@pytest.fixture
+def in_workspace(run, monkeypatch):
+    """The CLI, called in-process, sees the run's workspace."""
+    monkeypatch.setenv(workspace.HOME_ENV, str(run.home))
+
+
+def demo_photos(demo: Path, n: int) -> list[Path]:
+    return sorted((demo / "images").glob("*.jpg"))[:n]
+
+
+def test_load_predictor_takes_the_runs_size_schema_and_checkpoint(run, predictor):
+    assert (predictor.run_id, predictor.checkpoint, predictor.image_size) == (run.record.id, "best.ckpt", 64)
+    assert predictor.heads == run.cfg.heads and predictor.schema.heads == run.cfg.heads
+    assert not predictor.module.training
+    assert load_predictor(run.record.folder, "last").checkpoint == "last.ckpt"
+
+
+def test_top_k_per_head_is_the_modules_softmax_on_the_evaluation_preprocessing(run, predictor, demo):
+    images = [open_rgb(path) for path in demo_photos(demo, 5)]
+    results = predictor.predict_images(images, top_k=3)
+    # Built independently of the predictor: what evaluation feeds the module, and predict_step's probabilities.
+    transform = eval_transform(data_config(predictor.module.net.backbone, run.cfg.image_size))
+    batch = torch.stack([transform(image) for image in images])
+    with torch.no_grad():
+        probs = predictor.module.predict_step({"image": batch, "id": torch.arange(5)}, 0)["probs"]
+    assert len(results) == 5
+    for row, result in enumerate(results):
+        assert list(result) == list(run.cfg.heads)
+        for head, guesses in result.items():
+            expected = probs[head][row].numpy()
+            order = np.argsort(-expected, kind="stable")[:3]
+            assert len(guesses) == min(3, len(predictor.schema.classes[head]))
+            assert [guess.label for guess in guesses] == [predictor.schema.classes[head][i] for i in order]
+            np.testing.assert_allclose([guess.p for guess in guesses], expected[order], atol=1e-5)
+            assert all(isinstance(guess.p, float) for guess in guesses)
+            ps = [guess.p for guess in guesses]
+            assert ps == sorted(ps, reverse=True) and sum(ps) <= 1 + 1e-6
+
+
+def test_top_k_beyond_a_heads_classes_gives_them_all_summing_to_one(predictor, demo):
+    (result,) = predictor.predict_images([open_rgb(demo_photos(demo, 1)[0])], top_k=1000)
+    for head, guesses in result.items():
+        assert sorted(guess.label for guess in guesses) == sorted(predictor.schema.classes[head])
+        assert sum(guess.p for guess in guesses) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_batched_and_single_images_give_the_same_numbers(predictor, demo):
+    images = [open_rgb(path) for path in demo_photos(demo, 7)]
+    batched = predictor.probabilities(images, batch_size=32)
+    in_threes = predictor.probabilities(images, batch_size=3)
+    for row, image in enumerate(images):
+        single = predictor.probabilities([image])
+        for head in predictor.heads:
+            np.testing.assert_allclose(batched[head][row], single[head][0], atol=1e-5)
+            np.testing.assert_allclose(in_threes[head][row], single[head][0], atol=1e-5)
+    assert {head: array.shape for head, array in batched.items()} == {
+        head: (7, len(names)) for head, names in predictor.schema.classes.items()}
+
+
+def test_bad_arguments_are_refused_and_no_images_is_no_predictions(predictor, demo):
+    image = open_rgb(demo_photos(demo, 1)[0])
+    for kwargs, message in [({"top_k": 0}, "top_k must be a positive int, got 0"),
+                            ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
+                            ({"top_k": 2.5}, "top_k must be a positive int, got 2.5")]:
+        with pytest.raises(ValueError, match=message):
+            predictor.predict_images([image], **kwargs)
+        with pytest.raises(ValueError, match=message):
+            predictor.predict_files(["x.jpg"], **kwargs)
+    with pytest.raises(TypeError, match=r"images\[1\] is a str, not a PIL image"):
+        predictor.predict_images([image, "photo.jpg"])
+    assert predictor.predict_images([]) == [] and predictor.predict_files([]) == []
+    assert predictor.probabilities([])["gender"].shape == (0, len(predictor.schema.classes["gender"]))
+
+
+def test_a_schema_that_does_not_fit_the_module_is_refused(predictor):
+    classes = dict(predictor.schema.classes, gender=predictor.schema.classes["gender"][:-1])
+    schema = dataclasses.replace(predictor.schema, classes=classes)
+    with pytest.raises(ValueError, match=r"disagree on class counts \(module, schema\): \{'gender': "):
+        Predictor(predictor.module, schema, 64)
+
+
+def write_inputs(folder: Path, demo: Path) -> list[tuple[str, str | None]]:
+    """Good and bad inputs in `folder`: (path as given, the problem its error must name, or None if good)."""
+    photos = demo_photos(demo, 6)
+    (folder / "sub").mkdir()
+    shutil.copy(photos[0], folder / "good.jpg")
+    (folder / "notes.jpg").write_text("not a photo at all\n")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "half.jpg").write_bytes(PHOTO[:len(PHOTO) // 2])
+    (folder / "huge.jpg").write_bytes(patched_jpeg_size(PHOTO, 20_000, 20_000))
+    (folder / "cmyk.jpg").write_bytes(jpeg_bytes((240, 320), (0, 255, 255, 0), mode="CMYK"))
+    open_rgb(photos[1]).convert("L").save(folder / "grey.png")
+    rgba = open_rgb(photos[2]).convert("RGBA")
+    rgba.putalpha(Image.new("L", rgba.size, 128))
+    rgba.save(folder / "alpha.png")
+    shutil.copy(photos[3], folder / "odd..name.jpg")
+    shutil.copy(photos[4], folder / "through-parent.jpg")
+    return [
+        (f"{folder}/good.jpg", None),
+        (f"{folder}/notes.jpg", "not an image"),
+        (f"{folder}/empty.jpg", "the file is empty (0 bytes)"),
+        (f"{folder}/half.jpg", "the image data is truncated or corrupt"),
+        (f"{folder}/huge.jpg", "400,000,000 pixels, more than the 80 megapixel limit"),
+        (f"{folder}/cmyk.jpg", None),
+        (f"{folder}/grey.png", None),
+        (f"{folder}/alpha.png", None),
+        (f"{folder}/odd..name.jpg", None),
+        (f"{folder}/sub/../through-parent.jpg", None),
+        (f"{folder}/missing.jpg", "no such file or folder"),
+        (f"{folder}/sub", "a folder, not an image file"),
+    ]
+
+
+def test_a_batch_with_bad_files_reports_each_and_predicts_the_rest_in_order(predictor, demo, tmp_path):
+    inputs = write_inputs(tmp_path, demo)
+    results = predictor.predict_files([path for path, _ in inputs], top_k=2, batch_size=5)  # spans three batches
+    assert [result.path for result in results] == [path for path, _ in inputs]
+    for result, (path, problem) in zip(results, inputs):
+        if problem is not None:
+            assert result.predictions is None and result.error.startswith(f"{path}: {problem}"), result
+            continue
+        assert result.error is None, result
+        alone = predictor.predict_images([predictor.read_file(path)], top_k=2)[0]
+        assert list(result.predictions) == list(predictor.heads)
+        for head, guesses in result.predictions.items():
+            assert [guess.label for guess in guesses] == [guess.label for guess in alone[head]], (path, head)
+            np.testing.assert_allclose([g.p for g in guesses], [g.p for g in alone[head]], atol=1e-5)
+
+
+def test_files_are_decoded_to_twice_the_input_side(predictor, tmp_path):
+    Image.new("RGB", (1800, 2400), (10, 120, 200)).save(tmp_path / "big.jpg")
+    Image.new("RGB", (3000, 1000), (10, 120, 200)).save(tmp_path / "wide.png")
+    assert predictor.read_file(tmp_path / "big.jpg").size == (96, 128)
+    assert predictor.read_file(tmp_path / "wide.png").size == (128, 43)
+
+
+def test_file_prediction_as_json_has_exactly_its_keys():
+    good = FilePrediction("a.jpg", predictions={"gender": [Guess("Men", 0.75), Guess("Women", 0.25)]})
+    assert good.as_json() == {"path": "a.jpg", "predictions": {"gender": [{"label": "Men", "p": 0.75},
+                                                                            {"label": "Women", "p": 0.25}]}}
+    bad = FilePrediction("b.txt", error="b.txt: not an image")
+    assert bad.as_json() == {"path": "b.txt", "error": "b.txt: not an image"}
+
+
+def test_expand_paths_keeps_files_and_expands_folders_to_their_images(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "b" / "deeper").mkdir(parents=True)
+    for name in ("z.jpg", "a.PNG", "b/c.webp", "b/deeper/d.JPEG", "b/e.avif", "notes.txt", "b/f.gif", "b/deeper/g"):
+        (folder / name).write_bytes(b"x")
+    (folder / "dir.jpg").mkdir()  # a folder named like an image is not a file
+    listed = expand_paths([tmp_path / "notes.txt", folder, tmp_path / "gone.jpg", folder / "notes.txt"])
+    assert listed == [tmp_path / "notes.txt", folder / "a.PNG", folder / "b/c.webp", folder / "b/deeper/d.JPEG",
+                      folder / "b/e.avif", folder / "z.jpg", tmp_path / "gone.jpg", folder / "notes.txt"]
+    assert expand_paths([]) == [] and expand_paths([str(folder / "b" / "deeper")]) == [folder / "b/deeper/d.JPEG"]
+
+
+def test_cli_predict_json_prints_one_line_per_input(run, demo, tmp_path):
+    shutil.copy(demo_photos(demo, 1)[0], tmp_path / "good.jpg")
+    (tmp_path / "bad.txt").write_text("hello")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **{workspace.HOME_ENV: str(run.home)})
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "predict", run.record.id, str(tmp_path / "good.jpg"),
+         str(tmp_path / "bad.txt"), "--json", "--top-k", "2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    good, bad = [json.loads(line) for line in done.stdout.splitlines()]
+    assert set(good) == {"path", "predictions"} and good["path"] == str(tmp_path / "good.jpg")
+    assert list(good["predictions"]) == list(run.cfg.heads)
+    for guesses in good["predictions"].values():
+        assert len(guesses) == 2 and all(set(guess) == {"label", "p"} for guess in guesses)
+        assert guesses[0]["p"] >= guesses[1]["p"]
+    assert bad == {"path": str(tmp_path / "bad.txt"), "error": f"{tmp_path / 'bad.txt'}: not an image, or a format "
+                                                              "that cannot be read (accepted: JPEG, PNG, WEBP, AVIF)"}
+    assert f"run {run.record.id}, checkpoint best.ckpt: 1 of 2 images read" in done.stderr
+
+
+def test_cli_predict_a_folder_reads_its_images(run, demo, tmp_path, in_workspace, capsys):
+    (tmp_path / "shop" / "new").mkdir(parents=True)
+    for index, photo in enumerate(demo_photos(demo, 3)):
+        shutil.copy(photo, tmp_path / "shop" / ("new" if index else "") / f"p{index}.jpg")
+    (tmp_path / "shop" / "readme.txt").write_text("not an image")
+    assert cli(["predict", run.record.id, str(tmp_path / "shop"), "--json", "--batch-size", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = [tmp_path / "shop" / name for name in ("new/p1.jpg", "new/p2.jpg", "p0.jpg")]  # sorted by path
+    assert [line["path"] for line in lines] == list(map(str, expected))
+    assert all(set(line) == {"path", "predictions"} for line in lines)
+
+
+def test_cli_predict_prints_a_block_per_image(run, demo, tmp_path, in_workspace, capsys):
+    shutil.copy(demo_photos(demo, 1)[0], tmp_path / "good.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert cli(["predict", run.record.id, str(tmp_path / "good.jpg"), str(tmp_path / "empty.png"), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(tmp_path / "good.jpg")
+    assert [line.split()[0] for line in lines[1:8]] == list(run.cfg.heads)
+    assert all(len(line.split()) == 3 and 0 <= float(line.split()[2]) <= 1 for line in lines[1:8])
+    assert lines[8:] == [str(tmp_path / "empty.png"), f"  error: {tmp_path / 'empty.png'}: the file is empty (0 bytes)",
+                         f"run {run.record.id}, checkpoint best.ckpt: 1 of 2 images read"]
+
+
+def test_cli_predict_with_nothing_readable_exits_1(run, tmp_path, in_workspace, capsys):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert cli(["predict", run.record.id, str(tmp_path / "empty.jpg"), str(tmp_path / "gone.jpg"), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert [json.loads(line)["error"] for line in captured.out.splitlines()] == [
+        f"{tmp_path / 'empty.jpg'}: the file is empty (0 bytes)", f"{tmp_path / 'gone.jpg'}: no such file or folder"]
+    (tmp_path / "nothing").mkdir()
+    assert cli(["predict", run.record.id, str(tmp_path / "nothing")]) == 1
+    assert "error: no image files (jpg, jpeg, png, webp, avif) in" in capsys.readouterr().err
+
+
+def test_cli_predict_names_an_unknown_run_a_missing_checkpoint_and_a_bad_top_k(run, tmp_path, in_workspace, capsys):
+    assert cli(["predict", "no-such-run", str(tmp_path)]) == 2
+    assert "error: unknown run 'no-such-run'" in capsys.readouterr().err
+    assert cli(["predict", run.record.id, str(tmp_path), "--checkpoint", "nope.ckpt"]) == 2
+    assert "error: no 'nope.ckpt' checkpoint in" in capsys.readouterr().err
+    assert cli(["predict", run.record.id, str(tmp_path), "--top-k", "0"]) == 2
+    assert capsys.readouterr().err == "error: --top-k must be at least 1, got 0\n"
