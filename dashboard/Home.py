@@ -21,6 +21,7 @@ PAGES = [
     st.Page("../pages/explore.py", title="Explore", icon=":material/query_stats:"),
     st.Page("../pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("../pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+    st.Page("../pages/review.py", title="Review", icon=":material/fact_check:"),
 ]
 
 

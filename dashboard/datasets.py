@@ -47,6 +47,16 @@ def current_split(catalogue: Catalogue, val_fraction: float = 0.2, seed: int = 0
     return split_of(str(catalogue.root), _stamp(catalogue.root), val_fraction, seed)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _head_values(root: str, stamp: tuple[int, int, int], head: str) -> list[str]:
+    return sorted(_load(root, stamp).frame[head].dropna().unique().tolist())
+
+
+def head_values(catalogue: Catalogue, head: str) -> list[str]:
+    """The distinct values of `head` in the open catalogue, sorted."""
+    return _head_values(str(catalogue.root), _stamp(catalogue.root), head)
+
+
 @st.cache_data(show_spinner=False, max_entries=4096)
 def thumbnail(path: str, max_side: int = 192) -> bytes | None:
     """Thumbnail bytes, or None for an image that cannot be decoded (shown as a placeholder)."""

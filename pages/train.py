@@ -46,8 +46,8 @@ class Fields:
         text = where.text_input(label, value=str(getattr(self.base, name)), key=self.key(name), **kwargs).strip()
         self.values[name] = int(text) if text.lstrip("-").isdigit() else text
 
-    def toggle(self, where, label: str, name: str) -> None:
-        self.values[name] = where.toggle(label, value=getattr(self.base, name), key=self.key(name))
+    def toggle(self, where, label: str, name: str, **kwargs) -> None:
+        self.values[name] = where.toggle(label, value=getattr(self.base, name), key=self.key(name), **kwargs)
 
 
 def config_form(data: Path) -> TrainConfig | None:
@@ -80,6 +80,9 @@ def config_form(data: Path) -> TrainConfig | None:
     fields.auto_or_int(columns[0], "Devices", "devices", help="auto, or how many GPUs (or CPU processes).")
     fields.number(columns[1], "Loader workers", "num_workers", min_value=0, max_value=64)
     fields.number(columns[2], "Seed", "seed", min_value=0, max_value=2**32 - 1)
+    fields.toggle(columns[3], "Train on reviewed labels", "corrections",
+                  help="Apply the Review page's decisions on this dataset: corrected labels, 'not a product' rows "
+                       "dropped, reviewed new photos added to training. The run keeps a snapshot of them.")
     with st.expander("Advanced"):
         advanced_fields(fields)
     try:

@@ -20,6 +20,10 @@ from pathlib import Path
 import pytest
 
 from core import workspace
+from core.data.demo import generate_demo
+from training.config import TrainConfig
+from training.registry import DB_URL_ENV
+from training.train import train
 
 from conftest import REPO
 
@@ -30,6 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+TINY_RUN = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep"]
 
 
 def free_port() -> int:
@@ -85,6 +90,24 @@ def server(tmp_path_factory):
     )
     with dashboard_server(env) as url:
         yield url, home / workspace.DEMO_FOLDER
+
+
+@pytest.fixture(scope="module")
+def run_server(tmp_path_factory):
+    """A dashboard server on a workspace holding one finished tiny run on a small demo; yields (base URL, run folder)."""
+    require_browser()
+    home = tmp_path_factory.mktemp("browser-workspace")
+    demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=120, seed=3)
+    env = {**os.environ, workspace.HOME_ENV: str(home), workspace.DATA_ENV: str(demo), "HF_HUB_OFFLINE": "1"}
+    env.pop(DB_URL_ENV, None)
+    patch = pytest.MonkeyPatch()
+    for name in (workspace.HOME_ENV, workspace.DATA_ENV):
+        patch.setenv(name, env[name])
+    patch.delenv(DB_URL_ENV, raising=False)
+    record = train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY_RUN]))
+    patch.undo()
+    with dashboard_server(env) as url:
+        yield url, Path(record.folder)
 
 
 @pytest.fixture(scope="module")

@@ -4,43 +4,18 @@ and the drill-down grid of that cell's photos. Screenshots land in `test-artifac
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core import workspace
-from core.data.demo import generate_demo
 from core.evaluation import load_evaluation, top_n_confusion
-from training.config import TrainConfig
-from training.registry import DB_URL_ENV
-from training.train import train
 
-from browser_support import ARTIFACTS, IDLE, dashboard_server, page, require_browser  # noqa: F401 (fixtures)
+from browser_support import ARTIFACTS, IDLE, page, run_server as server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 
 HEAD = "articleType"
-TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep"]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A dashboard server on a workspace holding one finished tiny run; yields (base URL, run folder)."""
-    require_browser()
-    home = tmp_path_factory.mktemp("browser-workspace")
-    demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=120, seed=3)
-    env = {**os.environ, workspace.HOME_ENV: str(home), workspace.DATA_ENV: str(demo), "HF_HUB_OFFLINE": "1"}
-    env.pop(DB_URL_ENV, None)
-    patch = pytest.MonkeyPatch()
-    for name in (workspace.HOME_ENV, workspace.DATA_ENV):
-        patch.setenv(name, env[name])
-    patch.delenv(DB_URL_ENV, raising=False)
-    record = train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY]))
-    patch.undo()
-    with dashboard_server(env) as url:
-        yield url, Path(record.folder)
 
 
 def test_click_a_confusion_cell_to_see_its_photos(server, page):

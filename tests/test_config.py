@@ -15,7 +15,7 @@ from training.config import (
 )
 
 COMMON = {
-    "data": None, "heads": list(HEADS), "max_samples": None, "val_fraction": 0.2, "seed": 0,
+    "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2, "seed": 0,
     "pretrained": "auto", "tau": 1.0, "focal_gamma": 2.0, "accelerator": "auto", "devices": "auto",
     "num_nodes": 1, "strategy": "auto", "channels_last": "auto", "num_workers": min(4, os.cpu_count() or 1),
 }

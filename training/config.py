@@ -50,6 +50,7 @@ class TrainConfig:
     data: str | None = None  # dataset folder (styles.csv + images/); None = FASHION_TAGGER_DATA, else the demo
     heads: tuple[str, ...] = HEADS  # label heads to learn, a subset of core.data.HEADS
     max_samples: int | None = None  # cap on catalogue rows, for quick runs; None = every row
+    corrections: bool = False  # train on the reviewed labels (label store): corrections applied, "not a product" rows dropped, reviewed new photos added to training
     val_fraction: float = 0.2  # share of rows held out for validation (stratified split)
     seed: int = 0  # seeds the split, the new layers' initial weights and the data order
     rare_policy: str = "other"  # what becomes of rare classes: one of RARE_POLICIES

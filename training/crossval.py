@@ -31,6 +31,7 @@ import dataclasses
 import json
 import numbers
 import secrets
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -45,14 +46,14 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from core import workspace
-from core.data.catalogue import Catalogue, load_catalogue
+from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
 from core.data.split import id_uniform
 from core.datamodule import capped_selection
 from core.label_issues import ISSUES_FILE, rank_label_issues
 from training.config import TrainConfig, resolve_channels_last, resolve_precision, resolve_rare_min_count
 from training.evaluate import predict, summarise, write_evaluation
-from training.train import build_datamodule, build_module, class_counts, dataset_folder, write_progress
+from training.train import build_datamodule, build_module, class_counts, dataset_folder, run_catalogue, write_progress
 
 CROSSVAL_FOLDER = "crossval"
 SUMMARY_FILE = "summary.json"
@@ -109,9 +110,13 @@ def crossval(cfg: TrainConfig, folds: int, progress: Callable[[int, int], None] 
     """
     if cfg.data is None:
         cfg = dataclasses.replace(cfg, data=str(dataset_folder(cfg)))
-    catalogue = capped_catalogue(load_catalogue(cfg.data), cfg)
-    _check_folds(folds, len(catalogue.frame))
     crossval_id, folder = _new_folder(folds)
+    try:  # with cfg.corrections, the label store's decisions (snapshot in the folder, as a run keeps)
+        catalogue = capped_catalogue(run_catalogue(cfg, folder), cfg)
+        _check_folds(folds, len(catalogue.frame))
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing ran: leave no empty cross-validation behind
+        raise
     started = time.perf_counter()
     try:
         frame = catalogue.frame

@@ -38,6 +38,7 @@ from core.data.catalogue import Catalogue, load_catalogue
 from core.data.schema import IGNORE_INDEX, LabelSchema
 from core.data.split import split_catalogue
 from core.datamodule import CatalogueDataModule, capped_selection
+from core.labelstore import LabelStore, apply_corrections, corrections_snapshot
 from core.model import MultiHeadNet, SeedNet, TaggerModule
 from core.transforms import data_config
 from training.config import TrainConfig, resolve_channels_last, resolve_precision, resolve_rare_min_count
@@ -61,6 +62,7 @@ def run_paths(folder: Path) -> dict[str, Path]:
         "progress": folder / PROGRESS_FILE,
         "evaluation": folder / "evaluation",
         "log": folder / "run.log",
+        "corrections": folder / "corrections.json",
     }
 
 
@@ -69,6 +71,32 @@ def dataset_folder(cfg: TrainConfig) -> Path:
     if cfg.data:
         return Path(cfg.data)
     return workspace.configured_dataset_dir() or workspace.ensure_demo()
+
+
+def run_catalogue(cfg: TrainConfig, folder: Path) -> Catalogue:
+    """The catalogue a run trains on: cfg.data, with the label store's corrections when cfg.corrections.
+
+    The corrections are read once, when the run starts, into `<run>/corrections.json`: a resumed
+    run and a later evaluation of its split see the labels it was trained with, not newer ones.
+    """
+    catalogue = load_catalogue(cfg.data)
+    if not cfg.corrections:
+        return catalogue
+    snapshot = run_paths(folder)["corrections"]
+    if not snapshot.exists():
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.write_text(json.dumps(corrections_snapshot(LabelStore(), catalogue.root)))
+    return apply_corrections(catalogue, json.loads(snapshot.read_text()))
+
+
+def run_split(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:
+    """"train"/"val" per catalogue row: the stratified split of the catalogue's own rows (the same
+    as a run without corrections, but for relabelled rows), with reviewed new photos always in training."""
+    frame = catalogue.frame
+    added = frame["id"].isin(list(catalogue.extra_images)).to_numpy()
+    split = pd.Series("train", index=frame.index)
+    split[~added] = split_catalogue(frame[~added], val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return split
 
 
 def class_counts(schema: LabelSchema, labels: np.ndarray) -> dict[str, list[int]]:
@@ -166,7 +194,7 @@ def _device(trainer: L.Trainer) -> str:
 def _prepare_run(cfg: TrainConfig, catalogue: Catalogue, folder: Path) -> tuple[LabelSchema, Any]:
     """Split, fit the label schema on the run's training rows, write config.json and schema.json."""
     frame = catalogue.frame
-    split = split_catalogue(frame, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    split = run_split(cfg, catalogue)
     used = capped_selection(frame["id"].to_numpy(), split.to_numpy(), cfg.max_samples, cfg.seed)
     train_rows = frame[used & (split == "train").to_numpy()]
     rare_min_count = resolve_rare_min_count(cfg, len(train_rows))
@@ -236,7 +264,7 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_progress(paths["progress"], stage="load")
-        catalogue = load_catalogue(cfg.data)
+        catalogue = run_catalogue(cfg, folder)
         schema, split = _prepare_run(cfg, catalogue, folder)
         module, weights = build_module(cfg, schema, _train_counts(cfg, catalogue, schema, split))
         if resolve_channels_last(cfg):

@@ -1,0 +1,97 @@
+"""The review queue's rules, apart from the page: which catalogue rows come first, what each head
+offers and starts at, which items a filter keeps, and where the reviewer goes next.
+
+Shapes: `predictions` is an evaluation's predictions.parquet (id, per head `<head>_p`, the top
+probability); `issues` is core.label_issues' ranking (id, head, score, is_issue, rank); `summary`
+is LabelStore.summary (index item; status None | "reviewed" | "skipped" | "not_product";
+corrected: the heads whose current value differs from the catalogue's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.data.schema import OTHER_CLASS
+
+# Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
+FILTERS = {
+    "all": lambda status, corrected: True,
+    "unreviewed": lambda status, corrected: status is None,
+    "reviewed": lambda status, corrected: status == "reviewed",
+    "corrected": lambda status, corrected: bool(corrected),
+    "skipped": lambda status, corrected: status == "skipped",
+    "not a product": lambda status, corrected: status == "not_product",
+}
+
+
+def least_confident_ids(predictions: pd.DataFrame, heads: Sequence[str], limit: int) -> list[int]:
+    """Ids ordered by their least confident head (the lowest top probability over `heads`), lowest first."""
+    _check_limit(limit)
+    missing = [f"{head}_p" for head in heads if f"{head}_p" not in predictions.columns]
+    if missing:
+        raise ValueError(f"the predictions have no column(s) {', '.join(missing)}")
+    confidence = predictions[[f"{head}_p" for head in heads]].min(axis=1).to_numpy()
+    order = np.argsort(confidence, kind="stable")[:limit]
+    return predictions["id"].to_numpy()[order].astype(int).tolist()
+
+
+def label_issue_ids(issues: pd.DataFrame, limit: int, flagged_only: bool = True) -> list[int]:
+    """Ids in label-issue order (lowest label quality first, over every head; an id once, at its worst)."""
+    _check_limit(limit)
+    rows = issues[issues["is_issue"]] if flagged_only else issues
+    ranked = rows.sort_values(["score", "rank"], kind="stable").drop_duplicates("id")
+    return ranked["id"].astype(int).head(limit).tolist()
+
+
+def choices(classes: Sequence[str], catalogue_values: Collection[str], current: str | None) -> list[str]:
+    """What a head offers: the run's classes and the catalogue's values, sorted, without OTHER_CLASS
+    (a bucket of rare classes, not a label to write), plus the item's current value."""
+    offered = {str(value) for value in (*classes, *catalogue_values) if value is not None and value != OTHER_CLASS}
+    if current is not None:
+        offered.add(current)
+    return sorted(offered, key=str.casefold)
+
+
+def proposed_label(guesses: Sequence[tuple[str, float]], current: str | None, reviewed: bool,
+                   offered: Collection[str]) -> str | None:
+    """Where a head's choice starts: the decided value once reviewed; otherwise the model's best
+    guess that is an offered label (OTHER_CLASS is not), else the current value."""
+    if reviewed:
+        return current
+    return next((label for label, _ in guesses if label in offered), current)
+
+
+def filter_items(summary: pd.DataFrame, which: str, corrected_in: Collection[str] = ()) -> list[int]:
+    """Items of `summary` (in its order) that filter `which` keeps and, with `corrected_in`, that
+    were corrected in at least one of those heads."""
+    if which not in FILTERS:
+        raise ValueError(f"unknown filter {which!r}; choose one of {', '.join(FILTERS)}")
+    keep = FILTERS[which]
+    wanted = set(corrected_in)
+    statuses = summary["status"].astype(object).where(summary["status"].notna(), None)  # NaN or NA -> None
+    return [int(item) for item, status, corrected in zip(summary.index, statuses, summary["corrected"])
+            if keep(status, corrected) and (not wanted or wanted & set(corrected))]
+
+
+def reviewed_count(summary: pd.DataFrame) -> int:
+    """Items with a decision (reviewed, skipped or not a product)."""
+    return int(summary["status"].notna().sum())
+
+
+def next_item(order: Sequence[int], current: int | None, step: int = 1) -> int | None:
+    """The item `step` places after `current` in `order` (None past either end); from an item not
+    in `order`, the first one."""
+    if not order:
+        return None
+    if current not in order:
+        return order[0]
+    position = list(order).index(current) + step
+    return order[position] if 0 <= position < len(order) else None
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")

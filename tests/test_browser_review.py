@@ -1,0 +1,52 @@
+"""The Review page in a real headless Chromium: upload three photos from the external clothing set
+and review them with the keyboard alone (save and next, undo, save again). Screenshots land in
+`test-artifacts/` (review-item.png, review-done.png)."""
+
+from __future__ import annotations
+
+import pytest
+
+from browser_support import ARTIFACTS, page, run_server as server, wait_idle  # noqa: F401 (fixtures)
+from conftest import EXTERNAL_DIR
+
+pytestmark = pytest.mark.browser
+
+
+def external_photos(count: int) -> list[str]:
+    folders = sorted(path for path in EXTERNAL_DIR.glob("*") if path.is_dir())
+    photos = [sorted(folder.glob("*.jpg"))[0] for folder in folders if any(folder.glob("*.jpg"))]
+    if len(photos) < count:
+        pytest.skip(f"{EXTERNAL_DIR} is absent or holds fewer than {count} photo folders")
+    return [str(path) for path in photos[:count]]
+
+
+def test_review_three_external_photos_with_the_keyboard(server, page):
+    photos = external_photos(3)
+    url, _ = server
+    page.set_viewport_size({"width": 1400, "height": 1800})
+    page.goto(f"{url}/review")
+    page.get_by_role("heading", name="Review", exact=True).wait_for()
+    wait_idle(page)
+    name = page.get_by_label("Your name")
+    name.fill("keyboard tester")
+    name.press("Tab")
+    wait_idle(page)
+    page.locator('input[type="file"]').set_input_files(photos)
+    page.get_by_text("0 of 3 reviewed").wait_for()
+    page.get_by_text("1 of 3", exact=False).first.wait_for()
+    wait_idle(page)
+    page.screenshot(path=str(ARTIFACTS / "review-item.png"), full_page=True)
+
+    for done in (1, 2, 3):
+        page.locator("h1").first.click()  # focus the page, not a field
+        page.keyboard.press("Control+Enter")
+        page.get_by_text(f"{done} of 3 reviewed").wait_for()
+        wait_idle(page)
+    page.keyboard.press("Control+z")  # undo the third
+    page.get_by_text("2 of 3 reviewed").wait_for()
+    wait_idle(page)
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("3 of 3 reviewed").wait_for()
+    wait_idle(page)
+    page.get_by_text("History of this item").click()
+    page.screenshot(path=str(ARTIFACTS / "review-done.png"), full_page=True)

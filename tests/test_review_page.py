@@ -1,0 +1,154 @@
+"""AppTest of the Review page on one finished tiny run: upload, correct, undo, correct again, export;
+the decisions outlive the session; bad uploads are refused one by one; a catalogue queue works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import workspace
+from core.data.catalogue import load_catalogue
+from core.data.demo import generate_demo
+from core.labelstore import EXTERNAL_ID_BASE, LabelStore
+from training.config import TrainConfig
+from training.registry import DB_URL_ENV
+from training.train import train
+
+from conftest import REPO
+
+HOME = str(REPO / "dashboard" / "Home.py")
+REVIEW = "../pages/review.py"
+TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished tiny run on a small demo catalogue, in a workspace of its own."""
+    demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=120, seed=4)
+    patch = pytest.MonkeyPatch()
+    patch.setenv(workspace.HOME_ENV, str(tmp_path_factory.mktemp("ws")))
+    patch.setenv(workspace.DATA_ENV, str(demo))
+    patch.delenv(DB_URL_ENV, raising=False)
+    record = train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY]))
+    yield record, load_catalogue(demo)
+    patch.undo()
+
+
+def review_page(reviewer: str = "ana") -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=90)
+    at.run()
+    at.switch_page(REVIEW).run()
+    at.text_input(key="review.reviewer").set_value(reviewer).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def photo(catalogue, product_id: int) -> tuple[str, bytes, str]:
+    return f"{product_id}.jpg", catalogue.image_path(product_id).read_bytes(), "image/jpeg"
+
+
+def current_item(at: AppTest) -> int:
+    return at.session_state["review.current"]
+
+
+def progress_text(at: AppTest) -> str:
+    return at.get("progress")[0].proto.text
+
+
+def other_value(at: AppTest, item: int, head: str, besides: tuple[str, ...] = ()) -> str:
+    """An option of the head's choice other than the one shown and `besides`."""
+    box = at.selectbox(key=f"review.{item}.{head}")
+    return next(option for option in box.options if option != box.value and option not in besides)
+
+
+def test_upload_correct_undo_correct_export_and_persist(run, tmp_path):
+    record, catalogue = run
+    first, second = (int(i) for i in catalogue.frame["id"].iloc[:2])
+    at = review_page()
+    at.file_uploader(key="review.uploads").set_value([photo(catalogue, first), photo(catalogue, second)]).run()
+    assert not at.exception, at.exception
+    queue = at.session_state["review.queue"]
+    assert len(queue) == 2 and current_item(at) == queue[0]
+    item = queue[0]
+    assert progress_text(at) == "**0 of 2 reviewed**"
+
+    wrong = other_value(at, item, "baseColour")
+    at.selectbox(key=f"review.{item}.baseColour").set_value(wrong).run()
+    at.button(key="review_save").click().run()
+    assert current_item(at) == queue[1]  # auto-advance
+    assert progress_text(at) == "**1 of 2 reviewed**"
+    at.button(key="review_undo").click().run()
+    assert current_item(at) == item
+    assert LabelStore().current([item])[item]["status"] is None
+    assert at.selectbox(key=f"review.{item}.baseColour").value != wrong  # back to the model's proposal
+    right = other_value(at, item, "baseColour", besides=(wrong,))
+    at.selectbox(key=f"review.{item}.baseColour").set_value(right).run()
+    at.button(key="review_save").click().run()
+    assert not at.exception, at.exception
+
+    at.session_state["review.section"] = "Export"
+    at.run()
+    out = tmp_path / "export"
+    at.text_input(key="review.export_to").set_value(str(out))
+    next(button for button in at.button if button.label == "Export").click().run()
+    assert not at.exception, at.exception
+    assert at.success, [e.value for e in at.error]
+
+    exported = load_catalogue(out).frame
+    assert len(exported) == len(catalogue.frame) + 1  # the reviewed upload; the unreviewed one stays out
+    added = exported[exported["id"] >= EXTERNAL_ID_BASE]
+    assert added["baseColour"].tolist() == [right]
+    history = pd.read_csv(out / "corrections.csv")
+    colour = history[history["field"] == "baseColour"]
+    assert colour["kind"].tolist()[1] == "undo" and len(colour) == 3
+    assert colour["new"].tolist()[0] == wrong and colour["new"].tolist()[2] == right
+    assert colour["old"].isna().tolist() == [True, False, True]
+    assert history["action"].nunique() == 3 and set(history["reviewer"]) == {"ana"}
+
+    # A new session of the app: the same photos are the same items, with their decisions.
+    fresh = review_page(reviewer="ben")
+    fresh.file_uploader(key="review.uploads").set_value([photo(catalogue, first), photo(catalogue, second)]).run()
+    assert fresh.session_state["review.queue"] == queue
+    assert fresh.selectbox(key=f"review.{item}.baseColour").value == right
+    assert LabelStore().current([item])[item]["baseColour"] == right
+
+
+def test_bad_uploads_are_refused_one_by_one(run, tmp_path):
+    _, catalogue = run
+    good = photo(catalogue, int(catalogue.frame["id"].iloc[5]))
+    at = review_page()
+    at.file_uploader(key="review.uploads").set_value([
+        ("notes.jpg", b"this is not an image", "image/jpeg"), ("empty.png", b"", "image/png"), good,
+        ("../../escape.jpg", good[1], "image/jpeg"),
+    ]).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("notes.jpg" in e and "not an image" in e for e in errors), errors
+    assert any("empty.png" in e and "empty" in e for e in errors), errors
+    queue = at.session_state["review.queue"]
+    assert len(queue) == 1  # the good photo and its copy under a hostile name are the same bytes: one item
+    uploads = workspace.workspace_dir() / "uploads"
+    assert all(path.parent == uploads for path in uploads.rglob("*") if path.is_file())
+    assert not (workspace.workspace_dir().parent / "escape.jpg").exists()
+
+
+def test_catalogue_queue_least_confident_then_not_a_product(run, tmp_path):
+    record, catalogue = run
+    at = review_page()
+    at.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    at.number_input(key="review.limit").set_value(5).run()
+    at.button(key="review.load_confident").click().run()
+    assert not at.exception, at.exception
+    queue = at.session_state["review.queue"]
+    assert len(queue) == 5
+    items = LabelStore().items(queue)
+    assert all(item.kind == "catalogue" for item in items)
+    dropped = items[0]
+    at.button(key="review_not_product").click().run()
+    assert current_item(at) == queue[1]
+    at.selectbox(key="review.filter").set_value("not a product").run()
+    assert current_item(at) in queue and at.session_state["review.queue"] == queue
+    assert LabelStore().current([dropped.item])[dropped.item]["status"] == "not_product"

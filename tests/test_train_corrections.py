@@ -1,0 +1,84 @@
+"""corrections=true: a run trains on the label store's decisions, frozen in a snapshot at its start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import workspace
+from core.data.catalogue import load_catalogue
+from core.data.demo import generate_demo
+from core.data.split import split_catalogue
+from core.labelstore import NOT_PRODUCT, LabelStore, corrections_snapshot
+from core.database import DB_URL_ENV
+from training.checkpoints import evaluate_checkpoint
+from training.config import TrainConfig
+from training.train import run_catalogue, run_paths, run_split, train
+
+TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "rare_policy=keep"]
+
+
+@pytest.fixture
+def reviewed(tmp_path, monkeypatch):
+    """A demo catalogue with three decisions: one row relabelled, one not a product, one new photo reviewed."""
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    demo = generate_demo(tmp_path / "demo", n=80, seed=2)
+    catalogue = load_catalogue(demo)
+    store = LabelStore()
+    relabelled, dropped, source = (int(i) for i in catalogue.frame["id"].iloc[:3])
+    items = store.add_catalogue_items(catalogue, [relabelled, dropped], "ana")
+    old_type = items[0].baseline["articleType"]
+    new_type = next(value for value in catalogue.frame["articleType"].unique() if value != old_type)
+    store.review(items[0].item, {"articleType": new_type}, "ana")
+    store.mark(items[1].item, NOT_PRODUCT, "ana")
+    photo = store.add_image(demo, catalogue.image_path(source).read_bytes(), "new-arrival.jpg", "ana")
+    store.review(photo.item, catalogue.frame.set_index("id").loc[source, ["gender", "articleType", "baseColour"]].to_dict(), "ana")
+    return demo, catalogue, store, {"relabelled": (relabelled, new_type), "dropped": dropped, "new": photo.product_id}
+
+
+def test_a_run_with_corrections_trains_on_the_decisions_frozen_at_its_start(reviewed):
+    demo, catalogue, store, decisions = reviewed
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={demo}", "corrections=true", *TINY])
+    record = train(cfg)
+    folder = Path(record.folder)
+    snapshot = json.loads(run_paths(folder)["corrections"].read_text())
+    assert snapshot == corrections_snapshot(store, demo)
+    # 80 rows, one dropped, one new photo added to training.
+    assert record.metrics["train_rows"] + record.metrics["val_rows"] == 80
+    relabelled, new_type = decisions["relabelled"]
+
+    # A later decision does not change what this run trained on.
+    [item] = store.add_catalogue_items(catalogue, [relabelled], "ben")
+    store.review(item.item, {"articleType": catalogue.frame["articleType"].iloc[10]}, "ben")
+    frame = run_catalogue(cfg, folder).frame.set_index("id")
+    assert frame.loc[relabelled, "articleType"] == new_type
+    assert decisions["dropped"] not in frame.index and decisions["new"] in frame.index
+
+    split = run_split(cfg, run_catalogue(cfg, folder)).set_axis(frame.index)
+    assert split[decisions["new"]] == "train"
+    # The catalogue's own rows keep the split a run without corrections gets, but the relabelled row's stratum.
+    plain = split_catalogue(catalogue.frame, val_fraction=cfg.val_fraction, seed=cfg.seed).set_axis(catalogue.frame["id"])
+    kept = [i for i in frame.index if i in plain.index and i != relabelled]
+    moved = (split[kept] != plain[kept]).sum()
+    assert moved <= 2, f"{moved} rows changed split"
+
+    # Evaluating the run's validation split again sees the same rows with the same corrected labels.
+    trained = pd.read_parquet(run_paths(folder)["evaluation"] / "predictions.parquet")
+    target, _ = evaluate_checkpoint(folder)
+    again = pd.read_parquet(target / "predictions.parquet")
+    assert sorted(again["id"]) == sorted(trained["id"])
+    heads = list(cfg.heads)
+    assert again.set_index("id")[heads].sort_index().equals(trained.set_index("id")[heads].sort_index())
+
+
+def test_without_corrections_the_store_is_ignored(reviewed):
+    demo, catalogue, _, decisions = reviewed
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY])
+    folder = workspace.workspace_dir() / "runs" / "unstarted"
+    frame = run_catalogue(cfg, folder).frame
+    assert len(frame) == 80 and decisions["dropped"] in set(frame["id"])
+    assert not run_paths(folder)["corrections"].exists()
