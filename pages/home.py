@@ -30,6 +30,8 @@ def recent_runs(limit: int = 5) -> None:
     if not records:
         st.caption("No training runs yet.")
     st.page_link("../pages/train.py", label="Train a model", icon=":material/model_training:")
+    st.page_link("../pages/evaluate.py", label="Evaluate a run", icon=":material/analytics:")
+    st.page_link("../pages/review.py", label="Review photos and labels", icon=":material/fact_check:")
 
 
 def main() -> None:

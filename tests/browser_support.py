@@ -20,12 +20,8 @@ from pathlib import Path
 import pytest
 
 from core import workspace
-from core.data.demo import generate_demo
-from training.config import TrainConfig
-from training.registry import DB_URL_ENV
-from training.train import train
 
-from conftest import REPO
+from conftest import REPO, tiny_run_workspace
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -34,7 +30,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-TINY_RUN = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep"]
 
 
 def free_port() -> int:
@@ -96,16 +91,8 @@ def server(tmp_path_factory):
 def run_server(tmp_path_factory):
     """A dashboard server on a workspace holding one finished tiny run on a small demo; yields (base URL, run folder)."""
     require_browser()
-    home = tmp_path_factory.mktemp("browser-workspace")
-    demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=120, seed=3)
-    env = {**os.environ, workspace.HOME_ENV: str(home), workspace.DATA_ENV: str(demo), "HF_HUB_OFFLINE": "1"}
-    env.pop(DB_URL_ENV, None)
-    patch = pytest.MonkeyPatch()
-    for name in (workspace.HOME_ENV, workspace.DATA_ENV):
-        patch.setenv(name, env[name])
-    patch.delenv(DB_URL_ENV, raising=False)
-    record = train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY_RUN]))
-    patch.undo()
+    with tiny_run_workspace(tmp_path_factory) as (record, demo, home):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the workspace and dataset tiny_run_workspace set
     with dashboard_server(env) as url:
         yield url, Path(record.folder)
 

@@ -15,38 +15,28 @@ from streamlit.testing.v1 import AppTest
 
 from core import workspace
 from core.data.catalogue import load_catalogue
-from core.data.demo import generate_demo
 from core.data.profile import OTHERS_LABEL
 from core.data.schema import LabelSchema
 from core.evaluation import class_table, compare_summaries, load_evaluation, misclassified
-from training.config import TrainConfig
-from training.registry import DB_URL_ENV
-from training.train import run_paths, train
+from training.train import run_paths
 
-from conftest import REPO
+from conftest import REPO, tiny_run_workspace
 from test_evaluation import fake_evaluation
 
 HOME = str(REPO / "dashboard" / "Home.py")
 EVALUATE = "../pages/evaluate.py"
-TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep"]
 HEAD = "articleType"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One finished run on a tiny demo, plus a fabricated second evaluation of its rows to compare with."""
-    demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=120, seed=3)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(tmp_path_factory.mktemp("ws")))
-    patch.setenv(workspace.DATA_ENV, str(demo))
-    patch.delenv(DB_URL_ENV, raising=False)
-    record = train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY]))
-    folder = Path(record.folder)
-    ids = load_evaluation(folder).predictions["id"].to_numpy()
-    schema = LabelSchema.load(run_paths(folder)["schema"])
-    fake_evaluation(load_catalogue(demo), schema, ids, folder / "evaluation-fake", accuracy=0.9)
-    yield record, load_evaluation(folder)
-    patch.undo()
+    with tiny_run_workspace(tmp_path_factory) as (record, demo, _):
+        folder = Path(record.folder)
+        ids = load_evaluation(folder).predictions["id"].to_numpy()
+        schema = LabelSchema.load(run_paths(folder)["schema"])
+        fake_evaluation(load_catalogue(demo), schema, ids, folder / "evaluation-fake", accuracy=0.9)
+        yield record, load_evaluation(folder)
 
 
 def page(section: str | None = None) -> AppTest:

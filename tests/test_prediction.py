@@ -19,34 +19,28 @@ import torch
 from PIL import Image
 
 from core import workspace
-from core.data.demo import generate_demo
 from core.images import open_rgb
 from core.prediction import FilePrediction, Guess, Predictor, expand_paths
-from conftest import REPO
+from conftest import REPO, tiny_run_workspace
 from core.transforms import data_config, eval_transform
 from test_images import PHOTO, jpeg_bytes, patched_jpeg_size
 from training.__main__ import main as cli
 from training.checkpoints import load_predictor
 from training.config import TrainConfig
-from training.train import train
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return generate_demo(tmp_path_factory.mktemp("data") / "demo", n=100, seed=7)
+def run(tmp_path_factory):
+    """One real run of the default recipe on a tiny demo; its workspace is `home`."""
+    with tiny_run_workspace(tmp_path_factory, n=100, seed=7, overrides=TINY) as (record, demo, home):
+        yield SimpleNamespace(record=record, cfg=TrainConfig.from_dict(record.config), home=home, demo=demo)
 
 
 @pytest.fixture(scope="module")
-def run(demo, tmp_path_factory):
-    """One real run of the default recipe on the tiny demo; its workspace is `home`."""
-    home = tmp_path_factory.mktemp("ws")
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(home))
-    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY])
-    yield SimpleNamespace(record=train(cfg), cfg=cfg, home=home)
-    patch.undo()
+def demo(run) -> Path:
+    return run.demo
 
 
 @pytest.fixture(scope="module")

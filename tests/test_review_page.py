@@ -11,30 +11,19 @@ from streamlit.testing.v1 import AppTest
 
 from core import workspace
 from core.data.catalogue import load_catalogue
-from core.data.demo import generate_demo
 from core.labelstore import EXTERNAL_ID_BASE, LabelStore
-from training.config import TrainConfig
-from training.registry import DB_URL_ENV
-from training.train import train
 
-from conftest import REPO
+from conftest import REPO, tiny_run_workspace
 
 HOME = str(REPO / "dashboard" / "Home.py")
 REVIEW = "../pages/review.py"
-TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A finished tiny run on a small demo catalogue, in a workspace of its own."""
-    demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=120, seed=4)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(tmp_path_factory.mktemp("ws")))
-    patch.setenv(workspace.DATA_ENV, str(demo))
-    patch.delenv(DB_URL_ENV, raising=False)
-    record = train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *TINY]))
-    yield record, load_catalogue(demo)
-    patch.undo()
+    with tiny_run_workspace(tmp_path_factory, seed=4) as (record, demo, _):
+        yield record, load_catalogue(demo)
 
 
 def review_page(reviewer: str = "ana") -> AppTest:
