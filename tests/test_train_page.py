@@ -132,6 +132,7 @@ def test_start_runs_a_tiny_model_that_ends_finished_with_its_summary(registry, d
     for name, value in numbers.items():
         field(at, "number_input", name).set_value(value)
     field(at, "selectbox", "rare_policy").set_value("keep")  # 48 training rows: "other" leaves one colour
+    field(at, "toggle", "corrections").set_value(True)  # none reviewed yet: the same rows, and a snapshot
     at.run()
     at.button(key="train.start").click().run()
     assert not at.exception, at.exception
@@ -139,7 +140,7 @@ def test_start_runs_a_tiny_model_that_ends_finished_with_its_summary(registry, d
     [record] = registry.list()
     assert f"Started run {record.id}." in texts(at.success)
     # Every field the form did not touch keeps the recipe's value.
-    expected = TrainConfig.from_recipe("default", {**numbers, "rare_policy": "keep", "data": str(demo)})
+    expected = TrainConfig.from_recipe("default", {**numbers, "rare_policy": "keep", "corrections": True, "data": str(demo)})
     assert record.config == expected.to_dict()
     assert at.selectbox(key="train_run_id").value == record.id
     runs = at.dataframe[-1].value
@@ -150,6 +151,7 @@ def test_start_runs_a_tiny_model_that_ends_finished_with_its_summary(registry, d
         assert time.monotonic() < deadline, "the run did not end within 240 s"
         time.sleep(0.5)
     assert record.status == "finished", record.error
+    assert (Path(record.folder) / "corrections.json").is_file()
 
     at.run()
     assert not at.exception, at.exception
