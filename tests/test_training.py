@@ -161,6 +161,22 @@ def test_a_killed_fit_is_listed_as_failed(tiny_demo, home):
     assert record.status == "failed" and record.error == LOST_PROCESS_ERROR
 
 
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_is_one_run(tiny_demo, home):
+    """Lightning's DDP launcher re-runs the command for rank 1; it must adopt rank 0's run, not register its own."""
+    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "fit", "--data", str(tiny_demo), "--json", "--set", *TINY,
+         "pretrained=none", "accelerator=cpu", "devices=2", "strategy=ddp"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = RunRegistry().list()
+    assert json.loads(done.stdout.strip().splitlines()[-1])["id"] == record.id
+    assert record.status == "finished" and record.device.startswith("cpu x2 processes")
+    assert (Path(record.folder) / "evaluation" / "report.json").is_file()
+
+
 def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home, monkeypatch, capsys):
     def broken_evaluation(*args, **kwargs):
         raise OSError("disk full while writing the evaluation")

@@ -152,11 +152,13 @@ class RunFiles(Callback):
         checkpoint[CHECKPOINT_KEY] = self.payload
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not trainer.is_global_zero:  # DDP: rank zero speaks for the run
+            return
         if batch_idx % self.every_n_steps == 0 or batch_idx + 1 == trainer.num_training_batches:
             write_progress(self.progress_path, stage="train", **_trainer_position(trainer, batch_idx + 1))
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
+        if trainer.is_global_zero and not trainer.sanity_checking:
             write_progress(self.progress_path, stage="validate", **_trainer_position(trainer, trainer.num_training_batches))
 
 
@@ -170,8 +172,9 @@ def _trainer_position(trainer: L.Trainer, batch_in_epoch: int) -> dict[str, Any]
 
 
 def write_progress(path: Path, **fields: Any) -> None:
-    """Replace progress.json atomically (the page may read it at any moment)."""
-    temporary = path.with_suffix(".tmp")
+    """Replace progress.json atomically (the page may read it at any moment); the temporary file is
+    this process's own, so DDP ranks reporting a stage at once never trip over each other's."""
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(json.dumps({**fields, "updated": time.time()}))
     os.replace(temporary, path)
 
@@ -185,10 +188,10 @@ def read_progress(folder: Path) -> dict[str, Any] | None:
 
 
 def _device(trainer: L.Trainer) -> str:
-    root = trainer.strategy.root_device
+    root, count = trainer.strategy.root_device, trainer.num_devices * trainer.num_nodes
     if root.type == "cuda":
-        return f"{torch.cuda.get_device_name(root)} x{trainer.num_devices * trainer.num_nodes}"
-    return f"{root.type} ({torch.get_num_threads()} threads)"
+        return f"{torch.cuda.get_device_name(root)} x{count}"
+    return f"{root.type}{f' x{count} processes' if count > 1 else ''} ({torch.get_num_threads()} threads)"
 
 
 def _prepare_run(cfg: TrainConfig, catalogue: Catalogue, folder: Path) -> tuple[LabelSchema, Any]:
