@@ -1,6 +1,7 @@
 """Review: the model proposes labels for new photos or doubtful catalogue rows, a person decides,
 and every decision lands in the label store, ready to export or to train on."""
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -315,9 +316,11 @@ def export_section(store: LabelStore, catalogue: Catalogue) -> None:
         st.dataframe(log.tail(200), hide_index=True)
         st.download_button("Corrections with history (CSV)", log.to_csv(index=False), "corrections.csv", "text/csv",
                            on_click="ignore", icon=":material/download:")
-    default = workspace.workspace_dir() / "exports" / f"{catalogue.root.name}-corrected"
+    # A new folder per session by default: an export never lands on an earlier one.
+    st.session_state.setdefault("review.export_to", str(workspace.workspace_dir() / "exports" /
+                                                        f"{catalogue.root.name}-corrected-{time.strftime('%Y%m%d-%H%M%S')}"))
     with st.form("review.export_form", border=False):
-        folder = st.text_input("Export the corrected catalogue to", value=str(default), key="review.export_to",
+        folder = st.text_input("Export the corrected catalogue to", key="review.export_to",
                                help="A new or empty folder: styles.csv, images/<id>.jpg and corrections.csv.")
         export = st.form_submit_button("Export", icon=":material/output:")
     if export:
