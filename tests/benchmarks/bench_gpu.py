@@ -1,0 +1,170 @@
+"""The GPU check of issue 3: training images/s end to end next to model-only, for both recipes,
+and the image cache's build rate. Prepare the data here, carry it, run it there:
+
+    python tests/benchmarks/bench_gpu.py subset ../shared/data/fashion-sample gpu-subset --mib 48
+    python tests/benchmarks/bench_gpu.py run gpu-subset [--steps 80] [--batch 128] [--workers 12]
+
+`subset` copies real sample photos (a uniform sample, by id hash) and their styles.csv rows
+until `--mib` of photos, small enough to travel with the code (the device tool carries 64 MiB).
+
+`run`, on one device, offline tf_efficientnet_lite0 weights at 224 px (the seed's B3 needs the hub):
+  1. the image cache built from nothing, images/s;
+  2. per recipe (the recipe's own precision: default = bf16-mixed and channels_last on a GPU,
+     seed = fp32, frozen backbone), `--steps` training steps through Lightning's Trainer:
+     end to end (the run's DataLoader: cached JPEGs decoded, augmented, collated, copied) and
+     model-only (the same module and Trainer fed one batch already on the device); images/s over
+     the steps after the first `--warmup`, and their ratio (target >= 0.90 for `default`).
+`--accelerator cpu` runs the same on the CPU, to check the script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lightning as L  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from core.data.catalogue import IMAGES_DIR, STYLES_FILE, load_catalogue  # noqa: E402
+from core.data.schema import LabelSchema  # noqa: E402
+from core.data.split import id_uniform  # noqa: E402
+from core.imagecache import build_image_cache  # noqa: E402
+from training.config import TrainConfig, resolve_channels_last, resolve_precision, resolve_rare_min_count  # noqa: E402
+from training.train import build_datamodule, build_module, class_counts, run_split  # noqa: E402
+
+IMAGE_SIZE = 224
+
+
+def make_subset(source: Path, out: Path, mib: float) -> None:
+    catalogue = load_catalogue(source)
+    frame = catalogue.frame
+    order = np.argsort(id_uniform(frame["id"].to_numpy(), 0), kind="stable")
+    budget, kept = mib * 2**20, []
+    for index in order:
+        size = catalogue.image_path(int(frame["id"].iloc[index])).stat().st_size
+        if budget - size < 0:
+            break
+        budget -= size
+        kept.append(index)
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=False)
+    rows = frame.iloc[sorted(kept)]
+    for product_id in rows["id"]:
+        shutil.copyfile(catalogue.image_path(int(product_id)), out / IMAGES_DIR / f"{product_id}.jpg")
+    rows.to_csv(out / STYLES_FILE, index=False)
+    print(f"{len(rows):,} products, {(mib * 2**20 - budget) / 2**20:.1f} MiB of photos in {out}")
+
+
+class StepClock(L.Callback):
+    """Wall time of the training steps after the first `warmup` (synchronised with the device)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.started, self.steps, self.seconds = warmup, None, 0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup:
+            _sync(pl_module.device)
+            self.started = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        _sync(pl_module.device)
+        self.steps = trainer.global_step - self.warmup
+        self.seconds = time.perf_counter() - self.started
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_s(cfg: TrainConfig, module, loader, args) -> float:
+    clock = StepClock(args.warmup)
+    trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=resolve_precision(cfg),
+                        max_steps=args.warmup + args.steps, limit_val_batches=0, num_sanity_val_steps=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[clock])
+    trainer.fit(module, train_dataloaders=loader)
+    return clock.steps * cfg.batch_size / clock.seconds
+
+
+def measure(recipe: str, data: Path, workspace: Path, args) -> tuple[float, float]:
+    cfg = TrainConfig.from_recipe(recipe).with_overrides([
+        f"data={data}", "backbone=tf_efficientnet_lite0", "pretrained=offline", f"image_size={IMAGE_SIZE}",
+        f"batch_size={args.batch}", f"num_workers={args.workers}", f"accelerator={args.accelerator}",
+        "rare_policy=keep" if recipe == "default" else "rare_min_count=0",  # a subset: every class learnable
+    ])
+    catalogue = load_catalogue(data)
+    split = run_split(cfg, catalogue)
+    train_rows = catalogue.frame[(split == "train").to_numpy()]
+    schema = LabelSchema.fit(train_rows, rare_policy=cfg.rare_policy,
+                             rare_min_count=resolve_rare_min_count(cfg, len(train_rows)), heads=cfg.heads)
+    module, _ = build_module(cfg, schema, class_counts(schema, schema.encode(train_rows)))
+    if resolve_channels_last(cfg):
+        module = module.to(memory_format=torch.channels_last)
+    os.environ["FASHION_TAGGER_HOME"] = str(workspace)  # the cache, built by step 1, is reused
+    datamodule = build_datamodule(cfg, catalogue, schema, split, module)
+    datamodule.setup("fit")
+    end_to_end = images_per_s(cfg, module, datamodule.train_dataloader(), args)
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    batch = {key: value.to(device) for key, value in next(iter(datamodule.train_dataloader())).items()}
+    # batch_size=None: the one batch as it is, every step, no collation or copy.
+    repeated = DataLoader([batch] * (args.warmup + args.steps), batch_size=None)
+    model_only = images_per_s(cfg, module, repeated, args)
+    return end_to_end, model_only
+
+
+def run(args) -> None:
+    data = Path(args.data)
+    catalogue = load_catalogue(data)
+    workspace = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    cfg = TrainConfig(data=str(data), image_size=IMAGE_SIZE)
+    from core.imagecache import cache_folder
+
+    started = time.perf_counter()
+    report = build_image_cache(catalogue, catalogue.frame["id"].tolist(), IMAGE_SIZE,
+                               cache_folder(workspace, data, cfg.image_size), workers=args.workers)
+    build_rate = report.built / (time.perf_counter() - started)
+    name = torch.cuda.get_device_name(0) if args.accelerator == "gpu" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"\n{name}; {len(catalogue.frame):,} photos; torch {torch.__version__}; {os.cpu_count()} cores")
+    print(f"image cache build: {report.built:,} photos, {build_rate:,.0f} images/s ({len(report.failed)} failed)")
+    print(f"\n{'recipe':8s} {'end-to-end img/s':>17s} {'model-only img/s':>17s} {'ratio':>6s}  (batch {args.batch}, "
+          f"{args.steps} steps after {args.warmup} warm-up)")
+    for recipe in ("default", "seed"):
+        end_to_end, model_only = measure(recipe, data, workspace, args)
+        print(f"{recipe:8s} {end_to_end:17,.0f} {model_only:17,.0f} {end_to_end / model_only:6.2f}")
+    shutil.rmtree(workspace, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    subset = commands.add_parser("subset")
+    subset.add_argument("source")
+    subset.add_argument("out")
+    subset.add_argument("--mib", type=float, default=48)
+    timing = commands.add_parser("run")
+    timing.add_argument("data")
+    timing.add_argument("--steps", type=int, default=80)
+    timing.add_argument("--warmup", type=int, default=10)
+    timing.add_argument("--batch", type=int, default=128)
+    timing.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    timing.add_argument("--accelerator", choices=("gpu", "cpu"), default="gpu")
+    args = parser.parse_args()
+    if args.command == "subset":
+        make_subset(Path(args.source), Path(args.out), args.mib)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
