@@ -428,6 +428,18 @@ class LabelStore:
         with self.engine.begin() as connection:
             return _frame(connection.execute(query).all(), LOG_COLUMNS)
 
+    def values(self, dataset: str | Path | Catalogue, head: str) -> list[str]:
+        """The distinct labels reviewers gave `head` on `dataset`'s items (new values included), sorted."""
+        _check_heads({head: None}, "values")
+        query = (
+            select(current_table.c.value).distinct()
+            .select_from(current_table.join(items_table, current_table.c.item == items_table.c.item))
+            .where(items_table.c.dataset == dataset_key(dataset), current_table.c.field == head,
+                   current_table.c.value.is_not(None))
+        )
+        with self.engine.begin() as connection:
+            return sorted(connection.execute(query).scalars().all())
+
     def dataset_state(self, dataset: str | Path | Catalogue) -> list[tuple[Item, dict[str, str | None]]]:
         """Every item of `dataset` with its current values (as `current`), in the order added."""
         with self.engine.begin() as connection:

@@ -217,7 +217,8 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     chosen, predicted, new_values = {}, {}, st.session_state.setdefault("review.new_values", {})
     with labels:
         for head in heads:
-            offered = choices(schema.classes[head], head_values(catalogue, head), current[head])
+            vocabulary = [*head_values(catalogue, head), *store.values(catalogue.root, head)]
+            offered = choices(schema.classes[head], vocabulary, current[head])
             extra = new_values.get((item.item, head))
             if extra is not None:
                 offered.append(extra)

@@ -183,6 +183,17 @@ def test_mark_skipped_then_not_product(store, items):
     assert_history_consistent(store, list(items.values()))
 
 
+def test_values_are_the_labels_reviewers_gave_a_head_on_the_dataset(store, catalogue, items, tmp_path):
+    assert store.values(catalogue, "baseColour") == []
+    store.review(items[SHIRT_ID], {"baseColour": "Teal", "usage": "Casual"}, "ann", new_values=["baseColour"])
+    store.review(items[JEANS_ID], {"baseColour": "Blue"}, "bob")
+    assert store.values(catalogue, "baseColour") == ["Blue", "Teal"]
+    assert store.values(catalogue.root, "usage") == ["Casual"]
+    assert store.values(tmp_path / "another-dataset", "baseColour") == []
+    with pytest.raises(ValueError, match="unknown head"):
+        store.values(catalogue, "colour")
+
+
 def test_undo_walks_back_through_the_reviewers_own_actions(store, items):
     shirt, jeans = items[SHIRT_ID], items[JEANS_ID]
     first = store.review(shirt, {"baseColour": "Red"}, "ann")

@@ -141,3 +141,25 @@ def test_catalogue_queue_least_confident_then_not_a_product(run, tmp_path):
     at.selectbox(key="review.filter").set_value("not a product").run()
     assert current_item(at) in queue and at.session_state["review.queue"] == queue
     assert LabelStore().current([dropped.item])[dropped.item]["status"] == "not_product"
+
+
+def test_a_new_value_needs_the_confirmation_then_joins_the_vocabulary(run):
+    _, catalogue = run
+    at = review_page()
+    at.file_uploader(key="review.uploads").set_value([photo(catalogue, int(catalogue.frame["id"].iloc[7]))]).run()
+    [item] = at.session_state["review.queue"]
+    at.selectbox(key=f"review.new_head.{item}").set_value("baseColour")
+    at.text_input(key=f"review.new_text.{item}").set_value("Teal")
+    submit = next(button for button in at.button if button.label == "Use this value")
+    submit.click().run()
+    assert any("tick the confirmation" in e.value for e in at.error)
+    assert "Teal" not in at.selectbox(key=f"review.{item}.baseColour").options
+
+    at.checkbox(key=f"review.new_confirm.{item}").check()
+    next(button for button in at.button if button.label == "Use this value").click().run()
+    assert at.selectbox(key=f"review.{item}.baseColour").value == "Teal"
+    at.button(key="review_save").click().run()
+    assert not at.exception, at.exception
+    history = LabelStore().history(item)
+    assert history.loc[history["field"] == "baseColour", ["new", "kind"]].values.tolist() == [["Teal", "new_value"]]
+    assert "Teal" in LabelStore().values(catalogue.root, "baseColour")
