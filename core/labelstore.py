@@ -1,4 +1,5 @@
-"""The durable label store: reviewers' corrections to a catalogue's labels, with their history, and export.
+"""The durable label store: reviewers' corrections to a catalogue's labels, with their history
+(core.corrections applies them to a catalogue and exports it).
 
 Three tables in the workspace database (`core.database`: SQLite, or PostgreSQL shared by a team):
 
@@ -32,11 +33,9 @@ import json
 import operator
 import os
 import re
-import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,10 +48,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
-from core.data import HEADS, STYLES_COLUMNS
-from core.data.catalogue import IMAGES_DIR, STYLES_FILE, Catalogue
+from core.data import HEADS
+from core.data.catalogue import Catalogue
 from core.database import database_url, db_engine
-from core.images import ACCEPTED_FORMATS, ImageRejected, open_rgb, read_image_checked
+from core.images import ACCEPTED_FORMATS, ImageRejected, read_image_checked
 from core.workspace import workspace_dir
 
 STATUS = "status"  # a pseudo-field logged next to the HEADS: the item's review state
@@ -64,9 +63,7 @@ KINDS = ("accept", "correct", "new_value", "skip", "not_product", "undo", "revie
 ACTION_KINDS = ("review", "skip", "not_product", "undo")  # Action.kind
 EXTERNAL_ID_BASE = 1_000_000_000  # export ids of external images: EXTERNAL_ID_BASE + item
 UPLOADS_FOLDER = "uploads"  # <workspace>/uploads: stored copies of external images
-CORRECTIONS_FILE = "corrections.csv"  # written next to styles.csv by export_dataset
 CATALOGUE, EXTERNAL = "catalogue", "external"  # Item.kind
-EXPORT_JPEG_QUALITY = 95
 _CHUNK = 5_000  # ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits
 _MAX_NAME = 255
 
@@ -154,21 +151,6 @@ class Action:
     at: str
     kind: str  # one of ACTION_KINDS
     changes: dict[str, tuple[str | None, str | None]]
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportReport:
-    """What export_dataset wrote."""
-
-    out: Path
-    rows: int  # products in out/styles.csv
-    corrected_rows: int  # catalogue rows with at least one label changed by review
-    dropped_rows: int  # catalogue rows left out as not a product
-    external_rows: int  # reviewed external images appended
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "out": str(self.out)}
 
 
 class LabelStore:
@@ -294,9 +276,9 @@ class LabelStore:
         the predicted label and its probability are kept on the rows. Then STATUS -> REVIEWED.
         """
         item, reviewer = _check_id(item, "item"), _check_person(reviewer, "reviewer")
-        labels = {head: _clean_label(head, value) for head, value in _check_heads(labels, "labels").items()}
+        labels = {head: _clean_label(head, value) for head, value in check_heads(labels, "labels").items()}
         predicted = {
-            head: _check_prediction(head, guess) for head, guess in _check_heads(predicted or {}, "predicted").items()
+            head: _check_prediction(head, guess) for head, guess in check_heads(predicted or {}, "predicted").items()
         }
         if isinstance(new_values, str):  # "usage" would read as the heads u, s, a, g, e
             raise ValueError(f"new_values must be a collection of heads, got the text {new_values!r}")
@@ -430,7 +412,7 @@ class LabelStore:
 
     def values(self, dataset: str | Path | Catalogue, head: str) -> list[str]:
         """The distinct labels reviewers gave `head` on `dataset`'s items (new values included), sorted."""
-        _check_heads({head: None}, "values")
+        check_heads({head: None}, "values")
         query = (
             select(current_table.c.value).distinct()
             .select_from(current_table.join(items_table, current_table.c.item == items_table.c.item))
@@ -466,120 +448,6 @@ class LabelStore:
         if unknown:
             raise KeyError(f"no item(s) {_some(unknown)} in the label store")
         return [(found[item], {**found[item].baseline, STATUS: None, **values.get(item, {})}) for item in item_ids]
-
-
-# --- export -----------------------------------------------------------------------------------
-
-
-def corrections_snapshot(store: LabelStore, dataset: str | Path | Catalogue) -> dict[str, Any]:
-    """What export applies to `dataset`, JSON-ready: {"overrides": {str(product id): {head: value}}
-    (catalogue heads whose current value differs from the baseline), "dropped": [product ids marked
-    NOT_PRODUCT], "extra": [{"id", "path", "name", <head>: value, ...} per REVIEWED external image]}."""
-    overrides: dict[str, dict[str, str | None]] = {}
-    dropped: list[int] = []
-    extra: list[dict[str, Any]] = []
-    for found, values in store.dataset_state(dataset):
-        if found.kind == EXTERNAL:
-            if values[STATUS] == REVIEWED:
-                extra.append({"id": found.product_id, "path": str(found.path), "name": found.name,
-                              **{head: values[head] for head in HEADS}})
-        elif values[STATUS] == NOT_PRODUCT:
-            dropped.append(found.product_id)
-        else:
-            changed = {head: values[head] for head in HEADS if values[head] != found.baseline[head]}
-            if changed:
-                overrides[str(found.product_id)] = changed
-    return {"overrides": overrides, "dropped": sorted(dropped), "extra": extra}
-
-
-def apply_corrections(catalogue: Catalogue, snapshot: Mapping[str, Any]) -> Catalogue:
-    """A new Catalogue: `snapshot`'s overrides applied, its dropped rows removed, its extra rows
-    appended (productDisplayName: the name's stem, no year), their photos in extra_images. Ids the
-    catalogue no longer holds are ignored; the cleaning report is the original's."""
-    frame = catalogue.frame.set_index("id", drop=False)
-    for product_id, labels in snapshot.get("overrides", {}).items():
-        product_id = int(product_id)
-        if product_id in frame.index:
-            for head, value in _check_heads(labels, "overrides").items():
-                frame.at[product_id, head] = pd.NA if value is None else value
-    frame = frame[~frame["id"].isin([int(product_id) for product_id in snapshot.get("dropped", [])])]
-    extra = list(snapshot.get("extra", []))
-    clashes = sorted(set(frame["id"].tolist()) & {int(row["id"]) for row in extra})
-    if clashes:
-        raise ValueError(f"external image id(s) {_some(clashes)} are also catalogue ids")
-    added = pd.DataFrame({
-        "id": pd.array([int(row["id"]) for row in extra], dtype="int64"),
-        **{head: pd.array([row.get(head) for row in extra], dtype=frame[head].dtype) for head in HEADS},
-        "year": pd.array([None] * len(extra), dtype=frame["year"].dtype),
-        "productDisplayName": pd.array(
-            [Path(row["name"]).stem for row in extra], dtype=frame["productDisplayName"].dtype,
-        ),
-    })
-    frame = pd.concat([frame.reset_index(drop=True), added[list(frame.columns)]], ignore_index=True)
-    images = {**catalogue.extra_images, **{int(row["id"]): Path(row["path"]) for row in extra}}
-    return dataclasses.replace(catalogue, frame=frame, extra_images=images)
-
-
-def export_dataset(
-    catalogue: Catalogue,
-    store: LabelStore,
-    out: str | Path,
-    progress: Callable[[int, int], None] | None = None,
-) -> ExportReport:
-    """Write the reviewed dataset to `out` in the catalogue layout, readable by load_catalogue:
-    styles.csv (the catalogue's rows with current labels, NOT_PRODUCT rows dropped, REVIEWED external
-    images appended with id EXTERNAL_ID_BASE + item), images/<id>.jpg for every row (catalogue photos
-    hard-linked, or copied; external photos re-encoded as RGB JPEG), and corrections.csv (log_frame).
-
-    Written into a temporary folder next to `out`, renamed into place at the end. `out` must be new
-    or empty, and outside the catalogue folder. progress(done, total) while writing images.
-    """
-    started = time.perf_counter()
-    out, root = Path(out).expanduser().resolve(), Path(catalogue.root).resolve()
-    if out == root or root in out.parents:
-        raise ValueError(f"cannot export into the catalogue folder {root} ({out}): choose a folder outside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} exists and is not an empty folder: choose a new or empty one")
-    snapshot = corrections_snapshot(store, catalogue)
-    corrected = apply_corrections(catalogue, snapshot)
-    log = store.log_frame(catalogue)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
-    try:
-        corrected.frame[list(STYLES_COLUMNS)].to_csv(staging / STYLES_FILE, index=False, lineterminator="\n")
-        _write_images(corrected, staging / IMAGES_DIR, progress)
-        log.to_csv(staging / CORRECTIONS_FILE, index=False, lineterminator="\n")
-        if out.exists():
-            out.rmdir()  # empty, checked above: rename needs the name free
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    kept = set(corrected.frame["id"].tolist())
-    return ExportReport(
-        out=out,
-        rows=len(corrected.frame),
-        corrected_rows=sum(int(product_id) in kept for product_id in snapshot["overrides"]),
-        dropped_rows=int(catalogue.frame["id"].isin(snapshot["dropped"]).sum()),
-        external_rows=len(snapshot["extra"]),
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _write_images(catalogue: Catalogue, folder: Path, progress: Callable[[int, int], None] | None) -> None:
-    folder.mkdir()
-    ids = catalogue.frame["id"].tolist()
-    step = max(1, len(ids) // 100)  # about 100 progress calls, however large the catalogue
-    for done, product_id in enumerate(ids, start=1):
-        source, target = catalogue.image_path(product_id), folder / f"{product_id}.jpg"
-        if product_id in catalogue.extra_images:  # any accepted format: the layout wants JPEG
-            open_rgb(source).save(target, format="JPEG", quality=EXPORT_JPEG_QUALITY)
-        else:
-            try:
-                os.link(source, target)
-            except OSError:  # another file system, or links not supported
-                shutil.copyfile(source, target)
-        if progress is not None and (done % step == 0 or done == len(ids)):
-            progress(done, len(ids))
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -718,7 +586,7 @@ def _check_id(value: Any, what: str = "product id") -> int:
         raise ValueError(f"{what} must be an integer, got {value!r}") from None
 
 
-def _check_heads(mapping: Mapping[str, Any], what: str) -> dict[str, Any]:
+def check_heads(mapping: Mapping[str, Any], what: str) -> dict[str, Any]:
     unknown = [head for head in mapping if head not in HEADS]
     if unknown:
         raise ValueError(f"{what}: unknown head(s) {', '.join(map(repr, unknown))}; heads are {', '.join(HEADS)}")

@@ -14,7 +14,8 @@ from core.data.catalogue import Catalogue
 from core.evaluation import evaluation_names, load_evaluation
 from core.images import ACCEPTED_EXTENSIONS, ImageRejected
 from core.label_issues import read_label_issues
-from core.labelstore import NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict, export_dataset
+from core.corrections import export_dataset
+from core.labelstore import NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict
 from core.prediction import Predictor, expand_paths
 from core.review import (
     FILTERS, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label, reviewed_count,

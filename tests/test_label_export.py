@@ -18,9 +18,8 @@ from core.data import HEADS, STYLES_COLUMNS
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
-from core.labelstore import (
-    EXTERNAL_ID_BASE, NOT_PRODUCT, SKIPPED, LabelStore, apply_corrections, corrections_snapshot, export_dataset,
-)
+from core.corrections import apply_corrections, corrections_snapshot, export_dataset
+from core.labelstore import EXTERNAL_ID_BASE, NOT_PRODUCT, SKIPPED, LabelStore
 
 N = 50
 

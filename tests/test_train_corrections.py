@@ -12,7 +12,8 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.split import split_catalogue
-from core.labelstore import NOT_PRODUCT, LabelStore, corrections_snapshot
+from core.corrections import corrections_snapshot
+from core.labelstore import NOT_PRODUCT, LabelStore
 from core.database import DB_URL_ENV
 from training.checkpoints import evaluate_checkpoint
 from training.config import TrainConfig

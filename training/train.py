@@ -38,7 +38,8 @@ from core.data.catalogue import Catalogue, load_catalogue
 from core.data.schema import IGNORE_INDEX, LabelSchema
 from core.data.split import split_catalogue
 from core.datamodule import CatalogueDataModule, capped_selection
-from core.labelstore import LabelStore, apply_corrections, corrections_snapshot
+from core.corrections import apply_corrections, corrections_snapshot
+from core.labelstore import LabelStore
 from core.model import MultiHeadNet, SeedNet, TaggerModule
 from core.transforms import data_config
 from training.config import TrainConfig, resolve_channels_last, resolve_precision, resolve_rare_min_count

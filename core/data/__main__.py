@@ -53,7 +53,9 @@ def _download(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from core.labelstore import LabelStore, export_dataset  # imports PIL and SQLAlchemy: only this command needs them
+    # PIL and SQLAlchemy: only this command needs them.
+    from core.corrections import export_dataset
+    from core.labelstore import LabelStore
 
     def show_progress(done: int, total: int) -> None:
         print(f"\rwriting images: {done:,}/{total:,}", end="", file=sys.stderr, flush=True)

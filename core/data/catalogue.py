@@ -54,7 +54,7 @@ class Catalogue:
     id (int64), the HEADS and productDisplayName (string, NA when missing), year (Int64, NA
     when missing or not an integer).
     extra_images: photos kept outside images_dir, by id (the reviewed external images that
-    `core.labelstore.apply_corrections` appends); empty for a catalogue read from disk.
+    `core.corrections.apply_corrections` appends); empty for a catalogue read from disk.
     """
 
     root: Path  # the folder holding styles.csv
