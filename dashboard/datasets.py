@@ -128,6 +128,12 @@ def dataset_picker(catalogue: Catalogue | None) -> None:
             _switch_to(str(workspace.demo_dir()))
 
 
+def use_dataset(path: str) -> None:
+    """Open `path` from the next run on: for a button's on_click, where a folder the app itself
+    wrote (an export) needs no checking first."""
+    st.session_state[DATASET_KEY] = path
+
+
 def _switch_to(path: str) -> None:
     if not path:
         st.sidebar.error("Type a folder path first.")

@@ -184,6 +184,8 @@ def label_issues(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     rows = issues[issues["head"] == head]
     st.caption(f"{len(rows):,} labelled {head} rows ranked, most likely wrong first; cleanlab flags "
                f"{int(rows['is_issue'].sum()):,} of them. Score: label quality in [0, 1], lower = more suspicious.")
+    st.page_link("../pages/review.py", label="Review and correct them one by one (Review → Catalogue: label issues)",
+                 icon=":material/fact_check:")
     gallery(data, rows[rows["is_issue"]] if only_flagged else rows,
             lambda row: [f"given **{row['given']}** ({row['given_p']:.2f})",
                          f"suggested **{row['suggested']}** ({row['suggested_p']:.2f})",

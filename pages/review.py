@@ -20,7 +20,7 @@ from core.prediction import Predictor, expand_paths
 from core.review import (
     FILTERS, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label, reviewed_count,
 )
-from dashboard.datasets import current_catalogue, head_values, thumbnail
+from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
 from training.checkpoints import checkpoint_path, load_predictor
 from training.crossval import list_crossvals
 from training.registry import RunRecord, RunRegistry
@@ -338,7 +338,9 @@ def export_section(store: LabelStore, catalogue: Catalogue) -> None:
         bar.empty()
         st.success(f"Exported {report.rows:,} rows to `{report.out}`: {report.corrected_rows:,} corrected, "
                    f"{report.dropped_rows:,} dropped as not a product, {report.external_rows:,} new photos. "
-                   "Open it as a dataset in the sidebar, or train on the corrections from the Train page.")
+                   "Train on the corrections from the Train page, or open the export as a dataset.")
+        st.button("Open the exported dataset", on_click=use_dataset, args=(str(report.out),),
+                  icon=":material/folder_open:", key="review.open_export")
 
 
 def main() -> None:

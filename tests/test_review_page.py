@@ -86,6 +86,9 @@ def test_upload_correct_undo_correct_export_and_persist(run, tmp_path):
     assert not at.exception, at.exception
     assert at.success, [e.value for e in at.error]
 
+    next(button for button in at.button if button.label == "Open the exported dataset").click().run()
+    assert at.session_state["dataset_dir"] == str(out) and not at.exception
+
     exported = load_catalogue(out).frame
     assert len(exported) == len(catalogue.frame) + 1  # the reviewed upload; the unreviewed one stays out
     added = exported[exported["id"] >= EXTERNAL_ID_BASE]
