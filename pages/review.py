@@ -31,6 +31,7 @@ SOURCES = ("Photos (upload or folder)", "Catalogue: least confident first", "Cat
 SHORTCUTS = {"review_save": "ctrl+enter", "review_previous": "ctrl+arrowleft", "review_next": "ctrl+arrowright",
              "review_skip": "ctrl+arrowdown", "review_not_product": "ctrl+x", "review_undo": "ctrl+z"}
 TOP_K = 3
+LOW_CONFIDENCE = 0.5  # a proposal below this probability is marked "unsure": look twice
 
 
 @st.cache_resource
@@ -232,7 +233,8 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
             notes = " · ".join(f"{label} {p:.2f}" for label, p in head_guesses)
             if item.baseline.get(head) is not None:
                 notes += f" · catalogue: {item.baseline[head]}"
-            st.caption(f"model: {notes}" if notes else "no prediction")
+            unsure = bool(head_guesses) and head_guesses[0][1] < LOW_CONFIDENCE
+            st.caption(f":orange[model: {notes} · unsure]" if unsure else f"model: {notes}" if notes else "no prediction")
     actions(store, record, item, shown, reviewer, chosen, predicted, new_values)
     new_value_form(item, heads, new_values)
     with st.expander("History of this item"):
