@@ -9,12 +9,12 @@ import streamlit as st
 from streamlit_shortcuts import add_shortcuts
 
 from core import workspace
+from core.corrections import export_dataset
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue
 from core.evaluation import evaluation_names, load_evaluation
 from core.images import ACCEPTED_EXTENSIONS, ImageRejected
 from core.label_issues import read_label_issues
-from core.corrections import export_dataset
 from core.labelstore import NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict
 from core.prediction import Predictor, expand_paths
 from core.review import (
@@ -44,9 +44,14 @@ def _predictor(folder: str, stamp: int) -> Predictor:
     return load_predictor(folder, "best")
 
 
+def _checkpoint_stamp(record: RunRecord) -> int:
+    """Changes when the run's best checkpoint does, so cached models and proposals are renewed."""
+    return checkpoint_path(record.folder, "best").stat().st_mtime_ns
+
+
 def predictor_of(record: RunRecord) -> Predictor:
     """The run's best checkpoint, loaded once per version of the file."""
-    return _predictor(record.folder, checkpoint_path(record.folder, "best").stat().st_mtime_ns)
+    return _predictor(record.folder, _checkpoint_stamp(record))
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
@@ -63,7 +68,7 @@ def guesses_for(record: RunRecord, item: Item) -> dict[str, list[tuple[str, floa
         image_stamp = item.path.stat().st_mtime_ns
     except OSError as error:
         return f"{item.path}: {error.strerror}"
-    return _guesses(record.folder, checkpoint_path(record.folder, "best").stat().st_mtime_ns, str(item.path), image_stamp)
+    return _guesses(record.folder, _checkpoint_stamp(record), str(item.path), image_stamp)
 
 
 def reviewer_field() -> str:

@@ -4,7 +4,6 @@ and the drill-down grid of that cell's photos. Screenshots land in `test-artifac
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

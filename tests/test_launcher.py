@@ -18,12 +18,13 @@ import torch
 
 from core import workspace
 from core.data.demo import generate_demo
+from core.database import DB_URL_ENV
 from training.config import TrainConfig
 from training.launcher import (
     BACKBONE_COSTS, LAUNCH_CONFIG_FILE, LaunchError, RunBusyError, cancel_run, estimate, format_duration, launch_run,
     launched_pid, log_tail, metrics_frame, run_status, runs_frame, summary_frame,
 )
-from training.registry import ACTIVE, DB_URL_ENV, LOST_PROCESS_ERROR, RunRegistry
+from training.registry import ACTIVE, LOST_PROCESS_ERROR, RunRegistry
 from training.train import read_progress, run_paths, write_progress
 
 # rare_policy "keep": with "other", 48 training rows would merge every colour into one class.

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import update
 
 from conftest import REPO
+from core.database import DB_URL_ENV
 from training import registry as registry_module
-from training.registry import DB_URL_ENV, LOST_PROCESS_ERROR, RunRegistry, runs_table
+from training.registry import LOST_PROCESS_ERROR, RunRegistry, runs_table
 
 CONFIG = {"recipe": "default", "backbone": "tf_efficientnet_lite0", "epochs": 2}
 

@@ -3,7 +3,6 @@ the decisions outlive the session; bad uploads are refused one by one; a catalog
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest

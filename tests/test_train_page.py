@@ -10,9 +10,10 @@ from streamlit.testing.v1 import AppTest
 
 from core import workspace
 from core.data.demo import generate_demo
+from core.database import DB_URL_ENV
 from training.config import TrainConfig
 from training.launcher import estimate
-from training.registry import DB_URL_ENV, RunRegistry
+from training.registry import RunRegistry
 
 from conftest import REPO
 

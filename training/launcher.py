@@ -31,8 +31,9 @@ import torch
 
 from core import workspace
 from core.data import HEADS
+from core.database import DB_URL_ENV
 from training.config import TrainConfig, resolve_precision
-from training.registry import ACTIVE, DB_URL_ENV, RunRecord, RunRegistry, is_alive, process_start
+from training.registry import ACTIVE, RunRecord, RunRegistry, is_alive, process_start
 from training.train import read_progress, run_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,7 @@ from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Tab
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-# DB_URL_ENV, DB_FILE, SQLITE_BUSY_TIMEOUT_MS, database_url, db_engine: still importable from here.
-from core.database import DB_FILE, DB_URL_ENV, SQLITE_BUSY_TIMEOUT_MS, database_url, db_engine  # noqa: F401
+from core.database import database_url, db_engine
 from core.workspace import workspace_dir
 
 RUNS_FOLDER = "runs"
