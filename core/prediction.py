@@ -26,8 +26,8 @@ from core.transforms import data_config, eval_transform
 # much faster than a full decode): enough detail for the final resize, whatever the photo's size.
 DECODE_SCALE = 2
 # On the CPU a forward pass over a few images costs less per image than one over many: their
-# activations stay in cache (lite0, 224 px, channels_last, 1 thread, 2-core dev machine: 19 ms
-# per image 4 at a time, 36 ms 32 at a time; tests/benchmarks/bench_predict.py). A GPU takes the batch.
+# activations stay in cache (lite0, 224 px, channels_last, quiet 2-core dev machine: 15.4 ms per
+# image 4 at a time, 23.5 ms 32 at a time; tests/benchmarks/RESULTS.md). A GPU takes the batch.
 CPU_FORWARD_BATCH = 4
 
 
