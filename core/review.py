@@ -38,10 +38,14 @@ def least_confident_ids(predictions: pd.DataFrame, heads: Sequence[str], limit: 
     return predictions["id"].to_numpy()[order].astype(int).tolist()
 
 
-def label_issue_ids(issues: pd.DataFrame, limit: int, flagged_only: bool = True) -> list[int]:
-    """Ids in label-issue order (lowest label quality first, over every head; an id once, at its worst)."""
+def label_issue_ids(issues: pd.DataFrame, limit: int, flagged_only: bool = True,
+                    heads: Collection[str] = ()) -> list[int]:
+    """Ids in label-issue order (lowest label quality first, over `heads` or every head; an id once,
+    at its worst)."""
     _check_limit(limit)
     rows = issues[issues["is_issue"]] if flagged_only else issues
+    if heads:
+        rows = rows[rows["head"].isin(list(heads))]
     ranked = rows.sort_values(["score", "rank"], kind="stable").drop_duplicates("id")
     return ranked["id"].astype(int).head(limit).tolist()
 

@@ -171,13 +171,15 @@ def catalogue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord,
                     if c.status == "finished" and c.config.get("data") == str(catalogue.root)}
         name = left.selectbox("Ranking from", list(sources), key="review.issues_source",
                               help="python -m training crossval --data DIR --folds K ranks every catalogue row.")
+        heads = st.multiselect("Issues of", list(record.config["heads"]), key="review.issue_heads",
+                               placeholder="every head")
         if st.button("Load the label issues", key="review.load_issues"):
             try:
                 issues = read_label_issues(sources[name])
             except FileNotFoundError as error:
                 st.error(str(error))
                 return
-            queue_catalogue(store, catalogue, label_issue_ids(issues, int(limit)), reviewer)
+            queue_catalogue(store, catalogue, label_issue_ids(issues, int(limit), heads=heads), reviewer)
 
 
 def evaluated_dataset(record: RunRecord, name: str) -> str:

@@ -27,6 +27,8 @@ def test_label_issues_keep_each_id_once_at_its_worst_score():
     assert label_issue_ids(issues, 10) == [1, 2, 3]
     assert label_issue_ids(issues, 10, flagged_only=False) == [4, 1, 2, 3]
     assert label_issue_ids(issues, 2) == [1, 2]
+    assert label_issue_ids(issues, 10, heads=["a"]) == [2, 1]
+    assert label_issue_ids(issues, 10, flagged_only=False, heads={"b"}) == [4, 1, 3]
 
 
 def test_choices_leave_out_the_rare_bucket_and_keep_the_current_value():

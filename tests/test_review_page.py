@@ -10,7 +10,9 @@ from streamlit.testing.v1 import AppTest
 
 from core import workspace
 from core.data.catalogue import load_catalogue
+from core.label_issues import read_label_issues
 from core.labelstore import EXTERNAL_ID_BASE, LabelStore
+from core.review import label_issue_ids
 
 from conftest import REPO, tiny_run_workspace
 
@@ -165,3 +167,16 @@ def test_a_new_value_needs_the_confirmation_then_joins_the_vocabulary(run):
     history = LabelStore().history(item)
     assert history.loc[history["field"] == "baseColour", ["new", "kind"]].values.tolist() == [["Teal", "new_value"]]
     assert "Teal" in LabelStore().values(catalogue.root, "baseColour")
+
+
+def test_label_issue_queue_of_one_head_follows_the_ranking(run):
+    record, catalogue = run
+    at = review_page()
+    at.segmented_control(key="review.source").set_value("Catalogue: label issues").run()
+    at.multiselect(key="review.issue_heads").set_value(["baseColour"]).run()
+    at.button(key="review.load_issues").click().run()
+    assert not at.exception, at.exception
+    expected = label_issue_ids(read_label_issues(record.folder), 100, heads=["baseColour"])
+    assert expected, "the tiny run flags no baseColour issue: nothing to compare"
+    queue = at.session_state.get("review.queue") or []
+    assert [item.product_id for item in LabelStore().items(queue)] == expected
