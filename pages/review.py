@@ -12,7 +12,7 @@ from core import workspace
 from core.corrections import export_dataset
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue
-from core.evaluation import evaluation_names, load_evaluation
+from core.evaluation import VALIDATION, evaluation_names, load_evaluation
 from core.images import ACCEPTED_EXTENSIONS, ImageRejected
 from core.label_issues import read_label_issues
 from core.labelstore import NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict
@@ -23,6 +23,7 @@ from core.review import (
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
 from training.checkpoints import checkpoint_path, load_predictor
 from training.crossval import list_crossvals
+from training.launcher import EvaluationJob, evaluation_job, launch_evaluation, log_tail
 from training.registry import RunRecord, RunRegistry
 
 QUEUE_KEY, CURRENT_KEY, REVIEWER_KEY = "review.queue", "review.current", "review.reviewer"
@@ -156,11 +157,13 @@ def catalogue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord,
     if source == SOURCES[1]:
         evaluations = [name for name in evaluation_names(record.folder)
                        if evaluated_dataset(record, name) == str(catalogue.root)]
+        job = evaluation_job(record, catalogue.root)
+        if job.name not in evaluations:
+            predict_every_row(record, catalogue, job)
         if not evaluations:
-            st.info(f"Run {record.id} has no predictions on this catalogue yet: evaluate it with "
-                    f"`python -m training evaluate {record.id} --data {catalogue.root}`.")
             return
-        name = left.selectbox("Predictions from", evaluations, key="review.evaluation")
+        name = left.selectbox("Predictions from", evaluations, key="review.evaluation",
+                              format_func=lambda n: "the run's validation split" if n == VALIDATION else f"every row ({n})")
         if st.button("Load the least confident rows", key="review.load_confident"):
             predictions = load_evaluation(record.folder, name).predictions
             ids = least_confident_ids(predictions, record.config["heads"], int(limit))
@@ -180,6 +183,30 @@ def catalogue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord,
                 st.error(str(error))
                 return
             queue_catalogue(store, catalogue, label_issue_ids(issues, int(limit), heads=heads), reviewer)
+
+
+def predict_every_row(record: RunRecord, catalogue: Catalogue, job: EvaluationJob) -> None:
+    """Offer, start and follow the run's evaluation on every row of the open catalogue (a background process)."""
+    if job.running:
+        follow_evaluation(record, str(catalogue.root))
+        return
+    if job.started is not None and not job.finished_since_launch(record.folder):
+        st.error(f"Predicting every row failed:\n\n```\n{log_tail(job.log)}\n```")
+    if st.button(f"Predict all {len(catalogue.frame):,} rows of this catalogue", key="review.predict_all",
+                 icon=":material/play_arrow:",
+                 help=f"python -m training evaluate {record.id} --data {catalogue.root}, in the background"):
+        launch_evaluation(record, catalogue.root)
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def follow_evaluation(record: RunRecord, data: str) -> None:
+    job = evaluation_job(record, data)
+    if job.running:
+        st.info(f"Predicting every row in the background for {time.time() - job.started:.0f} s; the queue "
+                "can be loaded from it when it is done. You may leave this page meanwhile.", icon=":material/hourglass_top:")
+    else:
+        st.rerun()  # the whole page: the new predictions are listed
 
 
 def evaluated_dataset(record: RunRecord, name: str) -> str:

@@ -3,6 +3,7 @@ the decisions outlive the session; bad uploads are refused one by one; a catalog
 
 from __future__ import annotations
 
+import time
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from core.data.catalogue import load_catalogue
 from core.label_issues import read_label_issues
 from core.labelstore import EXTERNAL_ID_BASE, LabelStore
 from core.review import label_issue_ids
+from training.launcher import evaluation_job, log_tail
 
 from conftest import REPO, tiny_run_workspace
 
@@ -180,3 +182,26 @@ def test_label_issue_queue_of_one_head_follows_the_ranking(run):
     assert expected, "the tiny run flags no baseColour issue: nothing to compare"
     queue = at.session_state.get("review.queue") or []
     assert [item.product_id for item in LabelStore().items(queue)] == expected
+
+
+@pytest.mark.slow
+def test_predict_every_row_in_the_background_then_queue_from_it(run):
+    record, catalogue = run
+    at = review_page()
+    at.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    at.button(key="review.predict_all").click().run()
+    assert not at.exception, at.exception
+    job = evaluation_job(record, catalogue.root)
+    deadline = time.monotonic() + 180
+    while evaluation_job(record, catalogue.root).running:
+        assert time.monotonic() < deadline, "the evaluation did not end within 180 s"
+        time.sleep(0.5)
+    assert job.finished_since_launch(record.folder), log_tail(job.log)
+    at.run()
+    evaluations = at.selectbox(key="review.evaluation")
+    assert f"every row ({job.name})" in evaluations.options
+    evaluations.set_value(job.name).run()
+    at.number_input(key="review.limit").set_value(len(catalogue.frame)).run()
+    at.button(key="review.load_confident").click().run()
+    queue = [item.product_id for item in LabelStore().items(at.session_state["review.queue"])]
+    assert sorted(queue) == sorted(catalogue.frame["id"].tolist())  # every row, not only the validation split

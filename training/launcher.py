@@ -32,6 +32,7 @@ import torch
 from core import workspace
 from core.data import HEADS
 from core.database import DB_URL_ENV
+from training.checkpoints import evaluation_name
 from training.config import TrainConfig, resolve_precision
 from training.registry import ACTIVE, RunRecord, RunRegistry, is_alive, process_start
 from training.train import read_progress, run_paths
@@ -97,6 +98,50 @@ def _watch(process: subprocess.Popen, run_id: str, registry: RunRegistry) -> Non
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         tail = log_tail(run_paths(Path(record.folder))["log"])
         registry.mark_failed(run_id, f"the training process {how} before reporting an end\n\n{tail}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationJob:
+    """A background `python -m training evaluate RUN --data DIR` (files next to the run's evaluations)."""
+
+    name: str  # the evaluation folder's name (checkpoints.evaluation_name)
+    running: bool  # its process is alive
+    started: float | None  # time.time() at launch; None when never launched from here
+    log: Path
+
+    def finished_since_launch(self, run_folder: str | Path) -> bool:
+        """Whether its report was written after this launch (or it was never launched from here)."""
+        report = Path(run_folder) / self.name / "report.json"
+        return report.is_file() and (self.started is None or report.stat().st_mtime >= self.started)
+
+
+def launch_evaluation(record: RunRecord, data: str | Path) -> EvaluationJob:
+    """Start evaluating the run's best checkpoint on every row of catalogue `data`, in its own process
+    session (it outlives the page), unless that evaluation is already running; returns the job."""
+    job = evaluation_job(record, data)
+    if job.running:
+        return job
+    folder = Path(record.folder)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", workspace.HOME_ENV: str(workspace.workspace_dir())}
+    command = [sys.executable, "-m", "training", "evaluate", record.id, "--data", str(data)]
+    with job.log.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    started = time.time()
+    (folder / f"{evaluation_name(data)}.launch.json").write_text(
+        json.dumps({"pid": process.pid, "pid_start": process_start(process.pid), "started": started}))
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()  # no zombie left
+    return EvaluationJob(job.name, True, started, job.log)
+
+
+def evaluation_job(record: RunRecord, data: str | Path) -> EvaluationJob:
+    """The background evaluation of the run on `data`: whether it runs, when it started, its log."""
+    name, folder = evaluation_name(data), Path(record.folder)
+    try:
+        launch = json.loads((folder / f"{name}.launch.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return EvaluationJob(name, False, None, folder / f"{name}.log")
+    return EvaluationJob(name, is_alive(launch["pid"], launch["pid_start"]), launch["started"], folder / f"{name}.log")
 
 
 def launched_pid(folder: str | Path) -> int | None:
