@@ -69,6 +69,17 @@ def evaluation_names(run_folder: str | Path) -> list[str]:
     return sorted(found, key=lambda name: (name != VALIDATION, name))
 
 
+def evaluated_dataset(report: dict, run_data: str) -> str:
+    """The catalogue folder an evaluation scored: the one `python -m training evaluate --data`
+    recorded in its report, else `run_data`, the run's own (its validation split)."""
+    return report.get("data") or run_data
+
+
+def read_report(run_folder: str | Path, name: str = VALIDATION) -> dict:
+    """report.json of evaluation `name` alone: cheap, without the per-image predictions."""
+    return json.loads((Path(run_folder) / name / "report.json").read_text())
+
+
 def load_evaluation(run_folder: str | Path, name: str = VALIDATION) -> Evaluation:
     """Read evaluation `name` of the run in `run_folder`; ValueError listing the ones there are."""
     names = evaluation_names(run_folder)

@@ -9,8 +9,8 @@ import streamlit as st
 from core.data import CatalogueError
 from core.data.profile import page_count, page_of
 from core.evaluation import (
-    VALIDATION, Evaluation, cell_rows, class_table, classes_csv, compare_classes, compare_summaries, evaluation_names, exclusion_notes,
-    filter_classes, label_lines, load_evaluation, misclassified, report_json, summary_csv, summary_table,
+    VALIDATION, Evaluation, cell_rows, class_table, classes_csv, compare_classes, compare_summaries, evaluated_dataset,
+    evaluation_names, exclusion_notes, filter_classes, label_lines, load_evaluation, misclassified, report_json, summary_csv, summary_table,
     top_n_confusion, top_probabilities,
 )
 from core.label_issues import ISSUES_FILE, read_label_issues
@@ -39,8 +39,8 @@ def evaluation_of(run_folder: str, name: str) -> Evaluation:
 
 
 def dataset_of(record: RunRecord, evaluation: Evaluation) -> str:
-    """The catalogue folder the evaluation ran on: recorded by `python -m training evaluate`, else the run's own."""
-    return evaluation.report.get("data") or record.config["data"]
+    """The catalogue folder the evaluation ran on."""
+    return evaluated_dataset(evaluation.report, record.config["data"])
 
 
 def evaluated_runs() -> dict[str, RunRecord]:

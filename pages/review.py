@@ -12,7 +12,7 @@ from core import workspace
 from core.corrections import export_dataset
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue
-from core.evaluation import VALIDATION, evaluation_names, load_evaluation
+from core.evaluation import VALIDATION, evaluated_dataset, evaluation_names, load_evaluation, read_report
 from core.images import ACCEPTED_EXTENSIONS, ImageRejected
 from core.label_issues import read_label_issues
 from core.labelstore import NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict
@@ -21,7 +21,7 @@ from core.review import (
     FILTERS, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label, reviewed_count,
 )
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
-from training.checkpoints import checkpoint_path, load_predictor
+from training.checkpoints import checkpoint_path, has_checkpoint, load_predictor
 from training.crossval import list_crossvals
 from training.launcher import EvaluationJob, evaluation_job, launch_evaluation, log_tail
 from training.registry import RunRecord, RunRegistry
@@ -79,14 +79,8 @@ def reviewer_field() -> str:
 
 
 def choose_run() -> RunRecord | None:
-    runs = {}
-    for record in RunRegistry().list(limit=200):
-        if record.status == "finished" and record.folder:
-            try:
-                checkpoint_path(record.folder, "best")
-            except FileNotFoundError:
-                continue
-            runs[record.id] = record
+    runs = {record.id: record for record in RunRegistry().list(limit=200)
+            if record.status == "finished" and has_checkpoint(record.folder)}
     if not runs:
         st.info("No finished run yet: the model's proposals come from a trained run.")
         st.page_link("../pages/train.py", label="Train a model", icon=":material/model_training:")
@@ -156,7 +150,7 @@ def catalogue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord,
     limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
     if source == SOURCES[1]:
         evaluations = [name for name in evaluation_names(record.folder)
-                       if evaluated_dataset(record, name) == str(catalogue.root)]
+                       if evaluated_dataset(read_report(record.folder, name), record.config["data"]) == str(catalogue.root)]
         job = evaluation_job(record, catalogue.root)
         if job.name not in evaluations:
             predict_every_row(record, catalogue, job)
@@ -207,10 +201,6 @@ def follow_evaluation(record: RunRecord, data: str) -> None:
                 "can be loaded from it when it is done. You may leave this page meanwhile.", icon=":material/hourglass_top:")
     else:
         st.rerun()  # the whole page: the new predictions are listed
-
-
-def evaluated_dataset(record: RunRecord, name: str) -> str:
-    return load_evaluation(record.folder, name).report.get("data") or record.config["data"]
 
 
 def queue_catalogue(store: LabelStore, catalogue: Catalogue, ids: list[int], reviewer: str) -> None:

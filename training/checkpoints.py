@@ -53,6 +53,17 @@ def checkpoint_path(folder: str | Path, which: str = "best") -> Path:
     return chosen
 
 
+def has_checkpoint(folder: str | Path | None, which: str = "best") -> bool:
+    """Whether the run in `folder` has checkpoint `which` (see `checkpoint_path`)."""
+    if not folder:
+        return False
+    try:
+        checkpoint_path(folder, which)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def load_run_module(folder: str | Path, which: str = "best") -> tuple[TaggerModule, TrainConfig, LabelSchema]:
     """The run's TaggerModule with the weights of checkpoint `which` (see `checkpoint_path`), in
     eval mode on the CPU, with the config and label schema the checkpoint was trained with."""
