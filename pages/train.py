@@ -13,7 +13,8 @@ from dashboard.datasets import current_catalogue
 from dashboard.runs import training_curves
 from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, TrainConfig
 from training.launcher import (
-    LaunchError, cancel_run, estimate, format_duration, launch_run, metrics_frame, run_status, runs_frame, summary_frame,
+    RESUMABLE, LaunchError, cancel_run, estimate, format_duration, launch_run, metrics_frame, resume_run, run_status,
+    runs_frame, summary_frame,
 )
 from training.registry import ACTIVE, RunRegistry
 from training.train import run_paths
@@ -161,6 +162,9 @@ def live_run(record, registry: RunRegistry) -> None:
     config = record.config
     st.caption(f"{config['backbone']} · {config['image_size']} px · {config['epochs']} epochs · "
                f"batch {config['batch_size']} · {record.device or 'device not chosen yet'}")
+    has_checkpoint = run_paths(Path(record.folder))["last"].exists()
+    if record.status in RESUMABLE:
+        record = resume_button(record, registry, has_checkpoint)
     if record.status in ACTIVE and st.button("Cancel run", key=f"cancel.{record.id}", icon=":material/stop:"):
         try:
             record = cancel_run(record.id, registry)
@@ -175,14 +179,30 @@ def live_run(record, registry: RunRegistry) -> None:
         st.success(status.text, icon=":material/check_circle:")
         finished_summary(record)
     elif record.status == "cancelled":
-        kept = run_paths(Path(record.folder))["last"].exists()
-        st.warning(f"{status.text}. " + ("Its last checkpoint is kept." if kept else "It ended before saving a checkpoint."))
+        st.warning(f"{status.text}. " + ("Its last checkpoint is kept." if has_checkpoint else "It ended before saving a checkpoint."))
     else:
         st.error(status.text)
         with st.expander("Details: the error and the end of run.log"):
             st.code(record.error or "", language=None)
             st.code(status.log_tail or "(run.log is empty)", language=None)
     curves(record)
+    st.caption("Every logged metric, in TensorBoard:")
+    st.code(f"tensorboard --logdir {run_paths(Path(record.folder))['tensorboard']}", language="bash")
+
+
+def resume_button(record, registry: RunRegistry, has_checkpoint: bool):
+    """Resume a failed or cancelled run; returns its record, requeued when the click launched it."""
+    label = "Resume from the last checkpoint" if has_checkpoint else "Start again from the first epoch"
+    if not st.button(label, key=f"resume.{record.id}", icon=":material/replay:",
+                     help="The same run, config and id; a new training process continues it"):
+        return record
+    try:
+        record = resume_run(record.id, registry)
+    except (LaunchError, ValueError) as error:  # another run is active, or this one changed meanwhile
+        st.error(str(error))
+        return registry.get(record.id)
+    st.success(f"Resumed run {record.id}.")
+    return record
 
 
 def finished_summary(record) -> None:

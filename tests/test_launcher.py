@@ -22,7 +22,7 @@ from core.database import DB_URL_ENV
 from training.config import TrainConfig
 from training.launcher import (
     BACKBONE_COSTS, LAUNCH_CONFIG_FILE, LaunchError, RunBusyError, cancel_run, estimate, format_duration, launch_run,
-    launched_pid, log_tail, metrics_frame, run_status, runs_frame, summary_frame,
+    launched_pid, log_tail, metrics_frame, resume_run, run_status, runs_frame, summary_frame,
 )
 from training.registry import ACTIVE, LOST_PROCESS_ERROR, RunRegistry
 from training.train import read_progress, run_paths, write_progress
@@ -113,12 +113,17 @@ def test_launched_run_has_its_own_session_and_goes_queued_running_finished(demo,
     assert summary.loc["gender", "accuracy"] == final.metrics["heads"]["gender"]["accuracy"]
 
 
+def epoch(record) -> int:
+    return (read_progress(Path(record.folder)) or {}).get("epoch") or 0
+
+
 @pytest.mark.slow
-def test_cancel_during_training_stops_the_group_and_keeps_the_last_checkpoint(demo, registry):
+def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_it(demo, registry):
     # Long enough to be inside fit when cancelled: 30 epochs of 6 steps.
     record = launch_run(tiny(demo, epochs=30, batch_size=8), registry)
     pid = launched_pid(record.folder)
-    wait_for(lambda: stage(active(registry, record.id)) == "train", 240, "stage train")
+    wait_for(lambda: stage(current := active(registry, record.id)) == "train" and epoch(current) >= 2, 240,
+             "the second epoch")
 
     cancelled = cancel_run(record.id, registry, timeout=60)
 
@@ -129,6 +134,30 @@ def test_cancel_during_training_stops_the_group_and_keeps_the_last_checkpoint(de
     assert registry.get(record.id).status == "cancelled"  # the child's own report did not change it
     with pytest.raises(ValueError, match=f"run {record.id} is cancelled; only a queued or running run"):
         cancel_run(record.id, registry)
+    first_attempt = metrics_frame(record.folder)
+    assert first_attempt["epoch"].tolist()[:1] == [1]
+
+    resumed = resume_run(record.id, registry)
+    assert resumed.status == "queued" and resumed.id == record.id
+    with pytest.raises(ValueError, match=f"run {record.id} is (queued|running); only a failed or cancelled run"):
+        resume_run(record.id, registry)  # a second click
+    new_pid = launched_pid(record.folder)
+    assert new_pid not in (None, pid) and os.getpgid(new_pid) == new_pid
+    # From last.ckpt: training goes on at the epoch it was cancelled in (or later), not at 1.
+    wait_for(lambda: stage(current := active(registry, record.id)) == "train" and current.status == "running", 240,
+             "the resumed run to train")
+    assert epoch(record) >= 2
+    assert registry.get(record.id).pid == new_pid
+    assert cancel_run(record.id, registry, timeout=60).status == "cancelled"
+    # The first attempt's epochs stay in the curves.
+    assert metrics_frame(record.folder)["epoch"].tolist()[:len(first_attempt)] == first_attempt["epoch"].tolist()
+
+
+def test_resume_refuses_a_run_that_is_not_failed_or_cancelled(demo, registry):
+    queued = registry.create(tiny(demo).to_dict())
+    with pytest.raises(ValueError, match=f"run {queued.id} is queued; only a failed or cancelled run can be resumed"):
+        resume_run(queued.id, registry)
+    assert launched_pid(queued.folder) is None
 
 
 @pytest.mark.slow
@@ -227,6 +256,16 @@ def test_metrics_frame_collapses_sparse_rows_to_one_per_epoch(tmp_path):
         "val/gender/macro_f1": [0.4, 0.6, None],
     })
     pd.testing.assert_frame_equal(metrics_frame(tmp_path), expected)
+
+
+def test_metrics_frame_joins_a_resumed_runs_attempts_the_latest_winning(tmp_path):
+    (tmp_path / "metrics.until-20261127-100000.csv").write_text(SPARSE_CSV)  # epochs 0, 1 and part of 2
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss,val/loss\n2,14,1.5,1.25\n3,19,1.0,1.0\n")
+    frame = metrics_frame(tmp_path)
+    assert frame["epoch"].tolist() == [1, 2, 3, 4]
+    assert frame["train/loss"].tolist() == [3.0, 2.2, 1.5, 1.0]
+    assert frame["val/loss"].tolist() == [2.5, 2.0, 1.25, 1.0]
+    assert frame["val/gender/acc"].tolist()[:3] == [0.5, 0.75, 0.8]  # the resumed attempt did not log it
 
 
 def test_metrics_frame_of_a_missing_or_empty_file_is_empty(tmp_path):

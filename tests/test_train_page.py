@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from core import workspace
 from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
 from training.config import TrainConfig
-from training.launcher import estimate
+from training.launcher import cancel_run, estimate, launched_pid
 from training.registry import RunRegistry
 
 from conftest import REPO
@@ -111,7 +112,41 @@ def test_a_failed_run_shows_its_error_and_the_end_of_its_log(registry):
     at = train_page()
     assert not at.exception, at.exception
     assert texts(at.error) == ["Failed: RuntimeError: No pretrained weights"]
-    assert texts(at.code)[-1] == "loading\nerror: no pretrained weights for efficientnet_b3"
+    assert "loading\nerror: no pretrained weights for efficientnet_b3" in texts(at.code)
+    assert f"tensorboard --logdir {failed.folder}/tensorboard" in texts(at.code)
+    assert at.button(key=f"resume.{failed.id}").label == "Start again from the first epoch"
+
+
+def test_resume_requeues_a_cancelled_run_in_a_new_process(registry, demo):
+    cfg = TrainConfig.from_recipe("default", {"data": str(demo), "image_size": 64, "epochs": 1, "num_workers": 0})
+    cancelled = registry.create(cfg.to_dict())
+    registry.mark_cancelled(cancelled.id)
+    last = Path(cancelled.folder, "checkpoints", "last.ckpt")
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")  # only its presence changes the label
+    at = train_page()
+    button = at.button(key=f"resume.{cancelled.id}")
+    assert button.label == "Resume from the last checkpoint"
+    button.click().run()
+    assert not at.exception, at.exception
+    assert f"Resumed run {cancelled.id}." in texts(at.success)
+    assert registry.get(cancelled.id).status in ("queued", "running")
+    pid = launched_pid(cancelled.folder)
+    assert pid is not None and os.getpgid(pid) == pid  # its own process session
+    assert at.button(key=f"cancel.{cancelled.id}")  # the live view now offers Cancel instead
+    assert registry.get(cancel_run(cancelled.id, registry, timeout=30).id).status == "cancelled"
+
+
+def test_resume_is_refused_while_another_run_is_active(registry):
+    cancelled = registry.create(TrainConfig().to_dict())
+    registry.mark_cancelled(cancelled.id)
+    active = registry.create(TrainConfig().to_dict())  # queued, owned by this live process
+    at = train_page()
+    at.selectbox(key="train_run_id").set_value(cancelled.id).run()
+    at.button(key=f"resume.{cancelled.id}").click().run()
+    assert not at.exception, at.exception
+    assert texts(at.error) == [f"run {active.id} is queued; cancel it or wait for it to end before starting another"]
+    assert registry.get(cancelled.id).status == "cancelled"
 
 
 def test_home_lists_the_latest_runs_with_a_link_to_train(registry):

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", help="a JSON or TOML file of TrainConfig fields (may name its recipe)")
     fit.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config fields")
     fit.add_argument("--resume", metavar="RUN_ID", help="continue a failed or cancelled run from its last checkpoint")
-    fit.add_argument("--run-id", help=argparse.SUPPRESS)  # adopt a run the dashboard registered as queued
+    fit.add_argument("--run-id", help=argparse.SUPPRESS)  # adopt a run the dashboard registered (or requeued) as queued
     fit.add_argument("--json", action="store_true", help="print the run record as JSON on the last line")
     runs = commands.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--json", action="store_true")
@@ -110,7 +110,8 @@ def fit(args: argparse.Namespace) -> int:
             raise ValueError("--resume continues a run with its own config; drop --data/--config/--recipe/--set")
         record = registry.get(args.resume)
         cfg = TrainConfig.from_dict(record.config)
-        registry.reopen(record.id)
+        if args.run_id != record.id:  # the dashboard requeues the run itself before starting this process
+            registry.reopen(record.id)
         run_id, resume = record.id, True
     else:
         cfg, run_id, resume = config_from_args(args), args.run_id, False

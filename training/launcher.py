@@ -1,7 +1,7 @@
 """Start, watch and cancel training runs from the dashboard, and the numbers its Train page shows.
 
 A launched run is `python -m training fit --run-id <id> --config <folder>/launch_config.json`
-in its own process session: it outlives page reloads, closed browsers and dashboard restarts,
+(a resumed one `fit --resume <id> --run-id <id>`) in its own process session: it outlives page reloads, closed browsers and dashboard restarts,
 and cancelling it leaves nothing of its process group behind. The registry holds the dashboard's pid while the
 run is queued, so the child's pid is kept in `<folder>/launch.json`; a thread of the launching
 process waits for the child (reaping it) and marks the run failed if it ended without reporting
@@ -35,11 +35,12 @@ from core.database import DB_URL_ENV
 from training.checkpoints import evaluation_name
 from training.config import TrainConfig, resolve_precision
 from training.registry import ACTIVE, RunRecord, RunRegistry, is_alive, process_start
-from training.train import read_progress, run_paths
+from training.train import EARLIER_METRICS, read_progress, run_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_CONFIG_FILE = "launch_config.json"  # the exact TrainConfig the child runs
 LAUNCH_FILE = "launch.json"  # the child's pid and process start time
+RESUMABLE = ("failed", "cancelled")  # statuses a run can be resumed from
 CANCEL_TIMEOUT_S = 30.0  # SIGTERM lets Lightning finish the batch and save last.ckpt; then SIGKILL
 LOG_TAIL_LINES = 20
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # tqdm moves the cursor between its bars
@@ -61,15 +62,42 @@ def launch_run(cfg: TrainConfig, registry: RunRegistry | None = None, allow_conc
     allow_concurrent), LaunchError (after marking the run failed) when the process cannot start.
     """
     registry = registry or RunRegistry()
-    active = registry.running()
-    if active is not None and not allow_concurrent:
-        raise RunBusyError(f"run {active.id} is {active.status}; cancel it or wait for it to end before starting another")
+    _refuse_when_busy(registry, allow_concurrent)
     record = registry.create(cfg.to_dict())
     folder = Path(record.folder)
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / LAUNCH_CONFIG_FILE
     config_file.write_text(json.dumps(cfg.to_dict(), indent=2))
-    command = [sys.executable, "-m", "training", "fit", "--run-id", record.id, "--config", str(config_file)]
+    return _start_training_process(record, ["--run-id", record.id, "--config", str(config_file)], registry)
+
+
+def resume_run(run_id: str, registry: RunRegistry | None = None, allow_concurrent: bool = False) -> RunRecord:
+    """Queue a failed or cancelled run again and continue it in a new training process, from its
+    last checkpoint (from the first epoch when it has none), with its own config and id.
+
+    Raises ValueError when the run is not failed or cancelled, RunBusyError and LaunchError as
+    launch_run does.
+    """
+    registry = registry or RunRegistry()
+    record = registry.get(run_id)
+    if record.status not in RESUMABLE:
+        raise ValueError(f"run {run_id} is {record.status}; only a failed or cancelled run can be resumed")
+    _refuse_when_busy(registry, allow_concurrent)
+    record = registry.reopen(run_id)  # queued at once, so the page shows it and a second click is refused
+    return _start_training_process(record, ["--resume", run_id, "--run-id", run_id], registry)
+
+
+def _refuse_when_busy(registry: RunRegistry, allow_concurrent: bool) -> None:
+    active = registry.running()
+    if active is not None and not allow_concurrent:
+        raise RunBusyError(f"run {active.id} is {active.status}; cancel it or wait for it to end before starting another")
+
+
+def _start_training_process(record: RunRecord, fit_arguments: list[str], registry: RunRegistry) -> RunRecord:
+    """Start `python -m training fit <fit_arguments>` for the queued `record` in its own process
+    session, appending to its run.log; keep its pid in launch.json and watch it."""
+    folder = Path(record.folder)
+    command = [sys.executable, "-m", "training", "fit", *fit_arguments]
     env = {
         **os.environ, "PYTHONUNBUFFERED": "1",
         # The child must write to this registry and workspace, whatever its defaults would resolve to.
@@ -315,17 +343,22 @@ def metrics_frame(folder: str | Path) -> pd.DataFrame:
     Columns: `epoch` (1-based, as the progress text counts), `step` (the last of the epoch), then
     every logged metric, each epoch's last value: train/loss, val/loss, val/mean_macro_f1,
     val/<head>/acc, val/<head>/macro_f1, train/<head>/...; learning-rate columns are dropped.
-    A missing or empty file gives an empty frame with `epoch` and `step`; a half-written last
-    line is skipped or read as missing values.
+    A resumed run's earlier attempts (metrics.until-*.csv) come first; where attempts overlap,
+    the latest attempt's epoch wins. A missing or empty file gives an empty frame with `epoch`
+    and `step`; a half-written last line is skipped or read as missing values.
     """
     empty = pd.DataFrame({"epoch": pd.Series(dtype=int), "step": pd.Series(dtype=int)})
-    try:
-        raw = pd.read_csv(run_paths(Path(folder))["metrics"], on_bad_lines="skip")
-    except (FileNotFoundError, pd.errors.EmptyDataError):
+    attempts = []
+    for path in [*sorted(Path(folder).glob(EARLIER_METRICS)), run_paths(Path(folder))["metrics"]]:
+        try:
+            attempt = pd.read_csv(path, on_bad_lines="skip")
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            continue
+        if {"epoch", "step"} <= set(attempt.columns):
+            attempts.append(attempt)
+    if not attempts:
         return empty
-    if not {"epoch", "step"} <= set(raw.columns):
-        return empty
-    raw = raw.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
+    raw = pd.concat(attempts, ignore_index=True).apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
     raw = raw.drop(columns=[column for column in raw.columns if column.startswith("lr-")])
     if raw.empty:
         return empty

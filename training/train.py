@@ -51,6 +51,9 @@ PROGRESS_FILE = "progress.json"
 RUN_ID_ENV = "FASHION_TAGGER_RUN_ID"
 
 
+EARLIER_METRICS = "metrics.until-*.csv"  # a resumed run's earlier attempts' metrics.csv, oldest first by name
+
+
 def run_paths(folder: Path) -> dict[str, Path]:
     """The files of a run folder, by name."""
     return {
@@ -63,6 +66,7 @@ def run_paths(folder: Path) -> dict[str, Path]:
         "progress": folder / PROGRESS_FILE,
         "evaluation": folder / "evaluation",
         "log": folder / "run.log",
+        "tensorboard": folder / "tensorboard",
         "corrections": folder / "corrections.json",
     }
 
@@ -217,16 +221,17 @@ def _train_counts(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema, s
 
 
 def _trainer(cfg: TrainConfig, folder: Path, callbacks: list[Callback]) -> tuple[L.Trainer, ModelCheckpoint]:
-    metrics = run_paths(folder)["metrics"]
+    paths = run_paths(folder)
+    metrics = paths["metrics"]
     if metrics.exists():  # a resumed run: CSVLogger would delete the earlier epochs' rows
-        os.replace(metrics, metrics.with_name(f"metrics.until-{time.strftime('%Y%m%d-%H%M%S')}.csv"))
+        os.replace(metrics, metrics.with_name(EARLIER_METRICS.replace("*", time.strftime("%Y%m%d-%H%M%S"))))
     # Expected: the run folder already holds config.json and schema.json, and a resumed run's
     # checkpoints folder its earlier checkpoints.
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     mode = cfg.monitor_mode
     checkpoint = ModelCheckpoint(
-        dirpath=run_paths(folder)["checkpoints"], filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+        dirpath=paths["checkpoints"], filename="epoch{epoch:03d}", auto_insert_metric_name=False,
         monitor=cfg.monitor, mode=mode, save_top_k=1, save_last=True,
     )
     trainer = L.Trainer(
@@ -235,7 +240,7 @@ def _trainer(cfg: TrainConfig, folder: Path, callbacks: list[Callback]) -> tuple
         precision=resolve_precision(cfg), max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip,
         callbacks=[checkpoint, EarlyStopping(cfg.monitor, patience=cfg.patience, mode=mode),
                    LearningRateMonitor("step"), *callbacks],
-        logger=[CSVLogger(folder, name="", version=""), TensorBoardLogger(folder, name="tensorboard", version="")],
+        logger=[CSVLogger(folder, name="", version=""), TensorBoardLogger(folder, name=paths["tensorboard"].name, version="")],
         log_every_n_steps=1, enable_model_summary=False,
     )
     return trainer, checkpoint
