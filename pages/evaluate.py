@@ -16,7 +16,7 @@ from core.evaluation import (
 from core.label_issues import ISSUES_FILE, read_label_issues
 from dashboard import charts
 from dashboard.datasets import open_catalogue, thumbnail
-from dashboard.runs import training_curves
+from dashboard.runs import EVALUATE_RUN_KEY, training_curves
 from training.crossval import list_crossvals
 from training.launcher import metrics_frame
 from training.registry import RunRecord, RunRegistry
@@ -52,7 +52,7 @@ def evaluated_runs() -> dict[str, RunRecord]:
 def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation, str]:
     """The run, its evaluation and the head the page shows; returns (record, evaluation, head)."""
     left, middle = st.columns([3, 2])
-    run_id = left.selectbox("Run", list(runs), key="evaluate.run",
+    run_id = left.selectbox("Run", list(runs), key=EVALUATE_RUN_KEY,
                             format_func=lambda i: f"{i} · {runs[i].status} · {runs[i].config.get('backbone')}")
     record = runs[run_id]
     names = evaluation_names(record.folder)

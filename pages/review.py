@@ -21,6 +21,7 @@ from core.review import (
     FILTERS, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label, reviewed_count,
 )
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
+from dashboard.runs import REVIEW_RUN_KEY
 from training.checkpoints import checkpoint_path, has_checkpoint, load_predictor
 from training.crossval import list_crossvals
 from training.launcher import EvaluationJob, evaluation_job, launch_evaluation, log_tail
@@ -85,7 +86,7 @@ def choose_run() -> RunRecord | None:
         st.info("No finished run yet: the model's proposals come from a trained run.")
         st.page_link("../pages/train.py", label="Train a model", icon=":material/model_training:")
         return None
-    run_id = st.selectbox("Model (a finished run's best checkpoint)", list(runs), key="review.run",
+    run_id = st.selectbox("Model (a finished run's best checkpoint)", list(runs), key=REVIEW_RUN_KEY,
                           format_func=lambda i: f"{i} · {runs[i].config.get('backbone')} · "
                                                 f"{runs[i].best_metric_name} {runs[i].best_metric or 0:.3f}")
     return runs[run_id]

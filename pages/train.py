@@ -10,7 +10,7 @@ from core.data.schema import RARE_POLICIES
 from core.losses import IMBALANCE_STRATEGIES
 from core.model import LOSSES, SCHEDULERS
 from dashboard.datasets import current_catalogue
-from dashboard.runs import training_curves
+from dashboard.runs import open_run_buttons, training_curves
 from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, TrainConfig
 from training.launcher import (
     RESUMABLE, LaunchError, cancel_run, estimate, format_duration, launch_run, metrics_frame, resume_run, run_status,
@@ -217,6 +217,7 @@ def finished_summary(record) -> None:
     paths = run_paths(folder)
     present = [paths[name] for name in RUN_FILES if paths[name].exists()] + sorted(paths["checkpoints"].glob("*.ckpt"))
     st.caption(f"Files in `{folder}`: " + ", ".join(f"`{path.relative_to(folder)}`" for path in present))
+    open_run_buttons(record.id)
 
 
 def curves(record) -> None:

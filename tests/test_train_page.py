@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -197,3 +198,17 @@ def test_start_runs_a_tiny_model_that_ends_finished_with_its_summary(registry, d
     assert summary.loc["usage", "macro_f1"] == pytest.approx(record.metrics["heads"]["usage"]["macro_f1"])
     assert runs["status"].tolist() == ["finished"]
     assert len(at.get("plotly_chart")) == 3  # loss, accuracy and macro-F1 curves
+
+    # A newer finished run (a copy) is what Evaluate and Review would show first; the buttons open this one.
+    twin = registry.create(record.config)
+    shutil.copytree(record.folder, twin.folder, dirs_exist_ok=True)
+    registry.mark_running(twin.id, os.getpid(), device="cpu", weights=record.weights)
+    registry.mark_finished(twin.id, record.best_metric, record.best_metric_name, record.metrics, record.timings)
+    for label, page, key in (("Evaluate this run", "Evaluate", "evaluate.run"),
+                             ("Review with this model", "Review", "review.run")):
+        at = train_page()
+        at.selectbox(key="train_run_id").set_value(record.id).run()
+        next(button for button in at.button if button.label == label).click().run()
+        assert not at.exception, at.exception
+        assert at.title[0].value == page
+        assert at.selectbox(key=key).value == record.id
