@@ -242,9 +242,10 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     heads = list(record.config["heads"])
     schema = predictor_of(record).schema
     chosen, predicted, new_values = {}, {}, st.session_state.setdefault("review.new_values", {})
+    reviewer_values = store.values(catalogue.root)
     with labels:
         for head in heads:
-            vocabulary = [*head_values(catalogue, head), *store.values(catalogue.root, head)]
+            vocabulary = [*head_values(catalogue, head), *reviewer_values[head]]
             offered = choices(schema.classes[head], vocabulary, current[head])
             extra = new_values.get((item.item, head))
             if extra is not None:

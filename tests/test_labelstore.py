@@ -183,15 +183,15 @@ def test_mark_skipped_then_not_product(store, items):
     assert_history_consistent(store, list(items.values()))
 
 
-def test_values_are_the_labels_reviewers_gave_a_head_on_the_dataset(store, catalogue, items, tmp_path):
-    assert store.values(catalogue, "baseColour") == []
+def test_values_are_the_labels_reviewers_gave_each_head_on_the_dataset(store, catalogue, items, tmp_path):
+    assert store.values(catalogue) == {head: [] for head in HEADS}
     store.review(items[SHIRT_ID], {"baseColour": "Teal", "usage": "Casual"}, "ann", new_values=["baseColour"])
     store.review(items[JEANS_ID], {"baseColour": "Blue"}, "bob")
-    assert store.values(catalogue, "baseColour") == ["Blue", "Teal"]
-    assert store.values(catalogue.root, "usage") == ["Casual"]
-    assert store.values(tmp_path / "another-dataset", "baseColour") == []
-    with pytest.raises(ValueError, match="unknown head"):
-        store.values(catalogue, "colour")
+    given = store.values(catalogue.root)
+    assert list(given) == list(HEADS)
+    assert given["baseColour"] == ["Blue", "Teal"] and given["usage"] == ["Casual"]
+    assert given["gender"] == []  # no reviewer set it
+    assert store.values(tmp_path / "another-dataset") == {head: [] for head in HEADS}
 
 
 def test_undo_walks_back_through_the_reviewers_own_actions(store, items):

@@ -168,7 +168,7 @@ def test_a_new_value_needs_the_confirmation_then_joins_the_vocabulary(run):
     assert not at.exception, at.exception
     history = LabelStore().history(item)
     assert history.loc[history["field"] == "baseColour", ["new", "kind"]].values.tolist() == [["Teal", "new_value"]]
-    assert "Teal" in LabelStore().values(catalogue.root, "baseColour")
+    assert "Teal" in LabelStore().values(catalogue.root)["baseColour"]
 
 
 def test_label_issue_queue_of_one_head_follows_the_ranking(run):
