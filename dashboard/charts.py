@@ -104,8 +104,9 @@ def confusion_heatmap(view, normalised: bool, title: str) -> go.Figure:
     )
     figure.update_layout(
         title=title, height=row_px * k + 280, margin={"t": 60},
-        xaxis={"title": "predicted", "type": "category", "tickangle": -60},
-        yaxis={"title": "true", "type": "category", "autorange": "reversed"},
+        # Fixed ranges: autorange would pad around the cells for the markers' size.
+        xaxis={"title": "predicted", "type": "category", "tickangle": -60, "range": [-0.5, k - 0.5]},
+        yaxis={"title": "true", "type": "category", "range": [k - 0.5, -0.5]},  # the first class on top
     )
     return figure
 

@@ -261,6 +261,8 @@ def test_heatmap_cells_and_png():
     np.testing.assert_allclose(heatmap.z, view.rates)
     assert list(zip(cells.y, cells.x))[1] == ("a", "b")  # row-major: (true, predicted)
     np.testing.assert_allclose(np.asarray(cells.customdata)[:, 0], view.counts.ravel())
+    k = len(view.classes)  # the cells fill the plot, the first true class on top
+    assert list(figure.layout.xaxis.range) == [-0.5, k - 0.5] and list(figure.layout.yaxis.range) == [k - 0.5, -0.5]
     png = Image.open(io.BytesIO(charts.confusion_png(view, normalised=False, title="usage: rows")))
     assert png.format == "PNG" and png.width > 3 * 26 and png.height > 3 * 26
     bigger = ConfusionView(classes=list("abcdef"), counts=np.eye(6, dtype=int), grouped=[])
