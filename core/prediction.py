@@ -55,6 +55,21 @@ class FilePrediction:
             head: [{"label": guess.label, "p": guess.p} for guess in guesses]
             for head, guesses in (self.predictions or {}).items()}}
 
+    def as_row(self, heads: Sequence[str]) -> dict[str, str | float]:
+        """One flat row (`row_columns(heads)`): the path, each head's top label and its p ("" for
+        both when the file was not read), and the error ("" when it was)."""
+        row: dict[str, str | float] = {"path": self.path}
+        for head in heads:
+            guesses = (self.predictions or {}).get(head)
+            row[head], row[f"{head}_p"] = (guesses[0].label, guesses[0].p) if guesses else ("", "")
+        row["error"] = self.error or ""
+        return row
+
+
+def row_columns(heads: Sequence[str]) -> list[str]:
+    """The columns of FilePrediction.as_row: path, <head>, <head>_p for each head, error."""
+    return ["path", *[column for head in heads for column in (head, f"{head}_p")], "error"]
+
 
 class Predictor:
     """A trained TaggerModule and its label schema, ready to tag images.

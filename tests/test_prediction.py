@@ -14,13 +14,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from core import workspace
 from core.images import open_rgb
-from core.prediction import FilePrediction, Guess, Predictor, expand_paths
+from core.prediction import FilePrediction, Guess, Predictor, expand_paths, row_columns
 from conftest import REPO, tiny_run_workspace
 from core.transforms import data_config, eval_transform
 from test_images import PHOTO, jpeg_bytes, patched_jpeg_size
@@ -192,6 +193,18 @@ def test_file_prediction_as_json_has_exactly_its_keys():
     assert bad.as_json() == {"path": "b.txt", "error": "b.txt: not an image"}
 
 
+def test_file_prediction_as_row_is_flat_with_the_top_label_per_head():
+    heads = ("gender", "usage")
+    assert row_columns(heads) == ["path", "gender", "gender_p", "usage", "usage_p", "error"]
+    good = FilePrediction("a.jpg", predictions={"gender": [Guess("Men", 0.75), Guess("Women", 0.25)],
+                                                "usage": [Guess("Casual", 0.5)]})
+    assert good.as_row(heads) == {"path": "a.jpg", "gender": "Men", "gender_p": 0.75, "usage": "Casual",
+                                  "usage_p": 0.5, "error": ""}
+    bad = FilePrediction("b.txt", error="b.txt: not an image")
+    assert bad.as_row(heads) == {"path": "b.txt", "gender": "", "gender_p": "", "usage": "", "usage_p": "",
+                                 "error": "b.txt: not an image"}
+
+
 def test_expand_paths_keeps_files_and_expands_folders_to_their_images(tmp_path):
     folder = tmp_path / "photos"
     (folder / "b" / "deeper").mkdir(parents=True)
@@ -235,6 +248,28 @@ def test_cli_predict_a_folder_reads_its_images(run, demo, tmp_path, in_workspace
     expected = [tmp_path / "shop" / name for name in ("new/p1.jpg", "new/p2.jpg", "p0.jpg")]  # sorted by path
     assert [line["path"] for line in lines] == list(map(str, expected))
     assert all(set(line) == {"path", "predictions"} for line in lines)
+
+
+def test_cli_predict_csv_writes_a_row_per_image_matching_the_json(run, demo, tmp_path, in_workspace, capsys):
+    photos = [shutil.copy(photo, tmp_path / f"p{index}.jpg") for index, photo in enumerate(demo_photos(demo, 2))]
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    table = tmp_path / "tags.csv"
+    assert cli(["predict", run.record.id, str(tmp_path), "--json", "--csv", str(table), "--batch-size", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = pd.read_csv(table, keep_default_na=False)
+    assert list(rows.columns) == row_columns(run.cfg.heads)
+    assert rows["path"].tolist() == [str(tmp_path / "broken.jpg"), *map(str, photos)] == [line["path"] for line in lines]
+    assert rows["error"].iloc[0] == lines[0]["error"] and rows["gender"].iloc[0] == ""
+    for (_, row), line in zip(rows.iloc[1:].iterrows(), lines[1:]):
+        assert row["error"] == ""
+        for head in run.cfg.heads:
+            top = line["predictions"][head][0]
+            assert row[head] == top["label"] and float(row[f"{head}_p"]) == pytest.approx(top["p"])
+
+
+def test_cli_predict_csv_into_a_missing_folder_fails_before_loading(run, tmp_path, in_workspace, capsys):
+    assert cli(["predict", run.record.id, str(tmp_path), "--csv", str(tmp_path / "no" / "tags.csv")]) == 2
+    assert capsys.readouterr().err == f"error: --csv: the folder {tmp_path / 'no'} does not exist\n"
 
 
 def test_cli_predict_prints_a_block_per_image(run, demo, tmp_path, in_workspace, capsys):

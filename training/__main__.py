@@ -5,13 +5,15 @@
     python -m training runs [--json]
     python -m training show RUN_ID [--json]
     python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--json]
-    python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32] [--json]
+    python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32] [--json] [--csv FILE]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
 the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate).
 `predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
 [{"label", "p"}, ...]}} or {"path", "error"}; it exits 0 when at least one image was read, else 1.
+`predict --csv FILE` also writes a row per image, line by line: path, <head>, <head>_p (the top
+label and its p) for each head, error.
 User errors (bad config value, unknown run, bad dataset) print `error: ...` and exit 2; a run
 that fails exits 1 after recording the error in the registry.
 """
@@ -19,8 +21,11 @@ that fails exits 1 after recording the error in the registry.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import json
 import sys
+from pathlib import Path
 
 from core.data import CatalogueError
 from core.images import ACCEPTED_EXTENSIONS
@@ -58,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3, help="labels per head (default 3)")
     predict.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line, nothing else")
+    predict.add_argument("--csv", metavar="FILE", help="also write one row per image to FILE: path, each head's top "
+                                                       "label and p, error (written as batches finish)")
     crossval = commands.add_parser("crossval", help="out-of-sample probabilities for every row (K models) and label issues")
     crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
     crossval.add_argument("--data", help="dataset folder, as for fit")
@@ -154,13 +161,15 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from core.prediction import expand_paths
+    from core.prediction import expand_paths, row_columns
     from training.checkpoints import load_predictor
     from training.registry import RunRegistry
 
     for option, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
         if value < 1:  # checked before the model loads: a typo fails at once
             raise ValueError(f"{option} must be at least 1, got {value}")
+    if args.csv and not Path(args.csv).resolve().parent.is_dir():
+        raise ValueError(f"--csv: the folder {Path(args.csv).resolve().parent} does not exist")
     record = RunRegistry().get(args.run_id)
     try:
         predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id)
@@ -172,10 +181,19 @@ def predict(args: argparse.Namespace) -> int:
         print(f"error: no image files ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(args.paths)}", file=sys.stderr)
         return 1
     read = 0
-    for result in predictor.iter_predict_files(paths, args.top_k, args.batch_size):
-        read += result.error is None
-        print(json.dumps(result.as_json()) if args.json else describe_prediction(result), flush=True)
+    with contextlib.ExitStack() as stack:
+        rows = None
+        if args.csv:
+            rows = csv.DictWriter(stack.enter_context(open(args.csv, "w", newline="", buffering=1)), row_columns(predictor.heads))
+            rows.writeheader()
+        for result in predictor.iter_predict_files(paths, args.top_k, args.batch_size):
+            read += result.error is None
+            print(json.dumps(result.as_json()) if args.json else describe_prediction(result), flush=True)
+            if rows is not None:
+                rows.writerow(result.as_row(predictor.heads))
     summary = f"run {record.id}, checkpoint {predictor.checkpoint}: {read:,} of {len(paths):,} images read"
+    if args.csv:
+        summary += f"; rows in {args.csv}"
     print(summary, file=sys.stderr if args.json else sys.stdout)
     return 0 if read else 1
 
