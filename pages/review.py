@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from streamlit_shortcuts import add_shortcuts
 
 from core import workspace
 from core.corrections import export_dataset
@@ -22,6 +21,7 @@ from core.review import (
 )
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
 from dashboard.runs import REVIEW_RUN_KEY
+from dashboard.shortcuts import keyboard_shortcuts
 from training.checkpoints import checkpoint_path, has_checkpoint, load_predictor
 from training.crossval import list_crossvals
 from training.launcher import EvaluationJob, evaluation_job, launch_evaluation, log_tail
@@ -284,7 +284,7 @@ def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], 
                                     help=f"Drop it from the catalogue and from training · {SHORTCUTS['review_not_product']}")
     undo = columns[5].button("Undo", key="review_undo", disabled=disabled,
                              help=f"Undo your last decision · {SHORTCUTS['review_undo']}")
-    add_shortcuts(**SHORTCUTS)
+    keyboard_shortcuts(**SHORTCUTS)
     st.caption("Enter your name in the sidebar to record decisions." if disabled else
                "Keys: Ctrl+Enter save & next · Ctrl+← / Ctrl+→ previous / next · Ctrl+↓ skip · "
                "Ctrl+X not a product · Ctrl+Z undo")
