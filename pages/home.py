@@ -2,7 +2,9 @@
 
 import streamlit as st
 
+from core.corrections import corrections_snapshot
 from dashboard.datasets import current_catalogue
+from dashboard.labels import label_store
 from training.registry import RunRegistry
 
 STATUS_ICONS = {
@@ -31,6 +33,21 @@ def recent_runs(limit: int = 5) -> None:
         st.caption("No training runs yet.")
     st.page_link("../pages/train.py", label="Train a model", icon=":material/model_training:")
     st.page_link("../pages/evaluate.py", label="Evaluate a run", icon=":material/analytics:")
+
+
+def reviewed_labels(catalogue) -> None:
+    """What reviewers decided on the open dataset: what the next run trains on, or an export writes."""
+    st.subheader("Reviewed labels")
+    snapshot = corrections_snapshot(label_store(), catalogue.root)
+    counts = {"Corrected rows": len(snapshot["overrides"]), "Not a product": len(snapshot["dropped"]),
+              "New photos labelled": len(snapshot["extra"])}
+    if not any(counts.values()):
+        st.caption("No corrections yet: review doubtful rows and new photos on the Review page.")
+    else:
+        for column, (label, count) in zip(st.columns(len(counts)), counts.items()):
+            column.metric(label, f"{count:,}")
+        st.caption("A run trains on them with “Train on reviewed labels” (Train page); Review → Export writes "
+                   "them out as a corrected catalogue.")
     st.page_link("../pages/review.py", label="Review photos and labels", icon=":material/fact_check:")
 
 
@@ -48,6 +65,7 @@ def main() -> None:
     cleaning_report(catalogue.report)
     st.page_link("../pages/explore.py", label="Explore the catalogue", icon=":material/query_stats:")
     recent_runs()
+    reviewed_labels(catalogue)
 
 
 main()

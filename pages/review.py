@@ -20,6 +20,7 @@ from core.review import (
     FILTERS, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label, reviewed_count,
 )
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
+from dashboard.labels import label_store
 from dashboard.runs import REVIEW_RUN_KEY
 from dashboard.shortcuts import keyboard_shortcuts
 from training.checkpoints import checkpoint_path, has_checkpoint, load_predictor
@@ -34,11 +35,6 @@ SHORTCUTS = {"review_save": "ctrl+enter", "review_previous": "ctrl+arrowleft", "
              "review_skip": "ctrl+arrowdown", "review_not_product": "ctrl+x", "review_undo": "ctrl+z"}
 TOP_K = 3
 LOW_CONFIDENCE = 0.5  # a proposal below this probability is marked "unsure": look twice
-
-
-@st.cache_resource
-def label_store() -> LabelStore:
-    return LabelStore()
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)

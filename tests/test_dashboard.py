@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.profile import filter_rows
+from core.labelstore import NOT_PRODUCT, LabelStore
 
 from conftest import REPO
 
@@ -205,3 +206,26 @@ def test_home_and_explore_on_the_real_sample(real_sample, tmp_path, monkeypatch)
     bars = chart_specs(at)[0]["data"][0]
     assert bars["y"][0] == "Tshirts" and bars["y"][-1] == "(others)"
     assert sum(values(bars["x"])) == 11882
+
+
+def test_home_counts_the_reviewed_labels_of_the_open_dataset(on_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "workspace"))  # a label store of its own
+    monkeypatch.setenv(workspace.DATA_ENV, str(on_demo))
+    at = app()
+    assert "No corrections yet" in " ".join(caption.value for caption in at.caption)
+
+    catalogue = load_catalogue(on_demo)
+    frame = catalogue.frame
+    store = LabelStore()
+    first, second, third = store.add_catalogue_items(catalogue, frame["id"].iloc[:3], "ann")
+    other_colour = next(value for value in frame["baseColour"].dropna().unique() if value != first.baseline["baseColour"])
+    store.review(first.item, {"baseColour": other_colour}, "ann")  # corrected
+    store.review(second.item, {}, "ann")  # accepted as it is: not a correction
+    store.mark(third.item, NOT_PRODUCT, "ann")
+    photo = store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[3]}.jpg").read_bytes(), "new.jpg", "ann")
+    store.review(photo.item, {"gender": "Men"}, "ann")
+    store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[4]}.jpg").read_bytes(), "later.jpg", "ann")
+
+    at = app()
+    metrics = metric_values(at)
+    assert (metrics["Corrected rows"], metrics["Not a product"], metrics["New photos labelled"]) == ("1", "1", "1")
