@@ -98,6 +98,11 @@ class Predictor:
         self.transform = eval_transform(data_config(module.net.backbone, image_size))
 
     @property
+    def device(self) -> torch.device:
+        """Where the module's weights are; inputs go there."""
+        return next(self.module.parameters()).device
+
+    @property
     def decode_side(self) -> int:
         """Longest side files are decoded to before preprocessing."""
         return DECODE_SCALE * self.image_size
@@ -112,7 +117,7 @@ class Predictor:
             if not isinstance(image, Image.Image):
                 raise TypeError(f"images[{index}] is a {type(image).__name__}, not a PIL image")
         chunks: dict[str, list[np.ndarray]] = {head: [] for head in self.heads}
-        device = next(self.module.parameters()).device
+        device = self.device
         step = min(batch_size, CPU_FORWARD_BATCH) if device.type == "cpu" else batch_size
         with torch.inference_mode():
             for start in range(0, len(images), step):

@@ -26,7 +26,7 @@ from conftest import REPO, tiny_run_workspace
 from core.transforms import data_config, eval_transform
 from test_images import PHOTO, jpeg_bytes, patched_jpeg_size
 from training.__main__ import main as cli
-from training.checkpoints import load_predictor
+from training.checkpoints import load_predictor, predict_device
 from training.config import TrainConfig
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
@@ -235,7 +235,7 @@ def test_cli_predict_json_prints_one_line_per_input(run, demo, tmp_path):
         assert guesses[0]["p"] >= guesses[1]["p"]
     assert bad == {"path": str(tmp_path / "bad.txt"), "error": f"{tmp_path / 'bad.txt'}: not an image, or a format "
                                                               "that cannot be read (accepted: JPEG, PNG, WEBP, AVIF)"}
-    assert f"run {run.record.id}, checkpoint best.ckpt: 1 of 2 images read" in done.stderr
+    assert f"run {run.record.id}, checkpoint best.ckpt, on cpu: 1 of 2 images read" in done.stderr
 
 
 def test_cli_predict_a_folder_reads_its_images(run, demo, tmp_path, in_workspace, capsys):
@@ -267,6 +267,18 @@ def test_cli_predict_csv_writes_a_row_per_image_matching_the_json(run, demo, tmp
             assert row[head] == top["label"] and float(row[f"{head}_p"]) == pytest.approx(top["p"])
 
 
+def test_predict_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused(run, tmp_path, in_workspace, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert predict_device("auto") == torch.device("cpu") == load_predictor(run.record.folder, device="auto").device
+    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda, got 'gpu'"):
+        predict_device("gpu")
+    assert cli(["predict", run.record.id, str(tmp_path), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == "error: device cuda: torch sees no CUDA GPU on this machine; use cpu or auto\n"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert predict_device("auto") == predict_device("cuda") == torch.device("cuda")
+
+
 def test_cli_predict_csv_into_a_missing_folder_fails_before_loading(run, tmp_path, in_workspace, capsys):
     assert cli(["predict", run.record.id, str(tmp_path), "--csv", str(tmp_path / "no" / "tags.csv")]) == 2
     assert capsys.readouterr().err == f"error: --csv: the folder {tmp_path / 'no'} does not exist\n"
@@ -281,7 +293,7 @@ def test_cli_predict_prints_a_block_per_image(run, demo, tmp_path, in_workspace,
     assert [line.split()[0] for line in lines[1:8]] == list(run.cfg.heads)
     assert all(len(line.split()) == 3 and 0 <= float(line.split()[2]) <= 1 for line in lines[1:8])
     assert lines[8:] == [str(tmp_path / "empty.png"), f"  error: {tmp_path / 'empty.png'}: the file is empty (0 bytes)",
-                         f"run {run.record.id}, checkpoint best.ckpt: 1 of 2 images read"]
+                         f"run {run.record.id}, checkpoint best.ckpt, on cpu: 1 of 2 images read"]
 
 
 def test_cli_predict_with_nothing_readable_exits_1(run, tmp_path, in_workspace, capsys):

@@ -5,7 +5,8 @@
     python -m training runs [--json]
     python -m training show RUN_ID [--json]
     python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--json]
-    python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32] [--json] [--csv FILE]
+    python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32]
+                                          [--device auto|cpu|cuda] [--json] [--csv FILE]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="best (default), last, or a file in the run's checkpoints/")
     predict.add_argument("--top-k", type=int, default=3, help="labels per head (default 3)")
     predict.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    predict.add_argument("--device", default="auto", help="auto (default: a CUDA GPU when there is one, else the CPU), "
+                                                          "cpu or cuda")
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line, nothing else")
     predict.add_argument("--csv", metavar="FILE", help="also write one row per image to FILE: path, each head's top "
                                                        "label and p, error (written as batches finish)")
@@ -162,17 +165,18 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     from core.prediction import expand_paths, row_columns
-    from training.checkpoints import load_predictor
+    from training.checkpoints import load_predictor, predict_device
     from training.registry import RunRegistry
 
     for option, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
         if value < 1:  # checked before the model loads: a typo fails at once
             raise ValueError(f"{option} must be at least 1, got {value}")
+    predict_device(args.device)  # an unknown device, or cuda without a GPU, fails before the model loads
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         raise ValueError(f"--csv: the folder {Path(args.csv).resolve().parent} does not exist")
     record = RunRegistry().get(args.run_id)
     try:
-        predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id)
+        predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id, device=args.device)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -191,7 +195,8 @@ def predict(args: argparse.Namespace) -> int:
             print(json.dumps(result.as_json()) if args.json else describe_prediction(result), flush=True)
             if rows is not None:
                 rows.writerow(result.as_row(predictor.heads))
-    summary = f"run {record.id}, checkpoint {predictor.checkpoint}: {read:,} of {len(paths):,} images read"
+    summary = (f"run {record.id}, checkpoint {predictor.checkpoint}, on {predictor.device.type}: "
+               f"{read:,} of {len(paths):,} images read")
     if args.csv:
         summary += f"; rows in {args.csv}"
     print(summary, file=sys.stderr if args.json else sys.stdout)

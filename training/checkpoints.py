@@ -75,11 +75,27 @@ def load_run_module(folder: str | Path, which: str = "best") -> tuple[TaggerModu
     return module.eval(), cfg, schema
 
 
-def load_predictor(folder: str | Path, which: str = "best", run_id: str | None = None) -> Predictor:
-    """A Predictor over the run's checkpoint `which` (see `checkpoint_path`), on the CPU, at the
-    image size the run was trained at; `run_id` is kept for display."""
+PREDICT_DEVICES = ("auto", "cpu", "cuda")  # auto: the first CUDA GPU when torch sees one, else the CPU
+
+
+def predict_device(name: str) -> torch.device:
+    """The device PREDICT_DEVICES' `name` stands for here; ValueError naming the choices for an
+    unknown name, and saying what to do when "cuda" is asked for without a GPU."""
+    if name not in PREDICT_DEVICES:
+        raise ValueError(f"device must be one of {', '.join(PREDICT_DEVICES)}, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: torch sees no CUDA GPU on this machine; use cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def load_predictor(folder: str | Path, which: str = "best", run_id: str | None = None, device: str = "cpu") -> Predictor:
+    """A Predictor over the run's checkpoint `which` (see `checkpoint_path`) on `device` (see
+    `predict_device`; the dashboard keeps the CPU, leaving a GPU to training), at the image size
+    the run was trained at; `run_id` is kept for display."""
+    target = predict_device(device)
     module, cfg, schema = load_run_module(folder, which)
-    return Predictor(module, schema, cfg.image_size, run_id=run_id, checkpoint=checkpoint_path(folder, which).name)
+    return Predictor(module.to(target), schema, cfg.image_size, run_id=run_id,
+                     checkpoint=checkpoint_path(folder, which).name)
 
 
 def evaluation_name(data: str | Path | None) -> str:
