@@ -13,7 +13,8 @@ until `--mib` of photos, small enough to travel with the code (the device tool c
      seed = fp32, frozen backbone), `--steps` training steps through Lightning's Trainer:
      end to end (the run's DataLoader: cached JPEGs decoded, augmented, collated, copied) and
      model-only (the same module and Trainer fed one batch already on the device); images/s over
-     the steps after the first `--warmup`, and their ratio (target >= 0.90 for `default`).
+     the steps after the first `--warmup`, and their ratio (target >= 0.90 for `default`);
+  3. prediction (`python -m training predict`'s path, on the device): files -> top-3, images/s.
 `--accelerator cpu` runs the same on the CPU, to check the script itself.
 """
 
@@ -40,6 +41,7 @@ from core.data.catalogue import IMAGES_DIR, STYLES_FILE, load_catalogue  # noqa:
 from core.data.schema import LabelSchema  # noqa: E402
 from core.data.split import id_uniform  # noqa: E402
 from core.imagecache import build_image_cache  # noqa: E402
+from core.prediction import Predictor  # noqa: E402
 from training.config import TrainConfig, resolve_channels_last, resolve_precision, resolve_rare_min_count  # noqa: E402
 from training.train import build_datamodule, build_module, class_counts, run_split  # noqa: E402
 
@@ -123,6 +125,25 @@ def measure(recipe: str, data: Path, workspace: Path, args) -> tuple[float, floa
     return end_to_end, model_only
 
 
+def prediction_rate(data: Path, args, photos: int = 512) -> float:
+    """`python -m training predict`'s path on the device: files -> top-3 per head with the default
+    recipe's network (fp32), images/s over `photos` photos after one warm-up batch."""
+    cfg = TrainConfig.from_recipe("default").with_overrides([
+        f"data={data}", "backbone=tf_efficientnet_lite0", "pretrained=offline", f"image_size={IMAGE_SIZE}"])
+    catalogue = load_catalogue(data)
+    schema = LabelSchema.fit(catalogue.frame, rare_policy="keep", rare_min_count=0, heads=cfg.heads)
+    module, _ = build_module(cfg, schema, class_counts(schema, schema.encode(catalogue.frame)))
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    predictor = Predictor(module.to(device), schema, IMAGE_SIZE)
+    paths = [catalogue.image_path(int(product_id)) for product_id in catalogue.frame["id"].iloc[:photos]]
+    predictor.predict_files(paths[:args.batch], batch_size=args.batch)
+    _sync(device)
+    started = time.perf_counter()
+    predictor.predict_files(paths, batch_size=args.batch)
+    _sync(device)
+    return len(paths) / (time.perf_counter() - started)
+
+
 def run(args) -> None:
     data = Path(args.data)
     catalogue = load_catalogue(data)
@@ -142,6 +163,7 @@ def run(args) -> None:
     for recipe in ("default", "seed"):
         end_to_end, model_only = measure(recipe, data, workspace, args)
         print(f"{recipe:8s} {end_to_end:17,.0f} {model_only:17,.0f} {end_to_end / model_only:6.2f}")
+    print(f"\nprediction (predict's path: files -> top-3, one process, fp32): {prediction_rate(data, args):,.0f} images/s")
     shutil.rmtree(workspace, ignore_errors=True)
 
 
