@@ -9,12 +9,15 @@ corrected: the heads whose current value differs from the catalogue's).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from core.data.schema import OTHER_CLASS
+from core.labelstore import EXTERNAL, Item, LabelStore
+from core.prediction import Predictor
 
 # Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
 FILTERS = {
@@ -94,6 +97,50 @@ def next_item(order: Sequence[int], current: int | None, step: int = 1) -> int |
         return order[0]
     position = list(order).index(current) + step
     return order[position] if 0 <= position < len(order) else None
+
+
+@dataclass(frozen=True)
+class BulkAcceptance:
+    """What accept_confident did, by item id, in the order given."""
+
+    accepted: list[int]  # reviewed with the model's top label in every head
+    unsure: list[int]  # some head's top label under the threshold, or OTHER_CLASS: left for a person
+    unreadable: list[int]  # the photo could not be read: left as it was
+    threshold: float
+
+
+def accept_confident(store: LabelStore, predictor: Predictor, items: Sequence[Item], threshold: float,
+                     reviewer: str, run_id: str | None = None, batch_size: int = 32,
+                     progress: Callable[[int, int], None] | None = None) -> BulkAcceptance:
+    """Review, as the model proposes, each unreviewed new photo of `items` whose every head's top
+    label has p >= `threshold` (0..1) and is a real label (not OTHER_CLASS, a bucket of rare
+    classes); each is one store.review, logged as accepted predictions with `run_id` and p, and
+    undoable like any other.
+
+    Only new photos (EXTERNAL items) without a status are considered: a confident model that
+    disagrees with a catalogue row is a label issue for a person to see, not to accept in bulk.
+    progress(done, total) after each photo considered.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
+    current = store.current([item.item for item in items])
+    pending = [item for item in items if item.kind == EXTERNAL and current[item.item]["status"] is None]
+    accepted, unsure, unreadable = [], [], []
+    results = predictor.iter_predict_files([item.path for item in pending], top_k=1, batch_size=batch_size)
+    for done, (item, result) in enumerate(zip(pending, results), 1):
+        if result.error is not None:
+            unreadable.append(item.item)
+        elif all(guesses[0].p >= threshold and guesses[0].label != OTHER_CLASS
+                 for guesses in result.predictions.values()):
+            top = {head: (guesses[0].label, guesses[0].p) for head, guesses in result.predictions.items()}
+            store.review(item.item, {head: label for head, (label, _) in top.items()}, reviewer,
+                         run_id=run_id, predicted=top)
+            accepted.append(item.item)
+        else:
+            unsure.append(item.item)
+        if progress is not None:
+            progress(done, len(pending))
+    return BulkAcceptance(accepted, unsure, unreadable, float(threshold))
 
 
 def _check_limit(limit: int) -> None:

@@ -14,10 +14,11 @@ from core.data.catalogue import Catalogue
 from core.evaluation import VALIDATION, evaluated_dataset, evaluation_names, load_evaluation, read_report
 from core.images import ACCEPTED_EXTENSIONS, ImageRejected
 from core.label_issues import read_label_issues
-from core.labelstore import NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict
+from core.labelstore import EXTERNAL, NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict
 from core.prediction import Predictor, expand_paths
 from core.review import (
-    FILTERS, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label, reviewed_count,
+    FILTERS, accept_confident, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label,
+    reviewed_count,
 )
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
 from dashboard.labels import label_store
@@ -29,6 +30,8 @@ from training.launcher import EvaluationJob, evaluation_job, launch_evaluation, 
 from training.registry import RunRecord, RunRegistry
 
 QUEUE_KEY, CURRENT_KEY, REVIEWER_KEY = "review.queue", "review.current", "review.reviewer"
+BULK_MESSAGE_KEY = "review.bulk_message"  # what the last bulk acceptance did, shown once after its rerun
+BULK_THRESHOLD = 0.9  # default: accept a new photo when every head's proposal is at least this sure
 SOURCES = ("Photos (upload or folder)", "Catalogue: least confident first", "Catalogue: label issues")
 # Keyboard: modifier combinations, so typing in a text field never triggers an action.
 SHORTCUTS = {"review_save": "ctrl+enter", "review_previous": "ctrl+arrowleft", "review_next": "ctrl+arrowright",
@@ -220,6 +223,37 @@ def queue_view(store: LabelStore, heads: list[str]) -> tuple[list[int], pd.DataF
     return filter_items(summary, which, corrected_in), summary
 
 
+def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
+    """Accept in one go the proposals for the queue's unreviewed new photos that the model is sure
+    of in every head; the rest stay for a person."""
+    message = st.session_state.pop(BULK_MESSAGE_KEY, None)
+    if message:
+        st.success(message, icon=":material/done_all:")
+    photos = [item for item in store.items(st.session_state.get(QUEUE_KEY) or []) if item.kind == EXTERNAL]
+    if not photos:
+        return
+    with st.expander("Accept the sure ones in bulk (new photos)"):
+        threshold = st.slider("Every head's proposal at least", 0.0, 1.0, BULK_THRESHOLD, 0.01, key="review.bulk_threshold",
+                              help="A photo is accepted as proposed only when every head's top label reaches this "
+                                   "probability (and is not the rare-class bucket); the others stay unreviewed.")
+        st.caption("Each accepted photo is a decision of yours, logged as accepted proposals with their p, and "
+                   "can be undone or reviewed again like any other. Catalogue rows are never accepted in bulk.")
+        if not st.button("Accept the sure ones", key="review.bulk_accept", disabled=not reviewer,
+                         icon=":material/done_all:"):
+            return
+        bar = st.progress(0.0, text="Checking the new photos…")
+        result = accept_confident(
+            store, predictor_of(record), photos, threshold, reviewer, run_id=record.id,
+            progress=lambda done, total: bar.progress(done / total, text=f"Checking photo {done:,} of {total:,}"),
+        )
+    left = f"{len(result.unsure):,} left for you"
+    if result.unreadable:
+        left += f", {len(result.unreadable):,} unreadable"
+    st.session_state[BULK_MESSAGE_KEY] = (
+        f"Accepted {len(result.accepted):,} new photos sure to at least {threshold:.2f} in every head; {left}.")
+    st.rerun()
+
+
 def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: Item, shown: list[int],
               reviewer: str) -> None:
     position = shown.index(item.item) + 1
@@ -393,6 +427,7 @@ def main() -> None:
             st.info("Upload photos, load a folder, or load a catalogue queue to start reviewing.")
             return
         shown, _ = queue_view(store, list(record.config["heads"]))
+        bulk_accept(store, record, reviewer)
         if not shown:
             st.info("No item in this view: change the filter.")
             return

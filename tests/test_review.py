@@ -1,11 +1,18 @@
 """core.review: queue order, what each head offers and starts at, filters and navigation."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
+from core.data.catalogue import load_catalogue
+from core.data.demo import generate_demo
 from core.data.schema import OTHER_CLASS
+from core.labelstore import LabelStore
+from core.prediction import FilePrediction, Guess
 from core.review import (
-    choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label, reviewed_count,
+    accept_confident, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label,
+    reviewed_count,
 )
 
 
@@ -69,3 +76,73 @@ def test_next_item_walks_the_order_and_stops_at_the_ends():
     assert next_item(order, 4) == 8 and next_item(order, 8, -1) == 4
     assert next_item(order, 15) is None and next_item(order, 4, -1) is None
     assert next_item(order, 99) == 4 and next_item([], 4) is None
+
+
+# --- accepting confident proposals in bulk
+
+
+class ScriptedPredictor:
+    """Stands in for core.prediction.Predictor: fixed top labels per photo file name."""
+
+    def __init__(self, by_name: dict[str, dict[str, tuple[str, float]]]) -> None:
+        self.by_name, self.calls = by_name, []
+
+    def iter_predict_files(self, paths, top_k=3, batch_size=32):
+        self.calls.append([Path(path).name for path in paths])
+        for path in paths:
+            if not Path(path).is_file():
+                yield FilePrediction(str(path), error=f"{path}: no such file or folder")
+            else:
+                yield FilePrediction(str(path), predictions={
+                    head: [Guess(label, p)] for head, (label, p) in self.by_name[Path(path).name].items()})
+
+
+@pytest.fixture
+def bulk(tmp_path):
+    catalogue = load_catalogue(generate_demo(tmp_path / "demo", n=50, seed=4))
+    store = LabelStore(f"sqlite:///{tmp_path / 'labels.db'}")
+    photos = sorted((catalogue.root / "images").glob("*.jpg"))
+    for index, photo in enumerate(photos[:5]):  # new photos: the same bytes would be the same item
+        (tmp_path / f"new{index}.jpg").write_bytes(photo.read_bytes() + bytes([index]))
+    new = [store.add_image_file(catalogue.root, tmp_path / f"new{index}.jpg", "ann") for index in range(5)]
+    [row] = store.add_catalogue_items(catalogue, [int(catalogue.frame["id"].iloc[0])], "ann")
+    return store, new, row
+
+
+def test_accept_confident_reviews_only_unreviewed_new_photos_sure_in_every_head(bulk):
+    store, (sure, unsure, other, gone, decided), row = bulk
+    store.review(decided.item, {"gender": "Women"}, "bob")  # already decided: left alone
+    gone.path.unlink()  # its stored copy vanished: unreadable
+    confident = {"gender": ("Men", 0.97), "baseColour": ("Blue", 0.91)}
+    predictor = ScriptedPredictor({
+        sure.path.name: confident,
+        unsure.path.name: {"gender": ("Men", 0.99), "baseColour": ("Blue", 0.89)},  # one head under 0.9
+        other.path.name: {"gender": ("Men", 0.99), "baseColour": (OTHER_CLASS, 0.95)},  # a bucket, not a label
+    })
+    steps = []
+    result = accept_confident(store, predictor, [row, sure, unsure, other, gone, decided], 0.9, "ann",
+                              run_id="run-1", progress=lambda done, total: steps.append((done, total)))
+
+    assert (result.accepted, result.unsure, result.unreadable) == ([sure.item], [unsure.item, other.item], [gone.item])
+    assert predictor.calls == [[sure.path.name, unsure.path.name, other.path.name, gone.path.name]]  # no catalogue row
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    current = store.current([sure.item, unsure.item, other.item, gone.item, decided.item, row.item])
+    assert [current[sure.item][field] for field in ("gender", "baseColour", "status")] == ["Men", "Blue", "reviewed"]
+    assert [current[item]["status"] for item in (unsure.item, other.item, gone.item)] == [None, None, None]
+    assert current[decided.item]["gender"] == "Women" and current[row.item]["status"] is None
+    history = store.history(sure.item)
+    labels = history[history["field"].isin(["gender", "baseColour"])]
+    assert labels["kind"].tolist() == ["accept", "accept"] and set(labels["run_id"]) == {"run-1"}
+    assert sorted(labels["p"].tolist()) == pytest.approx([0.91, 0.97])
+    assert store.undo_last("ann").item == sure.item  # undoable like any decision
+    assert store.current([sure.item])[sure.item]["status"] is None
+
+
+def test_accept_confident_at_threshold_zero_takes_every_readable_proposal_and_refuses_a_bad_threshold(bulk):
+    store, new, row = bulk
+    predictor = ScriptedPredictor({item.path.name: {"usage": ("Casual", 0.2)} for item in new})
+    result = accept_confident(store, predictor, new, 0, "ann")
+    assert result.accepted == [item.item for item in new] and result.threshold == 0.0
+    for bad in (-0.1, 1.5, "0.9", True):
+        with pytest.raises(ValueError, match=f"threshold must be a probability between 0 and 1, got {bad!r}"):
+            accept_confident(store, predictor, new, bad, "ann")

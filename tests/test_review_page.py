@@ -3,6 +3,7 @@ the decisions outlive the session; bad uploads are refused one by one; a catalog
 
 from __future__ import annotations
 
+import math
 import time
 
 import pandas as pd
@@ -11,9 +12,11 @@ from streamlit.testing.v1 import AppTest
 
 from core import workspace
 from core.data.catalogue import load_catalogue
+from core.data.schema import OTHER_CLASS
 from core.label_issues import read_label_issues
 from core.labelstore import EXTERNAL_ID_BASE, LabelStore
 from core.review import label_issue_ids
+from training.checkpoints import load_predictor
 from training.launcher import evaluation_job, log_tail
 
 from conftest import REPO, tiny_run_workspace
@@ -40,6 +43,10 @@ def review_page(reviewer: str = "ana") -> AppTest:
 
 def photo(catalogue, product_id: int) -> tuple[str, bytes, str]:
     return f"{product_id}.jpg", catalogue.image_path(product_id).read_bytes(), "image/jpeg"
+
+
+def texts(elements) -> list[str]:
+    return [element.value for element in elements]
 
 
 def current_item(at: AppTest) -> int:
@@ -205,3 +212,36 @@ def test_predict_every_row_in_the_background_then_queue_from_it(run):
     at.button(key="review.load_confident").click().run()
     queue = [item.product_id for item in LabelStore().items(at.session_state["review.queue"])]
     assert sorted(queue) == sorted(catalogue.frame["id"].tolist())  # every row, not only the validation split
+
+
+def test_accept_the_sure_new_photos_in_bulk(run):
+    record, catalogue = run
+    ids = [int(i) for i in catalogue.frame["id"].iloc[-3:]]  # photos no other test here uploads
+    at = review_page()
+    at.file_uploader(key="review.uploads").set_value([photo(catalogue, i) for i in ids]).run()
+    queue = at.session_state["review.queue"]
+    assert len(queue) == 3 and progress_text(at) == "**0 of 3 reviewed**"
+    # What the run's model proposes for these photos, straight from the predictor; the threshold
+    # takes the surest photo (slider steps are 0.01) and whichever others reach it.
+    predictions = load_predictor(record.folder).predict_files([catalogue.image_path(i) for i in ids], top_k=1)
+    least = [min(guesses[0].p for guesses in result.predictions.values()) for result in predictions]
+    threshold = math.floor(max(least) * 100) / 100
+    sure = [item for item, p in zip(queue, least) if p >= threshold]
+    assert OTHER_CLASS not in {guesses[0].label for result in predictions for guesses in result.predictions.values()}
+
+    at.slider(key="review.bulk_threshold").set_value(threshold).run()
+    at.button(key="review.bulk_accept").click().run()
+    assert not at.exception, at.exception
+    assert texts(at.success) == [f"Accepted {len(sure)} new photos sure to at least {threshold:.2f} in every head; "
+                                 f"{3 - len(sure)} left for you."]
+    assert progress_text(at) == f"**{len(sure)} of 3 reviewed**"
+    current = LabelStore().current(queue)
+    for item, result in zip(queue, predictions):
+        if item in sure:
+            assert current[item]["status"] == "reviewed"
+            assert {head: current[item][head] for head in result.predictions} == {
+                head: guesses[0].label for head, guesses in result.predictions.items()}
+        else:
+            assert current[item]["status"] is None
+    at.run()
+    assert not at.success  # the message shows once
