@@ -9,8 +9,9 @@ corrected: the heads whose current value differs from the catalogue's).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,47 +100,68 @@ def next_item(order: Sequence[int], current: int | None, step: int = 1) -> int |
     return order[position] if 0 <= position < len(order) else None
 
 
+Proposal = dict[str, tuple[str, float]]  # head -> the model's top label and its p
+
+
+def top_proposals(predictor: Predictor, photos: Mapping[int, str | Path], batch_size: int = 32) -> dict[int, Proposal | str]:
+    """Per item of `photos` (item -> its photo, in order): each head's top label and p, or the
+    reason the photo could not be read."""
+    results = predictor.iter_predict_files(list(photos.values()), top_k=1, batch_size=batch_size)
+    return {item: result.error if result.error is not None else {
+                head: (guesses[0].label, guesses[0].p) for head, guesses in result.predictions.items()}
+            for item, result in zip(photos, results)}
+
+
+def least_sure(proposal: Proposal) -> float | None:
+    """How sure the model is of a whole photo: its lowest top p over the heads; None when a head's
+    top label is OTHER_CLASS (a bucket of rare classes, never a label to accept) or there is none."""
+    if not proposal or any(label == OTHER_CLASS for label, _ in proposal.values()):
+        return None
+    return min(p for _, p in proposal.values())
+
+
+def sure_enough(proposal: Proposal, threshold: float) -> bool:
+    """Whether bulk acceptance takes `proposal`: every head's top label is a real label with p >= threshold."""
+    least = least_sure(proposal)
+    return least is not None and least >= threshold
+
+
 @dataclass(frozen=True)
 class BulkAcceptance:
     """What accept_confident did, by item id, in the order given."""
 
     accepted: list[int]  # reviewed with the model's top label in every head
-    unsure: list[int]  # some head's top label under the threshold, or OTHER_CLASS: left for a person
+    unsure: list[int]  # some head under the threshold (or the rare-class bucket): left for a person
     unreadable: list[int]  # the photo could not be read: left as it was
     threshold: float
 
 
-def accept_confident(store: LabelStore, predictor: Predictor, items: Sequence[Item], threshold: float,
-                     reviewer: str, run_id: str | None = None, batch_size: int = 32,
-                     progress: Callable[[int, int], None] | None = None) -> BulkAcceptance:
-    """Review, as the model proposes, each unreviewed new photo of `items` whose every head's top
-    label has p >= `threshold` (0..1) and is a real label (not OTHER_CLASS, a bucket of rare
-    classes); each is one store.review, logged as accepted predictions with `run_id` and p, and
-    undoable like any other.
+def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
+                     threshold: float, reviewer: str, run_id: str | None = None) -> BulkAcceptance:
+    """Review, as proposed, each unreviewed new photo of `items` whose proposal (`top_proposals`)
+    is `sure_enough` at `threshold` (0..1): one store.review each, logged as accepted
+    predictions with `run_id` and p, and undoable like any other decision.
 
-    Only new photos (EXTERNAL items) without a status are considered: a confident model that
-    disagrees with a catalogue row is a label issue for a person to see, not to accept in bulk.
-    progress(done, total) after each photo considered.
+    Only new photos (EXTERNAL items) without a status, and with a proposal, are considered: a
+    confident model that disagrees with a catalogue row is a label issue for a person to see, not
+    to accept in bulk; an item decided since its proposal was made keeps that decision.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
     current = store.current([item.item for item in items])
-    pending = [item for item in items if item.kind == EXTERNAL and current[item.item]["status"] is None]
     accepted, unsure, unreadable = [], [], []
-    results = predictor.iter_predict_files([item.path for item in pending], top_k=1, batch_size=batch_size)
-    for done, (item, result) in enumerate(zip(pending, results), 1):
-        if result.error is not None:
+    for item in items:
+        proposal = proposals.get(item.item)
+        if item.kind != EXTERNAL or current[item.item]["status"] is not None or proposal is None:
+            continue
+        if isinstance(proposal, str):
             unreadable.append(item.item)
-        elif all(guesses[0].p >= threshold and guesses[0].label != OTHER_CLASS
-                 for guesses in result.predictions.values()):
-            top = {head: (guesses[0].label, guesses[0].p) for head, guesses in result.predictions.items()}
-            store.review(item.item, {head: label for head, (label, _) in top.items()}, reviewer,
-                         run_id=run_id, predicted=top)
+        elif sure_enough(proposal, threshold):
+            store.review(item.item, {head: label for head, (label, _) in proposal.items()}, reviewer,
+                         run_id=run_id, predicted=proposal)
             accepted.append(item.item)
         else:
             unsure.append(item.item)
-        if progress is not None:
-            progress(done, len(pending))
     return BulkAcceptance(accepted, unsure, unreadable, float(threshold))
 
 

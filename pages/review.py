@@ -17,8 +17,8 @@ from core.label_issues import read_label_issues
 from core.labelstore import EXTERNAL, NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict
 from core.prediction import Predictor, expand_paths
 from core.review import (
-    FILTERS, accept_confident, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label,
-    reviewed_count,
+    FILTERS, Proposal, accept_confident, choices, filter_items, label_issue_ids, least_confident_ids, next_item,
+    proposed_label, reviewed_count, sure_enough, top_proposals,
 )
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
 from dashboard.labels import label_store
@@ -31,6 +31,8 @@ from training.registry import RunRecord, RunRegistry
 
 QUEUE_KEY, CURRENT_KEY, REVIEWER_KEY = "review.queue", "review.current", "review.reviewer"
 BULK_MESSAGE_KEY = "review.bulk_message"  # what the last bulk acceptance did, shown once after its rerun
+BULK_CHECKED_KEY = "review.bulk_checked"  # (run, new photos) the user asked the model to check for bulk acceptance
+BULK_CHUNK = 64  # new photos per cached batch of proposals: the progress bar moves between them
 BULK_THRESHOLD = 0.9  # default: accept a new photo when every head's proposal is at least this sure
 SOURCES = ("Photos (upload or folder)", "Catalogue: least confident first", "Catalogue: label issues")
 # Keyboard: modifier combinations, so typing in a text field never triggers an action.
@@ -223,6 +225,31 @@ def queue_view(store: LabelStore, heads: list[str]) -> tuple[list[int], pd.DataF
     return filter_items(summary, which, corrected_in), summary
 
 
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _proposals(folder: str, stamp: int, photos: tuple[tuple[int, str, int], ...]) -> dict[int, Proposal | str]:
+    """The run's top proposals for (item, path, file stamp) photos, once per checkpoint and photos."""
+    return top_proposals(_predictor(folder, stamp), {item: path for item, path, _ in photos})
+
+
+def proposals_for(record: RunRecord, photos: list[Item]) -> dict[int, Proposal | str]:
+    """The run's top proposals for `photos`, computed (and cached) BULK_CHUNK photos at a time,
+    with a progress bar."""
+    stamps = [(item.item, str(item.path), _file_stamp(item.path)) for item in photos]
+    bar, proposals = st.empty(), {}
+    for start in range(0, len(stamps), BULK_CHUNK):
+        bar.progress(start / len(stamps), text=f"Checking the new photos: {start:,} of {len(stamps):,}")
+        proposals.update(_proposals(record.folder, _checkpoint_stamp(record), tuple(stamps[start:start + BULK_CHUNK])))
+    bar.empty()
+    return proposals
+
+
+def _file_stamp(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # gone: the proposal says so
+        return -1
+
+
 def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
     """Accept in one go the proposals for the queue's unreviewed new photos that the model is sure
     of in every head; the rest stay for a person."""
@@ -233,19 +260,28 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
     if not photos:
         return
     with st.expander("Accept the sure ones in bulk (new photos)"):
-        threshold = st.slider("Every head's proposal at least", 0.0, 1.0, BULK_THRESHOLD, 0.01, key="review.bulk_threshold",
-                              help="A photo is accepted as proposed only when every head's top label reaches this "
+        checked = (record.id, tuple(item.item for item in photos))
+        if st.session_state.get(BULK_CHECKED_KEY) != checked:
+            st.caption(f"First the model proposes labels for the queue's {len(photos):,} new photos "
+                       "(about 10 ms each on two CPU cores).")
+            if not st.button("Check the new photos", key="review.bulk_check", icon=":material/search_check:"):
+                return
+            st.session_state[BULK_CHECKED_KEY] = checked
+        proposals = proposals_for(record, photos)
+        current = store.current([item.item for item in photos])
+        open_ones = [proposals[item.item] for item in photos
+                     if current[item.item]["status"] is None and not isinstance(proposals[item.item], str)]
+        threshold = st.slider("Every head's proposal at least", 0.0, 1.0, BULK_THRESHOLD, 0.01,
+                              key="review.bulk_threshold", help="A photo is accepted as proposed only when every head's top label reaches this "
                                    "probability (and is not the rare-class bucket); the others stay unreviewed.")
+        sure = sum(sure_enough(proposal, threshold) for proposal in open_ones)
+        st.markdown(f"**{sure:,} of {len(open_ones):,}** unreviewed new photos reach {threshold:.2f} in every head.")
         st.caption("Each accepted photo is a decision of yours, logged as accepted proposals with their p, and "
                    "can be undone or reviewed again like any other. Catalogue rows are never accepted in bulk.")
-        if not st.button("Accept the sure ones", key="review.bulk_accept", disabled=not reviewer,
+        if not st.button(f"Accept {sure:,} photos", key="review.bulk_accept", disabled=not reviewer or not sure,
                          icon=":material/done_all:"):
             return
-        bar = st.progress(0.0, text="Checking the new photos…")
-        result = accept_confident(
-            store, predictor_of(record), photos, threshold, reviewer, run_id=record.id,
-            progress=lambda done, total: bar.progress(done / total, text=f"Checking photo {done:,} of {total:,}"),
-        )
+        result = accept_confident(store, photos, proposals, threshold, reviewer, run_id=record.id)
     left = f"{len(result.unsure):,} left for you"
     if result.unreadable:
         left += f", {len(result.unreadable):,} unreadable"

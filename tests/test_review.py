@@ -11,8 +11,8 @@ from core.data.schema import OTHER_CLASS
 from core.labelstore import LabelStore
 from core.prediction import FilePrediction, Guess
 from core.review import (
-    accept_confident, choices, filter_items, label_issue_ids, least_confident_ids, next_item, proposed_label,
-    reviewed_count,
+    accept_confident, choices, filter_items, label_issue_ids, least_confident_ids, least_sure, next_item,
+    proposed_label, reviewed_count, sure_enough, top_proposals,
 )
 
 
@@ -85,10 +85,9 @@ class ScriptedPredictor:
     """Stands in for core.prediction.Predictor: fixed top labels per photo file name."""
 
     def __init__(self, by_name: dict[str, dict[str, tuple[str, float]]]) -> None:
-        self.by_name, self.calls = by_name, []
+        self.by_name = by_name
 
     def iter_predict_files(self, paths, top_k=3, batch_size=32):
-        self.calls.append([Path(path).name for path in paths])
         for path in paths:
             if not Path(path).is_file():
                 yield FilePrediction(str(path), error=f"{path}: no such file or folder")
@@ -109,23 +108,37 @@ def bulk(tmp_path):
     return store, new, row
 
 
+def test_top_proposals_give_each_heads_top_label_or_the_reason_in_order(bulk):
+    _, (sure, unsure, other, gone, _), _ = bulk
+    gone.path.unlink()
+    predictor = ScriptedPredictor({sure.path.name: {"gender": ("Men", 0.97), "usage": ("Casual", 0.5)},
+                                   unsure.path.name: {"gender": ("Women", 0.6)}})
+    photos = {gone.item: gone.path, sure.item: sure.path, unsure.item: unsure.path}
+    proposals = top_proposals(predictor, photos)
+    assert list(proposals) == [gone.item, sure.item, unsure.item]
+    assert proposals[sure.item] == {"gender": ("Men", 0.97), "usage": ("Casual", 0.5)}
+    assert proposals[gone.item] == f"{gone.path}: no such file or folder"
+    assert least_sure(proposals[sure.item]) == 0.5
+    assert sure_enough(proposals[sure.item], 0.5) and not sure_enough(proposals[sure.item], 0.51)
+    bucket = {"gender": ("Men", 0.99), "usage": (OTHER_CLASS, 0.95)}
+    assert least_sure(bucket) is None and least_sure({}) is None
+    assert not sure_enough(bucket, 0.0)  # the rare-class bucket is never a label to accept
+
+
 def test_accept_confident_reviews_only_unreviewed_new_photos_sure_in_every_head(bulk):
     store, (sure, unsure, other, gone, decided), row = bulk
     store.review(decided.item, {"gender": "Women"}, "bob")  # already decided: left alone
-    gone.path.unlink()  # its stored copy vanished: unreadable
-    confident = {"gender": ("Men", 0.97), "baseColour": ("Blue", 0.91)}
-    predictor = ScriptedPredictor({
-        sure.path.name: confident,
-        unsure.path.name: {"gender": ("Men", 0.99), "baseColour": ("Blue", 0.89)},  # one head under 0.9
-        other.path.name: {"gender": ("Men", 0.99), "baseColour": (OTHER_CLASS, 0.95)},  # a bucket, not a label
-    })
-    steps = []
-    result = accept_confident(store, predictor, [row, sure, unsure, other, gone, decided], 0.9, "ann",
-                              run_id="run-1", progress=lambda done, total: steps.append((done, total)))
+    proposals = {
+        sure.item: {"gender": ("Men", 0.97), "baseColour": ("Blue", 0.91)},
+        unsure.item: {"gender": ("Men", 0.99), "baseColour": ("Blue", 0.89)},  # one head under 0.9
+        other.item: {"gender": ("Men", 0.99), "baseColour": (OTHER_CLASS, 0.95)},  # a bucket, not a label
+        gone.item: f"{gone.path}: no such file or folder",
+        decided.item: {"gender": ("Men", 0.99)},
+        row.item: {"gender": ("Men", 0.99)},  # a catalogue row: never accepted in bulk
+    }
+    result = accept_confident(store, [row, sure, unsure, other, gone, decided], proposals, 0.9, "ann", run_id="run-1")
 
     assert (result.accepted, result.unsure, result.unreadable) == ([sure.item], [unsure.item, other.item], [gone.item])
-    assert predictor.calls == [[sure.path.name, unsure.path.name, other.path.name, gone.path.name]]  # no catalogue row
-    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     current = store.current([sure.item, unsure.item, other.item, gone.item, decided.item, row.item])
     assert [current[sure.item][field] for field in ("gender", "baseColour", "status")] == ["Men", "Blue", "reviewed"]
     assert [current[item]["status"] for item in (unsure.item, other.item, gone.item)] == [None, None, None]
@@ -138,11 +151,13 @@ def test_accept_confident_reviews_only_unreviewed_new_photos_sure_in_every_head(
     assert store.current([sure.item])[sure.item]["status"] is None
 
 
-def test_accept_confident_at_threshold_zero_takes_every_readable_proposal_and_refuses_a_bad_threshold(bulk):
+def test_accept_confident_at_threshold_zero_takes_every_real_label_and_refuses_a_bad_threshold(bulk):
     store, new, row = bulk
-    predictor = ScriptedPredictor({item.path.name: {"usage": ("Casual", 0.2)} for item in new})
-    result = accept_confident(store, predictor, new, 0, "ann")
-    assert result.accepted == [item.item for item in new] and result.threshold == 0.0
+    proposals = {item.item: {"usage": ("Casual", 0.2)} for item in new}
+    proposals[new[-1].item] = {"usage": (OTHER_CLASS, 0.9)}
+    result = accept_confident(store, new, proposals, 0, "ann")
+    assert result.accepted == [item.item for item in new[:-1]] and result.unsure == [new[-1].item]
+    assert result.threshold == 0.0
     for bad in (-0.1, 1.5, "0.9", True):
         with pytest.raises(ValueError, match=f"threshold must be a probability between 0 and 1, got {bad!r}"):
-            accept_confident(store, predictor, new, bad, "ann")
+            accept_confident(store, new, proposals, bad, "ann")

@@ -229,7 +229,10 @@ def test_accept_the_sure_new_photos_in_bulk(run):
     sure = [item for item, p in zip(queue, least) if p >= threshold]
     assert OTHER_CLASS not in {guesses[0].label for result in predictions for guesses in result.predictions.values()}
 
+    at.button(key="review.bulk_check").click().run()
+    assert not at.exception, at.exception
     at.slider(key="review.bulk_threshold").set_value(threshold).run()
+    assert f"**{len(sure)} of 3** unreviewed new photos reach {threshold:.2f} in every head." in texts(at.markdown)
     at.button(key="review.bulk_accept").click().run()
     assert not at.exception, at.exception
     assert texts(at.success) == [f"Accepted {len(sure)} new photos sure to at least {threshold:.2f} in every head; "
