@@ -259,14 +259,18 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
     photos = [item for item in store.items(st.session_state.get(QUEUE_KEY) or []) if item.kind == EXTERNAL]
     if not photos:
         return
-    with st.expander("Accept the sure ones in bulk (new photos)"):
+    # Keyed, with a rerun on toggle: it stays open across reruns, and costs nothing while closed.
+    section = st.expander("Accept the sure ones in bulk (new photos)", key="review.bulk", on_change="rerun")
+    if not section.open:
+        return
+    with section:
         checked = (record.id, tuple(item.item for item in photos))
         if st.session_state.get(BULK_CHECKED_KEY) != checked:
             st.caption(f"First the model proposes labels for the queue's {len(photos):,} new photos "
                        "(about 10 ms each on two CPU cores).")
-            if not st.button("Check the new photos", key="review.bulk_check", icon=":material/search_check:"):
-                return
-            st.session_state[BULK_CHECKED_KEY] = checked
+            st.button("Check the new photos", key="review.bulk_check", icon=":material/search_check:",
+                      on_click=lambda: st.session_state.update({BULK_CHECKED_KEY: checked}))
+            return
         proposals = proposals_for(record, photos)
         current = store.current([item.item for item in photos])
         open_ones = [proposals[item.item] for item in photos

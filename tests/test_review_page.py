@@ -229,6 +229,9 @@ def test_accept_the_sure_new_photos_in_bulk(run):
     sure = [item for item, p in zip(queue, least) if p >= threshold]
     assert OTHER_CLASS not in {guesses[0].label for result in predictions for guesses in result.predictions.values()}
 
+    assert not at.get("slider")  # the section stays closed (and costs nothing) until opened
+    at.session_state["review.bulk"] = True  # open it
+    at.run()
     at.button(key="review.bulk_check").click().run()
     assert not at.exception, at.exception
     at.slider(key="review.bulk_threshold").set_value(threshold).run()
