@@ -136,32 +136,42 @@ class BulkAcceptance:
     threshold: float
 
 
+def open_proposals(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str]
+                   ) -> dict[int, Proposal | str]:
+    """The proposals bulk acceptance considers, in `items` order: those of new photos (EXTERNAL
+    items) without a status. A confident model that disagrees with a catalogue row is a label
+    issue for a person to see, not to accept in bulk; an item decided since its proposal was made
+    keeps that decision. A str proposal: the photo could not be read."""
+    current = store.current([item.item for item in items])
+    return {item.item: proposals[item.item] for item in items
+            if item.kind == EXTERNAL and current[item.item]["status"] is None and item.item in proposals}
+
+
+def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
+                 threshold: float) -> tuple[int, int]:
+    """(how many photos accept_confident would accept now, of how many open, readable ones)."""
+    readable = [proposal for proposal in open_proposals(store, items, proposals).values()
+                if not isinstance(proposal, str)]
+    return sum(sure_enough(proposal, threshold) for proposal in readable), len(readable)
+
+
 def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
                      threshold: float, reviewer: str, run_id: str | None = None) -> BulkAcceptance:
-    """Review, as proposed, each unreviewed new photo of `items` whose proposal (`top_proposals`)
-    is `sure_enough` at `threshold` (0..1): one store.review each, logged as accepted
-    predictions with `run_id` and p, and undoable like any other decision.
-
-    Only new photos (EXTERNAL items) without a status, and with a proposal, are considered: a
-    confident model that disagrees with a catalogue row is a label issue for a person to see, not
-    to accept in bulk; an item decided since its proposal was made keeps that decision.
-    """
+    """Review, as proposed, each of the `open_proposals` that is `sure_enough` at `threshold`
+    (0..1): one store.review each, logged as accepted predictions with `run_id` and p, and
+    undoable like any other decision."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
-    current = store.current([item.item for item in items])
     accepted, unsure, unreadable = [], [], []
-    for item in items:
-        proposal = proposals.get(item.item)
-        if item.kind != EXTERNAL or current[item.item]["status"] is not None or proposal is None:
-            continue
+    for item, proposal in open_proposals(store, items, proposals).items():
         if isinstance(proposal, str):
-            unreadable.append(item.item)
+            unreadable.append(item)
         elif sure_enough(proposal, threshold):
-            store.review(item.item, {head: label for head, (label, _) in proposal.items()}, reviewer,
+            store.review(item, {head: label for head, (label, _) in proposal.items()}, reviewer,
                          run_id=run_id, predicted=proposal)
-            accepted.append(item.item)
+            accepted.append(item)
         else:
-            unsure.append(item.item)
+            unsure.append(item)
     return BulkAcceptance(accepted, unsure, unreadable, float(threshold))
 
 

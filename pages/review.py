@@ -17,8 +17,8 @@ from core.label_issues import read_label_issues
 from core.labelstore import EXTERNAL, NOT_PRODUCT, SKIPPED, Item, LabelStore, UndoConflict
 from core.prediction import Predictor, expand_paths
 from core.review import (
-    FILTERS, Proposal, accept_confident, choices, filter_items, label_issue_ids, least_confident_ids, next_item,
-    proposed_label, reviewed_count, sure_enough, top_proposals,
+    FILTERS, Proposal, accept_confident, bulk_preview, choices, filter_items, label_issue_ids, least_confident_ids,
+    next_item, proposed_label, reviewed_count, top_proposals,
 )
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
 from dashboard.labels import label_store
@@ -272,14 +272,11 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
                       on_click=lambda: st.session_state.update({BULK_CHECKED_KEY: checked}))
             return
         proposals = proposals_for(record, photos)
-        current = store.current([item.item for item in photos])
-        open_ones = [proposals[item.item] for item in photos
-                     if current[item.item]["status"] is None and not isinstance(proposals[item.item], str)]
         threshold = st.slider("Every head's proposal at least", 0.0, 1.0, BULK_THRESHOLD, 0.01,
                               key="review.bulk_threshold", help="A photo is accepted as proposed only when every head's top label reaches this "
                                    "probability (and is not the rare-class bucket); the others stay unreviewed.")
-        sure = sum(sure_enough(proposal, threshold) for proposal in open_ones)
-        st.markdown(f"**{sure:,} of {len(open_ones):,}** unreviewed new photos reach {threshold:.2f} in every head.")
+        sure, readable = bulk_preview(store, photos, proposals, threshold)
+        st.markdown(f"**{sure:,} of {readable:,}** unreviewed new photos reach {threshold:.2f} in every head.")
         st.caption("Each accepted photo is a decision of yours, logged as accepted proposals with their p, and "
                    "can be undone or reviewed again like any other. Catalogue rows are never accepted in bulk.")
         if not st.button(f"Accept {sure:,} photos", key="review.bulk_accept", disabled=not reviewer or not sure,

@@ -11,8 +11,8 @@ from core.data.schema import OTHER_CLASS
 from core.labelstore import LabelStore
 from core.prediction import FilePrediction, Guess
 from core.review import (
-    accept_confident, choices, filter_items, label_issue_ids, least_confident_ids, least_sure, next_item,
-    proposed_label, reviewed_count, sure_enough, top_proposals,
+    accept_confident, bulk_preview, choices, filter_items, label_issue_ids, least_confident_ids, least_sure, next_item,
+    open_proposals, proposed_label, reviewed_count, sure_enough, top_proposals,
 )
 
 
@@ -136,7 +136,11 @@ def test_accept_confident_reviews_only_unreviewed_new_photos_sure_in_every_head(
         decided.item: {"gender": ("Men", 0.99)},
         row.item: {"gender": ("Men", 0.99)},  # a catalogue row: never accepted in bulk
     }
-    result = accept_confident(store, [row, sure, unsure, other, gone, decided], proposals, 0.9, "ann", run_id="run-1")
+    everything = [row, sure, unsure, other, gone, decided]
+    assert list(open_proposals(store, everything, proposals)) == [sure.item, unsure.item, other.item, gone.item]
+    assert bulk_preview(store, everything, proposals, 0.9) == (1, 3)  # what the page shows before accepting
+    assert bulk_preview(store, everything, proposals, 0.89) == (2, 3)
+    result = accept_confident(store, everything, proposals, 0.9, "ann", run_id="run-1")
 
     assert (result.accepted, result.unsure, result.unreadable) == ([sure.item], [unsure.item, other.item], [gone.item])
     current = store.current([sure.item, unsure.item, other.item, gone.item, decided.item, row.item])
