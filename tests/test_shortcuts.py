@@ -1,5 +1,6 @@
-"""dashboard.shortcuts: the keyboard shortcuts render, and only the one deprecation message they
-cause is kept out of the dashboard's log."""
+"""dashboard.shortcuts: the keyboard shortcuts render with their text-field guard, and only the
+one deprecation message they cause is kept out of the dashboard's log. That keys pressed in a text
+field stay with it is tested in a real browser (test_browser_review.py)."""
 
 from __future__ import annotations
 
@@ -34,5 +35,7 @@ def test_shortcuts_render_without_their_deprecation_message_and_others_still_log
         logger.removeHandler(handler)
     assert not at.exception, at.exception
     assert at.button(key="save")
-    assert any("ctrl+enter" in str(element.proto) for element in at.get("iframe"))  # the shortcut's script
+    assert any("ctrl+enter" in str(element.proto) for element in at.get("iframe"))  # the component's script
+    [guard] = at.get("html")  # the text-field guard, with the same combos
+    assert '["ctrl+enter"]' in guard.proto.body and "stopPropagation" in guard.proto.body
     assert [record.getMessage() for record in records] == ["Please replace `st.old_thing` with `st.new_thing`."]
