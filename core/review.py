@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from core.data.schema import OTHER_CLASS
-from core.labelstore import EXTERNAL, Item, LabelStore
+from core.labelstore import EXTERNAL, Action, Item, LabelStore
 from core.prediction import Predictor
 
 # Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
@@ -131,6 +131,7 @@ class BulkAcceptance:
     """What accept_confident did, by item id, in the order given."""
 
     accepted: list[int]  # reviewed with the model's top label in every head
+    actions: list[str]  # their store actions' ids, in the same order (undo_bulk takes them)
     unsure: list[int]  # some head under the threshold (or the rare-class bucket): left for a person
     unreadable: list[int]  # the photo could not be read: left as it was
     threshold: float
@@ -162,17 +163,30 @@ def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mappin
     undoable like any other decision."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
-    accepted, unsure, unreadable = [], [], []
+    accepted, actions, unsure, unreadable = [], [], [], []
     for item, proposal in open_proposals(store, items, proposals).items():
         if isinstance(proposal, str):
             unreadable.append(item)
         elif sure_enough(proposal, threshold):
-            store.review(item, {head: label for head, (label, _) in proposal.items()}, reviewer,
-                         run_id=run_id, predicted=proposal)
+            action = store.review(item, {head: label for head, (label, _) in proposal.items()}, reviewer,
+                                  run_id=run_id, predicted=proposal)
             accepted.append(item)
+            actions.append(action.action)
         else:
             unsure.append(item)
-    return BulkAcceptance(accepted, unsure, unreadable, float(threshold))
+    return BulkAcceptance(accepted, actions, unsure, unreadable, float(threshold))
+
+
+def undo_bulk(store: LabelStore, reviewer: str, actions: Collection[str]) -> list[Action]:
+    """Undo `reviewer`'s latest actions while each is one of a bulk acceptance's `actions`
+    (BulkAcceptance.actions), latest first; stops at any other action, which comes first.
+    Returns the actions undone, latest first."""
+    pending, undone = set(actions), []
+    while (latest := store.undoable(reviewer)) is not None and latest.action in pending:
+        store.undo_last(reviewer)
+        pending.discard(latest.action)
+        undone.append(latest)
+    return undone
 
 
 def _check_limit(limit: int) -> None:

@@ -18,7 +18,7 @@ from core.labelstore import EXTERNAL, NOT_PRODUCT, SKIPPED, Item, LabelStore, Un
 from core.prediction import Predictor, expand_paths
 from core.review import (
     FILTERS, Proposal, accept_confident, bulk_preview, choices, filter_items, label_issue_ids, least_confident_ids,
-    next_item, proposed_label, reviewed_count, top_proposals,
+    next_item, proposed_label, reviewed_count, top_proposals, undo_bulk,
 )
 from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
 from dashboard.labels import label_store
@@ -31,6 +31,7 @@ from training.registry import RunRecord, RunRegistry
 
 QUEUE_KEY, CURRENT_KEY, REVIEWER_KEY = "review.queue", "review.current", "review.reviewer"
 BULK_MESSAGE_KEY = "review.bulk_message"  # what the last bulk acceptance did, shown once after its rerun
+BULK_UNDO_KEY = "review.bulk_undo_actions"  # the store actions of this session's last bulk acceptance
 BULK_CHECKED_KEY = "review.bulk_checked"  # (run, new photos) the user asked the model to check for bulk acceptance
 BULK_CHUNK = 64  # new photos per cached batch of proposals: the progress bar moves between them
 BULK_THRESHOLD = 0.9  # default: accept a new photo when every head's proposal is at least this sure
@@ -256,6 +257,7 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
     message = st.session_state.pop(BULK_MESSAGE_KEY, None)
     if message:
         st.success(message, icon=":material/done_all:")
+    undo_bulk_button(store, reviewer)
     photos = [item for item in store.items(st.session_state.get(QUEUE_KEY) or []) if item.kind == EXTERNAL]
     if not photos:
         return
@@ -288,7 +290,25 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
         left += f", {len(result.unreadable):,} unreadable"
     st.session_state[BULK_MESSAGE_KEY] = (
         f"Accepted {len(result.accepted):,} new photos sure to at least {threshold:.2f} in every head; {left}.")
+    st.session_state[BULK_UNDO_KEY] = result.actions
     st.rerun()
+
+
+def undo_bulk_button(store: LabelStore, reviewer: str) -> None:
+    """Undo this session's last bulk acceptance, as far as it is still what the reviewer did last."""
+    actions = st.session_state.get(BULK_UNDO_KEY)
+    if not actions or not st.button(f"Undo the bulk acceptance ({len(actions):,} photos)", key="review.bulk_undo",
+                                    disabled=not reviewer, icon=":material/undo:"):
+        return
+    undone = {action.action for action in undo_bulk(store, reviewer, actions)}
+    left = [action for action in actions if action not in undone]
+    st.session_state[BULK_UNDO_KEY] = left
+    if left:
+        st.warning(f"Undid {len(undone):,} of {len(actions):,} photos: you decided something else since, "
+                   "and that comes first. Undo it (Ctrl+Z), then this again.")
+    else:
+        st.session_state[BULK_MESSAGE_KEY] = f"Undid the bulk acceptance: {len(undone):,} photos are unreviewed again."
+        st.rerun()
 
 
 def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: Item, shown: list[int],

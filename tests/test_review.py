@@ -12,7 +12,7 @@ from core.labelstore import LabelStore
 from core.prediction import FilePrediction, Guess
 from core.review import (
     accept_confident, bulk_preview, choices, filter_items, label_issue_ids, least_confident_ids, least_sure, next_item,
-    open_proposals, proposed_label, reviewed_count, sure_enough, top_proposals,
+    open_proposals, proposed_label, reviewed_count, sure_enough, top_proposals, undo_bulk,
 )
 
 
@@ -165,3 +165,23 @@ def test_accept_confident_at_threshold_zero_takes_every_real_label_and_refuses_a
     for bad in (-0.1, 1.5, "0.9", True):
         with pytest.raises(ValueError, match=f"threshold must be a probability between 0 and 1, got {bad!r}"):
             accept_confident(store, new, proposals, bad, "ann")
+
+
+def test_undo_bulk_walks_back_the_accepted_photos_and_stops_at_another_decision(bulk):
+    store, new, _ = bulk
+    first, second, third, fourth, _ = new
+    store.review(first.item, {"gender": "Women"}, "ann")  # by hand, before
+    proposals = {item.item: {"gender": ("Men", 0.95)} for item in (second, third, fourth)}
+    result = accept_confident(store, [second, third, fourth], proposals, 0.9, "ann")
+    assert result.accepted == [second.item, third.item, fourth.item]
+    store.review(fourth.item, {"gender": "Boys"}, "ann")  # a later decision by hand, on a bulk one
+
+    assert undo_bulk(store, "ann", result.actions) == []  # the later decision comes first
+    store.undo_last("ann")
+    undone = undo_bulk(store, "ann", result.actions)
+    assert [action.item for action in undone] == [fourth.item, third.item, second.item]
+    assert [action.action for action in undone] == result.actions[::-1]
+    current = store.current([item.item for item in new])
+    assert [current[item.item]["status"] for item in (second, third, fourth)] == [None, None, None]
+    assert current[first.item]["status"] == "reviewed" and current[first.item]["gender"] == "Women"
+    assert undo_bulk(store, "ann", result.actions) == []  # nothing of it is left to undo

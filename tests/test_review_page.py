@@ -251,3 +251,10 @@ def test_accept_the_sure_new_photos_in_bulk(run):
             assert current[item]["status"] is None
     at.run()
     assert not at.success  # the message shows once
+
+    at.button(key="review.bulk_undo").click().run()
+    assert not at.exception, at.exception
+    assert texts(at.success) == [f"Undid the bulk acceptance: {len(sure)} photos are unreviewed again."]
+    assert progress_text(at) == "**0 of 3 reviewed**"
+    assert [status["status"] for status in LabelStore().current(queue).values()] == [None, None, None]
+    assert "review.bulk_undo" not in [button.key for button in at.button]  # nothing of it left to undo
