@@ -274,9 +274,11 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
                       on_click=lambda: st.session_state.update({BULK_CHECKED_KEY: checked}))
             return
         proposals = proposals_for(record, photos)
-        threshold = st.slider("Every head's proposal at least", 0.0, 1.0, BULK_THRESHOLD, 0.01,
-                              key="review.bulk_threshold", help="A photo is accepted as proposed only when every head's top label reaches this "
-                                   "probability (and is not the rare-class bucket); the others stay unreviewed.")
+        threshold = st.slider(
+            "Every head's proposal at least", 0.0, 1.0, BULK_THRESHOLD, 0.01, key="review.bulk_threshold",
+            help="A photo is accepted as proposed only when every head's top label reaches this probability "
+                 "(and is not the rare-class bucket); the others stay unreviewed.",
+        )
         sure, readable = bulk_preview(store, photos, proposals, threshold)
         st.markdown(f"**{sure:,} of {readable:,}** unreviewed new photos reach {threshold:.2f} in every head.")
         st.caption("Each accepted photo is a decision of yours, logged as accepted proposals with their p, and "
