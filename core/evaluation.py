@@ -188,6 +188,26 @@ def filter_classes(table: pd.DataFrame, contains: str = "", min_support: int = 0
     return table[keep]
 
 
+# The images behind one class's numbers, by outcome (class_rows).
+CLASS_OUTCOMES = ("missed", "wrongly given", "right")
+
+
+def class_rows(predictions: pd.DataFrame, head: str, class_name: str, outcome: str) -> pd.DataFrame:
+    """The scored predictions behind `class_name`'s precision and recall on `head`, most confident
+    first. outcome "missed": true `class_name`, predicted another (recall's losses); "wrongly
+    given": predicted `class_name`, true another known class (precision's losses); "right": both.
+    right + missed = the class's support; right / (right + wrongly given) = its precision."""
+    if outcome not in CLASS_OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}; choose one of {', '.join(CLASS_OUTCOMES)}")
+    true, predicted = predictions[head], predictions[f"{head}_pred"]
+    keep = {
+        "missed": (true == class_name) & (predicted != class_name),
+        "wrongly given": (predicted == class_name) & true.notna() & (true != class_name),
+        "right": (true == class_name) & (predicted == class_name),
+    }[outcome]
+    return predictions[keep].sort_values(f"{head}_p", ascending=False, kind="stable")
+
+
 @dataclass(frozen=True)
 class ConfusionView:
     """A confusion matrix cut to the classes with the most support; the rest summed as OTHERS_LABEL.

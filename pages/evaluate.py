@@ -9,7 +9,7 @@ import streamlit as st
 from core.data import CatalogueError
 from core.data.profile import page_count, page_of
 from core.evaluation import (
-    VALIDATION, Evaluation, cell_rows, class_table, classes_csv, compare_classes, compare_summaries, evaluated_dataset,
+    CLASS_OUTCOMES, VALIDATION, Evaluation, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries, evaluated_dataset,
     evaluation_names, exclusion_notes, filter_classes, label_lines, load_evaluation, misclassified, report_json, summary_csv, summary_table,
     top_n_confusion, top_probabilities,
 )
@@ -81,16 +81,33 @@ def summary(record: RunRecord, evaluation: Evaluation) -> None:
                                "application/json", on_click="ignore", icon=":material/download:")
 
 
-def classes(evaluation: Evaluation, head: str) -> None:
+def classes(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     table = class_table(evaluation.report, head)
     left, right = st.columns([2, 1])
     contains = left.text_input("Class name contains", key="evaluate.class_filter")
     min_support = right.number_input("Support at least", 0, int(table["support"].max()), 0, key="evaluate.min_support")
     shown = filter_classes(table, contains, min_support)
-    st.caption(f"{len(shown)} of {len(table)} classes. Click a column header to sort.")
-    st.dataframe(shown, hide_index=True, column_config={"precision": NUMBER, "recall": NUMBER, "f1": NUMBER})
-    if not shown.empty:
-        st.plotly_chart(charts.class_f1_bars(shown, head), key="evaluate.f1_bars")
+    st.caption(f"{len(shown)} of {len(table)} classes. Click a column header to sort; select a row to see its images.")
+    event = st.dataframe(shown, hide_index=True, column_config={"precision": NUMBER, "recall": NUMBER, "f1": NUMBER},
+                         on_select="rerun", selection_mode="single-row", key=f"evaluate.class_table.{head}")
+    if shown.empty:
+        return
+    selected = event.selection.rows if event else []
+    if selected:
+        class_images(record, evaluation, head, shown["class"].iloc[selected[0]])
+    st.plotly_chart(charts.class_f1_bars(shown, head), key="evaluate.f1_bars")
+
+
+def class_images(record: RunRecord, evaluation: Evaluation, head: str, class_name: str) -> None:
+    """The images behind one class's recall and precision: missed, wrongly given, right."""
+    rows = {outcome: class_rows(evaluation.predictions, head, class_name, outcome) for outcome in CLASS_OUTCOMES}
+    first_shown = next((index for index, name in enumerate(CLASS_OUTCOMES) if len(rows[name])), 0)
+    outcome = st.radio(f"Images of **{class_name}**", CLASS_OUTCOMES, index=first_shown, horizontal=True,
+                       key=f"evaluate.outcome.{head}.{class_name}", format_func=lambda name: f"{name} ({len(rows[name]):,})",
+                       help="missed: true class, predicted another (recall's losses) · wrongly given: predicted, "
+                            "true another (precision's losses) · right: both")
+    gallery(dataset_of(record, evaluation), rows[outcome], lambda row: label_lines(row, evaluation.heads),
+            key=f"class.{head}.{class_name}.{outcome}")
 
 
 def confusion(record: RunRecord, evaluation: Evaluation, head: str) -> None:
@@ -242,7 +259,7 @@ def main() -> None:
     record, evaluation, head = choose_evaluation(runs)
     sections = {
         "Summary": partial(summary, record, evaluation),
-        "Classes": partial(classes, evaluation, head),
+        "Classes": partial(classes, record, evaluation, head),
         "Confusion": partial(confusion, record, evaluation, head),
         "Misclassified": partial(misclassified_section, record, evaluation, head),
         "Label issues": partial(label_issues, record, evaluation, head),

@@ -17,7 +17,7 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.profile import OTHERS_LABEL
 from core.data.schema import LabelSchema
-from core.evaluation import class_table, compare_summaries, load_evaluation, misclassified
+from core.evaluation import CLASS_OUTCOMES, class_rows, class_table, compare_summaries, load_evaluation, misclassified
 from training.train import run_paths
 
 from conftest import REPO, tiny_run_workspace
@@ -185,3 +185,22 @@ def test_label_issues_queue_lists_the_ranked_rows_of_the_head(run):
     first = next(c.value for c in at.caption if c.value.startswith("**"))
     top = expected.iloc[0]
     assert f"given **{top['given']}**" in first and f"suggested **{top['suggested']}**" in first
+
+
+def test_selecting_a_class_shows_the_images_behind_its_numbers(run):
+    _, evaluation = run
+    table = class_table(evaluation.report, HEAD)
+    index = int(table["support"].to_numpy().argmax())
+    name = table["class"].iloc[index]
+    at = page("Classes")
+    at.session_state[f"evaluate.class_table.{HEAD}"] = {"selection": {"rows": [index], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, at.exception
+    outcome = at.radio(key=f"evaluate.outcome.{HEAD}.{name}")
+    counts = {option: len(class_rows(evaluation.predictions, HEAD, name, option)) for option in CLASS_OUTCOMES}
+    assert counts["right"] + counts["missed"] == table["support"].iloc[index]
+    assert outcome.value == next(option for option in CLASS_OUTCOMES if counts[option])  # the first with images
+    for option in CLASS_OUTCOMES:
+        outcome.set_value(option).run()
+        expected = class_rows(evaluation.predictions, HEAD, name, option)["id"].tolist()[:24]
+        assert captioned_ids(at) == expected

@@ -22,7 +22,7 @@ from core.data.profile import OTHERS_LABEL
 from core.data.schema import IGNORE_INDEX, LabelSchema
 from core.data.split import split_catalogue
 from core.evaluation import (
-    VALIDATION, ConfusionView, cell_rows, class_table, classes_csv, compare_classes, compare_summaries,
+    VALIDATION, ConfusionView, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries,
     confusion_from_labels, evaluation_names, exclusion_notes, filter_classes, label_lines,
     load_evaluation, misclassified, report_json, row_normalised, summary_csv, summary_table, top_n_confusion,
     top_probabilities,
@@ -139,6 +139,25 @@ def test_class_table_and_its_filter(faked):
     assert set(shirts["class"]) == {name for name in table["class"] if "shirt" in name.lower()}
     big = filter_classes(table, "", min_support=10)
     assert (big["support"] >= 10).all() and len(big) == (table["support"] >= 10).sum()
+
+
+def test_class_rows_are_the_images_behind_precision_recall_and_support(faked):
+    _, evaluation, _, _ = faked
+    predictions = evaluation.predictions
+    checked = 0
+    for entry in class_table(evaluation.report, "articleType").itertuples():
+        right, missed, wrong = (len(class_rows(predictions, "articleType", entry[1], outcome))
+                                for outcome in ("right", "missed", "wrongly given"))
+        assert right + missed == entry.support
+        if right + wrong:
+            assert right / (right + wrong) == pytest.approx(entry.precision)
+            assert right / entry.support == pytest.approx(entry.recall)
+            checked += 1
+    assert checked >= 5
+    rows = class_rows(predictions, "articleType", class_table(evaluation.report, "articleType")["class"].iloc[0], "missed")
+    assert rows["articleType_p"].is_monotonic_decreasing
+    with pytest.raises(ValueError, match="unknown outcome 'all'; choose one of missed, wrongly given, right"):
+        class_rows(predictions, "articleType", "Shirts", "all")
 
 
 def test_top_n_groups_the_rest_and_row_normalises():
