@@ -1,10 +1,12 @@
 """The review queue's rules, apart from the page: which catalogue rows come first, what each head
-offers and starts at, which items a filter keeps, and where the reviewer goes next.
+offers and starts at, which items a filter keeps, where the reviewer goes next, and which new
+photos are accepted in bulk (and undone as a whole).
 
 Shapes: `predictions` is an evaluation's predictions.parquet (id, per head `<head>_p`, the top
 probability); `issues` is core.label_issues' ranking (id, head, score, is_issue, rank); `summary`
 is LabelStore.summary (index item; status None | "reviewed" | "skipped" | "not_product";
-corrected: the heads whose current value differs from the catalogue's).
+corrected: the heads whose current value differs from the catalogue's); a `Proposal` is one
+photo's top label and p per head (top_proposals).
 """
 
 from __future__ import annotations
