@@ -162,7 +162,8 @@ def live_run(record, registry: RunRegistry) -> None:
     config = record.config
     st.caption(f"{config['backbone']} · {config['image_size']} px · {config['epochs']} epochs · "
                f"batch {config['batch_size']} · {record.device or 'device not chosen yet'}")
-    has_checkpoint = run_paths(Path(record.folder))["last"].exists()
+    paths = run_paths(Path(record.folder))
+    has_checkpoint = paths["last"].exists()
     if record.status in RESUMABLE:
         record = resume_button(record, registry, has_checkpoint)
     if record.status in ACTIVE and st.button("Cancel run", key=f"cancel.{record.id}", icon=":material/stop:"):
@@ -187,7 +188,7 @@ def live_run(record, registry: RunRegistry) -> None:
             st.code(status.log_tail or "(run.log is empty)", language=None)
     curves(record)
     st.caption("Every logged metric, in TensorBoard:")
-    st.code(f"tensorboard --logdir {run_paths(Path(record.folder))['tensorboard']}", language="bash")
+    st.code(f"tensorboard --logdir {paths['tensorboard']}", language="bash")
 
 
 def resume_button(record, registry: RunRegistry, has_checkpoint: bool):

@@ -1,11 +1,12 @@
 """Start, watch and cancel training runs from the dashboard, and the numbers its Train page shows.
 
 A launched run is `python -m training fit --run-id <id> --config <folder>/launch_config.json`
-(a resumed one `fit --resume <id> --run-id <id>`) in its own process session: it outlives page reloads, closed browsers and dashboard restarts,
-and cancelling it leaves nothing of its process group behind. The registry holds the dashboard's pid while the
-run is queued, so the child's pid is kept in `<folder>/launch.json`; a thread of the launching
-process waits for the child (reaping it) and marks the run failed if it ended without reporting
-(e.g. it died before `train()` could record anything).
+(a resumed one `fit --resume <id> --run-id <id>`) in its own process session: it outlives page
+reloads, closed browsers and dashboard restarts, and cancelling it leaves nothing of its process
+group behind. The registry holds the dashboard's pid while the run is queued, so the child's pid
+is kept in `<folder>/launch.json`; a thread of the launching process waits for the child (reaping
+it) and marks the run failed if it ended without reporting (e.g. it died before `train()` could
+record anything).
 """
 
 from __future__ import annotations
