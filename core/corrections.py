@@ -21,7 +21,7 @@ import pandas as pd
 from core.data import HEADS, STYLES_COLUMNS
 from core.data.catalogue import IMAGES_DIR, STYLES_FILE, Catalogue
 from core.images import open_rgb
-from core.labelstore import EXTERNAL, NOT_PRODUCT, REVIEWED, STATUS, LabelStore, check_heads
+from core.labelstore import STATUS, ItemKind, LabelStore, ReviewStatus, check_heads
 
 CORRECTIONS_FILE = "corrections.csv"  # written next to styles.csv by export_dataset
 EXPORT_JPEG_QUALITY = 95
@@ -50,11 +50,11 @@ def corrections_snapshot(store: LabelStore, dataset: str | Path | Catalogue) -> 
     dropped: list[int] = []
     extra: list[dict[str, Any]] = []
     for found, values in store.dataset_state(dataset):
-        if found.kind == EXTERNAL:
-            if values[STATUS] == REVIEWED:
+        if found.kind == ItemKind.EXTERNAL:
+            if values[STATUS] == ReviewStatus.REVIEWED:
                 extra.append({"id": found.product_id, "path": str(found.path), "name": found.name,
                               **{head: values[head] for head in HEADS}})
-        elif values[STATUS] == NOT_PRODUCT:
+        elif values[STATUS] == ReviewStatus.NOT_PRODUCT:
             dropped.append(found.product_id)
         else:
             changed = {head: values[head] for head in HEADS if values[head] != found.baseline[head]}

@@ -1,6 +1,6 @@
 """Rank catalogue rows by how likely their label is wrong, from out-of-sample probabilities (cleanlab).
 
-Input is the predictions.parquet layout (`training.evaluate.write_evaluation`): id; per head
+Input is the predictions.parquet layout (`core.evaluation`): id; per head
 `<head>` (the given label, None where the schema ignores it) and `<head>_probs` (float [C], in
 the schema's class order). The probabilities must be out-of-sample: a run's validation
 predictions, or `python -m training crossval` for every catalogue row.
@@ -29,9 +29,7 @@ import pandas as pd
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 
-from core.data.schema import LabelSchema
 
-ISSUES_FILE = "label_issues.parquet"
 ISSUE_COLUMNS = ("id", "head", "given", "suggested", "given_p", "suggested_p", "score", "is_issue", "rank")
 SCORE_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 # bf16 predictions sum to 1 only to about 1e-2.
@@ -130,25 +128,21 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=dtypes[column]) for column in ISSUE_COLUMNS})
 
 
-def read_label_issues(folder: str | Path) -> pd.DataFrame:
-    """The ranked label issues of a cross-validation folder or a run folder.
-
-    A folder holding ISSUES_FILE (`python -m training crossval` writes one) gives it as saved;
-    otherwise a folder with schema.json and evaluation/predictions.parquet (a run, its validation
-    rows) is ranked now. Raises FileNotFoundError when the folder holds neither.
-    """
-    folder = Path(folder)
-    if (folder / ISSUES_FILE).is_file():
-        return pd.read_parquet(folder / ISSUES_FILE)
-    schema, predictions = folder / "schema.json", folder / "evaluation" / "predictions.parquet"
-    if not (schema.is_file() and predictions.is_file()):
-        raise FileNotFoundError(
-            f"{folder} holds neither {ISSUES_FILE} (python -m training crossval writes one) nor a run's "
-            "schema.json and evaluation/predictions.parquet"
-        )
-    frame, classes = pd.read_parquet(predictions), LabelSchema.load(schema).classes
+def rank_evaluation(predictions: pd.DataFrame, classes: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """`rank_label_issues` over an evaluation's predictions (core.evaluation), leaving out true values
+    the run never learned: the evaluation reports them as unknown classes, and they have no
+    probability column to be scored against."""
+    frame = predictions.copy()
     for head, names in classes.items():
-        # Values the run never learned (its evaluation reports them as unknown classes) have no
-        # probability column to be scored against.
         frame[head] = frame[head].where(frame[head].isin(list(names)))
     return rank_label_issues(frame, classes)
+
+
+def save_issues(issues: pd.DataFrame, path: str | Path) -> None:
+    """Write a `rank_label_issues` frame (a cross-validation keeps its ranking)."""
+    issues.to_parquet(path, index=False)
+
+
+def read_issues(path: str | Path) -> pd.DataFrame:
+    """A frame `save_issues` wrote."""
+    return pd.read_parquet(path)

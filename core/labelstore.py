@@ -5,13 +5,13 @@ Three tables in the workspace database (`core.database`: SQLite, or PostgreSQL s
 
   review_items    one row per reviewable photo: a catalogue product, or an external image a
                   reviewer brought. item (PK, autoincrement), dataset (the resolved dataset
-                  folder), kind ("catalogue" | "external"), product_id (the catalogue id; for an
+                  folder, core.data.catalogue.dataset_key), kind (ItemKind), product_id (the catalogue id; for an
                   external image EXTERNAL_ID_BASE + item), file (its photo), name (display name),
                   sha256 (external images: of the bytes), baseline (JSON: the HEADS before any
                   review), added, added_by. Unique (dataset, product_id) and (dataset, sha256).
   corrections     the append-only log: one row per field a user action wrote. seq (PK,
                   autoincrement: the order of writes), action (uuid4 hex shared by the rows of
-                  one action), item, field (a head, or STATUS), old, new, kind (KINDS), reviewer,
+                  one action), item, field (a head, or STATUS), old, new, kind (LogKind), reviewer,
                   at, run_id / predicted / p (the model's suggestion shown), undoes (on undo rows:
                   the action undone). Rows are never updated or deleted.
   current_labels  the current-labels view: (item, field) -> value and the seq of the log row
@@ -27,6 +27,7 @@ baseline) and current_labels holds the last row's new: no update is ever lost.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import io
 import json
@@ -49,21 +50,54 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Row
 
 from core.data import HEADS
-from core.data.catalogue import Catalogue
+from core.data.catalogue import Catalogue, dataset_key as folder_key
 from core.database import database_url, db_engine
 from core.images import ACCEPTED_FORMATS, ImageRejected, read_image_checked
 from core.workspace import workspace_dir
 
 STATUS = "status"  # a pseudo-field logged next to the HEADS: the item's review state
 FIELDS = (*HEADS, STATUS)
-REVIEWED, SKIPPED, NOT_PRODUCT = "reviewed", "skipped", "not_product"  # STATUS values; None = unreviewed
-# Kinds of log rows: a head's row of a review is accept, correct or new_value, its STATUS row
-# "review"; mark writes one STATUS row, skip or not_product; undo rows are undo.
-KINDS = ("accept", "correct", "new_value", "skip", "not_product", "undo", "review")
-ACTION_KINDS = ("review", "skip", "not_product", "undo")  # Action.kind
 EXTERNAL_ID_BASE = 1_000_000_000  # export ids of external images: EXTERNAL_ID_BASE + item
 UPLOADS_FOLDER = "uploads"  # <workspace>/uploads: stored copies of external images
-CATALOGUE, EXTERNAL = "catalogue", "external"  # Item.kind
+
+
+class ReviewStatus(enum.StrEnum):
+    """An item's STATUS once decided; None while unreviewed."""
+
+    REVIEWED = "reviewed"
+    SKIPPED = "skipped"  # look at it later
+    NOT_PRODUCT = "not_product"  # not a product photo: left out of exports and training
+
+
+class ItemKind(enum.StrEnum):
+    CATALOGUE = "catalogue"  # a product of the dataset's styles.csv
+    EXTERNAL = "external"  # a photo a reviewer brought (an upload, a folder)
+
+
+class LogKind(enum.StrEnum):
+    """A log row's kind: a head's row of a review is ACCEPT, CORRECT or NEW_VALUE, its STATUS row
+    REVIEW; `mark` writes one STATUS row, SKIP or NOT_PRODUCT; undo rows are UNDO."""
+
+    ACCEPT = "accept"
+    CORRECT = "correct"
+    NEW_VALUE = "new_value"
+    REVIEW = "review"
+    SKIP = "skip"
+    NOT_PRODUCT = "not_product"
+    UNDO = "undo"
+
+
+class ActionKind(enum.StrEnum):
+    """What a user action was (Action.kind)."""
+
+    REVIEW = "review"
+    SKIP = "skip"
+    NOT_PRODUCT = "not_product"
+    UNDO = "undo"
+
+
+_MARKS = {ReviewStatus.SKIPPED: (LogKind.SKIP, ActionKind.SKIP),
+          ReviewStatus.NOT_PRODUCT: (LogKind.NOT_PRODUCT, ActionKind.NOT_PRODUCT)}  # what `mark` logs
 _CHUNK = 5_000  # ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits
 _MAX_NAME = 255
 
@@ -132,7 +166,7 @@ class Item:
 
     item: int  # the store's id
     dataset: str  # the resolved dataset folder it belongs to
-    kind: str  # CATALOGUE | EXTERNAL
+    kind: ItemKind
     product_id: int  # the catalogue id; for an external image EXTERNAL_ID_BASE + item
     path: Path  # its photo: in the catalogue, or the stored copy under <workspace>/uploads
     name: str  # display name: the original file name, sanitised, or "<id>.jpg"
@@ -149,7 +183,7 @@ class Action:
     item: int
     reviewer: str
     at: str
-    kind: str  # one of ACTION_KINDS
+    kind: ActionKind
     changes: dict[str, tuple[str | None, str | None]]
 
 
@@ -180,7 +214,7 @@ class LabelStore:
         dataset, now = dataset_key(catalogue), _now()
         new_rows = [
             {
-                "dataset": dataset, "kind": CATALOGUE, "product_id": product_id,
+                "dataset": dataset, "kind": ItemKind.CATALOGUE, "product_id": product_id,
                 "file": str(catalogue.image_path(product_id)), "name": f"{product_id}.jpg", "sha256": None,
                 "baseline": json.dumps({head: _value(record[head]) for head in HEADS}),
                 "added": now, "added_by": added_by,
@@ -213,7 +247,7 @@ class LabelStore:
         digest = hashlib.sha256(data).hexdigest()
         path = _store_upload(data, f"{digest}.{extension}")
         row = {
-            "dataset": dataset, "kind": EXTERNAL, "product_id": None, "file": str(path), "name": display,
+            "dataset": dataset, "kind": ItemKind.EXTERNAL, "product_id": None, "file": str(path), "name": display,
             "sha256": digest, "baseline": json.dumps(dict.fromkeys(HEADS)), "added": _now(), "added_by": added_by,
         }
         where = (items_table.c.dataset == dataset, items_table.c.sha256 == digest)
@@ -241,10 +275,10 @@ class LabelStore:
         with self.engine.begin() as connection:
             return [found for found, _ in self._state(connection, item_ids)]
 
-    def dataset_items(self, dataset: str | Path | Catalogue, kind: str | None = None) -> list[Item]:
-        """Every item of `dataset` (of `kind`, CATALOGUE or EXTERNAL, when given), in the order added."""
-        if kind not in (None, CATALOGUE, EXTERNAL):
-            raise ValueError(f"kind must be {CATALOGUE!r}, {EXTERNAL!r} or None, got {kind!r}")
+    def dataset_items(self, dataset: str | Path | Catalogue, kind: ItemKind | None = None) -> list[Item]:
+        """Every item of `dataset` (of `kind`, when given), in the order added."""
+        if kind is not None and kind not in tuple(ItemKind):
+            raise ValueError(f"kind must be one of {', '.join(ItemKind)} or None, got {kind!r}")
         query = select(items_table).where(items_table.c.dataset == dataset_key(dataset)).order_by(items_table.c.item)
         if kind is not None:
             query = query.where(items_table.c.kind == kind)
@@ -270,9 +304,9 @@ class LabelStore:
     ) -> Action:
         """Record `reviewer`'s labels of `item` and mark it reviewed.
 
-        One log row per head in `labels`: "new_value" for the heads in `new_values` (a value the
-        schema did not know), else "accept" when the label equals the model's prediction
-        (predicted[head][0]) or, without one, the current value, else "correct". `run_id`,
+        One log row per head in `labels`: NEW_VALUE for the heads in `new_values` (a value the
+        schema did not know), else ACCEPT when the label equals the model's prediction
+        (predicted[head][0]) or, without one, the current value, else CORRECT. `run_id`,
         the predicted label and its probability are kept on the rows. Then STATUS -> REVIEWED.
         """
         item, reviewer = _check_id(item, "item"), _check_person(reviewer, "reviewer")
@@ -292,25 +326,26 @@ class LabelStore:
             rows = []
             for head in (head for head in HEADS if head in labels):
                 expected = predicted[head][0] if head in predicted else current[head]
-                kind = "new_value" if head in new_values else "accept" if labels[head] == expected else "correct"
+                kind = (LogKind.NEW_VALUE if head in new_values else LogKind.ACCEPT if labels[head] == expected
+                        else LogKind.CORRECT)
                 guess, p = predicted.get(head, (None, None))
                 rows.append(
                     {"field": head, "new": labels[head], "kind": kind, "run_id": run_id, "predicted": guess, "p": p}
                 )
-            rows.append({"field": STATUS, "new": REVIEWED, "kind": "review", "run_id": run_id})
-            return _append(connection, item, current, rows, reviewer, "review")
+            rows.append({"field": STATUS, "new": ReviewStatus.REVIEWED, "kind": LogKind.REVIEW, "run_id": run_id})
+            return _append(connection, item, current, rows, reviewer, ActionKind.REVIEW)
 
-    def mark(self, item: int, status: str, reviewer: str, run_id: str | None = None) -> Action:
+    def mark(self, item: int, status: ReviewStatus, reviewer: str, run_id: str | None = None) -> Action:
         """Mark `item` SKIPPED (look at it later) or NOT_PRODUCT (not a product photo: left out of exports)."""
-        kinds = {SKIPPED: "skip", NOT_PRODUCT: "not_product"}
-        if status not in kinds:
-            raise ValueError(f"status must be {SKIPPED!r} or {NOT_PRODUCT!r}, got {status!r}")
+        if status not in _MARKS:
+            raise ValueError(f"status must be {ReviewStatus.SKIPPED!r} or {ReviewStatus.NOT_PRODUCT!r}, got {status!r}")
+        log_kind, action_kind = _MARKS[status]
         item, reviewer = _check_id(item, "item"), _check_person(reviewer, "reviewer")
         with self.engine.begin() as connection:
             _lock(connection, item)
             current = self._state(connection, [item])[0][1]
-            row = {"field": STATUS, "new": status, "kind": kinds[status], "run_id": run_id}
-            return _append(connection, item, current, [row], reviewer, kinds[status])
+            row = {"field": STATUS, "new": ReviewStatus(status), "kind": log_kind, "run_id": run_id}
+            return _append(connection, item, current, [row], reviewer, action_kind)
 
     def undoable(self, reviewer: str) -> Action | None:
         """The action undo_last(reviewer) would undo now, or None."""
@@ -346,7 +381,7 @@ class LabelStore:
                 later = connection.execute(
                     select(log_table).where(
                         log_table.c.item == item, log_table.c.field == written.field, log_table.c.seq > written.seq,
-                        log_table.c.kind != "undo", log_table.c.action.not_in(undone),
+                        log_table.c.kind != LogKind.UNDO, log_table.c.action.not_in(undone),
                     ).order_by(log_table.c.seq.desc()).limit(1)
                 ).first()
                 if later is not None or current[written.field] != written.new:
@@ -355,8 +390,8 @@ class LabelStore:
                         f"cannot undo {reviewer}'s last action on item {item}: its {written.field} was changed since "
                         f"{who} (now {current[written.field]!r}, was set to {written.new!r})"
                     )
-                rows.append({"field": written.field, "new": written.old, "kind": "undo", "undoes": target})
-            return _append(connection, item, current, rows, reviewer, "undo")
+                rows.append({"field": written.field, "new": written.old, "kind": LogKind.UNDO, "undoes": target})
+            return _append(connection, item, current, rows, reviewer, ActionKind.UNDO)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -457,11 +492,8 @@ class LabelStore:
 
 
 def dataset_key(dataset: str | Path | Catalogue) -> str:
-    """How the store names a dataset: its resolved folder (a Catalogue's root)."""
-    folder = dataset.root if isinstance(dataset, Catalogue) else dataset
-    if not isinstance(folder, (str, Path)) or not str(folder):
-        raise ValueError(f"dataset must be a Catalogue or a folder path, got {dataset!r}")
-    return str(Path(folder).expanduser().resolve())
+    """How the store names a dataset: its folder's `core.data.catalogue.dataset_key` (a Catalogue's root's)."""
+    return folder_key(dataset.root if isinstance(dataset, Catalogue) else dataset)
 
 
 def display_name(name: str) -> str:
@@ -502,7 +534,7 @@ def _append(
     current: dict[str, str | None],
     rows: list[dict[str, Any]],
     reviewer: str,
-    kind: str,
+    kind: ActionKind,
 ) -> Action:
     """Append `rows` (field, new, kind, ...) as one action on the locked `item`; update current_labels."""
     action, at = uuid.uuid4().hex, _now()
@@ -525,7 +557,7 @@ def _undo_candidate(connection: Connection, reviewer: str) -> tuple[str, int] | 
     undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
     row = connection.execute(
         select(log_table.c.action, log_table.c.item)
-        .where(log_table.c.reviewer == reviewer, log_table.c.kind != "undo", log_table.c.action.not_in(undone))
+        .where(log_table.c.reviewer == reviewer, log_table.c.kind != LogKind.UNDO, log_table.c.action.not_in(undone))
         .order_by(log_table.c.seq.desc()).limit(1)
     ).first()
     return None if row is None else (row.action, row.item)
@@ -534,7 +566,9 @@ def _undo_candidate(connection: Connection, reviewer: str) -> tuple[str, int] | 
 def _action(connection: Connection, action: str) -> Action:
     rows = connection.execute(select(log_table).where(log_table.c.action == action).order_by(log_table.c.seq)).all()
     kinds = {row.kind for row in rows}
-    kind = next((kind for kind in ("undo", "review", "skip", "not_product") if kind in kinds), "review")
+    # An action's rows: a review's head rows and its REVIEW row, one mark row, or undo rows.
+    kind = next((ActionKind(kind) for kind in (LogKind.UNDO, LogKind.REVIEW, LogKind.SKIP, LogKind.NOT_PRODUCT)
+                 if kind in kinds), ActionKind.REVIEW)
     first = rows[0]
     return Action(action=action, item=first.item, reviewer=first.reviewer, at=first.at, kind=kind,
                   changes={row.field: (row.old, row.new) for row in rows})
@@ -559,7 +593,7 @@ def _insert_ignore(connection: Connection, rows: list[dict[str, Any]], unique: t
 
 def _item(row: Row) -> Item:
     return Item(
-        item=row.item, dataset=row.dataset, kind=row.kind, product_id=row.product_id, path=Path(row.file),
+        item=row.item, dataset=row.dataset, kind=ItemKind(row.kind), product_id=row.product_id, path=Path(row.file),
         name=row.name, baseline=json.loads(row.baseline), added=row.added, added_by=row.added_by,
     )
 

@@ -8,7 +8,7 @@ predicted labels; a precision or recall with a zero denominator is 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -54,19 +54,3 @@ def report_from_confusion(matrix: np.ndarray, classes: Sequence[str], excluded: 
             for name, p, r, f, s, n in zip(classes, precision, recall, f1, support, predicted)
         ],
     }
-
-
-def head_reports(labels: np.ndarray, probs: Mapping[str, np.ndarray], classes: Mapping[str, Sequence[str]]) -> dict:
-    """Reports and confusion matrices for every head.
-
-    labels: int64 [n_rows, n_heads] in the order of `probs` (IGNORE_INDEX where not labelled);
-    probs: head -> float [n_rows, n_classes]; classes: head -> class names in index order.
-    Returns {head: {"report": <report_from_confusion>, "confusion": int [[...]] }}.
-    """
-    out = {}
-    for column, (head, head_probs) in enumerate(probs.items()):
-        y_true = labels[:, column]
-        matrix = confusion_matrix(y_true, np.asarray(head_probs).argmax(axis=1), len(classes[head]))
-        excluded = int((y_true == IGNORE_INDEX).sum())
-        out[head] = {"report": report_from_confusion(matrix, classes[head], excluded), "confusion": matrix.tolist()}
-    return out

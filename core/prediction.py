@@ -75,12 +75,13 @@ class Predictor:
     """A trained TaggerModule and its label schema, ready to tag images.
 
     image_size: the side of the model input the run was trained at. run_id, checkpoint: where the
-    weights came from, for display. The module is put in eval mode and channels_last memory format
-    (faster for these convolutions on the CPU too; the same numbers within 1e-5); inputs go to its device.
+    weights came from, for display. channels_last: the memory format the module and its inputs
+    take (the caller's choice, like the trainer's for training). The module is put in eval mode;
+    inputs go to its device.
     """
 
     def __init__(self, module: TaggerModule, schema: LabelSchema, image_size: int,
-                 run_id: str | None = None, checkpoint: str | None = None) -> None:
+                 run_id: str | None = None, checkpoint: str | None = None, channels_last: bool = False) -> None:
         if tuple(module.heads) != tuple(schema.heads):
             raise ValueError(f"the module's heads {list(module.heads)} differ from the schema's {list(schema.heads)}")
         counts = getattr(module.hparams, "class_counts", None)
@@ -89,7 +90,8 @@ class Predictor:
                           for head in schema.heads if len(counts[head]) != len(schema.classes[head])}
             if mismatched:  # indices would map to the wrong names
                 raise ValueError(f"module and schema disagree on class counts (module, schema): {mismatched}")
-        self.module = module.eval().to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.module = module.eval().to(memory_format=self.memory_format)
         self.schema = schema
         self.heads = tuple(schema.heads)
         self.image_size = image_size
@@ -122,7 +124,7 @@ class Predictor:
         with torch.inference_mode():
             for start in range(0, len(images), step):
                 batch = torch.stack([self.transform(image) for image in images[start:start + step]])
-                logits = self.module(batch.to(device, memory_format=torch.channels_last))
+                logits = self.module(batch.to(device, memory_format=self.memory_format))
                 for head in self.heads:
                     chunks[head].append(logits[head].float().softmax(dim=-1).cpu().numpy())
         return {head: np.concatenate(chunks[head]) if chunks[head]

@@ -4,32 +4,34 @@ photos are accepted in bulk (and undone as a whole).
 
 Shapes: `predictions` is an evaluation's predictions.parquet (id, per head `<head>_p`, the top
 probability); `issues` is core.label_issues' ranking (id, head, score, is_issue, rank); `summary`
-is LabelStore.summary (index item; status None | "reviewed" | "skipped" | "not_product";
+is LabelStore.summary (index item; status None (unreviewed) or a ReviewStatus;
 corrected: the heads whose current value differs from the catalogue's); a `Proposal` is one
 photo's top label and p per head (top_proposals).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
-from core.labelstore import EXTERNAL, Action, Item, LabelStore
+from core.images import ImageRejected
+from core.labelstore import Action, Item, ItemKind, LabelStore, ReviewStatus
 from core.prediction import Predictor
 
 # Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
 FILTERS = {
     "all": lambda status, corrected: True,
     "unreviewed": lambda status, corrected: status is None,
-    "reviewed": lambda status, corrected: status == "reviewed",
+    "reviewed": lambda status, corrected: status == ReviewStatus.REVIEWED,
     "corrected": lambda status, corrected: bool(corrected),
-    "skipped": lambda status, corrected: status == "skipped",
-    "not a product": lambda status, corrected: status == "not_product",
+    "skipped": lambda status, corrected: status == ReviewStatus.SKIPPED,
+    "not a product": lambda status, corrected: status == ReviewStatus.NOT_PRODUCT,
 }
 
 
@@ -54,6 +56,27 @@ def label_issue_ids(issues: pd.DataFrame, limit: int, flagged_only: bool = True,
         rows = rows[rows["head"].isin(list(heads))]
     ranked = rows.sort_values(["score", "rank"], kind="stable").drop_duplicates("id")
     return ranked["id"].astype(int).head(limit).tolist()
+
+
+def add_photo_files(store: LabelStore, dataset: str | Path, paths: Sequence[Path], reviewer: str,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[list[Item], list[str]]:
+    """Add each photo file to `dataset` as a new photo to review (LabelStore.add_image_file);
+    returns (the items, in order; why each refused file was refused). progress(done, total)."""
+    items, refused = [], []
+    for done, path in enumerate(paths, 1):
+        try:
+            items.append(store.add_image_file(dataset, path, reviewer))
+        except ImageRejected as error:
+            refused.append(str(error))
+        if progress is not None:
+            progress(done, len(paths))
+    return items, refused
+
+
+def in_catalogue(catalogue: Catalogue, ids: Sequence[int]) -> list[int]:
+    """`ids` (in order) that the catalogue holds: a ranking made earlier may name rows since removed."""
+    known = set(catalogue.frame["id"].tolist())
+    return [product_id for product_id in ids if product_id in known]
 
 
 def choices(classes: Sequence[str], catalogue_values: Collection[str], current: str | None) -> list[str]:
@@ -141,13 +164,13 @@ class BulkAcceptance:
 
 def open_proposals(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str]
                    ) -> dict[int, Proposal | str]:
-    """The proposals bulk acceptance considers, in `items` order: those of new photos (EXTERNAL
+    """The proposals bulk acceptance considers, in `items` order: those of new photos (external
     items) without a status. A confident model that disagrees with a catalogue row is a label
     issue for a person to see, not to accept in bulk; an item decided since its proposal was made
     keeps that decision. A str proposal: the photo could not be read."""
     current = store.current([item.item for item in items])
     return {item.item: proposals[item.item] for item in items
-            if item.kind == EXTERNAL and current[item.item]["status"] is None and item.item in proposals}
+            if item.kind == ItemKind.EXTERNAL and current[item.item]["status"] is None and item.item in proposals}
 
 
 def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],

@@ -15,19 +15,12 @@ if str(REPO_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboard.datasets import current_catalogue, dataset_picker  # noqa: E402
-
-PAGES = [
-    st.Page("../pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("../pages/explore.py", title="Explore", icon=":material/query_stats:"),
-    st.Page("../pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("../pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
-    st.Page("../pages/review.py", title="Review", icon=":material/fact_check:"),
-]
+from dashboard.pages import navigation  # noqa: E402
 
 
 def main() -> None:
     st.set_page_config(page_title="Fashion Tagger", page_icon=":material/sell:", layout="wide")
-    page = st.navigation(PAGES)
+    page = navigation()
     dataset_picker(current_catalogue())
     page.run()
 

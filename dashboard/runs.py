@@ -6,13 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts
+from dashboard.pages import EVALUATE, REVIEW, switch_to
 
 EVALUATE_RUN_KEY = "evaluate.run"  # the run the Evaluate page shows
 REVIEW_RUN_KEY = "review.run"  # the run whose model the Review page proposes with
 
 
 def training_curves(epochs: pd.DataFrame, heads: tuple[str, ...], key: str) -> None:
-    """Loss and per-head validation accuracy / macro-F1 per epoch (`training.launcher.metrics_frame`), side by side."""
+    """Loss and per-head validation accuracy / macro-F1 per epoch (`training.status.metrics_frame`), side by side."""
     left, middle, right = st.columns(3)
     left.plotly_chart(charts.loss_curves(epochs), key=f"{key}_loss_curves")
     middle.plotly_chart(charts.head_curves(epochs, heads, "acc", "Validation accuracy per head"), key=f"{key}_acc_curves")
@@ -22,10 +23,8 @@ def training_curves(epochs: pd.DataFrame, heads: tuple[str, ...], key: str) -> N
 def open_run_buttons(run_id: str) -> None:
     """Buttons that open the run on the Evaluate page, or its model on the Review page."""
     left, right, _ = st.columns([1, 1, 2])
-    for where, label, icon, key, page in (
-        (left, "Evaluate this run", ":material/analytics:", EVALUATE_RUN_KEY, "../pages/evaluate.py"),
-        (right, "Review with this model", ":material/fact_check:", REVIEW_RUN_KEY, "../pages/review.py"),
-    ):
-        if where.button(label, key=f"open.{key}.{run_id}", icon=icon):
+    for where, label, key, page in ((left, "Evaluate this run", EVALUATE_RUN_KEY, EVALUATE),
+                                    (right, "Review with this model", REVIEW_RUN_KEY, REVIEW)):
+        if where.button(label, key=f"open.{key}.{run_id}", icon=page.icon):
             st.session_state[key] = run_id
-            st.switch_page(page)
+            switch_to(page)

@@ -1,52 +1,29 @@
 """Evaluate: one finished run per head and per class, where it confuses classes, and against another run."""
 
 from functools import partial
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core.data import CatalogueError
-from core.data.profile import page_count, page_of
-from core.evaluation import (
-    CLASS_OUTCOMES, VALIDATION, Evaluation, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries, evaluated_dataset,
-    evaluation_names, exclusion_notes, filter_classes, label_lines, load_evaluation, misclassified, report_json, summary_csv, summary_table,
-    top_n_confusion, top_probabilities,
+from core.evaluation import Evaluation, exclusion_notes, head_summary, summary_table
+from core.evaluation_views import (
+    CLASS_OUTCOMES, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries, filter_classes,
+    label_lines, misclassified, report_json, summary_csv, top_n_confusion, top_probabilities,
 )
-from core.label_issues import ISSUES_FILE, read_label_issues
-from dashboard import charts
-from dashboard.datasets import open_catalogue, thumbnail
+from dashboard import charts, pages
+from dashboard.datasets import open_catalogue
+from dashboard.evaluations import dataset_of, evaluated_runs, evaluation_of, label_issues_of
+from dashboard.gallery import photo_grid
 from dashboard.runs import EVALUATE_RUN_KEY, training_curves
 from training.crossval import list_crossvals
-from training.launcher import metrics_frame
-from training.registry import RunRecord, RunRegistry
+from training.registry import RunRecord, RunState
+from training.run_folder import VALIDATION, RunFolder
+from training.status import metrics_frame
 
-GRID_COLUMNS = 6
-PAGE_SIZE = 24
 DEFAULT_TOP_N = 20
 NUMBER = st.column_config.NumberColumn(format="%.3f")
 DELTA = st.column_config.NumberColumn(format="%+.3f")
-
-
-@st.cache_resource(show_spinner="Reading the evaluation…", max_entries=16)
-def _evaluation(run_folder: str, name: str, stamp: int) -> Evaluation:
-    return load_evaluation(run_folder, name)
-
-
-def evaluation_of(run_folder: str, name: str) -> Evaluation:
-    """The evaluation, read once per version of its report (shared, never mutated)."""
-    return _evaluation(run_folder, name, (Path(run_folder) / name / "report.json").stat().st_mtime_ns)
-
-
-def dataset_of(record: RunRecord, evaluation: Evaluation) -> str:
-    """The catalogue folder the evaluation ran on."""
-    return evaluated_dataset(evaluation.report, record.config["data"])
-
-
-def evaluated_runs() -> dict[str, RunRecord]:
-    """Runs with at least one evaluation, newest first."""
-    return {record.id: record for record in RunRegistry().list(limit=200)
-            if record.folder and evaluation_names(record.folder)}
 
 
 def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation, str]:
@@ -55,10 +32,10 @@ def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation
     run_id = left.selectbox("Run", list(runs), key=EVALUATE_RUN_KEY,
                             format_func=lambda i: f"{i} · {runs[i].status} · {runs[i].config.get('backbone')}")
     record = runs[run_id]
-    names = evaluation_names(record.folder)
+    names = RunFolder(record.folder).evaluation_names()
     name = middle.selectbox("Evaluated on", names, key=f"evaluate.name.{run_id}",
                             format_func=lambda n: "validation split" if n == VALIDATION else n.removeprefix(f"{VALIDATION}-"))
-    evaluation = evaluation_of(record.folder, name)
+    evaluation = evaluation_of(record, name)
     heads = evaluation.heads
     head = st.segmented_control("Head", heads, default="articleType" if "articleType" in heads else heads[0],
                                 key="evaluate.head") or heads[0]
@@ -68,7 +45,7 @@ def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation
 def summary(record: RunRecord, evaluation: Evaluation) -> None:
     report = evaluation.report
     st.caption(f"Checkpoint `{report['checkpoint']}` · {report['rows']:,} images · dataset `{dataset_of(record, evaluation)}`")
-    st.dataframe(summary_table(report), column_config={metric: NUMBER for metric in ("accuracy", "macro_f1", "weighted_f1")})
+    st.dataframe(summary_table(head_summary(report)), column_config={metric: NUMBER for metric in ("accuracy", "macro_f1", "weighted_f1")})
     for note in exclusion_notes(report):
         st.caption(note)
     columns = st.columns(3)
@@ -157,41 +134,19 @@ def misclassified_section(record: RunRecord, evaluation: Evaluation, head: str) 
 
 
 def gallery(data: str, rows: pd.DataFrame, lines, key: str) -> None:
-    """Photos of `rows` (catalogue `data`), a page at a time, with `lines(row)` under each."""
-    if rows.empty:
-        st.info("No images here.")
-        return
-    pages = page_count(len(rows), PAGE_SIZE)
-    page = st.number_input(f"Page (of {pages:,})", 1, pages, 1, key=f"evaluate.page.{key}.{pages}") if pages > 1 else 1
+    """Photos of `rows` from catalogue `data`, with `lines(row)` under each."""
     try:
         catalogue = open_catalogue(data)
     except CatalogueError as error:
         st.warning(f"The photos of `{data}` cannot be shown: {error}")
         catalogue = None
-    shown = page_of(rows, page, PAGE_SIZE)
-    for start in range(0, len(shown), GRID_COLUMNS):
-        for cell, (_, row) in zip(st.columns(GRID_COLUMNS), shown.iloc[start : start + GRID_COLUMNS].iterrows()):
-            picture = thumbnail(str(catalogue.image_path(row["id"]))) if catalogue is not None else None
-            if picture is not None:
-                cell.image(picture, width="stretch")
-            cell.caption("  \n".join([f"**{row['id']}**", *lines(row)]))
-
-
-@st.cache_data(show_spinner="Ranking label issues…", max_entries=16)
-def _label_issues(folder: str, stamp: tuple[int, ...]) -> pd.DataFrame:
-    return read_label_issues(folder)
-
-
-def label_issues_of(folder: str) -> pd.DataFrame:
-    """Ranked label issues of a run (its validation split) or a cross-validation, re-read when they change."""
-    files = [Path(folder) / ISSUES_FILE, Path(folder) / VALIDATION / "predictions.parquet"]
-    return _label_issues(folder, tuple(f.stat().st_mtime_ns for f in files if f.exists()))
+    photo_grid(rows, catalogue, lines, key=f"evaluate.{key}")
 
 
 def label_issues(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     sources = {"this run's validation split": (record.folder, dataset_of(record, evaluation))}
     sources |= {f"cross-validation {c.id} · every row ({c.rows:,})": (c.folder, c.config["data"])
-                for c in list_crossvals() if c.status == "finished"}
+                for c in list_crossvals() if c.status == RunState.FINISHED}
     left, right = st.columns([3, 1])
     choice = left.selectbox("Out-of-sample probabilities from", list(sources), key="evaluate.issues_source",
                             help="python -m training crossval --data DIR --folds K scores every catalogue row.")
@@ -201,8 +156,7 @@ def label_issues(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     rows = issues[issues["head"] == head]
     st.caption(f"{len(rows):,} labelled {head} rows ranked, most likely wrong first; cleanlab flags "
                f"{int(rows['is_issue'].sum()):,} of them. Score: label quality in [0, 1], lower = more suspicious.")
-    st.page_link("../pages/review.py", label="Review and correct them one by one (Review → Catalogue: label issues)",
-                 icon=":material/fact_check:")
+    pages.link(pages.REVIEW, "Review and correct them one by one (Review → Catalogue: label issues)")
     gallery(data, rows[rows["is_issue"]] if only_flagged else rows,
             lambda row: [f"given **{row['given']}** ({row['given_p']:.2f})",
                          f"suggested **{row['suggested']}** ({row['suggested_p']:.2f})",
@@ -225,7 +179,7 @@ def highlight(value: float, tolerance: float) -> str:
 
 
 def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluation, head: str) -> None:
-    others = [(run_id, name) for run_id, other in runs.items() for name in evaluation_names(other.folder)
+    others = [(run_id, name) for run_id, other in runs.items() for name in RunFolder(other.folder).evaluation_names()
               if (run_id, name) != (record.id, evaluation.name)]
     if not others:
         st.info("Only one evaluation so far: train or evaluate another run to compare.")
@@ -233,7 +187,7 @@ def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluatio
     left, right = st.columns([3, 1])
     chosen = left.selectbox("Compare with (b)", others, key="evaluate.compare_with", format_func=lambda o: f"{o[0]} · {o[1]}")
     tolerance = right.number_input("Flag changes larger than", 0.0, 1.0, 0.01, step=0.01, key="evaluate.tolerance")
-    other = evaluation_of(runs[chosen[0]].folder, chosen[1])
+    other = evaluation_of(runs[chosen[0]], chosen[1])
     st.caption(f"a = {record.id} · {evaluation.name}; b = {chosen[0]} · {chosen[1]}; delta = b − a")
     heads = compare_summaries(evaluation.report, other.report)
     deltas = [column for column in heads.columns if column.endswith("_delta")]
@@ -254,7 +208,7 @@ def main() -> None:
     runs = evaluated_runs()
     if not runs:
         st.info("No evaluated run yet: a run is evaluated on its validation split when training finishes.")
-        st.page_link("../pages/train.py", label="Train a model", icon=":material/model_training:")
+        pages.link(pages.TRAIN, "Train a model")
         return
     record, evaluation, head = choose_evaluation(runs)
     sections = {

@@ -8,8 +8,6 @@ from core.data.profile import (
     column_profile,
     filter_rows,
     labels_text,
-    page_count,
-    page_of,
     rare_policy_preview,
     top_n_counts,
     year_counts,
@@ -17,9 +15,8 @@ from core.data.profile import (
 from core.data.schema import imbalance_table
 from core.data.split import split_distribution
 from dashboard import charts
-from dashboard.datasets import current_catalogue, current_split, thumbnail
-
-GRID_COLUMNS = 6
+from dashboard.datasets import current_catalogue, current_split
+from dashboard.gallery import photo_grid
 
 
 def head_choice(key: str, label: str = "Attribute") -> str:
@@ -99,24 +96,13 @@ def grid_filters(frame) -> dict[str, list[str]]:
 def image_grid(catalogue) -> None:
     st.subheader("Photos")
     rows = filter_rows(catalogue.frame, grid_filters(catalogue.frame))
-    left, right = st.columns([1, 3])
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
     page_size = left.selectbox("Photos per page", [24, 48, 96], key="grid_page_size")
-    pages = page_count(len(rows), page_size)
-    # Keyed by the page count so a narrower filter never leaves the widget past the last page.
-    page = right.number_input(f"Page (of {pages:,})", 1, pages, 1, key=f"grid_page_{pages}")
-    st.caption(f"{len(rows):,} products match.")
+    right.caption(f"{len(rows):,} products match.")
     if rows.empty:
         st.info("No product matches these filters.")
         return
-    shown = page_of(rows, page, page_size)
-    for start in range(0, len(shown), GRID_COLUMNS):
-        for cell, (_, row) in zip(st.columns(GRID_COLUMNS), shown.iloc[start : start + GRID_COLUMNS].iterrows()):
-            picture = thumbnail(str(catalogue.image_path(row["id"])))
-            if picture is None:
-                cell.warning(f"{row['id']}: image cannot be read")
-            else:
-                cell.image(picture, width="stretch")
-            cell.caption(f"**{row['id']}** {labels_text(row)}")
+    photo_grid(rows, catalogue, lambda row: [labels_text(row)], key="grid", page_size=page_size)
 
 
 def main() -> None:

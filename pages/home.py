@@ -3,13 +3,15 @@
 import streamlit as st
 
 from core.corrections import corrections_snapshot
+from dashboard import pages
 from dashboard.datasets import current_catalogue
 from dashboard.labels import label_store
-from training.registry import RunRegistry
+from training.registry import RunRegistry, RunState
 
 STATUS_ICONS = {
-    "queued": ":material/hourglass_empty:", "running": ":material/play_circle:", "finished": ":material/check_circle:",
-    "failed": ":material/error:", "cancelled": ":material/stop_circle:",
+    RunState.QUEUED: ":material/hourglass_empty:", RunState.RUNNING: ":material/play_circle:",
+    RunState.FINISHED: ":material/check_circle:", RunState.FAILED: ":material/error:",
+    RunState.CANCELLED: ":material/stop_circle:",
 }
 
 
@@ -31,8 +33,8 @@ def recent_runs(limit: int = 5) -> None:
         st.markdown(f"{STATUS_ICONS[record.status]} `{record.id}` **{record.status}**{best}")
     if not records:
         st.caption("No training runs yet.")
-    st.page_link("../pages/train.py", label="Train a model", icon=":material/model_training:")
-    st.page_link("../pages/evaluate.py", label="Evaluate a run", icon=":material/analytics:")
+    pages.link(pages.TRAIN, "Train a model")
+    pages.link(pages.EVALUATE, "Evaluate a run")
 
 
 def reviewed_labels(catalogue) -> None:
@@ -48,7 +50,7 @@ def reviewed_labels(catalogue) -> None:
             column.metric(label, f"{count:,}")
         st.caption("A run trains on them with “Train on reviewed labels” (Train page); Review → Export writes "
                    "them out as a corrected catalogue.")
-    st.page_link("../pages/review.py", label="Review photos and labels", icon=":material/fact_check:")
+    pages.link(pages.REVIEW, "Review photos and labels")
 
 
 def main() -> None:
@@ -63,7 +65,7 @@ def main() -> None:
     st.subheader("Dataset")
     st.write(f"`{catalogue.root}`")
     cleaning_report(catalogue.report)
-    st.page_link("../pages/explore.py", label="Explore the catalogue", icon=":material/query_stats:")
+    pages.link(pages.EXPLORE, "Explore the catalogue")
     recent_runs()
     reviewed_labels(catalogue)
 

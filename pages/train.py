@@ -12,16 +12,14 @@ from core.model import LOSSES, SCHEDULERS
 from dashboard.datasets import current_catalogue
 from dashboard.runs import open_run_buttons, training_curves
 from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, TrainConfig
-from training.launcher import (
-    RESUMABLE, LaunchError, cancel_run, estimate, format_duration, launch_run, metrics_frame, resume_run, run_status,
-    runs_frame, summary_frame,
-)
-from training.registry import ACTIVE, RunRegistry
-from training.train import run_paths
+from training.estimate import estimate
+from training.launcher import LaunchError, cancel_run, launch_run, resume_run
+from training.registry import ACTIVE, RESUMABLE, RunRegistry, RunState
+from training.run_folder import RunFolder
+from training.status import format_duration, metrics_frame, run_progress, runs_frame, summary_frame
 
 RUN_KEY = "train_run_id"  # the run the live view shows
 RECIPE_LABELS = {"default": "Default (ours)", "seed": "Seed notebook"}
-RUN_FILES = ("config", "schema", "metrics", "evaluation", "log")  # and every checkpoint
 
 
 class Fields:
@@ -162,8 +160,8 @@ def live_run(record, registry: RunRegistry) -> None:
     config = record.config
     st.caption(f"{config['backbone']} · {config['image_size']} px · {config['epochs']} epochs · "
                f"batch {config['batch_size']} · {record.device or 'device not chosen yet'}")
-    paths = run_paths(Path(record.folder))
-    has_checkpoint = paths["last"].exists()
+    run = RunFolder(record.folder)
+    has_checkpoint = run.last.exists()
     if record.status in RESUMABLE:
         record = resume_button(record, registry, has_checkpoint)
     if record.status in ACTIVE and st.button("Cancel run", key=f"cancel.{record.id}", icon=":material/stop:"):
@@ -172,23 +170,23 @@ def live_run(record, registry: RunRegistry) -> None:
         except ValueError as error:  # it ended meanwhile
             st.warning(str(error))
             record = registry.get(record.id)
-    status = run_status(record)
+    progress = run_progress(record)
     if record.status in ACTIVE:
-        bar = status.cache_fraction if status.cache_fraction is not None else status.fraction
-        st.progress(bar, text=status.text)
-    elif record.status == "finished":
-        st.success(status.text, icon=":material/check_circle:")
-        finished_summary(record)
-    elif record.status == "cancelled":
-        st.warning(f"{status.text}. " + ("Its last checkpoint is kept." if has_checkpoint else "It ended before saving a checkpoint."))
+        bar = progress.cache_fraction if progress.cache_fraction is not None else progress.fraction
+        st.progress(bar, text=progress.text)
+    elif record.status == RunState.FINISHED:
+        st.success(progress.text, icon=":material/check_circle:")
+        finished_summary(record, run)
+    elif record.status == RunState.CANCELLED:
+        st.warning(f"{progress.text}. " + ("Its last checkpoint is kept." if has_checkpoint else "It ended before saving a checkpoint."))
     else:
-        st.error(status.text)
+        st.error(progress.text)
         with st.expander("Details: the error and the end of run.log"):
             st.code(record.error or "", language=None)
-            st.code(status.log_tail or "(run.log is empty)", language=None)
+            st.code(progress.log_tail or "(run.log is empty)", language=None)
     curves(record)
     st.caption("Every logged metric, in TensorBoard:")
-    st.code(f"tensorboard --logdir {paths['tensorboard']}", language="bash")
+    st.code(f"tensorboard --logdir {run.tensorboard}", language="bash")
 
 
 def resume_button(record, registry: RunRegistry, has_checkpoint: bool):
@@ -206,7 +204,7 @@ def resume_button(record, registry: RunRegistry, has_checkpoint: bool):
     return record
 
 
-def finished_summary(record) -> None:
+def finished_summary(record, run: RunFolder) -> None:
     if record.best_metric is not None:
         st.write(f"Best **{record.best_metric_name}** = {record.best_metric:.4f} "
                  f"({(record.metrics or {}).get('best_checkpoint', 'best checkpoint')}), evaluated on the validation split:")
@@ -214,10 +212,7 @@ def finished_summary(record) -> None:
         "accuracy": st.column_config.NumberColumn(format="%.3f"), "macro_f1": st.column_config.NumberColumn(format="%.3f"),
         "weighted_f1": st.column_config.NumberColumn(format="%.3f"),
     })
-    folder = Path(record.folder)
-    paths = run_paths(folder)
-    present = [paths[name] for name in RUN_FILES if paths[name].exists()] + sorted(paths["checkpoints"].glob("*.ckpt"))
-    st.caption(f"Files in `{folder}`: " + ", ".join(f"`{path.relative_to(folder)}`" for path in present))
+    st.caption(f"Files in `{run.path}`: " + ", ".join(f"`{path.relative_to(run.path)}`" for path in run.files()))
     open_run_buttons(record.id)
 
 

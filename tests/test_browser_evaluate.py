@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.evaluation import load_evaluation, top_n_confusion
+from core.evaluation import load_evaluation
+from core.evaluation_views import top_n_confusion
+from training.run_folder import RunFolder
 
 from browser_support import ARTIFACTS, IDLE, page, run_server as server  # noqa: F401 (fixtures)
 
@@ -43,7 +45,7 @@ def click_cell(page, plot, true: str, predicted: str) -> None:
 
 def test_click_a_confusion_cell_to_see_its_photos(server, page):
     url, folder = server
-    evaluation = load_evaluation(folder)
+    evaluation = load_evaluation(RunFolder(folder).evaluation())
     view = top_n_confusion(evaluation.classes(HEAD), evaluation.matrix(HEAD), 20)  # the page's default
     i, j = np.unravel_index(np.argmax(view.counts), view.counts.shape)
     true, predicted = view.classes[i], view.classes[j]

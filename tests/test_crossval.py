@@ -13,7 +13,8 @@ import torch
 from core import workspace
 from core.data.demo import generate_demo
 from core.data.schema import LabelSchema
-from core.label_issues import ISSUES_FILE, rank_label_issues
+from core.label_issues import rank_label_issues
+from training.run_folder import RunFolder
 from training import crossval as crossval_module
 from training.__main__ import main as cli
 from training.config import TrainConfig
@@ -76,7 +77,7 @@ def test_folds_are_stratified_balanced_and_a_function_of_seed_and_ids():
 def test_planted_flips_fill_the_top_five_percent(finished, flipped_demo):
     result, _ = finished
     flips = flipped_demo[1]
-    issues = pd.read_parquet(Path(result.folder) / ISSUES_FILE)
+    issues = pd.read_parquet(RunFolder(result.folder).label_issues)
     ranked = issues[issues["head"] == FLIPPED_HEAD]
     top = ranked[ranked["rank"] <= round(0.05 * len(ranked))]
     assert len(top) == len(flips) == 30
@@ -99,7 +100,7 @@ def test_every_row_gets_one_out_of_sample_prediction_and_the_folder_says_how(fin
     assert sorted(schema.classes[FLIPPED_HEAD]) == sorted(styles[FLIPPED_HEAD].unique())  # fitted on all rows
     assert json.loads((folder / "config.json").read_text()) == {**cfg.to_dict(), "crossval_folds": 3}
     assert json.loads((folder / "evaluation" / "report.json").read_text())["rows"] == 600
-    issues = pd.read_parquet(folder / ISSUES_FILE)
+    issues = pd.read_parquet(RunFolder(folder).label_issues)
     pd.testing.assert_frame_equal(issues, rank_label_issues(predictions, schema.classes))
     assert result.issues == {head: int(issues["is_issue"][issues["head"] == head].sum()) for head in cfg.heads}
     assert result.issues[FLIPPED_HEAD] > 0
@@ -115,7 +116,7 @@ def test_the_cli_prints_the_result_as_json(flipped_demo, one_thread, tmp_path, m
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["rows"] == 40 and set(printed["issues"]) == {"gender", "baseColour"}
     assert Path(printed["folder"]) == tmp_path / "crossval" / printed["id"]
-    assert (Path(printed["folder"]) / ISSUES_FILE).is_file()
+    assert RunFolder(printed["folder"]).label_issues.is_file()
 
     assert cli(["crossval", "--data", str(flipped_demo[0]), "--folds", "1"]) == 2
     assert "folds must be an int from 2" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.profile import filter_rows
-from core.labelstore import NOT_PRODUCT, LabelStore
+from core.labelstore import LabelStore, ReviewStatus
 
 from conftest import REPO
 
@@ -221,7 +221,7 @@ def test_home_counts_the_reviewed_labels_of_the_open_dataset(on_demo, tmp_path, 
     other_colour = next(value for value in frame["baseColour"].dropna().unique() if value != first.baseline["baseColour"])
     store.review(first.item, {"baseColour": other_colour}, "ann")  # corrected
     store.review(second.item, {}, "ann")  # accepted as it is: not a correction
-    store.mark(third.item, NOT_PRODUCT, "ann")
+    store.mark(third.item, ReviewStatus.NOT_PRODUCT, "ann")
     photo = store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[3]}.jpg").read_bytes(), "new.jpg", "ann")
     store.review(photo.item, {"gender": "Men"}, "ann")
     store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[4]}.jpg").read_bytes(), "later.jpg", "ann")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,8 +16,9 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.profile import OTHERS_LABEL
 from core.data.schema import LabelSchema
-from core.evaluation import CLASS_OUTCOMES, class_rows, class_table, compare_summaries, load_evaluation, misclassified
-from training.train import run_paths
+from core.evaluation import load_evaluation
+from core.evaluation_views import CLASS_OUTCOMES, class_rows, class_table, compare_summaries, misclassified
+from training.run_folder import RunFolder
 
 from conftest import REPO, tiny_run_workspace
 from test_evaluation import fake_evaluation
@@ -32,11 +32,11 @@ HEAD = "articleType"
 def run(tmp_path_factory):
     """One finished run on a tiny demo, plus a fabricated second evaluation of its rows to compare with."""
     with tiny_run_workspace(tmp_path_factory) as (record, demo, _):
-        folder = Path(record.folder)
-        ids = load_evaluation(folder).predictions["id"].to_numpy()
-        schema = LabelSchema.load(run_paths(folder)["schema"])
-        fake_evaluation(load_catalogue(demo), schema, ids, folder / "evaluation-fake", accuracy=0.9)
-        yield record, load_evaluation(folder)
+        run = RunFolder(record.folder)
+        ids = load_evaluation(run.evaluation()).predictions["id"].to_numpy()
+        schema = LabelSchema.load(run.schema)
+        fake_evaluation(load_catalogue(demo), schema, ids, run.evaluation("evaluation-fake"), accuracy=0.9)
+        yield record, load_evaluation(run.evaluation())
 
 
 def page(section: str | None = None) -> AppTest:
@@ -155,7 +155,7 @@ def test_compare_with_another_evaluation(run):
     record, evaluation = run
     at = page("Compare")
     assert at.selectbox(key="evaluate.compare_with").value == (record.id, "evaluation-fake")
-    other = load_evaluation(record.folder, "evaluation-fake")
+    other = load_evaluation(RunFolder(record.folder).evaluation("evaluation-fake"))
     expected = compare_summaries(evaluation.report, other.report)
     shown = at.dataframe[0].value  # a Styler's data
     pd.testing.assert_frame_equal(shown, expected)
@@ -173,9 +173,9 @@ def test_no_evaluated_run_says_so(run, tmp_path, monkeypatch):
 
 def test_label_issues_queue_lists_the_ranked_rows_of_the_head(run):
     record, evaluation = run
-    from core.label_issues import read_label_issues
+    from training.evaluate import label_issues
 
-    expected = read_label_issues(record.folder)
+    expected = label_issues(record.folder)
     expected = expected[expected["head"] == HEAD]
     at = page("Label issues")
     at.toggle(key="evaluate.issues_flagged").set_value(False).run()

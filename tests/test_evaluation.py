@@ -1,5 +1,6 @@
-"""Evaluation files reshaped for the Evaluate page (core.evaluation), checked against scikit-learn;
-rebuilding a run from its checkpoint and `python -m training evaluate` on another catalogue."""
+"""The evaluation files (core.evaluation) and their views for the Evaluate page (core.evaluation_views),
+checked against scikit-learn; rebuilding a run from its checkpoint and `python -m training evaluate`
+on another catalogue."""
 
 from __future__ import annotations
 
@@ -22,17 +23,18 @@ from core.data.profile import OTHERS_LABEL
 from core.data.schema import IGNORE_INDEX, LabelSchema
 from core.data.split import split_catalogue
 from core.evaluation import (
-    VALIDATION, ConfusionView, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries,
-    confusion_from_labels, evaluation_names, exclusion_notes, filter_classes, label_lines,
-    load_evaluation, misclassified, report_json, row_normalised, summary_csv, summary_table, top_n_confusion,
-    top_probabilities,
+    confusion_from_labels, exclusion_notes, head_summary, load_evaluation, summary_table, write_evaluation,
+)
+from core.evaluation_views import (
+    ConfusionView, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries, filter_classes,
+    label_lines, misclassified, report_json, row_normalised, summary_csv, top_n_confusion, top_probabilities,
 )
 from dashboard import charts
 from training.__main__ import main as cli
-from training.checkpoints import checkpoint_path, evaluation_name, load_run_module
+from training.checkpoints import CHECKPOINT_KEY, load_run_module
 from training.config import TrainConfig
-from training.evaluate import write_evaluation
-from training.train import CHECKPOINT_KEY, run_paths, train
+from training.run_folder import VALIDATION, RunFolder, evaluation_name
+from training.train import train
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 
@@ -87,7 +89,7 @@ def faked(demo, tmp_path_factory):
     schema = LabelSchema.fit(catalogue.frame, rare_policy="ignore", rare_min_count=6)
     run = tmp_path_factory.mktemp("run")
     fake_evaluation(catalogue, schema, catalogue.frame["id"].to_numpy(), run / VALIDATION)
-    return run, load_evaluation(run), schema, catalogue
+    return run, load_evaluation(run / VALIDATION), schema, catalogue
 
 
 def test_reports_and_confusion_matrices_equal_scikit_learns(faked):
@@ -99,12 +101,12 @@ def test_reports_and_confusion_matrices_equal_scikit_learns(faked):
         expected = confusion_matrix(scored[head], scored[f"{head}_pred"], labels=schema.classes[head])
         np.testing.assert_array_equal(evaluation.matrix(head), expected)
         assert evaluation.classes(head) == schema.classes[head]
-    assert summary_table(evaluation.report).loc["articleType", "excluded"] == predictions["articleType"].isna().sum() > 0
+    assert summary_table(head_summary(evaluation.report)).loc["articleType", "excluded"] == predictions["articleType"].isna().sum() > 0
 
 
 def test_summary_table_and_exclusion_notes(faked):
     _, evaluation, schema, catalogue = faked
-    table = summary_table(evaluation.report)
+    table = summary_table(head_summary(evaluation.report))
     assert list(table.index) == list(schema.heads)
     assert list(table.columns) == ["accuracy", "macro_f1", "weighted_f1", "support", "excluded", "unknown"]
     excluded = int(evaluation.predictions["articleType"].isna().sum())
@@ -122,10 +124,10 @@ def test_evaluation_names_and_a_missing_evaluation(faked, tmp_path):
         for file in ("predictions.parquet", "report.json", "confusion.json"):
             (tmp_path / name / file).write_text("{}")
     (tmp_path / "evaluation-half" / "confusion.json").unlink()  # incomplete: not listed
-    assert evaluation_names(tmp_path) == ["evaluation-alpha", "evaluation-zeta"]
-    assert evaluation_names(run) == [VALIDATION]
-    with pytest.raises(ValueError, match=r"no evaluation 'evaluation-x' in .*; it has: evaluation$"):
-        load_evaluation(run, "evaluation-x")
+    assert RunFolder(tmp_path).evaluation_names() == ["evaluation-alpha", "evaluation-zeta"]
+    assert RunFolder(run).evaluation_names() == [VALIDATION]
+    with pytest.raises(FileNotFoundError, match=r"evaluation-half is not a complete evaluation: no confusion.json$"):
+        load_evaluation(tmp_path / "evaluation-half")
     with pytest.raises(ValueError, match="unknown head 'colour'; valid: gender, masterCategory"):
         faked[1].matrix("colour")
 
@@ -237,7 +239,7 @@ def test_csv_and_json_exports_hold_the_report(faked):
     article = classes[classes["head"] == "articleType"].drop(columns="head").reset_index(drop=True)
     pd.testing.assert_frame_equal(article, class_table(report, "articleType"), check_dtype=False)
     summary = pd.read_csv(io.StringIO(summary_csv(report)), index_col="head")
-    pd.testing.assert_frame_equal(summary, summary_table(report), check_dtype=False)
+    pd.testing.assert_frame_equal(summary, summary_table(head_summary(report)), check_dtype=False)
     assert json.loads(report_json(report)) == report
 
 
@@ -263,7 +265,7 @@ def test_unknown_classes_count_as_errors_named(tmp_path):
     np.testing.assert_array_equal(confusion["matrix"], confusion_matrix(
         predictions["usage"][:7], predictions["usage_pred"][:7], labels=confusion["classes"]))
     assert report["data"] == "/elsewhere"
-    assert summary_table(report).loc["usage", "unknown"] == 3
+    assert summary_table(head_summary(report)).loc["usage", "unknown"] == 3
     assert "usage: 3 rows of classes the run never saw, counted as errors: Jumpsuit (2), Kurta (1)." in exclusion_notes(report)
     assert class_table(report, "usage")["unknown"].tolist() == [False, False, True, True]
 
@@ -296,7 +298,7 @@ def test_real_sample_reports_equal_scikit_learns(real_sample, tmp_path):
     schema = LabelSchema.fit(catalogue.frame[(split == "train").to_numpy()], rare_policy="ignore", rare_min_count=50)
     val_ids = catalogue.frame["id"].to_numpy()[(split == "val").to_numpy()]
     fake_evaluation(catalogue, schema, val_ids, tmp_path / VALIDATION, accuracy=0.6)
-    evaluation = load_evaluation(tmp_path)
+    evaluation = load_evaluation(tmp_path / VALIDATION)
     for head in schema.heads:
         assert_report_equals_sklearn(evaluation.report, evaluation.predictions, head)
     view = top_n_confusion(evaluation.classes("articleType"), evaluation.matrix("articleType"), 20)
@@ -318,29 +320,30 @@ def finished_run(demo, tmp_path_factory):
 def test_load_run_module_rebuilds_the_checkpointed_net(finished_run):
     record, cfg = finished_run
     folder = Path(record.folder)
-    best = checkpoint_path(folder)
-    assert best == run_paths(folder)["best"]
+    best = RunFolder(folder).checkpoint()
+    assert best == RunFolder(folder).best
     module, loaded_cfg, schema = load_run_module(folder)
-    assert loaded_cfg == cfg and schema == LabelSchema.load(run_paths(folder)["schema"]) and not module.training
+    assert loaded_cfg == cfg and schema == LabelSchema.load(RunFolder(folder).schema) and not module.training
     state = torch.load(best, map_location="cpu", weights_only=True)
     assert state[CHECKPOINT_KEY]["config"] == cfg.to_dict()
     for name, tensor in module.state_dict().items():
         assert torch.equal(tensor, state["state_dict"][name]), name
     with pytest.raises(FileNotFoundError, match=r"no 'epoch999.ckpt' checkpoint in .*; it holds: best.ckpt, epoch000.ckpt, last.ckpt"):
-        checkpoint_path(folder, "epoch999.ckpt")
+        RunFolder(folder).checkpoint("epoch999.ckpt")
 
 
 def test_best_without_best_ckpt_is_the_one_epoch_checkpoint(tmp_path):
     """A cancelled run has no best.ckpt: its top-1 epoch checkpoint is the best."""
-    checkpoints = run_paths(tmp_path)["checkpoints"]
+    run = RunFolder(tmp_path)
+    checkpoints = run.checkpoints
     checkpoints.mkdir(parents=True)
     for name in ("epoch004.ckpt", "last.ckpt"):
         (checkpoints / name).touch()
-    assert checkpoint_path(tmp_path) == checkpoints / "epoch004.ckpt"
-    assert checkpoint_path(tmp_path, "last") == checkpoints / "last.ckpt"
+    assert run.checkpoint() == checkpoints / "epoch004.ckpt"
+    assert run.checkpoint("last") == checkpoints / "last.ckpt"
     (checkpoints / "epoch002.ckpt").touch()
     with pytest.raises(FileNotFoundError, match="no 'best' checkpoint in .*; it holds: epoch002.ckpt, epoch004.ckpt, last.ckpt"):
-        checkpoint_path(tmp_path)
+        run.checkpoint()
 
 
 def test_cli_evaluate_on_another_catalogue_counts_unknown_classes(finished_run, tmp_path, capsys):
@@ -355,7 +358,7 @@ def test_cli_evaluate_on_another_catalogue_counts_unknown_classes(finished_run, 
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     folder = Path(record.folder) / evaluation_name(other)
     assert folder.name == "evaluation-held_out"
-    evaluation = load_evaluation(record.folder, folder.name)
+    evaluation = load_evaluation(folder)
     assert evaluation.report["data"] == str(other) and evaluation.report["rows"] == 50
     assert evaluation.report["heads"]["articleType"]["unknown_classes"] == {"Jumpsuit": 5}
     assert summary["articleType"]["unknown"] == 5 and summary["articleType"]["support"] == 50
@@ -363,7 +366,7 @@ def test_cli_evaluate_on_another_catalogue_counts_unknown_classes(finished_run, 
         assert_report_equals_sklearn(evaluation.report, evaluation.predictions, head)
         assert summary[head]["accuracy"] == pytest.approx(evaluation.report["heads"][head]["accuracy"])
     assert (Path(record.folder) / VALIDATION / "report.json").read_text() == validation_before
-    assert evaluation_names(record.folder) == [VALIDATION, "evaluation-held_out"]
+    assert RunFolder(record.folder).evaluation_names() == [VALIDATION, "evaluation-held_out"]
 
 
 def test_cli_evaluate_names_a_missing_checkpoint_or_run(finished_run, capsys):
@@ -372,3 +375,24 @@ def test_cli_evaluate_names_a_missing_checkpoint_or_run(finished_run, capsys):
     assert "error: no 'nope.ckpt' checkpoint in" in capsys.readouterr().err
     assert cli(["evaluate", "no-such-run"]) == 2
     assert "error: unknown run 'no-such-run'" in capsys.readouterr().err
+
+
+def test_a_relative_dataset_path_names_the_same_dataset(faked, tmp_path, monkeypatch):
+    """A run trained with `--data workspace/demo-cli` (relative, as the README shows) is offered for
+    that catalogue however the catalogue is named later."""
+    from core.data.catalogue import dataset_key, same_dataset
+    from training.builders import with_dataset
+
+    run, _, _, catalogue = faked
+    monkeypatch.chdir(catalogue.root.parent)
+    relative = catalogue.root.name
+    assert with_dataset(TrainConfig(data=relative)).data == str(catalogue.root) == dataset_key(f"./{relative}/")
+    assert same_dataset(relative, catalogue.root) and not same_dataset(relative, tmp_path)
+    report = json.loads((run / VALIDATION / "report.json").read_text())
+    (tmp_path / VALIDATION).mkdir()
+    for name in ("predictions.parquet", "confusion.json"):
+        (tmp_path / VALIDATION / name).write_bytes((run / VALIDATION / name).read_bytes())
+    # An older report: no "data"; the run's config named the catalogue relatively.
+    (tmp_path / VALIDATION / "report.json").write_text(json.dumps({k: v for k, v in report.items() if k != "data"}))
+    assert RunFolder(tmp_path).evaluations_of(catalogue.root, relative) == [VALIDATION]
+    assert RunFolder(tmp_path).evaluations_of(tmp_path, relative) == []

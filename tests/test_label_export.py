@@ -19,7 +19,7 @@ from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
 from core.corrections import apply_corrections, corrections_snapshot, export_dataset
-from core.labelstore import EXTERNAL_ID_BASE, NOT_PRODUCT, SKIPPED, LabelStore
+from core.labelstore import EXTERNAL_ID_BASE, LabelStore, ReviewStatus
 
 N = 50
 
@@ -52,8 +52,8 @@ def reviewed(workspace, demo):
     item = {found.product_id: found.item for found in store.add_catalogue_items(catalogue, ids, "ann")}
     store.review(item[ids[0]], {"baseColour": "Teal", "articleType": "Tops, cropped"}, "ann", new_values=["articleType"])
     store.review(item[ids[1]], {head: catalogue.frame.iloc[1][head] for head in HEADS}, "bob")
-    store.mark(item[ids[2]], NOT_PRODUCT, "ann")
-    store.mark(item[ids[3]], SKIPPED, "bob")
+    store.mark(item[ids[2]], ReviewStatus.NOT_PRODUCT, "ann")
+    store.mark(item[ids[3]], ReviewStatus.SKIPPED, "bob")
     store.review(item[ids[4]], {"season": "Spring"}, "ann")
     store.undo_last("ann")
     dress = store.add_image(catalogue, png((200, 0, 0, 128), mode="RGBA"), "../summer dress.png", "ann")

@@ -1,4 +1,4 @@
-"""rank_label_issues on hand-made probabilities, and read_label_issues from crossval and run folders."""
+"""rank_label_issues on hand-made probabilities, and training.evaluate.label_issues from crossval and run folders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 
 from core.data.schema import LabelSchema
-from core.label_issues import ISSUE_COLUMNS, ISSUES_FILE, read_label_issues, rank_label_issues
+from core.label_issues import ISSUE_COLUMNS, rank_label_issues, save_issues
+from training.evaluate import label_issues
+from training.run_folder import RunFolder
 
 CLASSES = {"colour": ["Black", "White", "Blue"], "gender": ["Men", "Women"]}
 
@@ -115,20 +117,22 @@ def test_unknown_heads_and_methods_list_the_valid_ones(hand_made):
         rank_label_issues(hand_made, CLASSES, method="margin")
 
 
-def test_read_label_issues_from_a_crossval_folder_or_a_run_folder(tmp_path, hand_made):
+def test_label_issues_of_a_crossval_folder_or_a_run_folder(tmp_path, hand_made):
     saved = rank_label_issues(hand_made, CLASSES)
     crossval = tmp_path / "crossval"
     crossval.mkdir()
-    saved.to_parquet(crossval / ISSUES_FILE, index=False)
-    pd.testing.assert_frame_equal(read_label_issues(crossval), saved)
+    save_issues(saved, RunFolder(crossval).label_issues)
+    pd.testing.assert_frame_equal(label_issues(crossval), saved)
 
     run = tmp_path / "run"
     (run / "evaluation").mkdir(parents=True)
     hand_made.to_parquet(run / "evaluation" / "predictions.parquet", index=False)
+    for name in ("report.json", "confusion.json"):  # a complete evaluation; only the predictions are ranked
+        (run / "evaluation" / name).write_text("{}")
     schema = LabelSchema(rare_policy="keep", rare_min_count=0, classes=CLASSES,
                          counts={head: dict.fromkeys(names, 1) for head, names in CLASSES.items()})
     (run / "schema.json").write_text(json.dumps(schema.to_dict()))
-    pd.testing.assert_frame_equal(read_label_issues(run), saved)
+    pd.testing.assert_frame_equal(label_issues(run), saved)
 
-    with pytest.raises(FileNotFoundError, match=f"holds neither {ISSUES_FILE}"):
-        read_label_issues(tmp_path)
+    with pytest.raises(FileNotFoundError, match="holds neither label_issues.parquet"):
+        label_issues(tmp_path)

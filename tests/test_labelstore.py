@@ -23,9 +23,9 @@ from core.data import HEADS
 from core.data.catalogue import load_catalogue
 from core.database import DB_URL_ENV, db_engine
 from core.images import ImageRejected
-from core.labelstore import (
-    EXTERNAL_ID_BASE, FIELDS, NOT_PRODUCT, REVIEWED, SKIPPED, STATUS, UPLOADS_FOLDER, LabelStore, UndoConflict,
-)
+from core.labelstore import EXTERNAL_ID_BASE, FIELDS, STATUS, UPLOADS_FOLDER, LabelStore, ReviewStatus, UndoConflict
+
+REVIEWED, SKIPPED, NOT_PRODUCT = ReviewStatus.REVIEWED, ReviewStatus.SKIPPED, ReviewStatus.NOT_PRODUCT
 
 PG_URL_ENV = "FASHION_TAGGER_TEST_PG_URL"
 WRITER = REPO / "tests" / "labelstore_writer.py"

@@ -1,4 +1,5 @@
-"""training.launcher: runs launched in their own session, cancelled as a group, watched live.
+"""training.launcher, .status and .estimate: runs launched in their own session, cancelled as a group,
+watched live.
 
 Three tests start real (tiny) training processes on a generated demo catalogue; the rest use
 crafted files and registry rows.
@@ -20,12 +21,12 @@ from core import workspace
 from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
 from training.config import TrainConfig
-from training.launcher import (
-    BACKBONE_COSTS, LAUNCH_CONFIG_FILE, LaunchError, RunBusyError, cancel_run, estimate, format_duration, launch_run,
-    launched_pid, log_tail, metrics_frame, resume_run, run_status, runs_frame, summary_frame,
-)
+from training.estimate import BACKBONE_COSTS, estimate
+from training.launcher import LaunchError, RunBusyError, cancel_run, launch_run, resume_run
+from training.processes import log_tail
 from training.registry import ACTIVE, LOST_PROCESS_ERROR, RunRegistry
-from training.train import read_progress, run_paths, write_progress
+from training.run_folder import RunFolder, write_progress
+from training.status import format_duration, metrics_frame, run_progress, runs_frame, summary_frame
 
 # rare_policy "keep": with "other", 48 training rows would merge every colour into one class.
 TINY = {"image_size": 64, "epochs": 1, "max_samples": 60, "num_workers": 0, "batch_size": 16, "rare_policy": "keep"}
@@ -65,7 +66,7 @@ def active(registry: RunRegistry, run_id: str):
 
 
 def stage(record) -> str | None:
-    return (read_progress(Path(record.folder)) or {}).get("stage")
+    return (RunFolder(record.folder).read_progress() or {}).get("stage")
 
 
 def group_gone(pgid: int) -> bool:
@@ -83,8 +84,8 @@ def group_gone(pgid: int) -> bool:
 def test_launched_run_has_its_own_session_and_goes_queued_running_finished(demo, registry):
     record = launch_run(tiny(demo), registry)
     assert record.status == "queued"
-    pid = launched_pid(record.folder)
-    assert pid is not None and os.getsid(pid) == pid and os.getpgid(pid) == pid
+    pid = record.pid  # handed over to the training process
+    assert pid != os.getpid() and os.getsid(pid) == pid and os.getpgid(pid) == pid
     with pytest.raises(RunBusyError, match=f"run {record.id} is (queued|running)"):
         launch_run(tiny(demo), registry)
 
@@ -99,13 +100,13 @@ def test_launched_run_has_its_own_session_and_goes_queued_running_finished(demo,
     assert final.status == "finished", final.error
     assert "running" in seen and seen[-1] == "finished"
     assert final.pid == pid  # the child took the run over from the launching process
-    log = run_paths(Path(final.folder))["log"].read_text()
+    log = RunFolder(final.folder).log.read_text()
     assert f"run {record.id}: finished" in log
 
     epochs = metrics_frame(final.folder)
     assert epochs["epoch"].tolist() == [1]
     assert epochs["val/mean_macro_f1"].iloc[0] == pytest.approx(final.best_metric)
-    status = run_status(final)
+    status = run_progress(final)
     assert (status.status, status.stage, status.fraction) == ("finished", "finished", 1.0)
     assert status.text.startswith("Finished in ")
     summary = summary_frame(final)
@@ -114,14 +115,14 @@ def test_launched_run_has_its_own_session_and_goes_queued_running_finished(demo,
 
 
 def epoch(record) -> int:
-    return (read_progress(Path(record.folder)) or {}).get("epoch") or 0
+    return (RunFolder(record.folder).read_progress() or {}).get("epoch") or 0
 
 
 @pytest.mark.slow
 def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_it(demo, registry):
     # Long enough to be inside fit when cancelled: 30 epochs of 6 steps.
     record = launch_run(tiny(demo, epochs=30, batch_size=8), registry)
-    pid = launched_pid(record.folder)
+    pid = record.pid
     wait_for(lambda: stage(current := active(registry, record.id)) == "train" and epoch(current) >= 2, 240,
              "the second epoch")
 
@@ -129,7 +130,7 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_it(demo, reg
 
     assert cancelled.status == "cancelled"
     wait_for(lambda: group_gone(pid), 10, "the process group to be gone")
-    assert run_paths(Path(record.folder))["last"].is_file()
+    assert RunFolder(record.folder).last.is_file()
     assert stage(record) == "cancelled"  # train() saw SIGTERM inside fit
     assert registry.get(record.id).status == "cancelled"  # the child's own report did not change it
     with pytest.raises(ValueError, match=f"run {record.id} is cancelled; only a queued or running run"):
@@ -141,8 +142,8 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_it(demo, reg
     assert resumed.status == "queued" and resumed.id == record.id
     with pytest.raises(ValueError, match=f"run {record.id} is (queued|running); only a failed or cancelled run"):
         resume_run(record.id, registry)  # a second click
-    new_pid = launched_pid(record.folder)
-    assert new_pid not in (None, pid) and os.getpgid(new_pid) == new_pid
+    new_pid = resumed.pid
+    assert new_pid not in (os.getpid(), pid) and os.getpgid(new_pid) == new_pid
     # From last.ckpt: training goes on at the epoch it was cancelled in (or later), not at 1.
     wait_for(lambda: stage(current := active(registry, record.id)) == "train" and current.status == "running", 240,
              "the resumed run to train")
@@ -157,7 +158,7 @@ def test_resume_refuses_a_run_that_is_not_failed_or_cancelled(demo, registry):
     queued = registry.create(tiny(demo).to_dict())
     with pytest.raises(ValueError, match=f"run {queued.id} is queued; only a failed or cancelled run can be resumed"):
         resume_run(queued.id, registry)
-    assert launched_pid(queued.folder) is None
+    assert registry.get(queued.id).pid == os.getpid()  # no training process was started for it
 
 
 @pytest.mark.slow
@@ -166,12 +167,11 @@ def test_a_killed_training_process_is_listed_as_failed(demo, registry):
     running = wait_for(lambda: (current := active(registry, record.id)).status == "running" and current, 120,
                        "the child to mark the run running")
     pid = running.pid
-    assert pid == launched_pid(record.folder) != os.getpid()
+    assert pid == record.pid != os.getpid()
     os.kill(pid, signal.SIGKILL)
     failed = wait_for(lambda: next((r for r in registry.list() if r.id == record.id and r.status == "failed"), None),
                       20, "the registry to list the run failed")
-    # The registry's reconciliation or the launcher's watcher thread, whichever looks first.
-    assert failed.error == LOST_PROCESS_ERROR or failed.error.startswith("the training process was killed by SIGKILL")
+    assert failed.error.startswith(f"{LOST_PROCESS_ERROR}: it was killed by SIGKILL")
     assert registry.running() is None
 
 
@@ -194,32 +194,32 @@ def test_a_process_that_cannot_start_marks_the_run_failed(demo, registry, monkey
     newest = registry.list()[0]
     assert newest.status == "failed" and "could not start the training process" in newest.error
     # The child would have run exactly this config.
-    assert TrainConfig.from_file(Path(newest.folder) / LAUNCH_CONFIG_FILE) == cfg
+    assert TrainConfig.from_file(RunFolder(newest.folder).launch_config) == cfg
 
 
 # --- status, metrics, estimate
 
 
-def test_run_status_follows_progress_json(demo, registry):
+def test_run_progress_follows_progress_json(demo, registry):
     record = registry.create(tiny(demo).to_dict())
     folder = Path(record.folder)
     folder.mkdir(parents=True)
-    progress = run_paths(folder)["progress"]
-    assert run_status(record).text == "Starting the training process…"
+    progress = RunFolder(folder).progress
+    assert run_progress(record).text == "Starting the training process…"
 
     write_progress(progress, stage="cache", done=30, total=120)
-    status = run_status(record)
+    status = run_progress(record)
     assert (status.stage, status.cache_fraction, status.fraction) == ("cache", 0.25, 0.0)
     assert status.text == "Building the image cache: 30 of 120 photos"
 
     write_progress(progress, stage="train", epoch=2, epochs=4, step=5, steps_per_epoch=10, global_step=15, train_loss=1.25)
-    status = run_status(record)
+    status = run_progress(record)
     assert status.fraction == pytest.approx((1 + 5 / 10) / 4)
     assert status.cache_fraction is None
     assert status.text == "Training: epoch 2 of 4, step 5 of 10 · last epoch's train loss 1.250"
 
     registry.mark_failed(record.id, "ValueError: bad things\n\nTraceback ...")
-    assert run_status(registry.get(record.id)).text == "Failed: ValueError: bad things"
+    assert run_progress(registry.get(record.id)).text == "Failed: ValueError: bad things"
 
 
 def test_cancel_refuses_an_ended_run(demo, registry):

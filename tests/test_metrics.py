@@ -6,7 +6,7 @@ from sklearn.metrics import classification_report
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from core.data.schema import IGNORE_INDEX
-from core.metrics import confusion_matrix, head_reports, report_from_confusion
+from core.metrics import confusion_matrix, report_from_confusion
 
 CLASSES = ["Tshirts", "Shirts", "Jeans", "Caps"]
 
@@ -37,7 +37,12 @@ def test_ignored_rows_are_excluded_and_counted():
         "articleType": np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.6, 0.4]]),
         "baseColour": np.array([[0.3, 0.7], [0.9, 0.1], [0.1, 0.9], [0.8, 0.2]]),
     }
-    reports = head_reports(labels, probs, {"articleType": ["A", "B"], "baseColour": ["Red", "Blue"]})
+    classes = {"articleType": ["A", "B"], "baseColour": ["Red", "Blue"]}
+    reports = {}
+    for column, (head, head_probs) in enumerate(probs.items()):
+        matrix = confusion_matrix(labels[:, column], head_probs.argmax(axis=1), 2)
+        excluded = int((labels[:, column] == IGNORE_INDEX).sum())
+        reports[head] = {"report": report_from_confusion(matrix, classes[head], excluded), "confusion": matrix.tolist()}
     article = reports["articleType"]
     assert article["confusion"] == [[1, 0], [1, 1]]
     assert article["report"]["support"] == 3 and article["report"]["excluded"] == 1

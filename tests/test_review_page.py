@@ -13,11 +13,12 @@ from streamlit.testing.v1 import AppTest
 from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.schema import OTHER_CLASS
-from core.label_issues import read_label_issues
 from core.labelstore import EXTERNAL_ID_BASE, LabelStore
 from core.review import label_issue_ids
 from training.checkpoints import load_predictor
-from training.launcher import evaluation_job, log_tail
+from training.evaluate import label_issues
+from training.launcher import evaluation_job
+from training.processes import log_tail
 
 from conftest import REPO, tiny_run_workspace
 
@@ -185,7 +186,7 @@ def test_label_issue_queue_of_one_head_follows_the_ranking(run):
     at.multiselect(key="review.issue_heads").set_value(["baseColour"]).run()
     at.button(key="review.load_issues").click().run()
     assert not at.exception, at.exception
-    expected = label_issue_ids(read_label_issues(record.folder), 100, heads=["baseColour"])
+    expected = label_issue_ids(label_issues(record.folder), 100, heads=["baseColour"])
     assert expected, "the tiny run flags no baseColour issue: nothing to compare"
     queue = at.session_state.get("review.queue") or []
     assert [item.product_id for item in LabelStore().items(queue)] == expected

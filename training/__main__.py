@@ -10,7 +10,8 @@
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
-the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate).
+the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate,
+core.evaluation.head_summary).
 `predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
 [{"label", "p"}, ...]}} or {"path", "error"}; it exits 0 when at least one image was read, else 1.
 `predict --csv FILE` also writes a row per image, line by line: path, <head>, <head>_p (the top
@@ -30,6 +31,8 @@ from pathlib import Path
 
 from core.data import CatalogueError
 from core.images import ACCEPTED_EXTENSIONS
+from training.registry import RunState
+from training.status import summary_frame
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,10 +103,8 @@ def describe(record) -> str:
         lines.append(f"  device   {record.device}; weights {record.weights}")
     if record.best_metric is not None:
         lines.append(f"  best     {record.best_metric_name} = {record.best_metric:.4f}")
-    heads = (record.metrics or {}).get("heads", {})
-    for head, numbers in heads.items():
-        if isinstance(numbers, dict):
-            lines.append(f"  {head:15s} acc {numbers['accuracy']:.3f}  macro-F1 {numbers['macro_f1']:.3f}  (n={numbers['support']})")
+    summary = summary_frame(record)
+    lines += [head_line(head, numbers) for head, numbers in summary.iterrows()]
     if record.error:
         lines.append(f"  error    {record.error.splitlines()[0]}")
     return "\n".join(lines)
@@ -136,11 +137,17 @@ def fit(args: argparse.Namespace) -> int:
     print(describe(record))
     if args.json:
         print(json.dumps(record.as_dict()))
-    return 0 if record.status in ("finished", "cancelled") else 1
+    return 0 if record.status in (RunState.FINISHED, RunState.CANCELLED) else 1
+
+
+def head_line(head: str, numbers) -> str:
+    """One head's accuracy, macro-F1 and support (a `head_summary` entry) on one line."""
+    return f"  {head:15s} acc {numbers['accuracy']:.3f}  macro-F1 {numbers['macro_f1']:.3f}  (n={numbers['support']})"
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from training.checkpoints import evaluate_checkpoint
+    from core.evaluation import head_summary, unknown_names
+    from training.evaluate import evaluate_checkpoint
     from training.registry import RunRegistry
 
     record = RunRegistry().get(args.run_id)
@@ -151,13 +158,10 @@ def evaluate(args: argparse.Namespace) -> int:
         return 2
     print(f"run {record.id}, checkpoint {report['checkpoint']}: {report['rows']:,} images of {report['data']}")
     print(f"  reports  {folder}")
-    summary = {}
-    for head, entry in report["heads"].items():
-        unknown = entry["unknown_classes"]
-        summary[head] = {key: entry[key] for key in ("accuracy", "macro_f1", "weighted_f1", "support", "excluded")}
-        summary[head]["unknown"] = sum(unknown.values())
-        names = f"  unknown classes: {', '.join(f'{name} ({n})' for name, n in unknown.items())}" if unknown else ""
-        print(f"  {head:15s} acc {entry['accuracy']:.3f}  macro-F1 {entry['macro_f1']:.3f}  (n={entry['support']}){names}")
+    summary = head_summary(report)
+    for head, numbers in summary.items():
+        unknown = report["heads"][head]["unknown_classes"]
+        print(head_line(head, numbers) + (f"  unknown classes: {unknown_names(unknown)}" if unknown else ""))
     if args.json:
         print(json.dumps(summary))
     return 0

@@ -1,73 +1,37 @@
-"""A run's checkpoints: find one, rebuild the model (or a Predictor) from it, and evaluate it on a catalogue.
+"""A run's checkpoints: what they hold, and the model (or a Predictor) rebuilt from one.
 
-Every checkpoint carries the run's config and label schema (`train.CHECKPOINT_KEY`) and the
-module's class counts (its hyper-parameters), so it rebuilds the net on its own: the backbone
-starts from no weights at all (pretrained="none") and the checkpoint supplies every one.
+Every checkpoint carries the run's config and label schema (under CHECKPOINT_KEY, put there by
+training.train) and the module's class counts (its hyper-parameters), so it rebuilds the net on
+its own: the backbone starts from no weights at all (pretrained="none") and the checkpoint
+supplies every one. Which file is "best" or "last" is training.run_folder's business.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from core import workspace
-from core.data.catalogue import load_catalogue
 from core.data.schema import LabelSchema
-from core.datamodule import CatalogueDataModule
-from core.evaluation import VALIDATION
 from core.model import TaggerModule
 from core.prediction import Predictor
-from core.transforms import data_config
-from training.config import TrainConfig, resolve_channels_last, resolve_precision
-from training.evaluate import predict, write_evaluation
-from training.train import CHECKPOINT_KEY, build_module, run_catalogue, run_paths, run_split
+from training.builders import build_module
+from training.config import TrainConfig
+from training.run_folder import RunFolder
 
-CHECKPOINT_CHOICES = ("best", "last")
-
-
-def checkpoint_path(folder: str | Path, which: str = "best") -> Path:
-    """The checkpoint file `which` of the run in `folder`.
-
-    which: "best" (best.ckpt; a run cancelled before its end has none, then the one
-    `epochNNN.ckpt` its top-1 ModelCheckpoint keeps), "last", or a file name in checkpoints/.
-    Raises FileNotFoundError naming the checkpoints there are.
-    """
-    paths = run_paths(Path(folder))
-    folder_files = sorted(path.name for path in paths["checkpoints"].glob("*.ckpt"))
-    if which == "best":
-        epochs = [name for name in folder_files if re.fullmatch(r"epoch\d+\.ckpt", name)]
-        chosen = paths["best"] if paths["best"].exists() else (
-            paths["checkpoints"] / epochs[0] if len(epochs) == 1 else None)
-    elif which == "last":
-        chosen = paths["last"]
-    else:
-        chosen = paths["checkpoints"] / which
-    if chosen is None or not chosen.is_file():
-        raise FileNotFoundError(
-            f"no {which!r} checkpoint in {paths['checkpoints']}; it holds: {', '.join(folder_files) or 'nothing'} "
-            f"(choose {', '.join(CHECKPOINT_CHOICES)} or one of those file names)"
-        )
-    return chosen
+CHECKPOINT_KEY = "fashion_tagger"  # the checkpoint entry holding the run's config and schema
+PREDICT_DEVICES = ("auto", "cpu", "cuda")  # auto: the first CUDA GPU when torch sees one, else the CPU
 
 
-def has_checkpoint(folder: str | Path | None, which: str = "best") -> bool:
-    """Whether the run in `folder` has checkpoint `which` (see `checkpoint_path`)."""
-    if not folder:
-        return False
-    try:
-        checkpoint_path(folder, which)
-    except FileNotFoundError:
-        return False
-    return True
+def checkpoint_payload(cfg: TrainConfig, schema: LabelSchema) -> dict:
+    """What every checkpoint of a run carries under CHECKPOINT_KEY."""
+    return {"config": cfg.to_dict(), "schema": schema.to_dict()}
 
 
 def load_run_module(folder: str | Path, which: str = "best") -> tuple[TaggerModule, TrainConfig, LabelSchema]:
-    """The run's TaggerModule with the weights of checkpoint `which` (see `checkpoint_path`), in
+    """The run's TaggerModule with the weights of checkpoint `which` (`RunFolder.checkpoint`), in
     eval mode on the CPU, with the config and label schema the checkpoint was trained with."""
-    checkpoint = torch.load(checkpoint_path(folder, which), map_location="cpu", weights_only=True)
+    checkpoint = torch.load(RunFolder(folder).checkpoint(which), map_location="cpu", weights_only=True)
     cfg = TrainConfig.from_dict(checkpoint[CHECKPOINT_KEY]["config"])
     schema = LabelSchema.from_dict(checkpoint[CHECKPOINT_KEY]["schema"])
     module, _ = build_module(cfg, schema, checkpoint["hyper_parameters"]["class_counts"], pretrained="none")
@@ -75,7 +39,11 @@ def load_run_module(folder: str | Path, which: str = "best") -> tuple[TaggerModu
     return module.eval(), cfg, schema
 
 
-PREDICT_DEVICES = ("auto", "cpu", "cuda")  # auto: the first CUDA GPU when torch sees one, else the CPU
+def load_weights(module: TaggerModule, checkpoint: Path) -> TaggerModule:
+    """Load a Lightning checkpoint's weights into `module` (strict) and return it."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state, strict=True)
+    return module
 
 
 def predict_device(name: str) -> torch.device:
@@ -89,49 +57,11 @@ def predict_device(name: str) -> torch.device:
 
 
 def load_predictor(folder: str | Path, which: str = "best", run_id: str | None = None, device: str = "cpu") -> Predictor:
-    """A Predictor over the run's checkpoint `which` (see `checkpoint_path`) on `device` (see
-    `predict_device`; the dashboard keeps the CPU, leaving a GPU to training), at the image size
-    the run was trained at; `run_id` is kept for display."""
+    """A Predictor over the run's checkpoint `which` on `device` (see `predict_device`; the
+    dashboard keeps the CPU, leaving a GPU to training), at the image size the run was trained at;
+    `run_id` is kept for display. Predictions run in channels_last memory format: faster for these
+    convolutions on the CPU too, and the same numbers within 1e-5."""
     target = predict_device(device)
     module, cfg, schema = load_run_module(folder, which)
-    return Predictor(module.to(target), schema, cfg.image_size, run_id=run_id,
-                     checkpoint=checkpoint_path(folder, which).name)
-
-
-def evaluation_name(data: str | Path | None) -> str:
-    """The evaluation folder's name: `evaluation` for the run's validation split, else
-    `evaluation-<dataset folder name>` (characters other than letters, digits, `.`, `_`, `-` as `_`)."""
-    if data is None:
-        return VALIDATION
-    return f"{VALIDATION}-{re.sub(r'[^A-Za-z0-9._-]', '_', Path(data).resolve().name)}"
-
-
-def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, which: str = "best") -> tuple[Path, dict]:
-    """Evaluate the run's checkpoint `which` and write the evaluation files (training.evaluate).
-
-    data: None evaluates the run's own validation split (the same rows as at training time) into
-    `<run>/evaluation/`; a catalogue folder evaluates every row of it into
-    `<run>/evaluation-<name>/` (`evaluation_name`), leaving the validation evaluation as it is.
-    True values the run's schema never saw count as errors of their head, reported by name.
-    Returns (the evaluation folder, its report).
-    """
-    folder = Path(folder)
-    checkpoint = checkpoint_path(folder, which)
-    module, cfg, schema = load_run_module(folder, which)
-    if data is None:  # the run's own rows, with the corrections it trained on
-        catalogue = run_catalogue(cfg, folder)
-        split, max_samples = run_split(cfg, catalogue), cfg.max_samples
-    else:
-        catalogue = load_catalogue(data)
-        split, max_samples = pd.Series("val", index=catalogue.frame.index), None
-    if resolve_channels_last(cfg):
-        module = module.to(memory_format=torch.channels_last)
-    datamodule = CatalogueDataModule(
-        catalogue, schema, split, cfg.image_size, data_config(module.net.backbone, cfg.image_size),
-        batch_size=cfg.batch_size, num_workers=cfg.num_workers, cache_root=workspace.workspace_dir(),
-        max_samples=max_samples, seed=cfg.seed,
-    )
-    datamodule.setup("validate")
-    ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg))
-    target = folder / evaluation_name(data)
-    return target, write_evaluation(catalogue, schema, ids, probs, target, checkpoint.name)
+    return Predictor(module.to(target), schema, cfg.image_size, run_id=run_id, channels_last=True,
+                     checkpoint=RunFolder(folder).checkpoint(which).name)

@@ -14,11 +14,12 @@ A cross-validation folder `<workspace>/crossval/<crossval_id>/` holds:
     schema.json           the label schema, fitted on every row
     folds.parquet         id, fold
     fold<k>/metrics.csv   the fold's training log (Lightning's CSVLogger)
-    evaluation/           training.evaluate's files over every row, out-of-sample: predictions.parquet
+    evaluation/           core.evaluation's files over every row, out-of-sample: predictions.parquet
                           (each row once), report.json, confusion.json; read like a run's evaluation
     label_issues.parquet  core.label_issues.rank_label_issues over those predictions
     progress.json         the fold in progress
     summary.json          the CrossvalResult (written when it ends, finished or failed)
+(names shared with a run folder come from training.run_folder)
 
 It keeps its own record (summary.json) rather than a row in the run registry: the registry's
 readers (`fit --resume`, checkpoint loading, the Train page) take a run to be one model with
@@ -42,7 +43,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from core import workspace
@@ -50,10 +50,13 @@ from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
 from core.data.split import id_uniform
 from core.datamodule import capped_selection
-from core.label_issues import ISSUES_FILE, rank_label_issues
-from training.config import TrainConfig, resolve_channels_last, resolve_precision, resolve_rare_min_count
-from training.evaluate import predict, summarise, write_evaluation
-from training.train import build_datamodule, build_module, class_counts, dataset_folder, run_catalogue, write_progress
+from core.evaluation import head_summary, load_evaluation, write_evaluation
+from core.label_issues import rank_label_issues, save_issues
+from training.builders import build_datamodule, build_module, class_counts, run_catalogue, with_dataset
+from training.config import TrainConfig, resolve_precision, resolve_rare_min_count
+from training.evaluate import predict
+from training.registry import RunState
+from training.run_folder import RunFolder, Stage
 
 CROSSVAL_FOLDER = "crossval"
 SUMMARY_FILE = "summary.json"
@@ -66,13 +69,13 @@ class CrossvalResult:
 
     id: str  # "<UTC yyyymmdd-hhmmss>-<K>fold-<4 hex>"
     folder: str
-    status: str  # "finished" or "failed"
+    status: str  # RunState.FINISHED or RunState.FAILED
     folds: int
     config: dict[str, Any]  # TrainConfig.to_dict()
     rows: int  # rows with an out-of-sample prediction (photos that fail to decode are left out)
     fold_rows: list[int]  # held-out rows per fold
     issues: dict[str, int]  # head -> rows cleanlab flags (is_issue)
-    metrics: dict[str, Any]  # training.evaluate.summarise of the out-of-sample predictions
+    metrics: dict[str, Any]  # core.evaluation.head_summary of the out-of-sample predictions
     skipped_images: dict[str, str]  # id -> why its photo could not be used
     timings: dict[str, float]
     error: str | None
@@ -108,9 +111,9 @@ def crossval(cfg: TrainConfig, folds: int, progress: Callable[[int, int], None] 
     progress: `progress(done, folds)` after each fold. Returns the finished result; an error
     writes a failed summary.json and is raised.
     """
-    if cfg.data is None:
-        cfg = dataclasses.replace(cfg, data=str(dataset_folder(cfg)))
+    cfg = with_dataset(cfg)
     crossval_id, folder = _new_folder(folds)
+    run = RunFolder(folder)
     try:  # with cfg.corrections, the label store's decisions (snapshot in the folder, as a run keeps)
         catalogue = capped_catalogue(run_catalogue(cfg, folder), cfg)
         _check_folds(folds, len(catalogue.frame))
@@ -122,14 +125,14 @@ def crossval(cfg: TrainConfig, folds: int, progress: Callable[[int, int], None] 
         frame = catalogue.frame
         schema = LabelSchema.fit(frame, rare_policy=cfg.rare_policy,
                                  rare_min_count=resolve_rare_min_count(cfg, len(frame)), heads=cfg.heads)
-        (folder / "config.json").write_text(json.dumps({**cfg.to_dict(), "crossval_folds": folds}, indent=2))
-        schema.save(folder / "schema.json")
+        run.config.write_text(json.dumps({**cfg.to_dict(), "crossval_folds": folds}, indent=2))
+        schema.save(run.schema)
         fold_of = assign_folds(frame, folds, cfg.seed)
         pd.DataFrame({"id": frame["id"], "fold": fold_of}).to_parquet(folder / "folds.parquet", index=False)
 
         ids, probs, skipped, timings = [], [], {}, {}
         for fold in range(folds):
-            write_progress(folder / "progress.json", stage="train", fold=fold + 1, folds=folds)
+            run.write_progress(Stage.TRAIN, fold=fold + 1, folds=folds)
             fold_started = time.perf_counter()
             fold_ids, fold_probs, fold_skipped = _fit_and_predict(
                 cfg, catalogue, schema, fold_of == fold, folder / f"fold{fold}", fold)
@@ -140,25 +143,25 @@ def crossval(cfg: TrainConfig, folds: int, progress: Callable[[int, int], None] 
             if progress is not None:
                 progress(fold + 1, folds)
 
-        write_progress(folder / "progress.json", stage="rank", fold=folds, folds=folds)
+        run.write_progress(Stage.RANK, fold=folds, folds=folds)
         all_ids = np.concatenate(ids)
         order = np.argsort(pd.Index(frame["id"]).get_indexer(all_ids))  # catalogue order
         all_probs = {head: np.concatenate([fold_probs[head] for fold_probs in probs])[order] for head in schema.heads}
-        metrics = summarise(write_evaluation(catalogue, schema, all_ids[order], all_probs, folder / "evaluation",
-                                             f"{folds}-fold cross-validation, last epoch of each fold"))
-        issues = rank_label_issues(pd.read_parquet(folder / "evaluation" / "predictions.parquet"), schema.classes)
-        issues.to_parquet(folder / ISSUES_FILE, index=False)
+        report = write_evaluation(catalogue, schema, all_ids[order], all_probs, run.evaluation(),
+                                  f"{folds}-fold cross-validation, last epoch of each fold")
+        issues = rank_label_issues(load_evaluation(run.evaluation()).predictions, schema.classes)
+        save_issues(issues, run.label_issues)
         timings["total_s"] = time.perf_counter() - started
         result = CrossvalResult(
-            id=crossval_id, folder=str(folder), status="finished", folds=folds, config=cfg.to_dict(),
+            id=crossval_id, folder=str(folder), status=RunState.FINISHED, folds=folds, config=cfg.to_dict(),
             rows=len(all_ids), fold_rows=[len(fold_ids) for fold_ids in ids],
             issues={head: int(issues["is_issue"][issues["head"] == head].sum()) for head in schema.heads},
-            metrics=metrics, skipped_images=skipped, timings=timings, error=None,
+            metrics=head_summary(report), skipped_images=skipped, timings=timings, error=None,
         )
-        write_progress(folder / "progress.json", stage="finished", fold=folds, folds=folds)
+        run.write_progress(Stage.FINISHED, fold=folds, folds=folds)
     except (Exception, KeyboardInterrupt) as error:
         result = CrossvalResult(
-            id=crossval_id, folder=str(folder), status="failed", folds=folds, config=cfg.to_dict(), rows=0,
+            id=crossval_id, folder=str(folder), status=RunState.FAILED, folds=folds, config=cfg.to_dict(), rows=0,
             fold_rows=[], issues={}, metrics={}, skipped_images={}, timings={},
             error=f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}",
         )
@@ -196,9 +199,7 @@ def _fit_and_predict(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
     frame = catalogue.frame
     split = pd.Series(np.where(held_out, "val", "train"), index=frame.index)
     L.seed_everything(cfg.seed + fold, workers=True, verbose=False)
-    module, _ = build_module(cfg, schema, class_counts(schema, schema.encode(frame[~held_out])))
-    if resolve_channels_last(cfg):
-        module = module.to(memory_format=torch.channels_last)
+    module, _ = build_module(cfg, schema, class_counts(schema, frame[~held_out]))
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("fit")
     trainer = L.Trainer(
@@ -209,7 +210,7 @@ def _fit_and_predict(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
     )
     trainer.fit(module, datamodule=datamodule)
     ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg))
-    return ids, probs, {str(k): v for k, v in datamodule.cache_report.failed.items()}
+    return ids, probs, datamodule.cache_report.as_dict()["failed"]
 
 
 def list_crossvals() -> list[CrossvalResult]:

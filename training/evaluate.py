@@ -1,17 +1,13 @@
-"""Evaluate a run's checkpoint: per-sample probabilities, per-head reports and confusion matrices.
+"""Evaluate a run: its model's probabilities over a catalogue's rows, scored and written by
+core.evaluation, and the label issues they point at.
 
-Files written to `<run>/evaluation/`:
-    predictions.parquet  one row per image: id; per head `<head>` (true label, None when ignored),
-                         `<head>_pred`, `<head>_p` (its probability), `<head>_probs` (all classes,
-                         in the schema's class order)
-    report.json          {"checkpoint", "rows", "data", "heads": {head: core.metrics report
-                         + "unknown_classes": {name: rows}}}
-    confusion.json       {head: {"classes": [...], "matrix": [[true x predicted counts]]}}
+`evaluate_checkpoint` evaluates a checkpoint after training (`python -m training evaluate`);
+`train` and `crossval` evaluate their module in memory through `predict` and `evaluate_module`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
 import lightning as L
@@ -20,13 +16,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from core.data.catalogue import Catalogue
+from core.data.catalogue import Catalogue, load_catalogue
 from core.data.schema import LabelSchema
-from core.evaluation import count_unknown_classes
-from core.metrics import head_reports
+from core.evaluation import is_complete, load_evaluation, write_evaluation
+from core.label_issues import rank_evaluation, read_issues
 from core.model import TaggerModule
-
-SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "support", "excluded")
+from training.builders import build_datamodule, run_catalogue, run_split
+from training.checkpoints import load_run_module
+from training.config import TrainConfig, resolve_precision
+from training.run_folder import RunFolder, evaluation_name
 
 
 def predict(module: TaggerModule, loader: DataLoader, accelerator: str = "auto",
@@ -40,41 +38,46 @@ def predict(module: TaggerModule, loader: DataLoader, accelerator: str = "auto",
     return ids, probs
 
 
-def write_evaluation(catalogue: Catalogue, schema: LabelSchema, ids: np.ndarray, probs: dict[str, np.ndarray],
-                     folder: Path, checkpoint: str) -> dict:
-    """Write the evaluation files for predictions on catalogue `ids`; returns report.json's content.
+def evaluate_module(module: TaggerModule, loader: DataLoader, cfg: TrainConfig, catalogue: Catalogue,
+                    schema: LabelSchema, folder: Path, checkpoint: str) -> dict:
+    """Predict `loader` (rows of `catalogue`) with `module` as `cfg` runs it, and write the
+    evaluation to `folder`; returns its report."""
+    ids, probs = predict(module, loader, cfg.accelerator, resolve_precision(cfg))
+    return write_evaluation(catalogue, schema, ids, probs, folder, checkpoint)
 
-    True values the schema never saw count as errors of their head, reported by name
-    (`core.evaluation.count_unknown_classes`).
+
+def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, which: str = "best") -> tuple[Path, dict]:
+    """Evaluate the run's checkpoint `which` and write the evaluation files.
+
+    data: None evaluates the run's own validation split (the same rows as at training time) into
+    `<run>/evaluation/`; a catalogue folder evaluates every row of it into
+    `<run>/evaluation-<name>/` (`evaluation_name`), leaving the validation evaluation as it is.
+    Returns (the evaluation folder, its report).
     """
-    rows = catalogue.frame.set_index("id").loc[ids].reset_index()
-    labels = schema.encode(rows)
-    reports = head_reports(labels, probs, schema.classes)
-    folder.mkdir(parents=True, exist_ok=True)
-    columns: dict[str, object] = {"id": ids}
-    for column, head in enumerate(schema.heads):
-        columns[head] = schema.decode(head, labels[:, column])
-        columns[f"{head}_pred"] = schema.decode(head, probs[head].argmax(axis=1))
-        columns[f"{head}_p"] = probs[head].max(axis=1)
-        columns[f"{head}_probs"] = list(probs[head])
-    pd.DataFrame(columns).to_parquet(folder / "predictions.parquet", index=False)
-    heads = {head: entry["report"] for head, entry in reports.items()}
-    (folder / "report.json").write_text(json.dumps({"checkpoint": checkpoint, "rows": len(ids), "heads": heads}))
-    confusion = {head: {"classes": schema.classes[head], "matrix": entry["confusion"]} for head, entry in reports.items()}
-    (folder / "confusion.json").write_text(json.dumps(confusion))
-    return count_unknown_classes(folder, rows, schema, str(catalogue.root))
+    run = RunFolder(folder)
+    checkpoint = run.checkpoint(which)
+    module, cfg, schema = load_run_module(folder, which)
+    if data is None:  # the run's own rows, with the corrections it trained on
+        catalogue = run_catalogue(cfg, run.path)
+        split = run_split(cfg, catalogue)
+    else:  # every row of another catalogue
+        catalogue, cfg = load_catalogue(data), dataclasses.replace(cfg, max_samples=None)
+        split = pd.Series("val", index=catalogue.frame.index)
+    datamodule = build_datamodule(cfg, catalogue, schema, split, module)
+    datamodule.setup("validate")
+    target = run.evaluation(evaluation_name(data))
+    return target, evaluate_module(module, datamodule.val_dataloader(), cfg, catalogue, schema, target, checkpoint.name)
 
 
-def summarise(report: dict) -> dict:
-    """{head: {accuracy, macro_f1, weighted_f1, support, excluded}, "mean_macro_f1": float} of a report."""
-    heads = report["heads"]
-    summary: dict = {head: {key: entry[key] for key in SUMMARY_KEYS} for head, entry in heads.items()}
-    summary["mean_macro_f1"] = float(np.mean([entry["macro_f1"] for entry in heads.values()]))
-    return summary
-
-
-def load_weights(module: TaggerModule, checkpoint: Path) -> TaggerModule:
-    """Load a Lightning checkpoint's weights into `module` (strict) and return it."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state, strict=True)
-    return module
+def label_issues(folder: str | Path) -> pd.DataFrame:
+    """The ranked label issues (core.label_issues) of a cross-validation folder, as it saved them,
+    or of a run folder, ranked now from its validation evaluation. FileNotFoundError when the
+    folder holds neither."""
+    run = RunFolder(folder)
+    if run.label_issues.is_file():
+        return read_issues(run.label_issues)
+    if not (run.schema.is_file() and is_complete(run.evaluation())):
+        raise FileNotFoundError(
+            f"{run.path} holds neither {run.label_issues.name} (python -m training crossval writes one) nor a "
+            "run's schema.json and complete evaluation/")
+    return rank_evaluation(load_evaluation(run.evaluation()).predictions, LabelSchema.load(run.schema).classes)

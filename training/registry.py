@@ -3,17 +3,21 @@
 The database is the workspace's (`core.database`: SQLite in the workspace, or whatever
 `FASHION_TAGGER_DB_URL` names, e.g. PostgreSQL shared by a team).
 
-A run moves queued -> running -> finished | failed, or to cancelled from queued or running;
-a failed or cancelled run can be reopened (queued again) to resume from its last checkpoint.
-The first end reported wins: ending an ended run (a cancel racing the end of training) leaves
-it as it is. A run can die without reporting (SIGKILL, out of memory, a closed terminal), so
+A run moves queued -> running -> finished | failed, or to cancelled from queued or running
+(`RunState`); a failed or cancelled run can be reopened (queued again) to resume from its last
+checkpoint. The first end reported wins: ending an ended run (a cancel racing the end of
+training) leaves it as it is. A run's record holds the process responsible for it: the one that
+registered it, then the training process the dashboard launched (`hand_over`), then the one
+training it. A run can die without reporting (SIGKILL, out of memory, a closed terminal), so
 reading the registry reconciles liveness first: a queued or running run of this host whose
-process is gone, or whose pid now belongs to another process, is marked failed.
+process is gone, or whose pid now belongs to another process, is marked failed, with how its
+process ended when this process started it, and the end of its run.log.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 import os
@@ -31,14 +35,27 @@ from sqlalchemy.exc import IntegrityError
 
 from core.database import database_url, db_engine
 from core.workspace import workspace_dir
+from training.processes import describe_exit, is_alive, log_tail, process_start, reap, reap_ended
+from training.run_folder import RunFolder
 
 RUNS_FOLDER = "runs"
-STATUSES = ("queued", "running", "finished", "failed", "cancelled")
-ACTIVE = ("queued", "running")
-ENDED = ("finished", "failed", "cancelled")
 LOST_PROCESS_ERROR = "the training process ended without reporting (killed?)"
 _ID_ATTEMPTS = 5
-_PROC = Path("/proc")
+
+
+class RunState(enum.StrEnum):
+    """A run's status in the registry."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (RunState.QUEUED, RunState.RUNNING)
+ENDED = (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED)
+RESUMABLE = (RunState.FAILED, RunState.CANCELLED)  # can be reopened to resume
 
 metadata = MetaData()
 runs_table = Table(
@@ -70,11 +87,11 @@ class RunRecord:
 
     id: str  # "<UTC yyyymmdd-hhmmss>-<backbone>-<4 hex>": sorts by creation, reads at a glance
     config: dict[str, Any]
-    status: str  # one of STATUSES
+    status: RunState
     created: str  # UTC ISO 8601 times
     started: str | None
     finished: str | None
-    pid: int | None  # the process that created the run, then the one training it
+    pid: int | None  # the process responsible for the run (module docstring)
     pid_start: int | None
     host: str | None
     folder: str | None  # the run folder
@@ -110,7 +127,7 @@ class RunRegistry:
             run_id = _new_run_id(str(config.get("backbone", "")), now)
             run_folder = Path(folder) if folder is not None else workspace_dir() / RUNS_FOLDER / run_id
             row = {
-                "id": run_id, "config": json.dumps(dict(config)), "status": "queued", "created": _iso(now),
+                "id": run_id, "config": json.dumps(dict(config)), "status": RunState.QUEUED, "created": _iso(now),
                 "pid": pid, "pid_start": process_start(pid), "host": socket.gethostname(),
                 "folder": str(run_folder.resolve()),
             }
@@ -122,12 +139,18 @@ class RunRegistry:
                 continue
         raise RuntimeError(f"could not draw a free run id in {_ID_ATTEMPTS} attempts")
 
+    def hand_over(self, run_id: str, pid: int) -> RunRecord:
+        """A queued run is now the responsibility of process `pid` of this host (the training
+        process the dashboard launched for it)."""
+        _check_pid(pid)
+        return self._move(run_id, RunState.QUEUED, (RunState.QUEUED,), pid=pid, pid_start=process_start(pid),
+                          host=socket.gethostname())
+
     def mark_running(self, run_id: str, pid: int, device: str, weights: str) -> RunRecord:
         """A queued run is now trained by process `pid` of this host, on `device`, from `weights`."""
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-            raise ValueError(f"pid must be a positive int, got {pid!r}")
+        _check_pid(pid)
         return self._move(
-            run_id, "running", ("queued",),
+            run_id, RunState.RUNNING, (RunState.QUEUED,),
             started=_now(), pid=pid, pid_start=process_start(pid),
             host=socket.gethostname(), device=device, weights=weights,
         )
@@ -142,7 +165,7 @@ class RunRegistry:
     ) -> RunRecord:
         """A running run ended well. Non-finite numbers are stored as null (JSON has no NaN)."""
         return self._move(
-            run_id, "finished", ("running",),
+            run_id, RunState.FINISHED, (RunState.RUNNING,),
             finished=_now(), best_metric=_finite(best_metric),
             best_metric_name=best_metric_name, metrics=json.dumps(_finite(dict(metrics))),
             timings=json.dumps(_finite(dict(timings))),
@@ -150,17 +173,17 @@ class RunRegistry:
 
     def mark_failed(self, run_id: str, error: str) -> RunRecord:
         """A queued or running run failed with `error` (a message or a traceback)."""
-        return self._move(run_id, "failed", ACTIVE, finished=_now(), error=error)
+        return self._move(run_id, RunState.FAILED, ACTIVE, finished=_now(), error=error)
 
     def mark_cancelled(self, run_id: str) -> RunRecord:
         """A queued or running run was cancelled; an ended run stays as it is."""
-        return self._move(run_id, "cancelled", ACTIVE, finished=_now())
+        return self._move(run_id, RunState.CANCELLED, ACTIVE, finished=_now())
 
     def reopen(self, run_id: str) -> RunRecord:
         """A failed or cancelled run is queued again, owned by this process (to resume it)."""
         pid = os.getpid()
         return self._move(
-            run_id, "queued", ("failed", "cancelled"),
+            run_id, RunState.QUEUED, RESUMABLE,
             finished=None, error=None, pid=pid, pid_start=process_start(pid), host=socket.gethostname(),
         )
 
@@ -190,10 +213,10 @@ class RunRegistry:
             row = connection.execute(query).first()
         return None if row is None else _record(row)
 
-    def _move(self, run_id: str, status: str, sources: tuple[str, ...], **values: Any) -> RunRecord:
+    def _move(self, run_id: str, status: RunState, sources: tuple[RunState, ...], **values: Any) -> RunRecord:
         """Set `status` and `values` if the run is in one of `sources`; an end on an ended run is a no-op."""
         with self.engine.begin() as connection:
-            current = _select_row(connection, run_id).status
+            current = RunState(_select_row(connection, run_id).status)
             if current in sources:
                 connection.execute(
                     update(runs_table)
@@ -208,18 +231,33 @@ class RunRegistry:
         """Mark failed the queued or running runs of this host whose process is gone."""
         with self.engine.begin() as connection:
             active = connection.execute(
-                select(runs_table.c.id, runs_table.c.pid, runs_table.c.pid_start)
+                select(runs_table.c.id, runs_table.c.pid, runs_table.c.pid_start, runs_table.c.folder)
                 .where(runs_table.c.status.in_(ACTIVE), runs_table.c.host == socket.gethostname())
             ).all()
-            for run_id, pid, pid_start in active:
+            for run_id, pid, pid_start, folder in active:
                 if pid is not None and is_alive(pid, pid_start):
                     continue
                 connection.execute(
                     update(runs_table)
                     # Unchanged since read: not taken over by another process meanwhile.
                     .where(runs_table.c.id == run_id, runs_table.c.pid == pid, runs_table.c.status.in_(ACTIVE))
-                    .values(status="failed", error=LOST_PROCESS_ERROR, finished=_now())
+                    .values(status=RunState.FAILED, error=_lost_process_error(pid, folder), finished=_now())
                 )
+        reap_ended()  # this process's other ended children (evaluations, runs that reported their end)
+
+
+def _lost_process_error(pid: int | None, folder: str | None) -> str:
+    """LOST_PROCESS_ERROR, with how the process ended when this process started it, and the end
+    of the run's log when it has one."""
+    code = None if pid is None else reap(pid)
+    error = LOST_PROCESS_ERROR if code is None else f"{LOST_PROCESS_ERROR}: it {describe_exit(code)}"
+    tail = log_tail(RunFolder(folder).log) if folder else ""
+    return f"{error}\n\n{tail}" if tail else error
+
+
+def _check_pid(pid: int) -> None:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise ValueError(f"pid must be a positive int, got {pid!r}")
 
 
 def _new_run_id(backbone: str, now: datetime) -> str:
@@ -263,38 +301,4 @@ def _record(row: Row) -> RunRecord:
     values = row._asdict()
     for key in ("config", "metrics", "timings"):
         values[key] = None if values[key] is None else json.loads(values[key])
-    return RunRecord(**values)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks after boot) of `pid` from /proc, None when absent."""
-    try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    # Fields after the parenthesised command name (which may hold spaces): state is field 3,
-    # starttime field 22 (proc(5)).
-    fields = text.rpartition(")")[2].split()
-    return fields[0], int(fields[19])
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of process `pid`, None when unknown (no /proc)."""
-    stat = _proc_stat(pid)
-    return None if stat is None else stat[1]
-
-
-def is_alive(pid: int, pid_start: int | None) -> bool:
-    """Whether `pid` is a live process (not a zombie) and, when `pid_start` is known, the same
-    process that was recorded rather than a new one reusing the pid."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        pass
-    stat = _proc_stat(pid)
-    if stat is None:  # without /proc, os.kill is all there is to tell; with it, the process just ended
-        return not (_PROC / "self").exists()
-    state, started = stat
-    return state not in ("Z", "X") and (pid_start is None or started == pid_start)
+    return RunRecord(**{**values, "status": RunState(values["status"])})

@@ -71,8 +71,8 @@ class Catalogue:
 def resolve_dataset_dir(path: str | Path) -> Path:
     """The folder holding styles.csv and images/: `path` itself, or its Kaggle folder
     (fashion-dataset/ or myntradataset/), directly or one level deeper (kagglehub extracts
-    into a versioned folder)."""
-    path = Path(path).expanduser()
+    into a versioned folder); resolved (`~`, `..` and symlinks), as `dataset_key` names it."""
+    path = Path(path).expanduser().resolve()
     if not path.exists():
         raise CatalogueError(f"{path} does not exist")
     if not path.is_dir():
@@ -87,6 +87,20 @@ def resolve_dataset_dir(path: str | Path) -> Path:
     if not (root / IMAGES_DIR).is_dir():
         raise CatalogueError(f"no {IMAGES_DIR}/ folder next to {root / STYLES_FILE}")
     return root
+
+
+def dataset_key(folder: str | Path) -> str:
+    """How a dataset folder is named wherever datasets are compared or stored (the label store,
+    a run's config, an evaluation's report): the resolved path, so `workspace/demo`,
+    `./workspace/demo/` and the absolute path are one dataset."""
+    if not isinstance(folder, (str, Path)) or not str(folder):
+        raise ValueError(f"a dataset folder must be a path, got {folder!r}")
+    return str(Path(folder).expanduser().resolve())
+
+
+def same_dataset(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same dataset folder (`dataset_key`)."""
+    return dataset_key(a) == dataset_key(b)
 
 
 def _read_text(csv_path: Path) -> str:

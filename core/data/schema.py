@@ -204,15 +204,6 @@ class LabelSchema:
             raise ValueError(f"index {int(invalid[0])} out of range for head {head!r} with {len(names)} classes")
         return [None if index == IGNORE_INDEX else names[index] for index in indices.tolist()]
 
-    def map_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The heads after the policy, index = frame.index: class name, or NA where ignored."""
-        encoded = self.encode(frame)
-        return pd.DataFrame(
-            {head: pd.array(self.decode(head, encoded[:, column]), dtype="string")
-             for column, head in enumerate(self.heads)},
-            index=frame.index,
-        )
-
     def to_dict(self) -> dict:
         return {
             "format_version": FORMAT_VERSION,

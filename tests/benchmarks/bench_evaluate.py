@@ -33,28 +33,31 @@ def fabricated_run(registry, catalogue, accuracy: float, seed: int) -> str:
     """Register a finished run whose evaluation of the validation split is fabricated; its id."""
     from core.data.schema import LabelSchema
     from core.data.split import split_catalogue
+    from core.evaluation import head_summary, mean_macro_f1
     from test_evaluation import fake_evaluation
     from training.config import TrainConfig, resolve_rare_min_count
-    from training.train import run_paths
+    from training.run_folder import RunFolder
 
     cfg = TrainConfig.from_recipe("default", {"data": str(catalogue.root), "rare_policy": "keep"})
     record = registry.create(cfg.to_dict())
-    paths = run_paths(Path(record.folder))
+    run = RunFolder(record.folder)
     split = split_catalogue(catalogue.frame, val_fraction=cfg.val_fraction, seed=cfg.seed)
     train_rows = catalogue.frame[(split == "train").to_numpy()]
     schema = LabelSchema.fit(train_rows, rare_policy=cfg.rare_policy,
                              rare_min_count=resolve_rare_min_count(cfg, len(train_rows)))
     val_ids = catalogue.frame["id"].to_numpy()[(split == "val").to_numpy()]
-    summary = fake_evaluation(catalogue, schema, val_ids, paths["evaluation"], accuracy=accuracy, seed=seed)
+    report = fake_evaluation(catalogue, schema, val_ids, run.evaluation(), accuracy=accuracy, seed=seed)
+    summary = head_summary(report)
     epochs = np.arange(10)
     curves = {"epoch": epochs, "step": (epochs + 1) * 300 - 1, "train/loss": 3 * np.exp(-epochs / 4),
               "val/loss": 3.2 * np.exp(-epochs / 5), "val/mean_macro_f1": accuracy * (1 - np.exp(-epochs / 3))}
     for head in cfg.heads:
         curves[f"val/{head}/acc"] = summary[head]["accuracy"] * (1 - np.exp(-(epochs + 1) / 3))
         curves[f"val/{head}/macro_f1"] = summary[head]["macro_f1"] * (1 - np.exp(-(epochs + 1) / 3))
-    pd.DataFrame(curves).to_csv(paths["metrics"], index=False)
+    pd.DataFrame(curves).to_csv(run.metrics, index=False)
     registry.mark_running(record.id, os.getpid(), device="fabricated", weights="none")
-    registry.mark_finished(record.id, summary["mean_macro_f1"], cfg.monitor, {"heads": summary}, {})
+    registry.mark_finished(record.id, mean_macro_f1(report), cfg.monitor,
+                           {"heads": summary, "mean_macro_f1": mean_macro_f1(report)}, {})
     print(f"run {record.id}: {len(val_ids):,} val rows, {len(schema.classes[HEAD])} {HEAD} classes")
     return record.id
 
@@ -72,7 +75,9 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     from core.data.catalogue import load_catalogue
-    from core.evaluation import load_evaluation, top_n_confusion
+    from core.evaluation import load_evaluation
+    from core.evaluation_views import top_n_confusion
+    from training.run_folder import RunFolder
     from training.registry import RunRegistry
 
     registry, catalogue = RunRegistry(), load_catalogue(data)
@@ -94,7 +99,7 @@ def main() -> None:
             rows.append((f"{section} first render", first))
         reruns[section] = statistics.median(timed(at) for _ in range(3))
 
-    evaluation = load_evaluation(registry.get(newest).folder)
+    evaluation = load_evaluation(RunFolder(registry.get(newest).folder).evaluation())
     view = top_n_confusion(evaluation.classes(HEAD), evaluation.matrix(HEAD), 20)
     i, j = np.unravel_index(np.argmax(view.counts - np.diag(np.diag(view.counts))), view.counts.shape)
     at.session_state["evaluate.section"] = "Confusion"

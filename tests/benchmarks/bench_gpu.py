@@ -42,8 +42,8 @@ from core.data.schema import LabelSchema  # noqa: E402
 from core.data.split import id_uniform  # noqa: E402
 from core.imagecache import build_image_cache  # noqa: E402
 from core.prediction import Predictor  # noqa: E402
-from training.config import TrainConfig, resolve_channels_last, resolve_precision, resolve_rare_min_count  # noqa: E402
-from training.train import build_datamodule, build_module, class_counts, run_split  # noqa: E402
+from training.builders import build_datamodule, build_module, class_counts, run_split  # noqa: E402
+from training.config import TrainConfig, resolve_precision, resolve_rare_min_count  # noqa: E402
 
 IMAGE_SIZE = 224
 
@@ -110,9 +110,7 @@ def measure(recipe: str, data: Path, workspace: Path, args) -> tuple[float, floa
     train_rows = catalogue.frame[(split == "train").to_numpy()]
     schema = LabelSchema.fit(train_rows, rare_policy=cfg.rare_policy,
                              rare_min_count=resolve_rare_min_count(cfg, len(train_rows)), heads=cfg.heads)
-    module, _ = build_module(cfg, schema, class_counts(schema, schema.encode(train_rows)))
-    if resolve_channels_last(cfg):
-        module = module.to(memory_format=torch.channels_last)
+    module, _ = build_module(cfg, schema, class_counts(schema, train_rows))  # channels_last as the recipe resolves
     os.environ["FASHION_TAGGER_HOME"] = str(workspace)  # the cache, built by step 1, is reused
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("fit")
@@ -132,9 +130,9 @@ def prediction_rate(data: Path, args, photos: int = 512) -> float:
         f"data={data}", "backbone=tf_efficientnet_lite0", "pretrained=offline", f"image_size={IMAGE_SIZE}"])
     catalogue = load_catalogue(data)
     schema = LabelSchema.fit(catalogue.frame, rare_policy="keep", rare_min_count=0, heads=cfg.heads)
-    module, _ = build_module(cfg, schema, class_counts(schema, schema.encode(catalogue.frame)))
+    module, _ = build_module(cfg, schema, class_counts(schema, catalogue.frame))
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-    predictor = Predictor(module.to(device), schema, IMAGE_SIZE)
+    predictor = Predictor(module.to(device), schema, IMAGE_SIZE, channels_last=True)  # as load_predictor makes it
     paths = [catalogue.image_path(int(product_id)) for product_id in catalogue.frame["id"].iloc[:photos]]
     predictor.predict_files(paths[:args.batch], batch_size=args.batch)
     _sync(device)

@@ -88,14 +88,14 @@ def predictor_for(catalogue):
     from core.data.schema import LabelSchema
     from core.prediction import Predictor
     from training.config import TrainConfig, resolve_rare_min_count
-    from training.train import build_module, class_counts
+    from training.builders import build_module, class_counts
 
     frame = catalogue.frame
     cfg = TrainConfig.from_recipe("default", {"pretrained": "offline", "image_size": IMAGE_SIZE})
     schema = LabelSchema.fit(frame, rare_policy=cfg.rare_policy, rare_min_count=resolve_rare_min_count(cfg, len(frame)))
-    module, weights = build_module(cfg, schema, class_counts(schema, schema.encode(frame)))
+    module, weights = build_module(cfg, schema, class_counts(schema, frame))
     print(f"backbone {cfg.backbone} ({weights.detail}); classes per head {schema.num_classes()}")
-    return Predictor(module.eval(), schema, IMAGE_SIZE)
+    return Predictor(module.eval(), schema, IMAGE_SIZE, channels_last=True)  # as load_predictor makes it
 
 
 def pixel_size(path: Path) -> tuple[int, int]:

@@ -1,0 +1,193 @@
+"""An evaluation (core.evaluation) reshaped for a person: class tables, the photos behind a class's
+or a confusion cell's numbers, misclassified photos, run-vs-run comparisons and CSV exports.
+
+Shapes: `report` is report.json's content and `predictions` predictions.parquet's frame (see
+core.evaluation); functions return small frames the Evaluate page renders as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.data.profile import OTHERS_LABEL
+from core.evaluation import METRICS, check_head, head_summary, summary_table
+
+CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support", "predicted"]
+
+
+def class_table(report: dict, head: str) -> pd.DataFrame:
+    """The head's class-wise report: one row per class (report order) with CLASS_COLUMNS and
+    `unknown` (True for a class the run never saw)."""
+    check_head(head, tuple(report["heads"]))
+    entry = report["heads"][head]
+    table = pd.DataFrame(entry["classes"], columns=CLASS_COLUMNS)
+    table["unknown"] = table["class"].isin(list(entry.get("unknown_classes", {})))
+    return table
+
+
+def filter_classes(table: pd.DataFrame, contains: str = "", min_support: int = 0) -> pd.DataFrame:
+    """Rows of a `class_table` whose class name contains `contains` (any case) and whose support
+    is at least `min_support`."""
+    keep = table["class"].str.contains(contains.strip(), case=False, regex=False) & (table["support"] >= min_support)
+    return table[keep]
+
+
+# The images behind one class's numbers, by outcome (class_rows).
+CLASS_OUTCOMES = ("missed", "wrongly given", "right")
+
+
+def class_rows(predictions: pd.DataFrame, head: str, class_name: str, outcome: str) -> pd.DataFrame:
+    """The scored predictions behind `class_name`'s precision and recall on `head`, most confident
+    first. outcome "missed": true `class_name`, predicted another (recall's losses); "wrongly
+    given": predicted `class_name`, true another known class (precision's losses); "right": both.
+    right + missed = the class's support; right / (right + wrongly given) = its precision."""
+    if outcome not in CLASS_OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}; choose one of {', '.join(CLASS_OUTCOMES)}")
+    true, predicted = predictions[head], predictions[f"{head}_pred"]
+    keep = {
+        "missed": (true == class_name) & (predicted != class_name),
+        "wrongly given": (predicted == class_name) & true.notna() & (true != class_name),
+        "right": (true == class_name) & (predicted == class_name),
+    }[outcome]
+    return predictions[keep].sort_values(f"{head}_p", ascending=False, kind="stable")
+
+
+@dataclass(frozen=True)
+class ConfusionView:
+    """A confusion matrix cut to the classes with the most support; the rest summed as OTHERS_LABEL.
+
+    classes: row and column labels: kept classes by support (descending, ties in class order),
+        then OTHERS_LABEL when any class was grouped;
+    counts: int [k, k], row = true, column = predicted;
+    grouped: the classes summed into OTHERS_LABEL (class order).
+    """
+
+    classes: list[str]
+    counts: np.ndarray
+    grouped: list[str]
+
+    @property
+    def rates(self) -> np.ndarray:
+        """Row-normalised counts, float [k, k]: each true class's share predicted as each column."""
+        return row_normalised(self.counts)
+
+
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    """`matrix` with each row divided by its sum (a row summing to 0 stays 0)."""
+    matrix = np.asarray(matrix, dtype=float)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+
+def top_n_confusion(classes: Sequence[str], matrix: np.ndarray, top_n: int) -> ConfusionView:
+    """The `top_n` classes by support (true rows) of `matrix`, the others summed into one row and
+    one column named OTHERS_LABEL (none when nothing is left over)."""
+    if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1:
+        raise ValueError(f"top_n must be a positive int, got {top_n!r}")
+    matrix = np.asarray(matrix, dtype=np.int64)
+    order = np.argsort(-matrix.sum(axis=1), kind="stable")
+    kept, rest = order[:top_n], np.sort(order[top_n:])
+    groups = [[index] for index in kept] + ([list(rest)] if len(rest) else [])
+    # Sum rows, then columns, over each group: a [k, k] matrix.
+    rows = np.stack([matrix[group].sum(axis=0) for group in groups])
+    counts = np.stack([rows[:, group].sum(axis=1) for group in groups], axis=1)
+    labels = [classes[index] for index in kept] + ([OTHERS_LABEL] if len(rest) else [])
+    return ConfusionView(classes=labels, counts=counts, grouped=[classes[index] for index in rest])
+
+
+def cell_rows(predictions: pd.DataFrame, head: str, view: ConfusionView, true_class: str, predicted_class: str) -> pd.DataFrame:
+    """The predictions in cell (true_class, predicted_class) of `view`, most confident first;
+    OTHERS_LABEL stands for every grouped class. Their number equals the cell's count."""
+    for label in (true_class, predicted_class):
+        if label not in view.classes:
+            raise ValueError(f"{label!r} is not a row or column of this matrix; valid: {', '.join(view.classes)}")
+
+    def members(label: str) -> list[str]:
+        return view.grouped if label == OTHERS_LABEL else [label]
+
+    inside = predictions[head].isin(members(true_class)) & predictions[f"{head}_pred"].isin(members(predicted_class))
+    return predictions[inside].sort_values(f"{head}_p", ascending=False, kind="stable")
+
+
+def top_probabilities(row: pd.Series, head: str, classes: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+    """The `k` most probable classes of `head` for one prediction row: (class, probability), best first.
+    classes: the head's model classes (the schema's, the order of `<head>_probs`)."""
+    probs = np.asarray(row[f"{head}_probs"], dtype=float)
+    best = np.argsort(-probs, kind="stable")[:k]
+    return [(classes[index], float(probs[index])) for index in best]
+
+
+def misclassified(predictions: pd.DataFrame, head: str, most_confident_first: bool = True) -> pd.DataFrame:
+    """Rows whose true class of `head` is known and differs from the prediction, sorted by the
+    predicted class's probability."""
+    wrong = predictions[head].notna() & (predictions[head] != predictions[f"{head}_pred"])
+    return predictions[wrong].sort_values(f"{head}_p", ascending=not most_confident_first, kind="stable")
+
+
+def label_lines(row: pd.Series, heads: Sequence[str]) -> list[str]:
+    """One line per head for a prediction row: `✓ head: predicted (p)` when right, `✗ head:
+    predicted (p), true X` when wrong, `· head: predicted (p), no true class` when excluded."""
+    lines = []
+    for head in heads:
+        true, predicted = row[head], row[f"{head}_pred"]
+        said = f"{head}: {predicted} ({row[f'{head}_p']:.2f})"
+        if pd.isna(true):
+            lines.append(f"· {said}, no true class")
+        elif true == predicted:
+            lines.append(f"✓ {said}")
+        else:
+            lines.append(f"✗ {said}, true {true}")
+    return lines
+
+
+def compare_summaries(report_a: dict, report_b: dict) -> pd.DataFrame:
+    """Per head both reports have (index `head`, a's order): `<metric>_a`, `<metric>_b` and
+    `<metric>_delta` (b - a) for each of METRICS, then support_a, support_b."""
+    heads = [head for head in report_a["heads"] if head in report_b["heads"]]
+    rows = {}
+    for head in heads:
+        a, b = report_a["heads"][head], report_b["heads"][head]
+        row = {}
+        for metric in METRICS:
+            row.update({f"{metric}_a": a[metric], f"{metric}_b": b[metric], f"{metric}_delta": b[metric] - a[metric]})
+        rows[head] = {**row, "support_a": a["support"], "support_b": b["support"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("head")
+
+
+def compare_classes(report_a: dict, report_b: dict, head: str, tolerance: float = 0.0) -> pd.DataFrame:
+    """Class-wise F1 of `head` in two reports, matched by class name (a class only one run has
+    gets NaN on the other side): class, f1_a, f1_b, delta (b - a), support_a, support_b,
+    regression (delta < -tolerance). Largest drop first, classes without a delta last."""
+    for report in (report_a, report_b):
+        check_head(head, tuple(report["heads"]))
+    sides = [
+        pd.DataFrame(report["heads"][head]["classes"], columns=CLASS_COLUMNS)
+        .set_index("class")[["f1", "support"]].add_suffix(suffix)
+        for report, suffix in ((report_a, "_a"), (report_b, "_b"))
+    ]
+    table = sides[0].join(sides[1], how="outer", sort=False).reset_index()
+    table["delta"] = table["f1_b"] - table["f1_a"]
+    table["regression"] = table["delta"] < -tolerance
+    table = table[["class", "f1_a", "f1_b", "delta", "support_a", "support_b", "regression"]]
+    return table.sort_values("delta", kind="stable", na_position="last").reset_index(drop=True)
+
+
+def classes_csv(report: dict) -> str:
+    """Every head's class-wise report as CSV: head, then CLASS_COLUMNS, then unknown."""
+    tables = [class_table(report, head).assign(head=head) for head in report["heads"]]
+    return pd.concat(tables)[["head", *CLASS_COLUMNS, "unknown"]].to_csv(index=False)
+
+
+def summary_csv(report: dict) -> str:
+    """The per-head summary (`core.evaluation.head_summary`) as CSV."""
+    return summary_table(head_summary(report)).to_csv()
+
+
+def report_json(report: dict) -> str:
+    """The whole report (summary and class-wise numbers of every head) as indented JSON."""
+    return json.dumps(report, indent=1)

@@ -1,0 +1,49 @@
+"""Runs' evaluations and label issues as the pages read them: cached, and read again when their
+files change."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.evaluation import Evaluation, evaluated_dataset, load_evaluation, version
+from training.evaluate import label_issues
+from training.registry import RunRecord, RunRegistry
+from training.run_folder import RunFolder
+
+
+@st.cache_resource(show_spinner="Reading the evaluation…", max_entries=16)
+def _evaluation(folder: str, stamp: int) -> Evaluation:
+    return load_evaluation(folder)
+
+
+def evaluation_of(record: RunRecord, name: str) -> Evaluation:
+    """The run's evaluation `name`, read once per version of it (shared, never mutated)."""
+    folder = RunFolder(record.folder).evaluation(name)
+    return _evaluation(str(folder), version(folder))
+
+
+def dataset_of(record: RunRecord, evaluation: Evaluation) -> str:
+    """The catalogue folder the evaluation scored."""
+    return evaluated_dataset(evaluation.report, record.config["data"])
+
+
+def evaluated_runs(limit: int = 200) -> dict[str, RunRecord]:
+    """The latest `limit` runs with at least one evaluation, newest first, by id."""
+    return {record.id: record for record in RunRegistry().list(limit=limit)
+            if record.folder and RunFolder(record.folder).evaluation_names()}
+
+
+@st.cache_data(show_spinner="Ranking label issues…", max_entries=16)
+def _label_issues(folder: str, stamp: tuple[int, ...]) -> pd.DataFrame:
+    return label_issues(folder)
+
+
+def label_issues_of(folder: str) -> pd.DataFrame:
+    """The ranked label issues of a run (its validation split) or a cross-validation folder
+    (training.evaluate.label_issues), ranked again when their source changes."""
+    run = RunFolder(folder)
+    stamps = [run.label_issues.stat().st_mtime_ns] if run.label_issues.is_file() else []
+    if run.evaluation().is_dir():
+        stamps.append(version(run.evaluation()))
+    return _label_issues(folder, tuple(stamps))

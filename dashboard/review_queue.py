@@ -1,0 +1,166 @@
+"""The Review page's queue: where its items come from (uploads, a folder, catalogue rows by
+confidence or by label issue), and the filters over it. The queue lives in the session: item ids
+in QUEUE_KEY, the item shown in CURRENT_KEY."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.data.catalogue import Catalogue, same_dataset
+from core.evaluation import load_evaluation
+from core.images import ACCEPTED_EXTENSIONS, ImageRejected
+from core.labelstore import Item, LabelStore
+from core.prediction import expand_paths
+from core.review import FILTERS, add_photo_files, filter_items, in_catalogue, label_issue_ids, least_confident_ids, reviewed_count
+from dashboard.evaluations import label_issues_of
+from training.crossval import list_crossvals
+from training.launcher import EvaluationJob, evaluation_job, launch_evaluation
+from training.processes import log_tail
+from training.registry import RunRecord, RunState
+from training.run_folder import VALIDATION, RunFolder
+
+QUEUE_KEY, CURRENT_KEY = "review.queue", "review.current"
+SOURCES = ("Photos (upload or folder)", "Catalogue: least confident first", "Catalogue: label issues")
+
+
+def start_queue(items: list[Item]) -> None:
+    """Review `items` from the first; the same photo twice is one item, queued once."""
+    st.session_state[QUEUE_KEY] = list(dict.fromkeys(item.item for item in items))
+    st.session_state[CURRENT_KEY] = items[0].item if items else None
+
+
+def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
+    """The choice of source and its controls; filling the queue replaces it."""
+    source = st.segmented_control("Source", SOURCES, default=SOURCES[0], key="review.source") or SOURCES[0]
+    if source == SOURCES[0]:
+        photo_source(store, catalogue, reviewer)
+    elif source == SOURCES[1]:
+        least_confident_source(store, catalogue, record, reviewer)
+    else:
+        label_issues_source(store, catalogue, record, reviewer)
+
+
+def photo_source(store: LabelStore, catalogue: Catalogue, reviewer: str) -> None:
+    uploads = st.file_uploader("Photos", type=list(ACCEPTED_EXTENSIONS), accept_multiple_files=True,
+                               key="review.uploads", help="JPEG, PNG, WebP or AVIF; several at once.")
+    added = st.session_state.setdefault("review.uploaded", {})  # upload file_id -> item, or the reason it was refused
+    fresh = [upload for upload in uploads or [] if upload.file_id not in added]
+    for upload in fresh:
+        try:
+            added[upload.file_id] = store.add_image(catalogue.root, upload.getvalue(), upload.name, reviewer or "unknown").item
+        except ImageRejected as error:
+            added[upload.file_id] = str(error)
+    if fresh:
+        current = [added[upload.file_id] for upload in uploads or []]
+        start_queue(store.items([entry for entry in current if isinstance(entry, int)]))
+    for upload in uploads or []:
+        if isinstance(added.get(upload.file_id), str):
+            st.error(added[upload.file_id])
+    with st.form("review.folder_form", border=False):
+        left, right = st.columns([4, 1], vertical_alignment="bottom")
+        folder = left.text_input("…or a folder of photos on this machine", key="review.folder",
+                                 placeholder="/data/new-arrivals")
+        load = right.form_submit_button("Load folder")
+    if load:
+        load_folder(store, catalogue, folder.strip(), reviewer)
+
+
+def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, reviewer: str) -> None:
+    if not folder or not Path(folder).is_dir():
+        st.error(f"Not a folder: {folder or '(empty)'}")
+        return
+    paths = expand_paths([folder])
+    if not paths:
+        st.warning(f"{folder} holds no {', '.join(ACCEPTED_EXTENSIONS)} files.")
+        return
+    bar = st.progress(0.0, text=f"Adding {len(paths):,} photos…")
+    items, refused = add_photo_files(
+        store, catalogue.root, paths, reviewer or "unknown",
+        progress=lambda done, total: bar.progress(done / total, text=f"Adding photos: {done:,} of {total:,}"))
+    bar.empty()
+    for reason in refused:
+        st.error(reason)
+    st.toast(f"{len(items):,} photos queued" + (f", {len(refused):,} refused" if refused else ""))
+    start_queue(items)
+
+
+def least_confident_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
+    run = RunFolder(record.folder)
+    evaluations = run.evaluations_of(catalogue.root, record.config["data"])
+    job = evaluation_job(record, catalogue.root)
+    if job.name not in evaluations:
+        predict_every_row(record, catalogue, job)
+    if not evaluations:
+        return
+    name = left.selectbox("Predictions from", evaluations, key="review.evaluation",
+                          format_func=lambda n: "the run's validation split" if n == VALIDATION else f"every row ({n})")
+    if st.button("Load the least confident rows", key="review.load_confident"):
+        predictions = load_evaluation(run.evaluation(name)).predictions
+        queue_catalogue(store, catalogue, least_confident_ids(predictions, record.config["heads"], int(limit)), reviewer)
+
+
+def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
+    sources = {f"run {record.id} (its validation split)": record.folder}
+    sources |= {f"cross-validation {c.id} ({c.rows:,} rows)": c.folder for c in list_crossvals()
+                if c.status == RunState.FINISHED and same_dataset(c.config["data"], catalogue.root)}
+    name = left.selectbox("Ranking from", list(sources), key="review.issues_source",
+                          help="python -m training crossval --data DIR --folds K ranks every catalogue row.")
+    heads = st.multiselect("Issues of", list(record.config["heads"]), key="review.issue_heads", placeholder="every head")
+    if st.button("Load the label issues", key="review.load_issues"):
+        try:
+            issues = label_issues_of(sources[name])
+        except FileNotFoundError as error:
+            st.error(str(error))
+            return
+        queue_catalogue(store, catalogue, label_issue_ids(issues, int(limit), heads=heads), reviewer)
+
+
+def predict_every_row(record: RunRecord, catalogue: Catalogue, job: EvaluationJob) -> None:
+    """Offer, start and follow the run's evaluation on every row of the open catalogue (a background process)."""
+    if job.running:
+        follow_evaluation(record, str(catalogue.root))
+        return
+    if job.started is not None and not job.finished_since_launch(record.folder):
+        st.error(f"Predicting every row failed:\n\n```\n{log_tail(job.log)}\n```")
+    if st.button(f"Predict all {len(catalogue.frame):,} rows of this catalogue", key="review.predict_all",
+                 icon=":material/play_arrow:",
+                 help=f"python -m training evaluate {record.id} --data {catalogue.root}, in the background"):
+        launch_evaluation(record, catalogue.root)
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def follow_evaluation(record: RunRecord, data: str) -> None:
+    job = evaluation_job(record, data)
+    if job.running:
+        st.info(f"Predicting every row in the background for {time.time() - job.started:.0f} s; the queue "
+                "can be loaded from it when it is done. You may leave this page meanwhile.", icon=":material/hourglass_top:")
+    else:
+        st.rerun()  # the whole page: the new predictions are listed
+
+
+def queue_catalogue(store: LabelStore, catalogue: Catalogue, ids: list[int], reviewer: str) -> None:
+    present = in_catalogue(catalogue, ids)
+    if len(present) < len(ids):
+        st.warning(f"{len(ids) - len(present):,} ranked ids are no longer in this catalogue and are left out.")
+    start_queue(store.add_catalogue_items(catalogue, present, reviewer or "unknown"))
+
+
+def queue_view(store: LabelStore, heads: list[str]) -> tuple[list[int], pd.DataFrame]:
+    """Filters over the queue; returns (the items shown, in order; the queue's summary)."""
+    queue = st.session_state.get(QUEUE_KEY) or []
+    summary = store.summary(queue).reindex(queue)
+    done = reviewed_count(summary)
+    left, middle, right = st.columns([1, 2, 2], vertical_alignment="bottom")
+    which = left.selectbox("Show", list(FILTERS), key="review.filter")
+    corrected_in = middle.multiselect("Corrected in", heads, key="review.corrected_in", placeholder="any head")
+    right.progress(done / len(queue) if queue else 0.0, text=f"**{done:,} of {len(queue):,} reviewed**")
+    return filter_items(summary, which, corrected_in), summary

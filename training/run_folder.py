@@ -1,0 +1,174 @@
+"""The layout of a run folder; everyone who reads or writes one asks `RunFolder`.
+
+A run folder (`<workspace>/runs/<run_id>/`) holds:
+    config.json          the TrainConfig (also inside every checkpoint, with the label schema)
+    launch_config.json   the exact TrainConfig the dashboard launched the run with
+    schema.json          the label schema fitted on the run's training rows
+    corrections.json     with cfg.corrections: the label store's decisions the run trained on
+    checkpoints/         epochNNN.ckpt (the best epoch by cfg.monitor), best.ckpt (a hard link to
+                         it, once training ended) and last.ckpt
+    metrics.csv          Lightning's CSVLogger: one row per logged step/epoch
+    metrics.until-<time>.csv  a resumed run's earlier attempts' metrics.csv, oldest first by name
+    tensorboard/         TensorBoard events
+    progress.json        where the run is now (`Stage`, epoch, step), for the Train page
+    run.log              the training process's output when launched from the dashboard
+    evaluation/          core.evaluation's files: the validation split through the best checkpoint
+    evaluation-<dataset>/  the same for every row of another catalogue (`python -m training
+                         evaluate --data`), with evaluation-<dataset>.log and .launch.json while
+                         it runs in the background
+
+A cross-validation folder (training.crossval) uses the same names for what it shares: config.json,
+schema.json, progress.json, evaluation/, and label_issues.parquet.
+
+Nothing here imports torch or Lightning: the Train page reads run folders without them.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from core.data.catalogue import same_dataset
+from core.evaluation import evaluated_dataset, is_complete, read_report
+
+VALIDATION = "evaluation"  # the validation split's evaluation folder; others add -<dataset>
+CHECKPOINT_CHOICES = ("best", "last")
+_EARLIER_METRICS = "metrics.until-*.csv"
+
+
+class Stage(enum.StrEnum):
+    """Where a run (or a cross-validation) is, as progress.json says."""
+
+    LOAD = "load"
+    CACHE = "cache"
+    TRAIN = "train"
+    VALIDATE = "validate"
+    EVALUATE = "evaluate"
+    RANK = "rank"  # a cross-validation ranks its label issues
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+def evaluation_name(data: str | Path | None) -> str:
+    """The evaluation folder's name: VALIDATION for the run's validation split, else
+    `evaluation-<dataset folder name>` (characters other than letters, digits, `.`, `_`, `-` as `_`)."""
+    if data is None:
+        return VALIDATION
+    return f"{VALIDATION}-{re.sub(r'[^A-Za-z0-9._-]', '_', Path(data).resolve().name)}"
+
+
+def write_progress(path: Path, stage: Stage, **fields: Any) -> None:
+    """Replace a progress.json atomically (the page may read it at any moment); the temporary file
+    is this process's own, so DDP ranks reporting a stage at once never trip over each other's."""
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"stage": Stage(stage), **fields, "updated": time.time()}))
+    os.replace(temporary, path)
+
+
+class RunFolder:
+    """The files of one run folder (module docstring), by name; nothing is created by asking."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    config = property(lambda self: self.path / "config.json")
+    launch_config = property(lambda self: self.path / "launch_config.json")
+    schema = property(lambda self: self.path / "schema.json")
+    corrections = property(lambda self: self.path / "corrections.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    best = property(lambda self: self.checkpoints / "best.ckpt")
+    last = property(lambda self: self.checkpoints / "last.ckpt")
+    metrics = property(lambda self: self.path / "metrics.csv")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    progress = property(lambda self: self.path / "progress.json")
+    log = property(lambda self: self.path / "run.log")
+    label_issues = property(lambda self: self.path / "label_issues.parquet")  # core.label_issues' ranking
+
+    def earlier_metrics(self) -> list[Path]:
+        """A resumed run's earlier attempts' metrics files, oldest first."""
+        return sorted(self.path.glob(_EARLIER_METRICS))
+
+    def set_metrics_aside(self) -> None:
+        """Keep metrics.csv as an earlier attempt's (a resumed run: CSVLogger would overwrite it)."""
+        if self.metrics.exists():
+            os.replace(self.metrics, self.path / _EARLIER_METRICS.replace("*", time.strftime("%Y%m%d-%H%M%S")))
+
+    def read_progress(self) -> dict[str, Any] | None:
+        """progress.json, or None before the run wrote one."""
+        try:
+            return json.loads(self.progress.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_progress(self, stage: Stage, **fields: Any) -> None:
+        write_progress(self.progress, stage, **fields)
+
+    # --- checkpoints
+
+    def checkpoint_files(self) -> list[Path]:
+        """Every checkpoint file, by name."""
+        return sorted(self.checkpoints.glob("*.ckpt"))
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """The checkpoint file `which`: "best" (best.ckpt; a run cancelled before its end has none,
+        then the one epochNNN.ckpt its top-1 ModelCheckpoint keeps), "last", or a file name in
+        checkpoints/. FileNotFoundError naming the checkpoints there are."""
+        names = [path.name for path in self.checkpoint_files()]
+        if which == "best":
+            epochs = [name for name in names if re.fullmatch(r"epoch\d+\.ckpt", name)]
+            chosen = self.best if self.best.exists() else self.checkpoints / epochs[0] if len(epochs) == 1 else None
+        elif which == "last":
+            chosen = self.last
+        else:
+            chosen = self.checkpoints / which
+        if chosen is None or not chosen.is_file():
+            raise FileNotFoundError(
+                f"no {which!r} checkpoint in {self.checkpoints}; it holds: {', '.join(names) or 'nothing'} "
+                f"(choose {', '.join(CHECKPOINT_CHOICES)} or one of those file names)"
+            )
+        return chosen
+
+    def has_checkpoint(self, which: str = "best") -> bool:
+        try:
+            self.checkpoint(which)
+        except FileNotFoundError:
+            return False
+        return True
+
+    # --- evaluations
+
+    def evaluation(self, name: str = VALIDATION) -> Path:
+        return self.path / name
+
+    def evaluation_log(self, name: str) -> Path:
+        """A background evaluation's output."""
+        return self.path / f"{name}.log"
+
+    def evaluation_launch(self, name: str) -> Path:
+        """A background evaluation's process: {"pid", "pid_start", "started"}."""
+        return self.path / f"{name}.launch.json"
+
+    def evaluation_names(self) -> list[str]:
+        """The complete evaluation folders: VALIDATION first when present, then the others by name."""
+        found = [path.name for path in self.path.glob(f"{VALIDATION}*") if path.is_dir() and is_complete(path)]
+        return sorted(found, key=lambda name: (name != VALIDATION, name))
+
+    def evaluations_of(self, dataset: str | Path, run_data: str) -> list[str]:
+        """The complete evaluations that scored catalogue `dataset` (`run_data`: the run's own
+        catalogue, which its validation split comes from)."""
+        return [name for name in self.evaluation_names()
+                if same_dataset(evaluated_dataset(read_report(self.evaluation(name)), run_data), dataset)]
+
+    def files(self) -> list[Path]:
+        """What a finished run's folder shows a user: its config, schema, metrics, evaluation, log
+        and every checkpoint, those present."""
+        named = [self.config, self.schema, self.metrics, self.evaluation(), self.log]
+        return [path for path in named if path.exists()] + self.checkpoint_files()
