@@ -3,12 +3,23 @@
 
 An evaluation folder holds:
     predictions.parquet  one row per image: id; per head `<head>` (the true class: a schema class,
-                         a class the run never saw, or None when excluded), `<head>_pred`,
-                         `<head>_p` (its probability), `<head>_probs` (float [C], the schema's
-                         class order)
-    report.json          {"checkpoint", "rows", "data" (the catalogue folder scored), "heads":
-                         {head: core.metrics.report_from_confusion + "unknown_classes" {name: rows}}}
+                         a class the run never saw, or None when excluded), `<head>_pred` (the
+                         proposal), `<head>_p` (its confidence), `<head>_probs` (the raw softmax,
+                         float [C], the schema's class order); with a run's trust layer
+                         (core.trust) also `<head>_argmax` (the head decoded on its own),
+                         `<head>_accepted` (needs no person at the default target error) and
+                         `trust_role` (a validation row's core.trust.Role, else None)
+    report.json          {"checkpoint", "rows", "data" (the catalogue folder scored), "decoding"
+                         ("consistent" with the trust layer, else "independent"), "heads": {head:
+                         core.metrics.report_from_confusion + "unknown_classes" {name: rows}}};
+                         with the trust layer also "independent" {head: accuracy, macro_f1 of
+                         each head decoded on its own}, "impossible" {"independent", "consistent":
+                         share of rows whose hierarchy heads form no valid path} and "trust"
+                         (core.trust.assess)
     confusion.json       {head: {"classes": [...], "matrix": [[true x predicted counts]]}}
+
+With the trust layer the proposal is the consistent, calibrated one (core.trust.Trust.propose),
+as everywhere a label is proposed; without it, each head's argmax and its raw probability.
 
 True values the run's schema never saw are errors of their head, not silently dropped: each
 becomes a class of its own, after the schema's and never predicted, reported by name. Rows
@@ -31,6 +42,7 @@ import pandas as pd
 from core.data.catalogue import Catalogue
 from core.data.schema import IGNORE_INDEX, LabelSchema
 from core.metrics import confusion_matrix, report_from_confusion
+from core.trust import Trust, assess, roles
 
 PREDICTIONS_FILE, REPORT_FILE, CONFUSION_FILE = "predictions.parquet", "report.json", "confusion.json"
 FILES = (PREDICTIONS_FILE, REPORT_FILE, CONFUSION_FILE)
@@ -47,38 +59,76 @@ def check_head(head: str, heads: Sequence[str]) -> None:
 
 
 def write_evaluation(catalogue: Catalogue, schema: LabelSchema, ids: np.ndarray, probs: Mapping[str, np.ndarray],
-                     folder: str | Path, checkpoint: str) -> dict:
+                     folder: str | Path, checkpoint: str, trust: Trust | None = None,
+                     validation_split: bool = False) -> dict:
     """Score predictions on catalogue `ids` and write the evaluation folder; returns report.json's content.
 
-    ids: int64 [n], catalogue ids; probs: head -> float [n, C] in the schema's class order.
-    checkpoint: what made the predictions, for display. The report's "data" is the catalogue's folder.
+    ids: int64 [n], catalogue ids; probs: head -> raw softmax float [n, C] in the schema's class
+    order. checkpoint: what made the predictions, for display. trust: the run's trust layer (its
+    proposals are scored, and the assessment added); validation_split: `ids` are the run's own
+    validation rows (core.trust.assess then keeps each number to the half that did not fit it).
+    The report's "data" is the catalogue's folder.
     """
     rows = catalogue.frame.set_index("id").loc[ids].reset_index()
     labels = schema.encode(rows)
+    proposals = trust.propose(probs) if trust is not None else None
     columns: dict[str, object] = {"id": np.asarray(ids)}
-    heads, confusion = {}, {}
+    heads, confusion, independent, scored, correct = {}, {}, {}, {}, {}
     for column, head in enumerate(schema.heads):
-        true = pd.Series(schema.decode(head, labels[:, column]), dtype=object)
-        values = rows[head]
-        unknown = true.isna().to_numpy() & values.notna().to_numpy() & ~values.isin(list(schema.counts[head])).to_numpy()
-        counts = values[unknown].astype(str).value_counts()
-        unknown_classes = {str(name): int(n) for name, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))}
-        true[unknown] = values[unknown].astype(str).to_numpy()
-        predicted = pd.Series(schema.decode(head, probs[head].argmax(axis=1)), dtype=object)
+        true, unknown_classes = _true_classes(schema, head, rows[head], labels[:, column])
         classes = schema.classes[head] + list(unknown_classes)
+        argmax = pd.Series(schema.decode(head, probs[head].argmax(axis=1)), dtype=object)
+        if proposals is None:
+            predicted, confidence = argmax, probs[head].max(axis=1)
+        else:
+            predicted = pd.Series(schema.decode(head, proposals.labels[head]), dtype=object)
+            confidence = proposals.confidence[head]
+            independent[head] = _metrics(confusion_from_labels(true, argmax, classes), classes)
+            columns[f"{head}_argmax"] = argmax.tolist()
         matrix = confusion_from_labels(true, predicted, classes)
         heads[head] = {**report_from_confusion(matrix, classes, int(true.isna().sum())),
                        "unknown_classes": unknown_classes}
         confusion[head] = {"classes": classes, "matrix": matrix.tolist()}
-        columns.update({head: true.tolist(), f"{head}_pred": predicted.tolist(), f"{head}_p": probs[head].max(axis=1),
+        scored[head] = true.notna().to_numpy()
+        correct[head] = (true == predicted).to_numpy() & scored[head]
+        columns.update({head: true.tolist(), f"{head}_pred": predicted.tolist(), f"{head}_p": confidence,
                         f"{head}_probs": list(probs[head])})
-    report = {"checkpoint": checkpoint, "rows": len(ids), "data": str(catalogue.root), "heads": heads}
+    report = {"checkpoint": checkpoint, "rows": len(ids), "data": str(catalogue.root),
+              "decoding": "independent" if trust is None else "consistent", "heads": heads}
+    if trust is not None:
+        role = roles(ids) if validation_split else None
+        accepted = trust.accepted(proposals)
+        columns.update({f"{head}_accepted": accepted[head] for head in schema.heads})
+        columns["trust_role"] = None if role is None else [str(r) for r in role]
+        report["independent"] = independent
+        report["impossible"] = {
+            "independent": float(trust.paths.impossible({h: probs[h].argmax(axis=1) for h in schema.heads}).mean()),
+            "consistent": float(trust.paths.impossible(proposals.labels).mean()),
+        }
+        report["trust"] = assess(trust, probs, proposals, labels, scored, correct, role)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(columns).to_parquet(folder / PREDICTIONS_FILE, index=False)
     (folder / CONFUSION_FILE).write_text(json.dumps(confusion))
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=1))  # last: `version` follows it
     return report
+
+
+def _true_classes(schema: LabelSchema, head: str, values: pd.Series, encoded: np.ndarray
+                  ) -> tuple[pd.Series, dict[str, int]]:
+    """The true class of each row as the report scores it: the schema's class (None when the
+    schema ignores the value), or the value itself when the schema never saw it (a class of its
+    own, never predicted); and those unknown values' rows, most first."""
+    true = pd.Series(schema.decode(head, encoded), dtype=object)
+    unknown = true.isna().to_numpy() & values.notna().to_numpy() & ~values.isin(list(schema.counts[head])).to_numpy()
+    counts = values[unknown].astype(str).value_counts()
+    true[unknown] = values[unknown].astype(str).to_numpy()
+    return true, {str(name): int(n) for name, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))}
+
+
+def _metrics(matrix: np.ndarray, classes: Sequence[str]) -> dict:
+    report = report_from_confusion(matrix, classes)
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
 def confusion_from_labels(true: pd.Series, predicted: pd.Series, classes: Sequence[str]) -> np.ndarray:
@@ -166,9 +216,10 @@ def head_summary(report: dict) -> dict[str, dict]:
             for head, entry in report["heads"].items()}
 
 
-def mean_macro_f1(report: dict) -> float:
-    """Every head's macro-F1, averaged (every head counts the same)."""
-    return float(np.mean([entry["macro_f1"] for entry in report["heads"].values()]))
+def mean_macro_f1(heads: Mapping[str, Mapping]) -> float:
+    """Every head's macro-F1 averaged, every head counting the same: of the proposals
+    (report["heads"]) or of each head decoded on its own (report["independent"])."""
+    return float(np.mean([entry["macro_f1"] for entry in heads.values()]))
 
 
 def summary_table(summary: Mapping[str, Mapping]) -> pd.DataFrame:

@@ -1,10 +1,12 @@
-"""Tag new photos with a trained model: per head, the top-k labels and their probabilities.
+"""Tag new photos with a trained model: per head, the top-k labels and their probabilities, and
+which heads need no person.
 
-A `Predictor` wraps a TaggerModule and the label schema it was trained with. It preprocesses
-exactly as evaluation does (`core.transforms.eval_transform` of the backbone's data config) and
-gives each head's softmax, as `TaggerModule.predict_step` defines it. Files a user brings go
-through `core.images.read_image_checked`: a bad file becomes a `FilePrediction` with an error
-naming it and the problem, and the rest of the batch goes on.
+A `Predictor` wraps a TaggerModule, the label schema it was trained with and, for a run with one,
+its trust layer (core.trust): proposals follow the taxonomy, carry calibrated confidence, and a
+head is accepted when its confidence reaches the head's threshold at the target error. It
+preprocesses exactly as evaluation does (`core.transforms.eval_transform` of the backbone's data
+config). Files a user brings go through `core.images.read_image_checked`: a bad file becomes a
+`FilePrediction` with an error naming it and the problem, and the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.abstention import TARGET_ERROR, check_target
 from core.data.schema import LabelSchema
 from core.images import ACCEPTED_EXTENSIONS, ImageRejected, read_image_checked
 from core.model import TaggerModule
 from core.transforms import data_config, eval_transform
+from core.trust import Trust
 
 # Files are decoded to at most this many times the model's input side (JPEGs by DCT scaling,
 # much faster than a full decode): enough detail for the final resize, whatever the photo's size.
@@ -40,35 +44,53 @@ class Guess:
 
 
 @dataclass(frozen=True)
+class ImagePrediction:
+    """One image's proposals: per head the top-k guesses (the proposal first), and per head the
+    accepted label (the proposal, when it needs no person) or None; accepted is None altogether
+    for a model without a trust layer."""
+
+    guesses: dict[str, list[Guess]]
+    accepted: dict[str, str | None] | None = None
+
+
+@dataclass(frozen=True)
 class FilePrediction:
-    """The result for one input file: per head the top-k guesses, or why the file could not be read."""
+    """The result for one input file: per head the top-k guesses and the accepted labels, or why
+    the file could not be read."""
 
     path: str
     predictions: dict[str, list[Guess]] | None = None
+    accepted: dict[str, str | None] | None = None
     error: str | None = None
 
     def as_json(self) -> dict:
-        """{"path", "predictions": {head: [{"label", "p"}, ...]}} or {"path", "error"}."""
+        """{"path", "predictions": {head: [{"label", "p"}, ...]}, "accepted": {head: label | null}}
+        ("accepted" only with a trust layer), or {"path", "error"}."""
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "predictions": {
+        answer = {"path": self.path, "predictions": {
             head: [{"label": guess.label, "p": guess.p} for guess in guesses]
             for head, guesses in (self.predictions or {}).items()}}
+        if self.accepted is not None:
+            answer["accepted"] = dict(self.accepted)
+        return answer
 
     def as_row(self, heads: Sequence[str]) -> dict[str, str | float]:
-        """One flat row (`row_columns(heads)`): the path, each head's top label and its p ("" for
-        both when the file was not read), and the error ("" when it was)."""
+        """One flat row (`row_columns(heads)`): the path, each head's top label, its p and the
+        accepted label ("" for all when the file was not read, and for accepted when the head
+        needs a person), and the error ("" when it was read)."""
         row: dict[str, str | float] = {"path": self.path}
         for head in heads:
             guesses = (self.predictions or {}).get(head)
             row[head], row[f"{head}_p"] = (guesses[0].label, guesses[0].p) if guesses else ("", "")
+            row[f"{head}_accepted"] = (self.accepted or {}).get(head) or ""
         row["error"] = self.error or ""
         return row
 
 
 def row_columns(heads: Sequence[str]) -> list[str]:
-    """The columns of FilePrediction.as_row: path, <head>, <head>_p for each head, error."""
-    return ["path", *[column for head in heads for column in (head, f"{head}_p")], "error"]
+    """The columns of FilePrediction.as_row: path, <head>, <head>_p, <head>_accepted for each head, error."""
+    return ["path", *[column for head in heads for column in (head, f"{head}_p", f"{head}_accepted")], "error"]
 
 
 class Predictor:
@@ -76,12 +98,14 @@ class Predictor:
 
     image_size: the side of the model input the run was trained at. run_id, checkpoint: where the
     weights came from, for display. channels_last: the memory format the module and its inputs
-    take (the caller's choice, like the trainer's for training). The module is put in eval mode;
-    inputs go to its device.
+    take (the caller's choice, like the trainer's for training). trust: the run's trust layer
+    (None: each head's argmax and raw probability, nothing accepted); target_error: the error
+    rate a head's accepted proposals may have. The module is put in eval mode; inputs go to its device.
     """
 
     def __init__(self, module: TaggerModule, schema: LabelSchema, image_size: int,
-                 run_id: str | None = None, checkpoint: str | None = None, channels_last: bool = False) -> None:
+                 run_id: str | None = None, checkpoint: str | None = None, channels_last: bool = False,
+                 trust: Trust | None = None, target_error: float = TARGET_ERROR) -> None:
         if tuple(module.heads) != tuple(schema.heads):
             raise ValueError(f"the module's heads {list(module.heads)} differ from the schema's {list(schema.heads)}")
         counts = getattr(module.hparams, "class_counts", None)
@@ -98,6 +122,7 @@ class Predictor:
         self.run_id = run_id
         self.checkpoint = checkpoint
         self.transform = eval_transform(data_config(module.net.backbone, image_size))
+        self.trust, self.target_error = trust, check_target(target_error)
 
     @property
     def device(self) -> torch.device:
@@ -131,11 +156,19 @@ class Predictor:
                 else np.zeros((0, len(self.schema.classes[head])), dtype=np.float32) for head in self.heads}
 
     def predict_images(self, images: Sequence[Image.Image], top_k: int = 3,
-                       batch_size: int = 32) -> list[dict[str, list[Guess]]]:
-        """Per image, per head, the top_k labels by probability, highest first (fewer when a head
-        has fewer classes; ties in class order)."""
+                       batch_size: int = 32) -> list[ImagePrediction]:
+        """Per image: per head the proposal, then the next most probable labels, top_k in all (fewer
+        when a head has fewer classes; ties in class order), and the accepted labels."""
         _check_positive("top_k", top_k)
-        return self._top(self.probabilities(images, batch_size), len(images), top_k)
+        probs = self.probabilities(images, batch_size)
+        if self.trust is None:
+            return [ImagePrediction(guesses) for guesses in self._top(probs, None, len(images), top_k)]
+        proposals = self.trust.propose(probs)
+        accepted = self.trust.accepted(proposals, self.target_error)
+        names = self.schema.classes
+        return [ImagePrediction(guesses, {head: names[head][proposals.labels[head][row]] if accepted[head][row] else None
+                                          for head in self.heads})
+                for row, guesses in enumerate(self._top(proposals.probs, proposals.labels, len(images), top_k))]
 
     def predict_files(self, paths: Iterable[str | Path], top_k: int = 3, batch_size: int = 32) -> list[FilePrediction]:
         """One FilePrediction per path, in order: predictions, or the error of a file that cannot be read."""
@@ -164,9 +197,9 @@ class Predictor:
                 decoded[index] = self.read_file(path)
             except ImageRejected as err:
                 errors[index] = str(err)
-        guesses = iter(self.predict_images(list(decoded.values()), top_k, batch_size=max(1, len(decoded))))
+        predicted = iter(self.predict_images(list(decoded.values()), top_k, batch_size=max(1, len(decoded))))
         return [FilePrediction(path, error=errors[index]) if index in errors
-                else FilePrediction(path, predictions=next(guesses)) for index, path in enumerate(paths)]
+                else _file_prediction(path, next(predicted)) for index, path in enumerate(paths)]
 
     def read_file(self, path: str | Path) -> Image.Image:
         """A file decoded as `predict_files` decodes it: checked (`read_image_checked`), RGB, longer
@@ -179,15 +212,24 @@ class Predictor:
         image.thumbnail((self.decode_side, self.decode_side))  # never enlarges; bounds the preprocessing cost
         return image
 
-    def _top(self, probs: dict[str, np.ndarray], n: int, top_k: int) -> list[dict[str, list[Guess]]]:
+    def _top(self, probs: dict[str, np.ndarray], proposed: dict[str, np.ndarray] | None, n: int,
+             top_k: int) -> list[dict[str, list[Guess]]]:
+        """Per row and head, the proposed class (default: the most probable) then the most probable
+        others, top_k in all."""
         results: list[dict[str, list[Guess]]] = [{} for _ in range(n)]
         for head in self.heads:
             names = self.schema.classes[head]
             # Stable sort on -p: equal probabilities keep class order.
-            order = np.argsort(-probs[head], axis=1, kind="stable")[:, :top_k]
+            order = np.argsort(-probs[head], axis=1, kind="stable")
             for row, indices in enumerate(order):
-                results[row][head] = [Guess(names[i], float(probs[head][row, i])) for i in indices]
+                first = int(indices[0]) if proposed is None else int(proposed[head][row])
+                chosen = [first, *(int(i) for i in indices[:top_k] if i != first)][:top_k]
+                results[row][head] = [Guess(names[i], float(probs[head][row, i])) for i in chosen]
         return results
+
+
+def _file_prediction(path: str, predicted: ImagePrediction) -> FilePrediction:
+    return FilePrediction(path, predictions=predicted.guesses, accepted=predicted.accepted)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

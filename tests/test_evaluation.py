@@ -29,6 +29,8 @@ from core.evaluation_views import (
     ConfusionView, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries, filter_classes,
     label_lines, misclassified, report_json, row_normalised, summary_csv, top_n_confusion, top_probabilities,
 )
+from core.taxonomy import Taxonomy
+from core.trust import Calibration
 from dashboard import charts
 from training.__main__ import main as cli
 from training.checkpoints import CHECKPOINT_KEY, load_run_module
@@ -322,12 +324,18 @@ def test_load_run_module_rebuilds_the_checkpointed_net(finished_run):
     folder = Path(record.folder)
     best = RunFolder(folder).checkpoint()
     assert best == RunFolder(folder).best
-    module, loaded_cfg, schema = load_run_module(folder)
+    module, loaded_cfg, schema, trust = load_run_module(folder)
     assert loaded_cfg == cfg and schema == LabelSchema.load(RunFolder(folder).schema) and not module.training
     state = torch.load(best, map_location="cpu", weights_only=True)
     assert state[CHECKPOINT_KEY]["config"] == cfg.to_dict()
     for name, tensor in module.state_dict().items():
         assert torch.equal(tensor, state["state_dict"][name]), name
+    # The trust layer rides along: the taxonomy from the start, the calibration added after training.
+    run = RunFolder(folder)
+    assert trust.taxonomy == Taxonomy.load(run.taxonomy) and trust.calibration == Calibration.load(run.calibration)
+    last = torch.load(run.last, map_location="cpu", weights_only=True)[CHECKPOINT_KEY]
+    assert last["calibration"] == state[CHECKPOINT_KEY]["calibration"] == trust.calibration.to_dict()
+    assert run.best.stat().st_ino == (run.checkpoints / "epoch000.ckpt").stat().st_ino  # still one file
     with pytest.raises(FileNotFoundError, match=r"no 'epoch999.ckpt' checkpoint in .*; it holds: best.ckpt, epoch000.ckpt, last.ckpt"):
         RunFolder(folder).checkpoint("epoch999.ckpt")
 
@@ -396,3 +404,23 @@ def test_a_relative_dataset_path_names_the_same_dataset(faked, tmp_path, monkeyp
     (tmp_path / VALIDATION / "report.json").write_text(json.dumps({k: v for k, v in report.items() if k != "data"}))
     assert RunFolder(tmp_path).evaluations_of(catalogue.root, relative) == [VALIDATION]
     assert RunFolder(tmp_path).evaluations_of(tmp_path, relative) == []
+
+
+def test_cli_calibrate_refits_the_trust_layer_of_a_run_that_lacks_it(finished_run, capsys):
+    """A run trained before the trust layer existed has neither taxonomy.json nor calibration.json:
+    `calibrate` learns them from its own rows and validation evaluation, without a forward pass."""
+    record, _ = finished_run
+    run = RunFolder(record.folder)
+    before = json.loads(run.calibration.read_text())
+    run.taxonomy.unlink()
+    run.calibration.unlink()
+    assert cli(["calibrate", record.id, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "impossible combinations" in out and "decoded jointly" in out
+    trust = json.loads(out.strip().splitlines()[-1])
+    assert set(trust["heads"]) == set(record.config["heads"]) and set(trust["products"]) == {"0.01", "0.02", "0.05"}
+    assert json.loads(run.calibration.read_text()) == before  # the same rows give the same fit
+    assert Taxonomy.load(run.taxonomy) == load_run_module(record.folder)[3].taxonomy
+    report = json.loads((run.evaluation() / "report.json").read_text())
+    assert report["decoding"] == "consistent" and report["impossible"]["consistent"] == 0.0
+    assert cli(["calibrate", "no-such-run"]) == 2

@@ -66,19 +66,25 @@ def test_load_predictor_takes_the_runs_size_schema_and_checkpoint(run, predictor
     assert load_predictor(run.record.folder, "last").checkpoint == "last.ckpt"
 
 
-def test_top_k_per_head_is_the_modules_softmax_on_the_evaluation_preprocessing(run, predictor, demo):
-    images = [open_rgb(path) for path in demo_photos(demo, 5)]
-    results = predictor.predict_images(images, top_k=3)
-    # Built independently of the predictor: what evaluation feeds the module, and predict_step's probabilities.
-    transform = eval_transform(data_config(predictor.module.net.backbone, run.cfg.image_size))
+def module_probabilities(predictor: Predictor, images, image_size: int) -> dict:
+    """Built independently of the predictor: what evaluation feeds the module, and predict_step's probabilities."""
+    transform = eval_transform(data_config(predictor.module.net.backbone, image_size))
     batch = torch.stack([transform(image) for image in images])
     with torch.no_grad():
-        probs = predictor.module.predict_step({"image": batch, "id": torch.arange(5)}, 0)["probs"]
+        probs = predictor.module.predict_step({"image": batch, "id": torch.arange(len(images))}, 0)["probs"]
+    return {head: p.numpy() for head, p in probs.items()}
+
+
+def test_without_a_trust_layer_top_k_is_the_modules_softmax_on_the_evaluation_preprocessing(run, predictor, demo):
+    raw = Predictor(predictor.module, predictor.schema, run.cfg.image_size, channels_last=True)
+    images = [open_rgb(path) for path in demo_photos(demo, 5)]
+    results = raw.predict_images(images, top_k=3)
+    probs = module_probabilities(predictor, images, run.cfg.image_size)
     assert len(results) == 5
     for row, result in enumerate(results):
-        assert list(result) == list(run.cfg.heads)
-        for head, guesses in result.items():
-            expected = probs[head][row].numpy()
+        assert list(result.guesses) == list(run.cfg.heads) and result.accepted is None
+        for head, guesses in result.guesses.items():
+            expected = probs[head][row]
             order = np.argsort(-expected, kind="stable")[:3]
             assert len(guesses) == min(3, len(predictor.schema.classes[head]))
             assert [guess.label for guess in guesses] == [predictor.schema.classes[head][i] for i in order]
@@ -88,9 +94,29 @@ def test_top_k_per_head_is_the_modules_softmax_on_the_evaluation_preprocessing(r
             assert ps == sorted(ps, reverse=True) and sum(ps) <= 1 + 1e-6
 
 
+def test_predictions_go_through_the_runs_trust_layer(run, predictor, demo):
+    """The proposal first (consistent, calibrated), then the next most probable; accepted where the
+    head's threshold at the target error is reached."""
+    assert predictor.trust is not None and predictor.trust.calibration is not None
+    images = [open_rgb(path) for path in demo_photos(demo, 5)]
+    results = predictor.predict_images(images, top_k=3)
+    proposals = predictor.trust.propose(module_probabilities(predictor, images, run.cfg.image_size))
+    thresholds = predictor.trust.thresholds(predictor.target_error)
+    for row, result in enumerate(results):
+        for head, guesses in result.guesses.items():
+            names = predictor.schema.classes[head]
+            assert guesses[0].label == names[proposals.labels[head][row]]
+            assert guesses[0].p == pytest.approx(proposals.confidence[head][row], abs=1e-5)
+            rest = [guess.p for guess in guesses[1:]]
+            assert rest == sorted(rest, reverse=True)
+            sure = thresholds[head] is not None and proposals.confidence[head][row] >= thresholds[head]
+            assert result.accepted[head] == (guesses[0].label if sure else None)
+    assert not predictor.trust.paths.impossible(proposals.labels).any()
+
+
 def test_top_k_beyond_a_heads_classes_gives_them_all_summing_to_one(predictor, demo):
     (result,) = predictor.predict_images([open_rgb(demo_photos(demo, 1)[0])], top_k=1000)
-    for head, guesses in result.items():
+    for head, guesses in result.guesses.items():
         assert sorted(guess.label for guess in guesses) == sorted(predictor.schema.classes[head])
         assert sum(guess.p for guess in guesses) == pytest.approx(1.0, abs=1e-5)
 
@@ -172,10 +198,10 @@ def test_a_batch_with_bad_files_reports_each_and_predicts_the_rest_in_order(pred
             continue
         assert result.error is None, result
         alone = predictor.predict_images([predictor.read_file(path)], top_k=2)[0]
-        assert list(result.predictions) == list(predictor.heads)
+        assert list(result.predictions) == list(predictor.heads) and result.accepted == alone.accepted
         for head, guesses in result.predictions.items():
-            assert [guess.label for guess in guesses] == [guess.label for guess in alone[head]], (path, head)
-            np.testing.assert_allclose([g.p for g in guesses], [g.p for g in alone[head]], atol=1e-5)
+            assert [guess.label for guess in guesses] == [guess.label for guess in alone.guesses[head]], (path, head)
+            np.testing.assert_allclose([g.p for g in guesses], [g.p for g in alone.guesses[head]], atol=1e-5)
 
 
 def test_files_are_decoded_to_twice_the_input_side(predictor, tmp_path):
@@ -191,18 +217,21 @@ def test_file_prediction_as_json_has_exactly_its_keys():
                                                                             {"label": "Women", "p": 0.25}]}}
     bad = FilePrediction("b.txt", error="b.txt: not an image")
     assert bad.as_json() == {"path": "b.txt", "error": "b.txt: not an image"}
+    trusted = FilePrediction("a.jpg", predictions={"gender": [Guess("Men", 0.99)]}, accepted={"gender": "Men"})
+    assert trusted.as_json()["accepted"] == {"gender": "Men"}
 
 
 def test_file_prediction_as_row_is_flat_with_the_top_label_per_head():
     heads = ("gender", "usage")
-    assert row_columns(heads) == ["path", "gender", "gender_p", "usage", "usage_p", "error"]
+    assert row_columns(heads) == ["path", "gender", "gender_p", "gender_accepted", "usage", "usage_p",
+                                  "usage_accepted", "error"]
     good = FilePrediction("a.jpg", predictions={"gender": [Guess("Men", 0.75), Guess("Women", 0.25)],
-                                                "usage": [Guess("Casual", 0.5)]})
-    assert good.as_row(heads) == {"path": "a.jpg", "gender": "Men", "gender_p": 0.75, "usage": "Casual",
-                                  "usage_p": 0.5, "error": ""}
+                                                "usage": [Guess("Casual", 0.5)]}, accepted={"gender": "Men", "usage": None})
+    assert good.as_row(heads) == {"path": "a.jpg", "gender": "Men", "gender_p": 0.75, "gender_accepted": "Men",
+                                  "usage": "Casual", "usage_p": 0.5, "usage_accepted": "", "error": ""}
     bad = FilePrediction("b.txt", error="b.txt: not an image")
-    assert bad.as_row(heads) == {"path": "b.txt", "gender": "", "gender_p": "", "usage": "", "usage_p": "",
-                                 "error": "b.txt: not an image"}
+    assert bad.as_row(heads) == {"path": "b.txt", "gender": "", "gender_p": "", "gender_accepted": "", "usage": "",
+                                 "usage_p": "", "usage_accepted": "", "error": "b.txt: not an image"}
 
 
 def test_expand_paths_keeps_files_and_expands_folders_to_their_images(tmp_path):
@@ -228,8 +257,9 @@ def test_cli_predict_json_prints_one_line_per_input(run, demo, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     good, bad = [json.loads(line) for line in done.stdout.splitlines()]
-    assert set(good) == {"path", "predictions"} and good["path"] == str(tmp_path / "good.jpg")
-    assert list(good["predictions"]) == list(run.cfg.heads)
+    assert set(good) == {"path", "predictions", "accepted"} and good["path"] == str(tmp_path / "good.jpg")
+    assert list(good["predictions"]) == list(good["accepted"]) == list(run.cfg.heads)
+    assert all(label in (None, good["predictions"][head][0]["label"]) for head, label in good["accepted"].items())
     for guesses in good["predictions"].values():
         assert len(guesses) == 2 and all(set(guess) == {"label", "p"} for guess in guesses)
         assert guesses[0]["p"] >= guesses[1]["p"]
@@ -247,7 +277,7 @@ def test_cli_predict_a_folder_reads_its_images(run, demo, tmp_path, in_workspace
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     expected = [tmp_path / "shop" / name for name in ("new/p1.jpg", "new/p2.jpg", "p0.jpg")]  # sorted by path
     assert [line["path"] for line in lines] == list(map(str, expected))
-    assert all(set(line) == {"path", "predictions"} for line in lines)
+    assert all(set(line) == {"path", "predictions", "accepted"} for line in lines)
 
 
 def test_cli_predict_csv_writes_a_row_per_image_matching_the_json(run, demo, tmp_path, in_workspace, capsys):
@@ -265,6 +295,7 @@ def test_cli_predict_csv_writes_a_row_per_image_matching_the_json(run, demo, tmp
         for head in run.cfg.heads:
             top = line["predictions"][head][0]
             assert row[head] == top["label"] and float(row[f"{head}_p"]) == pytest.approx(top["p"])
+            assert row[f"{head}_accepted"] == (line["accepted"][head] or "")
 
 
 def test_predict_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused(run, tmp_path, in_workspace, capsys,
@@ -314,3 +345,19 @@ def test_cli_predict_names_an_unknown_run_a_missing_checkpoint_and_a_bad_top_k(r
     assert "error: no 'nope.ckpt' checkpoint in" in capsys.readouterr().err
     assert cli(["predict", run.record.id, str(tmp_path), "--top-k", "0"]) == 2
     assert capsys.readouterr().err == "error: --top-k must be at least 1, got 0\n"
+
+
+def test_cli_predict_accepts_more_heads_at_a_looser_target_error(run, demo, tmp_path, in_workspace, capsys):
+    """--target-error E: a head is accepted where its confidence reaches its threshold at E, so a
+    looser E accepts at least as many heads; E outside (0, 1) is refused before the model loads."""
+    photos = [shutil.copy(photo, tmp_path / f"p{index}.jpg") for index, photo in enumerate(demo_photos(demo, 6))]
+    accepted = {}
+    for target in ("0.001", "0.5"):
+        assert cli(["predict", run.record.id, *map(str, photos), "--json", "--target-error", target]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        accepted[target] = sum(label is not None for line in lines for label in line["accepted"].values())
+    thresholds = load_predictor(run.record.folder).trust
+    assert accepted["0.001"] <= accepted["0.5"]
+    assert accepted["0.001"] == 0 or all(t is not None for t in thresholds.thresholds(0.001).values())
+    assert cli(["predict", run.record.id, str(tmp_path), "--target-error", "2"]) == 2
+    assert "the target error must be a rate between 0 and 1" in capsys.readouterr().err

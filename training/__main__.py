@@ -6,16 +6,19 @@
     python -m training show RUN_ID [--json]
     python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--json]
     python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32]
-                                          [--device auto|cpu|cuda] [--json] [--csv FILE]
+                                          [--device auto|cpu|cuda] [--target-error 0.02] [--json] [--csv FILE]
+    python -m training calibrate RUN_ID [--json]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
 the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate,
 core.evaluation.head_summary).
 `predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
-[{"label", "p"}, ...]}} or {"path", "error"}; it exits 0 when at least one image was read, else 1.
-`predict --csv FILE` also writes a row per image, line by line: path, <head>, <head>_p (the top
-label and its p) for each head, error.
+[{"label", "p"}, ...]}, "accepted": {head: label or null}} or {"path", "error"}; it exits 0 when at
+least one image was read, else 1. The first label of a head is its proposal (consistent with the
+taxonomy, calibrated: core.trust); "accepted" holds it where the head needs no person at
+--target-error, null where a person must decide. `predict --csv FILE` also writes a row per image,
+line by line: path, <head>, <head>_p, <head>_accepted for each head, error.
 User errors (bad config value, unknown run, bad dataset) print `error: ...` and exit 2; a run
 that fails exits 1 after recording the error in the registry.
 """
@@ -29,6 +32,7 @@ import json
 import sys
 from pathlib import Path
 
+from core.abstention import TARGET_ERROR
 from core.data import CatalogueError
 from core.images import ACCEPTED_EXTENSIONS
 from training.registry import RunState
@@ -68,9 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     predict.add_argument("--device", default="auto", help="auto (default: a CUDA GPU when there is one, else the CPU), "
                                                           "cpu or cuda")
+    predict.add_argument("--target-error", type=float, default=TARGET_ERROR,
+                         help="accept a head's proposal where its error rate is at most this (default 0.02)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line, nothing else")
     predict.add_argument("--csv", metavar="FILE", help="also write one row per image to FILE: path, each head's top "
                                                        "label and p, error (written as batches finish)")
+    calibrate = commands.add_parser(
+        "calibrate", help="fit (or refit) a run's trust layer from its validation evaluation: taxonomy, "
+                          "temperatures, thresholds")
+    calibrate.add_argument("run_id")
+    calibrate.add_argument("--json", action="store_true", help="print the trust assessment as JSON on the last line")
     crossval = commands.add_parser("crossval", help="out-of-sample probabilities for every row (K models) and label issues")
     crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
     crossval.add_argument("--data", help="dataset folder, as for fit")
@@ -158,6 +169,8 @@ def evaluate(args: argparse.Namespace) -> int:
         return 2
     print(f"run {record.id}, checkpoint {report['checkpoint']}: {report['rows']:,} images of {report['data']}")
     print(f"  reports  {folder}")
+    if "trust" in report:
+        print(f"  {trust_summary(report)}")
     summary = head_summary(report)
     for head, numbers in summary.items():
         unknown = report["heads"][head]["unknown_classes"]
@@ -168,6 +181,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
+    from core.abstention import check_target
     from core.prediction import expand_paths, row_columns
     from training.checkpoints import load_predictor, predict_device
     from training.registry import RunRegistry
@@ -176,11 +190,13 @@ def predict(args: argparse.Namespace) -> int:
         if value < 1:  # checked before the model loads: a typo fails at once
             raise ValueError(f"{option} must be at least 1, got {value}")
     predict_device(args.device)  # an unknown device, or cuda without a GPU, fails before the model loads
+    check_target(args.target_error)
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         raise ValueError(f"--csv: the folder {Path(args.csv).resolve().parent} does not exist")
     record = RunRegistry().get(args.run_id)
     try:
-        predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id, device=args.device)
+        predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id, device=args.device,
+                                   target_error=args.target_error)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -208,13 +224,43 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def describe_prediction(result) -> str:
-    """A few human lines about one file: its path, then per head `label p` for each guess, or the error."""
+    """A few human lines about one file: its path, then per head `label p` for each guess (the
+    proposal first, marked `accepted` when it needs no person), or the error."""
     if result.error is not None:
         return f"{result.path}\n  error: {result.error}"
     lines = [result.path]
     for head, guesses in result.predictions.items():
-        lines.append(f"  {head:15s} " + "  ".join(f"{guess.label} {guess.p:.3f}" for guess in guesses))
+        accepted = "  accepted" if (result.accepted or {}).get(head) else ""
+        lines.append(f"  {head:15s} " + "  ".join(f"{guess.label} {guess.p:.3f}" for guess in guesses) + accepted)
     return "\n".join(lines)
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    from training.calibrate import calibrate_run
+    from training.registry import RunRegistry
+
+    record = RunRegistry().get(args.run_id)
+    try:
+        report = calibrate_run(record.folder)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"run {record.id}: calibrated on its validation split; " + trust_summary(report))
+    for head, entry in report["trust"]["heads"].items():
+        at = entry["targets"]["0.02"]
+        print(f"  {head:15s} T {entry['temperature']:.2f}  ECE {entry['ece_before'] or 0:.3f} -> "
+              f"{entry['ece_after'] or 0:.3f}  at 2 % error: {at['coverage']:.0%} need no person")
+    if args.json:
+        print(json.dumps(report["trust"]))
+    return 0
+
+
+def trust_summary(report: dict) -> str:
+    """One line on the proposals' trust: impossible combinations both ways, whole products needing no person."""
+    impossible = report["impossible"]
+    return (f"impossible combinations {impossible['independent']:.1%} decoded head by head, "
+            f"{impossible['consistent']:.1%} decoded jointly; "
+            f"{report['trust']['products']['0.02']:.0%} of products need no person at 2 % error")
 
 
 def crossval(args: argparse.Namespace) -> int:
@@ -248,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             return crossval(args)
         if args.command == "predict":
             return predict(args)
+        if args.command == "calibrate":
+            return calibrate(args)
         from training.registry import RunRegistry
 
         registry = RunRegistry()

@@ -1,42 +1,80 @@
 """A run's checkpoints: what they hold, and the model (or a Predictor) rebuilt from one.
 
-Every checkpoint carries the run's config and label schema (under CHECKPOINT_KEY, put there by
-training.train) and the module's class counts (its hyper-parameters), so it rebuilds the net on
-its own: the backbone starts from no weights at all (pretrained="none") and the checkpoint
-supplies every one. Which file is "best" or "last" is training.run_folder's business.
+Every checkpoint carries, under CHECKPOINT_KEY, the run's config, label schema and taxonomy
+(put there by training.train) and, once the run is calibrated, its calibration (added by
+`add_to_checkpoints`), plus the module's class counts (its hyper-parameters). So it rebuilds the
+net and its trust layer on its own: the backbone starts from no weights at all (pretrained="none")
+and the checkpoint supplies every one. Which file is "best" or "last" is training.run_folder's
+business.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from core.abstention import TARGET_ERROR
 from core.data.schema import LabelSchema
 from core.model import TaggerModule
 from core.prediction import Predictor
+from core.taxonomy import Taxonomy
+from core.trust import Calibration, Trust
 from training.builders import build_module
 from training.config import TrainConfig
 from training.run_folder import RunFolder
 
-CHECKPOINT_KEY = "fashion_tagger"  # the checkpoint entry holding the run's config and schema
+CHECKPOINT_KEY = "fashion_tagger"  # the checkpoint entry holding the run's config, schema, taxonomy, calibration
 PREDICT_DEVICES = ("auto", "cpu", "cuda")  # auto: the first CUDA GPU when torch sees one, else the CPU
 
 
-def checkpoint_payload(cfg: TrainConfig, schema: LabelSchema) -> dict:
-    """What every checkpoint of a run carries under CHECKPOINT_KEY."""
-    return {"config": cfg.to_dict(), "schema": schema.to_dict()}
+def checkpoint_payload(cfg: TrainConfig, schema: LabelSchema, taxonomy: Taxonomy) -> dict:
+    """What every checkpoint of a run carries under CHECKPOINT_KEY from the start."""
+    return {"config": cfg.to_dict(), "schema": schema.to_dict(), "taxonomy": taxonomy.to_dict()}
 
 
-def load_run_module(folder: str | Path, which: str = "best") -> tuple[TaggerModule, TrainConfig, LabelSchema]:
+def add_to_checkpoints(run: RunFolder, entries: Mapping[str, Any]) -> None:
+    """Add `entries` to CHECKPOINT_KEY in every checkpoint file of the run, each replaced atomically;
+    hard links (best.ckpt and its epoch file) stay one file."""
+    rewritten: dict[tuple[int, int], Path] = {}  # (device, inode) before -> the new file
+    for path in run.checkpoint_files():
+        stat = path.stat()
+        same = rewritten.get((stat.st_dev, stat.st_ino))
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        if same is not None:
+            os.link(same, temporary)
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint[CHECKPOINT_KEY] = {**checkpoint[CHECKPOINT_KEY], **entries}
+            torch.save(checkpoint, temporary)
+            rewritten[(stat.st_dev, stat.st_ino)] = path
+        os.replace(temporary, path)
+
+
+def trust_of(payload: Mapping[str, Any], schema: LabelSchema) -> Trust | None:
+    """The trust layer a checkpoint's payload holds: None for a run trained before it existed
+    (no taxonomy; `python -m training calibrate` adds it), uncalibrated until calibrated."""
+    if "taxonomy" not in payload:
+        return None
+    calibration = Calibration.from_dict(payload["calibration"]) if "calibration" in payload else None
+    return Trust(schema, Taxonomy.from_dict(payload["taxonomy"]), calibration)
+
+
+def load_run_module(folder: str | Path, which: str = "best"
+                    ) -> tuple[TaggerModule, TrainConfig, LabelSchema, Trust | None]:
     """The run's TaggerModule with the weights of checkpoint `which` (`RunFolder.checkpoint`), in
-    eval mode on the CPU, with the config and label schema the checkpoint was trained with."""
+    eval mode on the CPU, with the config, label schema and trust layer (`trust_of`) the
+    checkpoint holds."""
     checkpoint = torch.load(RunFolder(folder).checkpoint(which), map_location="cpu", weights_only=True)
-    cfg = TrainConfig.from_dict(checkpoint[CHECKPOINT_KEY]["config"])
-    schema = LabelSchema.from_dict(checkpoint[CHECKPOINT_KEY]["schema"])
+    payload = checkpoint[CHECKPOINT_KEY]
+    cfg = TrainConfig.from_dict(payload["config"])
+    schema = LabelSchema.from_dict(payload["schema"])
     module, _ = build_module(cfg, schema, checkpoint["hyper_parameters"]["class_counts"], pretrained="none")
     module.load_state_dict(checkpoint["state_dict"], strict=True)
-    return module.eval(), cfg, schema
+    return module.eval(), cfg, schema, trust_of(payload, schema)
 
 
 def load_weights(module: TaggerModule, checkpoint: Path) -> TaggerModule:
@@ -56,12 +94,14 @@ def predict_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def load_predictor(folder: str | Path, which: str = "best", run_id: str | None = None, device: str = "cpu") -> Predictor:
+def load_predictor(folder: str | Path, which: str = "best", run_id: str | None = None, device: str = "cpu",
+                   target_error: float = TARGET_ERROR) -> Predictor:
     """A Predictor over the run's checkpoint `which` on `device` (see `predict_device`; the
-    dashboard keeps the CPU, leaving a GPU to training), at the image size the run was trained at;
-    `run_id` is kept for display. Predictions run in channels_last memory format: faster for these
-    convolutions on the CPU too, and the same numbers within 1e-5."""
+    dashboard keeps the CPU, leaving a GPU to training), at the image size the run was trained at,
+    proposing through the run's trust layer and accepting at `target_error`; `run_id` is kept for
+    display. Predictions run in channels_last memory format: faster for these convolutions on the
+    CPU too, and the same numbers within 1e-5."""
     target = predict_device(device)
-    module, cfg, schema = load_run_module(folder, which)
+    module, cfg, schema, trust = load_run_module(folder, which)
     return Predictor(module.to(target), schema, cfg.image_size, run_id=run_id, channels_last=True,
-                     checkpoint=RunFolder(folder).checkpoint(which).name)
+                     checkpoint=RunFolder(folder).checkpoint(which).name, trust=trust, target_error=target_error)

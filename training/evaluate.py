@@ -1,8 +1,8 @@
-"""Evaluate a run: its model's probabilities over a catalogue's rows, scored and written by
-core.evaluation, and the label issues they point at.
+"""Evaluate a run: its model's probabilities over a catalogue's rows (`predict`), scored through
+its trust layer and written by core.evaluation, and the label issues they point at.
 
 `evaluate_checkpoint` evaluates a checkpoint after training (`python -m training evaluate`);
-`train` and `crossval` evaluate their module in memory through `predict` and `evaluate_module`.
+`train` and `crossval` predict with their module in memory and write through core.evaluation.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from core.data.catalogue import Catalogue, load_catalogue
+from core.data.catalogue import load_catalogue
 from core.data.schema import LabelSchema
 from core.evaluation import is_complete, load_evaluation, write_evaluation
 from core.label_issues import rank_evaluation, read_issues
 from core.model import TaggerModule
 from training.builders import build_datamodule, run_catalogue, run_split
 from training.checkpoints import load_run_module
-from training.config import TrainConfig, resolve_precision
+from training.config import resolve_precision
 from training.run_folder import RunFolder, evaluation_name
 
 
@@ -38,16 +38,8 @@ def predict(module: TaggerModule, loader: DataLoader, accelerator: str = "auto",
     return ids, probs
 
 
-def evaluate_module(module: TaggerModule, loader: DataLoader, cfg: TrainConfig, catalogue: Catalogue,
-                    schema: LabelSchema, folder: Path, checkpoint: str) -> dict:
-    """Predict `loader` (rows of `catalogue`) with `module` as `cfg` runs it, and write the
-    evaluation to `folder`; returns its report."""
-    ids, probs = predict(module, loader, cfg.accelerator, resolve_precision(cfg))
-    return write_evaluation(catalogue, schema, ids, probs, folder, checkpoint)
-
-
 def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, which: str = "best") -> tuple[Path, dict]:
-    """Evaluate the run's checkpoint `which` and write the evaluation files.
+    """Evaluate the run's checkpoint `which` through its trust layer and write the evaluation files.
 
     data: None evaluates the run's own validation split (the same rows as at training time) into
     `<run>/evaluation/`; a catalogue folder evaluates every row of it into
@@ -56,7 +48,7 @@ def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, whic
     """
     run = RunFolder(folder)
     checkpoint = run.checkpoint(which)
-    module, cfg, schema = load_run_module(folder, which)
+    module, cfg, schema, trust = load_run_module(folder, which)
     if data is None:  # the run's own rows, with the corrections it trained on
         catalogue = run_catalogue(cfg, run.path)
         split = run_split(cfg, catalogue)
@@ -66,7 +58,9 @@ def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, whic
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("validate")
     target = run.evaluation(evaluation_name(data))
-    return target, evaluate_module(module, datamodule.val_dataloader(), cfg, catalogue, schema, target, checkpoint.name)
+    ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg))
+    return target, write_evaluation(catalogue, schema, ids, probs, target, checkpoint.name, trust,
+                                    validation_split=data is None)
 
 
 def label_issues(folder: str | Path) -> pd.DataFrame:

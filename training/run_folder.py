@@ -4,6 +4,9 @@ A run folder (`<workspace>/runs/<run_id>/`) holds:
     config.json          the TrainConfig (also inside every checkpoint, with the label schema)
     launch_config.json   the exact TrainConfig the dashboard launched the run with
     schema.json          the label schema fitted on the run's training rows
+    taxonomy.json        the taxonomy learned from them (core.taxonomy; inside every checkpoint too)
+    calibration.json     temperatures and threshold counts fitted after training on the validation
+                         split (core.trust; added to the checkpoints then)
     corrections.json     with cfg.corrections: the label store's decisions the run trained on
     checkpoints/         epochNNN.ckpt (the best epoch by cfg.monitor), best.ckpt (a hard link to
                          it, once training ended) and last.ckpt
@@ -82,6 +85,8 @@ class RunFolder:
     config = property(lambda self: self.path / "config.json")
     launch_config = property(lambda self: self.path / "launch_config.json")
     schema = property(lambda self: self.path / "schema.json")
+    taxonomy = property(lambda self: self.path / "taxonomy.json")
+    calibration = property(lambda self: self.path / "calibration.json")
     corrections = property(lambda self: self.path / "corrections.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
     best = property(lambda self: self.checkpoints / "best.ckpt")

@@ -26,13 +26,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
-from core.evaluation import head_summary, mean_macro_f1
+from core.evaluation import head_summary, mean_macro_f1, write_evaluation
+from core.taxonomy import Taxonomy
 from training.builders import (
     build_datamodule, build_module, class_counts, run_catalogue, run_split, training_rows, with_dataset,
 )
+from training.calibrate import fit_trust
 from training.checkpoints import CHECKPOINT_KEY, checkpoint_payload, load_weights
 from training.config import TrainConfig, resolve_precision, resolve_rare_min_count
-from training.evaluate import evaluate_module
+from training.evaluate import predict
 from training.registry import RunRecord, RunRegistry
 from training.run_folder import VALIDATION, RunFolder, Stage
 
@@ -46,6 +48,7 @@ class PreparedRun:
     catalogue: Catalogue
     split: pd.Series  # "train"/"val" per catalogue row
     schema: LabelSchema  # fitted on the training rows
+    taxonomy: Taxonomy  # learned from the training rows
     counts: dict[str, list[int]]  # training rows per class of each head
 
 
@@ -79,7 +82,7 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
     run.write_progress(Stage.LOAD)
     prepared = prepare_run(cfg, run)
     module, weights = build_module(cfg, prepared.schema, prepared.counts)
-    trainer, checkpoint = _trainer(cfg, run, [RunFiles(cfg, prepared.schema, run)])
+    trainer, checkpoint = _trainer(cfg, run, [RunFiles(checkpoint_payload(cfg, prepared.schema, prepared.taxonomy), run)])
     if trainer.is_global_zero:
         record = registry.mark_running(record.id, os.getpid(), device=_device(trainer), weights=weights.detail)
     datamodule = build_datamodule(
@@ -105,12 +108,17 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
         return registry.get(record.id)
     run.write_progress(Stage.EVALUATE)
     eval_started = time.perf_counter()
-    report = evaluate_module(load_weights(module, run.best), datamodule.val_dataloader(), cfg, prepared.catalogue,
-                             prepared.schema, run.evaluation(VALIDATION), best_epoch.name)
+    ids, probs = predict(load_weights(module, run.best), datamodule.val_dataloader(), cfg.accelerator,
+                         resolve_precision(cfg))
+    trust = fit_trust(run, prepared.schema, prepared.taxonomy, prepared.catalogue, ids, probs)
+    report = write_evaluation(prepared.catalogue, prepared.schema, ids, probs, run.evaluation(VALIDATION),
+                              best_epoch.name, trust, validation_split=True)
     timings["evaluate_s"] = time.perf_counter() - eval_started
     timings["total_s"] = time.perf_counter() - started
     metrics = {
-        "heads": head_summary(report), "mean_macro_f1": mean_macro_f1(report), "best_checkpoint": best_epoch.name,
+        "heads": head_summary(report), "mean_macro_f1": mean_macro_f1(report["heads"]),
+        # what the best epoch was chosen on: each head's argmax, as Lightning's validation metrics
+        "mean_macro_f1_independent": mean_macro_f1(report["independent"]), "best_checkpoint": best_epoch.name,
         "skipped_images": datamodule.cache_report.as_dict()["failed"],
         "train_rows": len(datamodule.train_ids), "val_rows": len(datamodule.val_ids),
         "rare_min_count": prepared.schema.rare_min_count, "precision": str(trainer.precision),
@@ -121,25 +129,27 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
 
 
 def prepare_run(cfg: TrainConfig, run: RunFolder) -> PreparedRun:
-    """Load the catalogue, split it, fit the label schema on the training rows; write config.json
-    and schema.json."""
+    """Load the catalogue, split it, fit the label schema and learn the taxonomy on the training
+    rows; write config.json, schema.json and taxonomy.json."""
     catalogue = run_catalogue(cfg, run.path)
     split = run_split(cfg, catalogue)
     rows = training_rows(cfg, catalogue, split)
     schema = LabelSchema.fit(rows, rare_policy=cfg.rare_policy, rare_min_count=resolve_rare_min_count(cfg, len(rows)),
                              heads=cfg.heads)
+    taxonomy = Taxonomy.fit(rows)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     run.config.write_text(json.dumps(cfg.to_dict(), indent=2))
     schema.save(run.schema)
-    return PreparedRun(catalogue, split, schema, class_counts(schema, rows))
+    taxonomy.save(run.taxonomy)
+    return PreparedRun(catalogue, split, schema, taxonomy, class_counts(schema, rows))
 
 
 class RunFiles(Callback):
-    """Puts the config and schema into every checkpoint, and keeps progress.json current."""
+    """Puts the run's config, schema and taxonomy (`payload`) into every checkpoint, and keeps
+    progress.json current."""
 
-    def __init__(self, cfg: TrainConfig, schema: LabelSchema, run: RunFolder, every_n_steps: int = 5) -> None:
-        self.payload = checkpoint_payload(cfg, schema)
-        self.run, self.every_n_steps = run, every_n_steps
+    def __init__(self, payload: dict, run: RunFolder, every_n_steps: int = 5) -> None:
+        self.payload, self.run, self.every_n_steps = payload, run, every_n_steps
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.payload

@@ -56,8 +56,8 @@ def fabricated_run(registry, catalogue, accuracy: float, seed: int) -> str:
         curves[f"val/{head}/macro_f1"] = summary[head]["macro_f1"] * (1 - np.exp(-(epochs + 1) / 3))
     pd.DataFrame(curves).to_csv(run.metrics, index=False)
     registry.mark_running(record.id, os.getpid(), device="fabricated", weights="none")
-    registry.mark_finished(record.id, mean_macro_f1(report), cfg.monitor,
-                           {"heads": summary, "mean_macro_f1": mean_macro_f1(report)}, {})
+    registry.mark_finished(record.id, mean_macro_f1(report["heads"]), cfg.monitor,
+                           {"heads": summary, "mean_macro_f1": mean_macro_f1(report["heads"])}, {})
     print(f"run {record.id}: {len(val_ids):,} val rows, {len(schema.classes[HEAD])} {HEAD} classes")
     return record.id
 

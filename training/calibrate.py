@@ -1,0 +1,60 @@
+"""A run's trust layer (core.trust), fitted after training on its validation rows and kept with it:
+calibration.json in the run folder and the calibration inside its checkpoints.
+
+`train()` calls `fit_trust` with the validation predictions it has just made. `calibrate_run`
+(`python -m training calibrate RUN_ID`) does the same for a run that already has its validation
+evaluation, from the saved probabilities, without a forward pass: for runs trained before the
+trust layer existed (it learns their taxonomy from their training rows first), or to refit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from core.data.catalogue import Catalogue
+from core.data.schema import LabelSchema
+from core.evaluation import load_evaluation, read_report, write_evaluation
+from core.taxonomy import Taxonomy
+from core.trust import Trust, fit_calibration
+from training.builders import run_catalogue, run_split, training_rows
+from training.checkpoints import add_to_checkpoints
+from training.config import TrainConfig
+from training.run_folder import RunFolder
+
+
+def fit_trust(run: RunFolder, schema: LabelSchema, taxonomy: Taxonomy, catalogue: Catalogue, ids: np.ndarray,
+              probs: dict[str, np.ndarray]) -> Trust:
+    """Fit the calibration on validation rows `ids` (probs: head -> raw softmax [n, C]), save it in
+    the run folder and its checkpoints; returns the calibrated trust layer."""
+    labels = schema.encode(catalogue.frame.set_index("id").loc[ids].reset_index())
+    calibration = fit_calibration(schema, taxonomy, ids, labels, probs)
+    calibration.save(run.calibration)
+    add_to_checkpoints(run, {"calibration": calibration.to_dict()})
+    return Trust(schema, taxonomy, calibration)
+
+
+def calibrate_run(folder: str | Path) -> dict:
+    """Fit (or refit) the trust layer of a run from its validation evaluation, and write that
+    evaluation again with it; returns the new report. FileNotFoundError when the run has no
+    complete validation evaluation or no checkpoint."""
+    run = RunFolder(folder)
+    run.checkpoint("best")  # FileNotFoundError naming what there is
+    cfg = TrainConfig.from_dict(json.loads(run.config.read_text()))
+    schema = LabelSchema.load(run.schema)
+    evaluation = load_evaluation(run.evaluation())
+    catalogue = run_catalogue(cfg, run.path)
+    if run.taxonomy.is_file():
+        taxonomy = Taxonomy.load(run.taxonomy)
+    else:
+        taxonomy = Taxonomy.fit(training_rows(cfg, catalogue, run_split(cfg, catalogue)))
+        taxonomy.save(run.taxonomy)
+        add_to_checkpoints(run, {"taxonomy": taxonomy.to_dict()})
+    predictions = evaluation.predictions
+    ids = predictions["id"].to_numpy()
+    probs = {head: np.stack(predictions[f"{head}_probs"].to_numpy()) for head in schema.heads}
+    trust = fit_trust(run, schema, taxonomy, catalogue, ids, probs)
+    return write_evaluation(catalogue, schema, ids, probs, run.evaluation(), read_report(run.evaluation())["checkpoint"],
+                            trust, validation_split=True)
