@@ -191,3 +191,39 @@ def summary_csv(report: dict) -> str:
 def report_json(report: dict) -> str:
     """The whole report (summary and class-wise numbers of every head) as indented JSON."""
     return json.dumps(report, indent=1)
+
+
+TRUST_COLUMNS = ["accuracy", "accuracy_independent", "macro_f1", "macro_f1_independent", "temperature",
+                 "ece_before", "ece_after", "threshold", "coverage", "error", "accepted"]
+
+
+def trust_table(report: dict, target: float) -> pd.DataFrame:
+    """Per head (index `head`), for an evaluation written through a trust layer: accuracy and
+    macro-F1 of the proposals and of each head decoded on its own, the temperature, ECE before
+    and after it, and at `target` error (one of core.trust.TARGETS): the threshold (NaN: never
+    accepted), the share of proposals accepted, their realised error, and how many."""
+    trust = report["trust"]["heads"]
+    rows = {}
+    for head, entry in report["heads"].items():
+        at = trust[head]["targets"][str(target)]
+        rows[head] = {
+            "accuracy": entry["accuracy"], "accuracy_independent": report["independent"][head]["accuracy"],
+            "macro_f1": entry["macro_f1"], "macro_f1_independent": report["independent"][head]["macro_f1"],
+            "temperature": trust[head]["temperature"], "ece_before": trust[head]["ece_before"],
+            "ece_after": trust[head]["ece_after"], "threshold": at["threshold"], "coverage": at["coverage"],
+            "error": at["error"], "accepted": at["accepted"],
+        }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=TRUST_COLUMNS).astype(float).rename_axis("head")
+
+
+def trust_sentences(report: dict, target: float) -> list[str]:
+    """What a catalogue lead wants to read, per head and for whole products: "at ≤ 2 % error,
+    71 % of subCategory tags need no person"."""
+    trust = report["trust"]
+    sentences = [f"At ≤ {target:.0%} error, {entry['targets'][str(target)]['coverage']:.0%} of {head} tags need no person."
+                 if entry["targets"][str(target)]["threshold"] is not None else
+                 f"At ≤ {target:.0%} error, every {head} tag needs a person: too few held-out rows, or too many errors "
+                 "even among its surest, to certify it."
+                 for head, entry in trust["heads"].items()]
+    sentences.append(f"{trust['products'][str(target)]:.0%} of products need no person in any head.")
+    return sentences

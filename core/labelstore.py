@@ -301,13 +301,16 @@ class LabelStore:
         run_id: str | None = None,
         predicted: Mapping[str, tuple[str, float]] | None = None,
         new_values: Collection[str] = (),
+        complete: bool = True,
     ) -> Action:
-        """Record `reviewer`'s labels of `item` and mark it reviewed.
+        """Record `reviewer`'s labels of `item` and, when `complete`, mark it reviewed.
 
         One log row per head in `labels`: NEW_VALUE for the heads in `new_values` (a value the
-        schema did not know), else ACCEPT when the label equals the model's prediction
-        (predicted[head][0]) or, without one, the current value, else CORRECT. `run_id`,
-        the predicted label and its probability are kept on the rows. Then STATUS -> REVIEWED.
+        schema did not know), else ACCEPT when the label keeps the current value or takes the
+        model's prediction (predicted[head][0]), else CORRECT. `run_id`, the predicted label and
+        its probability are kept on the rows. Then, when `complete`, STATUS -> REVIEWED; without it
+        the item stays open for a person to decide its other heads (bulk acceptance of the heads
+        the model is sure of).
         """
         item, reviewer = _check_id(item, "item"), _check_person(reviewer, "reviewer")
         labels = {head: _clean_label(head, value) for head, value in check_heads(labels, "labels").items()}
@@ -325,14 +328,14 @@ class LabelStore:
             current = self._state(connection, [item])[0][1]
             rows = []
             for head in (head for head in HEADS if head in labels):
-                expected = predicted[head][0] if head in predicted else current[head]
-                kind = (LogKind.NEW_VALUE if head in new_values else LogKind.ACCEPT if labels[head] == expected
-                        else LogKind.CORRECT)
                 guess, p = predicted.get(head, (None, None))
+                kind = (LogKind.NEW_VALUE if head in new_values else
+                        LogKind.ACCEPT if labels[head] in (current[head], guess) else LogKind.CORRECT)
                 rows.append(
                     {"field": head, "new": labels[head], "kind": kind, "run_id": run_id, "predicted": guess, "p": p}
                 )
-            rows.append({"field": STATUS, "new": ReviewStatus.REVIEWED, "kind": LogKind.REVIEW, "run_id": run_id})
+            if complete:
+                rows.append({"field": STATUS, "new": ReviewStatus.REVIEWED, "kind": LogKind.REVIEW, "run_id": run_id})
             return _append(connection, item, current, rows, reviewer, ActionKind.REVIEW)
 
     def mark(self, item: int, status: ReviewStatus, reviewer: str, run_id: str | None = None) -> Action:

@@ -1,12 +1,12 @@
 """The review queue's rules, apart from the page: which catalogue rows come first, what each head
-offers and starts at, which items a filter keeps, where the reviewer goes next, and which new
-photos are accepted in bulk (and undone as a whole).
+offers and starts at, which items a filter keeps, where the reviewer goes next, and which heads of
+new photos are accepted in bulk (and undone as a whole).
 
 Shapes: `predictions` is an evaluation's predictions.parquet (id, per head `<head>_p`, the top
 probability); `issues` is core.label_issues' ranking (id, head, score, is_issue, rank); `summary`
 is LabelStore.summary (index item; status None (unreviewed) or a ReviewStatus;
 corrected: the heads whose current value differs from the catalogue's); a `Proposal` is one
-photo's top label and p per head (top_proposals).
+photo's proposed label and confidence per head (top_proposals, through the run's trust layer).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pandas as pd
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
 from core.images import ImageRejected
+from core.data import HEADS
 from core.labelstore import Action, Item, ItemKind, LabelStore, ReviewStatus
 from core.prediction import Predictor
 
@@ -58,6 +59,15 @@ def label_issue_ids(issues: pd.DataFrame, limit: int, flagged_only: bool = True,
     return ranked["id"].astype(int).head(limit).tolist()
 
 
+def taxonomy_issue_ids(broken: pd.DataFrame, limit: int, heads: Collection[str] = ()) -> list[int]:
+    """Ids of the rows that break the taxonomy (core.taxonomy.Taxonomy.violations), each once, in
+    its order; with `heads`, only rows breaking a relation one of those heads is part of."""
+    _check_limit(limit)
+    if heads:
+        broken = broken[broken["head"].isin(list(heads)) | broken["parent_head"].isin(list(heads))]
+    return broken["id"].drop_duplicates().astype(int).head(limit).tolist()
+
+
 def add_photo_files(store: LabelStore, dataset: str | Path, paths: Sequence[Path], reviewer: str,
                     progress: Callable[[int, int], None] | None = None) -> tuple[list[Item], list[str]]:
     """Add each photo file to `dataset` as a new photo to review (LabelStore.add_image_file);
@@ -88,13 +98,23 @@ def choices(classes: Sequence[str], catalogue_values: Collection[str], current: 
     return sorted(offered, key=str.casefold)
 
 
-def proposed_label(guesses: Sequence[tuple[str, float]], current: str | None, reviewed: bool,
-                   offered: Collection[str]) -> str | None:
-    """Where a head's choice starts: the decided value once reviewed; otherwise the model's best
-    guess that is an offered label (OTHER_CLASS is not), else the current value."""
-    if reviewed:
+def shown_label(guesses: Sequence[tuple[str, float]], current: str | None, reviewed: bool,
+                offered: Collection[str]) -> str | None:
+    """Where a head's choice starts, so that saving what is shown never changes a label by
+    accident: the current value (the catalogue's, or a decision) whenever there is one, and once
+    reviewed; only a head with no value yet (a new photo's) starts at the model's best guess that
+    is an offered label (OTHER_CLASS is not)."""
+    if current is not None or reviewed:
         return current
-    return next((label for label, _ in guesses if label in offered), current)
+    return next((label for label, _ in guesses if label in offered), None)
+
+
+def disagreement(guesses: Sequence[tuple[str, float]], shown: str | None) -> tuple[str, float] | None:
+    """The model's proposal (its first guess) when it differs from the label shown and is a real
+    label (not OTHER_CLASS), else None."""
+    if not guesses or guesses[0][0] == shown or guesses[0][0] == OTHER_CLASS:
+        return None
+    return guesses[0]
 
 
 def filter_items(summary: pd.DataFrame, which: str, corrected_in: Collection[str] = ()) -> list[int]:
@@ -125,81 +145,104 @@ def next_item(order: Sequence[int], current: int | None, step: int = 1) -> int |
     return order[position] if 0 <= position < len(order) else None
 
 
-Proposal = dict[str, tuple[str, float]]  # head -> the model's top label and its p
+Proposal = dict[str, tuple[str, float]]  # head -> the model's proposed label and its confidence
+Thresholds = Mapping[str, float | None]  # head -> lowest confidence accepted (core.trust), None: never
 
 
 def top_proposals(predictor: Predictor, photos: Mapping[int, str | Path], batch_size: int = 32) -> dict[int, Proposal | str]:
-    """Per item of `photos` (item -> its photo, in order): each head's top label and p, or the
-    reason the photo could not be read."""
+    """Per item of `photos` (item -> its photo, in order): each head's proposal and its
+    confidence, or the reason the photo could not be read."""
     results = predictor.iter_predict_files(list(photos.values()), top_k=1, batch_size=batch_size)
     return {item: result.error if result.error is not None else {
                 head: (guesses[0].label, guesses[0].p) for head, guesses in result.predictions.items()}
             for item, result in zip(photos, results)}
 
 
-def least_sure(proposal: Proposal) -> float | None:
-    """How sure the model is of a whole photo: its lowest top p over the heads; None when a head's
-    top label is OTHER_CLASS (a bucket of rare classes, never a label to accept) or there is none."""
-    if not proposal or any(label == OTHER_CLASS for label, _ in proposal.values()):
-        return None
-    return min(p for _, p in proposal.values())
+def sure_heads(proposal: Proposal, thresholds: Thresholds) -> Proposal:
+    """The heads of `proposal` that need no person: confidence at or above the head's threshold,
+    and a real label (OTHER_CLASS is a bucket of rare classes, never a label to accept)."""
+    return {head: (label, p) for head, (label, p) in proposal.items()
+            if label != OTHER_CLASS and thresholds.get(head) is not None and p >= thresholds[head]}
 
 
-def sure_enough(proposal: Proposal, threshold: float) -> bool:
-    """Whether bulk acceptance takes `proposal`: every head's top label is a real label with p >= threshold."""
-    least = least_sure(proposal)
-    return least is not None and least >= threshold
+@dataclass(frozen=True)
+class OpenPhoto:
+    """A new photo bulk acceptance considers: its proposal, and the heads still without a label."""
+
+    item: int
+    proposal: Proposal | str  # str: the photo could not be read
+    undecided: tuple[str, ...]
+
+
+def open_photos(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str]) -> list[OpenPhoto]:
+    """The new photos (external items) of `items`, in order, that are unreviewed and have a
+    proposal. A confident model that disagrees with a catalogue row is a label issue for a person
+    to see, not to accept in bulk; a head decided since (by a person or an earlier acceptance)
+    keeps that decision."""
+    current = store.current([item.item for item in items])
+    return [OpenPhoto(item.item, proposals[item.item], tuple(head for head, value in current[item.item].items()
+                                                              if head in HEADS and value is None))
+            for item in items
+            if item.kind == ItemKind.EXTERNAL and current[item.item]["status"] is None and item.item in proposals]
+
+
+@dataclass(frozen=True)
+class BulkPreview:
+    """What accept_confident would do now: head decisions taken of those open, photos completed."""
+
+    heads_accepted: int
+    heads_open: int  # undecided heads of the open, readable photos
+    photos_complete: int  # photos whose every open head would be accepted
+    photos_open: int
+
+    @property
+    def heads_left(self) -> int:
+        """Head decisions left for a person."""
+        return self.heads_open - self.heads_accepted
+
+
+def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
+                 thresholds: Thresholds) -> BulkPreview:
+    readable = [photo for photo in open_photos(store, items, proposals) if not isinstance(photo.proposal, str)]
+    taken = [set(sure_heads(photo.proposal, thresholds)) & set(photo.undecided) for photo in readable]
+    return BulkPreview(sum(map(len, taken)), sum(len(photo.undecided) for photo in readable),
+                       sum(heads == set(photo.undecided) for heads, photo in zip(taken, readable)), len(readable))
 
 
 @dataclass(frozen=True)
 class BulkAcceptance:
     """What accept_confident did, by item id, in the order given."""
 
-    accepted: list[int]  # reviewed with the model's top label in every head
-    actions: list[str]  # their store actions' ids, in the same order (undo_bulk takes them)
-    unsure: list[int]  # some head under the threshold (or the rare-class bucket): left for a person
+    completed: list[int]  # every head now labelled: reviewed
+    partial: list[int]  # some heads accepted, the others wait for a person
+    actions: list[str]  # the store actions of both, in order (undo_bulk takes them)
+    untouched: list[int]  # no head sure enough
     unreadable: list[int]  # the photo could not be read: left as it was
-    threshold: float
-
-
-def open_proposals(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str]
-                   ) -> dict[int, Proposal | str]:
-    """The proposals bulk acceptance considers, in `items` order: those of new photos (external
-    items) without a status. A confident model that disagrees with a catalogue row is a label
-    issue for a person to see, not to accept in bulk; an item decided since its proposal was made
-    keeps that decision. A str proposal: the photo could not be read."""
-    current = store.current([item.item for item in items])
-    return {item.item: proposals[item.item] for item in items
-            if item.kind == ItemKind.EXTERNAL and current[item.item]["status"] is None and item.item in proposals}
-
-
-def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
-                 threshold: float) -> tuple[int, int]:
-    """(how many photos accept_confident would accept now, of how many open, readable ones)."""
-    readable = [proposal for proposal in open_proposals(store, items, proposals).values()
-                if not isinstance(proposal, str)]
-    return sum(sure_enough(proposal, threshold) for proposal in readable), len(readable)
+    heads_accepted: int
+    heads_left: int  # for a person
 
 
 def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
-                     threshold: float, reviewer: str, run_id: str | None = None) -> BulkAcceptance:
-    """Review, as proposed, each of the `open_proposals` that is `sure_enough` at `threshold`
-    (0..1): one store.review each, logged as accepted predictions with `run_id` and p, and
-    undoable like any other decision."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
-    accepted, actions, unsure, unreadable = [], [], [], []
-    for item, proposal in open_proposals(store, items, proposals).items():
-        if isinstance(proposal, str):
-            unreadable.append(item)
-        elif sure_enough(proposal, threshold):
-            action = store.review(item, {head: label for head, (label, _) in proposal.items()}, reviewer,
-                                  run_id=run_id, predicted=proposal)
-            accepted.append(item)
-            actions.append(action.action)
-        else:
-            unsure.append(item)
-    return BulkAcceptance(accepted, actions, unsure, unreadable, float(threshold))
+                     thresholds: Thresholds, reviewer: str, run_id: str | None = None) -> BulkAcceptance:
+    """For each of the `open_photos`, accept every undecided head that is `sure_heads` at
+    `thresholds`: one store.review per photo, logged as accepted proposals with `run_id` and their
+    confidence, undoable like any other decision; the photo is reviewed once no head is left."""
+    completed, partial, actions, untouched, unreadable, accepted, left = [], [], [], [], [], 0, 0
+    for photo in open_photos(store, items, proposals):
+        if isinstance(photo.proposal, str):
+            unreadable.append(photo.item)
+            continue
+        sure = {head: guess for head, guess in sure_heads(photo.proposal, thresholds).items() if head in photo.undecided}
+        accepted, left = accepted + len(sure), left + len(photo.undecided) - len(sure)
+        if not sure:
+            untouched.append(photo.item)
+            continue
+        complete = set(sure) == set(photo.undecided)
+        action = store.review(photo.item, {head: label for head, (label, _) in sure.items()}, reviewer, run_id=run_id,
+                              predicted=sure, complete=complete)
+        (completed if complete else partial).append(photo.item)
+        actions.append(action.action)
+    return BulkAcceptance(completed, partial, actions, untouched, unreadable, accepted, left)
 
 
 def undo_bulk(store: LabelStore, reviewer: str, actions: Collection[str]) -> list[Action]:

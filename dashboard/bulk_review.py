@@ -1,24 +1,26 @@
-"""Accept in one go what the model is sure of for the Review queue's new photos, and undo that as a whole."""
+"""Accept in one go the heads the model is sure of for the Review queue's new photos, at a chosen
+error rate, and undo that as a whole; the other heads wait for a person."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from core.abstention import TARGET_ERROR
 from core.labelstore import ItemKind, LabelStore
 from core.review import accept_confident, bulk_preview, undo_bulk
-from dashboard.models import proposals_for
+from dashboard.models import predictor_of, proposals_for
 from dashboard.review_queue import QUEUE_KEY
 from training.registry import RunRecord
 
 BULK_MESSAGE_KEY = "review.bulk_message"  # what the last bulk acceptance did, shown once after its rerun
 BULK_UNDO_KEY = "review.bulk_undo_actions"  # the store actions of this session's last bulk acceptance
 BULK_CHECKED_KEY = "review.bulk_checked"  # (run, new photos) the user asked the model to check for bulk acceptance
-BULK_THRESHOLD = 0.9  # default: accept a new photo when every head's proposal is at least this sure
+TARGET_ERRORS = (0.01, 0.02, 0.05, 0.1)  # the choices offered, TARGET_ERROR by default
 
 
 def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
-    """Accept in one go the proposals for the queue's unreviewed new photos that the model is sure
-    of in every head; the rest stay for a person."""
+    """Accept in one go, for the queue's unreviewed new photos, every head whose proposal needs no
+    person at the chosen error rate; the other heads stay for a person."""
     message = st.session_state.pop(BULK_MESSAGE_KEY, None)
     if message:
         st.success(message, icon=":material/done_all:")
@@ -27,10 +29,15 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
     if not photos:
         return
     # Keyed, with a rerun on toggle: it stays open across reruns, and costs nothing while closed.
-    section = st.expander("Accept the sure ones in bulk (new photos)", key="review.bulk", on_change="rerun")
+    section = st.expander("Accept the sure heads in bulk (new photos)", key="review.bulk", on_change="rerun")
     if not section.open:
         return
     with section:
+        trust = predictor_of(record).trust
+        if trust is None or trust.calibration is None:
+            st.info(f"Run {record.id} has no calibration, so no head can be accepted without a person. "
+                    f"Calibrate it: `python -m training calibrate {record.id}`.")
+            return
         checked = (record.id, tuple(item.item for item in photos))
         if st.session_state.get(BULK_CHECKED_KEY) != checked:
             st.caption(f"First the model proposes labels for the queue's {len(photos):,} new photos "
@@ -39,24 +46,30 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
                       on_click=lambda: st.session_state.update({BULK_CHECKED_KEY: checked}))
             return
         proposals = proposals_for(record, photos)
-        threshold = st.slider(
-            "Every head's proposal at least", 0.0, 1.0, BULK_THRESHOLD, 0.01, key="review.bulk_threshold",
-            help="A photo is accepted as proposed only when every head's top label reaches this probability "
-                 "(and is not the rare-class bucket); the others stay unreviewed.",
-        )
-        sure, readable = bulk_preview(store, photos, proposals, threshold)
-        st.markdown(f"**{sure:,} of {readable:,}** unreviewed new photos reach {threshold:.2f} in every head.")
-        st.caption("Each accepted photo is a decision of yours, logged as accepted proposals with their p, and "
-                   "can be undone or reviewed again like any other. Catalogue rows are never accepted in bulk.")
-        if not st.button(f"Accept {sure:,} photos", key="review.bulk_accept", disabled=not reviewer or not sure,
-                         icon=":material/done_all:"):
+        target = st.segmented_control(
+            "Error rate allowed among accepted labels", TARGET_ERRORS, default=TARGET_ERROR,
+            key="review.bulk_target", format_func=lambda e: f"≤ {e:.0%}",
+            help="Per head, the proposals at or above the confidence that keeps this error rate, certified on "
+                 "held-out rows (95 % guarantee); a head that cannot be certified always goes to a person.",
+        ) or TARGET_ERROR
+        preview = bulk_preview(store, photos, proposals, trust.thresholds(target))
+        st.markdown(f"**{preview.heads_accepted:,} of {preview.heads_open:,}** open head decisions on "
+                    f"{preview.photos_open:,} new photos need no person at ≤ {target:.0%} error; "
+                    f"**{preview.heads_left:,}** are left for you, and {preview.photos_complete:,} photos "
+                    "would be complete.")
+        st.caption("Each accepted head is a decision of yours, logged as an accepted proposal with its "
+                   "confidence, and can be undone or reviewed again like any other. Catalogue rows are never "
+                   "accepted in bulk: a model that disagrees with the catalogue is for a person to see.")
+        if not st.button(f"Accept {preview.heads_accepted:,} head decisions", key="review.bulk_accept",
+                         disabled=not reviewer or not preview.heads_accepted, icon=":material/done_all:"):
             return
-        result = accept_confident(store, photos, proposals, threshold, reviewer, run_id=record.id)
-    left = f"{len(result.unsure):,} left for you"
+        result = accept_confident(store, photos, proposals, trust.thresholds(target), reviewer, run_id=record.id)
+    left = f"{result.heads_left:,} head decisions left for you"
     if result.unreadable:
-        left += f", {len(result.unreadable):,} unreadable"
+        left += f", {len(result.unreadable):,} photos unreadable"
     st.session_state[BULK_MESSAGE_KEY] = (
-        f"Accepted {len(result.accepted):,} new photos sure to at least {threshold:.2f} in every head; {left}.")
+        f"Accepted {result.heads_accepted:,} head decisions at ≤ {target:.0%} error: {len(result.completed):,} photos "
+        f"complete, {len(result.partial):,} in part; {left}.")
     st.session_state[BULK_UNDO_KEY] = result.actions
     st.rerun()
 
@@ -74,5 +87,5 @@ def undo_bulk_button(store: LabelStore, reviewer: str) -> None:
         st.warning(f"Undid {len(undone):,} of {len(actions):,} photos: you decided something else since, "
                    "and that comes first. Undo it (Ctrl+Z), then this again.")
     else:
-        st.session_state[BULK_MESSAGE_KEY] = f"Undid the bulk acceptance: {len(undone):,} photos are unreviewed again."
+        st.session_state[BULK_MESSAGE_KEY] = f"Undid the bulk acceptance: {len(undone):,} photos are as they were."
         st.rerun()

@@ -143,3 +143,43 @@ def confusion_png(view, normalised: bool, title: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def taxonomy_sunburst(tree: pd.DataFrame) -> go.Figure:
+    """masterCategory > subCategory > articleType with their rows (core.taxonomy.Taxonomy.tree)."""
+    figure = px.sunburst(tree, path=["masterCategory", "subCategory", "articleType"], values="rows",
+                         title="The catalogue's taxonomy (rows per articleType)")
+    figure.update_traces(insidetextorientation="radial", hovertemplate="%{id}<br>%{value:,} rows<extra></extra>")
+    figure.update_layout(height=620, margin={"t": 50, "l": 0, "r": 0, "b": 0})
+    return figure
+
+
+def reliability_diagram(before: list[dict], after: list[dict], head: str) -> go.Figure:
+    """Accuracy against confidence per bin (core.calibration.reliability_bins), before and after
+    temperature scaling; a calibrated head lies on the diagonal."""
+    figure = go.Figure()
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="calibrated", line={"dash": "dot", "color": "#999"})
+    for name, bins, colour in (("before", before, "#E45756"), ("after", after, "#4C78A8")):
+        figure.add_scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="lines+markers",
+                           name=f"{name} scaling", line={"color": colour}, customdata=[b["rows"] for b in bins],
+                           hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata:,} rows<extra></extra>")
+    figure.update_layout(title=f"{head}: reliability", xaxis={"title": "confidence", "range": [0, 1]},
+                         yaxis={"title": "accuracy", "range": [0, 1]}, height=380)
+    return figure
+
+
+def risk_coverage(curve: list[dict], target: float, threshold: float | None, head: str) -> go.Figure:
+    """Error among accepted proposals against the share accepted, one point per threshold
+    (core.abstention.risk_coverage); the target error and the chosen threshold marked."""
+    figure = go.Figure()
+    figure.add_scatter(x=[point["coverage"] for point in curve], y=[point["error"] for point in curve],
+                       mode="lines+markers", name="threshold", customdata=[point["threshold"] for point in curve],
+                       hovertemplate="accept at p ≥ %{customdata:.4f}<br>%{x:.0%} accepted<br>error %{y:.1%}<extra></extra>")
+    figure.add_hline(y=target, line={"dash": "dot", "color": "#E45756"}, annotation_text=f"target {target:.0%}")
+    chosen = next((point for point in curve if point["threshold"] == threshold), None)
+    if chosen is not None:
+        figure.add_scatter(x=[chosen["coverage"]], y=[chosen["error"]], mode="markers", name="chosen threshold",
+                           marker={"size": 12, "color": "#E45756"})
+    figure.update_layout(title=f"{head}: error against coverage", xaxis={"title": "share accepted", "tickformat": ".0%"},
+                         yaxis={"title": "error among accepted", "tickformat": ".0%", "rangemode": "tozero"}, height=380)
+    return figure

@@ -6,16 +6,19 @@ cached per folder and file stamps, so switching pages or paging the image grid i
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core import workspace
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue, load_catalogue, resolve_dataset_dir
 from core.data.split import split_catalogue
 from core.images import thumbnail_jpeg
+from core.taxonomy import Taxonomy
 
 DATASET_KEY = "dataset_dir"
 
@@ -57,6 +60,18 @@ def head_values(catalogue: Catalogue, head: str) -> list[str]:
     return _head_values(str(catalogue.root), _stamp(catalogue.root), head)
 
 
+@st.cache_data(show_spinner="Learning the taxonomy…", max_entries=8)
+def _taxonomy(root: str, stamp: tuple[int, int, int]) -> tuple[Taxonomy, pd.DataFrame]:
+    frame = _load(root, stamp).frame
+    taxonomy = Taxonomy.fit(frame)
+    return taxonomy, taxonomy.violations(frame)
+
+
+def taxonomy_of(catalogue: Catalogue) -> tuple[Taxonomy, pd.DataFrame]:
+    """The open catalogue's taxonomy (core.taxonomy, learned from all its rows) and the rows that break it."""
+    return _taxonomy(str(catalogue.root), _stamp(catalogue.root))
+
+
 @st.cache_data(show_spinner=False, max_entries=4096)
 def thumbnail(path: str, max_side: int = 192) -> bytes | None:
     """Thumbnail bytes, or None for an image that cannot be decoded (shown as a placeholder)."""
@@ -64,6 +79,14 @@ def thumbnail(path: str, max_side: int = 192) -> bytes | None:
         return thumbnail_jpeg(path, max_side=max_side)
     except (OSError, ValueError):
         return None
+
+
+def fitted_width(picture: bytes, max_width: int, max_height: int) -> int:
+    """The display width of a thumbnail that keeps it within max_width x max_height (a tall photo
+    narrower), so a page's layout does not depend on the photo's shape."""
+    with Image.open(io.BytesIO(picture)) as image:
+        width, height = image.size
+    return max(1, min(max_width, round(max_height * width / height)))
 
 
 def default_dataset_dir() -> Path:

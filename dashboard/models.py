@@ -3,6 +3,7 @@ for photos cached per version of checkpoint and photo."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -40,16 +41,26 @@ def predictor_of(record: RunRecord) -> Predictor:
     return _predictor(record.folder, _checkpoint_stamp(record))
 
 
+@dataclass(frozen=True)
+class Guesses:
+    """One photo's proposals for a reviewer: per head the proposal then the next guesses (label,
+    confidence), and whether the proposal needs no person at the default target error."""
+
+    labels: dict[str, list[tuple[str, float]]]
+    accepted: dict[str, bool]
+
+
 @st.cache_data(show_spinner=False, max_entries=4096)
-def _guesses(folder: str, stamp: int, path: str, image_stamp: int) -> dict[str, list[tuple[str, float]]] | str:
+def _guesses(folder: str, stamp: int, path: str, image_stamp: int) -> Guesses | str:
     [result] = _predictor(folder, stamp).predict_files([path], top_k=TOP_K)
     if result.error is not None:
         return result.error
-    return {head: [(guess.label, guess.p) for guess in guesses] for head, guesses in result.predictions.items()}
+    return Guesses({head: [(guess.label, guess.p) for guess in guesses] for head, guesses in result.predictions.items()},
+                   {head: (result.accepted or {}).get(head) is not None for head in result.predictions})
 
 
-def guesses_for(record: RunRecord, item: Item) -> dict[str, list[tuple[str, float]]] | str:
-    """Per head the model's TOP_K labels with probabilities, or the reason the photo cannot be read."""
+def guesses_for(record: RunRecord, item: Item) -> Guesses | str:
+    """The model's proposals for the item's photo (TOP_K guesses per head), or why it cannot be read."""
     return _guesses(record.folder, _checkpoint_stamp(record), str(item.path), _file_stamp(item.path))
 
 

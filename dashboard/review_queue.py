@@ -1,6 +1,10 @@
 """The Review page's queue: where its items come from (uploads, a folder, catalogue rows by
 confidence or by label issue), and the filters over it. The queue lives in the session: item ids
-in QUEUE_KEY, the item shown in CURRENT_KEY."""
+in QUEUE_KEY, the item shown in CURRENT_KEY.
+
+The sources sit in an expander that closes when a source is used, so that the item under review
+sits high on the page; what a source has to say (refused files, rows gone) is kept in NOTES_KEY
+and shown outside it (`show_notes`)."""
 
 from __future__ import annotations
 
@@ -15,22 +19,66 @@ from core.evaluation import load_evaluation
 from core.images import ACCEPTED_EXTENSIONS, ImageRejected
 from core.labelstore import Item, LabelStore
 from core.prediction import expand_paths
-from core.review import FILTERS, add_photo_files, filter_items, in_catalogue, label_issue_ids, least_confident_ids, reviewed_count
+from core.review import (
+    FILTERS, add_photo_files, filter_items, in_catalogue, label_issue_ids, least_confident_ids, reviewed_count,
+    taxonomy_issue_ids,
+)
+from dashboard import pages
+from dashboard.datasets import taxonomy_of
 from dashboard.evaluations import label_issues_of
+from dashboard.labels import label_store
+from dashboard.text import plain
 from training.crossval import list_crossvals
 from training.launcher import EvaluationJob, evaluation_job, launch_evaluation
 from training.processes import log_tail
 from training.registry import RunRecord, RunState
 from training.run_folder import VALIDATION, RunFolder
 
-QUEUE_KEY, CURRENT_KEY = "review.queue", "review.current"
+QUEUE_KEY, CURRENT_KEY, REVIEWER_KEY = "review.queue", "review.current", "review.reviewer"
+SOURCE_OPEN_KEY = "review.source_open"  # the sources' expander is open
+NOTES_KEY = "review.queue_notes"  # (level, text) of what the last use of a source has to say
 SOURCES = ("Photos (upload or folder)", "Catalogue: least confident first", "Catalogue: label issues")
+TAXONOMY_SOURCE = "rows that break the catalogue's taxonomy"
 
 
 def start_queue(items: list[Item]) -> None:
     """Review `items` from the first; the same photo twice is one item, queued once."""
     st.session_state[QUEUE_KEY] = list(dict.fromkeys(item.item for item in items))
     st.session_state[CURRENT_KEY] = items[0].item if items else None
+
+
+def queue_for_review(catalogue: Catalogue, ids: list[int]) -> None:
+    """Make catalogue rows `ids` the Review page's queue and go there (from another page's finding)."""
+    reviewer = st.session_state.get(REVIEWER_KEY, "").strip() or "unknown"
+    start_queue(label_store().add_catalogue_items(catalogue, in_catalogue(catalogue, ids), reviewer))
+    st.session_state[SOURCE_OPEN_KEY] = False
+    pages.switch_to(pages.REVIEW)
+
+
+def _source_used() -> None:
+    """A source's control was used: close the sources (before they are drawn again) and forget the
+    notes of the last use."""
+    st.session_state[SOURCE_OPEN_KEY] = False
+    st.session_state[NOTES_KEY] = []
+
+
+def _note(level: str, text: str) -> None:
+    st.session_state.setdefault(NOTES_KEY, []).append((level, text))
+
+
+def show_notes() -> None:
+    """What the last use of a source had to say, as errors and warnings."""
+    for level, text in st.session_state.get(NOTES_KEY, []):
+        (st.error if level == "error" else st.warning)(plain(text))
+
+
+def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
+    """The sources, in an expander open while there is no queue, then its notes."""
+    st.session_state.setdefault(SOURCE_OPEN_KEY, not st.session_state.get(QUEUE_KEY))
+    with st.expander("Queue: photos or catalogue rows to review", key=SOURCE_OPEN_KEY, on_change="rerun",
+                     icon=":material/list:"):
+        queue_source(store, catalogue, record, reviewer)
+    show_notes()
 
 
 def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
@@ -46,7 +94,8 @@ def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, rev
 
 def photo_source(store: LabelStore, catalogue: Catalogue, reviewer: str) -> None:
     uploads = st.file_uploader("Photos", type=list(ACCEPTED_EXTENSIONS), accept_multiple_files=True,
-                               key="review.uploads", help="JPEG, PNG, WebP or AVIF; several at once.")
+                               key="review.uploads", help="JPEG, PNG, WebP or AVIF; several at once.",
+                               on_change=_source_used)
     added = st.session_state.setdefault("review.uploaded", {})  # upload file_id -> item, or the reason it was refused
     fresh = [upload for upload in uploads or [] if upload.file_id not in added]
     for upload in fresh:
@@ -57,25 +106,25 @@ def photo_source(store: LabelStore, catalogue: Catalogue, reviewer: str) -> None
     if fresh:
         current = [added[upload.file_id] for upload in uploads or []]
         start_queue(store.items([entry for entry in current if isinstance(entry, int)]))
-    for upload in uploads or []:
-        if isinstance(added.get(upload.file_id), str):
-            st.error(added[upload.file_id])
+        for entry in current:
+            if isinstance(entry, str):
+                _note("error", entry)
     with st.form("review.folder_form", border=False):
         left, right = st.columns([4, 1], vertical_alignment="bottom")
         folder = left.text_input("…or a folder of photos on this machine", key="review.folder",
                                  placeholder="/data/new-arrivals")
-        load = right.form_submit_button("Load folder")
+        load = right.form_submit_button("Load folder", on_click=_source_used)
     if load:
         load_folder(store, catalogue, folder.strip(), reviewer)
 
 
 def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, reviewer: str) -> None:
     if not folder or not Path(folder).is_dir():
-        st.error(f"Not a folder: {folder or '(empty)'}")
+        _note("error", f"Not a folder: {folder or '(empty)'}")
         return
     paths = expand_paths([folder])
     if not paths:
-        st.warning(f"{folder} holds no {', '.join(ACCEPTED_EXTENSIONS)} files.")
+        _note("warning", f"{folder} holds no {', '.join(ACCEPTED_EXTENSIONS)} files.")
         return
     bar = st.progress(0.0, text=f"Adding {len(paths):,} photos…")
     items, refused = add_photo_files(
@@ -83,7 +132,7 @@ def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, reviewer: 
         progress=lambda done, total: bar.progress(done / total, text=f"Adding photos: {done:,} of {total:,}"))
     bar.empty()
     for reason in refused:
-        st.error(reason)
+        _note("error", reason)
     st.toast(f"{len(items):,} photos queued" + (f", {len(refused):,} refused" if refused else ""))
     start_queue(items)
 
@@ -100,7 +149,7 @@ def least_confident_source(store: LabelStore, catalogue: Catalogue, record: RunR
         return
     name = left.selectbox("Predictions from", evaluations, key="review.evaluation",
                           format_func=lambda n: "the run's validation split" if n == VALIDATION else f"every row ({n})")
-    if st.button("Load the least confident rows", key="review.load_confident"):
+    if st.button("Load the least confident rows", key="review.load_confident", on_click=_source_used):
         predictions = load_evaluation(run.evaluation(name)).predictions
         queue_catalogue(store, catalogue, least_confident_ids(predictions, record.config["heads"], int(limit)), reviewer)
 
@@ -111,16 +160,22 @@ def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunReco
     sources = {f"run {record.id} (its validation split)": record.folder}
     sources |= {f"cross-validation {c.id} ({c.rows:,} rows)": c.folder for c in list_crossvals()
                 if c.status == RunState.FINISHED and same_dataset(c.config["data"], catalogue.root)}
+    sources[TAXONOMY_SOURCE] = None
     name = left.selectbox("Ranking from", list(sources), key="review.issues_source",
-                          help="python -m training crossval --data DIR --folds K ranks every catalogue row.")
+                          help="python -m training crossval --data DIR --folds K ranks every catalogue row; the "
+                               "taxonomy is learned from this catalogue (Explore → Taxonomy).")
     heads = st.multiselect("Issues of", list(record.config["heads"]), key="review.issue_heads", placeholder="every head")
-    if st.button("Load the label issues", key="review.load_issues"):
-        try:
-            issues = label_issues_of(sources[name])
-        except FileNotFoundError as error:
-            st.error(str(error))
-            return
-        queue_catalogue(store, catalogue, label_issue_ids(issues, int(limit), heads=heads), reviewer)
+    if st.button("Load the label issues", key="review.load_issues", on_click=_source_used):
+        if name == TAXONOMY_SOURCE:
+            _, broken = taxonomy_of(catalogue)
+            ids = taxonomy_issue_ids(broken, int(limit), heads=heads)
+        else:
+            try:
+                ids = label_issue_ids(label_issues_of(sources[name]), int(limit), heads=heads)
+            except FileNotFoundError as error:
+                _note("error", str(error))
+                return
+        queue_catalogue(store, catalogue, ids, reviewer)
 
 
 def predict_every_row(record: RunRecord, catalogue: Catalogue, job: EvaluationJob) -> None:
@@ -150,7 +205,7 @@ def follow_evaluation(record: RunRecord, data: str) -> None:
 def queue_catalogue(store: LabelStore, catalogue: Catalogue, ids: list[int], reviewer: str) -> None:
     present = in_catalogue(catalogue, ids)
     if len(present) < len(ids):
-        st.warning(f"{len(ids) - len(present):,} ranked ids are no longer in this catalogue and are left out.")
+        _note("warning", f"{len(ids) - len(present):,} ranked ids are no longer in this catalogue and are left out.")
     start_queue(store.add_catalogue_items(catalogue, present, reviewer or "unknown"))
 
 

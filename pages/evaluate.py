@@ -9,13 +9,17 @@ from core.data import CatalogueError
 from core.evaluation import Evaluation, exclusion_notes, head_summary, summary_table
 from core.evaluation_views import (
     CLASS_OUTCOMES, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries, filter_classes,
-    label_lines, misclassified, report_json, summary_csv, top_n_confusion, top_probabilities,
+    label_lines, misclassified, report_json, summary_csv, top_n_confusion, top_probabilities, trust_sentences,
+    trust_table,
 )
+from core.abstention import TARGET_ERROR
+from core.trust import TARGETS
 from dashboard import charts, pages
 from dashboard.datasets import open_catalogue
 from dashboard.evaluations import dataset_of, evaluated_runs, evaluation_of, label_issues_of
 from dashboard.gallery import photo_grid
 from dashboard.runs import EVALUATE_RUN_KEY, training_curves
+from dashboard.text import plain
 from training.crossval import list_crossvals
 from training.registry import RunRecord, RunState
 from training.run_folder import VALIDATION, RunFolder
@@ -164,6 +168,41 @@ def label_issues(record: RunRecord, evaluation: Evaluation, head: str) -> None:
             key=f"issues.{head}.{only_flagged}")
 
 
+def trust(evaluation: Evaluation, head: str) -> None:
+    report = evaluation.report
+    if "trust" not in report:
+        st.info("This evaluation was written without a trust layer (taxonomy, calibration, thresholds). For a run "
+                "trained before it existed: `python -m training calibrate RUN_ID`, then evaluate again.")
+        return
+    rows = report["trust"]["rows"]
+    target = st.segmented_control("Error rate allowed among accepted tags", TARGETS, default=TARGET_ERROR,
+                                  key="evaluate.target", format_func=lambda e: f"≤ {e:.0%}") or TARGET_ERROR
+    for sentence in trust_sentences(report, target):
+        st.markdown(f"- {plain(sentence)}")
+    impossible = report["impossible"]
+    st.caption(f"Impossible combinations (an articleType under another subCategory, ...): "
+               f"{impossible['independent']:.1%} when each head is decoded on its own, "
+               f"{impossible['consistent']:.1%} decoded jointly (the proposals). Calibration numbers from "
+               f"{rows['ece']:,} rows, error at a target from {rows['targets']:,} rows"
+               + (" (on the validation split: each from the half that did not fit it)."
+                  if evaluation.name == VALIDATION else "."))
+    st.dataframe(trust_table(report, target), column_config={
+        **{column: NUMBER for column in ("accuracy", "accuracy_independent", "macro_f1", "macro_f1_independent",
+                                         "ece_before", "ece_after")},
+        "temperature": st.column_config.NumberColumn(format="%.2f"),
+        "threshold": st.column_config.NumberColumn("threshold (p ≥)", format="%.4f"),
+        "coverage": st.column_config.NumberColumn("accepted share", format="percent"),
+        "error": st.column_config.NumberColumn("realised error", format="percent"),
+        "accepted": st.column_config.NumberColumn(format="%d"),
+    })
+    entry = report["trust"]["heads"][head]
+    left, right = st.columns(2)
+    left.plotly_chart(charts.reliability_diagram(entry["reliability_before"], entry["reliability_after"], head),
+                      key=f"evaluate.reliability.{head}")
+    right.plotly_chart(charts.risk_coverage(entry["risk_coverage"], target, entry["targets"][str(target)]["threshold"],
+                                            head), key=f"evaluate.risk.{head}.{target}")
+
+
 def curves(record: RunRecord) -> None:
     epochs = metrics_frame(record.folder)
     if epochs.empty:
@@ -216,6 +255,7 @@ def main() -> None:
         "Classes": partial(classes, record, evaluation, head),
         "Confusion": partial(confusion, record, evaluation, head),
         "Misclassified": partial(misclassified_section, record, evaluation, head),
+        "Trust": partial(trust, evaluation, head),
         "Label issues": partial(label_issues, record, evaluation, head),
         "Curves": partial(curves, record),
         "Compare": partial(compare, runs, record, evaluation, head),

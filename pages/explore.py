@@ -15,8 +15,9 @@ from core.data.profile import (
 from core.data.schema import imbalance_table
 from core.data.split import split_distribution
 from dashboard import charts
-from dashboard.datasets import current_catalogue, current_split
+from dashboard.datasets import current_catalogue, current_split, taxonomy_of
 from dashboard.gallery import photo_grid
+from dashboard.review_queue import queue_for_review
 
 
 def head_choice(key: str, label: str = "Attribute") -> str:
@@ -105,6 +106,24 @@ def image_grid(catalogue) -> None:
     photo_grid(rows, catalogue, lambda row: [labels_text(row)], key="grid", page_size=page_size)
 
 
+def taxonomy(catalogue) -> None:
+    st.subheader("Taxonomy")
+    learned, broken = taxonomy_of(catalogue)
+    st.caption("Learned from this catalogue: the subCategory and masterCategory each articleType goes under, "
+               "and the gender and usage values that go with it (a value is valid when it is the commonest, or "
+               "carried by at least 2 rows and, in the hierarchy, 2 % of them). Proposals always follow it.")
+    st.plotly_chart(charts.taxonomy_sunburst(learned.tree()), key="taxonomy_chart")
+    rows = broken["id"].nunique()
+    st.markdown(f"**{rows:,} rows break it** ({len(broken):,} broken relations): a label issue each, "
+                "to be looked at by a person.")
+    if broken.empty:
+        return
+    st.dataframe(broken, hide_index=True, height=300, column_config={
+        "id": st.column_config.NumberColumn(format="%d"), "valid_parents": "expected"})
+    if st.button(f"Review these {rows:,} rows", key="taxonomy_review", icon=":material/fact_check:"):
+        queue_for_review(catalogue, broken["id"].drop_duplicates().tolist())
+
+
 def main() -> None:
     st.title("Explore")
     catalogue = current_catalogue()
@@ -112,12 +131,15 @@ def main() -> None:
         return
     frame = catalogue.frame
     st.caption(f"`{catalogue.root}` · {len(frame):,} products with a photo")
-    overview, balance, split_tab, photos = st.tabs(["Distributions", "Imbalance", "Split & years", "Photos"])
+    overview, balance, tree, split_tab, photos = st.tabs(
+        ["Distributions", "Imbalance", "Taxonomy", "Split & years", "Photos"])
     with overview:
         distributions(frame)
         completeness(frame)
     with balance:
         imbalance(frame)
+    with tree:
+        taxonomy(catalogue)
     with split_tab:
         split_view(catalogue)
         years(frame)

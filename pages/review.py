@@ -10,24 +10,26 @@ from core import workspace
 from core.corrections import export_dataset
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue
-from core.labelstore import Item, LabelStore, ReviewStatus, UndoConflict
-from core.review import choices, next_item, proposed_label
+from core.data.schema import OTHER_CLASS
+from core.labelstore import Item, ItemKind, LabelStore, ReviewStatus, UndoConflict
+from core.review import choices, disagreement, next_item, shown_label
 from dashboard import pages
 from dashboard.bulk_review import bulk_accept
-from dashboard.datasets import current_catalogue, head_values, thumbnail, use_dataset
+from dashboard.datasets import current_catalogue, fitted_width, head_values, thumbnail, use_dataset
 from dashboard.labels import label_store
-from dashboard.models import guesses_for, predictor_of
-from dashboard.review_queue import CURRENT_KEY, QUEUE_KEY, queue_source, queue_view
+from dashboard.models import Guesses, guesses_for, predictor_of
+from dashboard.review_queue import CURRENT_KEY, QUEUE_KEY, REVIEWER_KEY, queue_sources, queue_view
 from dashboard.runs import REVIEW_RUN_KEY
 from dashboard.shortcuts import keyboard_shortcuts
+from dashboard.text import plain
 from training.registry import RunRecord, RunRegistry, RunState
 from training.run_folder import RunFolder
 
-REVIEWER_KEY = "review.reviewer"
 # Keyboard: modifier combinations, so typing in a text field never triggers an action.
 SHORTCUTS = {"review_save": "ctrl+enter", "review_previous": "ctrl+arrowleft", "review_next": "ctrl+arrowright",
              "review_skip": "ctrl+arrowdown", "review_not_product": "ctrl+x", "review_undo": "ctrl+z"}
 LOW_CONFIDENCE = 0.5  # a proposal below this probability is marked "unsure": look twice
+PHOTO_BOX = (280, 330)  # the item's photo at most this wide and tall (px): the item fits a 1400 x 900 window
 
 
 def reviewer_field() -> str:
@@ -43,50 +45,56 @@ def choose_run() -> RunRecord | None:
         st.info("No finished run yet: the model's proposals come from a trained run.")
         pages.link(pages.TRAIN, "Train a model")
         return None
-    run_id = st.selectbox("Model (a finished run's best checkpoint)", list(runs), key=REVIEW_RUN_KEY,
-                          format_func=lambda i: f"{i} · {runs[i].config.get('backbone')} · "
-                                                f"{runs[i].best_metric_name} {runs[i].best_metric or 0:.3f}")
+    run_id = st.sidebar.selectbox("Model (a finished run's best checkpoint)", list(runs), key=REVIEW_RUN_KEY,
+                                  format_func=lambda i: f"{i} · {runs[i].config.get('backbone')} · "
+                                                        f"{runs[i].best_metric_name} {runs[i].best_metric or 0:.3f}")
     return runs[run_id]
 
 
 def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: Item, shown: list[int],
               reviewer: str) -> None:
+    """The photo, one choice per head and the actions, sized to fit a 1400 x 900 window. Each head
+    shows its current value (the catalogue's, or a decision); where the model proposes something
+    else, the proposal and its calibrated confidence stand beside it, one key away."""
     position = shown.index(item.item) + 1
     current = store.current([item.item])[item.item]
     status = current["status"]
-    st.markdown(f"**{position:,} of {len(shown):,}** · `{item.name}` · "
-                + (status.replace("_", " ") if status else "unreviewed"))
     guesses = guesses_for(record, item)
-    picture, labels = st.columns([2, 3])
-    image = thumbnail(str(item.path), 512)
+    picture, labels = st.columns([1, 3])
+    picture.caption(f"{position:,} of {len(shown):,} · {plain(item.name)} · "
+                    + (status.replace("_", " ") if status else "unreviewed"))
+    image = thumbnail(str(item.path), 384)
     if image is not None:
-        picture.image(image, width="stretch")
+        picture.image(image, width=fitted_width(image, PHOTO_BOX[0], PHOTO_BOX[1]))
     if isinstance(guesses, str):
-        picture.error(guesses)
-        guesses = {}
+        picture.error(plain(guesses))
+        guesses = Guesses({}, {})
     heads = list(record.config["heads"])
     schema = predictor_of(record).schema
-    chosen, predicted, new_values = {}, {}, st.session_state.setdefault("review.new_values", {})
+    chosen, predicted, takes = {}, {}, {}
+    new_values = st.session_state.setdefault("review.new_values", {})
     reviewer_values = store.values(catalogue.root)
-    with labels:
-        for head in heads:
+    grid = [column for _ in range(-(-len(heads) // 3)) for column in labels.columns(3)]  # 3 heads a row
+    for index, (head, cell) in enumerate(zip(heads, grid)):
+        with cell:
             vocabulary = [*head_values(catalogue, head), *reviewer_values[head]]
             offered = choices(schema.classes[head], vocabulary, current[head])
             extra = new_values.get((item.item, head))
             if extra is not None:
                 offered.append(extra)
-            start = extra or proposed_label(guesses.get(head, []), current[head], status == ReviewStatus.REVIEWED, offered)
+            head_guesses = guesses.labels.get(head, [])
+            start = extra or shown_label(head_guesses, current[head], status == ReviewStatus.REVIEWED, offered)
+            key = f"review.{item.item}.{head}"
             chosen[head] = st.selectbox(head, offered, index=offered.index(start) if start in offered else None,
-                                        key=f"review.{item.item}.{head}", placeholder="no label")
-            head_guesses = guesses.get(head, [])
+                                        key=key, placeholder="no label")
             if head_guesses:
                 predicted[head] = head_guesses[0]
-            notes = " · ".join(f"{label} {p:.2f}" for label, p in head_guesses)
-            if item.baseline.get(head) is not None:
-                notes += f" · catalogue: {item.baseline[head]}"
-            unsure = bool(head_guesses) and head_guesses[0][1] < LOW_CONFIDENCE
-            st.caption(f":orange[model: {notes} · unsure]" if unsure else f"model: {notes}" if notes else "no prediction")
-    actions(store, record, item, shown, reviewer, chosen, predicted, new_values)
+            proposal = disagreement(head_guesses, chosen[head])
+            if proposal is not None and proposal[0] in offered:
+                takes[f"review_take_{index + 1}"] = take_button(key, proposal, index + 1, guesses.accepted.get(head))
+            else:
+                st.caption(model_note(head_guesses, guesses.accepted.get(head), proposed=current[head] is None))
+    actions(store, record, item, shown, reviewer, chosen, predicted, new_values, takes)
     new_value_form(item, heads, new_values)
     with st.expander("History of this item"):
         history = store.history(item.item)
@@ -96,12 +104,37 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
             st.dataframe(history, hide_index=True)
 
 
+def take_button(key: str, proposal: tuple[str, float], number: int, sure: bool | None) -> str:
+    """A button putting the model's proposal into the head's choice; returns its shortcut (Alt+number)."""
+    label, p = proposal
+    st.button(f"Take {plain(label)} ({p:.2f}{', sure' if sure else ''}) · Alt+{number}", key=f"review_take_{number}",
+              type="tertiary", icon=":material/swap_horiz:", on_click=_choose, args=(key, label),
+              help="The model proposes another label than the one shown; this takes it. Saving keeps what is shown.")
+    return f"alt+{number}"
+
+
+def _choose(key: str, label: str) -> None:
+    st.session_state[key] = label
+
+
+def model_note(guesses: list[tuple[str, float]], sure: bool | None, proposed: bool) -> str:
+    """One line under a head: what the model thinks of the label shown (`proposed`: the label
+    shown is the model's own proposal, the head having no value yet)."""
+    if not guesses:
+        return "no proposal"
+    label, p = guesses[0]
+    if label == OTHER_CLASS:
+        return f"model: a rare class ({p:.2f}); choose by eye"
+    return (f"{'proposed' if proposed else 'model agrees'} · {p:.2f}"
+            + (" · sure" if sure else " · unsure" if p < LOW_CONFIDENCE else ""))
+
+
 def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], reviewer: str,
-            chosen: dict, predicted: dict, new_values: dict) -> None:
+            chosen: dict, predicted: dict, new_values: dict, takes: dict[str, str]) -> None:
     columns = st.columns(6)
     disabled = not reviewer
     save = columns[0].button("Save & next", key="review_save", type="primary", disabled=disabled,
-                             help=f"Accept the labels shown (with your corrections) · {SHORTCUTS['review_save']}")
+                             help=f"Keep the labels shown (with your changes) · {SHORTCUTS['review_save']}")
     previous = columns[1].button("Previous", key="review_previous", help=SHORTCUTS["review_previous"])
     following = columns[2].button("Next", key="review_next", help=SHORTCUTS["review_next"])
     skip = columns[3].button("Skip", key="review_skip", disabled=disabled, help=SHORTCUTS["review_skip"])
@@ -109,14 +142,15 @@ def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], 
                                     help=f"Drop it from the catalogue and from training · {SHORTCUTS['review_not_product']}")
     undo = columns[5].button("Undo", key="review_undo", disabled=disabled,
                              help=f"Undo your last decision · {SHORTCUTS['review_undo']}")
-    keyboard_shortcuts(**SHORTCUTS)
+    keyboard_shortcuts(**SHORTCUTS, **takes)
     st.caption("Enter your name in the sidebar to record decisions." if disabled else
                "Keys: Ctrl+Enter save & next · Ctrl+← / Ctrl+→ previous / next · Ctrl+↓ skip · "
-               "Ctrl+X not a product · Ctrl+Z undo")
+               "Ctrl+X not a product · Ctrl+Z undo · Alt+n take the model's proposal for head n")
     step = 1 if following else -1 if previous else 0
     if save:
-        missing = [head for head, value in chosen.items() if value is None]
-        if missing:
+        missing = [head for head, value in chosen.items()
+                   if value is None and (item.kind == ItemKind.EXTERNAL or item.baseline.get(head) is not None)]
+        if missing:  # a catalogue row may keep a label it never had missing
             st.error(f"Choose a label for {', '.join(missing)} first.")
             return
         store.review(item.item, chosen, reviewer, run_id=record.id, predicted=predicted,
@@ -129,7 +163,7 @@ def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], 
         try:
             undone = store.undo_last(reviewer)
         except UndoConflict as error:
-            st.error(str(error))
+            st.error(plain(error))
             return
         if undone is None:
             st.toast("Nothing of yours to undo.")
@@ -213,18 +247,18 @@ def main() -> None:
     if not review_tab.open:
         return
     with review_tab:
-        queue_source(store, catalogue, record, reviewer)
+        queue_sources(store, catalogue, record, reviewer)
         if not st.session_state.get(QUEUE_KEY):
             st.info("Upload photos, load a folder, or load a catalogue queue to start reviewing.")
             return
         shown, _ = queue_view(store, list(record.config["heads"]))
-        bulk_accept(store, record, reviewer)
-        if not shown:
+        if shown:
+            current = st.session_state.get(CURRENT_KEY)
+            [item] = store.items([current if current in shown else shown[0]])
+            item_view(store, record, catalogue, item, shown, reviewer)
+        else:
             st.info("No item in this view: change the filter.")
-            return
-        current = st.session_state.get(CURRENT_KEY)
-        [item] = store.items([current if current in shown else shown[0]])
-        item_view(store, record, catalogue, item, shown, reviewer)
+        bulk_accept(store, record, reviewer)
 
 
 main()

@@ -1,6 +1,7 @@
-"""The Review page in a real headless Chromium: upload three photos from the external clothing set
-and review them with the keyboard alone (save and next, undo, save again). Screenshots land in
-`test-artifacts/` (review-item.png, review-done.png)."""
+"""The Review page in a real headless Chromium, in a 1400 x 900 window: upload three photos from the
+external clothing set and review them with the keyboard alone (save and next, undo, save again);
+the item (photo, seven heads, actions) fits the window and the next photo is in view after each
+save. Screenshots land in `test-artifacts/` (review-item.png, review-done.png)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,26 @@ def external_photos(count: int) -> list[str]:
     return [str(path) for path in photos[:count]]
 
 
+WINDOW = {"width": 1400, "height": 900}
+
+
+def in_view(locator) -> bool:
+    """Whether the element lies wholly inside the window."""
+    box = locator.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= WINDOW["height"]
+
+
+def item_in_view(page) -> None:
+    photo = page.locator('[data-testid="stImage"]').first
+    save = page.get_by_role("button", name="Save & next")
+    usage = page.locator('[data-testid="stSelectbox"]').filter(has_text="usage")
+    assert in_view(photo) and in_view(save) and in_view(usage), (photo.bounding_box(), save.bounding_box())
+
+
 def test_review_three_external_photos_with_the_keyboard(server, page):
     photos = external_photos(3)
     url, _ = server
-    page.set_viewport_size({"width": 1400, "height": 1800})
+    page.set_viewport_size(WINDOW)
     page.goto(f"{url}/review")
     page.get_by_role("heading", name="Review", exact=True).wait_for()
     wait_idle(page)
@@ -35,13 +52,15 @@ def test_review_three_external_photos_with_the_keyboard(server, page):
     page.get_by_text("0 of 3 reviewed").wait_for()
     page.get_by_text("1 of 3", exact=False).first.wait_for()
     wait_idle(page)
-    page.screenshot(path=str(ARTIFACTS / "review-item.png"), full_page=True)
+    item_in_view(page)
+    page.screenshot(path=str(ARTIFACTS / "review-item.png"))
 
     for done in (1, 2, 3):
         page.locator("h1").first.click()  # focus the page, not a field
         page.keyboard.press("Control+Enter")
         page.get_by_text(f"{done} of 3 reviewed").wait_for()
         wait_idle(page)
+        item_in_view(page)
     page.keyboard.press("Control+z")  # undo the third
     page.get_by_text("2 of 3 reviewed").wait_for()
     wait_idle(page)
@@ -60,7 +79,7 @@ def test_review_three_external_photos_with_the_keyboard(server, page):
 
     # Keys pressed in a text field stay with it: cut, undo and word jumps in the reviewer's name
     # do not press "Not a product", "Undo" or "Previous" (the browser's own undo may empty the name).
-    header = page.locator('[data-testid="stMarkdownContainer"]').filter(has_text=" of 3 · ").first
+    header = page.locator('[data-testid="stCaptionContainer"]').filter(has_text=" of 3 · ").first
     before = header.inner_text()
     assert before.startswith("3 of 3 · ") and before.endswith(" · reviewed")
     name.click()

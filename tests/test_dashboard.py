@@ -16,6 +16,7 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.profile import filter_rows
 from core.labelstore import LabelStore, ReviewStatus
+from core.taxonomy import Taxonomy
 
 from conftest import REPO
 
@@ -144,15 +145,37 @@ def test_explore_renders_every_section_on_the_demo(on_demo):
     at = explore(app())
     frame = load_catalogue(on_demo).frame
     titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
-    assert titles == ["articleType: rows per class", "articleType: share of each class per split", "Products per year"]
+    assert titles == ["articleType: rows per class", "The catalogue's taxonomy (rows per articleType)",
+                      "articleType: share of each class per split", "Products per year"]
     bars = chart_specs(at)[0]["data"][0]
     counts = frame["articleType"].value_counts()
     assert dict(zip(bars["y"], values(bars["x"]))) == {name: int(count) for name, count in counts.items()}
     subheaders = [s.value for s in at.subheader]
-    for section in ["Label distributions", "Class imbalance", "Missing and unique values per column",
+    for section in ["Label distributions", "Class imbalance", "Missing and unique values per column", "Taxonomy",
                     "Train / validation split", "Photos"]:
         assert section in subheaders
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
+
+
+def test_explore_taxonomy_lists_the_rows_that_break_it_and_queues_them_for_review(on_demo):
+    frame = load_catalogue(on_demo).frame.copy()
+    styles = pd.read_csv(on_demo / "styles.csv")
+    stray = int(styles.loc[styles["articleType"] == "Tshirts", "id"].iloc[0])
+    styles.loc[styles["id"] == stray, "subCategory"] = "Shoes"  # a T-shirt under Shoes: breaks the taxonomy
+    styles.to_csv(on_demo / "styles.csv", index=False)
+    frame = load_catalogue(on_demo).frame
+    broken = Taxonomy.fit(frame).violations(frame)
+    assert stray in broken["id"].tolist()
+    at = explore(app())
+    assert any(m.value.startswith(f"**{broken['id'].nunique():,} rows break it**") for m in at.markdown)
+    sunburst = next(spec for spec in chart_specs(at) if spec["data"][0]["type"] == "sunburst")["data"][0]
+    leaves = [rows for node, rows in zip(values(sunburst["ids"]), values(sunburst["values"])) if node.count("/") == 2]
+    strays = broken[(broken["head"] == "articleType") & (broken["parent_head"] == "subCategory")]
+    assert sum(leaves) == frame["articleType"].notna().sum() - len(strays)  # every row but the strays
+    at.button(key="taxonomy_review").click().run()
+    assert not at.exception, at.exception
+    queued = LabelStore().items(at.session_state["review.queue"])
+    assert [item.product_id for item in queued] == broken["id"].drop_duplicates().tolist()
 
 
 def test_explore_log_scale_and_top_n(on_demo):

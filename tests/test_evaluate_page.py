@@ -17,7 +17,10 @@ from core.data.catalogue import load_catalogue
 from core.data.profile import OTHERS_LABEL
 from core.data.schema import LabelSchema
 from core.evaluation import load_evaluation
-from core.evaluation_views import CLASS_OUTCOMES, class_rows, class_table, compare_summaries, misclassified
+from core.evaluation_views import (
+    CLASS_OUTCOMES, class_rows, class_table, compare_summaries, misclassified, trust_sentences, trust_table,
+)
+from dashboard.text import plain
 from training.run_folder import RunFolder
 
 from conftest import REPO, tiny_run_workspace
@@ -142,6 +145,23 @@ def test_misclassified_grid_shows_all_seven_heads(run):
 
     at.radio(key="evaluate.order").set_value("least confident first").run()
     assert captioned_ids(at) == misclassified(evaluation.predictions, HEAD, False)["id"].tolist()[:24]
+
+
+def test_trust_says_how_many_tags_need_no_person_with_both_decodings(run):
+    _, evaluation = run
+    report = evaluation.report
+    at = page("Trust")
+    assert not at.exception, at.exception
+    shown = [m.value for m in at.markdown]
+    for sentence in trust_sentences(report, 0.02):
+        assert f"- {plain(sentence)}" in shown
+    pd.testing.assert_frame_equal(at.dataframe[0].value, trust_table(report, 0.02))
+    assert any(f"{report['impossible']['independent']:.1%} when each head is decoded on its own" in c.value
+               for c in at.caption)
+    titles = [chart_spec(at, index)["layout"]["title"]["text"] for index in range(2)]
+    assert titles == [f"{HEAD}: reliability", f"{HEAD}: error against coverage"]
+    at.segmented_control(key="evaluate.target").set_value(0.05).run()
+    pd.testing.assert_frame_equal(at.dataframe[0].value, trust_table(report, 0.05))
 
 
 def test_training_curves(run):

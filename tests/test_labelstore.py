@@ -128,32 +128,43 @@ def test_unknown_product_ids_are_refused_by_name(store, catalogue):
 def test_review_kinds_follow_the_prediction_or_the_current_value(store, items):
     shirt = items[SHIRT_ID]
     action = store.review(
-        shirt, {"gender": "Men", "baseColour": "Blue", "season": "Fall", "usage": "Party"}, "ann", run_id="run-1",
-        predicted={"baseColour": ("Blue", 0.75), "season": ("Summer", 0.6)}, new_values=["usage"],
+        shirt, {"gender": "Men", "articleType": "Tshirts", "baseColour": "Blue", "season": "Fall", "usage": "Party"},
+        "ann", run_id="run-1", predicted={"baseColour": ("Blue", 0.75), "season": ("Summer", 0.6)}, new_values=["usage"],
     )
     assert action.kind == "review" and action.reviewer == "ann" and len(action.action) == 32
     assert action.changes == {
-        "gender": ("Men", "Men"), "baseColour": ("Navy Blue", "Blue"), "season": ("Fall", "Fall"),
-        "usage": ("Casual", "Party"), STATUS: (None, REVIEWED),
+        "gender": ("Men", "Men"), "articleType": ("Shirts", "Tshirts"), "baseColour": ("Navy Blue", "Blue"),
+        "season": ("Fall", "Fall"), "usage": ("Casual", "Party"), STATUS: (None, REVIEWED),
     }
-    # gender: no prediction, equals the current value; baseColour: equals the prediction; season:
-    # differs from the prediction (even though unchanged); usage: a new value.
+    # gender: keeps the current value; articleType: changed by the reviewer; baseColour: takes the
+    # prediction; season: keeps the catalogue's value although the model said otherwise (no change
+    # is no correction); usage: a new value.
     assert kinds(store, shirt) == [
-        ("gender", "Men", "Men", "accept"), ("baseColour", "Navy Blue", "Blue", "accept"),
-        ("season", "Fall", "Fall", "correct"), ("usage", "Casual", "Party", "new_value"),
-        (STATUS, None, REVIEWED, "review"),
+        ("gender", "Men", "Men", "accept"), ("articleType", "Shirts", "Tshirts", "correct"),
+        ("baseColour", "Navy Blue", "Blue", "accept"), ("season", "Fall", "Fall", "accept"),
+        ("usage", "Casual", "Party", "new_value"), (STATUS, None, REVIEWED, "review"),
     ]
     history = store.history(shirt)
     assert list(history.columns) == list(labelstore.HISTORY_COLUMNS)
     assert history["action"].unique().tolist() == [action.action]
-    assert history["run_id"].tolist() == ["run-1"] * 5
-    assert history["predicted"].tolist() == [None, "Blue", "Summer", None, None]
-    assert history["p"].tolist()[1:3] == [0.75, 0.6]
-    assert store.current([shirt])[shirt] == {**SHIRT_LABELS, "baseColour": "Blue", "usage": "Party", STATUS: REVIEWED}
+    assert history["run_id"].tolist() == ["run-1"] * 6
+    assert history["predicted"].tolist() == [None, None, "Blue", "Summer", None, None]
+    assert history["p"].tolist()[2:4] == [0.75, 0.6]
+    assert store.current([shirt])[shirt] == {**SHIRT_LABELS, "articleType": "Tshirts", "baseColour": "Blue",
+                                             "usage": "Party", STATUS: REVIEWED}
     summary = store.summary([shirt, items[JEANS_ID]])
-    assert summary.loc[shirt, "status"] == REVIEWED and summary.loc[shirt, "corrected"] == ["baseColour", "usage"]
+    assert summary.loc[shirt, "status"] == REVIEWED
+    assert summary.loc[shirt, "corrected"] == ["articleType", "baseColour", "usage"]
     assert (summary.loc[shirt, "reviewed_by"], summary.loc[shirt, "reviewed_at"]) == ("ann", action.at)
     assert summary.loc[items[JEANS_ID]].tolist() == [None, [], None, None]
+
+
+def test_a_partial_review_keeps_the_item_open(store, items):
+    shirt = items[SHIRT_ID]
+    action = store.review(shirt, {"gender": "Women"}, "ann", predicted={"gender": ("Women", 0.99)}, complete=False)
+    assert action.changes == {"gender": ("Men", "Women")}
+    assert store.current([shirt])[shirt][STATUS] is None and store.current([shirt])[shirt]["gender"] == "Women"
+    assert store.undo_last("ann").changes == {"gender": ("Women", "Men")}
 
 
 def test_review_refuses_bad_input_and_writes_nothing(store, items):

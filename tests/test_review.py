@@ -5,14 +5,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.data import HEADS
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.schema import OTHER_CLASS
 from core.labelstore import LabelStore
 from core.prediction import FilePrediction, Guess
 from core.review import (
-    accept_confident, bulk_preview, choices, filter_items, label_issue_ids, least_confident_ids, least_sure, next_item,
-    open_proposals, proposed_label, reviewed_count, sure_enough, top_proposals, undo_bulk,
+    BulkPreview, accept_confident, bulk_preview, choices, disagreement, filter_items, label_issue_ids,
+    least_confident_ids, next_item, open_photos, reviewed_count, shown_label, sure_heads, top_proposals, undo_bulk,
 )
 
 
@@ -44,13 +45,20 @@ def test_choices_leave_out_the_rare_bucket_and_keep_the_current_value():
     assert OTHER_CLASS not in choices([OTHER_CLASS], [], None)
 
 
-def test_proposed_label_prefers_the_decision_then_the_model_then_the_catalogue():
-    offered = ["Shirts", "Tshirts"]
-    guesses = [(OTHER_CLASS, 0.7), ("Tshirts", 0.2), ("Shirts", 0.1)]
-    assert proposed_label(guesses, "Shirts", reviewed=False, offered=offered) == "Tshirts"  # Other is not a label
-    assert proposed_label(guesses, "Shirts", reviewed=True, offered=offered) == "Shirts"
-    assert proposed_label([(OTHER_CLASS, 1.0)], "Shirts", reviewed=False, offered=offered) == "Shirts"
-    assert proposed_label([], None, reviewed=False, offered=offered) is None
+def test_a_head_shows_its_current_value_and_only_an_empty_head_starts_at_the_model():
+    offered = ["Shirts", "Tshirts", "Tops"]
+    guesses = [(OTHER_CLASS, 0.5), ("Tshirts", 0.3), ("Shirts", 0.2)]
+    # A catalogue row shows its catalogue value, whatever the model says: saving changes nothing.
+    assert shown_label(guesses, "Shirts", reviewed=False, offered=offered) == "Shirts"
+    assert shown_label(guesses, "Shirts", reviewed=True, offered=offered) == "Shirts"
+    # A new photo's empty head starts at the model's best offered guess (Other is not a label).
+    assert shown_label(guesses, None, reviewed=False, offered=offered) == "Tshirts"
+    assert shown_label([(OTHER_CLASS, 1.0)], None, reviewed=False, offered=offered) is None
+    assert shown_label(guesses, None, reviewed=True, offered=offered) is None  # decided: left empty on purpose
+    assert shown_label([], None, reviewed=False, offered=offered) is None
+    assert disagreement([("Tshirts", 0.93)], "Shirts") == ("Tshirts", 0.93)
+    assert disagreement([("Shirts", 0.93)], "Shirts") is None
+    assert disagreement([(OTHER_CLASS, 0.9)], "Shirts") is None and disagreement([], "Shirts") is None
 
 
 def summary() -> pd.DataFrame:
@@ -118,53 +126,62 @@ def test_top_proposals_give_each_heads_top_label_or_the_reason_in_order(bulk):
     assert list(proposals) == [gone.item, sure.item, unsure.item]
     assert proposals[sure.item] == {"gender": ("Men", 0.97), "usage": ("Casual", 0.5)}
     assert proposals[gone.item] == f"{gone.path}: no such file or folder"
-    assert least_sure(proposals[sure.item]) == 0.5
-    assert sure_enough(proposals[sure.item], 0.5) and not sure_enough(proposals[sure.item], 0.51)
-    bucket = {"gender": ("Men", 0.99), "usage": (OTHER_CLASS, 0.95)}
-    assert least_sure(bucket) is None and least_sure({}) is None
-    assert not sure_enough(bucket, 0.0)  # the rare-class bucket is never a label to accept
+    thresholds = {"gender": 0.95, "usage": None}
+    assert sure_heads(proposals[sure.item], thresholds) == {"gender": ("Men", 0.97)}  # usage: never accepted
+    assert sure_heads(proposals[unsure.item], thresholds) == {}
+    bucket = {"gender": (OTHER_CLASS, 0.99)}
+    assert sure_heads(bucket, {"gender": 0.0}) == {}  # the rare-class bucket is never a label to accept
 
 
-def test_accept_confident_reviews_only_unreviewed_new_photos_sure_in_every_head(bulk):
-    store, (sure, unsure, other, gone, decided), row = bulk
+def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leaves_the_rest(bulk):
+    store, (complete, partly, other, gone, decided), row = bulk
     store.review(decided.item, {"gender": "Women"}, "bob")  # already decided: left alone
+    store.review(partly.item, {"usage": "Sports"}, "bob", complete=False)  # a head decided by a person earlier
+    thresholds = {"gender": 0.9, "baseColour": 0.9, "usage": 0.5}
+    heads = ("gender", "baseColour", "usage")
     proposals = {
-        sure.item: {"gender": ("Men", 0.97), "baseColour": ("Blue", 0.91)},
-        unsure.item: {"gender": ("Men", 0.99), "baseColour": ("Blue", 0.89)},  # one head under 0.9
-        other.item: {"gender": ("Men", 0.99), "baseColour": (OTHER_CLASS, 0.95)},  # a bucket, not a label
+        complete.item: {"gender": ("Men", 0.97), "baseColour": ("Blue", 0.91), "usage": ("Casual", 0.6)},
+        partly.item: {"gender": ("Men", 0.99), "baseColour": ("Blue", 0.89), "usage": ("Casual", 0.99)},
+        other.item: {"gender": ("Men", 0.5), "baseColour": (OTHER_CLASS, 0.95), "usage": ("Casual", 0.1)},
         gone.item: f"{gone.path}: no such file or folder",
         decided.item: {"gender": ("Men", 0.99)},
         row.item: {"gender": ("Men", 0.99)},  # a catalogue row: never accepted in bulk
     }
-    everything = [row, sure, unsure, other, gone, decided]
-    assert list(open_proposals(store, everything, proposals)) == [sure.item, unsure.item, other.item, gone.item]
-    assert bulk_preview(store, everything, proposals, 0.9) == (1, 3)  # what the page shows before accepting
-    assert bulk_preview(store, everything, proposals, 0.89) == (2, 3)
-    result = accept_confident(store, everything, proposals, 0.9, "ann", run_id="run-1")
+    everything = [row, complete, partly, other, gone, decided]
+    only = lambda proposal: {h: g for h, g in proposal.items() if h in heads}  # noqa: E731
+    assert [photo.item for photo in open_photos(store, everything, proposals)] == [
+        complete.item, partly.item, other.item, gone.item]
+    undecided = {photo.item: photo.undecided for photo in open_photos(store, everything, proposals)}
+    assert "usage" not in undecided[partly.item] and "usage" in undecided[complete.item]
+    seven = len(undecided[complete.item])  # every head of a new photo starts undecided
+    # What the page shows before accepting: head decisions, not only photos.
+    preview = bulk_preview(store, everything, {k: (only(v) if isinstance(v, dict) else v) for k, v in proposals.items()},
+                           thresholds)
+    assert preview == BulkPreview(heads_accepted=3 + 1, heads_open=seven + (seven - 1) + seven, photos_complete=0,
+                                  photos_open=3)
 
-    assert (result.accepted, result.unsure, result.unreadable) == ([sure.item], [unsure.item, other.item], [gone.item])
-    current = store.current([sure.item, unsure.item, other.item, gone.item, decided.item, row.item])
-    assert [current[sure.item][field] for field in ("gender", "baseColour", "status")] == ["Men", "Blue", "reviewed"]
-    assert [current[item]["status"] for item in (unsure.item, other.item, gone.item)] == [None, None, None]
-    assert current[decided.item]["gender"] == "Women" and current[row.item]["status"] is None
-    history = store.history(sure.item)
-    labels = history[history["field"].isin(["gender", "baseColour"])]
-    assert labels["kind"].tolist() == ["accept", "accept"] and set(labels["run_id"]) == {"run-1"}
-    assert sorted(labels["p"].tolist()) == pytest.approx([0.91, 0.97])
-    assert store.undo_last("ann").item == sure.item  # undoable like any decision
-    assert store.current([sure.item])[sure.item]["status"] is None
+    result = accept_confident(store, everything, proposals, thresholds, "ann", run_id="run-1")
+    assert (result.completed, result.partial, result.untouched, result.unreadable) == (
+        [], [complete.item, partly.item], [other.item], [gone.item])
+    assert result.heads_accepted == 4 and result.heads_left == preview.heads_open - 4
+    current = store.current([complete.item, partly.item, other.item, decided.item, row.item])
+    assert [current[complete.item][h] for h in ("gender", "baseColour", "usage", "status")] == [
+        "Men", "Blue", "Casual", None]  # the four other heads still wait for a person
+    assert [current[partly.item][h] for h in ("gender", "baseColour", "usage")] == ["Men", None, "Sports"]
+    assert current[other.item]["gender"] is None and current[decided.item]["gender"] == "Women"
+    assert current[row.item]["status"] is None
+    history = store.history(complete.item)
+    assert history["kind"].tolist() == ["accept"] * 3 and set(history["run_id"]) == {"run-1"}
+    assert sorted(history["p"].tolist()) == pytest.approx([0.6, 0.91, 0.97])
+    assert store.undo_last("ann").item == partly.item  # undoable like any decision
 
 
-def test_accept_confident_at_threshold_zero_takes_every_real_label_and_refuses_a_bad_threshold(bulk):
-    store, new, row = bulk
-    proposals = {item.item: {"usage": ("Casual", 0.2)} for item in new}
-    proposals[new[-1].item] = {"usage": (OTHER_CLASS, 0.9)}
-    result = accept_confident(store, new, proposals, 0, "ann")
-    assert result.accepted == [item.item for item in new[:-1]] and result.unsure == [new[-1].item]
-    assert result.threshold == 0.0
-    for bad in (-0.1, 1.5, "0.9", True):
-        with pytest.raises(ValueError, match=f"threshold must be a probability between 0 and 1, got {bad!r}"):
-            accept_confident(store, new, proposals, bad, "ann")
+def test_a_photo_whose_every_head_is_sure_is_reviewed(bulk):
+    store, new, _ = bulk
+    sure = {head: ("Casual" if head == "usage" else "x", 0.99) for head in HEADS}
+    result = accept_confident(store, new[:1], {new[0].item: sure}, dict.fromkeys(HEADS, 0.9), "ann")
+    assert result.completed == [new[0].item] and result.heads_left == 0
+    assert store.current([new[0].item])[new[0].item]["status"] == "reviewed"
 
 
 def test_undo_bulk_walks_back_the_accepted_photos_and_stops_at_another_decision(bulk):
@@ -172,8 +189,8 @@ def test_undo_bulk_walks_back_the_accepted_photos_and_stops_at_another_decision(
     first, second, third, fourth, _ = new
     store.review(first.item, {"gender": "Women"}, "ann")  # by hand, before
     proposals = {item.item: {"gender": ("Men", 0.95)} for item in (second, third, fourth)}
-    result = accept_confident(store, [second, third, fourth], proposals, 0.9, "ann")
-    assert result.accepted == [second.item, third.item, fourth.item]
+    result = accept_confident(store, [second, third, fourth], proposals, {"gender": 0.9}, "ann")
+    assert result.partial == [second.item, third.item, fourth.item]
     store.review(fourth.item, {"gender": "Boys"}, "ann")  # a later decision by hand, on a bulk one
 
     assert undo_bulk(store, "ann", result.actions) == []  # the later decision comes first
@@ -182,6 +199,6 @@ def test_undo_bulk_walks_back_the_accepted_photos_and_stops_at_another_decision(
     assert [action.item for action in undone] == [fourth.item, third.item, second.item]
     assert [action.action for action in undone] == result.actions[::-1]
     current = store.current([item.item for item in new])
-    assert [current[item.item]["status"] for item in (second, third, fourth)] == [None, None, None]
+    assert [current[item.item]["gender"] for item in (second, third, fourth)] == [None, None, None]
     assert current[first.item]["status"] == "reviewed" and current[first.item]["gender"] == "Women"
     assert undo_bulk(store, "ann", result.actions) == []  # nothing of it is left to undo
