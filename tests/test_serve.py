@@ -25,6 +25,7 @@ from core import workspace
 from test_images import jpeg_bytes, patched_jpeg_size
 import training.serve
 from training.__main__ import main as cli
+from training.processes import group_alive, start_detached
 
 KEY_ENV, KEY = "FASHION_TAGGER_TEST_SERVE_KEY", "s3cret-key-for-tests"
 MAX_BATCH, MAX_REQUEST_MB = 8, 1
@@ -73,28 +74,17 @@ def starting_server(run, tmp_path_factory):
     command = [sys.executable, "-m", "training", "serve", run.record.id, "--port", str(port), "--device", "cpu",
                "--max-batch-size", str(MAX_BATCH), "--batch-timeout", "0.2", "--api-key-env", KEY_ENV,
                "--max-request-mb", str(MAX_REQUEST_MB)]
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # its own process group: what it started is findable
+    process = start_detached(command, log, env, append=False)  # its own process group: what it starts is findable
     yield SimpleNamespace(process=process, url=f"http://127.0.0.1:{port}", log=log)
     process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 60
     while group_alive(process.pid) and time.monotonic() < deadline:
-        process.poll()
         time.sleep(0.2)
     left = group_alive(process.pid)
     if left:
         os.killpg(process.pid, signal.SIGKILL)
     assert not left, f"processes of the server still running 60 s after SIGTERM:\n{log.read_text()[-3000:]}"
     assert process.wait(timeout=10) == 0, log.read_text()[-3000:]
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
