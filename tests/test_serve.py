@@ -267,7 +267,7 @@ def in_workspace(run, monkeypatch):
     (["--max-batch-size", "0"], "--max-batch-size must be at least 1, got 0"),
     (["--target-error", "0"], "--target-error must be between 0 and 1 (exclusive), got 0.0"),
     (["--target-error", "1.5"], "--target-error must be between 0 and 1 (exclusive), got 1.5"),
-    (["--batch-timeout", "-1"], "--batch-timeout must be 0 or more seconds, got -1.0"),
+    (["--batch-timeout", "0"], "--batch-timeout must be more than 0 seconds, got 0.0"),
     (["--max-request-mb", "0"], "--max-request-mb must be more than 0, got 0.0"),
     (["--host", "10.1.2.3"], "--host must be one of 127.0.0.1, 0.0.0.0, ::, got '10.1.2.3'"),
     (["--port", "80"], "--port must be from 1024 to 65535, got 80"),

@@ -82,8 +82,8 @@ class ServeSettings:
                 raise ValueError(f"{option} must be at least 1, got {value}")
         if not 0 < self.target_error < 1:
             raise ValueError(f"--target-error must be between 0 and 1 (exclusive), got {self.target_error}")
-        if self.batch_timeout < 0:
-            raise ValueError(f"--batch-timeout must be 0 or more seconds, got {self.batch_timeout}")
+        if self.batch_timeout <= 0:  # at 0 LitServe's batching loop polls without pause, a CPU core at 100 %
+            raise ValueError(f"--batch-timeout must be more than 0 seconds, got {self.batch_timeout}")
         if self.max_request_mb <= 0:
             raise ValueError(f"--max-request-mb must be more than 0, got {self.max_request_mb}")
         if self.api_key is not None and not self.api_key:
