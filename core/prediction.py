@@ -5,14 +5,15 @@ A `Predictor` wraps a TaggerModule, the label schema it was trained with and, fo
 its trust layer (core.trust): proposals follow the taxonomy, carry calibrated confidence, and a
 head is accepted when its confidence reaches the head's threshold at the target error. It
 preprocesses exactly as evaluation does (`core.transforms.eval_transform` of the backbone's data
-config). Files a user brings go through `core.images.read_image_checked`: a bad file becomes a
-`FilePrediction` with an error naming it and the problem, and the rest of the batch goes on.
+config). Files a user brings (paths, or `Upload`s: bytes from an HTTP request) go through
+`core.images.read_image_checked`: a bad file becomes a `FilePrediction` with an error naming it
+and the problem, and the rest of the batch goes on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,14 @@ class ImagePrediction:
 
     guesses: dict[str, list[Guess]]
     accepted: dict[str, str | None] | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A photo that came as bytes (an HTTP request), never opened as a path: `name` only names it."""
+
+    name: str
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -184,22 +193,26 @@ class Predictor:
         for path in paths:
             batch.append(str(path))
             if len(batch) == batch_size:
-                yield from self._predict_batch(batch, top_k)
+                yield from self.predict_batch(batch, top_k)
                 batch = []
         if batch:
-            yield from self._predict_batch(batch, top_k)
+            yield from self.predict_batch(batch, top_k)
 
-    def _predict_batch(self, paths: list[str], top_k: int) -> list[FilePrediction]:
+    def predict_batch(self, sources: Sequence[str | Path | Upload], top_k: int = 3) -> list[FilePrediction]:
+        """One FilePrediction per source, in order, from one forward pass over those that decode: the
+        batch function of `iter_predict_files` (paths) and of the server (`Upload`s), so both answer
+        alike. A path's result is named by the path, an upload's by its name."""
         decoded: dict[int, Image.Image] = {}
         errors: dict[int, str] = {}
-        for index, path in enumerate(paths):
+        for index, source in enumerate(sources):
             try:
-                decoded[index] = self.read_file(path)
+                decoded[index] = self.read_upload(source) if isinstance(source, Upload) else self.read_file(source)
             except ImageRejected as err:
                 errors[index] = str(err)
         predicted = iter(self.predict_images(list(decoded.values()), top_k, batch_size=max(1, len(decoded))))
-        return [FilePrediction(path, error=errors[index]) if index in errors
-                else _file_prediction(path, next(predicted)) for index, path in enumerate(paths)]
+        names = [source.name if isinstance(source, Upload) else str(source) for source in sources]
+        return [FilePrediction(name, error=errors[index]) if index in errors
+                else _file_prediction(name, next(predicted)) for index, name in enumerate(names)]
 
     def read_file(self, path: str | Path) -> Image.Image:
         """A file decoded as `predict_files` decodes it: checked (`read_image_checked`), RGB, longer
@@ -208,7 +221,14 @@ class Predictor:
             raise ImageRejected(f"{path}: no such file or folder")
         if Path(path).is_dir():
             raise ImageRejected(f"{path}: a folder, not an image file")
-        image = read_image_checked(path, max_side=self.decode_side)
+        return self._decode(path)
+
+    def read_upload(self, upload: Upload) -> Image.Image:
+        """An upload's bytes decoded as `read_file` decodes a file's; ImageRejected naming the upload."""
+        return self._decode(upload.data, upload.name)
+
+    def _decode(self, source: str | Path | bytes, name: str | None = None) -> Image.Image:
+        image = read_image_checked(source, name=name, max_side=self.decode_side)
         image.thumbnail((self.decode_side, self.decode_side))  # never enlarges; bounds the preprocessing cost
         return image
 

@@ -214,6 +214,8 @@ def finished_summary(record, run: RunFolder) -> None:
     })
     st.caption(f"Files in `{run.path}`: " + ", ".join(f"`{path.relative_to(run.path)}`" for path in run.files()))
     open_run_buttons(record.id)
+    st.caption("Serve it to other programs over HTTP (POST /predict, one photo per request; options: `--help`):")
+    st.code(f"python -m training serve {record.id}", language="bash")
 
 
 def curves(record) -> None:

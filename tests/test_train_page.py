@@ -119,6 +119,17 @@ def test_a_failed_run_shows_its_error_and_the_end_of_its_log(registry):
     assert at.button(key=f"resume.{failed.id}").label == "Start again from the first epoch"
 
 
+def test_a_finished_run_shows_the_commands_that_serve_it_and_open_tensorboard(registry):
+    finished = registry.create(TrainConfig().to_dict())
+    registry.mark_running(finished.id, os.getpid(), device="cpu", weights="none")
+    registry.mark_finished(finished.id, None, None, {}, {})
+    at = train_page()
+    assert not at.exception, at.exception
+    commands = texts(at.code)
+    assert f"python -m training serve {finished.id}" in commands
+    assert f"tensorboard --logdir {finished.folder}/tensorboard" in commands
+
+
 def test_resume_requeues_a_cancelled_run_in_a_new_process(registry, demo):
     cfg = TrainConfig.from_recipe("default", {"data": str(demo), "image_size": 64, "epochs": 1, "num_workers": 0})
     cancelled = registry.create(cfg.to_dict())
@@ -199,6 +210,7 @@ def test_start_runs_a_tiny_model_that_ends_finished_with_its_summary(registry, d
     assert summary.loc["usage", "macro_f1"] == pytest.approx(record.metrics["heads"]["usage"]["macro_f1"])
     assert runs["status"].tolist() == ["finished"]
     assert len(at.get("plotly_chart")) == 3  # loss, accuracy and macro-F1 curves
+    assert f"python -m training serve {record.id}" in texts(at.code)
 
     # A newer finished run (a copy) is what Evaluate and Review would show first; the buttons open this one.
     twin = registry.create(record.config)

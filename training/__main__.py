@@ -1,4 +1,4 @@
-"""`python -m training fit|runs|show|evaluate|predict`: train, list runs, show or evaluate one, tag photos.
+"""`python -m training fit|runs|show|evaluate|predict|serve`: train, list runs, show or evaluate one, tag photos.
 
     python -m training fit --data DIR [--recipe seed] [--config FILE] [--set key=value ...] [--json]
     python -m training fit --resume RUN_ID [--json]
@@ -8,6 +8,9 @@
     python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32]
                                           [--device auto|cpu|cuda] [--target-error 0.02] [--json] [--csv FILE]
     python -m training calibrate RUN_ID [--json]
+    python -m training serve RUN_ID [--checkpoint best|last|FILE] [--host 127.0.0.1] [--port 8000]
+                                [--device auto|cpu|cuda] [--top-k 3] [--target-error 0.02] [--max-batch-size 32]
+                                [--batch-timeout 0.01] [--api-key-env NAME] [--max-request-mb 20]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
@@ -19,6 +22,7 @@ least one image was read, else 1. The first label of a head is its proposal (con
 taxonomy, calibrated: core.trust); "accepted" holds it where the head needs no person at
 --target-error, null where a person must decide. `predict --csv FILE` also writes a row per image,
 line by line: path, <head>, <head>_p, <head>_accepted for each head, error.
+`serve` answers POST /predict with the object one line of `predict --json` holds (training.serve).
 User errors (bad config value, unknown run, bad dataset) print `error: ...` and exit 2; a run
 that fails exits 1 after recording the error in the registry.
 """
@@ -29,6 +33,7 @@ import argparse
 import contextlib
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -82,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "temperatures, thresholds")
     calibrate.add_argument("run_id")
     calibrate.add_argument("--json", action="store_true", help="print the trust assessment as JSON on the last line")
+    serve = commands.add_parser("serve", help="serve a run's model over HTTP (LitServe): POST /predict, one photo "
+                                              "per request, batched")
+    serve.add_argument("run_id")
+    serve.add_argument("--checkpoint", default="best", help="best (default), last, or a file in the run's checkpoints/")
+    serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default: this machine only), 0.0.0.0 or ::")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--device", default="auto", help="auto (default: every CUDA GPU, one model copy each, when "
+                                                        "there is one; else the CPU), cpu or cuda")
+    serve.add_argument("--top-k", type=int, default=3, help="labels per head (default 3)")
+    serve.add_argument("--target-error", type=float, default=0.02,
+                       help="the error an accepted tag may have, between 0 and 1 (default 0.02)")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="requests per forward pass at most (default 32)")
+    serve.add_argument("--batch-timeout", type=float, default=0.01,
+                       help="seconds a batch waits for more requests (default 0.01)")
+    serve.add_argument("--api-key-env", metavar="NAME",
+                       help="require the API key held by environment variable NAME in each request's X-API-Key header")
+    serve.add_argument("--max-request-mb", type=float, default=20.0,
+                       help="larger requests are refused with 413 (default 20; 1 MB = 2**20 bytes)")
     crossval = commands.add_parser("crossval", help="out-of-sample probabilities for every row (K models) and label issues")
     crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
     crossval.add_argument("--data", help="dataset folder, as for fit")
@@ -263,6 +286,30 @@ def trust_summary(report: dict) -> str:
             f"{report['trust']['products']['0.02']:.0%} of products need no person at 2 % error")
 
 
+def serve(args: argparse.Namespace) -> int:
+    from training.registry import RunRegistry
+    from training.run_folder import RunFolder
+    from training.serve import ServeSettings, serve as run_server
+
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ValueError(f"--api-key-env: the environment variable {args.api_key_env} is not set, or empty")
+    record = RunRegistry().get(args.run_id)
+    try:
+        checkpoint = RunFolder(record.folder).checkpoint(args.checkpoint).name
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    settings = ServeSettings(
+        run_id=record.id, run_folder=record.folder, checkpoint=checkpoint, host=args.host, port=args.port,
+        device=args.device, top_k=args.top_k, target_error=args.target_error, max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout, max_request_mb=args.max_request_mb, api_key=api_key)
+    run_server(settings)
+    return 0
+
+
 def crossval(args: argparse.Namespace) -> int:
     from training.crossval import crossval as run_crossval
 
@@ -296,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             return predict(args)
         if args.command == "calibrate":
             return calibrate(args)
+        if args.command == "serve":
+            return serve(args)
         from training.registry import RunRegistry
 
         registry = RunRegistry()

@@ -1,0 +1,294 @@
+"""`python -m training serve` (training.serve) on a tiny real run, started in a subprocess on a free
+port: answers equal to `predict --json` for the same photos (multipart and JSON, alone and under
+concurrent load), bad requests refused with the command line's message while the server goes on,
+the API key, the size limit, /health and /docs; and the command line's own refusals."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from conftest import REPO, SAMPLE_DIR, tiny_run_workspace
+from core import workspace
+from test_images import jpeg_bytes, patched_jpeg_size
+import training.serve
+from training.__main__ import main as cli
+from training.processes import group_alive, start_detached
+
+KEY_ENV, KEY = "FASHION_TAGGER_TEST_SERVE_KEY", "s3cret-key-for-tests"
+MAX_BATCH, MAX_REQUEST_MB = 8, 1
+PHOTOS = 8
+# Float32 forward passes over batches of other sizes and neighbours than predict's: the same raw
+# probabilities to the last bit or two (measured: at most 3.7e-7 apart on the CPU), which the
+# trust layer's temperature (a division of log-probabilities) and joint decoding amplify a little
+# (measured: up to 1.2e-6). Labels and accepted heads are compared exactly.
+P_TOLERANCE = 1e-5
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    with tiny_run_workspace(tmp_path_factory) as (record, demo, home):
+        yield SimpleNamespace(record=record, demo=demo, home=home)
+
+
+@pytest.fixture(scope="module")
+def photos(run) -> list[Path]:
+    """Real catalogue photos when the sample is here, the demo's otherwise."""
+    folder = SAMPLE_DIR / "images" if (SAMPLE_DIR / "images").is_dir() else run.demo / "images"
+    return sorted(folder.glob("*.jpg"))[:PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    """Files `predict` refuses, each for another reason."""
+    folder = tmp_path_factory.mktemp("bad")
+    contents = {"notes.txt": b"not a photo", "empty.jpg": b"",
+                "bomb.jpg": patched_jpeg_size(jpeg_bytes((64, 64)), 10_000, 10_000),  # 100 MP claimed
+                "cut.jpg": jpeg_bytes()[:400]}
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+    return {name: folder / name for name in contents}
+
+
+@pytest.fixture(scope="module")
+def starting_server(run, tmp_path_factory):
+    """The server process, still loading its model; SIGTERM on teardown must end it and every process it started."""
+    port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **{workspace.HOME_ENV: str(run.home), KEY_ENV: KEY})
+    command = [sys.executable, "-m", "training", "serve", run.record.id, "--port", str(port), "--device", "cpu",
+               "--max-batch-size", str(MAX_BATCH), "--batch-timeout", "0.2", "--api-key-env", KEY_ENV,
+               "--max-request-mb", str(MAX_REQUEST_MB)]
+    process = start_detached(command, log, env, append=False)  # its own process group: what it starts is findable
+    yield SimpleNamespace(process=process, url=f"http://127.0.0.1:{port}", log=log)
+    process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = group_alive(process.pid)
+    if left:
+        os.killpg(process.pid, signal.SIGKILL)
+    assert not left, f"processes of the server still running 60 s after SIGTERM:\n{log.read_text()[-3000:]}"
+    assert process.wait(timeout=10) == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def cli_answers(run, photos, bad_files) -> dict[str, dict]:
+    """`predict --json` for the photos and the bad files, by file name (computed while the server starts)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **{workspace.HOME_ENV: str(run.home)})
+    done = subprocess.run([sys.executable, "-m", "training", "predict", run.record.id, *map(str, photos),
+                           *map(str, bad_files.values()), "--json", "--device", "cpu"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    return {Path(answer["path"]).name: answer for answer in answers}
+
+
+@pytest.fixture(scope="module")
+def server(starting_server, cli_answers):
+    """The server, once /health says its model is loaded."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert starting_server.process.poll() is None, starting_server.log.read_text()
+        try:
+            if requests.get(f"{starting_server.url}/health", timeout=5).status_code == 200:
+                return starting_server
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"not ready after 300 s:\n{starting_server.log.read_text()}"
+        time.sleep(0.5)
+
+
+def post(server, *, key: str | None = KEY, headers: dict | None = None, **kwargs) -> requests.Response:
+    headers = {**(headers or {}), **({"X-API-Key": key} if key is not None else {})}
+    return requests.post(f"{server.url}/predict", headers=headers, timeout=120, **kwargs)
+
+
+def multipart(path: Path, name: str | None = None) -> dict:
+    return {"files": {"file": (path.name if name is None else name, path.read_bytes(), "application/octet-stream")}}
+
+
+def as_json(data: bytes, name: str | None) -> dict:
+    return {"json": {"image": base64.b64encode(data).decode(), **({"name": name} if name is not None else {})}}
+
+
+def assert_same(answer, expected, where: str = "") -> None:
+    """Equal JSON values, floats within P_TOLERANCE (every key, so fields predict gains are compared too)."""
+    if isinstance(expected, float):
+        assert answer == pytest.approx(expected, abs=P_TOLERANCE), where
+    elif isinstance(expected, dict):
+        assert isinstance(answer, dict) and list(answer) == list(expected), where
+        for key in expected:
+            assert_same(answer[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(answer, list) and len(answer) == len(expected), where
+        for index, (got, want) in enumerate(zip(answer, expected)):
+            assert_same(got, want, f"{where}[{index}]")
+    else:
+        assert answer == expected, where
+
+
+def expected_for(cli_answers, path: Path) -> dict:
+    """`predict --json`'s line for `path`, named as the server names an upload: by its file name."""
+    return {**cli_answers[path.name], "path": path.name}
+
+
+def test_a_photo_as_upload_or_json_gets_the_line_predict_json_prints(server, photos, cli_answers):
+    for path in photos:
+        expected = expected_for(cli_answers, path)
+        assert "predictions" in expected, expected
+        for body in (multipart(path), as_json(path.read_bytes(), path.name)):
+            response = post(server, **body)
+            assert response.status_code == 200, response.text
+            assert 1 <= int(response.headers["X-Batch-Size"]) <= MAX_BATCH
+            assert_same(response.json(), expected, path.name)
+
+
+def test_concurrent_requests_are_batched_and_answered_alike(server, photos, cli_answers):
+    order = [photos[index % len(photos)] for index in range(4 * MAX_BATCH)]
+    with ThreadPoolExecutor(2 * MAX_BATCH) as pool:
+        responses = list(pool.map(lambda path: post(server, **multipart(path)), order))
+    for path, response in zip(order, responses):
+        assert response.status_code == 200, response.text
+        assert_same(response.json(), expected_for(cli_answers, path), path.name)
+    sizes = [int(response.headers["X-Batch-Size"]) for response in responses]
+    assert all(1 <= size <= MAX_BATCH for size in sizes) and max(sizes) > 1, sizes
+
+
+def test_a_refused_photo_gets_422_with_the_message_predict_gives(server, bad_files, cli_answers):
+    for name, path in bad_files.items():
+        expected = cli_answers[name]["error"].replace(str(path), name)
+        for body in (multipart(path), as_json(path.read_bytes(), name)):
+            response = post(server, **body)
+            assert (response.status_code, response.json()) == (422, {"detail": expected}), name
+    assert "megapixel limit" in cli_answers["bomb.jpg"]["error"]
+
+
+def test_bad_requests_in_a_batch_leave_the_good_ones_answered(server, photos, bad_files, cli_answers):
+    requests_ = [(path, multipart(path)) for path in photos] + [(None, multipart(bad_files["notes.txt"])),
+                                                                 (None, {"json": {"image": "%%%"}})] * 4
+    with ThreadPoolExecutor(len(requests_)) as pool:
+        responses = list(pool.map(lambda item: post(server, **item[1]), requests_))
+    for (path, _), response in zip(requests_, responses):
+        if path is None:
+            assert response.status_code == 422, response.text
+        else:
+            assert response.status_code == 200, response.text
+            assert_same(response.json(), expected_for(cli_answers, path), path.name)
+
+
+@pytest.mark.parametrize("body, status, detail", [
+    ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "the body is not JSON ("),
+    ({}, 400, "the body is not JSON ("),  # an empty POST, what /docs sends without a form
+    ({"json": [1, 2]}, 422, "expected JSON {\"image\": \"<base64>\", \"name\": \"<optional>\"}: body: Input should "
+                             "be a valid dictionary"),
+    ({"json": {"name": "a.jpg"}}, 422, "expected JSON {\"image\": \"<base64>\", \"name\": \"<optional>\"}: image: "
+                                       "Field required"),
+    ({"json": {"image": "aGVsbG8", "name": "a.jpg"}}, 422, "image: not valid base64 ("),
+    ({"files": {"photo": ("a.jpg", b"x")}}, 422, "no photo: send it as a file in the multipart form field 'file'"),
+    ({"data": {"file": "just text"}}, 422, "no photo: send it as a file in the multipart form field 'file'"),
+    ({"files": {"file": ("big.jpg", b"x" * (MAX_REQUEST_MB * 2**20))}}, 413,
+     f"the request is 1.0 MB, more than this server's {MAX_REQUEST_MB} MB limit"),
+    ({"data": iter([b"x" * 2**20, b"x" * 2**20]), "headers": {"Content-Type": "application/json"}}, 413,
+     "Payload too large"),  # sent in chunks, without a length: LitServe's own limit
+])
+def test_a_bad_request_is_refused_with_what_is_wrong_and_the_server_goes_on(server, photos, body, status, detail):
+    response = post(server, **body)
+    assert response.status_code == status and response.json()["detail"].startswith(detail), response.text
+    assert post(server, **multipart(photos[0])).status_code == 200
+
+
+def test_a_requests_name_is_only_a_name_never_a_path(server, photos, bad_files):
+    """A name that is a path to a real photo still names the bytes sent (not an image here)."""
+    response = post(server, **as_json(b"not a photo", str(photos[0])))
+    assert response.status_code == 422
+    assert response.json() == {"detail": f"{photos[0].name}: not an image, or a format that cannot be read "
+                                         "(accepted: JPEG, PNG, WEBP, AVIF)"}
+    for name, shown in (("../../etc/passwd", "passwd"), ("C:\\photos\\new\x00.jpg", "new.jpg"), ("", "upload")):
+        for body in (multipart(photos[1], name=name), as_json(photos[1].read_bytes(), name)):
+            response = post(server, **body)
+            assert response.status_code == 200 and response.json()["path"] == shown, (name, response.text)
+    assert post(server, json={"image": base64.b64encode(photos[1].read_bytes()).decode()}).json()["path"] == "upload"
+
+
+def test_without_the_api_key_only_health_answers(server, photos):
+    assert post(server, key=None, **multipart(photos[0])).status_code == 401
+    wrong = post(server, key="not-the-key", **multipart(photos[0]))
+    assert (wrong.status_code, wrong.json()) == (403, {"detail": "wrong API key (X-API-Key)"})
+    refused = post(server, key=None, data=b"{not json")  # the key is checked before the body is read
+    assert refused.status_code == 401 and "X-API-Key" in refused.json()["detail"]
+    assert requests.get(f"{server.url}/info", timeout=30).status_code == 401
+    health = requests.get(f"{server.url}/health", timeout=30)
+    assert (health.status_code, health.text) == (200, "ok")
+    info = requests.get(f"{server.url}/info", headers={"X-API-Key": KEY}, timeout=30).json()
+    assert info["model"]["checkpoint"] == "best.ckpt" and info["model"]["top_k"] == 3
+
+
+def test_docs_offer_a_file_upload_and_a_json_body(server):
+    assert "swagger" in requests.get(f"{server.url}/docs", timeout=30).text.lower()
+    spec = requests.get(f"{server.url}/openapi.json", timeout=30).json()
+    operation = spec["paths"]["/predict"]["post"]
+    content = operation["requestBody"]["content"]
+    assert content["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+    assert content["application/json"]["schema"]["required"] == ["image"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/TagsJSON")
+    assert {"401", "403", "413", "422"} <= set(operation["responses"])
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+
+
+@pytest.fixture
+def in_workspace(run, monkeypatch):
+    """The command line, called in-process, sees the run's workspace; a server it would start fails the test."""
+    monkeypatch.setenv(workspace.HOME_ENV, str(run.home))
+
+    def no_server(settings):
+        raise AssertionError(f"the server would have started with {settings}")
+
+    monkeypatch.setattr(training.serve, "build_server", no_server)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--top-k", "0"], "--top-k must be at least 1, got 0"),
+    (["--max-batch-size", "0"], "--max-batch-size must be at least 1, got 0"),
+    (["--target-error", "0"], "the target error must be a rate between 0 and 1 (0.02 = 2 %), got 0.0"),
+    (["--target-error", "1.5"], "the target error must be a rate between 0 and 1 (0.02 = 2 %), got 1.5"),
+    (["--batch-timeout", "0"], "--batch-timeout must be more than 0 seconds, got 0.0"),
+    (["--max-request-mb", "0"], "--max-request-mb must be more than 0, got 0.0"),
+    (["--host", "10.1.2.3"], "--host must be one of 127.0.0.1, 0.0.0.0, ::, got '10.1.2.3'"),
+    (["--port", "80"], "--port must be from 1024 to 65535, got 80"),
+    (["--device", "gpu"], "device must be one of auto, cpu, cuda, got 'gpu'"),
+    (["--api-key-env", "FASHION_TAGGER_NO_SUCH_VARIABLE"],
+     "--api-key-env: the environment variable FASHION_TAGGER_NO_SUCH_VARIABLE is not set, or empty"),
+    (["--checkpoint", "nope.ckpt"], "no 'nope.ckpt' checkpoint in"),
+])
+def test_serve_refuses_a_bad_option_before_loading_the_model(run, in_workspace, capsys, options, message):
+    assert cli(["serve", run.record.id, "--port", str(free_port()), *options]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def test_serve_names_an_unknown_run_and_a_port_in_use(run, in_workspace, capsys):
+    assert cli(["serve", "no-such-run"]) == 2
+    assert "error: unknown run 'no-such-run'" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli(["serve", run.record.id, "--port", str(port)]) == 2
+    assert capsys.readouterr().err == f"error: cannot listen on 127.0.0.1 port {port}: Address already in use\n"

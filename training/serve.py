@@ -1,0 +1,280 @@
+"""`python -m training serve RUN_ID`: a run's Predictor behind LitServe, one photo per request,
+requests batched together on the way to the model.
+
+Every answer is made as one line of `python -m training predict --json` is made: the same
+Predictor (training.checkpoints.load_predictor), the same batch function (Predictor.predict_batch)
+and the same JSON (FilePrediction.as_json). Only the photo differs: it comes as bytes
+(core.prediction.Upload), named by the upload's file name or the request's "name"
+(core.labelstore.display_name), and nothing in a request is ever opened as a path.
+
+POST /predict takes multipart/form-data with the photo in the field `file`, or a JSON object
+{"image": "<base64>", "name": "<optional>"}. Answers: 200 with the JSON object; otherwise
+{"detail": "<message>"} with 400 (a body that is not JSON), 401 / 403 (API key missing / wrong),
+413 (a request over the size limit), 422 (no photo in the request, bad base64, or a photo the command
+line refuses as well: its ImageRejected message). Each answer from the model's worker carries
+X-Batch-Size, the number of requests batched with it. GET /health answers "ok" once the model is
+loaded (no API key needed); /docs is the OpenAPI page.
+
+No `from __future__ import annotations` in this module: LitServe reads decode_request's and
+encode_response's annotations as live types to build the /predict route and its OpenAPI entry.
+"""
+
+import base64
+import binascii
+import hmac
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+import litserve as ls
+import torch
+from fastapi import HTTPException, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
+from litserve.loops import BatchedLoop
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from core.abstention import TARGET_ERROR, check_target
+from core.labelstore import display_name
+from core.prediction import FilePrediction, Upload
+from training.checkpoints import load_predictor, predict_device
+
+PREDICT_PATH = "/predict"
+HEALTH_PATH = "/health"
+API_KEY_HEADER = "X-API-Key"
+BATCH_SIZE_HEADER = "X-Batch-Size"
+HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to: this machine only, or every interface
+MB = 1024 * 1024
+REFUSALS = {400: "the body is neither a form nor JSON", 401: "no API key (X-API-Key)", 403: "a wrong API key",
+            413: "the request is over the size limit",
+            422: "no photo in the request, or a photo that cannot be read (the message predict gives)"}
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # LitServe parses these as a form
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything `python -m training serve` takes; invalid values raise ValueError naming the option."""
+
+    run_id: str
+    run_folder: str
+    checkpoint: str = "best"  # best, last, or a file in the run's checkpoints/ (as for predict)
+    host: str = "127.0.0.1"  # one of HOSTS; 127.0.0.1 keeps the server to this machine
+    port: int = 8000
+    device: str = "auto"  # training.checkpoints.PREDICT_DEVICES; on CUDA one model copy per visible GPU
+    top_k: int = 3  # labels per head in each answer
+    target_error: float = TARGET_ERROR  # the error an accepted tag may have (core.abstention)
+    max_batch_size: int = 32  # requests answered by one forward pass at most
+    batch_timeout: float = 0.01  # seconds a batch waits for more requests before it runs
+    max_request_mb: float = 20.0  # larger requests get 413 before the photo is read (1 MB = 2**20 bytes)
+    api_key: str | None = field(default=None, repr=False)  # when set, X-API-Key must equal it
+
+    def __post_init__(self) -> None:
+        predict_device(self.device)  # an unknown device, or cuda without a GPU
+        if self.host not in HOSTS:
+            raise ValueError(f"--host must be one of {', '.join(HOSTS)}, got {self.host!r}")
+        if not 1024 <= self.port <= 65535:
+            raise ValueError(f"--port must be from 1024 to 65535, got {self.port}")
+        for option, value in (("--top-k", self.top_k), ("--max-batch-size", self.max_batch_size)):
+            if value < 1:
+                raise ValueError(f"{option} must be at least 1, got {value}")
+        check_target(self.target_error)
+        if self.batch_timeout <= 0:  # at 0 LitServe's batching loop polls without pause, a CPU core at 100 %
+            raise ValueError(f"--batch-timeout must be more than 0 seconds, got {self.batch_timeout}")
+        if self.max_request_mb <= 0:
+            raise ValueError(f"--max-request-mb must be more than 0, got {self.max_request_mb}")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("the API key is empty")
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * MB)
+
+
+class PhotoJSON(BaseModel):
+    """A photo sent as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(description="the photo file's bytes (JPEG, PNG, WebP or AVIF), base64-encoded")
+    name: str | None = Field(None, description="a name for the photo, given back as `path`; default \"upload\"")
+
+
+class GuessJSON(BaseModel):
+    label: str
+    p: float
+
+
+class TagsJSON(BaseModel):
+    """One line of `predict --json`: the photo's name and, per head, the top-k labels by probability."""
+
+    model_config = ConfigDict(extra="allow")  # whatever else FilePrediction.as_json gives passes through
+    path: str
+    predictions: dict[str, list[GuessJSON]]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request refused before the model saw it: the HTTP status and why."""
+
+    status: int
+    detail: str
+
+
+class TaggerAPI(ls.LitAPI):
+    """The LitAPI: a request -> an Upload -> a batch through Predictor.predict_batch -> the JSON answer.
+
+    Requests are refused as values (Refusal), not exceptions: in a batch, an exception would fail
+    every request batched with the bad one."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        # BatchedLoop also at max_batch_size 1, so that predict always takes a list.
+        super().__init__(max_batch_size=settings.max_batch_size, batch_timeout=settings.batch_timeout,
+                         api_path=PREDICT_PATH, loop=BatchedLoop())
+        self.settings = settings
+        self.predictor = None
+
+    def setup(self, device: str) -> None:
+        """Load the run's Predictor on `device` (LitServe's "cpu" or "cuda:<i>", one worker each)."""
+        target = torch.device(device)
+        if target.type == "cuda":
+            torch.cuda.set_device(target)  # load_predictor's "cuda" is then this worker's own GPU
+        self.predictor = load_predictor(self.settings.run_folder, self.settings.checkpoint,
+                                        run_id=self.settings.run_id, device=target.type,
+                                        target_error=self.settings.target_error)
+
+    def decode_request(self, request: Request) -> Upload | Refusal:
+        """The photo in what LitServe parsed: a form (multipart field `file`) or a JSON value."""
+        if isinstance(request, FormData):
+            photo = request.get("file")
+            if not isinstance(photo, UploadFile):
+                return Refusal(422, "no photo: send it as a file in the multipart form field 'file'")
+            return Upload(display_name(photo.filename or ""), photo.file.read())
+        try:
+            body = PhotoJSON.model_validate(request)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, problem['loc'])) or 'body'}: {problem['msg']}"
+                                 for problem in error.errors())
+            return Refusal(422, f'expected JSON {{"image": "<base64>", "name": "<optional>"}}: {problems}')
+        try:
+            data = base64.b64decode(body.image, validate=True)
+        except binascii.Error as error:
+            return Refusal(422, f"image: not valid base64 ({error})")
+        return Upload(display_name(body.name or ""), data)
+
+    def predict(self, requests: list, context: list[dict]) -> list[FilePrediction | Refusal]:
+        uploads = [request for request in requests if isinstance(request, Upload)]
+        results = iter(self.predictor.predict_batch(uploads, self.settings.top_k))
+        for request_context in context:
+            request_context["batch_size"] = len(requests)
+        return [next(results) if isinstance(request, Upload) else request for request in requests]
+
+    def encode_response(self, output: FilePrediction | Refusal, context: dict) -> TagsJSON:
+        """The response itself, so that it carries its status and X-Batch-Size; the annotation gives
+        /docs the schema of a 200 answer (FastAPI passes a Response through unchanged)."""
+        headers = {BATCH_SIZE_HEADER: str(context["batch_size"])}
+        if isinstance(output, Refusal):
+            return JSONResponse({"detail": output.detail}, status_code=output.status, headers=headers)
+        if output.error is not None:
+            return JSONResponse({"detail": output.error}, status_code=422, headers=headers)
+        return JSONResponse(output.as_json(), headers=headers)
+
+    async def authorize(self, request: Request,
+                        api_key: str | None = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))) -> None:
+        """Run by LitServe before each of its routes (it calls this hook `authorize`): the API key,
+        when the server has one (not for /health); then, for /predict, a body LitServe can parse
+        (it answers 500 to a JSON body it cannot parse) within the size limit."""
+        key = self.settings.api_key
+        if key is not None and request.url.path != HEALTH_PATH:
+            if api_key is None:
+                raise HTTPException(401, f"this server needs an API key: send it in the {API_KEY_HEADER} header")
+            if not hmac.compare_digest(api_key.encode(), key.encode()):
+                raise HTTPException(403, f"wrong API key ({API_KEY_HEADER})")
+        if request.method == "POST" and request.url.path == PREDICT_PATH:
+            await self._check_body(request)
+
+    async def _check_body(self, request: Request) -> None:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.settings.max_request_bytes:
+            raise HTTPException(413, f"the request is {int(length) / MB:.1f} MB, more than this server's "
+                                     f"{self.settings.max_request_mb:g} MB limit")
+        if not request.headers.get("content-type", "").startswith(FORM_TYPES):
+            try:
+                await request.json()  # cached on the request: LitServe's own parse reuses it
+            except ValueError as error:
+                raise HTTPException(400, f"the body is not JSON ({error}); send a multipart form with the "
+                                         "photo in 'file', or JSON {\"image\": \"<base64>\"}") from error
+
+
+def build_server(settings: ServeSettings) -> ls.LitServer:
+    """The LitServer for `settings`: one worker on the CPU, or one per visible GPU."""
+    on_gpu = predict_device(settings.device).type == "cuda"
+    server = ls.LitServer(
+        TaggerAPI(settings), accelerator="cuda" if on_gpu else "cpu",
+        devices=torch.cuda.device_count() if on_gpu else 1, workers_per_device=1,
+        healthcheck_path=HEALTH_PATH, max_payload_size=settings.max_request_bytes,  # also bodies sent without a length
+        model_metadata={"run": settings.run_id, "checkpoint": settings.checkpoint, "top_k": settings.top_k,
+                        "target_error": settings.target_error})
+    document_predict_route(server, settings.run_id)
+    return server
+
+
+def document_predict_route(server: ls.LitServer, run_id: str) -> None:
+    """Give /predict's OpenAPI entry its two request bodies, so that /docs offers a file upload and
+    a JSON example (decode_request takes the raw Request, which OpenAPI cannot describe)."""
+    server.app.title = f"Fashion Tagger: run {run_id}"
+    (route,) = [route for route in server.app.routes if isinstance(route, APIRoute) and route.path == PREDICT_PATH]
+    route.summary = "Tag one photo"
+    route.description = ("The photo as a multipart upload (field `file`) or as JSON with base64. The answer is "
+                         "one line of `python -m training predict --json`; a refused photo gets 422 with the "
+                         "command line's message.")
+    route.openapi_extra = {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "the photo file"}}}},
+        "application/json": {"schema": PhotoJSON.model_json_schema()},
+    }}, "responses": {str(status): {"description": why, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"detail": {"type": "string"}}}}}} for status, why in REFUSALS.items()}}
+
+
+def check_listen(host: str, port: int) -> None:
+    """ValueError naming the address when nothing could listen on host:port now (e.g. it is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ValueError(f"cannot listen on {host} port {port}: {error.strerror or error}") from error
+
+
+def serve(settings: ServeSettings) -> None:
+    """Run the server until Ctrl+C or SIGTERM, then stop its processes (HTTP servers, model workers)."""
+    check_listen(settings.host, settings.port)
+    address = f"http://{'[::1]' if settings.host == '::' else '127.0.0.1'}:{settings.port}"
+    print(f"serving run {settings.run_id}, checkpoint {settings.checkpoint}, at {address}: POST {PREDICT_PATH}, "
+          f"GET {HEALTH_PATH} (ok once the model is loaded), /docs; "
+          + (f"API key required ({API_KEY_HEADER})" if settings.api_key else "no API key"), file=sys.stderr, flush=True)
+    if settings.host != "127.0.0.1" and settings.api_key is None:
+        print(f"warning: listening on {settings.host} without an API key: anyone who can reach this machine can use "
+              "the model (--api-key-env)", file=sys.stderr, flush=True)
+    interrupt_on_sigterm()
+    build_server(settings).run(host=settings.host, port=settings.port, generate_client_file=False,
+                               access_log=False)
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (a plain `kill`, `docker stop`) raise KeyboardInterrupt in this process, as Ctrl+C
+    does, so that LitServe shuts down the processes it started; in those forked from this one the
+    signal keeps its default action (uvicorn re-raises it after its own graceful shutdown)."""
+    owner = os.getpid()
+
+    def handle(signum, frame) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handle)
