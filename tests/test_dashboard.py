@@ -68,6 +68,22 @@ def test_home_shows_the_demo_dataset_and_its_cleaning_report(on_demo):
     assert any(str(on_demo) in m.value for m in at.markdown)
 
 
+def test_home_counts_quote_repairs_and_names_misnamed_photos(tmp_path, monkeypatch):
+    from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
+
+    unterminated = SHIRT.replace("Turtle", '"Turtle')
+    root = write_dataset(tmp_path / "data", lines(HEADER, unterminated, JEANS, WATCH), image_ids=(15970, 39386))
+    (root / "images" / "059263.jpg").write_bytes(b"")
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
+    monkeypatch.setenv(workspace.DATA_ENV, str(root))
+    at = app()
+    metrics = metric_values(at)
+    assert (metrics["Lines read"], metrics["Lines repaired"], metrics["Rows without image"]) == ("3", "1", "1")
+    assert [t.value for t in at.text] == [
+        "Files in images/ that look like photos of those rows but are misnamed (expected <id>.jpg): 1, e.g. 059263.jpg"
+    ]
+
+
 def test_first_run_generates_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
     monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
     monkeypatch.delenv(workspace.DATA_ENV, raising=False)
