@@ -59,7 +59,9 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     guesses = guesses_for(record, item)
     picture, labels = st.columns([2, 3])
     image = thumbnail(str(item.path), 512)
-    if image is not None:
+    if isinstance(image, str):  # why it cannot be shown, naming the file: plain text
+        picture.text(image)
+    else:
         picture.image(image, width="stretch")
     if isinstance(guesses, str):
         picture.error(guesses)
@@ -192,6 +194,11 @@ def export_section(store: LabelStore, catalogue: Catalogue) -> None:
         st.success(f"Exported {report.rows:,} rows to `{report.out}`: {report.corrected_rows:,} corrected, "
                    f"{report.dropped_rows:,} dropped as not a product, {report.external_rows:,} new photos. "
                    "Train on the corrections from the Train page, or open the export as a dataset.")
+        if report.skipped_images:
+            st.warning(f"{len(report.skipped_images):,} photo(s) could not be exported: their rows are in "
+                       "styles.csv without a photo (why, below).")
+        if report.notes():  # file names and reasons: plain text
+            st.text("\n".join(report.notes()))
         st.button("Open the exported dataset", on_click=use_dataset, args=(str(report.out),),
                   icon=":material/folder_open:", key="review.open_export")
 

@@ -84,6 +84,22 @@ def test_home_counts_quote_repairs_and_names_misnamed_photos(tmp_path, monkeypat
     ]
 
 
+def test_explore_names_a_photo_too_large_to_show_and_shows_the_others(tmp_path, monkeypatch):
+    from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
+    from test_images import PHOTO, patched_jpeg_size
+
+    root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH))
+    (root / "images" / "15970.jpg").write_bytes(patched_jpeg_size(PHOTO, 15_000, 15_000))  # 225 MP
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
+    monkeypatch.setenv(workspace.DATA_ENV, str(root))
+    at = explore(app())
+    assert [t.value for t in at.text] == [
+        "15970.jpg: 225,000,000 pixels, more than the 160 megapixel limit (refused as a possible decompression bomb)"
+    ]
+    assert [w.value for w in at.warning] == ["This photo cannot be read."]
+    assert len(at.get("imgs")) + len(at.get("image")) == 2  # the two good photos
+
+
 def test_first_run_generates_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
     monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
     monkeypatch.delenv(workspace.DATA_ENV, raising=False)

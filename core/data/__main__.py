@@ -72,6 +72,8 @@ def _export(args: argparse.Namespace) -> None:
     print(f"exported {report.rows:,} products to {report.out} in {report.seconds:.1f} s: "
           f"{report.corrected_rows:,} with corrected labels, {report.dropped_rows:,} dropped as not a product, "
           f"{report.external_rows:,} external images added")
+    for note in report.notes():
+        print(f"note: {note}")
     print(f"next: python -m core.data inspect {report.out}")
 
 
