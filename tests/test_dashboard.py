@@ -100,6 +100,20 @@ def test_explore_names_a_photo_too_large_to_show_and_shows_the_others(tmp_path, 
     assert len(at.get("imgs")) + len(at.get("image")) == 2  # the two good photos
 
 
+def test_a_busy_database_is_a_message_on_the_page_not_a_traceback(on_demo, monkeypatch):
+    from core.database import DatabaseBusy
+    from training.registry import RunRegistry
+
+    def busy(self, limit=None):
+        raise DatabaseBusy("the workspace database (labels and runs) is busy: ...; try again")
+
+    monkeypatch.setattr(RunRegistry, "list", busy)
+    at = app()
+    assert [e.value for e in at.error] == [
+        "the workspace database (labels and runs) is busy: ...; try again. Nothing was saved; your choices are kept."]
+    assert metric_values(at)["Products kept"] == "120"  # what was shown before stays
+
+
 def test_first_run_generates_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
     monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
     monkeypatch.delenv(workspace.DATA_ENV, raising=False)
