@@ -638,6 +638,8 @@ def _clean_label(head: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"the {head} label must be text or None, got {value!r}")
+    if "\n" in value or "\r" in value:  # an exported styles.csv holds one row per line
+        raise ValueError(f"the {head} label must be one line of text, got {value!r}")
     return value.strip() or None
 
 

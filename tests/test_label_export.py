@@ -263,3 +263,16 @@ def test_stale_staging_is_cleared_only_when_no_export_holds_it(tmp_path):
         assert clear_stale_staging(tmp_path) == [stale.name]
     assert not stale.exists() and fresh.is_dir() and held.is_dir() and unmarked.is_dir()
     assert clear_stale_staging(tmp_path) == [held.name]  # its export has ended
+
+
+def test_labels_with_quotes_round_trip_and_line_breaks_are_refused(workspace, demo, tmp_path):
+    catalogue = load_catalogue(demo)
+    store = LabelStore()
+    (item,) = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist()[:1], "ann")
+    with pytest.raises(ValueError, match=r"the articleType label must be one line of text, got 'Tops\\nlong'"):
+        store.review(item.item, {"articleType": "Tops\nlong"}, "ann")
+    store.review(item.item, {"articleType": 'Tops 12" "long'}, "ann", new_values=["articleType"])
+    export_dataset(catalogue, store, tmp_path / "export")
+    exported = load_catalogue(tmp_path / "export")
+    assert exported.frame["articleType"].iloc[0] == 'Tops 12" "long'
+    assert exported.report.quotes_repaired == 0 and exported.report.lines_read == N
