@@ -182,7 +182,8 @@ def test_ddp_on_two_cpu_processes_is_one_run(tiny_demo, home):
     assert (Path(record.folder) / "evaluation" / "report.json").is_file()
 
 
-def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home, monkeypatch, capsys):
+def failed_after_training(tiny_demo, home, monkeypatch):
+    """A tiny run whose evaluation failed: its record (failed) and a last.ckpt to resume from."""
     def broken_evaluation(*args, **kwargs):
         raise OSError("disk full while writing the evaluation")
 
@@ -190,11 +191,16 @@ def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home,
     cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
     with pytest.raises(OSError):
         train(cfg)
-    (failed,) = RunRegistry().list()
-    assert failed.status == "failed" and "disk full" in failed.error
-    assert RunFolder(failed.folder).last.is_file()
     monkeypatch.undo()
     monkeypatch.setenv(workspace.HOME_ENV, str(home))
+    (failed,) = RunRegistry().list()
+    return failed
+
+
+def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home, monkeypatch, capsys):
+    failed = failed_after_training(tiny_demo, home, monkeypatch)
+    assert failed.status == "failed" and "disk full" in failed.error
+    assert RunFolder(failed.folder).last.is_file()
 
     assert cli(["fit", "--resume", failed.id, "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -279,16 +285,7 @@ def test_checkpoint_takes_a_file_name_of_the_run_only(finished_run, which, capsy
 
 def test_resume_never_unpickles_code_from_a_checkpoint(tiny_demo, home, monkeypatch, tmp_path, capsys):
     """With torch's default flipped to full unpickling, a last.ckpt carrying code is still refused."""
-    def broken_evaluation(*args, **kwargs):
-        raise OSError("disk full while writing the evaluation")
-
-    monkeypatch.setattr(evaluate_module, "write_evaluation", broken_evaluation)
-    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
-    with pytest.raises(OSError):
-        train(cfg)
-    monkeypatch.undo()
-    monkeypatch.setenv(workspace.HOME_ENV, str(home))
-    (failed,) = RunRegistry().list()
+    failed = failed_after_training(tiny_demo, home, monkeypatch)
     last = RunFolder(failed.folder).last
     marker = tmp_path / "code-ran"
     state = torch.load(last, map_location="cpu", weights_only=True)
