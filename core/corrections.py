@@ -126,8 +126,10 @@ def export_dataset(
     images appended with id EXTERNAL_ID_BASE + item), images/<id>.jpg for every row (catalogue photos
     hard-linked, or copied; external photos re-encoded as RGB JPEG), and corrections.csv (log_frame).
 
-    Written into a temporary folder next to `out`, renamed into place at the end. `out` must be new
-    or empty, and outside the catalogue folder. progress(done, total) while writing images.
+    Written into a staging folder next to `out`, renamed into place at the end (stale ones that
+    killed exports left there are removed first: clear_stale_staging). `out` must be new or empty,
+    and outside the catalogue folder. A photo that cannot be written is skipped, its row kept, and
+    named in the report. progress(done, total) while writing images.
     """
     started = time.perf_counter()
     out, root = Path(out).expanduser().resolve(), Path(catalogue.root).resolve()
@@ -166,11 +168,10 @@ def export_dataset(
     )
 
 
-def clear_stale_staging(parent: Path, now: float | None = None) -> list[str]:
+def clear_stale_staging(parent: Path) -> list[str]:
     """Remove the staging folders in `parent` that killed exports left: those with a STAGING_MARKER
     no process holds a lock on, untouched for STALE_STAGING_S; returns their names, sorted."""
-    now = time.time() if now is None else now
-    cleared = []
+    now, cleared = time.time(), []
     for folder in sorted(parent.glob(f".*/{STAGING_MARKER}")):
         folder = folder.parent
         try:
