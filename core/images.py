@@ -104,7 +104,8 @@ def read_image_checked(
     except Image.DecompressionBombError as err:
         pixels = re.search(r"\((\d+) pixels\)", str(err))  # Pillow's message: "Image size (N pixels) exceeds ..."
         size = f"{int(pixels[1]):,} pixels" if pixels else "its size"
-        raise ImageRejected(_too_large(label, size, MAX_PIXELS if max_side is None else MAX_REDUCED_PIXELS)) from err
+        reduced = max_side is not None and data[:2] == b"\xff\xd8"  # a JPEG, to be decoded reduced
+        raise ImageRejected(_too_large(label, size, MAX_REDUCED_PIXELS if reduced else MAX_PIXELS)) from err
     except (OSError, SyntaxError, ValueError) as err:  # a header cut short or broken
         raise ImageRejected(f"{label}: the image data is truncated or corrupt ({err})") from err
     with image:

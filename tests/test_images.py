@@ -3,6 +3,7 @@ that cannot be read is rejected with a message naming it and the problem."""
 
 import io
 import re
+import zlib
 
 import numpy as np
 import PIL
@@ -129,6 +130,17 @@ def test_16_bit_greyscale_png_keeps_its_greys(tmp_path):
     assert abs(thumb.getpixel((1, 0))[0] - 16) < 8  # not white
 
 
+def patched_png_size(width: int, height: int) -> bytes:
+    """A small PNG claiming `width` x `height` in its IHDR chunk (its CRC redone)."""
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")  # type, then width (4), height (4), 5 more bytes, then the CRC of type + data
+    data[ihdr + 4:ihdr + 12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[ihdr + 17:ihdr + 21] = zlib.crc32(bytes(data[ihdr:ihdr + 17])).to_bytes(4, "big")
+    return bytes(data)
+
+
 def patched_progressive_jpeg(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, format="JPEG", progressive=True)
@@ -169,7 +181,10 @@ def test_max_side_drafts_a_large_jpeg_and_keeps_the_pixel_check(tmp_path):
     Image.new("RGB", (1800, 2400)).save(tmp_path / "big.png")
     assert read_image_checked(tmp_path / "big.png", max_side=448).size == (1800, 2400)  # not a JPEG: untouched
     (tmp_path / "bomb.jpg").write_bytes(patched_jpeg_size(PHOTO, 20_000, 20_000))
-    with pytest.raises(ImageRejected, match="400,000,000 pixels"):
+    with pytest.raises(ImageRejected, match="400,000,000 pixels, more than the 160 megapixel limit"):
         read_image_checked(tmp_path / "bomb.jpg", max_side=448)
+    (tmp_path / "bomb.png").write_bytes(patched_png_size(14_000, 14_000))  # a PNG is never decoded reduced
+    with pytest.raises(ImageRejected, match="196,000,000 pixels, more than the 80 megapixel limit"):
+        read_image_checked(tmp_path / "bomb.png", max_side=448)
     with pytest.raises(ValueError, match="max_side must be a positive int or None, got 0"):
         read_image_checked(tmp_path / "big.jpg", max_side=0)
