@@ -3,13 +3,20 @@ applied (for training), and an export to a new dataset folder in the catalogue l
 
 A catalogue row's decided labels override its own where they differ; a row marked NOT_PRODUCT is
 dropped; an external photo marked REVIEWED becomes a new row, id EXTERNAL_ID_BASE + item.
+
+An export is written into a hidden staging folder next to its target and renamed into place at the
+end. A killed export leaves its staging folder behind: the next export into the same parent folder
+removes those no live export holds (each holds a lock on a marker inside its own) and that have
+not been written to for STALE_STAGING_S.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -20,11 +27,15 @@ import pandas as pd
 
 from core.data import HEADS, STYLES_COLUMNS
 from core.data.catalogue import IMAGES_DIR, STYLES_FILE, Catalogue
-from core.images import open_rgb
+from core.images import ImageRejected, read_image_checked
 from core.labelstore import STATUS, ItemKind, LabelStore, ReviewStatus, check_heads
 
 CORRECTIONS_FILE = "corrections.csv"  # written next to styles.csv by export_dataset
 EXPORT_JPEG_QUALITY = 95
+# Inside a staging folder while its export runs; locked (flock) by the exporting process.
+STAGING_MARKER = ".fashion-tagger-export"
+# A staging folder untouched this long, and unlocked, is debris: exports write photos continuously.
+STALE_STAGING_S = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +48,22 @@ class ExportReport:
     dropped_rows: int  # catalogue rows left out as not a product
     external_rows: int  # reviewed external images appended
     seconds: float
+    # id -> why its photo was not written (a folder, an empty file, a broken link, an unreadable
+    # upload); its row is still in styles.csv, so loading the export counts it as a row without image.
+    skipped_images: dict[int, str] = dataclasses.field(default_factory=dict)
+    cleared_staging: list[str] = dataclasses.field(default_factory=list)  # stale staging folders removed
 
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "out": str(self.out)}
+        return {**dataclasses.asdict(self), "out": str(self.out),
+                "skipped_images": {str(product_id): why for product_id, why in self.skipped_images.items()}}
+
+    def notes(self) -> list[str]:
+        """What a person should know beyond the counts, one plain-text line each."""
+        lines = [f"photo of {product_id} not written: {why}" for product_id, why in self.skipped_images.items()]
+        if self.cleared_staging:
+            lines.append(f"removed {len(self.cleared_staging)} staging folder(s) left by interrupted exports: "
+                         f"{', '.join(self.cleared_staging)}")
+        return lines
 
 
 def corrections_snapshot(store: LabelStore, dataset: str | Path | Catalogue) -> dict[str, Any]:
@@ -102,8 +126,10 @@ def export_dataset(
     images appended with id EXTERNAL_ID_BASE + item), images/<id>.jpg for every row (catalogue photos
     hard-linked, or copied; external photos re-encoded as RGB JPEG), and corrections.csv (log_frame).
 
-    Written into a temporary folder next to `out`, renamed into place at the end. `out` must be new
-    or empty, and outside the catalogue folder. progress(done, total) while writing images.
+    Written into a staging folder next to `out`, renamed into place at the end (stale ones that
+    killed exports left there are removed first: clear_stale_staging). `out` must be new or empty,
+    and outside the catalogue folder. A photo that cannot be written is skipped, its row kept, and
+    named in the report. progress(done, total) while writing images.
     """
     started = time.perf_counter()
     out, root = Path(out).expanduser().resolve(), Path(catalogue.root).resolve()
@@ -115,11 +141,15 @@ def export_dataset(
     corrected = apply_corrections(catalogue, snapshot)
     log = store.log_frame(catalogue)
     out.parent.mkdir(parents=True, exist_ok=True)
+    cleared = clear_stale_staging(out.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
     try:
-        corrected.frame[list(STYLES_COLUMNS)].to_csv(staging / STYLES_FILE, index=False, lineterminator="\n")
-        _write_images(corrected, staging / IMAGES_DIR, progress)
-        log.to_csv(staging / CORRECTIONS_FILE, index=False, lineterminator="\n")
+        with open(staging / STAGING_MARKER, "w") as marker:
+            fcntl.flock(marker, fcntl.LOCK_EX)  # held until the export ends: a live export's folder is never cleared
+            corrected.frame[list(STYLES_COLUMNS)].to_csv(staging / STYLES_FILE, index=False, lineterminator="\n")
+            skipped = _write_images(corrected, staging / IMAGES_DIR, progress)
+            log.to_csv(staging / CORRECTIONS_FILE, index=False, lineterminator="\n")
+            (staging / STAGING_MARKER).unlink()
         if out.exists():
             out.rmdir()  # empty, checked above: rename needs the name free
         os.replace(staging, out)
@@ -133,21 +163,67 @@ def export_dataset(
         dropped_rows=int(catalogue.frame["id"].isin(snapshot["dropped"]).sum()),
         external_rows=len(snapshot["extra"]),
         seconds=time.perf_counter() - started,
+        skipped_images=skipped,
+        cleared_staging=cleared,
     )
 
 
-def _write_images(catalogue: Catalogue, folder: Path, progress: Callable[[int, int], None] | None) -> None:
+def clear_stale_staging(parent: Path) -> list[str]:
+    """Remove the staging folders in `parent` that killed exports left: those with a STAGING_MARKER
+    no process holds a lock on, untouched for STALE_STAGING_S; returns their names, sorted."""
+    now, cleared = time.time(), []
+    for folder in sorted(parent.glob(f".*/{STAGING_MARKER}")):
+        folder = folder.parent
+        try:
+            touched = max(path.stat().st_mtime for path in (folder, folder / IMAGES_DIR) if path.exists())
+            if now - touched < STALE_STAGING_S:
+                continue
+            with open(folder / STAGING_MARKER) as marker:
+                fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live export holds it
+                shutil.rmtree(folder)
+        except OSError:  # held by a live export, or gone meanwhile: not ours to remove now
+            continue
+        cleared.append(folder.name)
+    return cleared
+
+
+def _write_images(catalogue: Catalogue, folder: Path, progress: Callable[[int, int], None] | None) -> dict[int, str]:
+    """Write images/<id>.jpg for every row; returns id -> why a photo was skipped. Only a bad
+    source is skipped: an error writing the export (a full disk) ends it."""
     folder.mkdir()
     ids = catalogue.frame["id"].tolist()
     step = max(1, len(ids) // 100)  # about 100 progress calls, however large the catalogue
+    skipped = {}
     for done, product_id in enumerate(ids, start=1):
         source, target = catalogue.image_path(product_id), folder / f"{product_id}.jpg"
-        if product_id in catalogue.extra_images:  # any accepted format: the layout wants JPEG
-            open_rgb(source).save(target, format="JPEG", quality=EXPORT_JPEG_QUALITY)
+        try:
+            if product_id in catalogue.extra_images:  # any accepted format: the layout wants JPEG
+                image = read_image_checked(source, name=source.name)
+            else:
+                _check_photo(source)
+        except ImageRejected as error:
+            skipped[product_id] = str(error)
+        except OSError as error:  # a symbolic link loop or a broken one, a folder, an empty file
+            skipped[product_id] = f"{source.name}: {error.strerror or error}"
         else:
-            try:
-                os.link(source, target)
-            except OSError:  # another file system, or links not supported
-                shutil.copyfile(source, target)
+            if product_id in catalogue.extra_images:
+                image.save(target, format="JPEG", quality=EXPORT_JPEG_QUALITY)
+            else:
+                try:
+                    os.link(source, target)
+                except OSError:  # another file system, or links not supported
+                    shutil.copyfile(source, target)
         if progress is not None and (done % step == 0 or done == len(ids)):
             progress(done, len(ids))
+    return skipped
+
+
+def _check_photo(source: Path) -> None:
+    """OSError naming the problem unless `source` is a readable, non-empty regular file (links followed)."""
+    found = os.stat(source)  # ELOOP for a symbolic link loop, ENOENT for a broken one
+    if not stat.S_ISREG(found.st_mode):
+        raise OSError(0, "a folder, not a photo" if stat.S_ISDIR(found.st_mode) else "not a regular file")
+    if found.st_size == 0:
+        raise OSError(0, "the file is empty (0 bytes)")
+    if not os.access(source, os.R_OK):
+        raise OSError(0, "cannot be read (permission denied)")

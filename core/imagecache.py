@@ -12,9 +12,10 @@ DataLoader this cache reads at 0.8-1.0x LitData's own streaming epoch over a who
 photos) to 4.5-7x (2,000 or fewer) faster, and one changed photo costs ~0.2 s instead of
 optimizing every chunk again (8-17 s here). LitData earns its place once training streams from object storage.
 
-A source that cannot be decoded (corrupt, truncated, empty, missing) is skipped with a
-SkippedImageWarning naming the file and counted in `CacheReport.failed`; it is retried, and
-warned about again, on every build, so each run's record counts it.
+Sources are read as `core.images.read_image_checked` reads a user's file (the same pixel limits,
+decoded reduced). A source that cannot be decoded (corrupt, truncated, empty, missing, too large)
+is skipped with a SkippedImageWarning naming the file and counted in `CacheReport.failed`; it is
+retried, and warned about again, on every build, so each run's record counts it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 from PIL import Image
 
 from core.data.catalogue import Catalogue, image_names
-from core.images import open_rgb
+from core.images import ImageRejected, open_rgb, read_image_checked
 
 # The cached copy's longer side is CACHE_SCALE x image_size: RandomResizedCrop at the default
 # smallest scale (0.7 of the area) keeps ~0.84 of the side, and 1 / 0.84 ~ 1.2, so even such a
@@ -126,8 +127,10 @@ def _write_manifest(folder: Path, changes: dict[str, list[int] | None]) -> None:
 def _cache_one(source: Path, target: Path, side: int) -> str | None:
     """Write a copy of `source` with longer side <= `side` to `target`; the reason it failed, or None."""
     try:
-        image = open_rgb(source, max_side=side)
+        image = read_image_checked(source, name=source.name, max_side=side)
         image.thumbnail((side, side))  # keeps the aspect ratio; never enlarges
+    except ImageRejected as err:
+        return str(err)
     except Exception as err:  # any decoder error belongs to this one file, and must not stop the build
         return f"{type(err).__name__}: {err}"
     # Written aside and renamed: a reader or an interrupted build never sees half a file.

@@ -1,7 +1,9 @@
 """Image decoding shared by the dashboard, the data pipeline and prediction.
 
-`read_image_checked` is the edge for images a user brings (uploads, folders, CLI paths): every
-way such a file can be bad becomes an `ImageRejected` whose message names the file and the problem.
+`read_image_checked` is the edge for every image file the app did not write itself (uploads,
+folders, CLI paths, catalogue photos): every way such a file can be bad becomes an
+`ImageRejected` whose message names the file and the problem. `open_rgb` is for the app's own
+files (the resized-photo cache).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # White, like the studio background of catalogue photos: transparent pixels become this.
@@ -18,9 +21,13 @@ BACKGROUND = (255, 255, 255)
 # Formats a user may bring, by Pillow's name -> the file extensions they come with.
 ACCEPTED_FORMATS = {"JPEG": ("jpg", "jpeg"), "PNG": ("png",), "WEBP": ("webp",), "AVIF": ("avif",)}
 ACCEPTED_EXTENSIONS = tuple(ext for exts in ACCEPTED_FORMATS.values() for ext in exts)
-# Decompression-bomb guard: refuse larger images before decoding them (80 MP is ~240 MB of RGB; below
-# Pillow's own warning threshold, so every refusal says the same thing).
+# Decompression-bomb guard, checked from the header before decoding: at most MAX_PIXELS decoded
+# (80 MP is ~240 MB of RGB). A baseline JPEG decoded reduced (draft, `max_side`) streams through
+# the decoder, so its header may say up to MAX_REDUCED_PIXELS; a progressive one holds every DCT
+# coefficient of the full image whatever the scale (a 144 MP one: 0.45-0.9 GB), so it may not.
+# Both are below Pillow's own error threshold (~179 MP), so every refusal says the same thing.
 MAX_PIXELS = 80_000_000
+MAX_REDUCED_PIXELS = 160_000_000
 
 
 class ImageRejected(ValueError):
@@ -41,9 +48,13 @@ def open_rgb(path: str | Path, max_side: int | None = None) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode (L, P, CMYK, RGBA, LA, I;16 ...) as RGB; alpha is composited on white."""
+    """Any mode (L, P, CMYK, RGBA, LA, I;16 ...) as RGB; alpha is composited on white; 16-bit
+    greyscale (I;16, or I as older Pillows read it) scaled to 8 bits."""
     if image.mode == "RGB":
         return image.copy()
+    if image.mode == "I" or image.mode.startswith("I;16"):  # convert() would clip every value over 255 to white
+        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65_535) * 255 + 32_767) // 65_535
+        return Image.fromarray(grey.astype(np.uint8), mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, BACKGROUND)
@@ -53,8 +64,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def thumbnail_jpeg(path: str | Path, max_side: int = 192, quality: int = 85) -> bytes:
-    """A JPEG thumbnail whose longer side is at most `max_side`, as bytes (for caching and display)."""
-    image = open_rgb(path, max_side=max_side)
+    """A JPEG thumbnail whose longer side is at most `max_side`, as bytes (for caching and display);
+    the file is read as `read_image_checked` reads it (ImageRejected names the file by its name)."""
+    image = read_image_checked(path, name=Path(path).name, max_side=max_side)
     image.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
@@ -66,11 +78,12 @@ def read_image_checked(
 ) -> Image.Image:
     """Decode a user's image (a path, or the bytes of an upload) as RGB, transparency on white,
     EXIF rotation applied; raise ImageRejected naming `name` (default: the path) and the problem:
-    an empty file, not an image, a format other than ACCEPTED_FORMATS, more than MAX_PIXELS
-    pixels (checked from the header, before decoding), or a truncated or corrupt file.
+    an empty file, not an image, a format other than ACCEPTED_FORMATS, too many pixels (checked
+    from the header, before decoding: see MAX_PIXELS), or a truncated or corrupt file.
 
     With `max_side`, a JPEG is decoded with `draft()` straight to about that size or a little
-    more (as `open_rgb`); other formats, and the pixel limit, are unaffected.
+    more (as `open_rgb`), and a baseline JPEG's header may then say up to MAX_REDUCED_PIXELS;
+    other formats are unaffected.
     """
     if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
         raise ValueError(f"max_side must be a positive int or None, got {max_side!r}")
@@ -83,33 +96,39 @@ def read_image_checked(
         raise ImageRejected(f"{label}: the file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits are checked below
             image = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS) + _READABLE_ONLY)
     except UnidentifiedImageError as err:
         raise ImageRejected(f"{label}: not an image, or a format that cannot be read "
                             f"(accepted: {', '.join(ACCEPTED_FORMATS)})") from err
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except Image.DecompressionBombError as err:
         pixels = re.search(r"\((\d+) pixels\)", str(err))  # Pillow's message: "Image size (N pixels) exceeds ..."
-        raise ImageRejected(_too_large(label, f"{int(pixels[1]):,} pixels" if pixels else "its size")) from err
+        size = f"{int(pixels[1]):,} pixels" if pixels else "its size"
+        reduced = max_side is not None and data[:2] == b"\xff\xd8"  # a JPEG, to be decoded reduced
+        raise ImageRejected(_too_large(label, size, MAX_REDUCED_PIXELS if reduced else MAX_PIXELS)) from err
     except (OSError, SyntaxError, ValueError) as err:  # a header cut short or broken
         raise ImageRejected(f"{label}: the image data is truncated or corrupt ({err})") from err
     with image:
         if image.format not in ACCEPTED_FORMATS:
             raise ImageRejected(f"{label}: a {image.format} image; accepted formats are {', '.join(ACCEPTED_FORMATS)}")
-        pixels = image.width * image.height
-        if pixels > MAX_PIXELS:
-            raise ImageRejected(_too_large(label, f"{image.width}x{image.height} pixels"))
+        reduced = max_side is not None and image.format == "JPEG"
+        limit = MAX_REDUCED_PIXELS if reduced and not image.info.get("progressive") else MAX_PIXELS
+        if image.width * image.height > limit:
+            kind = "a progressive JPEG of " if reduced and limit == MAX_PIXELS else ""
+            raise ImageRejected(_too_large(label, f"{kind}{image.width}x{image.height} pixels", limit))
         try:
-            if max_side is not None and image.format == "JPEG":
+            if reduced:
                 image.draft("RGB", (max_side, max_side))
+                if image.width * image.height > MAX_PIXELS:  # a max_side too large to reduce it enough
+                    raise ImageRejected(_too_large(label, f"{image.width}x{image.height} pixels decoded", MAX_PIXELS))
             image.load()
             return to_rgb(ImageOps.exif_transpose(image))
         except (OSError, SyntaxError, ValueError) as err:  # truncated data, broken chunks
             raise ImageRejected(f"{label}: the image data is truncated or corrupt ({err})") from err
 
 
-def _too_large(label: str, size: str) -> str:
-    return f"{label}: {size}, more than the {MAX_PIXELS // 1_000_000} megapixel limit (refused as a possible decompression bomb)"
+def _too_large(label: str, size: str, limit: int) -> str:
+    return f"{label}: {size}, more than the {limit // 1_000_000} megapixel limit (refused as a possible decompression bomb)"
 
 
 # Identified only to say which format a refused file is, never decoded.

@@ -51,7 +51,7 @@ from sqlalchemy.engine import Connection, Row
 
 from core.data import HEADS
 from core.data.catalogue import Catalogue, dataset_key as folder_key
-from core.database import database_url, db_engine
+from core.database import create_tables, database_url, db_engine, read_only
 from core.images import ACCEPTED_FORMATS, ImageRejected, read_image_checked
 from core.workspace import workspace_dir
 
@@ -188,12 +188,14 @@ class Action:
 
 
 class LabelStore:
-    """Reviewers' labels of datasets, durable in the workspace database. Every method is one transaction."""
+    """Reviewers' labels of datasets, durable in the workspace database. Every method is one
+    transaction; one that writes raises core.database.DatabaseBusy when another process holds the
+    lock too long (nothing written), one that only reads never waits for a writer."""
 
     def __init__(self, db_url: str | None = None) -> None:
         self.engine = db_engine(db_url or database_url())
-        with self.engine.begin() as connection:
-            metadata.create_all(connection)
+        self.reader = read_only(self.engine)  # reads never wait for a writer
+        create_tables(self.engine, metadata)
 
     # --- items -------------------------------------------------------------------------------
 
@@ -272,7 +274,7 @@ class LabelStore:
     def items(self, item_ids: Iterable[int]) -> list[Item]:
         """The items `item_ids`, in that order; KeyError naming unknown ids."""
         item_ids = [_check_id(item, "item") for item in item_ids]
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             return [found for found, _ in self._state(connection, item_ids)]
 
     def dataset_items(self, dataset: str | Path | Catalogue, kind: ItemKind | None = None) -> list[Item]:
@@ -282,7 +284,7 @@ class LabelStore:
         query = select(items_table).where(items_table.c.dataset == dataset_key(dataset)).order_by(items_table.c.item)
         if kind is not None:
             query = query.where(items_table.c.kind == kind)
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             return [_item(row) for row in connection.execute(query)]
 
     # --- labels ------------------------------------------------------------------------------
@@ -290,7 +292,7 @@ class LabelStore:
     def current(self, item_ids: Iterable[int]) -> dict[int, dict[str, str | None]]:
         """item -> every FIELDS key: the current value (the baseline where never written; STATUS None)."""
         item_ids = [_check_id(item, "item") for item in item_ids]
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             return {found.item: values for found, values in self._state(connection, item_ids)}
 
     def review(
@@ -353,7 +355,7 @@ class LabelStore:
     def undoable(self, reviewer: str) -> Action | None:
         """The action undo_last(reviewer) would undo now, or None."""
         reviewer = _check_person(reviewer, "reviewer")
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             candidate = _undo_candidate(connection, reviewer)
             return None if candidate is None else _action(connection, candidate[0])
 
@@ -401,7 +403,7 @@ class LabelStore:
     def history(self, item: int) -> pd.DataFrame:
         """Every log row of `item`, oldest first; columns HISTORY_COLUMNS."""
         item = _check_id(item, "item")
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             self._state(connection, [item])  # KeyError for an unknown item
             rows = connection.execute(
                 select(*(log_table.c[column] for column in HISTORY_COLUMNS))
@@ -414,7 +416,7 @@ class LabelStore:
         heads whose current value differs from the baseline), reviewed_by and reviewed_at (the
         last write of any kind, None when never written)."""
         item_ids = [_check_id(item, "item") for item in item_ids]
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             state = self._state(connection, item_ids)
             last: dict[int, Row] = {}
             for chunk in _chunks(sorted(set(item_ids))):
@@ -445,7 +447,7 @@ class LabelStore:
             select(*columns).select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
             .where(items_table.c.dataset == dataset_key(dataset)).order_by(log_table.c.seq)
         )
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             return _frame(connection.execute(query).all(), LOG_COLUMNS)
 
     def values(self, dataset: str | Path | Catalogue) -> dict[str, list[str]]:
@@ -458,14 +460,14 @@ class LabelStore:
                    current_table.c.value.is_not(None))
         )
         given: dict[str, list[str]] = {head: [] for head in HEADS}
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             for field, value in connection.execute(query):
                 given[field].append(value)
         return {head: sorted(values) for head, values in given.items()}
 
     def dataset_state(self, dataset: str | Path | Catalogue) -> list[tuple[Item, dict[str, str | None]]]:
         """Every item of `dataset` with its current values (as `current`), in the order added."""
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             rows = connection.execute(
                 select(items_table).where(items_table.c.dataset == dataset_key(dataset)).order_by(items_table.c.item)
             ).all()
@@ -639,6 +641,8 @@ def _clean_label(head: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"the {head} label must be text or None, got {value!r}")
+    if "\n" in value or "\r" in value:  # an exported styles.csv holds one row per line
+        raise ValueError(f"the {head} label must be one line of text, got {value!r}")
     return value.strip() or None
 
 

@@ -14,6 +14,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from core.database import DatabaseBusy  # noqa: E402
 from dashboard.datasets import current_catalogue, dataset_picker  # noqa: E402
 from dashboard.pages import navigation  # noqa: E402
 
@@ -22,7 +23,10 @@ def main() -> None:
     st.set_page_config(page_title="Fashion Tagger", page_icon=":material/sell:", layout="wide")
     page = navigation()
     dataset_picker(current_catalogue())
-    page.run()
+    try:
+        page.run()
+    except DatabaseBusy as error:  # any page's write: nothing was written, the choices on screen stay
+        st.error(f"{error}. Nothing was saved; your choices are kept.", icon=":material/lock_clock:")
 
 
 main()

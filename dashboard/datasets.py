@@ -17,7 +17,7 @@ from core import workspace
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue, load_catalogue, resolve_dataset_dir
 from core.data.split import split_catalogue
-from core.images import thumbnail_jpeg
+from core.images import ImageRejected, thumbnail_jpeg
 from core.taxonomy import Taxonomy
 
 DATASET_KEY = "dataset_dir"
@@ -73,12 +73,12 @@ def taxonomy_of(catalogue: Catalogue) -> tuple[Taxonomy, pd.DataFrame]:
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def thumbnail(path: str, max_side: int = 192) -> bytes | None:
-    """Thumbnail bytes, or None for an image that cannot be decoded (shown as a placeholder)."""
+def thumbnail(path: str, max_side: int = 192) -> bytes | str:
+    """Thumbnail bytes, or why the image cannot be shown (a message naming the file, shown in its place)."""
     try:
         return thumbnail_jpeg(path, max_side=max_side)
-    except (OSError, ValueError):
-        return None
+    except ImageRejected as error:
+        return str(error)
 
 
 def fitted_width(picture: bytes, max_width: int, max_height: int) -> int:

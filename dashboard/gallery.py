@@ -32,8 +32,9 @@ def photo_grid(rows: pd.DataFrame, catalogue: Catalogue | None, lines: Callable[
         for cell, (_, row) in zip(st.columns(GRID_COLUMNS), shown.iloc[start:start + GRID_COLUMNS].iterrows()):
             if catalogue is not None:
                 picture = thumbnail(str(catalogue.image_path(row["id"])))
-                if picture is None:
+                if isinstance(picture, str):  # the reason names the file: plain text, never markdown
                     cell.warning("This photo cannot be read.")
+                    cell.text(picture)
                 else:
                     cell.image(picture, width="stretch")
             cell.caption("  \n".join([f"**{row['id']}**", *lines(row)]))

@@ -64,7 +64,9 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     picture.caption(f"{position:,} of {len(shown):,} · {plain(item.name)} · "
                     + (status.replace("_", " ") if status else "unreviewed"))
     image = thumbnail(str(item.path), 384)
-    if image is not None:
+    if isinstance(image, str):  # why it cannot be shown, naming the file: plain text
+        picture.text(image)
+    else:
         picture.image(image, width=fitted_width(image, PHOTO_BOX[0], PHOTO_BOX[1]))
     if isinstance(guesses, str):
         picture.error(plain(guesses))
@@ -226,6 +228,11 @@ def export_section(store: LabelStore, catalogue: Catalogue) -> None:
         st.success(f"Exported {report.rows:,} rows to `{report.out}`: {report.corrected_rows:,} corrected, "
                    f"{report.dropped_rows:,} dropped as not a product, {report.external_rows:,} new photos. "
                    "Train on the corrections from the Train page, or open the export as a dataset.")
+        if report.skipped_images:
+            st.warning(f"{len(report.skipped_images):,} photo(s) could not be exported: their rows are in "
+                       "styles.csv without a photo (why, below).")
+        if report.notes():  # file names and reasons: plain text
+            st.text("\n".join(report.notes()))
         st.button("Open the exported dataset", on_click=use_dataset, args=(str(report.out),),
                   icon=":material/folder_open:", key="review.open_export")
 

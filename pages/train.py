@@ -161,7 +161,7 @@ def live_run(record, registry: RunRegistry) -> None:
     st.caption(f"{config['backbone']} · {config['image_size']} px · {config['epochs']} epochs · "
                f"batch {config['batch_size']} · {record.device or 'device not chosen yet'}")
     run = RunFolder(record.folder)
-    has_checkpoint = run.last.exists()
+    has_checkpoint = run.has_checkpoint("last")  # a file cut short (a full disk) is not one
     if record.status in RESUMABLE:
         record = resume_button(record, registry, has_checkpoint)
     if record.status in ACTIVE and st.button("Cancel run", key=f"cancel.{record.id}", icon=":material/stop:"):

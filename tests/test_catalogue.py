@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from core.data import HEADS, STYLES_COLUMNS, CatalogueError
-from core.data.catalogue import load_catalogue, resolve_dataset_dir
+from core.data.catalogue import load_catalogue, read_styles, resolve_dataset_dir
 
 HEADER = ",".join(STYLES_COLUMNS)
 SHIRT = "15970,Men,Apparel,Topwear,Shirts,Navy Blue,Fall,2011,Casual,Turtle Check Men Navy Blue Shirt"
@@ -63,8 +63,9 @@ def test_plain_catalogue_values_dtypes_and_report(tmp_path):
     assert catalogue.root == root and catalogue.images_dir == root / "images"
     assert catalogue.image_path(59263) == root / "images" / "59263.jpg"
     assert catalogue.report.as_dict() == {
-        "styles_csv": str(root / "styles.csv"), "lines_read": 3, "lines_repaired": 0,
-        "duplicate_ids": 0, "rows_without_image": 1, "rows_kept": 2,
+        "styles_csv": str(root / "styles.csv"), "lines_read": 3, "lines_repaired": 0, "quotes_repaired": 0,
+        "duplicate_ids": 0, "rows_without_image": 1, "photo_near_misses": 0, "rows_kept": 2,
+        "near_miss_examples": (),
     }
 
 
@@ -111,6 +112,39 @@ def test_quoted_fields_keep_their_commas_and_quotes(tmp_path):
     assert catalogue.report.lines_repaired == 0
 
 
+def test_a_stray_quote_never_joins_lines(tmp_path):
+    unterminated = '39386,Men,Apparel,Bottomwear,Jeans,Blue,Summer,2012,Casual,"Peter England Jeans 32'
+    junk_after_quote = '59263,Women,Accessories,Watches,Watches,Silver,Winter,2016,Casual,"Titan" 12" Watch'
+    inch_mark = '7,Men,Accessories,Bags,Laptop Bag,Black,Fall,2012,Casual,Laptop Bag 15" Sleeve, Black'
+    catalogue = load_catalogue(write_dataset(
+        tmp_path / "data", lines(HEADER, SHIRT, unterminated, WATCH.replace("59263", "8"), junk_after_quote, inch_mark),
+        image_ids=(15970, 39386, 8, 59263, 7),
+    ))
+    frame = catalogue.frame.set_index("id")
+    assert frame.index.tolist() == [15970, 39386, 8, 59263, 7]  # every line is a row
+    assert frame.loc[39386, "productDisplayName"] == '"Peter England Jeans 32'  # the quote kept as a character
+    assert frame.loc[8, "productDisplayName"] == "Titan Women Silver Watch"
+    assert frame.loc[59263, "productDisplayName"] == '"Titan" 12" Watch'
+    assert frame.loc[7, "productDisplayName"] == 'Laptop Bag 15" Sleeve, Black'  # a quote inside a field is text
+    assert (catalogue.report.quotes_repaired, catalogue.report.lines_repaired) == (2, 1)
+
+
+def test_stray_quotes_in_the_real_sample_lose_no_product(real_sample, tmp_path):
+    """Two planted quotes (an unterminated one, then an inch mark 500 lines on): csv would join the
+    lines between them into one row; read line by line, every product stays."""
+    lines_ = (real_sample / "styles.csv").read_text().split("\n")
+    lines_[1000] = lines_[1000].rsplit(",", 1)[0] + ',"Unterminated name'
+    lines_[1500] = lines_[1500].rsplit(",", 1)[0] + ',Laptop Sleeve 12" Black'
+    root = tmp_path / "sample"
+    root.mkdir()
+    (root / "styles.csv").write_text("\n".join(lines_))
+    (root / "images").symlink_to(real_sample / "images")
+    report = load_catalogue(root).report
+    assert (report.lines_read, report.rows_kept, report.quotes_repaired) == (44_446, 11_882, 1)
+    frame = read_styles(root / "styles.csv").frame
+    assert frame["productDisplayName"].iloc[[999, 1499]].tolist() == ['"Unterminated name', 'Laptop Sleeve 12" Black']
+
+
 def test_missing_values_are_na_and_values_are_stripped(tmp_path):
     row = "5, Men ,Apparel,Topwear,Tshirts,,Fall,n/a,,"
     half_year = "6,Men,Apparel,Topwear,Tshirts,Red,Fall,2011.5,Casual,x"
@@ -144,9 +178,34 @@ def test_rows_without_image_are_dropped_and_counted(tmp_path):
     root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH), image_ids=(39386,))
     (root / "images" / "015970.jpg").write_bytes(b"")  # not the file image_path(15970) names
     (root / "images" / "59263.png").write_bytes(b"")
+    (root / "images" / "4.png").write_bytes(b"")  # not the photo of any product in styles.csv
+    (root / "images" / "59263.jpg").mkdir()  # a folder is not a photo
     catalogue = load_catalogue(root)
     assert catalogue.frame["id"].tolist() == [39386]
-    assert (catalogue.report.rows_without_image, catalogue.report.rows_kept) == (2, 1)
+    report = catalogue.report
+    assert (report.rows_without_image, report.rows_kept) == (2, 1)
+    assert (report.photo_near_misses, report.near_miss_examples) == (2, ("015970.jpg", "59263.png"))
+
+
+def test_photos_with_an_upper_case_or_jpeg_extension_are_found(tmp_path):
+    root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH), image_ids=(39386,))
+    (root / "images" / "39386.jpg").rename(root / "images" / "15970.JPG")
+    write_image(root / "images" / "39386.jpeg")
+    write_image(root / "images" / "59263.Jpeg")
+    catalogue = load_catalogue(root)
+    assert catalogue.frame["id"].tolist() == [15970, 39386, 59263]
+    assert [catalogue.image_path(i).name for i in (15970, 39386, 59263)] == ["15970.JPG", "39386.jpeg", "59263.Jpeg"]
+    assert all(catalogue.image_path(i).is_file() for i in (15970, 39386, 59263))
+    assert (catalogue.report.rows_without_image, catalogue.report.photo_near_misses) == (0, 0)
+
+
+def test_the_exact_name_wins_over_another_spelling(tmp_path):
+    root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS), image_ids=(15970,))
+    write_image(root / "images" / "15970.JPEG")
+    write_image(root / "images" / "39386.jpg.jpg")
+    catalogue = load_catalogue(root)
+    assert catalogue.image_path(15970).name == "15970.jpg"
+    assert catalogue.report.near_miss_examples == ("39386.jpg.jpg",)
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -161,6 +220,27 @@ def test_missing_required_columns_are_named_with_the_columns_found(tmp_path):
 def test_non_integer_id_names_the_line_and_value(tmp_path):
     message = load_error(tmp_path, lines(HEADER, SHIRT, "", "12a4,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,x"))
     assert "line 4" in message and "'12a4'" in message and "not an integer" in message
+
+
+def test_cr_only_line_ends_name_the_line(tmp_path):
+    message = load_error(tmp_path, "\r".join([HEADER, SHIRT, JEANS]).encode())
+    assert "line 1: a carriage return without a line feed (CR-only line ends" in message
+    message = load_error(tmp_path, f"{HEADER}\r\n{SHIRT}\r\n{JEANS}\r{WATCH}\r\n".encode())
+    assert "line 3: a carriage return without a line feed" in message
+
+
+def test_a_line_over_the_length_limit_names_the_line(tmp_path):
+    message = load_error(tmp_path, lines(HEADER, SHIRT, JEANS.replace("Peter", "x" * 131_072)))
+    assert f"line 3: {len(JEANS) - 5 + 131_072:,} characters, over the limit of 131,072 for one line" in message
+    quoted = f'{WATCH.rsplit(",", 1)[0]},"{"y" * 200_000}"'
+    assert "line 2: 200,0" in load_error(tmp_path, lines(HEADER, quoted))
+
+
+@pytest.mark.parametrize("product_id", ["9223372036854775808", "-9223372036854775809", "1" * 30])
+def test_an_id_beyond_64_bits_names_the_line(tmp_path, product_id):
+    message = load_error(tmp_path, lines(HEADER, SHIRT, f"{product_id}{JEANS[5:]}"))
+    assert f"line 3: id '{product_id}' is out of range (ids are 64-bit integers, at most 9,223,372,036,854,775,807)" \
+        in message
 
 
 def test_line_with_fewer_fields_names_the_line(tmp_path):
@@ -228,7 +308,8 @@ def test_real_sample(real_sample):
     catalogue = load_catalogue(real_sample)
     assert catalogue.report.as_dict() == {
         "styles_csv": str(real_sample / "styles.csv"), "lines_read": 44_446, "lines_repaired": 0,
-        "duplicate_ids": 0, "rows_without_image": 32_564, "rows_kept": 11_882,
+        "quotes_repaired": 0, "duplicate_ids": 0, "rows_without_image": 32_564, "photo_near_misses": 0,
+        "rows_kept": 11_882, "near_miss_examples": (),
     }
     assert catalogue.frame["id"].is_unique
     frame = catalogue.frame.set_index("id")
@@ -247,3 +328,13 @@ def test_a_catalogue_where_no_product_has_its_photo_is_refused(tmp_path):
         load_catalogue(root)
     message = str(caught.value)
     assert "none of the 2 products" in message and "15970.jpg" in message and "holds 2 files" in message
+    assert "seen instead" not in message
+
+
+def test_refusal_names_the_misnamed_photos_it_saw(tmp_path):
+    root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH), image_ids=())
+    for name in ("0015970.jpg", "39386.png", "059263.JPG", "0000.jpg", "notes.txt"):
+        (root / "images" / name).write_bytes(b"")
+    with pytest.raises(CatalogueError) as caught:
+        load_catalogue(root)
+    assert "holds 5 files; seen instead: 0015970.jpg, 059263.JPG, 39386.png)" in str(caught.value)

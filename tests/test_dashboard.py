@@ -69,6 +69,52 @@ def test_home_shows_the_demo_dataset_and_its_cleaning_report(on_demo):
     assert any(str(on_demo) in m.value for m in at.markdown)
 
 
+def test_home_counts_quote_repairs_and_names_misnamed_photos(tmp_path, monkeypatch):
+    from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
+
+    unterminated = SHIRT.replace("Turtle", '"Turtle')
+    root = write_dataset(tmp_path / "data", lines(HEADER, unterminated, JEANS, WATCH), image_ids=(15970, 39386))
+    (root / "images" / "059263.jpg").write_bytes(b"")
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
+    monkeypatch.setenv(workspace.DATA_ENV, str(root))
+    at = app()
+    metrics = metric_values(at)
+    assert (metrics["Lines read"], metrics["Lines repaired"], metrics["Rows without image"]) == ("3", "1", "1")
+    assert [t.value for t in at.text] == [
+        "Files in images/ that look like photos of those rows but are misnamed (expected <id>.jpg): 1, e.g. 059263.jpg"
+    ]
+
+
+def test_explore_names_a_photo_too_large_to_show_and_shows_the_others(tmp_path, monkeypatch):
+    from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
+    from test_images import PHOTO, patched_jpeg_size
+
+    root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH))
+    (root / "images" / "15970.jpg").write_bytes(patched_jpeg_size(PHOTO, 15_000, 15_000))  # 225 MP
+    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
+    monkeypatch.setenv(workspace.DATA_ENV, str(root))
+    at = explore(app())
+    assert [t.value for t in at.text] == [
+        "15970.jpg: 225,000,000 pixels, more than the 160 megapixel limit (refused as a possible decompression bomb)"
+    ]
+    assert [w.value for w in at.warning] == ["This photo cannot be read."]
+    assert len(at.get("imgs")) + len(at.get("image")) == 2  # the two good photos
+
+
+def test_a_busy_database_is_a_message_on_the_page_not_a_traceback(on_demo, monkeypatch):
+    from core.database import DatabaseBusy
+    from training.registry import RunRegistry
+
+    def busy(self, limit=None):
+        raise DatabaseBusy("the workspace database (labels and runs) is busy: ...; try again")
+
+    monkeypatch.setattr(RunRegistry, "list", busy)
+    at = app()
+    assert [e.value for e in at.error] == [
+        "the workspace database (labels and runs) is busy: ...; try again. Nothing was saved; your choices are kept."]
+    assert metric_values(at)["Products kept"] == "120"  # what was shown before stays
+
+
 def test_first_run_generates_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
     monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
     monkeypatch.delenv(workspace.DATA_ENV, raising=False)

@@ -40,8 +40,9 @@ def run_json(capsys, *argv: str) -> dict:
 def test_inspect_json_on_a_tiny_catalogue(tiny, capsys):
     result = run_json(capsys, str(tiny))
     assert result["report"] == {
-        "styles_csv": str(tiny / "styles.csv"), "lines_read": 6, "lines_repaired": 1,
-        "duplicate_ids": 1, "rows_without_image": 1, "rows_kept": 4,
+        "styles_csv": str(tiny / "styles.csv"), "lines_read": 6, "lines_repaired": 1, "quotes_repaired": 0,
+        "duplicate_ids": 1, "rows_without_image": 1, "photo_near_misses": 0, "rows_kept": 4,
+        "near_miss_examples": [],
     }
     heads = result["heads"]
     assert list(heads) == ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
@@ -60,10 +61,12 @@ def test_inspect_text_shows_every_count_and_each_head(tiny, capsys):
     assert main(["inspect", str(tiny)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"catalogue: {tiny / 'styles.csv'}"
-    counts = {line.split()[0]: line.split()[1] for line in out[1:6]}
+    counts = {line.split()[0]: line.split()[1] for line in out[1:8]}
     assert counts == {
-        "lines_read": "6", "lines_repaired": "1", "duplicate_ids": "1", "rows_without_image": "1", "rows_kept": "4",
+        "lines_read": "6", "lines_repaired": "1", "quotes_repaired": "0", "duplicate_ids": "1",
+        "rows_without_image": "1", "photo_near_misses": "0", "rows_kept": "4",
     }
+    assert "misnamed" not in "\n".join(out)
     gender = next(line for line in out if line.startswith("gender"))
     assert gender.split() == ["gender", "2", "0", "3", "1", "3.0", "Men"]
 
@@ -82,6 +85,30 @@ def test_user_errors_exit_2_with_the_message(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nope")]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", f"error: {tmp_path / 'nope'} does not exist\n")
+
+
+def test_inspect_names_misnamed_photos_and_counts_stray_quotes(tiny, capsys):
+    (tiny / "images" / "0006.jpg").write_bytes(b"")
+    styles = tiny / "styles.csv"
+    styles.write_text(styles.read_text().replace("Shirt two", '"Shirt two 12'))
+    assert main(["inspect", str(tiny)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    counts = {line.split()[0]: line.split()[1] for line in out[1:8]}
+    assert (counts["quotes_repaired"], counts["photo_near_misses"]) == ("1", "1")
+    assert out[8] == "  photos that look misnamed (expected <id>.jpg), e.g.: 0006.jpg"
+
+
+@pytest.mark.parametrize(("styles", "problem"), [
+    (f"{HEADER}\r1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,x\r", "line 1: a carriage return without a line feed"),
+    (f"{HEADER}\n1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,{'x' * 140_000}\n", "line 2: 140,0"),
+    (f"{HEADER}\n{'9' * 20},Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,x\n", "line 2: id '99999999999999999999' is out"),
+], ids=["cr-only-line-ends", "long-field", "id-beyond-64-bits"])  # short ids: the test id goes into the environment
+def test_unreadable_files_end_in_an_error_line_not_a_traceback(tmp_path, styles, problem):
+    root = write_dataset(tmp_path / "bad", styles, image_ids=(1,))
+    done = subprocess.run([sys.executable, "-m", "core.data", "inspect", str(root)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: {root / 'styles.csv'} {problem}")
 
 
 def test_module_entry_point_prints_no_traceback(tmp_path):

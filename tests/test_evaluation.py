@@ -346,10 +346,10 @@ def test_best_without_best_ckpt_is_the_one_epoch_checkpoint(tmp_path):
     checkpoints = run.checkpoints
     checkpoints.mkdir(parents=True)
     for name in ("epoch004.ckpt", "last.ckpt"):
-        (checkpoints / name).touch()
+        torch.save({}, checkpoints / name)  # a whole (zip) checkpoint file
     assert run.checkpoint() == checkpoints / "epoch004.ckpt"
     assert run.checkpoint("last") == checkpoints / "last.ckpt"
-    (checkpoints / "epoch002.ckpt").touch()
+    torch.save({}, checkpoints / "epoch002.ckpt")
     with pytest.raises(FileNotFoundError, match="no 'best' checkpoint in .*; it holds: epoch002.ckpt, epoch004.ckpt, last.ckpt"):
         run.checkpoint()
 

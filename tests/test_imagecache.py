@@ -104,9 +104,9 @@ def test_bad_sources_are_skipped_counted_and_warned(catalogue, tmp_path):
     with pytest.warns(SkippedImageWarning) as caught:
         report = build_image_cache(catalogue, ids, SIZE, folder)
     assert sorted(report.failed) == sorted([corrupt, truncated, empty])
-    assert "cannot identify image file" in report.failed[corrupt]
+    assert "not an image, or a format that cannot be read" in report.failed[corrupt]
     assert "truncated" in report.failed[truncated]
-    assert "cannot identify image file" in report.failed[empty]
+    assert "the file is empty (0 bytes)" in report.failed[empty]
     assert (report.built, report.reused) == (N - 3, 0)
     messages = [str(warning.message) for warning in caught]
     assert all(any(str(catalogue.image_path(i)) in message for message in messages) for i in report.failed)
@@ -116,6 +116,22 @@ def test_bad_sources_are_skipped_counted_and_warned(catalogue, tmp_path):
     with pytest.warns(SkippedImageWarning):  # retried, and counted again, on every build
         again = build_image_cache(catalogue, ids, SIZE, folder)
     assert (again.built, again.reused, sorted(again.failed)) == (0, N - 3, sorted(report.failed))
+
+
+def test_catalogue_photos_pass_the_upload_guard(catalogue, tmp_path):
+    """A 225 MP photo is skipped with the guard's message (no DecompressionBombError stops the
+    build); a 16-bit greyscale PNG saved as <id>.jpg is cached with its greys, not white."""
+    from test_images import PHOTO, patched_jpeg_size
+
+    ids = ids_of(catalogue)
+    catalogue.image_path(ids[0]).write_bytes(patched_jpeg_size(PHOTO, 15_000, 15_000))
+    Image.fromarray(np.full((40, 30), 32_768, dtype=np.uint16)).save(catalogue.image_path(ids[1]), format="PNG")
+    with pytest.warns(SkippedImageWarning):
+        report = build_image_cache(catalogue, ids, SIZE, tmp_path / "cache")
+    assert report.failed == {ids[0]: f"{ids[0]}.jpg: 225,000,000 pixels, more than the 160 megapixel limit "
+                                     "(refused as a possible decompression bomb)"}
+    grey = np.asarray(open_cached(tmp_path / "cache", ids[1]))
+    assert grey.shape == (40, 30, 3) and np.abs(grey.astype(int) - 128).max() <= 2
 
 
 def test_a_source_gone_bad_after_caching_loses_its_copy(catalogue, tmp_path):

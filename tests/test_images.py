@@ -3,13 +3,14 @@ that cannot be read is rejected with a message naming it and the problem."""
 
 import io
 import re
+import zlib
 
 import numpy as np
 import PIL
 import pytest
 from PIL import Image, features
 
-from core.images import ImageRejected, open_rgb, read_image_checked, thumbnail_jpeg
+from core.images import ImageRejected, open_rgb, read_image_checked, thumbnail_jpeg, to_rgb
 
 
 def test_modes_become_rgb_with_transparency_on_white(tmp_path):
@@ -66,7 +67,7 @@ PHOTO = jpeg_bytes()
     ("half.jpg", PHOTO[:len(PHOTO) // 2], "the image data is truncated or corrupt"),
     ("bomb.jpg", patched_jpeg_size(PHOTO, 20_000, 20_000),
      "400,000,000 pixels, more than the 80 megapixel limit (refused as a possible decompression bomb)"),
-    ("big.jpg", patched_jpeg_size(PHOTO, 10_000, 10_000), "100,000,000 pixels, more than the 80 megapixel limit"),
+    ("big.jpg", patched_jpeg_size(PHOTO, 10_000, 10_000), "10000x10000 pixels, more than the 80 megapixel limit"),
     ("just-over.jpg", patched_jpeg_size(PHOTO, 9_000, 9_000), "9000x9000 pixels, more than the 80 megapixel limit"),
 ])
 def test_each_rejection_names_the_file_and_the_problem(tmp_path, name, content, problem):
@@ -116,6 +117,63 @@ def test_webp_and_avif_read_when_pillow_supports_them(tmp_path, fmt):
     assert np.abs(np.asarray(image).mean(axis=(0, 1)) - (20, 60, 220)).max() < 12
 
 
+def test_16_bit_greyscale_png_keeps_its_greys(tmp_path):
+    levels = np.array([[0, 4_000, 32_768, 65_535]], dtype=np.uint16)
+    Image.fromarray(levels).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    expected = [(0,) * 3, (16,) * 3, (128,) * 3, (255,) * 3]
+    for image in (read_image_checked(tmp_path / "grey16.png"), open_rgb(tmp_path / "grey16.png")):
+        assert image.mode == "RGB" and [image.getpixel((x, 0)) for x in range(4)] == expected
+    as_int32 = Image.fromarray(levels.astype(np.int32))  # mode I: how older Pillows read such a PNG
+    assert [to_rgb(as_int32).getpixel((x, 0)) for x in range(4)] == expected
+    thumb = Image.open(io.BytesIO(thumbnail_jpeg(tmp_path / "grey16.png", max_side=4)))
+    assert abs(thumb.getpixel((1, 0))[0] - 16) < 8  # not white
+
+
+def patched_png_size(width: int, height: int) -> bytes:
+    """A small PNG claiming `width` x `height` in its IHDR chunk (its CRC redone)."""
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")  # type, then width (4), height (4), 5 more bytes, then the CRC of type + data
+    data[ihdr + 4:ihdr + 12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[ihdr + 17:ihdr + 21] = zlib.crc32(bytes(data[ihdr:ihdr + 17])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def patched_progressive_jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, format="JPEG", progressive=True)
+    data = bytearray(buffer.getvalue())
+    sof2 = data.index(b"\xff\xc2")
+    data[sof2 + 5:sof2 + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_baseline_jpeg_over_the_limit_is_decoded_reduced_when_asked(tmp_path):
+    """81 MP, over MAX_PIXELS: refused whole; with max_side, decoded at 1/8 scale (~1.3 MP)."""
+    Image.new("L", (9_000, 9_000), 90).save(tmp_path / "huge.jpg", quality=50)
+    with pytest.raises(ImageRejected, match="9000x9000 pixels, more than the 80 megapixel limit"):
+        read_image_checked(tmp_path / "huge.jpg")
+    assert read_image_checked(tmp_path / "huge.jpg", max_side=192).size == (1125, 1125)
+    thumb = Image.open(io.BytesIO(thumbnail_jpeg(tmp_path / "huge.jpg", max_side=192)))
+    assert thumb.size == (192, 192) and thumb.getpixel((5, 5))[0] == pytest.approx(90, abs=3)
+    with pytest.raises(ImageRejected, match="huge.jpg: 9000x9000 pixels decoded, more than the 80"):
+        read_image_checked(tmp_path / "huge.jpg", max_side=8_000)  # too large a max_side to reduce it at all
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (patched_jpeg_size(PHOTO, 15_000, 15_000), "225,000,000 pixels, more than the 160 megapixel limit"),
+    (patched_jpeg_size(PHOTO, 13_000, 13_000), "13000x13000 pixels, more than the 160 megapixel limit"),
+    (patched_progressive_jpeg(12_000, 12_000),
+     "a progressive JPEG of 12000x12000 pixels, more than the 80 megapixel limit"),
+], ids=["225-MP", "169-MP", "progressive-144-MP"])
+def test_reduced_decoding_has_its_own_limits(tmp_path, content, problem):
+    (tmp_path / "photo.jpg").write_bytes(content)
+    with pytest.raises(ImageRejected, match=f"^photo.jpg: {problem}"):
+        thumbnail_jpeg(tmp_path / "photo.jpg", max_side=192)
+
+
 def test_max_side_drafts_a_large_jpeg_and_keeps_the_pixel_check(tmp_path):
     Image.new("RGB", (1800, 2400), (10, 120, 200)).save(tmp_path / "big.jpg")
     assert read_image_checked(tmp_path / "big.jpg").size == (1800, 2400)
@@ -123,7 +181,10 @@ def test_max_side_drafts_a_large_jpeg_and_keeps_the_pixel_check(tmp_path):
     Image.new("RGB", (1800, 2400)).save(tmp_path / "big.png")
     assert read_image_checked(tmp_path / "big.png", max_side=448).size == (1800, 2400)  # not a JPEG: untouched
     (tmp_path / "bomb.jpg").write_bytes(patched_jpeg_size(PHOTO, 20_000, 20_000))
-    with pytest.raises(ImageRejected, match="400,000,000 pixels"):
+    with pytest.raises(ImageRejected, match="400,000,000 pixels, more than the 160 megapixel limit"):
         read_image_checked(tmp_path / "bomb.jpg", max_side=448)
+    (tmp_path / "bomb.png").write_bytes(patched_png_size(14_000, 14_000))  # a PNG is never decoded reduced
+    with pytest.raises(ImageRejected, match="196,000,000 pixels, more than the 80 megapixel limit"):
+        read_image_checked(tmp_path / "bomb.png", max_side=448)
     with pytest.raises(ValueError, match="max_side must be a positive int or None, got 0"):
         read_image_checked(tmp_path / "big.jpg", max_side=0)

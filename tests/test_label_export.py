@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +20,14 @@ from core.data import HEADS, STYLES_COLUMNS
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
-from core.corrections import apply_corrections, corrections_snapshot, export_dataset
+from core.corrections import (
+    STAGING_MARKER,
+    STALE_STAGING_S,
+    apply_corrections,
+    clear_stale_staging,
+    corrections_snapshot,
+    export_dataset,
+)
 from core.labelstore import EXTERNAL_ID_BASE, LabelStore, ReviewStatus
 
 N = 50
@@ -163,3 +172,107 @@ def test_export_command(reviewed, workspace, demo, tmp_path):
 
     again = run_cli(workspace, "--data", str(demo), "--out", str(tmp_path / "cli"))
     assert again.returncode == 2 and again.stderr.startswith(f"error: {tmp_path / 'cli'} exists and is not an empty")
+
+
+def private_copy(demo: Path, root: Path) -> Path:
+    """A copy of the demo catalogue a test may damage."""
+    (root / "images").mkdir(parents=True)
+    (root / "styles.csv").write_bytes((demo / "styles.csv").read_bytes())
+    for path in (demo / "images").iterdir():
+        (root / "images" / path.name).write_bytes(path.read_bytes())
+    return root
+
+
+def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path):
+    """A folder named <id>.jpg, an empty file, a symbolic link loop and an upload gone bad: each
+    skipped with its reason, the rest exported; the rows stay in styles.csv, without a photo."""
+    catalogue = load_catalogue(private_copy(demo, tmp_path / "data"))
+    store = LabelStore()
+    hat = store.add_image(catalogue, png((0, 0, 200)), "hat.png", "ann")
+    store.review(hat.item, {head: "x" for head in HEADS}, "ann")
+    ids = catalogue.frame["id"].tolist()[:3]
+    images = catalogue.images_dir
+    (images / f"{ids[0]}.jpg").unlink()
+    (images / f"{ids[0]}.jpg").mkdir()
+    (images / f"{ids[1]}.jpg").write_bytes(b"")
+    (images / f"{ids[2]}.jpg").unlink()
+    (images / f"{ids[2]}.jpg").symlink_to(f"{ids[2]}.jpg")
+    hat.path.write_bytes(b"no longer a png")
+
+    report = export_dataset(catalogue, store, tmp_path / "export")
+    assert report.skipped_images == {
+        ids[0]: f"{ids[0]}.jpg: a folder, not a photo",
+        ids[1]: f"{ids[1]}.jpg: the file is empty (0 bytes)",
+        ids[2]: f"{ids[2]}.jpg: Too many levels of symbolic links",
+        hat.product_id: f"{hat.path.name}: not an image, or a format that cannot be read (accepted: JPEG, PNG, WEBP, AVIF)",
+    }
+    assert report.notes()[0] == f"photo of {ids[0]} not written: {ids[0]}.jpg: a folder, not a photo"
+    assert json.loads(json.dumps(report.as_dict()))["skipped_images"][str(ids[1])].endswith("(0 bytes)")
+    assert report.rows == N + 1
+    written = sorted(path.name for path in (tmp_path / "export" / "images").iterdir())
+    assert written == sorted(f"{i}.jpg" for i in catalogue.frame["id"].tolist()[3:])
+    exported = load_catalogue(tmp_path / "export").report
+    assert (exported.lines_read, exported.rows_without_image, exported.rows_kept) == (N + 1, 4, N - 3)
+
+    done = run_cli(workspace, "--data", str(catalogue.root), "--out", str(tmp_path / "cli"))
+    assert done.returncode == 0, done.stderr
+    assert f"note: photo of {ids[1]} not written: {ids[1]}.jpg: the file is empty (0 bytes)" in done.stdout.splitlines()
+
+
+def test_an_export_killed_midway_leaves_debris_the_next_one_clears(reviewed, workspace, demo, tmp_path):
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from core.corrections import export_dataset\n"
+        "from core.data.catalogue import load_catalogue\n"
+        "from core.labelstore import LabelStore\n"
+        "def die(done, total):\n"
+        "    if done >= total // 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"export_dataset(load_catalogue({str(demo)!r}), LabelStore(), {str(tmp_path / 'first')!r}, progress=die)\n"
+    )], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    (debris,) = [path for path in tmp_path.iterdir() if path.name.startswith(".first-export-")]
+    catalogue, store, *_ = reviewed
+
+    recent = export_dataset(catalogue, store, tmp_path / "second")  # debris this fresh may be a live export
+    assert recent.cleared_staging == [] and debris.is_dir()
+    old = time.time() - STALE_STAGING_S - 60
+    for path in (debris, debris / "images"):
+        os.utime(path, (old, old))
+    report = export_dataset(catalogue, store, tmp_path / "third")
+    assert report.cleared_staging == [debris.name] and not debris.exists()
+    assert report.notes() == [f"removed 1 staging folder(s) left by interrupted exports: {debris.name}"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["second", "third", "workspace"]
+
+
+def test_stale_staging_is_cleared_only_when_no_export_holds_it(tmp_path):
+    old = time.time() - STALE_STAGING_S - 60
+
+    def staging(name: str, marker: bool = True, age: float = old) -> Path:
+        folder = tmp_path / name
+        (folder / "images").mkdir(parents=True)
+        if marker:
+            (folder / STAGING_MARKER).write_text("")
+        for path in (folder / "images", folder):
+            os.utime(path, (age, age))
+        return folder
+
+    stale, fresh, held = staging(".a-export-1"), staging(".b-export-2", age=time.time()), staging(".c-export-3")
+    unmarked = staging(".mine", marker=False)
+    with open(held / STAGING_MARKER) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a live export holds its own
+        assert clear_stale_staging(tmp_path) == [stale.name]
+    assert not stale.exists() and fresh.is_dir() and held.is_dir() and unmarked.is_dir()
+    assert clear_stale_staging(tmp_path) == [held.name]  # its export has ended
+
+
+def test_labels_with_quotes_round_trip_and_line_breaks_are_refused(workspace, demo, tmp_path):
+    catalogue = load_catalogue(demo)
+    store = LabelStore()
+    (item,) = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist()[:1], "ann")
+    with pytest.raises(ValueError, match=r"the articleType label must be one line of text, got 'Tops\\nlong'"):
+        store.review(item.item, {"articleType": "Tops\nlong"}, "ann")
+    store.review(item.item, {"articleType": 'Tops 12" "long'}, "ann", new_values=["articleType"])
+    export_dataset(catalogue, store, tmp_path / "export")
+    exported = load_catalogue(tmp_path / "export")
+    assert exported.frame["articleType"].iloc[0] == 'Tops 12" "long'
+    assert exported.report.quotes_repaired == 0 and exported.report.lines_read == N

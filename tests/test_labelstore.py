@@ -18,10 +18,12 @@ from PIL import Image
 from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
 
 from conftest import REPO
+from lock_holder import finishes_within, lock_held
 from core import labelstore
 from core.data import HEADS
 from core.data.catalogue import load_catalogue
-from core.database import DB_URL_ENV, db_engine
+from core import database
+from core.database import DB_URL_ENV, DatabaseBusy, db_engine
 from core.images import ImageRejected
 from core.labelstore import EXTERNAL_ID_BASE, FIELDS, STATUS, UPLOADS_FOLDER, LabelStore, ReviewStatus, UndoConflict
 
@@ -348,3 +350,37 @@ def test_two_processes_reviewing_the_same_items_lose_nothing(store, db_url, tmp_
     # The writers ran at once: their reviews interleave (hundreds of switches here; one if serial).
     assert (reviews["reviewer"] != reviews["reviewer"].shift()).sum() > 10
     assert_history_consistent(store, item_ids)
+
+
+@pytest.fixture()
+def short_lock_timeout(db_url, monkeypatch):
+    """The store's lock waits cut to 0.5 s (new connections take it), restored after the test."""
+    monkeypatch.setattr(database, "LOCK_TIMEOUT_MS", 500)
+    db_engine(db_url).dispose()
+    yield
+    monkeypatch.undo()
+    db_engine(db_url).dispose()
+
+
+def test_a_writer_behind_a_held_lock_is_told_busy_and_writes_nothing(db_url, store, catalogue, items,
+                                                                      short_lock_timeout):
+    shirt = items[SHIRT_ID]
+    with lock_held(db_url, shirt):
+        with pytest.raises(DatabaseBusy, match=r"is busy: another process has held its lock for more than 0.5 s "
+                                               r"\(a long write, or a stuck one\); try again"):
+            finishes_within(30, lambda: store.review(shirt, {"baseColour": "Red"}, "ann"))
+        # Reads go on meanwhile, without waiting.
+        assert finishes_within(30, lambda: store.current([shirt]))[shirt]["baseColour"] == "Navy Blue"
+        assert finishes_within(30, lambda: store.history(shirt)).empty
+        assert len(finishes_within(30, lambda: store.dataset_state(catalogue))) == 3
+    assert store.current([shirt])[shirt]["baseColour"] == "Navy Blue" and store.history(shirt).empty
+    store.review(shirt, {"baseColour": "Red"}, "ann")  # the lock is free again
+    assert store.current([shirt])[shirt]["baseColour"] == "Red"
+
+
+def test_postgresql_sessions_have_lock_and_statement_timeouts(db_url, store):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL settings")
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "30s"
+        assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "5min"

@@ -177,7 +177,7 @@ def write_inputs(folder: Path, demo: Path) -> list[tuple[str, str | None]]:
         (f"{folder}/notes.jpg", "not an image"),
         (f"{folder}/empty.jpg", "the file is empty (0 bytes)"),
         (f"{folder}/half.jpg", "the image data is truncated or corrupt"),
-        (f"{folder}/huge.jpg", "400,000,000 pixels, more than the 80 megapixel limit"),
+        (f"{folder}/huge.jpg", "400,000,000 pixels, more than the 160 megapixel limit"),  # decoded reduced
         (f"{folder}/cmyk.jpg", None),
         (f"{folder}/grey.png", None),
         (f"{folder}/alpha.png", None),

@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import update
 
 from conftest import REPO
-from core.database import DB_URL_ENV
+from core import database
+from core.database import DB_URL_ENV, db_engine
+from lock_holder import finishes_within, lock_held
 from training import registry as registry_module
 from training.registry import LOST_PROCESS_ERROR, RunRegistry, runs_table
 
@@ -202,3 +204,29 @@ def test_runs_of_another_host_are_left_alone(registry):
     run = registry.mark_running(registry.create(CONFIG).id, os.getpid(), "cpu", "random")
     set_columns(registry, run.id, host="gpu-box-2", pid=2**22 + 1)  # no such pid here
     assert registry.get(run.id).status == "running"
+
+
+def test_runs_are_listed_while_another_process_holds_the_write_lock(workspace, registry):
+    """Reads never take the write lock: `runs` answers at once while another process writes."""
+    run = registry.mark_cancelled(registry.create(CONFIG).id)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with lock_held(str(registry.engine.url)):
+        done = subprocess.run([sys.executable, "-m", "training", "runs"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=25)  # a waiting reader would wait 30 s
+        shown = subprocess.run([sys.executable, "-m", "training", "show", run.id, "--json"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=25)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == [run.id, "cancelled"]
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "cancelled"
+
+
+def test_a_lost_run_is_marked_failed_once_the_lock_is_free(workspace, registry, monkeypatch):
+    child, run_id = start_child("exit")
+    assert child.wait() == 0
+    monkeypatch.setattr(database, "LOCK_TIMEOUT_MS", 500)
+    db_engine(str(registry.engine.url)).dispose()
+    with lock_held(str(registry.engine.url)):
+        assert finishes_within(30, lambda: registry.get(run_id)).status == "queued"  # read, marked later
+        with pytest.raises(database.DatabaseBusy, match="busy.*try again"):
+            finishes_within(30, lambda: registry.mark_cancelled(run_id))
+    assert (registry.get(run_id).status, registry.get(run_id).error) == ("failed", LOST_PROCESS_ERROR)

@@ -68,6 +68,25 @@ def other_value(at: AppTest, item: int, head: str, besides: tuple[str, ...] = ()
     return next(option for option in box.options if option != box.value and option not in besides)
 
 
+def test_export_names_the_photos_it_could_not_write(run, tmp_path):
+    _, catalogue = run
+    broken = catalogue.image_path(int(catalogue.frame["id"].iloc[-1]))
+    kept = broken.read_bytes()
+    broken.write_bytes(b"")
+    try:
+        at = review_page()
+        at.session_state["review.section"] = "Export"
+        at.run()
+        at.text_input(key="review.export_to").set_value(str(tmp_path / "export"))
+        next(button for button in at.button if button.label == "Export").click().run()
+    finally:
+        broken.write_bytes(kept)
+    assert not at.exception, at.exception
+    assert at.success and texts(at.warning) == [
+        "1 photo(s) could not be exported: their rows are in styles.csv without a photo (why, below)."]
+    assert texts(at.text) == [f"photo of {broken.stem} not written: {broken.name}: the file is empty (0 bytes)"]
+
+
 def test_upload_correct_undo_correct_export_and_persist(run, tmp_path):
     record, catalogue = run
     first, second = (int(i) for i in catalogue.frame["id"].iloc[:2])

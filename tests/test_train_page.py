@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,10 @@ def test_resume_requeues_a_cancelled_run_in_a_new_process(registry, demo):
     registry.mark_cancelled(cancelled.id)
     last = Path(cancelled.folder, "checkpoints", "last.ckpt")
     last.parent.mkdir(parents=True)
-    last.write_bytes(b"")  # only its presence changes the label
+    last.write_bytes(b"PK\x03\x04 cut short")  # a save that hit a full disk: not a checkpoint
+    assert train_page().button(key=f"resume.{cancelled.id}").label == "Start again from the first epoch"
+    with zipfile.ZipFile(last, "w") as archive:  # a whole file, as torch.save writes: only that changes the label
+        archive.writestr("last/data.pkl", b"")
     at = train_page()
     button = at.button(key=f"resume.{cancelled.id}")
     assert button.label == "Resume from the last checkpoint"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from training.__main__ import main as cli
 from training.config import TrainConfig
 from training.registry import LOST_PROCESS_ERROR, RunRegistry
 from training.checkpoints import CHECKPOINT_KEY
-from training.run_folder import RunFolder
+from training.run_folder import RunFolder, readable_checkpoint
 from training.train import train
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
@@ -180,7 +181,8 @@ def test_ddp_on_two_cpu_processes_is_one_run(tiny_demo, home):
     assert (Path(record.folder) / "evaluation" / "report.json").is_file()
 
 
-def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home, monkeypatch, capsys):
+def failed_after_training(tiny_demo, home, monkeypatch):
+    """A tiny run whose evaluation failed: its record (failed) and a last.ckpt to resume from."""
     def broken_evaluation(*args, **kwargs):
         raise OSError("disk full while writing the evaluation")
 
@@ -188,11 +190,16 @@ def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home,
     cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
     with pytest.raises(OSError):
         train(cfg)
-    (failed,) = RunRegistry().list()
-    assert failed.status == "failed" and "disk full" in failed.error
-    assert RunFolder(failed.folder).last.is_file()
     monkeypatch.undo()
     monkeypatch.setenv(workspace.HOME_ENV, str(home))
+    (failed,) = RunRegistry().list()
+    return failed
+
+
+def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home, monkeypatch, capsys):
+    failed = failed_after_training(tiny_demo, home, monkeypatch)
+    assert failed.status == "failed" and "disk full" in failed.error
+    assert RunFolder(failed.folder).last.is_file()
 
     assert cli(["fit", "--resume", failed.id, "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -203,3 +210,98 @@ def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home,
     assert (RunFolder(folder).evaluation() / "report.json").is_file()
     with pytest.raises(ValueError, match="finished"):
         RunRegistry().reopen(failed.id)
+
+
+def test_a_diverging_run_fails_naming_the_step_and_the_likely_cause(tiny_demo, home):
+    cfg = TrainConfig.from_recipe("default").with_overrides(
+        [f"data={tiny_demo}", *TINY, "epochs=3", "pretrained=none", "lr=1e9"])
+    with pytest.raises(FloatingPointError):
+        train(cfg)
+    (record,) = RunRegistry().list()
+    assert record.status == "failed"
+    first_line = record.error.splitlines()[0]
+    assert re.fullmatch(r"FloatingPointError: the training loss is nan at step \d+ \(epoch 1, batch \d+\): training "
+                        r"diverged; the learning rate is likely too high \(now \S+: lower lr\), or the data holds a "
+                        r"broken batch", first_line), first_line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB file system: room for a tiny run's files, not for its first checkpoint (41 MB)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (it needs root): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_recorded_and_the_cut_checkpoint_never_offered(tiny_demo, small_disk, monkeypatch, capsys):
+    """The checkpoint is moved from the temporary folder onto the full disk and cut short there;
+    the run's record still gets the OS error, and the cut file is neither kept nor offered."""
+    monkeypatch.setenv(workspace.HOME_ENV, str(small_disk / "ws"))
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
+    with pytest.raises(OSError):
+        train(cfg)
+    (record,) = RunRegistry().list()
+    assert record.status == "failed" and record.error.startswith("OSError: [Errno 28] No space left on device")
+    run = RunFolder(record.folder)
+    assert all(readable_checkpoint(path) for path in run.checkpoint_files())
+    assert not run.has_checkpoint("best") and not run.has_checkpoint("last")
+    photo = next((tiny_demo / "images").iterdir())
+    assert cli(["predict", record.id, str(photo)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: no 'best' checkpoint in {run.checkpoints}")
+
+
+def test_a_cut_checkpoint_is_never_offered(finished_run, tmp_path):
+    record, _, _ = finished_run
+    run = RunFolder(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    whole = RunFolder(record.folder).last.read_bytes()
+    run.last.write_bytes(whole)
+    (run.checkpoints / "epoch000.ckpt").write_bytes(whole[: len(whole) // 2])  # a save that hit a full disk
+    assert run.has_checkpoint("last") and not run.has_checkpoint("best")
+    with pytest.raises(FileNotFoundError) as caught:
+        run.checkpoint("epoch000.ckpt")
+    assert str(caught.value) == (
+        f"the 'epoch000.ckpt' checkpoint {run.checkpoints / 'epoch000.ckpt'} cannot be read: the file is cut short "
+        "or damaged (a full disk, or a save interrupted); it holds: last.ckpt (choose best, last or one of those "
+        "file names)")
+    assert run.discard_unreadable_checkpoints() == ["epoch000.ckpt"]
+    assert [path.name for path in run.checkpoint_files()] == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("which", ["../config.json", "/etc/hostname", "checkpoints/last.ckpt", "..", ""])
+def test_checkpoint_takes_a_file_name_of_the_run_only(finished_run, which, capsys):
+    record, _, _ = finished_run
+    with pytest.raises(ValueError, match="a checkpoint is best, last or the name of a file in .*, not a path"):
+        RunFolder(record.folder).checkpoint(which)
+    assert cli(["evaluate", record.id, "--checkpoint", which]) == 2
+    assert "not a path" in capsys.readouterr().err
+
+
+def test_resume_never_unpickles_code_from_a_checkpoint(tiny_demo, home, monkeypatch, tmp_path, capsys):
+    """With torch's default flipped to full unpickling, a last.ckpt carrying code is still refused."""
+    failed = failed_after_training(tiny_demo, home, monkeypatch)
+    last = RunFolder(failed.folder).last
+    marker = tmp_path / "code-ran"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    state["payload"] = RunsCode(f"touch {marker}")
+    torch.save(state, last)
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    assert cli(["fit", "--resume", failed.id]) == 1
+    assert not marker.exists()
+    assert "Weights only load failed" in RunRegistry().get(failed.id).error
+
+
+class RunsCode:
+    """Unpickled, runs a shell command: what a hostile checkpoint would carry."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)

@@ -23,8 +23,9 @@ taxonomy, calibrated: core.trust); "accepted" holds it where the head needs no p
 --target-error, null where a person must decide. `predict --csv FILE` also writes a row per image,
 line by line: path, <head>, <head>_p, <head>_accepted for each head, error.
 `serve` answers POST /predict with the object one line of `predict --json` holds (training.serve).
-User errors (bad config value, unknown run, bad dataset) print `error: ...` and exit 2; a run
-that fails exits 1 after recording the error in the registry.
+User errors (bad config value, unknown run, bad dataset), and a workspace database kept busy by
+another process, print `error: ...` and exit 2; a run that fails exits 1 after recording the error
+in the registry.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from core.abstention import TARGET_ERROR
 from core.data import CatalogueError
+from core.database import DatabaseBusy
 from core.images import ACCEPTED_EXTENSIONS
 from training.registry import RunState
 from training.status import summary_frame
@@ -362,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         record = registry.get(args.run_id)
         print(json.dumps(record.as_dict()) if args.json else describe(record))
         return 0
-    except (CatalogueError, ValueError, KeyError) as error:
+    except (CatalogueError, ValueError, KeyError, DatabaseBusy) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

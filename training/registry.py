@@ -33,7 +33,7 @@ from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Tab
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from core.database import database_url, db_engine
+from core.database import DatabaseBusy, create_tables, database_url, db_engine, read_only
 from core.workspace import workspace_dir
 from training.processes import describe_exit, is_alive, log_tail, process_start, reap, reap_ended
 from training.run_folder import RunFolder
@@ -109,12 +109,14 @@ class RunRecord:
 
 
 class RunRegistry:
-    """The `runs` table. Every method is one transaction."""
+    """The `runs` table. Every method is one transaction; one that writes raises
+    core.database.DatabaseBusy when another process holds the lock too long, and reading (get,
+    list, running) takes the write lock only to mark lost runs failed."""
 
     def __init__(self, db_url: str | None = None) -> None:
         self.engine = db_engine(db_url or database_url())
-        with self.engine.begin() as connection:
-            metadata.create_all(connection)
+        self.reader = read_only(self.engine)  # reads never wait for a writer
+        create_tables(self.engine, metadata)
 
     def create(self, config: Mapping[str, Any], folder: str | Path | None = None) -> RunRecord:
         """Register a queued run of `config` (`TrainConfig.to_dict()`), owned by this process.
@@ -190,7 +192,7 @@ class RunRegistry:
     def get(self, run_id: str) -> RunRecord:
         """The run `run_id`; KeyError listing recent ids when there is none."""
         self._reconcile()
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             return _record(_select_row(connection, run_id))
 
     def list(self, limit: int | None = None) -> list[RunRecord]:
@@ -199,7 +201,7 @@ class RunRegistry:
             raise ValueError(f"limit must be a positive int or None, got {limit!r}")
         self._reconcile()
         query = select(runs_table).order_by(runs_table.c.created.desc(), runs_table.c.id.desc()).limit(limit)
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             return [_record(row) for row in connection.execute(query)]
 
     def running(self) -> RunRecord | None:
@@ -209,7 +211,7 @@ class RunRegistry:
             select(runs_table).where(runs_table.c.status.in_(ACTIVE))
             .order_by(runs_table.c.created.desc(), runs_table.c.id.desc()).limit(1)
         )
-        with self.engine.begin() as connection:
+        with self.reader.begin() as connection:
             row = connection.execute(query).first()
         return None if row is None else _record(row)
 
@@ -228,21 +230,29 @@ class RunRegistry:
             return _record(_select_row(connection, run_id))
 
     def _reconcile(self) -> None:
-        """Mark failed the queued or running runs of this host whose process is gone."""
-        with self.engine.begin() as connection:
+        """Mark failed the queued or running runs of this host whose process is gone. Only reads
+        unless there is such a run; when another process holds the write lock too long, the runs
+        are left for the next read to mark (DatabaseBusy is not raised to a reader)."""
+        with self.reader.begin() as connection:
             active = connection.execute(
                 select(runs_table.c.id, runs_table.c.pid, runs_table.c.pid_start, runs_table.c.folder)
                 .where(runs_table.c.status.in_(ACTIVE), runs_table.c.host == socket.gethostname())
             ).all()
-            for run_id, pid, pid_start, folder in active:
-                if pid is not None and is_alive(pid, pid_start):
-                    continue
-                connection.execute(
-                    update(runs_table)
-                    # Unchanged since read: not taken over by another process meanwhile.
-                    .where(runs_table.c.id == run_id, runs_table.c.pid == pid, runs_table.c.status.in_(ACTIVE))
-                    .values(status=RunState.FAILED, error=_lost_process_error(pid, folder), finished=_now())
-                )
+        lost = [(run_id, pid, folder) for run_id, pid, pid_start, folder in active
+                if pid is None or not is_alive(pid, pid_start)]
+        if lost:
+            try:
+                with self.engine.begin() as connection:
+                    for run_id, pid, folder in lost:
+                        connection.execute(
+                            update(runs_table)
+                            # Unchanged since read: not taken over by another process meanwhile.
+                            .where(runs_table.c.id == run_id, runs_table.c.pid == pid,
+                                   runs_table.c.status.in_(ACTIVE))
+                            .values(status=RunState.FAILED, error=_lost_process_error(pid, folder), finished=_now())
+                        )
+            except DatabaseBusy:
+                pass
         reap_ended()  # this process's other ended children (evaluations, runs that reported their end)
 
 

@@ -9,7 +9,8 @@ A run folder (`<workspace>/runs/<run_id>/`) holds:
                          split (core.trust; added to the checkpoints then)
     corrections.json     with cfg.corrections: the label store's decisions the run trained on
     checkpoints/         epochNNN.ckpt (the best epoch by cfg.monitor), best.ckpt (a hard link to
-                         it, once training ended) and last.ckpt
+                         it, once training ended) and last.ckpt; a file cut short (a full disk)
+                         is never offered (`readable_checkpoint`)
     metrics.csv          Lightning's CSVLogger: one row per logged step/epoch
     metrics.until-<time>.csv  a resumed run's earlier attempts' metrics.csv, oldest first by name
     tensorboard/         TensorBoard events
@@ -33,6 +34,7 @@ import json
 import os
 import re
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,17 @@ def evaluation_name(data: str | Path | None) -> str:
     if data is None:
         return VALIDATION
     return f"{VALIDATION}-{re.sub(r'[^A-Za-z0-9._-]', '_', Path(data).resolve().name)}"
+
+
+def readable_checkpoint(path: Path) -> bool:
+    """Whether `path` is a whole checkpoint: torch.save writes a zip archive, and a file cut short
+    (a full disk, a copy interrupted) lacks the central directory at its end. Reads only that
+    directory, not the weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def write_progress(path: Path, stage: Stage, **fields: Any) -> None:
@@ -125,28 +138,44 @@ class RunFolder:
     def checkpoint(self, which: str = "best") -> Path:
         """The checkpoint file `which`: "best" (best.ckpt; a run cancelled before its end has none,
         then the one epochNNN.ckpt its top-1 ModelCheckpoint keeps), "last", or a file name in
-        checkpoints/. FileNotFoundError naming the checkpoints there are."""
-        names = [path.name for path in self.checkpoint_files()]
+        checkpoints/ (ValueError for a path). FileNotFoundError naming the readable checkpoints
+        there are when it is absent, or cut short."""
+        if which not in CHECKPOINT_CHOICES and (which in ("", ".", "..") or "/" in which or "\\" in which):
+            raise ValueError(f"a checkpoint is {', '.join(CHECKPOINT_CHOICES)} or the name of a file in "
+                             f"{self.checkpoints}, not a path: {which!r}")
+        files = self.checkpoint_files()
         if which == "best":
-            epochs = [name for name in names if re.fullmatch(r"epoch\d+\.ckpt", name)]
-            chosen = self.best if self.best.exists() else self.checkpoints / epochs[0] if len(epochs) == 1 else None
+            epochs = [path for path in files if re.fullmatch(r"epoch\d+\.ckpt", path.name)]
+            chosen = self.best if self.best.exists() else epochs[0] if len(epochs) == 1 else None
         elif which == "last":
             chosen = self.last
         else:
             chosen = self.checkpoints / which
+        if chosen is not None and chosen.is_file() and readable_checkpoint(chosen):
+            return chosen
+        names = [path.name for path in files if readable_checkpoint(path)]
+        choices = f"it holds: {', '.join(names) or 'no readable checkpoint'} (choose {', '.join(CHECKPOINT_CHOICES)} " \
+                  "or one of those file names)"
         if chosen is None or not chosen.is_file():
-            raise FileNotFoundError(
-                f"no {which!r} checkpoint in {self.checkpoints}; it holds: {', '.join(names) or 'nothing'} "
-                f"(choose {', '.join(CHECKPOINT_CHOICES)} or one of those file names)"
-            )
-        return chosen
+            raise FileNotFoundError(f"no {which!r} checkpoint in {self.checkpoints}; {choices}")
+        raise FileNotFoundError(f"the {which!r} checkpoint {chosen} cannot be read: the file is cut short or "
+                                f"damaged (a full disk, or a save interrupted); {choices}")
 
     def has_checkpoint(self, which: str = "best") -> bool:
+        """Whether `checkpoint(which)` gives a readable file."""
         try:
             self.checkpoint(which)
         except FileNotFoundError:
             return False
         return True
+
+    def discard_unreadable_checkpoints(self) -> list[str]:
+        """Delete the checkpoint files cut short (a save that hit a full disk): their space is what
+        a failed run needs to record why. Returns their names."""
+        unreadable = [path for path in self.checkpoint_files() if not readable_checkpoint(path)]
+        for path in unreadable:
+            path.unlink(missing_ok=True)
+        return [path.name for path in unreadable]
 
     # --- evaluations
 

@@ -72,6 +72,7 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
         try:
             return _train(cfg, record, run, registry, resume)
         except (Exception, KeyboardInterrupt) as error:
+            run.discard_unreadable_checkpoints()  # a save cut short by a full disk: room for the record
             registry.mark_failed(record.id, f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
             raise
 
@@ -94,7 +95,8 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
 
     fit_started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last) if resume and run.last.exists() else None)
+        trainer.fit(module, datamodule=datamodule, weights_only=True,  # never unpickle code from a checkpoint
+                    ckpt_path=run.checkpoint("last") if resume and run.has_checkpoint("last") else None)
     except SIGTERMException:
         trainer.save_checkpoint(run.last)
         run.write_progress(Stage.CANCELLED)
@@ -142,6 +144,21 @@ def prepare_run(cfg: TrainConfig, run: RunFolder) -> PreparedRun:
     schema.save(run.schema)
     taxonomy.save(run.taxonomy)
     return PreparedRun(catalogue, split, schema, taxonomy, class_counts(schema, rows))
+
+
+class FailOnNonFiniteLoss(Callback):
+    """Ends the run when the training loss is NaN or infinite: the weights are lost from then on,
+    and early stopping would otherwise end it quietly, as if finished."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
+            raise FloatingPointError(
+                f"the training loss is {loss.float().item()} at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch + 1}, batch {batch_idx + 1}): training diverged; the learning rate is "
+                f"likely too high (now {lr:.3g}: lower lr), or the data holds a broken batch"
+            )
 
 
 class RunFiles(Callback):
@@ -197,7 +214,7 @@ def _trainer(cfg: TrainConfig, run: RunFolder, callbacks: list[Callback]) -> tup
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
         precision=resolve_precision(cfg), max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip,
         callbacks=[checkpoint, EarlyStopping(cfg.monitor, patience=cfg.patience, mode=mode),
-                   LearningRateMonitor("step"), *callbacks],
+                   LearningRateMonitor("step"), FailOnNonFiniteLoss(), *callbacks],
         logger=[CSVLogger(run.path, name="", version=""),
                 TensorBoardLogger(run.path, name=run.tensorboard.name, version="")],
         log_every_n_steps=1, enable_model_summary=False,

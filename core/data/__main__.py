@@ -26,9 +26,12 @@ def _inspect(args: argparse.Namespace) -> None:
         # to_json: NaN ratios and absent top classes become null, numpy ints plain ints.
         print(json.dumps({"report": report, "heads": json.loads(heads.to_json(orient="index"))}, indent=2))
         return
+    near_misses = report.pop("near_miss_examples")
     print(f"catalogue: {report.pop('styles_csv')}")
     for count, value in report.items():
         print(f"  {count:<20}{value:>10,}")
+    if near_misses:
+        print(f"  photos that look misnamed (expected <id>.jpg), e.g.: {', '.join(near_misses)}")
     print()
     print(heads.to_string(float_format=lambda ratio: f"{ratio:,.1f}"))
 
@@ -69,6 +72,8 @@ def _export(args: argparse.Namespace) -> None:
     print(f"exported {report.rows:,} products to {report.out} in {report.seconds:.1f} s: "
           f"{report.corrected_rows:,} with corrected labels, {report.dropped_rows:,} dropped as not a product, "
           f"{report.external_rows:,} external images added")
+    for note in report.notes():
+        print(f"note: {note}")
     print(f"next: python -m core.data inspect {report.out}")
 
 

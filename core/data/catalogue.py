@@ -1,20 +1,26 @@
 """Load a catalogue: `styles.csv` as Kaggle ships it, plus `images/<id>.jpg` next to it.
 
+Kaggle's file has no multi-line fields, so a line is a row: a quote never joins lines.
 Cleaning, in order (every step is counted in the CleaningReport):
-  1. blank lines are skipped; a line with extra unquoted commas (the real Kaggle file has
-     ~22, all inside the product name) is kept, its extra fields joined back into
-     productDisplayName;
+  1. blank lines are skipped; a line whose quotes do not close on it (a stray `"`, such as
+     an inch mark opening a field) is read with its quotes as plain characters; a line with
+     extra unquoted commas (the real Kaggle file has ~22, all inside the product name) is
+     kept, its extra fields joined back into productDisplayName;
   2. a repeated id keeps its first row;
-  3. a row whose image file is missing is dropped.
+  3. a row whose photo is missing is dropped: the photo is images/<id>.jpg, the extension in
+     any case (.jpg, .JPG, .jpeg); files that look like a missing product's photo but are not
+     named so (leading zeros, another extension) are counted, with a few examples.
 Values are stripped of surrounding whitespace; an empty value is missing (NA). Columns
-other than STYLES_COLUMNS are left out of the frame.
+other than STYLES_COLUMNS are left out of the frame. A file that cannot be read this way
+(CR-only line ends, a line over MAX_LINE_CHARS, an id beyond 64 bits, ...) is refused with
+a CatalogueError naming the line and the problem.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +34,13 @@ IMAGES_DIR = "images"
 # Folder names inside Kaggle's downloads: the full dataset and the "small" one.
 KAGGLE_FOLDERS = ("fashion-dataset", "myntradataset")
 NAME_COLUMN = "productDisplayName"
+# csv's own field limit: no label or product name comes near it, a longer line is not a catalogue row.
+MAX_LINE_CHARS = 131_072
+PHOTO_EXTENSIONS = (".jpg", ".jpeg")  # compared lower-cased
+NEAR_MISS_EXAMPLES = 3
+ID_BITS = 64  # ids are int64 in the frame
+# What a file name that may be a product's photo starts with: the id, possibly with leading zeros.
+ID_IN_NAME = re.compile(r"\s*0*(\d+)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -37,9 +50,12 @@ class CleaningReport:
     styles_csv: Path
     lines_read: int  # data rows read (header and blank lines not counted)
     lines_repaired: int  # rows whose extra unquoted commas were joined back into the name
+    quotes_repaired: int  # rows whose quotes did not close on their line: quotes read as plain characters
     duplicate_ids: int  # rows dropped because their id appeared earlier (first kept)
     rows_without_image: int  # rows (after the duplicates) dropped because images/<id>.jpg is absent
+    photo_near_misses: int  # files in images/ that look like the photo of one of those rows, misnamed
     rows_kept: int
+    near_miss_examples: tuple[str, ...] = ()  # up to NEAR_MISS_EXAMPLES such file names, sorted
 
     def as_dict(self) -> dict:
         """JSON-ready: the path as a string, the counts as ints."""
@@ -55,6 +71,8 @@ class Catalogue:
     when missing or not an integer).
     extra_images: photos kept outside images_dir, by id (the reviewed external images that
     `core.corrections.apply_corrections` appends); empty for a catalogue read from disk.
+    photo_names: the file names in images_dir of the photos not named exactly <id>.jpg (e.g.
+    <id>.JPG), by id.
     """
 
     root: Path  # the folder holding styles.csv
@@ -62,10 +80,13 @@ class Catalogue:
     frame: pd.DataFrame
     report: CleaningReport
     extra_images: Mapping[int, Path] = field(default_factory=dict)
+    photo_names: Mapping[int, str] = field(default_factory=dict)
 
     def image_path(self, product_id: int) -> Path:
         extra = self.extra_images.get(product_id)
-        return extra if extra is not None else self.images_dir / f"{product_id}.jpg"
+        if extra is not None:
+            return extra
+        return self.images_dir / self.photo_names.get(product_id, f"{product_id}.jpg")
 
 
 def resolve_dataset_dir(path: str | Path) -> Path:
@@ -103,14 +124,39 @@ def same_dataset(a: str | Path, b: str | Path) -> bool:
     return dataset_key(a) == dataset_key(b)
 
 
-def _read_text(csv_path: Path) -> str:
+def _read_lines(csv_path: Path) -> list[str]:
+    """The file's lines, without their line ends (LF or CRLF)."""
     try:
         text = csv_path.read_bytes().decode("utf-8-sig")  # -sig: drop a BOM if there is one
     except UnicodeDecodeError as err:
         raise CatalogueError(f"{csv_path} is not CSV text: not UTF-8 ({err})") from None
     if "\0" in text:
         raise CatalogueError(f"{csv_path} is not CSV text: it holds NUL bytes (a binary file?)")
-    return text
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        lone_cr = text.find("\r")
+        if lone_cr >= 0:
+            raise CatalogueError(
+                f"{csv_path} line {text.count(chr(10), 0, lone_cr) + 1}: a carriage return without a line feed "
+                "(CR-only line ends, as old Mac files have); save the file with LF or CRLF line ends"
+            )
+    return text.split("\n")
+
+
+def _split_line(csv_path: Path, line_number: int, line: str) -> tuple[list[str], bool]:
+    """The fields of one line, and whether its quotes had to be read as plain characters: a quote
+    that does not close on its line (or text after a closing quote) never reaches into the next line."""
+    if len(line) > MAX_LINE_CHARS:
+        raise CatalogueError(
+            f"{csv_path} line {line_number}: {len(line):,} characters, over the limit of {MAX_LINE_CHARS:,} "
+            "for one line (no label or product name is that long: is this a catalogue?)"
+        )
+    if '"' not in line:
+        return line.split(","), False
+    try:
+        return next(csv.reader((line,), strict=True)), False
+    except csv.Error:  # "unexpected end of data", "',' expected after '\"'"
+        return line.split(","), True
 
 
 def _check_header(csv_path: Path, header: list[str]) -> None:
@@ -125,42 +171,55 @@ def _check_header(csv_path: Path, header: list[str]) -> None:
 
 
 def _integer_ids(csv_path: Path, values: tuple[str, ...], line_numbers: list[int]) -> list[int]:
-    ids = []
+    ids, low, high = [], -(2 ** (ID_BITS - 1)), 2 ** (ID_BITS - 1) - 1
     for line_number, value in zip(line_numbers, values):
         try:
-            ids.append(int(value))
+            product_id = int(value)
         except ValueError:
             raise CatalogueError(f"{csv_path} line {line_number}: id {value!r} is not an integer") from None
+        if not low <= product_id <= high:
+            raise CatalogueError(
+                f"{csv_path} line {line_number}: id {value.strip()[:40]!r} is out of range "
+                f"(ids are {ID_BITS}-bit integers, at most {high:,})"
+            )
+        ids.append(product_id)
     return ids
 
 
-def read_styles(csv_path: Path) -> tuple[pd.DataFrame, int]:
-    """Every data row of styles.csv (before dropping duplicates or rows without image).
+@dataclass(frozen=True)
+class StylesRows:
+    """Every data row of styles.csv, before dropping duplicates or rows without image."""
 
-    Returns (frame with the columns of Catalogue.frame in file order, lines_repaired).
-    """
-    reader = csv.reader(io.StringIO(_read_text(csv_path)))
-    header = next((fields for fields in reader if fields), None)
-    if header is None:
+    frame: pd.DataFrame  # the columns of Catalogue.frame, in file order
+    lines_repaired: int  # extra unquoted commas joined back into the name
+    quotes_repaired: int  # quotes read as plain characters
+
+
+def read_styles(csv_path: Path) -> StylesRows:
+    """Read styles.csv line by line (a line is a row); see the module docstring for the repairs."""
+    lines = _read_lines(csv_path)
+    numbered = ((number, line) for number, line in enumerate(lines, start=1) if line)
+    first = next(numbered, None)
+    if first is None:
         raise CatalogueError(f"{csv_path} is empty: no header line")
-    header = [column.strip() for column in header]
+    header = [column.strip() for column in _split_line(csv_path, *first)[0]]
     _check_header(csv_path, header)
     name_at = header.index(NAME_COLUMN) if NAME_COLUMN in header else None
 
-    rows, line_numbers, lines_repaired = [], [], 0
-    for fields in reader:
-        if not fields:
-            continue  # a blank line
+    rows, line_numbers, lines_repaired, quotes_repaired = [], [], 0, 0
+    for line_number, line in numbered:
+        fields, quotes_as_text = _split_line(csv_path, line_number, line)
+        quotes_repaired += quotes_as_text
         extra = len(fields) - len(header)
         if extra < 0 or (extra > 0 and name_at is None):
             raise CatalogueError(
-                f"{csv_path} line {reader.line_num}: {len(fields)} fields, but the header has {len(header)}"
+                f"{csv_path} line {line_number}: {len(fields)} fields, but the header has {len(header)}"
             )
         if extra > 0:
             fields[name_at:name_at + extra + 1] = [",".join(fields[name_at:name_at + extra + 1])]
             lines_repaired += 1
         rows.append(fields)
-        line_numbers.append(reader.line_num)
+        line_numbers.append(line_number)
     if not rows:
         raise CatalogueError(f"{csv_path} has a header but no rows")
 
@@ -174,36 +233,78 @@ def read_styles(csv_path: Path) -> tuple[pd.DataFrame, int]:
     frame.insert(0, "id", pd.array(_integer_ids(csv_path, values["id"], line_numbers), dtype="int64"))
     year = pd.to_numeric(frame["year"], errors="coerce")
     frame["year"] = year.where((year % 1 == 0) & year.between(1, 9999)).astype("Int64")  # "n/a", 2011.5: NA
-    return frame, lines_repaired
+    return StylesRows(frame, lines_repaired, quotes_repaired)
 
 
 def image_names(images_dir: Path) -> set[str]:
-    """File names in images_dir: one directory listing, no per-file stat."""
+    """Names of the files in images_dir, folders left out: one directory listing, no per-file stat
+    (symbolic links are not followed: a bad one is reported when the photo is read)."""
     with os.scandir(images_dir) as entries:
-        return {entry.name for entry in entries}
+        return {entry.name for entry in entries if not entry.is_dir(follow_symlinks=False)}
+
+
+@dataclass(frozen=True)
+class PhotoMatch:
+    """Which products have their photo in images/, and the files that nearly are one."""
+
+    found: list[bool]  # per product asked about
+    photo_names: dict[int, str]  # the found photos not named exactly <id>.jpg
+    near_misses: list[str]  # file names that look like the photo of a product without one, sorted
+
+
+def match_photos(product_ids: list[int], names: set[str]) -> PhotoMatch:
+    """Each product's photo among `names`: <id>.jpg, or <id> with .jpg/.jpeg in any case."""
+    # A plain set lookup is ~8x faster than pandas' str + isin; the other spellings are looked up
+    # only when some product has no exact <id>.jpg.
+    found = [f"{product_id}.jpg" in names for product_id in product_ids]
+    if all(found):
+        return PhotoMatch(found, {}, [])
+    spelled = {}  # id -> name, for <canonical id><.jpg or .jpeg in any case>
+    for name in names:
+        stem, dot, extension = name.rpartition(".")
+        if dot and f".{extension.lower()}" in PHOTO_EXTENSIONS and stem.isascii() and stem.isdigit() \
+                and str(int(stem)) == stem:
+            spelled.setdefault(int(stem), name)
+    photo_names = {}
+    for at, product_id in enumerate(product_ids):
+        if not found[at] and product_id in spelled:
+            found[at], photo_names[product_id] = True, spelled[product_id]
+    missing = {product_id for product_id, has in zip(product_ids, found) if not has}
+    used = {f"{product_id}.jpg" for product_id in product_ids} | set(photo_names.values())
+    near_misses = sorted(
+        name for name in names - used
+        if (match := ID_IN_NAME.match(name)) and int(match.group(1)) in missing
+    )
+    return PhotoMatch(found, photo_names, near_misses)
 
 
 def load_catalogue(path: str | Path) -> Catalogue:
     """Resolve the dataset folder (see resolve_dataset_dir), read and clean its catalogue."""
     root = resolve_dataset_dir(path)
     csv_path, images_dir = root / STYLES_FILE, root / IMAGES_DIR
-    rows, lines_repaired = read_styles(csv_path)
+    styles = read_styles(csv_path)
+    rows = styles.frame
     first = rows[~rows["id"].duplicated()]
     names = image_names(images_dir)
-    # The file name image_path gives; a plain set lookup is ~8x faster than pandas' str + isin.
-    has_image = [f"{product_id}.jpg" in names for product_id in first["id"].tolist()]
-    kept = first[has_image].reset_index(drop=True)
+    photos = match_photos(first["id"].tolist(), names)
+    kept = first[photos.found].reset_index(drop=True)
+    examples = tuple(photos.near_misses[:NEAR_MISS_EXAMPLES])
     if kept.empty:
+        seen = f"; seen instead: {', '.join(examples)}" if examples else ""
         raise CatalogueError(
             f"none of the {len(first):,} products in {csv_path} has its photo in {images_dir} "
-            f"(expected files named <id>.jpg, e.g. {first['id'].iloc[0]}.jpg; the folder holds {len(names):,} files)"
+            f"(expected files named <id>.jpg, e.g. {first['id'].iloc[0]}.jpg; the folder holds {len(names):,} files"
+            f"{seen})"
         )
     report = CleaningReport(
         styles_csv=csv_path,
         lines_read=len(rows),
-        lines_repaired=lines_repaired,
+        lines_repaired=styles.lines_repaired,
+        quotes_repaired=styles.quotes_repaired,
         duplicate_ids=len(rows) - len(first),
         rows_without_image=len(first) - len(kept),
+        photo_near_misses=len(photos.near_misses),
         rows_kept=len(kept),
+        near_miss_examples=examples,
     )
-    return Catalogue(root=root, images_dir=images_dir, frame=kept, report=report)
+    return Catalogue(root=root, images_dir=images_dir, frame=kept, report=report, photo_names=photos.photo_names)

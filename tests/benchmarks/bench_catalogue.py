@@ -1,8 +1,9 @@
 """Load time of the real sample's catalogue (44,446 rows, 11,882 images) against the 2 s target.
 
-Median of RUNS runs, split into parsing styles.csv (csv module, with the extra-comma repair)
-and the image check (one listing of images/ plus the id match); pandas' C engine reading the
-same file as plain strings is printed for reference: it is faster but cannot repair lines.
+Median of RUNS runs, split into parsing styles.csv (line by line, with the extra-comma and
+stray-quote repairs) and the image check (one listing of images/ plus the id match); pandas' C
+engine reading the same file as plain strings is printed for reference: it is faster but cannot
+repair lines, and a stray quote joins lines in it.
 
     python tests/benchmarks/bench_catalogue.py [DATASET_DIR]
 """
@@ -49,7 +50,7 @@ def main() -> None:
     pandas_c = median_seconds(lambda: pd.read_csv(csv_path, dtype=str, keep_default_na=False))
     print(f"{'step':<38}{'seconds':>9}{'/ target':>10}")
     for step, seconds in [
-        ("parse styles.csv (csv module)", parse),
+        ("parse styles.csv (line by line)", parse),
         ("image check (total - parse)", total - parse),
         ("  of which: list images/ (scandir)", listing),
         ("load_catalogue total", total),
