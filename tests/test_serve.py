@@ -61,7 +61,7 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     """Files `predict` refuses, each for another reason."""
     folder = tmp_path_factory.mktemp("bad")
     contents = {"notes.txt": b"not a photo", "empty.jpg": b"",
-                "bomb.jpg": patched_jpeg_size(jpeg_bytes((64, 64)), 10_000, 10_000),  # 100 MP claimed
+                "bomb.jpg": patched_jpeg_size(jpeg_bytes((64, 64)), 20_000, 10_000),  # 200 MP claimed: over any limit
                 "cut.jpg": jpeg_bytes()[:400]}
     for name, data in contents.items():
         (folder / name).write_bytes(data)

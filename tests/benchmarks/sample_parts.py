@@ -1,0 +1,61 @@
+"""The real sample carved once, by id, into a part to train and tune on and an untouched test part.
+
+    python tests/benchmarks/sample_parts.py [OUT] [--data DIR]
+
+OUT/train and OUT/test are catalogues the app opens: styles.csv with their rows (every row with a
+photo; the test part is the 10 % of them whose id hashes lowest, `core.data.split.id_uniform`
+with TEST_SEED), and images/ a link to the sample's photos. The same ids land in the test part
+every time, whatever machine or order: benchmarks train and choose on OUT/train only, and report
+on OUT/test (bench_trust.py, bench_model.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from core.data import STYLES_COLUMNS  # noqa: E402
+from core.data.catalogue import IMAGES_DIR, STYLES_FILE, load_catalogue  # noqa: E402
+from core.data.split import id_uniform  # noqa: E402
+
+SAMPLE = REPO.parent / "shared" / "data" / "fashion-sample"
+TEST_SEED = 20261129  # never change: it names the untouched test part
+TEST_SHARE = 0.10
+
+
+def carve(out: Path, data: Path = SAMPLE) -> tuple[Path, Path]:
+    """Write OUT/train and OUT/test (module docstring) unless they are there; returns both folders."""
+    parts = out / "train", out / "test"
+    if all((part / STYLES_FILE).is_file() for part in parts):
+        return parts
+    catalogue = load_catalogue(data)
+    frame = catalogue.frame
+    test = id_uniform(frame["id"].to_numpy(dtype=np.int64), TEST_SEED) < TEST_SHARE
+    for part, rows in zip(parts, (frame[~test], frame[test])):
+        part.mkdir(parents=True, exist_ok=True)
+        rows[list(STYLES_COLUMNS)].to_csv(part / STYLES_FILE, index=False, quoting=csv.QUOTE_MINIMAL)
+        link = part / IMAGES_DIR
+        if not link.exists():
+            os.symlink(catalogue.images_dir.resolve(), link)
+    print(f"carved {data}: {int((~test).sum()):,} rows to train on, {int(test.sum()):,} untouched test rows -> {out}")
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", nargs="?", default="/tmp/fashion-parts", type=Path)
+    parser.add_argument("--data", type=Path, default=SAMPLE)
+    args = parser.parse_args()
+    carve(args.out, args.data)
+
+
+if __name__ == "__main__":
+    main()
