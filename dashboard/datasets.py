@@ -14,11 +14,13 @@ import streamlit as st
 from PIL import Image
 
 from core import workspace
+from core.access import AccessDenied, Actor, Permission, dataset_dir_for
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue, load_catalogue, resolve_dataset_dir
 from core.data.split import split_catalogue
 from core.images import ImageRejected, thumbnail_jpeg
 from core.taxonomy import Taxonomy
+from dashboard.text import code, plain
 
 DATASET_KEY = "dataset_dir"
 
@@ -35,7 +37,9 @@ def _load(root: str, stamp: tuple[int, int, int]) -> Catalogue:
 
 
 def open_catalogue(path: str | Path) -> Catalogue:
-    """Load (or reuse) the catalogue at `path`; raises CatalogueError naming what is wrong."""
+    """Load (or reuse) the catalogue at `path` (one the app chose: the default, a run's; a folder
+    a person typed goes through core.access.dataset_dir_for first); raises CatalogueError naming
+    what is wrong."""
     root = resolve_dataset_dir(path)
     return _load(str(root), _stamp(root))
 
@@ -122,33 +126,37 @@ def current_catalogue() -> Catalogue | None:
     try:
         catalogue = open_catalogue(chosen)
     except CatalogueError as error:
-        st.error(f"Cannot open the dataset: {error}")
+        st.error(f"Cannot open the dataset: {plain(error)}")
         return None
     st.session_state[DATASET_KEY] = str(catalogue.root)
     return catalogue
 
 
-def dataset_picker(catalogue: Catalogue | None) -> None:
-    """Sidebar: the open dataset, a field to open another folder, and a way back to the demo.
+def dataset_picker(actor: Actor, catalogue: Catalogue | None) -> None:
+    """Sidebar: the open dataset and, for a person who may open folders (an admin), a field to open
+    another folder under their roots, and a way back to the demo.
 
-    A folder that fails validation leaves the previous dataset open and says why.
+    A folder that fails validation, or is refused, leaves the previous dataset open and says why.
     """
     with st.sidebar:
         st.subheader("Dataset")
         if catalogue is not None:
-            st.caption(f"`{catalogue.root}` · {catalogue.report.rows_kept:,} products")
+            st.caption(f"{code(catalogue.root)} · {catalogue.report.rows_kept:,} products")
+        if not actor.may(Permission.OPEN_FOLDER):
+            return
         with st.form("open_dataset", border=False):
             path = st.text_input(
                 "Dataset folder",
                 placeholder="/data/fashion-dataset",
-                help="A folder with styles.csv and images/<id>.jpg (Kaggle's full or small layout).",
+                help="A folder with styles.csv and images/<id>.jpg (Kaggle's full or small layout), under "
+                     "the workspace, FASHION_TAGGER_DATA or FASHION_TAGGER_DATA_ROOTS.",
             )
             opened = st.form_submit_button("Open folder")
         if opened:
-            _switch_to(path.strip())
+            _switch_to(actor, path.strip())
         if st.button("Use the demo dataset", disabled=catalogue is not None and catalogue.root == workspace.demo_dir()):
             ensure_demo_with_progress()
-            _switch_to(str(workspace.demo_dir()))
+            _switch_to(actor, str(workspace.demo_dir()))
 
 
 def use_dataset(path: str) -> None:
@@ -157,14 +165,14 @@ def use_dataset(path: str) -> None:
     st.session_state[DATASET_KEY] = path
 
 
-def _switch_to(path: str) -> None:
+def _switch_to(actor: Actor, path: str) -> None:
     if not path:
         st.sidebar.error("Type a folder path first.")
         return
     try:
-        catalogue = open_catalogue(path)
-    except CatalogueError as error:
-        st.sidebar.error(f"{error}\n\nThe previous dataset stays open.")
+        catalogue = open_catalogue(dataset_dir_for(actor, path))
+    except (CatalogueError, AccessDenied) as error:
+        st.sidebar.error(f"{plain(error)}\n\nThe previous dataset stays open.")
         return
     st.session_state[DATASET_KEY] = str(catalogue.root)
     st.rerun()
