@@ -277,3 +277,22 @@ def undo_bulk(store: LabelStore, actor: Actor, actions: Collection[str]) -> list
 def _check_limit(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a positive int, got {limit!r}")
+
+
+HISTORY_TABLE_COLUMNS = ["when (UTC)", "reviewer", "field", "old", "new", "what", "model proposed", "run"]
+_WHAT = {"accept": "kept or took the proposal", "correct": "corrected", "new_value": "a new value", "review": "reviewed",
+         "skip": "skipped", "not_product": "not a product", "undo": "undone"}
+
+
+def history_table(history: pd.DataFrame) -> pd.DataFrame:
+    """An item's history (LabelStore.history) as a person reads it, oldest first: the time to the
+    second, who, which field and its change, what the decision was, the model's proposal with its
+    p, and the run; the store's sequence and action ids left out."""
+    proposed = [f"{label} ({p:.2f})" if label is not None and pd.notna(p) else (label or "")
+                for label, p in zip(history["predicted"], history["p"])]
+    return pd.DataFrame({
+        "when (UTC)": history["at"].str.slice(0, 19).str.replace("T", " "), "reviewer": history["reviewer"],
+        "field": history["field"], "old": history["old"], "new": history["new"],
+        "what": history["kind"].map(_WHAT).fillna(history["kind"]), "model proposed": proposed,
+        "run": history["run_id"].fillna(""),
+    }, columns=HISTORY_TABLE_COLUMNS)

@@ -1,7 +1,8 @@
 """Which dataset the user has open, and the cached reads of it every page shares.
 
-The chosen folder lives in `st.session_state` (per user); catalogues, splits and thumbnails are
-cached per folder and file stamps, so switching pages or paging the image grid is instant.
+The chosen folder lives in `st.session_state` (per user) and in the URL's query parameters (a reload
+or a shared link opens it again); catalogues, splits and thumbnails are cached per folder and file
+stamps, so switching pages or paging the image grid is instant.
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ def current_catalogue() -> Catalogue | None:
     Returns None (after showing the problem) only when the default itself cannot be opened.
     """
     chosen = st.session_state.get(DATASET_KEY)
+    if chosen is None and st.query_params.get(DATASET_KEY):  # a reload, or a link: the URL keeps it
+        try:
+            chosen = str(open_catalogue(st.query_params[DATASET_KEY]).root)
+        except CatalogueError as error:
+            st.warning(f"The dataset in the link cannot be opened: {error}. The default is open instead.")
     if chosen is None:
         default = default_dataset_dir()
         if default == workspace.demo_dir():
@@ -128,7 +134,7 @@ def current_catalogue() -> Catalogue | None:
     except CatalogueError as error:
         st.error(f"Cannot open the dataset: {plain(error)}")
         return None
-    st.session_state[DATASET_KEY] = str(catalogue.root)
+    use_dataset(str(catalogue.root))
     return catalogue
 
 
@@ -160,9 +166,10 @@ def dataset_picker(actor: Actor, catalogue: Catalogue | None) -> None:
 
 
 def use_dataset(path: str) -> None:
-    """Open `path` from the next run on: for a button's on_click, where a folder the app itself
-    wrote (an export) needs no checking first."""
+    """Open `path` from the next run on, and keep it in the URL so a reload opens it again: for a
+    button's on_click, where a folder the app itself wrote (an export) needs no checking first."""
     st.session_state[DATASET_KEY] = path
+    st.query_params[DATASET_KEY] = path
 
 
 def _switch_to(actor: Actor, path: str) -> None:
@@ -174,5 +181,5 @@ def _switch_to(actor: Actor, path: str) -> None:
     except (CatalogueError, AccessDenied) as error:
         st.sidebar.error(f"{plain(error)}\n\nThe previous dataset stays open.")
         return
-    st.session_state[DATASET_KEY] = str(catalogue.root)
+    use_dataset(str(catalogue.root))
     st.rerun()

@@ -105,7 +105,9 @@ def photo_source(store: LabelStore, catalogue: Catalogue, reviewer: str) -> None
             added[upload.file_id] = str(error)
     if fresh:
         current = [added[upload.file_id] for upload in uploads or []]
-        start_queue(store.items([entry for entry in current if isinstance(entry, int)]))
+        items = store.items([entry for entry in current if isinstance(entry, int)])
+        if items:  # nothing readable: the queue under review stays
+            start_queue(items)
         for entry in current:
             if isinstance(entry, str):
                 _note("error", entry)
@@ -133,6 +135,9 @@ def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, reviewer: 
     bar.empty()
     for reason in refused:
         _note("error", reason)
+    if not items:  # nothing readable: the queue under review stays
+        _note("warning", f"No photo of {folder} could be read: the queue is as it was.")
+        return
     st.toast(f"{len(items):,} photos queued" + (f", {len(refused):,} refused" if refused else ""))
     start_queue(items)
 

@@ -5,7 +5,9 @@ The component listens for keydown on the whole document and acts wherever the ke
 Ctrl+X (cut) or Ctrl+Z (undo typing) in the reviewer's name or a new label's field would also
 press "Not a product" or "Undo". `TEXT_FIELD_GUARD` listens on <body>, below the document, and
 stops the shortcut combos that come from a text field before they reach the component. Label
-choices (select boxes) are not text fields: the keyboard flow goes on from them.
+choices (select boxes) are not text fields: the keyboard flow goes on from them, though their own
+key handling stops a keydown from bubbling, so the guard hands those combos to the component's
+listener during capture.
 
 The component renders through `st.components.v1.html`, which Streamlit 1.67 deprecates in favour
 of `st.iframe` and logs as such on every call: once per rerun of a page with shortcuts, so a
@@ -38,12 +40,21 @@ TEXT_FIELD_GUARD = """<script>
   window.__fashionTaggerGuard = true;
   const isTextField = (element) => element && (element.isContentEditable || element.tagName === "TEXTAREA"
     || (element.tagName === "INPUT" && element.getAttribute("role") !== "combobox"));
+  const isSelectBox = (element) => element && element.getAttribute && element.getAttribute("role") === "combobox";
+  const isShortcut = (event) => window.__fashionTaggerGuardedCombos.some((combo) => combo.ctrl === event.ctrlKey
+    && combo.alt === event.altKey && combo.shift === event.shiftKey && combo.meta === event.metaKey
+    && combo.key === event.key.toLowerCase());
   document.body.addEventListener("keydown", (event) => {
-    if (!isTextField(event.target)) return;
-    const pressed = (combo) => combo.ctrl === event.ctrlKey && combo.alt === event.altKey
-      && combo.shift === event.shiftKey && combo.meta === event.metaKey && combo.key === event.key.toLowerCase();
-    if (window.__fashionTaggerGuardedCombos.some(pressed)) event.stopPropagation();
+    if (isTextField(event.target) && isShortcut(event)) event.stopPropagation();
   });
+  // A select box's own key handling stops the keydown before it bubbles to the component's
+  // listener, so a shortcut pressed there is handed to that listener here, once.
+  document.addEventListener("keydown", (event) => {
+    const listener = window.__streamlitShortcutsListener;
+    if (!isSelectBox(event.target) || !isShortcut(event) || !listener) return;
+    event.stopPropagation();
+    listener(event);
+  }, true);
 })();
 </script>"""
 

@@ -28,6 +28,7 @@ from training.status import metrics_frame
 DEFAULT_TOP_N = 20
 NUMBER = st.column_config.NumberColumn(format="%.3f")
 DELTA = st.column_config.NumberColumn(format="%+.3f")
+COUNT = "{:,.0f}"  # a Styler format: a row count
 
 
 def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation, str]:
@@ -231,16 +232,18 @@ def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluatio
     st.caption(plain(f"a = {record.id} · {evaluation.name}; b = {chosen[0]} · {chosen[1]}; delta = b − a"))
     heads = compare_summaries(evaluation.report, other.report)
     deltas = [column for column in heads.columns if column.endswith("_delta")]
+    supports = ["support_a", "support_b"]
     st.dataframe(heads.style.map(partial(highlight, tolerance=tolerance), subset=deltas).format(
         "{:+.3f}", subset=deltas).format("{:.3f}", subset=[c for c in heads.columns if c.endswith(("_a", "_b"))
-                                                            and not c.startswith("support")]))
+                                                            and c not in supports]).format(COUNT, subset=supports))
     if head not in other.heads:
         st.info(f"Run b has no {head} head.")
         return
     table = compare_classes(evaluation.report, other.report, head, tolerance)
     st.markdown(f"**{head}**: F1 per class; {int(table['regression'].sum())} classes dropped by more than {tolerance:.2f}")
-    st.dataframe(table.style.map(partial(highlight, tolerance=tolerance), subset=["delta"]), hide_index=True,
-                 column_config={"f1_a": NUMBER, "f1_b": NUMBER, "delta": DELTA})
+    # A class only one run has leaves the other's support empty (NaN): shown as a dash, counts as whole numbers.
+    st.dataframe(table.style.map(partial(highlight, tolerance=tolerance), subset=["delta"]).format(
+        COUNT, subset=supports, na_rep="—"), hide_index=True, column_config={"f1_a": NUMBER, "f1_b": NUMBER, "delta": DELTA})
 
 
 def main() -> None:

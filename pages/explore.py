@@ -18,6 +18,7 @@ from dashboard import charts
 from dashboard.datasets import current_catalogue, current_split, taxonomy_of
 from dashboard.gallery import photo_grid
 from dashboard.review_queue import queue_for_review
+from training.config import TrainConfig, resolve_rare_min_count
 
 
 def head_choice(key: str, label: str = "Attribute") -> str:
@@ -34,14 +35,19 @@ def distributions(frame) -> None:
     st.plotly_chart(charts.counts_bar(counts, f"{head}: rows per class", log_scale), key="dist_chart")
 
 
-def imbalance(frame) -> None:
+def imbalance(catalogue) -> None:
     st.subheader("Class imbalance")
+    frame = catalogue.frame
+    default = TrainConfig()  # start from what a new run does on this catalogue
+    train_rows = int((current_split(catalogue) == "train").sum())
+    automatic = resolve_rare_min_count(default, train_rows)
     left, right = st.columns([2, 1])
     threshold = left.slider(
-        "Rare-class threshold (rows)", 0, 1000, 500, step=10, key="rare_threshold",
-        help="Classes with fewer rows than this are rare: ignored (the seed's policy) or merged into Other.",
+        "Rare-class threshold (rows)", 0, 1000, automatic, step=1, key="rare_threshold",
+        help=f"Classes with fewer rows than this are rare: merged into Other (the default recipe: under {automatic} "
+             f"of its {train_rows:,} training rows, 0.2 %) or ignored (the seed's policy: under 500 rows).",
     )
-    policy = right.radio("Rare classes become", ["ignore", "other"], horizontal=True, key="rare_policy",
+    policy = right.radio("Rare classes become", ["other", "ignore"], horizontal=True, key="rare_policy",
                          format_func={"ignore": "None (ignored)", "other": "Other"}.get)
     table = imbalance_table(frame, threshold)
     st.dataframe(
@@ -137,7 +143,7 @@ def main() -> None:
         distributions(frame)
         completeness(frame)
     with balance:
-        imbalance(frame)
+        imbalance(catalogue)
     with tree:
         taxonomy(catalogue)
     with split_tab:

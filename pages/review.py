@@ -12,7 +12,7 @@ from core.data import CatalogueError
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
 from core.labelstore import Item, ItemKind, LabelStore, ReviewStatus, UndoConflict
-from core.review import choices, disagreement, next_item, shown_label
+from core.review import choices, disagreement, history_table, next_item, shown_label
 from dashboard import pages
 from dashboard.bulk_review import bulk_accept
 from dashboard.datasets import current_catalogue, fitted_width, head_values, thumbnail, use_dataset
@@ -33,9 +33,17 @@ PHOTO_BOX = (280, 330)  # the item's photo at most this wide and tall (px): the 
 
 
 def reviewer_field() -> str:
+    """The reviewer's name, kept in the URL too, so a reload keeps it."""
+    if REVIEWER_KEY not in st.session_state:
+        st.session_state[REVIEWER_KEY] = st.query_params.get(REVIEWER_KEY, "")
     with st.sidebar:
         st.subheader("Reviewer")
-        return st.text_input("Your name", key=REVIEWER_KEY, placeholder="recorded with every decision").strip()
+        name = st.text_input("Your name", key=REVIEWER_KEY, placeholder="recorded with every decision").strip()
+    if name:
+        st.query_params[REVIEWER_KEY] = name
+    else:
+        st.query_params.pop(REVIEWER_KEY, None)
+    return name
 
 
 def choose_run() -> RunRecord | None:
@@ -103,7 +111,7 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
         if history.empty:
             st.caption("No decisions yet.")
         else:
-            st.dataframe(history, hide_index=True)
+            st.dataframe(history_table(history), hide_index=True, width="stretch")
 
 
 def take_button(key: str, proposal: tuple[str, float], number: int, sure: bool | None) -> str:

@@ -9,14 +9,14 @@ from core.data import HEADS
 from core.data.schema import RARE_POLICIES
 from core.losses import IMBALANCE_STRATEGIES
 from core.model import LOSSES, SCHEDULERS
-from dashboard.datasets import current_catalogue
+from dashboard.datasets import current_catalogue, current_split
 from dashboard.runs import open_run_buttons, training_curves
 from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, TrainConfig
-from training.estimate import estimate
+from training.estimate import doubts, estimate, split_sizes
 from training.launcher import LaunchError, cancel_run, launch_run, resume_run
 from training.registry import ACTIVE, RESUMABLE, RunRegistry, RunState
 from training.run_folder import RunFolder
-from training.status import format_duration, metrics_frame, run_progress, runs_frame, summary_frame
+from training.status import format_duration, metrics_frame, plural, run_progress, runs_frame, summary_frame
 
 RUN_KEY = "train_run_id"  # the run the live view shows
 RECIPE_LABELS = {"default": "Default (ours)", "seed": "Seed notebook"}
@@ -62,23 +62,23 @@ def config_form(data: Path) -> TrainConfig | None:
                   help="Offline, only backbones marked 'offline weights' can start from pretrained weights.")
     fields.choice(columns[1], "Pretrained weights", "pretrained", PRETRAINED_MODES,
                   help="auto: the hub, else the offline package; none: random weights on purpose.")
-    fields.number(columns[2], "Image size (px)", "image_size", min_value=32, max_value=1024, step=32)
-    fields.number(columns[3], "Epochs", "epochs", min_value=1, max_value=1000)
-    fields.number(columns[0], "Batch size", "batch_size", min_value=1, max_value=4096)
-    fields.number(columns[1], "Learning rate", "lr", min_value=0.0, format="%.6f", step=1e-5)
+    fields.number(columns[2], "Image size (px)", "image_size", step=32)
+    fields.number(columns[3], "Epochs", "epochs")
+    fields.number(columns[0], "Batch size", "batch_size")
+    fields.number(columns[1], "Learning rate", "lr", format="%.6f", step=1e-5)
     fields.choice(columns[2], "Imbalance", "imbalance", IMBALANCE_STRATEGIES)
-    fields.number(columns[3], "Patience (epochs)", "patience", min_value=0, max_value=1000,
+    fields.number(columns[3], "Patience (epochs)", "patience",
                   help=f"Early stopping: epochs without a better {fields.base.monitor}.")
     fields.choice(columns[0], "Rare classes", "rare_policy", RARE_POLICIES)
     fields.auto_or_int(columns[1], "Rare below (rows)", "rare_min_count",
                        help="auto: 0.2% of the training rows, between 10 and 500; or a number of rows.")
-    max_samples = columns[2].number_input("Max samples (0 = all)", min_value=0, value=fields.base.max_samples or 0,
+    max_samples = columns[2].number_input("Max samples (0 = all)", value=fields.base.max_samples or 0,
                                           key=fields.key("max_samples"), help="Cap on catalogue rows, for quick runs.")
     fields.values["max_samples"] = max_samples or None
     fields.choice(columns[3], "Precision", "precision", PRECISIONS)
     fields.auto_or_int(columns[0], "Devices", "devices", help="auto, or how many GPUs (or CPU processes).")
-    fields.number(columns[1], "Loader workers", "num_workers", min_value=0, max_value=64)
-    fields.number(columns[2], "Seed", "seed", min_value=0, max_value=2**32 - 1)
+    fields.number(columns[1], "Loader workers", "num_workers")
+    fields.number(columns[2], "Seed", "seed")
     fields.toggle(columns[3], "Train on reviewed labels", "corrections",
                   help="Apply the Review page's decisions on this dataset: corrected labels, 'not a product' rows "
                        "dropped, reviewed new photos added to training. The run keeps a snapshot of them.")
@@ -94,22 +94,22 @@ def config_form(data: Path) -> TrainConfig | None:
 def advanced_fields(fields: Fields) -> None:
     fields.values["heads"] = tuple(st.multiselect("Heads", HEADS, default=list(fields.base.heads), key=fields.key("heads")))
     columns = st.columns(4)
-    fields.number(columns[0], "Validation share", "val_fraction", min_value=0.0, max_value=1.0, step=0.05)
+    fields.number(columns[0], "Validation share", "val_fraction", step=0.05)
     fields.choice(columns[1], "Head", "head", HEAD_TYPES, help="linear: one Linear per head; seed_mlp: the seed's shared MLP.")
     fields.choice(columns[2], "Loss", "loss", LOSSES, help="ce: cross-entropy per head; bce: the seed's masked BCE (imbalance none).")
     fields.choice(columns[3], "Monitor", "monitor", MONITORS)
-    fields.number(columns[0], "Logit adjustment τ", "tau", min_value=0.0, step=0.1)
-    fields.number(columns[1], "Focal γ", "focal_gamma", min_value=0.0, step=0.5)
-    fields.number(columns[2], "Weight decay", "weight_decay", min_value=0.0, format="%.4f", step=0.01)
-    grad_clip = columns[3].number_input("Gradient clip (0 = none)", min_value=0.0, value=fields.base.grad_clip or 0.0,
+    fields.number(columns[0], "Logit adjustment τ", "tau", step=0.1)
+    fields.number(columns[1], "Focal γ", "focal_gamma", step=0.5)
+    fields.number(columns[2], "Weight decay", "weight_decay", format="%.4f", step=0.01)
+    grad_clip = columns[3].number_input("Gradient clip (0 = none)", value=fields.base.grad_clip or 0.0,
                                         key=fields.key("grad_clip"))
     fields.values["grad_clip"] = grad_clip or None
     fields.choice(columns[0], "Scheduler", "scheduler", SCHEDULERS)
-    fields.number(columns[1], "Warmup share (cosine)", "warmup_fraction", min_value=0.0, max_value=1.0, step=0.01)
-    fields.number(columns[2], "Step size (step)", "step_size", min_value=1)
-    fields.number(columns[3], "Step γ (step)", "gamma", min_value=0.0, max_value=1.0, step=0.05)
+    fields.number(columns[1], "Warmup share (cosine)", "warmup_fraction", step=0.01)
+    fields.number(columns[2], "Step size (step)", "step_size")
+    fields.number(columns[3], "Step γ (step)", "gamma", step=0.05)
     fields.choice(columns[0], "Accelerator", "accelerator", ACCELERATORS)
-    fields.number(columns[1], "Nodes", "num_nodes", min_value=1)
+    fields.number(columns[1], "Nodes", "num_nodes")
     strategy = columns[2].text_input("Strategy", value=fields.base.strategy, key=fields.key("strategy"))
     fields.values["strategy"] = strategy.strip()
     fields.choice(columns[3], "Channels last", "channels_last", [AUTO, True, False])
@@ -117,15 +117,19 @@ def advanced_fields(fields: Fields) -> None:
     fields.toggle(columns[1], "Augment (crop, flip)", "augment")
 
 
-def estimate_hint(cfg: TrainConfig, rows: int) -> None:
-    hint = estimate(cfg, rows)
+def estimate_hint(cfg: TrainConfig, catalogue, registry: RunRegistry) -> None:
+    split = current_split(catalogue, cfg.val_fraction, cfg.seed)
+    sizes = split_sizes(cfg, catalogue.frame["id"].to_numpy(), split.to_numpy())
+    hint = estimate(cfg, *sizes, registry.list(limit=50))
     st.info(
         f"Per epoch: {hint['train_images']:,} training and {hint['val_images']:,} validation images "
         f"({hint['steps_per_epoch']:,} × batch {cfg.batch_size}). Roughly {format_duration(hint['seconds_per_epoch'])} per epoch, "
-        f"{format_duration(hint['seconds_total'])} for {cfg.epochs} epochs on {hint['device'].upper()}, "
+        f"{format_duration(hint['seconds_total'])} for {plural(cfg.epochs, 'epoch')} on {hint['device'].upper()}, "
         f"~{hint['memory_gib']:.1f} GiB of memory. Rough: {hint['assumption']}.",
         icon=":material/timer:",
     )
+    for doubt in doubts(cfg, hint):
+        st.warning(doubt, icon=":material/warning:")
 
 
 def start(cfg: TrainConfig, registry: RunRegistry) -> None:
@@ -158,7 +162,7 @@ def runs_view() -> None:
 
 def live_run(record, registry: RunRegistry) -> None:
     config = record.config
-    st.caption(f"{config['backbone']} · {config['image_size']} px · {config['epochs']} epochs · "
+    st.caption(f"{config['backbone']} · {config['image_size']} px · {plural(config['epochs'], 'epoch')} · "
                f"batch {config['batch_size']} · {record.device or 'device not chosen yet'}")
     run = RunFolder(record.folder)
     has_checkpoint = run.has_checkpoint("last")  # a file cut short (a full disk) is not one
@@ -236,10 +240,11 @@ def main() -> None:
     st.subheader("New run")
     st.caption(f"On the open dataset `{catalogue.root}` · {rows:,} products with a photo")
     cfg = config_form(catalogue.root)
+    registry = RunRegistry()
     if cfg is not None:
-        estimate_hint(cfg, rows)
+        estimate_hint(cfg, catalogue, registry)
     if st.button("Start training", type="primary", disabled=cfg is None, key="train.start", icon=":material/play_arrow:"):
-        start(cfg, RunRegistry())
+        start(cfg, registry)
     st.subheader("Runs")
     runs_view()
 

@@ -16,7 +16,9 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.profile import filter_rows
 from core.labelstore import LabelStore, ReviewStatus
+from core.data.split import split_catalogue
 from core.taxonomy import Taxonomy
+from training.config import TrainConfig, resolve_rare_min_count
 
 from conftest import REPO
 
@@ -172,8 +174,18 @@ def test_switching_to_another_folder_and_back_to_the_demo(on_demo, tmp_path):
     at.sidebar.text_input[0].input(str(other))
     at.sidebar.button[0].click().run()
     assert metric_values(at)["Products kept"] == "7"
+    assert at.query_params["dataset_dir"] == str(other)  # in the URL: a reload opens it again
+    reloaded = AppTest.from_file(HOME, default_timeout=60)
+    reloaded.query_params["dataset_dir"] = str(other)
+    reloaded.run()
+    assert metric_values(reloaded)["Products kept"] == "7"
     at.sidebar.button[1].click().run()  # "Use the demo dataset"
     assert metric_values(at)["Products kept"] == "120"
+    broken = AppTest.from_file(HOME, default_timeout=60)
+    broken.query_params["dataset_dir"] = str(tmp_path / "gone")
+    broken.run()
+    assert metric_values(broken)["Products kept"] == "120"  # the default, with a word on the link
+    assert any("The dataset in the link cannot be opened" in w.value for w in broken.warning)
 
 
 def chart_specs(at: AppTest) -> list[dict]:
@@ -238,6 +250,10 @@ def test_explore_log_scale_and_top_n(on_demo):
 def test_rare_threshold_shows_live_what_becomes_none_or_other(on_demo):
     at = explore(app())
     frame = load_catalogue(on_demo).frame
+    # It starts from what a new run of the default recipe does: merge into Other under its automatic threshold.
+    train_rows = int((split_catalogue(frame, val_fraction=0.2, seed=0) == "train").sum())
+    assert at.slider(key="rare_threshold").value == resolve_rare_min_count(TrainConfig(), train_rows)
+    assert at.radio(key="rare_policy").value == "other"
     at.segmented_control(key="rare_head").set_value("articleType").run()
     at.slider(key="rare_threshold").set_value(10).run()
     counts = frame["articleType"].value_counts()

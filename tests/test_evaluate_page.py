@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix
 from streamlit.testing.v1 import AppTest
@@ -181,8 +182,16 @@ def test_compare_with_another_evaluation(run):
     pd.testing.assert_frame_equal(shown, expected)
     classes = at.dataframe[1].value
     assert classes["delta"].dropna().is_monotonic_increasing
+    for table in at.dataframe[:2]:  # supports read as whole numbers, a class one run lacks as a dash
+        shown_support = displayed(table)[["support_a", "support_b"]].stack()
+        assert shown_support.str.fullmatch(r"[\d,]+|—").all(), shown_support.tolist()
     regressed = int(classes["regression"].sum())
     assert any(m.value.startswith(f"**{HEAD}**: F1 per class; {regressed} classes dropped") for m in at.markdown)
+
+
+def displayed(dataframe) -> pd.DataFrame:
+    """What a Styler-formatted st.dataframe shows: its display values, as text."""
+    return pa.ipc.open_stream(dataframe.proto.arrow_data.styler.display_values).read_all().to_pandas()
 
 
 def test_no_evaluated_run_says_so(run, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.abstention import THRESHOLDS, Selection
 from core.labelstore import EXTERNAL_ID_BASE, LabelStore
-from core.review import label_issue_ids
+from core.review import HISTORY_TABLE_COLUMNS, label_issue_ids
 from core.taxonomy import Taxonomy
 from core.trust import Calibration
 from training.checkpoints import add_to_checkpoints, load_predictor
@@ -347,3 +347,37 @@ def test_rows_that_break_the_taxonomy_are_a_label_issue_queue(run):
     assert not at.exception, at.exception
     queued = LabelStore().items(at.session_state["review.queue"])
     assert [item.product_id for item in queued] == expected.tolist()
+
+
+def test_a_folder_with_no_readable_photo_leaves_the_queue_and_says_so(run, tmp_path):
+    _, catalogue = run
+    at = review_page()
+    at.file_uploader(key="review.uploads").set_value([photo(catalogue, int(catalogue.frame["id"].iloc[9]))]).run()
+    queue = at.session_state["review.queue"]
+    at.button(key="review_save").click().run()
+    bad = tmp_path / "arrivals"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"not a photo")
+    at.text_input(key="review.folder").set_value(str(bad))
+    next(button for button in at.button if button.label == "Load folder").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["review.queue"] == queue  # the queue under review stays
+    shown = [re.sub(r"\\(.)", r"\1", w.value) for w in at.warning]
+    assert f"No photo of {bad} could be read: the queue is as it was." in shown
+    assert any("broken.jpg" in re.sub(r"\\(.)", r"\1", e.value) for e in at.error)
+    # Its history reads as a person reads it: seconds, words, the model's proposal with its p.
+    at.run()
+    table = at.dataframe[-1].value
+    assert list(table.columns) == HISTORY_TABLE_COLUMNS
+    assert table["when (UTC)"].str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d").all()
+    assert set(table["what"]) <= {"kept or took the proposal", "corrected", "reviewed"}
+
+
+def test_the_reviewer_name_survives_a_reload(run):
+    at = review_page(reviewer="dee")
+    assert at.query_params["review.reviewer"] == "dee"
+    reloaded = AppTest.from_file(HOME, default_timeout=90)
+    reloaded.query_params["review.reviewer"] = "dee"
+    reloaded.run()
+    reloaded.switch_page(REVIEW).run()
+    assert reloaded.text_input(key="review.reviewer").value == "dee"

@@ -62,7 +62,7 @@ def test_the_form_is_prefilled_from_the_recipe_with_an_estimate(registry, demo):
     assert field(at, "number_input", "image_size").value == 224
     assert field(at, "number_input", "max_samples").value == 0  # all rows
     assert field(at, "text_input", "rare_min_count").value == "auto"
-    hint = estimate(TrainConfig(data=str(demo)), ROWS)
+    hint = estimate(TrainConfig(data=str(demo)), 64, 16)
     assert (hint["train_images"], hint["val_images"]) == (64, 16)
     assert any(text.startswith("Per epoch: 64 training and 16 validation images (2 × batch 32). Roughly ") for text in texts(at.info))
     assert "No runs yet: start one above." in texts(at.info)
@@ -80,6 +80,18 @@ def test_a_bad_value_shows_the_config_error_and_disables_start(registry):
     field(at, "number_input", "image_size").set_value(100).run()
     assert texts(at.error) == ["invalid training config: image_size must be a multiple of 32 in [64, 1024], got 100"]
     assert at.button(key="train.start").disabled
+    # Out of the config's bounds: kept as typed (no widget bound replaces it) and refused by name.
+    field(at, "number_input", "image_size").set_value(5000)
+    field(at, "number_input", "epochs").set_value(0).run()
+    assert field(at, "number_input", "image_size").value == 5000 and field(at, "number_input", "epochs").value == 0
+    assert texts(at.error) == ["invalid training config: image_size must be a multiple of 32 in [64, 1024], got 5000; "
+                               "epochs must be >= 1, got 0"]
+    assert at.button(key="train.start").disabled
+    field(at, "number_input", "image_size").set_value(224)
+    field(at, "number_input", "epochs").set_value(10)
+    field(at, "number_input", "lr").set_value(50.0).run()
+    assert "lr=50 is far above AdamW's usual 1e-4 to 1e-2: training will likely diverge." in texts(at.warning)
+    assert not at.button(key="train.start").disabled  # a warning, not a refusal
 
     field(at, "number_input", "image_size").set_value(128)
     field(at, "text_input", "rare_min_count").set_value("lots").run()

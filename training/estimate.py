@@ -1,13 +1,21 @@
-"""A rough time and memory hint for a training config, before it starts (the Train form)."""
+"""A rough time and memory hint for a training config before it starts, and the valid but unlikely
+settings to warn about (the Train form)."""
 
 from __future__ import annotations
 
 import math
+import os
+import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
+from core.datamodule import capped_selection
 from training.config import TrainConfig, resolve_precision
+from training.registry import RunRecord, RunState
+
 # Rough by design: it says which order of magnitude to expect (seconds, minutes, hours) and
 # whether a batch fits, not a forecast.
 # tf_efficientnet_lite0 at 224 px on 2 CPU cores (DESIGN.md, "Pretrained weights without a network").
@@ -27,45 +35,84 @@ BACKBONE_COSTS = {
 }
 REFERENCE_BACKBONE = "tf_efficientnet_lite0"
 OPTIMISER_BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moments
+MAX_USUAL_LR = 0.1  # above this, AdamW on these nets diverges (lr=50 gave NaN losses)
 
 
-def estimate(cfg: TrainConfig, rows: int) -> dict[str, Any]:
-    """A rough time and memory hint for training `cfg` on a catalogue of `rows` rows.
+def split_sizes(cfg: TrainConfig, ids: np.ndarray, split: np.ndarray) -> tuple[int, int]:
+    """(training images, validation images) a run of `cfg` uses of a catalogue whose rows are
+    `ids` split as `split` ("train"/"val" per row, training.builders.run_split's): the same
+    counts as the run's, max_samples' cap included."""
+    used = capped_selection(np.asarray(ids), np.asarray(split), cfg.max_samples, cfg.seed)
+    return int((used & (split == "train")).sum()), int((used & (split == "val")).sum())
 
-    time per epoch = (train images x train ms + val images x eval ms) x (image_size / 224)^2
-                     x activation size relative to lite0 [/ CPU cores over 2, or / GPUs]
-    A frozen backbone trains at the eval cost (no backward through it) and keeps no activations.
-    memory per device = parameters x 16 bytes + batch x activations per image x (image_size / 224)^2,
-                        halved for 16-bit precisions.
+
+def _scale(config: Mapping[str, Any]) -> float:
+    """Cost of one image (a config's backbone and image size) relative to lite0 at 224 px:
+    pixels x activation size."""
+    backbone, size = config["backbone"], config["image_size"]
+    activation = BACKBONE_COSTS.get(backbone, BACKBONE_COSTS[REFERENCE_BACKBONE])[1]
+    return (size / 224) ** 2 * activation / BACKBONE_COSTS[REFERENCE_BACKBONE][1]
+
+
+def measured_rate(cfg: TrainConfig, runs: Sequence[RunRecord]) -> tuple[float, RunRecord] | None:
+    """(training images per second, the run it comes from) for `cfg` on this machine: the newest
+    finished run of this host on the same kind of device that recorded its rate (training images
+    over the fit's wall time, validation included), scaled to cfg's image size and backbone; None
+    without one."""
+    on_cpu = not (cfg.accelerator != "cpu" and torch.cuda.is_available())
+    for record in runs:  # newest first
+        rate = (record.timings or {}).get("train_images_per_s")
+        if (record.status == RunState.FINISHED and rate and record.host == socket.gethostname()
+                and (record.device or "").startswith("cpu") == on_cpu
+                and bool(record.config.get("freeze_backbone")) == cfg.freeze_backbone):
+            return rate * _scale(record.config) / _scale(cfg.to_dict()), record
+    return None
+
+
+def estimate(cfg: TrainConfig, train_images: int, val_images: int, runs: Sequence[RunRecord] = ()) -> dict[str, Any]:
+    """A rough time and memory hint for training `cfg` on `train_images` and `val_images` a epoch
+    (`split_sizes`).
+
+    Time: from the rate a finished run of this machine measured (`measured_rate`, scaled to cfg's
+    image size and backbone): seconds per epoch = training images / that rate. Without one, from
+    the constants above: (train images x train ms + val images x eval ms) x (image_size / 224)^2
+    x activation size relative to lite0 [/ CPU cores over 2, or / GPUs]; a frozen backbone trains
+    at the eval cost.
+    Memory per device = parameters x 16 bytes + batch x activations per image x (image_size / 224)^2,
+    halved for 16-bit precisions; a frozen backbone keeps no activations.
     Returns train_images, val_images, steps_per_epoch, device ("cpu" | "gpu"), seconds_per_epoch,
     seconds_total (all `epochs`; early stopping may end sooner), memory_gib, assumption (text).
     """
-    if rows < 0:
-        raise ValueError(f"rows must be >= 0, got {rows}")
-    used = rows if cfg.max_samples is None else min(rows, cfg.max_samples)
-    val_images = round(used * cfg.val_fraction)
-    train_images = used - val_images
+    if train_images < 0 or val_images < 0:
+        raise ValueError(f"image counts must be >= 0, got {train_images} and {val_images}")
     known = cfg.backbone in BACKBONE_COSTS
     params_m, activation_mib = BACKBONE_COSTS[cfg.backbone if known else REFERENCE_BACKBONE]
     pixels = (cfg.image_size / 224) ** 2
-    scale = pixels * activation_mib / BACKBONE_COSTS[REFERENCE_BACKBONE][1]
     on_gpu = cfg.accelerator != "cpu" and torch.cuda.is_available()
-    if on_gpu:
-        train_ms, eval_ms = GPU_TRAIN_MS, GPU_EVAL_MS
-        parallel = cfg.devices if isinstance(cfg.devices, int) else torch.cuda.device_count()
-        assumption = "GPU speed of an H200 in bf16 (DESIGN.md); older GPUs or fp32 are several times slower"
+    measured = measured_rate(cfg, runs)
+    if measured is not None:
+        rate, record = measured
+        seconds_per_epoch = train_images / rate
+        assumption = (f"measured: run {record.id} trained at {record.timings['train_images_per_s']:.1f} images/s on "
+                      f"this machine ({record.config['backbone']}, {record.config['image_size']} px), scaled to "
+                      "this size and backbone")
     else:
-        train_ms, eval_ms = CPU_TRAIN_MS, CPU_EVAL_MS
-        parallel = torch.get_num_threads() / CPU_CORES_MEASURED
-        assumption = f"CPU speed measured on {CPU_CORES_MEASURED} cores"
-        if torch.get_num_threads() != CPU_CORES_MEASURED:
-            assumption += f", scaled to {torch.get_num_threads()} threads (optimistic)"
-    if cfg.freeze_backbone:
-        train_ms = eval_ms
-    if not known:
-        assumption += f"; {cfg.backbone} not measured: costed like {REFERENCE_BACKBONE}"
+        if on_gpu:
+            train_ms, eval_ms = GPU_TRAIN_MS, GPU_EVAL_MS
+            parallel = cfg.devices if isinstance(cfg.devices, int) else torch.cuda.device_count()
+            assumption = "GPU speed of an H200 in bf16 (DESIGN.md); older GPUs or fp32 are several times slower"
+        else:
+            train_ms, eval_ms = CPU_TRAIN_MS, CPU_EVAL_MS
+            parallel = torch.get_num_threads() / CPU_CORES_MEASURED
+            assumption = f"no run measured on this machine yet: CPU speed of a quiet {CPU_CORES_MEASURED}-core machine"
+            if torch.get_num_threads() != CPU_CORES_MEASURED:
+                assumption += f", scaled to {torch.get_num_threads()} threads (optimistic)"
+        if cfg.freeze_backbone:
+            train_ms = eval_ms
+        if not known:
+            assumption += f"; {cfg.backbone} not measured: costed like {REFERENCE_BACKBONE}"
+        seconds_per_epoch = (train_images * train_ms + val_images * eval_ms) * _scale(cfg.to_dict()) / 1000 / parallel
     assumption += "; start-up (imports, weights, building the image cache once) not counted"
-    seconds_per_epoch = (train_images * train_ms + val_images * eval_ms) * scale / 1000 / parallel
     activations = 0.0 if cfg.freeze_backbone else cfg.batch_size * activation_mib * pixels * 2**20
     if "16" in resolve_precision(cfg):
         activations /= 2
@@ -76,3 +123,29 @@ def estimate(cfg: TrainConfig, rows: int) -> dict[str, Any]:
         "memory_gib": (params_m * 1e6 * OPTIMISER_BYTES_PER_PARAM + activations) / 2**30,
         "assumption": assumption,
     }
+
+
+def doubts(cfg: TrainConfig, hint: dict[str, Any]) -> list[str]:
+    """Valid but unlikely settings, one sentence each, to warn about before Start: more devices or
+    workers than the machine has, more memory than it has, a learning rate far above AdamW's usual
+    range, a batch larger than the training rows."""
+    found = []
+    if hint["device"] == "gpu":
+        devices, kind = torch.cuda.device_count(), "GPU(s)"
+        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+    else:
+        devices, kind = os.cpu_count() or 1, "CPU cores"
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    if isinstance(cfg.devices, int) and cfg.devices > devices:
+        found.append(f"devices={cfg.devices}, but this machine has {devices} {kind}.")
+    if cfg.num_workers > (os.cpu_count() or 1):
+        found.append(f"{cfg.num_workers} loader workers, but this machine has {os.cpu_count()} CPU cores.")
+    if hint["memory_gib"] > memory:
+        found.append(f"About {hint['memory_gib']:.1f} GiB of memory per device is needed, and this machine has "
+                     f"{memory:.1f} GiB: lower the batch size or the image size.")
+    if cfg.lr > MAX_USUAL_LR:
+        found.append(f"lr={cfg.lr:g} is far above AdamW's usual 1e-4 to 1e-2: training will likely diverge.")
+    if cfg.batch_size > hint["train_images"] > 0:
+        found.append(f"A batch of {cfg.batch_size} is larger than the {hint['train_images']:,} training images: "
+                     "one step an epoch.")
+    return found

@@ -84,6 +84,11 @@ def _status_text(record: RunRecord, stage: Stage | None, progress: dict[str, Any
     }.get(stage, "Starting the training process…")
 
 
+def plural(count: int, word: str) -> str:
+    """"1 epoch", "3 epochs"."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """Seconds as a person reads them: "45 s", "12 min", "3.5 h"."""
     if seconds < 90:
