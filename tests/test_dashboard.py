@@ -20,7 +20,7 @@ from core.data.split import split_catalogue
 from core.taxonomy import Taxonomy
 from training.config import TrainConfig, resolve_rare_min_count
 
-from conftest import REPO
+from conftest import ANN, REPO
 
 HOME = str(REPO / "dashboard" / "Home.py")
 EXPLORE = "../pages/explore.py"
@@ -302,14 +302,14 @@ def test_home_counts_the_reviewed_labels_of_the_open_dataset(on_demo, tmp_path, 
     catalogue = load_catalogue(on_demo)
     frame = catalogue.frame
     store = LabelStore()
-    first, second, third = store.add_catalogue_items(catalogue, frame["id"].iloc[:3], "ann")
+    first, second, third = store.add_catalogue_items(catalogue, frame["id"].iloc[:3], ANN)
     other_colour = next(value for value in frame["baseColour"].dropna().unique() if value != first.baseline["baseColour"])
-    store.review(first.item, {"baseColour": other_colour}, "ann")  # corrected
-    store.review(second.item, {}, "ann")  # accepted as it is: not a correction
-    store.mark(third.item, ReviewStatus.NOT_PRODUCT, "ann")
-    photo = store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[3]}.jpg").read_bytes(), "new.jpg", "ann")
-    store.review(photo.item, {"gender": "Men"}, "ann")
-    store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[4]}.jpg").read_bytes(), "later.jpg", "ann")
+    store.review(first.item, {"baseColour": other_colour}, ANN)  # corrected
+    store.review(second.item, {}, ANN)  # accepted as it is: not a correction
+    store.mark(third.item, ReviewStatus.NOT_PRODUCT, ANN)
+    photo = store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[3]}.jpg").read_bytes(), "new.jpg", ANN)
+    store.review(photo.item, {"gender": "Men"}, ANN)
+    store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[4]}.jpg").read_bytes(), "later.jpg", ANN)
 
     at = app()
     metrics = metric_values(at)
