@@ -52,6 +52,7 @@ class Role(enum.StrEnum):
 
 
 class Permission(enum.StrEnum):
+    READ = "read"
     REVIEW = "review"
     UNDO_ANY = "undo_any"
     TRAIN = "train"
@@ -62,6 +63,7 @@ class Permission(enum.StrEnum):
 
 
 DOING = {  # what a permission lets a person do, for messages
+    Permission.READ: "read the pages, and open a dataset someone linked to",
     Permission.REVIEW: "record review decisions (label, skip, undo their own, queue photos)",
     Permission.UNDO_ANY: "undo another person's decision",
     Permission.TRAIN: "start, cancel or resume training runs",
@@ -71,8 +73,8 @@ DOING = {  # what a permission lets a person do, for messages
     Permission.EXPORT: "export a corrected catalogue",
 }
 PERMISSIONS = {
-    Role.VIEWER: frozenset(),
-    Role.REVIEWER: frozenset({Permission.REVIEW}),
+    Role.VIEWER: frozenset({Permission.READ}),
+    Role.REVIEWER: frozenset({Permission.READ, Permission.REVIEW}),
     Role.ADMIN: frozenset(Permission),
 }
 
@@ -125,6 +127,12 @@ def require_folder(actor: Actor, permission: Permission, path: str | Path) -> Pa
     """`path` resolved, when `actor` may `permission` and the path lies under their roots;
     AccessDenied or FolderRefused (one message, whether the path exists or not) otherwise."""
     require(actor, permission)
+    return within_roots(actor, path)
+
+
+def within_roots(actor: Actor, path: str | Path) -> Path:
+    """`path` resolved (`~`, `..`, symbolic links), when it lies under `actor`'s roots (any path
+    when they have none); FolderRefused, one message whether the path exists or not, otherwise."""
     try:
         resolved = Path(path).expanduser().resolve()
     except (OSError, RuntimeError, ValueError):  # an unknown ~user, a link loop, a NUL byte: refused alike
@@ -137,12 +145,13 @@ def require_folder(actor: Actor, permission: Permission, path: str | Path) -> Pa
     return resolved
 
 
-def dataset_dir_for(actor: Actor, path: str | Path) -> Path:
+def dataset_dir_for(actor: Actor, path: str | Path, permission: Permission = Permission.OPEN_FOLDER) -> Path:
     """The dataset folder at `path` (core.data.catalogue.resolve_dataset_dir, CatalogueError naming
-    what is wrong) when `actor` may open it: Permission.OPEN_FOLDER, and both the path and the
-    folder found in it (a Kaggle subfolder may be a link elsewhere) under their roots. A path
-    outside them is refused before anything about it is looked at."""
-    return require_folder(actor, Permission.OPEN_FOLDER, resolve_dataset_dir(require_folder(actor, Permission.OPEN_FOLDER, path)))
+    what is wrong) when `actor` may open it: `permission` (OPEN_FOLDER for a typed folder, an
+    admin's; READ for a link someone shared), and both the path and the folder found in it (a
+    Kaggle subfolder may be a link elsewhere) under their roots. A path outside them is refused
+    before anything about it is looked at."""
+    return within_roots(actor, resolve_dataset_dir(require_folder(actor, permission, path)))
 
 
 def command_line_actor() -> Actor:

@@ -296,3 +296,14 @@ def history_table(history: pd.DataFrame) -> pd.DataFrame:
         "what": history["kind"].map(_WHAT).fillna(history["kind"]), "model proposed": proposed,
         "run": history["run_id"].fillna(""),
     }, columns=HISTORY_TABLE_COLUMNS)
+
+
+def undo_choices(actions: Sequence[Action], actor: Actor) -> dict[str, str]:
+    """Of an item's open actions (LabelStore.open_actions, newest first), those `actor` may undo
+    (their own; anyone's with Permission.UNDO_ANY), as {action id: one line saying when, who and
+    what}; the label store checks it again when one is undone."""
+    return {
+        action.action: f"{action.at[:19].replace('T', ' ')} · {action.reviewer} · {action.kind}: "
+                       + ", ".join(f"{field} {old or '–'} → {new or '–'}" for field, (old, new) in action.changes.items())
+        for action in actions if action.reviewer == actor.identity or actor.may(Permission.UNDO_ANY)
+    }

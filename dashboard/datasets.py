@@ -1,7 +1,8 @@
 """Which dataset the user has open, and the cached reads of it every page shares.
 
 The chosen folder lives in `st.session_state` (per user) and in the URL's query parameters (a reload
-or a shared link opens it again); catalogues, splits and thumbnails are cached per folder and file
+or a shared link opens it again, once the same folder check as a typed folder's passed:
+core.access.dataset_dir_for); catalogues, splits and thumbnails are cached per folder and file
 stamps, so switching pages or paging the image grid is instant.
 """
 
@@ -21,6 +22,7 @@ from core.data.catalogue import Catalogue, load_catalogue, resolve_dataset_dir
 from core.data.split import split_catalogue
 from core.images import ImageRejected, thumbnail_jpeg
 from core.taxonomy import Taxonomy
+from dashboard.identity import person
 from dashboard.text import code, plain
 
 DATASET_KEY = "dataset_dir"
@@ -120,10 +122,10 @@ def current_catalogue() -> Catalogue | None:
     """
     chosen = st.session_state.get(DATASET_KEY)
     if chosen is None and st.query_params.get(DATASET_KEY):  # a reload, or a link: the URL keeps it
-        try:
-            chosen = str(open_catalogue(st.query_params[DATASET_KEY]).root)
-        except CatalogueError as error:
-            st.warning(f"The dataset in the link cannot be opened: {error}. The default is open instead.")
+        try:  # anyone may follow a link, to a folder under the allowed roots only
+            chosen = str(open_catalogue(dataset_dir_for(person(), st.query_params[DATASET_KEY], Permission.READ)).root)
+        except (CatalogueError, AccessDenied) as error:
+            st.warning(f"The dataset in the link cannot be opened: {plain(error)}. The default is open instead.")
     if chosen is None:
         default = default_dataset_dir()
         if default == workspace.demo_dir():
@@ -153,6 +155,7 @@ def dataset_picker(actor: Actor, catalogue: Catalogue | None) -> None:
         with st.form("open_dataset", border=False):
             path = st.text_input(
                 "Dataset folder",
+                key="dataset.folder",
                 placeholder="/data/fashion-dataset",
                 help="A folder with styles.csv and images/<id>.jpg (Kaggle's full or small layout), under "
                      "the workspace, FASHION_TAGGER_DATA or FASHION_TAGGER_DATA_ROOTS.",

@@ -4,9 +4,9 @@
 In team mode a person is their provider's email, shown and never typed, with the role the access
 file gives it (core.access); nobody reads a page before logging in. In local mode the dashboard
 listens on this machine only (.streamlit/config.toml) and its user is an admin, named by the name
-field in the sidebar (remembered in the page's address across reloads) or, left empty, by their
-login name on the machine. The checks live in core: a page hides or disables what a refusal would
-say no to, no more.
+field in the sidebar (kept in the page's address, `review.reviewer`, across reloads) or, left
+empty, by their login name on the machine. The checks live in core: a page hides or disables what
+a refusal would say no to, no more.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import streamlit as st
 from core.access import AccessConfig, Actor, Role, access_file, allowed_roots, command_line_actor, load_access_config
 from dashboard.text import plain
 
-REVIEWER_KEY = "review.reviewer"  # local mode: the name field
-NAME_PARAM = "reviewer"  # local mode: the query parameter that keeps the name across reloads
-README_TEAM = "README, “Team deployment”"
+REVIEWER_KEY = "review.reviewer"  # local mode: the name field's key, and its query parameter
 
 
 def login_configured() -> bool:
@@ -47,7 +45,7 @@ def access_config() -> AccessConfig:
 
 
 def current_actor() -> Actor | None:
-    """The person using this session; None in team mode before login (or without an email).
+    """The person using this session; None in team mode before login.
     Raises AccessConfigError for a malformed access file, ValueError for an unusable identity."""
     config = access_config()
     roots = allowed_roots(config)
@@ -59,16 +57,19 @@ def current_actor() -> Actor | None:
             raise ValueError("your login provider sent no email address; ask an admin to request the "
                              "`email` scope from it")
         return Actor(email, config.role_of(email), name=str(st.user.get("name") or ""), roots=roots)
+    return Actor(local_name() or command_line_actor().identity, Role.ADMIN, roots=roots)
+
+
+def local_name() -> str:
+    """Local mode: the name typed in the sidebar (or kept in the address), checked as any identity
+    (core.untrusted.check_typed); '' when none, or when it breaks a rule (the sidebar says which)."""
+    typed = st.session_state.get(REVIEWER_KEY)
+    if typed is None:  # the first run of a session: a reload or a link keeps the name in the address
+        typed = st.query_params.get(REVIEWER_KEY, "")
     try:
-        name = _local_name(str(st.session_state.get(REVIEWER_KEY) or st.query_params.get(NAME_PARAM, "")))
-    except ValueError:  # the sidebar says why
-        name = ""
-    return Actor(name or command_line_actor().identity, Role.ADMIN, roots=roots)
-
-
-def _local_name(typed: str) -> str:
-    """The name typed in local mode, checked as any identity (core.untrusted.check_typed); '' when none."""
-    return Actor(typed, Role.ADMIN).identity if typed.strip() else ""
+        return Actor(typed, Role.ADMIN).identity if typed.strip() else ""
+    except ValueError:
+        return ""
 
 
 def person() -> Actor:
@@ -108,21 +109,22 @@ def identity_sidebar(actor: Actor) -> None:
     with st.sidebar:
         st.subheader("You")
         if login_configured():
-            st.caption(f"{plain(actor.shown)} · {actor.role}")
+            st.query_params.pop(REVIEWER_KEY, None)  # the login names the person, never the address
+            st.text(f"{actor.shown} · {actor.role}")
             if st.button("Log out", key="identity.logout", icon=":material/logout:"):
                 st.logout()
             return
-        if REVIEWER_KEY not in st.session_state and NAME_PARAM in st.query_params:  # a reload: the name is back
-            st.session_state[REVIEWER_KEY] = st.query_params[NAME_PARAM]
+        if REVIEWER_KEY not in st.session_state:  # a reload: the name comes back from the address
+            st.session_state[REVIEWER_KEY] = st.query_params.get(REVIEWER_KEY, "")
         typed = st.text_input("Your name", key=REVIEWER_KEY, help="Recorded with every decision you make.",
-                              placeholder=f"{command_line_actor().identity} when left empty")
+                              placeholder=f"{command_line_actor().identity} when left empty").strip()
         try:
-            name = _local_name(typed)
+            name = Actor(typed, Role.ADMIN).identity if typed else ""
         except ValueError as error:
             st.error(f"{plain(error)}. Decisions are recorded as {plain(actor.identity)} meanwhile.")
             name = ""
         if name:
-            st.query_params[NAME_PARAM] = name
+            st.query_params[REVIEWER_KEY] = name
         else:
-            st.query_params.pop(NAME_PARAM, None)
-        st.caption(f"Local mode: {plain(actor.identity)} · admin of this machine's dashboard")
+            st.query_params.pop(REVIEWER_KEY, None)
+        st.caption(f"Local mode: {plain(actor.identity)}, admin of this machine's dashboard.")
