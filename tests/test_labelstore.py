@@ -19,7 +19,7 @@ from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
 
 from conftest import ANN, BOB, REPO
 from lock_holder import finishes_within, lock_held
-from core.access import Actor, Role
+from core.access import AccessDenied, Actor, FolderRefused, Role
 from core import labelstore
 from core.data import HEADS
 from core.data.catalogue import load_catalogue
@@ -385,3 +385,65 @@ def test_postgresql_sessions_have_lock_and_statement_timeouts(db_url, store):
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "30s"
         assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "5min"
+
+
+# --- who may write (core.access) ----------------------------------------------------------------
+
+
+def test_a_viewer_writes_nothing_and_the_refusal_names_who_and_what(store, items, catalogue, tmp_path):
+    viewer, shirt = Actor("vic@example.com", Role.VIEWER), items[SHIRT_ID]
+    before = store.log_frame(catalogue.root)
+    for write in (lambda: store.review(shirt, {"baseColour": "Red"}, viewer),
+                  lambda: store.mark(shirt, SKIPPED, viewer),
+                  lambda: store.undo_last(viewer),
+                  lambda: store.add_catalogue_items(catalogue, [SHIRT_ID], viewer),
+                  lambda: store.add_image(catalogue, image_bytes("PNG"), "new.png", viewer)):
+        with pytest.raises(AccessDenied, match=r"vic@example.com is a viewer and may not record review decisions"):
+            write()
+    assert store.log_frame(catalogue.root).equals(before)
+    assert not (tmp_path / "workspace" / UPLOADS_FOLDER).exists()
+
+
+def test_a_reviewer_undoes_their_own_decisions_only_and_an_admin_anyones(store, items, catalogue):
+    shirt, jeans = items[SHIRT_ID], items[JEANS_ID]
+    bobs = store.review(shirt, {"baseColour": "Red"}, BOB)
+    anns = store.review(jeans, {"season": "Winter"}, ANN)
+    assert [action.action for action in store.open_actions(shirt)] == [bobs.action]
+    with pytest.raises(AccessDenied, match="bob is a reviewer and may not undo another person's decision: that needs the admin role"):
+        store.undo_action(anns.action, BOB)
+    assert store.current([jeans])[jeans]["season"] == "Winter"  # nothing written
+    undone = store.undo_action(bobs.action, ANN)  # an admin undoes bob's decision; the undo is ann's
+    assert (undone.reviewer, undone.kind, undone.changes["baseColour"]) == ("ann", "undo", ("Red", "Navy Blue"))
+    history = store.history(shirt)
+    assert history["reviewer"].tolist()[-2:] == ["ann", "ann"] and history["kind"].iloc[-1] == "undo"
+    assert store.open_actions(shirt) == []
+    with pytest.raises(ValueError, match="was undone already"):
+        store.undo_action(bobs.action, ANN)
+    with pytest.raises(KeyError, match="no action 'nope'"):
+        store.undo_action("nope", ANN)
+
+
+def test_a_typed_label_breaking_a_rule_is_refused_naming_it(store, items):
+    shirt = items[SHIRT_ID]
+    for value, rule in (('=HYPERLINK("http://evil.example","click")', "must not start with = \\+ - @"),
+                        ("Red\x1b[31m", "must not hold control or invisible characters \\(it holds U\\+001B\\): 'Red\\\\x1b\\[31m'"),
+                        ("x" * 101, "must be at most 100 characters, got 101: 'x{40}'…")):
+        with pytest.raises(ValueError, match=f"the baseColour label {rule}"):
+            store.review(shirt, {"baseColour": value}, ANN, new_values=["baseColour"])
+    assert store.history(shirt).empty
+
+
+def test_photo_files_on_the_server_need_an_admin_and_a_path_under_their_roots(store, catalogue, tmp_path):
+    photo = tmp_path / "outside" / "look.png"
+    photo.parent.mkdir()
+    photo.write_bytes(image_bytes("PNG"))
+    with pytest.raises(AccessDenied, match="bob is a reviewer and may not load photos from a folder"):
+        store.add_image_file(catalogue, photo, BOB)
+    admin = Actor("ann", Role.ADMIN, roots=(tmp_path / "workspace",))
+    with pytest.raises(FolderRefused) as refused:
+        store.add_image_file(catalogue, photo, admin)
+    with pytest.raises(FolderRefused) as missing:
+        store.add_image_file(catalogue, photo.with_name("gone.png"), admin)
+    # The same words whether the file exists or not, but for the path typed.
+    assert str(refused.value).replace("look.png", "gone.png") == str(missing.value)
+    assert store.add_image_file(catalogue, photo, ANN).added_by == "ann"  # no roots: the command line
