@@ -23,4 +23,5 @@ def code(value: object) -> str:
     run of backticks inside, so nothing in it is read as markdown."""
     text = " ".join(str(value).split())
     fence = "`" * (1 + max((len(run) for run in _BACKTICKS.findall(text)), default=0))
-    return f"{fence} {text} {fence}"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""  # CommonMark strips one such space each side
+    return f"{fence}{pad}{text}{pad}{fence}"

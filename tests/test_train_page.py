@@ -186,7 +186,8 @@ def test_home_lists_the_latest_runs_with_a_link_to_train(registry):
     at.run()
     assert not at.exception, at.exception
     lines = [text for text in texts(at.markdown) if text.startswith(":material/")]
-    assert lines == [f":material/hourglass_empty: `{queued.id}` **queued**", f":material/error: `{failed.id}` **failed**"]
+    assert lines == [f":material/hourglass_empty: `{queued.id}` **queued** · by tester",
+                     f":material/error: `{failed.id}` **failed** · by tester"]
     assert "train" in [link.proto.page for link in at.get("page_link")]
 
 
