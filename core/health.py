@@ -8,7 +8,7 @@ the groups a train/validation split cuts in two (leakage), the groups whose memb
 label, and outliers.
 
 A health folder, `<workspace>/health/<dataset folder name>-<hash of its path>/<model key>/`, holds:
-    neighbours.npz          ids int64 [n]; rows int32 [n, k] (-1: none) and similarities float16 [n, k]
+    neighbours.npz          ids int64 [n]; rows int32 [n, k] (-1: none) and similarities float32 [n, k]
     projection.npz          ids int64 [n]; xy float32 [n, 2], the map
     image_issues.parquet    core.image_quality.image_issues
     exact_duplicates.json   [[id, ...], ...]
@@ -161,7 +161,7 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
     index = SimilarityIndex(embeddings.features)
     neighbours = nearest_neighbours(index, embeddings.features)
     _save_npz(folder.neighbours, ids=embeddings.ids, rows=neighbours.rows.astype(np.int32),
-              similarities=neighbours.similarities.astype(np.float16))
+              similarities=neighbours.similarities)
     seconds["neighbours"] = time.perf_counter() - start
 
     start = time.perf_counter()
