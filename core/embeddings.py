@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from core.backbones import OFFLINE_WEIGHTS, create_backbone
 from core.data.catalogue import Catalogue
 from core.datamodule import CatalogueImages
-from core.imagecache import build_image_cache, cache_folder
+from core.imagecache import as_cached, build_image_cache, cache_folder
 from core.prediction import CPU_FORWARD_BATCH
 from core.transforms import data_config, eval_transform
 
@@ -182,13 +182,14 @@ def _forward(backbone: nn.Module, batch: torch.Tensor, device: torch.device) -> 
 
 
 def embed_images(model: EmbeddingModel, images: Sequence[Image.Image], device: str | torch.device = "cpu") -> np.ndarray:
-    """L2-normalised features (float32 [n, dim]) of PIL images, preprocessed as catalogue photos are."""
+    """L2-normalised features (float32 [n, dim]) of RGB PIL images, preprocessed as catalogue photos
+    are (through the image cache's copy, then the eval transform)."""
     device = torch.device(device)
     backbone = model.backbone.eval().to(device, memory_format=torch.channels_last)
     transform = eval_transform(model.data_cfg)
     step = CPU_FORWARD_BATCH if device.type == "cpu" else 64
-    chunks = [_forward(backbone, torch.stack([transform(image) for image in images[start:start + step]]), device)
-              for start in range(0, len(images), step)]
+    tensors = [transform(as_cached(image, model.image_size)) for image in images]
+    chunks = [_forward(backbone, torch.stack(tensors[start:start + step]), device) for start in range(0, len(tensors), step)]
     return normalise(np.concatenate(chunks)) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 

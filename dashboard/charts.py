@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 # Colours of the train and validation splits, the same on every chart.
-SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518"}
+SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "not used": "#BAB0AC"}
 
 
 def counts_bar(counts: pd.DataFrame, title: str, log_scale: bool) -> go.Figure:

@@ -28,6 +28,7 @@ from training.registry import RunRecord, RunRegistry, RunState
 from training.run_folder import VALIDATION, RunFolder
 
 SPLIT, OUTCOME = "split", "right or wrong"  # the map's colourings besides the heads
+NOT_USED, NOT_EVALUATED = "not used", "not evaluated"  # photos outside a run's split, or its evaluation
 SIMILAR_SHOWN = 24  # photos shown as "more like this"
 
 
@@ -92,11 +93,14 @@ def map_figure(health: Health, catalogue: Catalogue, record: RunRecord | None, c
     on `outcome_head`), as a plotly figure dict, once per computation and colouring."""
     frame = catalogue.frame
     if colour_by == SPLIT:
-        values, name = split_of(catalogue, record)
-        order, title = ("train", "val"), f"Coloured by {name}"
+        split, name = split_of(catalogue, record)
+        values = split.reindex(health.ids).fillna(NOT_USED)
+        order, title = ("train", "val", NOT_USED), f"Coloured by {name}"
     elif colour_by == OUTCOME:
-        values = outcomes(evaluation_of(record, VALIDATION).predictions, outcome_head)
-        order, title = ("right", "wrong"), f"Run {record.id} on its validation photos: {outcome_head} right or wrong"
+        predictions = evaluation_of(record, VALIDATION).predictions
+        values = outcomes(predictions, outcome_head).reindex(health.ids).fillna(NOT_EVALUATED)
+        order = ("right", "wrong", NOT_EVALUATED)
+        title = f"Run {record.id} on its validation photos: {outcome_head} right or wrong"
     else:
         values = pd.Series(frame[colour_by].to_numpy(), index=frame["id"].to_numpy())
         order, title = None, f"Coloured by {colour_by}"
