@@ -40,6 +40,7 @@ from core.similarity import (
 )
 
 MAP_NEIGHBOURS = 15  # UMAP's n_neighbors: the local structure the map keeps
+MAP_MIN_DIST = 0.3  # UMAP's min_dist: above its 0.1 default, clusters spread enough to select photos in them
 MAP_CLASSES = 15  # values the map gives a colour of their own; the rarer ones share OTHER
 OTHER, MISSING = "other", "missing"
 FORMAT_VERSION = 1
@@ -205,7 +206,7 @@ def project(embeddings: Embeddings, neighbours: Neighbours, seed: int = 0) -> np
     knn_distances = np.where(knn_rows >= 0, np.maximum(knn_distances, 0), np.inf).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns that a map without its search index cannot transform new photos
-        reducer = umap.UMAP(n_neighbors=MAP_NEIGHBOURS, metric="cosine", random_state=seed,
+        reducer = umap.UMAP(n_neighbors=MAP_NEIGHBOURS, min_dist=MAP_MIN_DIST, metric="cosine", random_state=seed,
                             precomputed_knn=(knn_rows, knn_distances))
         return reducer.fit_transform(embeddings.features).astype(np.float32)
 

@@ -162,7 +162,7 @@ def embedding_map(points: pd.DataFrame, title: str, colours: dict[str, str] | No
         figure.add_trace(go.Scattergl(
             x=members["x"], y=members["y"], mode="markers", name=f"{value} ({len(members):,})",
             customdata=members["id"].to_numpy(), text=members["label"],
-            marker={"size": 5, "color": (colours or {}).get(value, palette[index % len(palette)]), "opacity": 0.8},
+            marker={"size": 6, "color": (colours or {}).get(value, palette[index % len(palette)]), "opacity": 0.8},
             hovertemplate="%{customdata}<br>%{text}<extra></extra>",
         ))
     figure.update_layout(title=title, height=640, dragmode="select", legend={"itemsizing": "constant"},
