@@ -110,13 +110,13 @@ class Health:
 
     def near_duplicates(self, threshold: float = DEFAULT_THRESHOLD) -> list[list[int]]:
         """Groups of ids whose photos are at least `threshold` similar to another member (chains
-        included), exact duplicates always among them: largest group first, ids sorted."""
+        included), exact duplicates always among them: largest group first, ids sorted within."""
         pairs = similar_pairs(self.neighbours, threshold)
         rows = {int(product_id): row for row, product_id in enumerate(self.ids.tolist())}
         exact = [[rows[i] for i in group if i in rows] for group in self.exact_duplicates]
         exact_pairs = np.array([(group[0], other) for group in exact for other in group[1:]], dtype=np.int64)
         groups = groups_of_pairs(len(self.ids), np.concatenate([pairs, exact_pairs.reshape(-1, 2)]))
-        return [self.ids[group].tolist() for group in groups]
+        return [sorted(self.ids[group].tolist()) for group in groups]
 
     def outliers(self) -> list[int]:
         """Ids of photos unlike the others (core.similarity.outlier_rows), most isolated first."""
@@ -151,6 +151,7 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
             return existing
     folder.path.mkdir(parents=True, exist_ok=True)
     seconds, ids = {}, catalogue.frame["id"].tolist()
+    stamp = catalogue_stamp(catalogue.root)  # before: a change while this runs makes the result stale
 
     start = time.perf_counter()
     embeddings = catalogue_embeddings(catalogue, model, workspace, device=device,
@@ -185,7 +186,7 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
     info = {
         "format_version": FORMAT_VERSION, "model": model.identity.key, "stamp": model.identity.stamp,
         "description": model.identity.description, "data": str(catalogue.root),
-        "catalogue_stamp": list(catalogue_stamp(catalogue.root)), "photos": len(embeddings),
+        "catalogue_stamp": list(stamp), "photos": len(embeddings),
         "rows": len(ids), "index": str(index.kind), "computed": time.time(), "seconds": seconds,
     }
     _atomic_write(folder.info, lambda path: path.write_text(json.dumps(info, indent=1)))  # last: `version` follows it
@@ -254,7 +255,8 @@ def near_duplicate_groups(catalogue: Catalogue, workspace: Path, threshold: floa
     whatever run asks."""
     embeddings = catalogue_embeddings(catalogue, pretrained_model(), workspace, ids=ids, device=device)
     neighbours = nearest_neighbours(SimilarityIndex(embeddings.features), embeddings.features)
-    return [embeddings.ids[group].tolist() for group in groups_of_pairs(len(embeddings), similar_pairs(neighbours, threshold))]
+    pairs = similar_pairs(neighbours, threshold)
+    return [sorted(embeddings.ids[group].tolist()) for group in groups_of_pairs(len(embeddings), pairs)]
 
 
 def leaking_groups(groups: Sequence[Sequence[int]], split: pd.Series) -> list[list[int]]:
