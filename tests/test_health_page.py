@@ -4,7 +4,6 @@ upload, and a run's own model with its split and right/wrong colouring."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -22,10 +21,9 @@ from training import health as run_health
 from training.launcher import health_job
 from training.processes import log_tail
 
-from conftest import REPO, tiny_run_workspace
+from conftest import captioned_ids, chart_spec, open_page, plotly_array, tiny_run_workspace
 from health_support import planted_catalogue
 
-HOME = str(REPO / "dashboard" / "Home.py")
 HEALTH = "../pages/health.py"
 SECTIONS = ["Map", "Similar photos", "Near-duplicates & leakage", "Label disagreements", "Outliers", "Image quality"]
 
@@ -47,23 +45,7 @@ def planted(tmp_path_factory):
 
 
 def page(section: str | None = None) -> AppTest:
-    at = AppTest.from_file(HOME, default_timeout=120)
-    at.run()
-    at.switch_page(HEALTH).run()
-    if section:
-        at.session_state["health.section"] = section
-        at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def chart_spec(at: AppTest) -> dict:
-    return json.loads(at.get("plotly_chart")[0].proto.spec)
-
-
-def captioned_ids(at: AppTest) -> list[int]:
-    """Ids of the photo grids: each grid caption starts with **<id>**."""
-    return [int(c.value.split("**")[1]) for c in at.caption if c.value.startswith("**")]
+    return open_page(HEALTH, "health.section", section, timeout=120)
 
 
 def test_before_computing_the_page_offers_to_compute_it_in_the_background(planted):
@@ -102,7 +84,7 @@ def test_the_map_shows_every_photo_coloured_by_the_split(computed):
     spec = chart_spec(at)
     traces = spec["data"]
     assert all(trace["type"] == "scattergl" for trace in traces)
-    assert sorted(int(i) for trace in traces for i in np.atleast_1d(decode(trace["customdata"]))) == sorted(health.ids.tolist())
+    assert sorted(int(i) for trace in traces for i in np.atleast_1d(plotly_array(trace["customdata"]))) == sorted(health.ids.tolist())
     split, _ = run_health.health_split(catalogue, None)
     assert [trace["name"] for trace in traces] == [f"{name} ({count:,})" for name, count in
                                                    split.value_counts().reindex(["train", "val"]).items()]
@@ -110,15 +92,6 @@ def test_the_map_shows_every_photo_coloured_by_the_split(computed):
     at.selectbox(key="health.colour").select("articleType").run()
     assert not at.exception
     assert len(chart_spec(at)["data"]) == min(catalogue.frame["articleType"].nunique(), 16)
-
-
-def decode(value):
-    """A plotly trace array: a list, or a typed array {"dtype", "bdata"}."""
-    import base64
-
-    if isinstance(value, dict):
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    return np.asarray(value)
 
 
 def test_duplicates_and_leakage_are_counted_and_listed(computed):
@@ -192,9 +165,7 @@ def run_health_page(tmp_path_factory):
 def test_a_runs_model_colours_the_map_by_its_split_and_its_right_and_wrong(run_health_page):
     record, catalogue, health = run_health_page
     assert health.info["model"] == f"run-{record.id}-best"
-    at = AppTest.from_file(HOME, default_timeout=120)
-    at.run()
-    at.switch_page(HEALTH).run()
+    at = page()
     at.selectbox(key="health.model").select(record.id).run()
     assert not at.exception, at.exception
     names = [trace["name"].split(" (")[0] for trace in chart_spec(at)["data"]]
@@ -202,7 +173,7 @@ def test_a_runs_model_colours_the_map_by_its_split_and_its_right_and_wrong(run_h
     at.selectbox(key="health.colour").select("right or wrong").run()
     assert not at.exception, at.exception
     traces = chart_spec(at)["data"]
-    evaluated = {trace["name"].split(" (")[0]: len(np.atleast_1d(decode(trace["customdata"]))) for trace in traces}
+    evaluated = {trace["name"].split(" (")[0]: len(np.atleast_1d(plotly_array(trace["customdata"]))) for trace in traces}
     split, name = run_health.health_split(catalogue, record)
     assert name == f"the split of run {record.id}"
     assert evaluated["right"] + evaluated["wrong"] == (split == "val").sum()
