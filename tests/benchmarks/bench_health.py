@@ -20,8 +20,9 @@ search    synthetic clustered unit vectors at growing n: exact (IndexFlatIP) and
 planted   --copies altered copies of sample photos (resized, re-compressed, slightly cropped, flipped,
           in turn) and --bad blurred or darkened ones, under new ids, in a copy of the catalogue in a
           temporary folder (photos linked; the sample's cached embeddings reused where the photo is the
-          same file); recall and precision of the copies as near-duplicates per threshold, and of the
-          bad photos among the image issues.
+          same file). Per threshold: recall (copies in their original's group), direct recall (copy and
+          original a pair themselves), precision (pairs found with a copy that join it to its original
+          or to a near-duplicate of it); and how many bad photos the image issues find.
 
 The lead runs these on a quiet machine; RESULTS.md keeps the numbers with the command.
 """
@@ -256,12 +257,14 @@ def planted(args) -> None:
     health = compute_health(catalogue, pretrained_model(), home, device=args.device, progress=progress_lines())
     row = {int(product_id): index for index, product_id in enumerate(health.ids.tolist())}
     copies = {copy: original for copy, original in plant.originals.items() if plant.kind[copy] in COPIES}
-    print(f"\n{'threshold':>9s} {'recall':>7s} {'precision':>9s} {'pairs with a copy':>17s}   recall by alteration")
+    print(f"\n{'threshold':>9s} {'recall':>7s} {'direct':>7s} {'precision':>9s} {'pairs with a copy':>17s}   recall by alteration")
     for threshold in THRESHOLDS:
         pairs = similar_pairs(health.neighbours, threshold)
         groups = groups_of_pairs(len(health.ids), pairs)
         group_of = {int(member): number for number, group in enumerate(groups) for member in group}
         found = {copy: group_of.get(row[copy], -1) == group_of.get(row[original], -2) for copy, original in copies.items()}
+        pair_set = {tuple(pair) for pair in pairs.tolist()}
+        direct = np.mean([tuple(sorted((row[copy], row[original]))) in pair_set for copy, original in copies.items()])
         with_copy = [(a, b) for a, b in pairs.tolist() if health.ids[a] in copies or health.ids[b] in copies]
         right = 0
         for a, b in with_copy:
@@ -270,7 +273,7 @@ def planted(args) -> None:
             right += other == original or other in set(health.neighbours.rows[original][
                 health.neighbours.similarities[original] >= threshold].tolist())
         by_kind = {kind: np.mean([found[copy] for copy in copies if plant.kind[copy] == kind]) for kind in COPIES}
-        print(f"{threshold:9.2f} {np.mean(list(found.values())):7.3f} {right / max(len(with_copy), 1):9.3f} "
+        print(f"{threshold:9.2f} {np.mean(list(found.values())):7.3f} {direct:7.3f} {right / max(len(with_copy), 1):9.3f} "
               f"{len(with_copy):17,}   " + ", ".join(f"{kind} {share:.2f}" for kind, share in by_kind.items()))
     flagged = {name: set(health.issues.loc[health.issues[name], "id"].tolist()) for name in BAD_PHOTOS}
     for name in BAD_PHOTOS:
