@@ -11,7 +11,7 @@ from core.losses import IMBALANCE_STRATEGIES
 from core.model import LOSSES, SCHEDULERS
 from dashboard.datasets import current_catalogue, current_split
 from dashboard.runs import open_run_buttons, training_curves
-from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, TrainConfig
+from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, SPLIT_STRATEGIES, TrainConfig
 from training.estimate import doubts, estimate, split_sizes
 from training.launcher import LaunchError, cancel_run, launch_run, resume_run
 from training.registry import ACTIVE, RESUMABLE, RunRegistry, RunState
@@ -115,6 +115,10 @@ def advanced_fields(fields: Fields) -> None:
     fields.choice(columns[3], "Channels last", "channels_last", [AUTO, True, False])
     fields.toggle(columns[0], "Freeze the backbone", "freeze_backbone")
     fields.toggle(columns[1], "Augment (crop, flip)", "augment")
+    fields.choice(columns[2], "Split", "split", SPLIT_STRATEGIES,
+                  help="grouped: each group of near-duplicate photos stays on one side (see the Data health page).")
+    fields.number(columns[3], "Group similarity (grouped)", "group_similarity", min_value=0.5, max_value=1.0, step=0.01,
+                  help="Photos at least this similar (cosine, pretrained backbone) are one group.")
 
 
 def estimate_hint(cfg: TrainConfig, catalogue, registry: RunRegistry) -> None:

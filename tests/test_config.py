@@ -15,8 +15,8 @@ from training.config import (
 )
 
 COMMON = {
-    "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2, "seed": 0,
-    "pretrained": "auto", "tau": 1.0, "focal_gamma": 2.0, "accelerator": "auto", "devices": "auto",
+    "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2,
+    "split": "stratified", "group_similarity": 0.93, "seed": 0, "pretrained": "auto", "tau": 1.0, "focal_gamma": 2.0, "accelerator": "auto", "devices": "auto",
     "num_nodes": 1, "strategy": "auto", "channels_last": "auto", "num_workers": min(4, os.cpu_count() or 1),
 }
 
@@ -123,6 +123,8 @@ def test_unknown_keys_list_the_valid_names():
         ({"heads": ["gender", "colour"]}, "heads must be distinct names from gender, masterCategory"),
         ({"heads": []}, "got []"),
         ({"val_fraction": 1.0}, "val_fraction must be in (0, 1), got 1.0"),
+        ({"split": "random"}, "unknown split 'random'; valid: stratified, grouped"),
+        ({"group_similarity": 1.5}, "group_similarity must be in (0, 1], got 1.5"),
         ({"devices": 0}, "devices must be an int >= 1 or 'auto', got 0"),
         ({"channels_last": "yes"}, "channels_last must be true, false or 'auto', got 'yes'"),
     ],
