@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -54,6 +53,8 @@ class SimilarityIndex:
     """
 
     def __init__(self, features: np.ndarray, kind: IndexKind | None = None) -> None:
+        import faiss  # here, not at the top: training and the server import this module's constants only
+
         features = check_features(features)
         self.size, dim = features.shape
         self.kind = IndexKind(kind) if kind is not None else (
