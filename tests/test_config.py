@@ -45,6 +45,17 @@ def test_seed_recipe_is_the_notebook():
     assert seed.monitor_mode == "min"
 
 
+def test_gpu_recipe_fine_tunes_b3_at_288_px_in_the_precision_auto_picks():
+    gpu = TrainConfig.from_recipe("gpu")
+    default = TrainConfig()
+    assert (gpu.backbone, gpu.image_size, gpu.batch_size, gpu.lr, gpu.epochs, gpu.patience) == (
+        "efficientnet_b3", 288, 64, 1.4e-3, 15, 3)
+    assert not gpu.freeze_backbone and gpu.head == "linear" and gpu.loss == "ce"
+    assert (gpu.precision, gpu.channels_last, gpu.pretrained) == ("auto", "auto", "auto")  # bf16 and NHWC on CUDA
+    assert resolve_precision(gpu) == resolve_precision(default)  # on this machine, whatever it has
+    assert 1 <= gpu.num_workers <= 16
+
+
 def test_recipe_overrides_and_typed_mapping_values():
     cfg = TrainConfig.from_recipe("seed", {"backbone": "tf_efficientnet_lite0", "lr": 1, "heads": ["usage", "gender"]})
     assert (cfg.recipe, cfg.backbone, cfg.image_size) == ("seed", "tf_efficientnet_lite0", 256)

@@ -47,7 +47,7 @@ AUTO = "auto"
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training run's settings. The defaults are the `default` recipe; see RECIPES for `seed`."""
+    """One training run's settings. The defaults are the `default` recipe; see RECIPES for `seed` and `gpu`."""
 
     recipe: str = "default"  # the preset this config started from (from_recipe sets it)
     # --- data
@@ -242,6 +242,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         "rare_policy": "ignore",
         "rare_min_count": 500,
         "val_fraction": 0.2,
+    },
+    # One GPU with hub access: the seed's backbone fine-tuned whole, at about its native input, in bf16-mixed
+    # and channels_last ("auto" resolves both on a CUDA GPU). Batch 64 fits B3 at 288 px in 16 GB;
+    # lr by square-root scaling from the default's 1e-3 at batch 32. Not yet tuned on a GPU.
+    "gpu": {
+        "backbone": "efficientnet_b3",
+        "image_size": 288,  # B3 was trained at 300; the config takes multiples of 32 (its strides)
+        "batch_size": 64,
+        "lr": 1.4e-3,
+        "epochs": 15,
+        "patience": 3,
+        "num_workers": max(1, min(16, (os.cpu_count() or 2) - 1)),  # the DataLoader fed lite0 too slowly with 12 (RESULTS.md)
     },
 }
 
