@@ -130,6 +130,13 @@ def misclassified(predictions: pd.DataFrame, head: str, most_confident_first: bo
     return predictions[wrong].sort_values(f"{head}_p", ascending=not most_confident_first, kind="stable")
 
 
+def outcomes(predictions: pd.DataFrame, head: str) -> pd.Series:
+    """"right" or "wrong" per evaluated id (index: id) for `head`; rows without a true class are left out."""
+    scored = predictions[predictions[head].notna()]
+    right = (scored[head] == scored[f"{head}_pred"]).to_numpy()
+    return pd.Series(np.where(right, "right", "wrong"), index=scored["id"].to_numpy(), name=head)
+
+
 def label_lines(row: pd.Series, heads: Sequence[str]) -> list[str]:
     """One line per head for a prediction row: `✓ head: predicted (p)` when right, `✗ head:
     predicted (p), true X` when wrong, `· head: predicted (p), no true class` when excluded."""

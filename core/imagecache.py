@@ -21,6 +21,7 @@ retried, and warned about again, on every build, so each run's record counts it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -122,6 +123,17 @@ def _write_manifest(folder: Path, changes: dict[str, list[int] | None]) -> None:
     temporary = folder / f".{MANIFEST}.{os.getpid()}-{threading.get_ident()}.tmp"
     temporary.write_text(json.dumps({**FORMAT, "sources": sources}), encoding="utf-8")
     os.replace(temporary, folder / MANIFEST)
+
+
+def as_cached(image: Image.Image, image_size: int) -> Image.Image:
+    """An RGB image as the cache keeps it for a model input of `image_size`: longer side at most
+    `cached_side(image_size)`, through JPEG at JPEG_QUALITY. A photo from outside the catalogue (an
+    upload) goes through this to be compared fairly with catalogue photos."""
+    image = image.copy()
+    image.thumbnail((cached_side(image_size), cached_side(image_size)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return open_rgb(buffer)
 
 
 def _cache_one(source: Path, target: Path, side: int) -> str | None:

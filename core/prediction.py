@@ -12,6 +12,7 @@ and the problem, and the rest of the batch goes on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,29 @@ DECODE_SCALE = 2
 # activations stay in cache (lite0, 224 px, channels_last, quiet 2-core dev machine: 15.4 ms per
 # image 4 at a time, 23.5 ms 32 at a time; tests/benchmarks/RESULTS.md). A GPU takes the batch.
 CPU_FORWARD_BATCH = 4
+
+
+def bucket_size(rows: int) -> int:
+    """The batch a forward pass of `rows` images is padded to on a GPU: the next power of two.
+    Each new batch shape costs a GPU seconds of kernel selection (an H200 under a server's varying
+    batches: p99 4.9 s, tests/benchmarks/RESULTS.md); powers of two bound the shapes a server sees,
+    and `Predictor.warm_up` pays for them before the first request."""
+    return 1 << max(rows - 1, 0).bit_length()
+
+
+@contextlib.contextmanager
+def exact_convolutions(device: torch.device) -> Iterator[None]:
+    """Convolutions in full float32 on a GPU within (cuDNN's default is TF32, whose rounding
+    depends on the batch: the same photo got other labels alone than in a batch of 32)."""
+    if device.type != "cuda":
+        yield
+        return
+    conv = torch.backends.cudnn.conv
+    before, conv.fp32_precision = conv.fp32_precision, "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = before
 
 
 @dataclass(frozen=True)
@@ -130,8 +154,11 @@ class Predictor:
         self.image_size = image_size
         self.run_id = run_id
         self.checkpoint = checkpoint
-        self.transform = eval_transform(data_config(module.net.backbone, image_size))
+        config = data_config(module.net.backbone, image_size)
+        self.transform = eval_transform(config)
+        self.input_shape = tuple(config["input_size"])  # (channels, height, width) of one preprocessed image
         self.trust, self.target_error = trust, check_target(target_error)
+        self.pad_batches = self.device.type != "cpu"  # a CPU pays for padding rows, not for new shapes
 
     @property
     def device(self) -> torch.device:
@@ -153,16 +180,30 @@ class Predictor:
             if not isinstance(image, Image.Image):
                 raise TypeError(f"images[{index}] is a {type(image).__name__}, not a PIL image")
         chunks: dict[str, list[np.ndarray]] = {head: [] for head in self.heads}
-        device = self.device
-        step = min(batch_size, CPU_FORWARD_BATCH) if device.type == "cpu" else batch_size
-        with torch.inference_mode():
-            for start in range(0, len(images), step):
-                batch = torch.stack([self.transform(image) for image in images[start:start + step]])
-                logits = self.module(batch.to(device, memory_format=self.memory_format))
-                for head in self.heads:
-                    chunks[head].append(logits[head].float().softmax(dim=-1).cpu().numpy())
+        step = min(batch_size, CPU_FORWARD_BATCH) if self.device.type == "cpu" else batch_size
+        for start in range(0, len(images), step):
+            logits = self._forward(torch.stack([self.transform(image) for image in images[start:start + step]]))
+            for head in self.heads:
+                chunks[head].append(logits[head].float().softmax(dim=-1).cpu().numpy())
         return {head: np.concatenate(chunks[head]) if chunks[head]
                 else np.zeros((0, len(self.schema.classes[head])), dtype=np.float32) for head in self.heads}
+
+    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """head -> logits [n, C] of a preprocessed batch [n, 3, H, W]; on a GPU (or when `pad_batches`
+        is set) through a batch padded to `bucket_size(n)` with blank images."""
+        rows = len(batch)
+        if self.pad_batches and bucket_size(rows) > rows:
+            batch = torch.cat([batch, batch.new_zeros((bucket_size(rows) - rows, *batch.shape[1:]))])
+        with torch.inference_mode(), exact_convolutions(self.device):
+            logits = self.module(batch.to(self.device, memory_format=self.memory_format))
+        return {head: values[:rows] for head, values in logits.items()}
+
+    def warm_up(self, max_batch: int) -> None:
+        """One forward pass at each batch shape up to `max_batch` that predictions can take, so
+        that no request pays for a shape's first use (a server calls this before it serves)."""
+        _check_positive("max_batch", max_batch)
+        for rows in sorted({bucket_size(rows) for rows in range(1, max_batch + 1)}):
+            self._forward(torch.zeros((rows, *self.input_shape)))
 
     def predict_images(self, images: Sequence[Image.Image], top_k: int = 3,
                        batch_size: int = 32) -> list[ImagePrediction]:

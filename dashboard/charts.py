@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 # Colours of the train and validation splits, the same on every chart.
-SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518"}
+SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "not used": "#BAB0AC"}
 
 
 def counts_bar(counts: pd.DataFrame, title: str, log_scale: bool) -> go.Figure:
@@ -182,4 +182,29 @@ def risk_coverage(curve: list[dict], target: float, threshold: float | None, hea
                            marker={"size": 12, "color": "#E45756"})
     figure.update_layout(title=f"{head}: error against coverage", xaxis={"title": "share accepted", "tickformat": ".0%"},
                          yaxis={"title": "error among accepted", "tickformat": ".0%", "rangemode": "tozero"}, height=380)
+    return figure
+
+
+# Right and wrong predictions, and photos outside the evaluation, on the data-health map.
+OUTCOME_COLOURS = {"right": "#54A24B", "wrong": "#E45756", "not evaluated": "#BAB0AC"}
+
+
+def embedding_map(points: pd.DataFrame, title: str, colours: dict[str, str] | None = None) -> go.Figure:
+    """The photos' 2-D map as WebGL scatter, one trace per value of the categorical column `colour`
+    (in its category order; `colours` fixes some values' colours), hovering `id` and `label`. Each
+    point carries its id as customdata, so a selection names photos; dragging selects a box."""
+    figure = go.Figure()
+    palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+    for index, value in enumerate(points["colour"].cat.categories):
+        members = points[points["colour"] == value]
+        if members.empty:
+            continue
+        figure.add_trace(go.Scattergl(
+            x=members["x"], y=members["y"], mode="markers", name=f"{value} ({len(members):,})",
+            customdata=members["id"].to_numpy(), text=members["label"],
+            marker={"size": 6, "color": (colours or {}).get(value, palette[index % len(palette)]), "opacity": 0.8},
+            hovertemplate="%{customdata}<br>%{text}<extra></extra>",
+        ))
+    figure.update_layout(title=title, height=640, dragmode="select", legend={"itemsizing": "constant"},
+                         xaxis={"visible": False}, yaxis={"visible": False}, margin={"t": 50, "l": 10, "r": 10})
     return figure

@@ -18,7 +18,7 @@ from PIL import Image
 from core import workspace
 from core.access import AccessDenied, Actor, Permission, dataset_dir_for
 from core.data import CatalogueError
-from core.data.catalogue import Catalogue, load_catalogue, resolve_dataset_dir
+from core.data.catalogue import Catalogue, catalogue_stamp, load_catalogue, resolve_dataset_dir
 from core.data.split import split_catalogue
 from core.images import ImageRejected, thumbnail_jpeg
 from core.taxonomy import Taxonomy
@@ -26,12 +26,6 @@ from dashboard.identity import person
 from dashboard.text import code, plain
 
 DATASET_KEY = "dataset_dir"
-
-
-def _stamp(root: Path) -> tuple[int, int, int]:
-    """Changes when styles.csv or the images folder changes, so a cached catalogue is reloaded."""
-    csv = (root / "styles.csv").stat()
-    return csv.st_mtime_ns, csv.st_size, (root / "images").stat().st_mtime_ns
 
 
 @st.cache_data(show_spinner="Reading the catalogue…", max_entries=8)
@@ -44,7 +38,7 @@ def open_catalogue(path: str | Path) -> Catalogue:
     a person typed goes through core.access.dataset_dir_for first); raises CatalogueError naming
     what is wrong."""
     root = resolve_dataset_dir(path)
-    return _load(str(root), _stamp(root))
+    return _load(str(root), catalogue_stamp(root))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -54,7 +48,7 @@ def split_of(root: str, stamp: tuple[int, int, int], val_fraction: float, seed: 
 
 def current_split(catalogue: Catalogue, val_fraction: float = 0.2, seed: int = 0) -> pd.Series:
     """The train/val split of the open catalogue (the default a new run uses)."""
-    return split_of(str(catalogue.root), _stamp(catalogue.root), val_fraction, seed)
+    return split_of(str(catalogue.root), catalogue_stamp(catalogue.root), val_fraction, seed)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -64,7 +58,7 @@ def _head_values(root: str, stamp: tuple[int, int, int], head: str) -> list[str]
 
 def head_values(catalogue: Catalogue, head: str) -> list[str]:
     """The distinct values of `head` in the open catalogue, sorted."""
-    return _head_values(str(catalogue.root), _stamp(catalogue.root), head)
+    return _head_values(str(catalogue.root), catalogue_stamp(catalogue.root), head)
 
 
 @st.cache_data(show_spinner="Learning the taxonomy…", max_entries=8)
@@ -76,7 +70,7 @@ def _taxonomy(root: str, stamp: tuple[int, int, int]) -> tuple[Taxonomy, pd.Data
 
 def taxonomy_of(catalogue: Catalogue) -> tuple[Taxonomy, pd.DataFrame]:
     """The open catalogue's taxonomy (core.taxonomy, learned from all its rows) and the rows that break it."""
-    return _taxonomy(str(catalogue.root), _stamp(catalogue.root))
+    return _taxonomy(str(catalogue.root), catalogue_stamp(catalogue.root))
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)

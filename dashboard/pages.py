@@ -17,10 +17,11 @@ class PageInfo:
 
 HOME = PageInfo("../pages/home.py", "Home", ":material/home:")
 EXPLORE = PageInfo("../pages/explore.py", "Explore", ":material/query_stats:")
+HEALTH = PageInfo("../pages/health.py", "Data health", ":material/health_and_safety:")
 TRAIN = PageInfo("../pages/train.py", "Train", ":material/model_training:")
 EVALUATE = PageInfo("../pages/evaluate.py", "Evaluate", ":material/analytics:")
 REVIEW = PageInfo("../pages/review.py", "Review", ":material/fact_check:")
-PAGES = (HOME, EXPLORE, TRAIN, EVALUATE, REVIEW)  # in the navigation's order
+PAGES = (HOME, EXPLORE, HEALTH, TRAIN, EVALUATE, REVIEW)  # in the navigation's order
 
 
 def navigation():

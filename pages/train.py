@@ -14,7 +14,7 @@ from dashboard.datasets import current_catalogue, current_split
 from dashboard.identity import person
 from dashboard.runs import open_run_buttons, training_curves
 from dashboard.text import code
-from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, TrainConfig
+from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, SPLIT_STRATEGIES, TrainConfig
 from training.estimate import doubts, estimate, split_sizes
 from training.launcher import LaunchError, cancel_run, launch_run, resume_run
 from training.registry import ACTIVE, RESUMABLE, RunRegistry, RunState
@@ -22,7 +22,7 @@ from training.run_folder import RunFolder
 from training.status import format_duration, metrics_frame, plural, run_progress, runs_frame, summary_frame
 
 RUN_KEY = "train_run_id"  # the run the live view shows
-RECIPE_LABELS = {"default": "Default (ours)", "seed": "Seed notebook"}
+RECIPE_LABELS = {"default": "Default (ours)", "seed": "Seed notebook", "gpu": "GPU (B3, 288 px)"}
 
 
 class Fields:
@@ -55,7 +55,9 @@ class Fields:
 def config_form(data: Path) -> TrainConfig | None:
     """The form over TrainConfig; the config it describes, or None after showing what is wrong."""
     recipe = st.radio("Recipe", list(RECIPES), horizontal=True, key="train.recipe", format_func=RECIPE_LABELS.get,
-                      help="A preset that fills the fields below; the seed notebook's recipe is kept to compare against.")
+                      help="A preset that fills the fields below. Default: lite0 at 224 px, offline ImageNet weights, "
+                           "for a CPU or any GPU. Seed notebook: its frozen EfficientNet-B3 and MLP, kept to compare "
+                           "against. GPU: EfficientNet-B3 fine-tuned at 288 px in bf16, for one GPU with hub access.")
     fields = Fields(recipe)
     offline = offline_backbones()
     backbones = backbone_choices()
@@ -118,6 +120,10 @@ def advanced_fields(fields: Fields) -> None:
     fields.choice(columns[3], "Channels last", "channels_last", [AUTO, True, False])
     fields.toggle(columns[0], "Freeze the backbone", "freeze_backbone")
     fields.toggle(columns[1], "Augment (crop, flip)", "augment")
+    fields.choice(columns[2], "Split", "split", SPLIT_STRATEGIES,
+                  help="grouped: each group of near-duplicate photos stays on one side (see the Data health page).")
+    fields.number(columns[3], "Group similarity (grouped)", "group_similarity", min_value=0.5, max_value=1.0, step=0.01,
+                  help="Photos at least this similar (cosine, pretrained backbone) are one group.")
 
 
 def estimate_hint(cfg: TrainConfig, catalogue, registry: RunRegistry) -> None:

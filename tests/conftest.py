@@ -8,6 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+HOME = str(REPO / "dashboard" / "Home.py")  # the app's entry script
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLE_DIR = SHARED_DATA / "fashion-sample"
 EXTERNAL_DIR = SHARED_DATA / "external" / "clothing"
@@ -54,3 +55,42 @@ def tiny_run_workspace(tmp_path_factory, n: int = 120, seed: int = 3, overrides:
         yield train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *overrides])), demo, home
     finally:
         patch.undo()
+
+
+def open_page(page: str, section_key: str | None = None, section: str | None = None, timeout: int = 60):
+    """AppTest of the app switched to `page` (a path relative to Home.py), with its lazy tab
+    `section` open (the tabs' session key `section_key`); fails on any exception."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(HOME, default_timeout=timeout)
+    at.run()
+    at.switch_page(page).run()
+    if section:
+        at.session_state[section_key] = section
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart_spec(at, index: int = 0) -> dict:
+    """The plotly figure of the page's `index`-th chart, as JSON."""
+    import json
+
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def plotly_array(value):
+    """A plotly trace array as numpy: a list, or a typed array {"dtype", "bdata" (base64), "shape"?}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return flat.reshape([int(n) for n in value["shape"].split(",")]) if "shape" in value else flat
+    return np.asarray(value)
+
+
+def captioned_ids(at) -> list[int]:
+    """Ids of the page's photo grids: each grid caption starts with **<id>**."""
+    return [int(c.value.split("**")[1]) for c in at.caption if c.value.startswith("**")]

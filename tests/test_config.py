@@ -15,8 +15,8 @@ from training.config import (
 )
 
 COMMON = {
-    "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2, "seed": 0,
-    "pretrained": "auto", "tau": 1.0, "focal_gamma": 2.0, "accelerator": "auto", "devices": "auto",
+    "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2,
+    "split": "stratified", "group_similarity": 0.93, "seed": 0, "pretrained": "auto", "tau": 1.0, "focal_gamma": 2.0, "accelerator": "auto", "devices": "auto",
     "num_nodes": 1, "strategy": "auto", "channels_last": "auto", "num_workers": min(4, os.cpu_count() or 1),
 }
 
@@ -43,6 +43,17 @@ def test_seed_recipe_is_the_notebook():
         "gamma": 0.1, "grad_clip": 0.5, "monitor": "val/loss", "patience": 15, "precision": "32-true",
     }
     assert seed.monitor_mode == "min"
+
+
+def test_gpu_recipe_fine_tunes_b3_at_288_px_in_the_precision_auto_picks():
+    gpu = TrainConfig.from_recipe("gpu")
+    default = TrainConfig()
+    assert (gpu.backbone, gpu.image_size, gpu.batch_size, gpu.lr, gpu.epochs, gpu.patience) == (
+        "efficientnet_b3", 288, 64, 1.4e-3, 15, 3)
+    assert not gpu.freeze_backbone and gpu.head == "linear" and gpu.loss == "ce"
+    assert (gpu.precision, gpu.channels_last, gpu.pretrained) == ("auto", "auto", "auto")  # bf16 and NHWC on CUDA
+    assert resolve_precision(gpu) == resolve_precision(default)  # on this machine, whatever it has
+    assert 1 <= gpu.num_workers <= 16
 
 
 def test_recipe_overrides_and_typed_mapping_values():
@@ -123,6 +134,8 @@ def test_unknown_keys_list_the_valid_names():
         ({"heads": ["gender", "colour"]}, "heads must be distinct names from gender, masterCategory"),
         ({"heads": []}, "got []"),
         ({"val_fraction": 1.0}, "val_fraction must be in (0, 1), got 1.0"),
+        ({"split": "random"}, "unknown split 'random'; valid: stratified, grouped"),
+        ({"group_similarity": 1.5}, "group_similarity must be in (0, 1], got 1.5"),
         ({"devices": 0}, "devices must be an int >= 1 or 'auto', got 0"),
         ({"channels_last": "yes"}, "channels_last must be true, false or 'auto', got 'yes'"),
     ],

@@ -3,8 +3,6 @@ scikit-learn's on the run's predictions, and a confusion cell shows exactly the 
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 
 import numpy as np
@@ -25,10 +23,9 @@ from core.evaluation_views import (
 from dashboard.text import plain
 from training.run_folder import RunFolder
 
-from conftest import REPO, tiny_run_workspace
+from conftest import captioned_ids, chart_spec, open_page, plotly_array, tiny_run_workspace
 from test_evaluation import fake_evaluation
 
-HOME = str(REPO / "dashboard" / "Home.py")
 EVALUATE = "../pages/evaluate.py"
 HEAD = "articleType"
 
@@ -45,36 +42,12 @@ def run(tmp_path_factory):
 
 
 def page(section: str | None = None) -> AppTest:
-    at = AppTest.from_file(HOME, default_timeout=60)
-    at.run()
-    at.switch_page(EVALUATE).run()
-    if section:
-        at.session_state["evaluate.section"] = section
-        at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def chart_spec(at: AppTest, index: int = 0) -> dict:
-    return json.loads(at.get("plotly_chart")[index].proto.spec)
-
-
-def array(value) -> np.ndarray:
-    """A plotly trace array: a list, or a typed array {"dtype", "bdata" (base64), "shape"?}."""
-    if isinstance(value, dict):
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        return flat.reshape([int(n) for n in value["shape"].split(",")]) if "shape" in value else flat
-    return np.asarray(value)
+    return open_page(EVALUATE, "evaluate.section", section)
 
 
 def shown(markdown: str) -> str:
     """Markdown as the page shows it: the escapes of untrusted text (dashboard.text.plain) undone."""
     return re.sub(r"\\(.)", r"\1", markdown)
-
-
-def captioned_ids(at: AppTest) -> list[int]:
-    """Ids of the photo grid: each grid caption starts with **<id>**."""
-    return [int(c.value.split("**")[1]) for c in at.caption if c.value.startswith("**")]
 
 
 def test_summary_equals_scikit_learn_and_names_the_exclusions(run):
@@ -103,7 +76,7 @@ def test_classes_table_filter_and_f1_bars(run):
     expected = class_table(evaluation.report, HEAD)
     pd.testing.assert_frame_equal(at.dataframe[0].value.reset_index(drop=True), expected)
     bars = chart_spec(at)["data"]
-    f1 = np.concatenate([array(trace["y"]) for trace in bars])
+    f1 = np.concatenate([plotly_array(trace["y"]) for trace in bars])
     assert (np.diff(f1) <= 0).all() and len(f1) == len(expected)
 
     at.text_input(key="evaluate.class_filter").set_value("shirt").run()
@@ -118,7 +91,7 @@ def test_confusion_heatmap_counts_and_a_cell_drill_down(run):
     at = page("Confusion")
     heatmap = chart_spec(at)["data"][0]
     order = heatmap["y"]
-    counts = array(heatmap["z"])
+    counts = plotly_array(heatmap["z"])
     np.testing.assert_array_equal(counts, confusion_matrix(scored[HEAD], scored[f"{HEAD}_pred"], labels=order))
 
     i, j = np.unravel_index(np.argmax(counts), counts.shape)  # the fullest cell
@@ -133,7 +106,7 @@ def test_confusion_heatmap_counts_and_a_cell_drill_down(run):
     at.radio(key="evaluate.norm").set_value("row-normalised")
     at.slider(key=f"evaluate.top_n.{HEAD}").set_value(2).run()
     view = chart_spec(at)["data"][0]
-    row_sums = array(view["z"]).sum(axis=1)
+    row_sums = plotly_array(view["z"]).sum(axis=1)
     assert view["y"][-1] == OTHERS_LABEL and np.allclose(row_sums[row_sums > 0], 1)
     at.selectbox(key=f"evaluate.true.{HEAD}.2").set_value(OTHERS_LABEL)
     at.selectbox(key=f"evaluate.pred.{HEAD}.2").set_value(OTHERS_LABEL).run()

@@ -22,7 +22,7 @@ from PIL import Image
 
 from core import workspace
 from core.images import open_rgb
-from core.prediction import FilePrediction, Guess, Predictor, expand_paths, row_columns
+from core.prediction import FilePrediction, Guess, Predictor, bucket_size, expand_paths, row_columns
 from conftest import REPO, tiny_run_workspace
 from core.transforms import data_config, eval_transform
 from test_images import PHOTO, jpeg_bytes, patched_jpeg_size
@@ -133,6 +133,32 @@ def test_batched_and_single_images_give_the_same_numbers(predictor, demo):
             np.testing.assert_allclose(in_threes[head][row], single[head][0], atol=1e-5)
     assert {head: array.shape for head, array in batched.items()} == {
         head: (7, len(names)) for head, names in predictor.schema.classes.items()}
+
+
+def test_bucket_sizes_are_the_next_power_of_two():
+    assert [bucket_size(rows) for rows in (1, 2, 3, 4, 5, 8, 9, 31, 32, 33)] == [1, 2, 4, 4, 8, 8, 16, 32, 32, 64]
+
+
+def test_padded_batches_give_the_same_numbers_at_bucket_shapes_only(run, demo):
+    """On a GPU a batch is padded to its bucket (padding on a CPU, to check that the padding rows
+    change nothing and that the module only ever sees bucket-sized batches, warm-up included)."""
+    padded = load_predictor(run.record.folder, run_id=run.record.id)
+    plain = load_predictor(run.record.folder, run_id=run.record.id)
+    assert not plain.pad_batches  # the CPU default
+    padded.pad_batches = True
+    seen: list[int] = []
+    padded.module.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+    padded.warm_up(5)
+    assert seen == [1, 2, 4, 8]
+    seen.clear()
+    images = [open_rgb(path) for path in demo_photos(demo, 7)]
+    got, expected = padded.probabilities(images, batch_size=32), plain.probabilities(images, batch_size=32)
+    assert seen == [4, 4]  # the CPU's chunks of CPU_FORWARD_BATCH: 4 rows, then 3 padded to 4
+    for head in padded.heads:
+        assert got[head].shape == expected[head].shape == (7, len(padded.schema.classes[head]))
+        np.testing.assert_allclose(got[head], expected[head], atol=1e-5)
+    with pytest.raises(ValueError, match="max_batch must be a positive int, got 0"):
+        padded.warm_up(0)
 
 
 def test_bad_arguments_are_refused_and_no_images_is_no_predictions(predictor, demo):

@@ -4,7 +4,7 @@ import pytest
 
 from core.data import CatalogueError
 from core.data.catalogue import load_catalogue
-from core.data.split import SPLITS, split_catalogue, split_distribution
+from core.data.split import SPLITS, split_catalogue, split_catalogue_grouped, split_distribution
 
 STRATA = {"A": 500, "B": 300, "C": 150, "D": 40, "E": 9, None: 20}
 VAL_ROWS = {"A": 100, "B": 60, "C": 30, "D": 8, "E": 2, None: 4}  # round(0.2 * n) in each stratum
@@ -117,3 +117,24 @@ def test_errors_name_the_bad_value(frame):
         split_distribution(frame, split.iloc[1:], "articleType")
     with pytest.raises(ValueError, match="'test'"):
         split_distribution(frame, split.replace("val", "test"), "articleType")
+
+
+def test_grouped_split_keeps_each_group_on_the_side_of_its_smallest_id(frame):
+    plain = pd.Series(split_catalogue(frame).to_numpy(), index=frame["id"])
+    val, train = plain.index[plain == "val"], plain.index[plain == "train"]
+    # Groups across the split, led (smallest id) by a val row and by a train row, and ids the frame lacks.
+    groups = [[val[3], train[10], train[11]], [train[0], val[5]], [train[20], 999_999]]
+    grouped = pd.Series(split_catalogue_grouped(frame, groups).to_numpy(), index=frame["id"])
+    for group in groups:
+        members = [i for i in group if i in grouped.index]
+        assert grouped[members].nunique() == 1
+        assert grouped[members[0]] == plain[min(members)]
+    # Only members on another side than their group's smallest id moved.
+    present = [[i for i in group if i in plain.index] for group in groups]
+    expected = {i for members in present for i in members if plain[i] != plain[min(members)]}
+    assert set(grouped.index[grouped != plain]) == expected and len(expected) >= 3
+    shuffled = frame.sample(frac=1, random_state=3)
+    again = pd.Series(split_catalogue_grouped(shuffled, groups[::-1]).to_numpy(), index=shuffled["id"])
+    assert again.reindex(grouped.index).equals(grouped)  # the same ids on the same side, whatever the order
+    with pytest.raises(ValueError, match="groups overlap on id"):
+        split_catalogue_grouped(frame, [[val[0], val[1]], [val[1], train[0]]])

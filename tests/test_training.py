@@ -108,6 +108,17 @@ def test_the_seed_recipe_runs_with_a_frozen_backbone(tiny_demo, home):
     assert state["hyper_parameters"]["loss"] == "bce"
 
 
+def test_the_gpu_recipe_fits_on_the_cpu_in_bf16(tiny_demo, home):
+    """The gpu recipe's network and precision, tiny and on the CPU: no hub (random weights), 64 px."""
+    cfg = TrainConfig.from_recipe("gpu").with_overrides(
+        [f"data={tiny_demo}", "pretrained=none", "precision=bf16-mixed", "accelerator=cpu", "rare_min_count=5", *TINY])
+    record = train(cfg)
+    assert record.status == "finished", record.error
+    state = torch.load(RunFolder(record.folder).best, map_location="cpu", weights_only=True)
+    assert state[CHECKPOINT_KEY]["config"]["backbone"] == "efficientnet_b3"
+    assert state[CHECKPOINT_KEY]["config"]["recipe"] == "gpu"
+
+
 def test_a_crash_marks_the_run_failed_with_the_error(tiny_demo, home, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory while building the model")

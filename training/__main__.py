@@ -1,4 +1,5 @@
-"""`python -m training fit|runs|show|evaluate|predict|serve`: train, list runs, show or evaluate one, tag photos.
+"""`python -m training fit|runs|show|evaluate|predict|calibrate|serve|crossval|health`: train, list runs, show,
+evaluate or calibrate one, tag photos, serve them over HTTP, rank label issues, check a catalogue's data health.
 
     python -m training fit --data DIR [--recipe seed] [--config FILE] [--set key=value ...] [--json]
     python -m training fit --resume RUN_ID [--json]
@@ -12,10 +13,13 @@
                                 [--device auto|cpu|cuda] [--top-k 3] [--target-error 0.02] [--max-batch-size 32]
                                 [--batch-timeout 0.01] [--api-key-env NAME] [--max-request-mb 20]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
+    python -m training health DIR [--run RUN_ID] [--threshold 0.93] [--device auto|cpu|cuda] [--json]
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
 the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate,
 core.evaluation.head_summary).
+`health --json` ends with core.health.health_summary: {"near_duplicates": [[ids]], "leakage": [[ids]],
+"outliers": [ids], "image_issues": {type: [ids]}, ...}; its progress goes to stderr.
 `predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
 [{"label", "p"}, ...]}, "accepted": {head: label or null}} or {"path", "error"}; it exits 0 when at
 least one image was read, else 1. The first label of a head is its proposal (consistent with the
@@ -38,12 +42,14 @@ import csv
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from core.abstention import TARGET_ERROR
 from core.data import CatalogueError
 from core.database import DatabaseBusy
 from core.images import ACCEPTED_EXTENSIONS
+from core.similarity import DEFAULT_THRESHOLD
 from training.registry import RunState
 from training.status import summary_frame
 
@@ -117,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config fields")
     crossval.add_argument("--json", action="store_true",
                           help="print {id, folder, rows, issues: {head: count}} as JSON on the last line")
+    health = commands.add_parser(
+        "health", help="near-duplicates, split leakage, outliers and image-quality issues of a catalogue")
+    health.add_argument("data", metavar="DIR", help="catalogue folder (styles.csv + images/)")
+    health.add_argument("--run", metavar="RUN_ID", help="embed with this run's best checkpoint and count leakage over "
+                                                        "its split (default: the pretrained backbone, the default split)")
+    health.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"cosine similarity at which photos are near-duplicates (default {DEFAULT_THRESHOLD})")
+    health.add_argument("--device", default="auto", help="auto (default: a CUDA GPU when there is one), cpu or cuda")
+    health.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     return parser
 
 
@@ -336,6 +351,54 @@ def crossval(args: argparse.Namespace) -> int:
     return 0
 
 
+def health(args: argparse.Namespace) -> int:
+    from core.data import HEADS
+    from core.data.catalogue import load_catalogue
+    from core.health import health_summary, leaked_ids
+    from training import health as run_health
+    from training.checkpoints import predict_device
+    from training.registry import RunRegistry
+
+    if not 0 < args.threshold <= 1:
+        raise ValueError(f"--threshold is a cosine similarity in (0, 1], got {args.threshold}")
+    device = predict_device(args.device)
+    catalogue = load_catalogue(args.data)
+    record = RunRegistry().get(args.run) if args.run else None
+    try:
+        computed = run_health.compute(catalogue, record, device=device.type, progress=ProgressLines())
+    except FileNotFoundError as error:  # the run has no best checkpoint
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    split, split_name = run_health.health_split(catalogue, record)
+    summary = health_summary(computed, catalogue, split, args.threshold, HEADS)
+    groups = summary["near_duplicates"]
+    print(f"data health of {catalogue.root}: {computed.info['photos']:,} photos, {computed.info['description']}")
+    print(f"  folder               {computed.folder.path}")
+    print(f"  exact duplicates     {len(summary['exact_duplicates']):,} groups")
+    print(f"  near-duplicates      {len(groups):,} groups ({sum(map(len, groups)):,} photos) at similarity >= {args.threshold}")
+    print(f"  leakage              {len(summary['leakage']):,} groups span training and validation of {split_name}; "
+          f"{len(leaked_ids(groups, split)):,} validation photos have a near-duplicate in training")
+    print(f"  label disagreements  {len(summary['label_disagreements']):,} groups")
+    print(f"  outliers             {len(summary['outliers']):,} photos")
+    print("  image issues         " + ", ".join(f"{name} {len(ids):,}" for name, ids in summary["image_issues"].items()))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+class ProgressLines:
+    """Progress of a long computation on stderr: a line when a step starts or ends, and every 10 s."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every, self.step, self.shown = every, None, 0.0
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if step != self.step or done >= total or now - self.shown >= self.every:
+            self.step, self.shown = step, now
+            print(f"{step}: {done:,} of {total:,}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -351,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             return calibrate(args)
         if args.command == "serve":
             return serve(args)
+        if args.command == "health":
+            return health(args)
         from training.registry import RunRegistry
 
         registry = RunRegistry()

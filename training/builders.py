@@ -19,12 +19,13 @@ from core.backbones import LoadedWeights, create_backbone
 from core.corrections import apply_corrections, corrections_snapshot
 from core.data.catalogue import Catalogue, dataset_key, load_catalogue
 from core.data.schema import IGNORE_INDEX, LabelSchema
-from core.data.split import split_catalogue
+from core.data.split import split_catalogue, split_catalogue_grouped
 from core.datamodule import CatalogueDataModule, capped_selection
+from core.health import near_duplicate_groups
 from core.labelstore import LabelStore
 from core.model import MultiHeadNet, SeedNet, TaggerModule
 from core.transforms import data_config
-from training.config import TrainConfig, resolve_channels_last
+from training.config import TrainConfig, resolve_channels_last, uses_cuda
 from training.run_folder import RunFolder
 
 
@@ -52,12 +53,22 @@ def run_catalogue(cfg: TrainConfig, folder: Path) -> Catalogue:
 
 
 def run_split(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:
-    """"train"/"val" per catalogue row: the stratified split of the catalogue's own rows (the same
-    as a run without corrections, but for relabelled rows), with reviewed new photos always in training."""
+    """"train"/"val" per catalogue row: the split of the catalogue's own rows (the same as a run
+    without corrections, but for relabelled rows), with reviewed new photos always in training.
+
+    cfg.split "grouped" keeps near-duplicate photos together: their groups come from the pretrained
+    backbone's embeddings, computed once per dataset and cached in the workspace (on the run's GPU
+    when it has one), so a resumed run and a later evaluation see the same split."""
     frame = catalogue.frame
     added = frame["id"].isin(list(catalogue.extra_images)).to_numpy()
     split = pd.Series("train", index=frame.index)
-    split[~added] = split_catalogue(frame[~added], val_fraction=cfg.val_fraction, seed=cfg.seed)
+    own = frame[~added]
+    if cfg.split == "grouped":
+        groups = near_duplicate_groups(catalogue, workspace.workspace_dir(), cfg.group_similarity, ids=own["id"].tolist(),
+                                       device="cuda" if uses_cuda(cfg) else "cpu")
+        split[~added] = split_catalogue_grouped(own, groups, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    else:
+        split[~added] = split_catalogue(own, val_fraction=cfg.val_fraction, seed=cfg.seed)
     return split
 
 

@@ -32,8 +32,12 @@ from core.data import HEADS
 from core.data.schema import RARE_POLICIES
 from core.losses import IMBALANCE_STRATEGIES
 from core.model import LOSSES, SCHEDULERS
+from core.similarity import DEFAULT_THRESHOLD
 
 HEAD_TYPES = ("linear", "seed_mlp")
+# How rows are split: "stratified" (core.data.split.split_catalogue), or "grouped", the same with each
+# near-duplicate group kept on one side (split_catalogue_grouped over core.health.near_duplicate_groups).
+SPLIT_STRATEGIES = ("stratified", "grouped")
 # What early stopping and checkpointing watch, and which way is better.
 MONITORS = {"val/loss": "min", "val/mean_macro_f1": "max"}
 ACCELERATORS = ("auto", "cpu", "gpu")
@@ -43,7 +47,7 @@ AUTO = "auto"
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training run's settings. The defaults are the `default` recipe; see RECIPES for `seed`."""
+    """One training run's settings. The defaults are the `default` recipe; see RECIPES for `seed` and `gpu`."""
 
     recipe: str = "default"  # the preset this config started from (from_recipe sets it)
     # --- data
@@ -52,6 +56,8 @@ class TrainConfig:
     max_samples: int | None = None  # cap on catalogue rows, for quick runs; None = every row
     corrections: bool = False  # train on the reviewed labels (label store): corrections applied, "not a product" rows dropped, reviewed new photos added to training
     val_fraction: float = 0.2  # share of rows held out for validation (stratified split)
+    split: str = "stratified"  # one of SPLIT_STRATEGIES: "grouped" keeps each group of near-duplicate photos on one side
+    group_similarity: float = DEFAULT_THRESHOLD  # split="grouped": photos at least this similar (cosine, pretrained backbone) are one group
     seed: int = 0  # seeds the split, the new layers' initial weights and the data order
     rare_policy: str = "other"  # what becomes of rare classes: one of RARE_POLICIES
     rare_min_count: int | str = AUTO  # classes with fewer training rows are rare; "auto": resolve_rare_min_count
@@ -103,6 +109,7 @@ class TrainConfig:
         """Raise ValueError naming every bad value (types are checked at construction)."""
         problems = [
             _choice("recipe", self.recipe, RECIPES),
+            _choice("split", self.split, SPLIT_STRATEGIES),
             _choice("rare_policy", self.rare_policy, RARE_POLICIES),
             _choice("pretrained", self.pretrained, PRETRAINED_MODES),
             _choice("head", self.head, HEAD_TYPES),
@@ -121,6 +128,7 @@ class TrainConfig:
              f"max_samples must be >= 1 or None, got {self.max_samples}"),
             (0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
             (0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}"),
+            (0 < self.group_similarity <= 1, f"group_similarity must be in (0, 1], got {self.group_similarity}"),
             (self.rare_min_count == AUTO if isinstance(self.rare_min_count, str) else self.rare_min_count >= 0,
              f"rare_min_count must be an int >= 0 or 'auto', got {self.rare_min_count!r}"),
             (self.image_size % 32 == 0 and 64 <= self.image_size <= 1024,
@@ -235,6 +243,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         "rare_min_count": 500,
         "val_fraction": 0.2,
     },
+    # One GPU with hub access: the seed's backbone fine-tuned whole, at about its native input, in bf16-mixed
+    # and channels_last ("auto" resolves both on a CUDA GPU). Batch 64 fits B3 at 288 px in 16 GB;
+    # lr by square-root scaling from the default's 1e-3 at batch 32. Not yet tuned on a GPU.
+    "gpu": {
+        "backbone": "efficientnet_b3",
+        "image_size": 288,  # B3 was trained at 300; the config takes multiples of 32 (its strides)
+        "batch_size": 64,
+        "lr": 1.4e-3,
+        "epochs": 15,
+        "patience": 3,
+        "num_workers": max(1, min(16, (os.cpu_count() or 2) - 1)),  # the DataLoader fed lite0 too slowly with 12 (RESULTS.md)
+    },
 }
 
 FIELD_NAMES = tuple(field.name for field in dataclasses.fields(TrainConfig))
@@ -256,7 +276,8 @@ def resolve_rare_min_count(cfg: TrainConfig, rows: int) -> int:
     return min(500, max(10, round(0.002 * rows)))
 
 
-def _uses_cuda(cfg: TrainConfig) -> bool:
+def uses_cuda(cfg: TrainConfig) -> bool:
+    """Whether the run will use a CUDA GPU: its accelerator allows one and torch sees one."""
     return cfg.accelerator in (AUTO, "gpu") and torch.cuda.is_available()
 
 
@@ -265,7 +286,7 @@ def resolve_precision(cfg: TrainConfig) -> str:
     supports bf16, 16-mixed on an older one, 32-true elsewhere (CPU)."""
     if cfg.precision != AUTO:
         return cfg.precision
-    if not _uses_cuda(cfg):
+    if not uses_cuda(cfg):
         return "32-true"
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
@@ -273,7 +294,7 @@ def resolve_precision(cfg: TrainConfig) -> str:
 def resolve_channels_last(cfg: TrainConfig) -> bool:
     """Whether to train in channels_last memory format: as configured, or for "auto" on CUDA only
     (it speeds up convolutions on tensor cores; on CPU it rarely helps)."""
-    return _uses_cuda(cfg) if cfg.channels_last == AUTO else cfg.channels_last
+    return uses_cuda(cfg) if cfg.channels_last == AUTO else cfg.channels_last
 
 
 def _check_keys(keys: Iterable[str]) -> None:

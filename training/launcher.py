@@ -1,4 +1,5 @@
-"""Start, cancel and resume training runs, and run evaluations, as processes of their own.
+"""Start, cancel and resume training runs, and run evaluations and data-health computations, as
+processes of their own.
 
 A launched run is `python -m training fit --run-id <id> --config <folder>/launch_config.json`
 (a resumed one `fit --resume <id> --run-id <id>`) in its own process session: it outlives page
@@ -8,7 +9,7 @@ a child that dies before reporting anything is marked failed by the registry's r
 with its exit and the end of its run.log.
 
 Each is asked by an `actor` (core.access.Actor) who must be allowed to (Permission.TRAIN for runs,
-Permission.EVALUATE for evaluations: an admin), on a dataset folder under their roots; otherwise
+Permission.EVALUATE for evaluations and data health: an admin), on a dataset folder under their roots; otherwise
 core.access.AccessDenied (FolderRefused), and nothing starts. The registry records who launched,
 cancelled or resumed a run.
 """
@@ -20,14 +21,15 @@ import json
 import os
 import socket
 import sys
-import time
 from pathlib import Path
 
 from core import workspace
 from core.access import Actor, Permission, require, require_folder
+from core.data.catalogue import Catalogue
 from core.database import DB_URL_ENV
+from training import health
 from training.config import TrainConfig
-from training.processes import end, is_alive, leads_group, process_start, start_detached
+from training.processes import BackgroundJob, end, is_alive, leads_group, read_job, start_detached, start_job
 from training.registry import ACTIVE, RESUMABLE, RunRecord, RunRegistry
 from training.run_folder import RunFolder, evaluation_name
 
@@ -127,18 +129,14 @@ def cancel_run(run_id: str, actor: Actor, registry: RunRegistry | None = None,
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluationJob:
+class EvaluationJob(BackgroundJob):
     """A background `python -m training evaluate RUN --data DIR` (files next to the run's evaluations)."""
 
     name: str  # the evaluation folder's name (run_folder.evaluation_name)
-    running: bool  # its process is alive
-    started: float | None  # time.time() at launch; None when never launched from here
-    log: Path
 
     def finished_since_launch(self, run_folder: str | Path) -> bool:
         """Whether its report was written after this launch (or it was never launched from here)."""
-        report = RunFolder(run_folder).evaluation(self.name) / "report.json"
-        return report.is_file() and (self.started is None or report.stat().st_mtime >= self.started)
+        return self.wrote_since_launch(RunFolder(run_folder).evaluation(self.name) / "report.json")
 
 
 def launch_evaluation(record: RunRecord, data: str | Path, actor: Actor) -> EvaluationJob:
@@ -150,19 +148,36 @@ def launch_evaluation(record: RunRecord, data: str | Path, actor: Actor) -> Eval
     if job.running:
         return job
     command = [sys.executable, "-m", "training", "evaluate", record.id, "--data", str(data)]
-    process = start_detached(command, job.log, _environment(), append=False)
-    started = time.time()
-    RunFolder(record.folder).evaluation_launch(job.name).write_text(
-        json.dumps({"pid": process.pid, "pid_start": process_start(process.pid), "started": started}))
-    return EvaluationJob(job.name, True, started, job.log)
+    started = start_job(command, job.log, RunFolder(record.folder).evaluation_launch(job.name), _environment())
+    return EvaluationJob(**dataclasses.asdict(started), name=job.name)
 
 
 def evaluation_job(record: RunRecord, data: str | Path) -> EvaluationJob:
     """The background evaluation of the run on `data`: whether it runs, when it started, its log."""
     name, run = evaluation_name(data), RunFolder(record.folder)
-    try:
-        launch = json.loads(run.evaluation_launch(name).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return EvaluationJob(name, False, None, run.evaluation_log(name))
-    return EvaluationJob(name, is_alive(launch["pid"], launch["pid_start"]), launch["started"], run.evaluation_log(name))
+    job = read_job(run.evaluation_launch(name), run.evaluation_log(name))
+    return EvaluationJob(**dataclasses.asdict(job), name=name)
 
+
+def launch_health(catalogue: Catalogue, actor: Actor, record: RunRecord | None = None) -> BackgroundJob:
+    """Start computing the catalogue's data health under the run's model (None: the pretrained
+    backbone), for `actor` (Permission.EVALUATE, the catalogue under their roots), in its own
+    process session, unless that computation is already running; returns the job."""
+    require_folder(actor, Permission.EVALUATE, catalogue.root)
+    job = health_job(catalogue, record)
+    if job.running:
+        return job
+    folder = health.folder_of(catalogue, record)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "training", "health", str(catalogue.root)]
+    if record is not None:
+        command += ["--run", record.id]
+    return start_job(command, folder.log, folder.launch, _environment())
+
+
+def health_job(catalogue: Catalogue, record: RunRecord | None = None) -> BackgroundJob:
+    """The background data-health computation of the catalogue under the run's model (None: the
+    pretrained backbone): whether it runs, when it started, its log. Done when it wrote
+    health.json since (`job.wrote_since_launch(folder.info)`)."""
+    folder = health.folder_of(catalogue, record)
+    return read_job(folder.launch, folder.log)

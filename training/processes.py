@@ -8,6 +8,8 @@ process ended when it ended without reporting.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import signal
@@ -86,6 +88,39 @@ def start_detached(command: Sequence[str], log: Path, env: Mapping[str, str], ap
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     _children[process.pid] = process
     return process
+
+
+@dataclasses.dataclass(frozen=True)
+class BackgroundJob:
+    """A process `start_job` started, as its launch file tells: whether it runs, when it started
+    (time.time(); None when never launched), and its output."""
+
+    running: bool
+    started: float | None
+    log: Path
+
+    def wrote_since_launch(self, result: Path) -> bool:
+        """Whether `result` (what the job writes last) was written after this launch, or exists
+        and the job was never launched from here."""
+        return result.is_file() and (self.started is None or result.stat().st_mtime >= self.started)
+
+
+def start_job(command: Sequence[str], log: Path, launch: Path, env: Mapping[str, str]) -> BackgroundJob:
+    """`start_detached(command)` with a fresh `log`, recorded in the launch file `launch`
+    ({"pid", "pid_start", "started"}) so that any later process can tell whether it still runs."""
+    process = start_detached(command, log, env, append=False)
+    started = time.time()
+    launch.write_text(json.dumps({"pid": process.pid, "pid_start": process_start(process.pid), "started": started}))
+    return BackgroundJob(True, started, log)
+
+
+def read_job(launch: Path, log: Path) -> BackgroundJob:
+    """The job recorded in `launch` (never launched: not running, started None)."""
+    try:
+        record = json.loads(launch.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return BackgroundJob(False, None, log)
+    return BackgroundJob(is_alive(record["pid"], record["pid_start"]), record["started"], log)
 
 
 def _collect(pid: int, timeout: float) -> None:

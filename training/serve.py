@@ -137,13 +137,16 @@ class TaggerAPI(ls.LitAPI):
         self.predictor = None
 
     def setup(self, device: str) -> None:
-        """Load the run's Predictor on `device` (LitServe's "cpu" or "cuda:<i>", one worker each)."""
+        """Load the run's Predictor on `device` (LitServe's "cpu" or "cuda:<i>", one worker each); on a GPU,
+        run it once at every batch shape it can take, before the first request."""
         target = torch.device(device)
         if target.type == "cuda":
             torch.cuda.set_device(target)  # load_predictor's "cuda" is then this worker's own GPU
         self.predictor = load_predictor(self.settings.run_folder, self.settings.checkpoint,
                                         run_id=self.settings.run_id, device=target.type,
                                         target_error=self.settings.target_error)
+        if target.type == "cuda":
+            self.predictor.warm_up(self.settings.max_batch_size)
 
     def decode_request(self, request: Request) -> Upload | Refusal:
         """The photo in what LitServe parsed: a form (multipart field `file`) or a JSON value."""

@@ -130,6 +130,13 @@ def same_dataset(a: str | Path, b: str | Path) -> bool:
     return dataset_key(a) == dataset_key(b)
 
 
+def catalogue_stamp(root: Path) -> tuple[int, int, int]:
+    """Changes when the dataset folder's styles.csv or images folder does (a photo added, removed
+    or renamed): what a cached read of the catalogue, or anything computed from it, is keyed on."""
+    csv = (Path(root) / STYLES_FILE).stat()
+    return csv.st_mtime_ns, csv.st_size, (Path(root) / IMAGES_DIR).stat().st_mtime_ns
+
+
 def _read_lines(csv_path: Path) -> list[str]:
     """The file's lines, without their line ends (LF or CRLF)."""
     try:

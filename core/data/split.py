@@ -8,11 +8,17 @@ A stratum too small to put a row in each split (val_fraction * n < 1 or
 (1 - val_fraction) * n < 1, e.g. a class of one row) is decided row by row by the hash
 threshold instead: val when the id's number is below val_fraction, so such rows still
 reach val in the right proportion overall.
+
+`split_catalogue_grouped` keeps groups of ids (near-duplicate photos, core.health) on one side:
+each group follows its smallest id, so a group lands in val about as often as a single row does
+(following the member with the smallest hash would favour val, which takes the smallest hashes),
+and an id in no group keeps the split it would have had anyway.
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,6 +69,25 @@ def split_catalogue(
     stratifiable = (row_sizes * val_fraction >= 1) & (row_sizes * (1 - val_fraction) >= 1)
     is_val = np.where(stratifiable, rank < n_val, uniform < val_fraction)
     return pd.Series(np.where(is_val, "val", "train"), index=frame.index, name="split")
+
+
+def split_catalogue_grouped(
+    frame: pd.DataFrame, groups: Iterable[Sequence[int]], val_fraction: float = 0.2, seed: int = 0,
+    stratify_on: str = "articleType",
+) -> pd.Series:
+    """`split_catalogue`, then every group's rows moved to the side of its smallest id in the frame;
+    ids a group names that the frame lacks are ignored. Groups must not overlap."""
+    split = split_catalogue(frame, val_fraction=val_fraction, seed=seed, stratify_on=stratify_on)
+    by_id = pd.Series(split.to_numpy(), index=frame["id"].to_numpy())
+    seen: set[int] = set()
+    for group in groups:
+        members = sorted({int(product_id) for product_id in group} & set(by_id.index))
+        if seen.intersection(members):
+            raise ValueError(f"groups overlap on id(s) {sorted(seen.intersection(members))[:5]}")
+        seen.update(members)
+        if members:
+            by_id[members] = by_id[members[0]]
+    return pd.Series(by_id.to_numpy(), index=frame.index, name="split")
 
 
 def split_distribution(frame: pd.DataFrame, split: pd.Series, head: str) -> pd.DataFrame:

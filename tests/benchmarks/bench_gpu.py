@@ -10,7 +10,8 @@ until `--mib` of photos, small enough to travel with the code (the device tool c
 `run`, on one device, offline tf_efficientnet_lite0 weights at 224 px (the seed's B3 needs the hub):
   1. the image cache built from nothing, images/s;
   2. per recipe (the recipe's own precision: default = bf16-mixed and channels_last on a GPU,
-     seed = fp32, frozen backbone), `--steps` training steps through Lightning's Trainer:
+     seed = fp32, frozen backbone): the run's DataLoader alone (what it can feed), then `--steps`
+     training steps through Lightning's Trainer:
      end to end (the run's DataLoader: cached JPEGs decoded, augmented, collated, copied) and
      model-only (the same module and Trainer fed one batch already on the device); images/s over
      the steps after the first `--warmup`, and their ratio (target >= 0.90 for `default`);
@@ -99,7 +100,7 @@ def images_per_s(cfg: TrainConfig, module, loader, args) -> float:
     return clock.steps * cfg.batch_size / clock.seconds
 
 
-def measure(recipe: str, data: Path, workspace: Path, args) -> tuple[float, float]:
+def measure(recipe: str, data: Path, workspace: Path, args) -> tuple[float, float, float]:
     cfg = TrainConfig.from_recipe(recipe).with_overrides([
         f"data={data}", "backbone=tf_efficientnet_lite0", "pretrained=offline", f"image_size={IMAGE_SIZE}",
         f"batch_size={args.batch}", f"num_workers={args.workers}", f"accelerator={args.accelerator}",
@@ -114,13 +115,26 @@ def measure(recipe: str, data: Path, workspace: Path, args) -> tuple[float, floa
     os.environ["FASHION_TAGGER_HOME"] = str(workspace)  # the cache, built by step 1, is reused
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("fit")
+    loader = loader_rate(datamodule.train_dataloader(), args)
     end_to_end = images_per_s(cfg, module, datamodule.train_dataloader(), args)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     batch = {key: value.to(device) for key, value in next(iter(datamodule.train_dataloader())).items()}
     # batch_size=None: the one batch as it is, every step, no collation or copy.
     repeated = DataLoader([batch] * (args.warmup + args.steps), batch_size=None)
     model_only = images_per_s(cfg, module, repeated, args)
-    return end_to_end, model_only
+    return loader, end_to_end, model_only
+
+
+def loader_rate(loader: DataLoader, args) -> float:
+    """The run's DataLoader alone (workers decode, augment, collate; pinned), images/s over the
+    batches after the first `--warmup`: what it can feed whatever the model's speed."""
+    batches = (batch for _ in iter(int, 1) for batch in loader)  # epoch after epoch, as the Trainer goes on
+    for _ in range(args.warmup):
+        next(batches)
+    started, images = time.perf_counter(), 0
+    for _ in range(args.steps):
+        images += len(next(batches)["image"])
+    return images / (time.perf_counter() - started)
 
 
 def prediction_rate(data: Path, args, photos: int = 512) -> float:
@@ -156,11 +170,11 @@ def run(args) -> None:
     name = torch.cuda.get_device_name(0) if args.accelerator == "gpu" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\n{name}; {len(catalogue.frame):,} photos; torch {torch.__version__}; {os.cpu_count()} cores")
     print(f"image cache build: {report.built:,} photos, {build_rate:,.0f} images/s ({len(report.failed)} failed)")
-    print(f"\n{'recipe':8s} {'end-to-end img/s':>17s} {'model-only img/s':>17s} {'ratio':>6s}  (batch {args.batch}, "
-          f"{args.steps} steps after {args.warmup} warm-up)")
+    print(f"\n{'recipe':8s} {'loader img/s':>13s} {'end-to-end img/s':>17s} {'model-only img/s':>17s} {'ratio':>6s}  "
+          f"(batch {args.batch}, {args.workers} workers, {args.steps} steps after {args.warmup} warm-up)")
     for recipe in ("default", "seed"):
-        end_to_end, model_only = measure(recipe, data, workspace, args)
-        print(f"{recipe:8s} {end_to_end:17,.0f} {model_only:17,.0f} {end_to_end / model_only:6.2f}")
+        loader, end_to_end, model_only = measure(recipe, data, workspace, args)
+        print(f"{recipe:8s} {loader:13,.0f} {end_to_end:17,.0f} {model_only:17,.0f} {end_to_end / model_only:6.2f}")
     print(f"\nprediction (predict's path: files -> top-3, one process, fp32): {prediction_rate(data, args):,.0f} images/s")
     shutil.rmtree(workspace, ignore_errors=True)
 

@@ -1,0 +1,333 @@
+"""A catalogue's data health under one embedding model: computed once (`compute_health`), kept in
+the workspace, read (`load_health`) and summarised (`health_summary`).
+
+On the photos' embeddings (core.embeddings, cached on their own): each photo's nearest neighbours
+(core.similarity), a 2-D map of them (UMAP), cleanvision's image-quality issues and exact duplicates
+(core.image_quality). From those, at a similarity threshold a person can move: near-duplicate groups,
+the groups a train/validation split cuts in two (leakage), the groups whose members disagree on a
+label, and outliers.
+
+A health folder, `<workspace>/health/<dataset folder name>-<hash of its path>/<model key>/`, holds:
+    neighbours.npz          ids int64 [n]; rows int32 [n, k] (-1: none) and similarities float32 [n, k]
+    projection.npz          ids int64 [n]; xy float32 [n, 2], the map
+    image_issues.parquet    core.image_quality.image_issues
+    exact_duplicates.json   [[id, ...], ...]
+    health.json             written last: what was computed, from what, how long each step took
+    health.log, health.launch.json   a background computation's output and process (training.launcher)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.data.catalogue import Catalogue, catalogue_stamp
+from core.embeddings import EmbeddingModel, Embeddings, ModelIdentity, catalogue_embeddings, pretrained_model
+from core.image_quality import exact_duplicates, image_issues, issue_ids
+from core.similarity import (
+    DEFAULT_THRESHOLD, NEIGHBOURS, Neighbours, SimilarityIndex, groups_of_pairs, nearest_neighbours, outlier_rows, outlier_scores,
+    similar_pairs,
+)
+
+MAP_NEIGHBOURS = 15  # UMAP's n_neighbors: the local structure the map keeps
+MAP_MIN_DIST = 0.3  # UMAP's min_dist: above its 0.1 default, clusters spread enough to select photos in them
+MAP_CLASSES = 15  # values the map gives a colour of their own; the rarer ones share OTHER
+OTHER, MISSING = "other", "missing"
+FORMAT_VERSION = 1
+HEALTH_FILE = "health.json"
+
+Progress = Callable[[str, int, int], None]  # (step, done, total)
+
+
+class HealthFolder:
+    """The files of one health folder (module docstring), by name; nothing is created by asking."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"HealthFolder({str(self.path)!r})"
+
+    neighbours = property(lambda self: self.path / "neighbours.npz")
+    projection = property(lambda self: self.path / "projection.npz")
+    issues = property(lambda self: self.path / "image_issues.parquet")
+    exact_duplicates = property(lambda self: self.path / "exact_duplicates.json")
+    info = property(lambda self: self.path / HEALTH_FILE)
+    log = property(lambda self: self.path / "health.log")
+    launch = property(lambda self: self.path / "health.launch.json")
+
+    def version(self) -> int:
+        """Changes whenever a computation completes (health.json's mtime); 0 before the first."""
+        try:
+            return self.info.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def is_complete(self) -> bool:
+        return self.version() != 0
+
+
+def health_folder(workspace: Path, dataset_root: Path, model_key: str) -> HealthFolder:
+    """Where the health of a dataset under one model (`ModelIdentity.key`) is kept."""
+    root = Path(dataset_root).expanduser().resolve()
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", root.name) or "dataset"
+    return HealthFolder(Path(workspace) / "health" / f"{name}-{digest}" / model_key)
+
+
+@dataclass(frozen=True, eq=False)
+class Health:
+    """A computed health folder, read.
+
+    info: health.json ({"model", "stamp", "description", "data", "catalogue_stamp", "photos",
+    "index", "computed", "seconds"}); ids: int64 [n], the photos with an embedding; neighbours: over
+    rows of ids; projection: float32 [n, 2]; issues: core.image_quality.image_issues' frame;
+    exact_duplicates: groups of ids.
+    """
+
+    folder: HealthFolder
+    info: dict
+    ids: np.ndarray
+    neighbours: Neighbours
+    projection: np.ndarray
+    issues: pd.DataFrame
+    exact_duplicates: list[list[int]]
+
+    def is_stale(self, catalogue: Catalogue, identity: ModelIdentity) -> bool:
+        """Whether the catalogue or the model changed since this was computed."""
+        return (self.info["catalogue_stamp"] != list(catalogue_stamp(catalogue.root))
+                or self.info["stamp"] != identity.stamp)
+
+    def near_duplicates(self, threshold: float = DEFAULT_THRESHOLD) -> list[list[int]]:
+        """Groups of ids whose photos are at least `threshold` similar to another member (chains
+        included), exact duplicates always among them: largest group first, ids sorted within."""
+        pairs = similar_pairs(self.neighbours, threshold)
+        rows = {int(product_id): row for row, product_id in enumerate(self.ids.tolist())}
+        exact = [[rows[i] for i in group if i in rows] for group in self.exact_duplicates]
+        exact_pairs = np.array([(group[0], other) for group in exact for other in group[1:]], dtype=np.int64)
+        groups = groups_of_pairs(len(self.ids), np.concatenate([pairs, exact_pairs.reshape(-1, 2)]))
+        return [sorted(self.ids[group].tolist()) for group in groups]
+
+    def outliers(self) -> list[int]:
+        """Ids of photos unlike the others (core.similarity.outlier_rows), most isolated first."""
+        return self.ids[outlier_rows(outlier_scores(self.neighbours))].tolist()
+
+    def outlier_scores(self) -> pd.Series:
+        """Each photo's outlier score (distance to its OUTLIER_K-th neighbour), by id."""
+        return pd.Series(outlier_scores(self.neighbours), index=self.ids, name="outlier_score")
+
+    def similar(self, product_id: int, k: int = NEIGHBOURS) -> pd.DataFrame:
+        """The k photos most similar to catalogue photo `product_id`: columns id, similarity, most
+        similar first. KeyError when it has no embedding."""
+        rows = np.flatnonzero(self.ids == product_id)
+        if not len(rows):
+            raise KeyError(f"photo {product_id} has no embedding in this health folder")
+        row = rows[0]
+        found = self.neighbours.rows[row, :k] >= 0
+        return pd.DataFrame({"id": self.ids[self.neighbours.rows[row, :k][found]],
+                             "similarity": self.neighbours.similarities[row, :k][found].astype(float)})
+
+
+def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path, device: str = "cpu",
+                   progress: Progress | None = None) -> Health:
+    """Compute every photo's embedding (reusing cached ones), neighbours, map position, image issues
+    and exact duplicates, and write the health folder; returns it, read. A folder computed from this
+    catalogue and model as they are now is read, not computed again."""
+    report = progress or (lambda step, done, total: None)
+    folder = health_folder(workspace, catalogue.root, model.identity.key)
+    if folder.is_complete():
+        existing = load_health(folder.path)
+        if existing.info.get("format_version") == FORMAT_VERSION and not existing.is_stale(catalogue, model.identity):
+            return existing
+    folder.path.mkdir(parents=True, exist_ok=True)
+    seconds, ids = {}, catalogue.frame["id"].tolist()
+    stamp = catalogue_stamp(catalogue.root)  # before: a change while this runs makes the result stale
+
+    start = time.perf_counter()
+    embeddings = catalogue_embeddings(catalogue, model, workspace, device=device,
+                                      progress=lambda done, total: report("embeddings", done, total))
+    seconds["embeddings"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    report("neighbours", 0, 1)
+    index = SimilarityIndex(embeddings.features)
+    neighbours = nearest_neighbours(index, embeddings.features)
+    _save_npz(folder.neighbours, ids=embeddings.ids, rows=neighbours.rows.astype(np.int32),
+              similarities=neighbours.similarities)
+    seconds["neighbours"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    report("map", 0, 1)
+    _save_npz(folder.projection, ids=embeddings.ids, xy=project(embeddings, neighbours))
+    seconds["map"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    issues = image_issues(catalogue, ids, workspace, model.image_size,
+                          progress=lambda done, total: report("image quality", done, total))
+    _atomic_write(folder.issues, lambda path: issues.to_parquet(path, index=False))
+    seconds["image_quality"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    report("exact duplicates", 0, 1)
+    duplicates = exact_duplicates(catalogue, ids)
+    _atomic_write(folder.exact_duplicates, lambda path: path.write_text(json.dumps(duplicates)))
+    seconds["exact_duplicates"] = time.perf_counter() - start
+
+    info = {
+        "format_version": FORMAT_VERSION, "model": model.identity.key, "stamp": model.identity.stamp,
+        "description": model.identity.description, "data": str(catalogue.root),
+        "catalogue_stamp": list(stamp), "photos": len(embeddings),
+        "rows": len(ids), "index": str(index.kind), "computed": time.time(), "seconds": seconds,
+    }
+    _atomic_write(folder.info, lambda path: path.write_text(json.dumps(info, indent=1)))  # last: `version` follows it
+    return load_health(folder.path)
+
+
+def project(embeddings: Embeddings, neighbours: Neighbours, seed: int = 0) -> np.ndarray:
+    """A 2-D map of the photos, float32 [n, 2]: UMAP (cosine) on the neighbour graph already found,
+    so UMAP spends no time searching neighbours again. Fewer photos than UMAP needs get a line."""
+    n = len(embeddings)
+    if n <= MAP_NEIGHBOURS + 1:  # UMAP needs more points than neighbours; a handful is shown in a row
+        return np.stack([np.arange(n), np.zeros(n)], axis=1).astype(np.float32)
+    import umap  # imported here: it compiles with numba on first use, seconds the other steps never pay
+
+    k = MAP_NEIGHBOURS - 1
+    knn_rows = np.concatenate([np.arange(n)[:, None], neighbours.rows[:, :k]], axis=1)  # UMAP wants itself first
+    knn_distances = np.concatenate([np.zeros((n, 1)), 1 - neighbours.similarities[:, :k]], axis=1)
+    knn_distances = np.where(knn_rows >= 0, np.maximum(knn_distances, 0), np.inf).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns that a map without its search index cannot transform new photos
+        reducer = umap.UMAP(n_neighbors=MAP_NEIGHBOURS, min_dist=MAP_MIN_DIST, metric="cosine", random_state=seed,
+                            precomputed_knn=(knn_rows, knn_distances))
+        return reducer.fit_transform(embeddings.features).astype(np.float32)
+
+
+def map_frame(health: Health, values: pd.Series, labels: pd.Series, order: Sequence[str] | None = None,
+              top: int = MAP_CLASSES) -> pd.DataFrame:
+    """The map's points: id, x, y, colour and label, one row per photo on the map.
+
+    values: what colours each photo, by id (an id it lacks is MISSING); colour is categorical: the
+    values in `order` when given, else the `top` most frequent, each its own category, the rest
+    OTHER, then MISSING. labels: the hover text by id ("" where missing)."""
+    ids = pd.Index(health.ids)
+    value = values.reindex(ids).astype(object).where(lambda found: found.notna(), MISSING).astype(str)
+    if order is None:
+        counts = value[value != MISSING].value_counts()
+        order = sorted(counts.index[:top], key=lambda name: (-counts[name], name))
+    order = list(order)
+    value = value.where(value.isin(order + [MISSING]), OTHER)
+    categories = order + [name for name in (OTHER, MISSING) if name not in order and (value == name).any()]
+    return pd.DataFrame({
+        "id": health.ids, "x": health.projection[:, 0], "y": health.projection[:, 1],
+        "colour": pd.Categorical(value.to_numpy(), categories=categories),
+        "label": labels.reindex(ids).fillna("").astype(str).to_numpy(),
+    })
+
+
+def load_health(path: str | Path) -> Health:
+    """The health folder at `path`, read; FileNotFoundError when it was never completed."""
+    folder = HealthFolder(path)
+    if not folder.is_complete():
+        raise FileNotFoundError(f"no data health computed in {folder.path} (python -m training health DIR)")
+    info = json.loads(folder.info.read_text())
+    with np.load(folder.neighbours) as neighbours, np.load(folder.projection) as projection:
+        ids = neighbours["ids"]
+        found = Neighbours(neighbours["rows"].astype(np.int64), neighbours["similarities"].astype(np.float32))
+        xy = projection["xy"]
+    return Health(folder, info, ids, found, xy, pd.read_parquet(folder.issues),
+                  json.loads(folder.exact_duplicates.read_text()))
+
+
+def near_duplicate_groups(catalogue: Catalogue, workspace: Path, threshold: float = DEFAULT_THRESHOLD,
+                          ids: Sequence[int] | None = None, device: str = "cpu") -> list[list[int]]:
+    """Near-duplicate groups of catalogue `ids` (default: every row) under the offline pretrained
+    backbone (embeddings cached in the workspace): what a group-aware split keeps together, the same
+    whatever run asks."""
+    embeddings = catalogue_embeddings(catalogue, pretrained_model(), workspace, ids=ids, device=device)
+    neighbours = nearest_neighbours(SimilarityIndex(embeddings.features), embeddings.features)
+    pairs = similar_pairs(neighbours, threshold)
+    return [sorted(embeddings.ids[group].tolist()) for group in groups_of_pairs(len(embeddings), pairs)]
+
+
+def leaking_groups(groups: Sequence[Sequence[int]], split: pd.Series) -> list[list[int]]:
+    """The groups with members on both sides of `split` ("train"/"val" by id; ids it lacks are in neither)."""
+    leaking = []
+    for group in groups:
+        sides = set(split.reindex(list(group)).dropna())
+        if {"train", "val"} <= sides:
+            leaking.append(list(group))
+    return leaking
+
+
+def leaked_ids(groups: Sequence[Sequence[int]], split: pd.Series) -> list[int]:
+    """Validation ids with a near-duplicate in training ("train"/"val" by id): the rows whose
+    validation score a leak inflates, sorted."""
+    leaked = []
+    for group in groups:
+        sides = split.reindex(list(group))
+        if (sides == "train").any():
+            leaked.extend(sides.index[sides == "val"].tolist())
+    return sorted(leaked)
+
+
+def label_disagreements(groups: Sequence[Sequence[int]], frame: pd.DataFrame, heads: Sequence[str]) -> list[dict]:
+    """The groups whose members' labels differ in at least one of `heads` (a missing label differs
+    from none): [{"ids": [...], "heads": [the heads they disagree on]}], in `groups` order."""
+    labels = frame.set_index("id")
+    found = []
+    for group in groups:
+        rows = labels.reindex(list(group))
+        disagree = [head for head in heads if rows[head].nunique(dropna=True) > 1]
+        if disagree:
+            found.append({"ids": list(group), "heads": disagree})
+    return found
+
+
+def group_table(groups: Sequence[Sequence[int]], split: pd.Series, frame: pd.DataFrame,
+                heads: Sequence[str]) -> pd.DataFrame:
+    """One row per group, in `groups` order: group (1-based), photos, train and val (members on
+    each side of `split`, by id), disagree_on (the heads among `heads` whose labels differ, joined)."""
+    disagreements = {tuple(entry["ids"]): entry["heads"] for entry in label_disagreements(groups, frame, heads)}
+    rows = []
+    for number, group in enumerate(groups, start=1):
+        sides = split.reindex(list(group))
+        rows.append({"group": number, "photos": len(group), "train": int((sides == "train").sum()),
+                     "val": int((sides == "val").sum()), "disagree_on": ", ".join(disagreements.get(tuple(group), []))})
+    return pd.DataFrame(rows, columns=["group", "photos", "train", "val", "disagree_on"])
+
+
+def health_summary(health: Health, catalogue: Catalogue, split: pd.Series, threshold: float = DEFAULT_THRESHOLD,
+                   heads: Sequence[str] = ()) -> dict:
+    """What `python -m training health --json` prints: {"data", "model", "photos", "threshold",
+    "exact_duplicates", "near_duplicates", "leakage", "label_disagreements", "outliers",
+    "image_issues": {type: [ids]}}, groups and lists as ids."""
+    groups = health.near_duplicates(threshold)
+    return {
+        "data": health.info["data"], "model": health.info["description"], "photos": health.info["photos"],
+        "threshold": threshold, "exact_duplicates": health.exact_duplicates, "near_duplicates": groups,
+        "leakage": leaking_groups(groups, split),
+        "label_disagreements": label_disagreements(groups, catalogue.frame, heads),
+        "outliers": health.outliers(), "image_issues": issue_ids(health.issues),
+    }
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    _atomic_write(path, lambda temporary: np.savez(temporary, **arrays))
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(temporary path)`, then rename it into place: a reader never sees half a file."""
+    temporary = path.with_name(f".{os.getpid()}.{path.name}")
+    write(temporary)
+    os.replace(temporary, path)
+

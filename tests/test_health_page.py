@@ -1,0 +1,179 @@
+"""AppTest of the Data health page: before anything is computed, every section of a computed health
+(pretrained backbone, a small demo with planted copies), the way into Review, similar photos for an
+upload, and a run's own model with its split and right/wrong colouring."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import workspace
+from core.data.catalogue import load_catalogue
+from core.database import DB_URL_ENV
+from core.health import leaked_ids, leaking_groups
+from core.labelstore import LabelStore
+from core.similarity import DEFAULT_THRESHOLD
+from dashboard.health import similar_to_photo
+from training import health as run_health
+from training.launcher import health_job
+from training.processes import log_tail
+
+from conftest import captioned_ids, chart_spec, open_page, plotly_array, tiny_run_workspace
+from health_support import planted_catalogue
+
+HEALTH = "../pages/health.py"
+SECTIONS = ["Map", "Similar photos", "Near-duplicates & leakage", "Label disagreements", "Outliers", "Image quality"]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A workspace opening a 60-photo demo with four altered copies; yields (planted catalogue, home)."""
+    from core.data.demo import generate_demo
+
+    root = tmp_path_factory.mktemp("health-page")
+    demo = generate_demo(root / "demo", n=60, seed=7)
+    planted = planted_catalogue(demo, root / "data", rows=60, copies=4, seed=1)
+    patch = pytest.MonkeyPatch()
+    patch.setenv(workspace.HOME_ENV, str(root / "ws"))
+    patch.setenv(workspace.DATA_ENV, str(planted.folder))
+    patch.delenv(DB_URL_ENV, raising=False)
+    yield planted
+    patch.undo()
+
+
+def page(section: str | None = None) -> AppTest:
+    return open_page(HEALTH, "health.section", section, timeout=120)
+
+
+def test_before_computing_the_page_offers_to_compute_it_in_the_background(planted):
+    at = page()
+    assert any("has not been computed" in info.value for info in at.info)
+    [button] = [b for b in at.button if b.label == "Compute the data health"]
+    button.click().run()
+    assert not at.exception, at.exception
+    catalogue = load_catalogue(planted.folder)
+    deadline = time.monotonic() + 900
+    while health_job(catalogue).running:
+        assert time.monotonic() < deadline, log_tail(health_job(catalogue).log)
+        time.sleep(2)
+    assert health_job(catalogue).wrote_since_launch(run_health.folder_of(catalogue, None).info), log_tail(health_job(catalogue).log)
+    at = page()
+    assert not [b for b in at.button if b.label == "Compute the data health"]
+    assert any(f"{len(catalogue.frame):,} photos" in c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def computed(planted):
+    """The planted catalogue's health (the background test computes it; computed here when run alone)."""
+    catalogue = load_catalogue(planted.folder)
+    return catalogue, run_health.compute(catalogue, None)
+
+
+def test_every_section_renders(computed):
+    catalogue, health = computed
+    for section in SECTIONS:
+        page(section)
+
+
+def test_the_map_shows_every_photo_coloured_by_the_split(computed):
+    catalogue, health = computed
+    at = page("Map")
+    spec = chart_spec(at)
+    traces = spec["data"]
+    assert all(trace["type"] == "scattergl" for trace in traces)
+    assert sorted(int(i) for trace in traces for i in np.atleast_1d(plotly_array(trace["customdata"]))) == sorted(health.ids.tolist())
+    split, _ = run_health.health_split(catalogue, None)
+    assert [trace["name"] for trace in traces] == [f"{name} ({count:,})" for name, count in
+                                                   split.value_counts().reindex(["train", "val"]).items()]
+    assert spec["layout"]["dragmode"] == "select"
+    at.selectbox(key="health.colour").select("articleType").run()
+    assert not at.exception
+    assert len(chart_spec(at)["data"]) == min(catalogue.frame["articleType"].nunique(), 16)
+
+
+def test_duplicates_and_leakage_are_counted_and_listed(computed):
+    catalogue, health = computed
+    at = page("Near-duplicates & leakage")
+    groups = health.near_duplicates(DEFAULT_THRESHOLD)
+    split, _ = run_health.health_split(catalogue, None)
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Near-duplicate groups"] == f"{len(groups):,}"
+    assert metrics["Groups across train and val"] == f"{len(leaking_groups(groups, split)):,}"
+    assert metrics["Val photos with a twin in train"] == f"{len(leaked_ids(groups, split)):,}"
+    assert groups, "the planted copies make groups"
+    at.segmented_control(key="health.groups_shown").set_value("all groups").run()
+    table = at.dataframe[0].value
+    assert table["photos"].tolist() == [len(group) for group in groups]
+    at.slider(key="health.threshold").set_value(1.0).run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Near-duplicate groups"] == f"{len(health.near_duplicates(1.0)):,}"
+
+
+def test_outliers_go_to_the_review_queue(computed):
+    catalogue, health = computed
+    at = page("Outliers")
+    outliers = health.outliers()
+    assert captioned_ids(at) == outliers[:24]
+    [button] = [b for b in at.button if b.label.startswith("Review these photos")]
+    if not outliers:
+        assert button.disabled
+        return
+    button.click().run()
+    queue = at.session_state["review.queue"]
+    items = LabelStore().items(queue)
+    assert [item.product_id for item in items] == outliers
+
+
+def test_image_quality_lists_each_issue_type_worst_first(computed):
+    catalogue, health = computed
+    at = page("Image quality")
+    for kind in ("dark", "odd_size", "grayscale"):
+        at.segmented_control(key="health.issue").set_value(kind).run()
+        assert not at.exception
+        flagged = health.issues[health.issues[kind]].sort_values(f"{kind}_score", kind="stable")["id"].tolist()
+        assert captioned_ids(at) == flagged[:24]
+
+
+def test_similar_photos_for_a_catalogue_id_and_for_an_upload(computed):
+    catalogue, health = computed
+    at = page("Similar photos")
+    product = int(health.ids[5])
+    at.text_input(key="health.similar_id").input(str(product)).run()
+    assert not at.exception
+    assert captioned_ids(at) == health.similar(product)["id"].tolist()[:24]
+    at.text_input(key="health.similar_id").input("not an id").run()
+    assert any("No photo with this id" in error.value for error in at.error)
+
+    found = similar_to_photo(catalogue, None, catalogue.image_path(product).read_bytes(), "mine.jpg")
+    assert found["id"].iloc[0] == product and found["similarity"].iloc[0] == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError, match="notes.txt"):
+        similar_to_photo(catalogue, None, b"not a photo", "notes.txt")
+
+
+@pytest.fixture(scope="module")
+def run_health_page(tmp_path_factory):
+    """A finished tiny run on a demo, with the demo's health under the run's own model."""
+    with tiny_run_workspace(tmp_path_factory) as (record, demo, home):
+        catalogue = load_catalogue(demo)
+        health = run_health.compute(catalogue, record)
+        yield record, catalogue, health
+
+
+def test_a_runs_model_colours_the_map_by_its_split_and_its_right_and_wrong(run_health_page):
+    record, catalogue, health = run_health_page
+    assert health.info["model"] == f"run-{record.id}-best"
+    at = page()
+    at.selectbox(key="health.model").select(record.id).run()
+    assert not at.exception, at.exception
+    names = [trace["name"].split(" (")[0] for trace in chart_spec(at)["data"]]
+    assert names == ["train", "val", "not used"]  # the run's max_samples leaves rows out
+    at.selectbox(key="health.colour").select("right or wrong").run()
+    assert not at.exception, at.exception
+    traces = chart_spec(at)["data"]
+    evaluated = {trace["name"].split(" (")[0]: len(np.atleast_1d(plotly_array(trace["customdata"]))) for trace in traces}
+    split, name = run_health.health_split(catalogue, record)
+    assert name == f"the split of run {record.id}"
+    assert evaluated["right"] + evaluated["wrong"] == (split == "val").sum()
