@@ -116,7 +116,7 @@ def identity_sidebar(actor: Actor) -> None:
             return
         if REVIEWER_KEY not in st.session_state:  # a reload: the name comes back from the address
             st.session_state[REVIEWER_KEY] = st.query_params.get(REVIEWER_KEY, "")
-        typed = st.text_input("Your name", key=REVIEWER_KEY, help="Recorded with every decision you make.",
+        typed = st.text_input("Your name", key=REVIEWER_KEY,
                               placeholder=f"{command_line_actor().identity} when left empty").strip()
         try:
             name = Actor(typed, Role.ADMIN).identity if typed else ""
@@ -127,4 +127,5 @@ def identity_sidebar(actor: Actor) -> None:
             st.query_params[REVIEWER_KEY] = name
         else:
             st.query_params.pop(REVIEWER_KEY, None)
-        st.caption(f"Local mode: {plain(actor.identity)}, admin of this machine's dashboard.")
+        st.caption(f"Local mode: recorded with every decision as {plain(actor.identity)}, admin of this "
+                   "machine's dashboard.")
