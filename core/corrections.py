@@ -25,10 +25,12 @@ from typing import Any
 
 import pandas as pd
 
+from core.access import Actor, Permission, require_folder
 from core.data import HEADS, STYLES_COLUMNS
 from core.data.catalogue import IMAGES_DIR, STYLES_FILE, Catalogue
 from core.images import ImageRejected, read_image_checked
 from core.labelstore import STATUS, ItemKind, LabelStore, ReviewStatus, check_heads
+from core.untrusted import spreadsheet_csv
 
 CORRECTIONS_FILE = "corrections.csv"  # written next to styles.csv by export_dataset
 EXPORT_JPEG_QUALITY = 95
@@ -119,12 +121,18 @@ def export_dataset(
     catalogue: Catalogue,
     store: LabelStore,
     out: str | Path,
+    actor: Actor,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
     """Write the reviewed dataset to `out` in the catalogue layout, readable by load_catalogue:
     styles.csv (the catalogue's rows with current labels, NOT_PRODUCT rows dropped, REVIEWED external
     images appended with id EXTERNAL_ID_BASE + item), images/<id>.jpg for every row (catalogue photos
-    hard-linked, or copied; external photos re-encoded as RGB JPEG), and corrections.csv (log_frame).
+    hard-linked, or copied; external photos re-encoded as RGB JPEG), and corrections.csv (log_frame,
+    a file for people: its cells made safe for a spreadsheet, core.untrusted). styles.csv is a
+    dataset the app reads again, written as it is: its labels were checked where they were typed.
+
+    `actor` must be allowed to export (Permission.EXPORT: an admin) into `out`, a folder under
+    their roots (core.access.AccessDenied, FolderRefused otherwise; nothing written).
 
     Written into a staging folder next to `out`, renamed into place at the end (stale ones that
     killed exports left there are removed first: clear_stale_staging). `out` must be new or empty,
@@ -132,7 +140,7 @@ def export_dataset(
     named in the report. progress(done, total) while writing images.
     """
     started = time.perf_counter()
-    out, root = Path(out).expanduser().resolve(), Path(catalogue.root).resolve()
+    out, root = require_folder(actor, Permission.EXPORT, out), Path(catalogue.root).resolve()
     if out == root or root in out.parents:
         raise ValueError(f"cannot export into the catalogue folder {root} ({out}): choose a folder outside it")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -148,7 +156,7 @@ def export_dataset(
             fcntl.flock(marker, fcntl.LOCK_EX)  # held until the export ends: a live export's folder is never cleared
             corrected.frame[list(STYLES_COLUMNS)].to_csv(staging / STYLES_FILE, index=False, lineterminator="\n")
             skipped = _write_images(corrected, staging / IMAGES_DIR, progress)
-            log.to_csv(staging / CORRECTIONS_FILE, index=False, lineterminator="\n")
+            spreadsheet_csv(log, staging / CORRECTIONS_FILE, index=False, lineterminator="\n")
             (staging / STAGING_MARKER).unlink()
         if out.exists():
             out.rmdir()  # empty, checked above: rename needs the name free

@@ -88,13 +88,32 @@ def read_only(engine: Engine) -> Engine:
 
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """Create `metadata`'s missing tables; when none is missing, without taking the write lock."""
+    """Create `metadata`'s missing tables, and add the missing columns of tables an older version
+    created (the migration: new columns are nullable, so older rows read as None); when nothing
+    is missing, without taking the write lock."""
     with read_only(engine).begin() as connection:
-        present = inspect(connection)
-        if all(present.has_table(table.name) for table in metadata.sorted_tables):
+        if not _missing(connection, metadata):
             return
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # looked at again under the write lock: another process may have done it
         metadata.create_all(connection)
+        for table, columns in _missing(connection, metadata).items():
+            for column in columns:
+                if not column.nullable:
+                    raise RuntimeError(f"cannot add the required column {table.name}.{column.name} to an existing table")
+                kind = column.type.compile(dialect=connection.dialect)
+                exists = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
+                connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN{exists} {column.name} {kind}')
+
+
+def _missing(connection, metadata: MetaData) -> dict:
+    """{table: [its columns the database lacks]} for `metadata`'s tables (all of them for a missing table)."""
+    present, missing = inspect(connection), {}
+    for table in metadata.sorted_tables:
+        known = {column["name"] for column in present.get_columns(table.name)} if present.has_table(table.name) else set()
+        lacking = [column for column in table.columns if column.name not in known]
+        if lacking:
+            missing[table] = lacking
+    return missing
 
 
 def _is_lock_timeout(error: BaseException) -> bool:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.data.profile import OTHERS_LABEL
 from core.evaluation import METRICS, check_head, head_summary, summary_table
+from core.untrusted import spreadsheet_csv
 
 CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support", "predicted"]
 
@@ -185,14 +186,15 @@ def compare_classes(report_a: dict, report_b: dict, head: str, tolerance: float 
 
 
 def classes_csv(report: dict) -> str:
-    """Every head's class-wise report as CSV: head, then CLASS_COLUMNS, then unknown."""
+    """Every head's class-wise report as CSV for a spreadsheet (class names made safe,
+    core.untrusted): head, then CLASS_COLUMNS, then unknown."""
     tables = [class_table(report, head).assign(head=head) for head in report["heads"]]
-    return pd.concat(tables)[["head", *CLASS_COLUMNS, "unknown"]].to_csv(index=False)
+    return spreadsheet_csv(pd.concat(tables)[["head", *CLASS_COLUMNS, "unknown"]], index=False)
 
 
 def summary_csv(report: dict) -> str:
-    """The per-head summary (`core.evaluation.head_summary`) as CSV."""
-    return summary_table(head_summary(report)).to_csv()
+    """The per-head summary (`core.evaluation.head_summary`) as CSV for a spreadsheet (core.untrusted)."""
+    return spreadsheet_csv(summary_table(head_summary(report)))
 
 
 def report_json(report: dict) -> str:

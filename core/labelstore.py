@@ -11,8 +11,8 @@ Three tables in the workspace database (`core.database`: SQLite, or PostgreSQL s
                   review), added, added_by. Unique (dataset, product_id) and (dataset, sha256).
   corrections     the append-only log: one row per field a user action wrote. seq (PK,
                   autoincrement: the order of writes), action (uuid4 hex shared by the rows of
-                  one action), item, field (a head, or STATUS), old, new, kind (LogKind), reviewer,
-                  at, run_id / predicted / p (the model's suggestion shown), undoes (on undo rows:
+                  one action), item, field (a head, or STATUS), old, new, kind (LogKind), reviewer
+                  (the identity of the person who acted, core.access.Actor), at, run_id / predicted / p (the model's suggestion shown), undoes (on undo rows:
                   the action undone). Rows are never updated or deleted.
   current_labels  the current-labels view: (item, field) -> value and the seq of the log row
                   that wrote it; written in the same transaction as that log row.
@@ -49,10 +49,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
+from core.access import Actor, Permission, require, require_folder
 from core.data import HEADS
 from core.data.catalogue import Catalogue, dataset_key as folder_key
 from core.database import create_tables, database_url, db_engine, read_only
 from core.images import ACCEPTED_FORMATS, ImageRejected, read_image_checked
+from core.untrusted import FORMULA_STARTS, check_typed
 from core.workspace import workspace_dir
 
 STATUS = "status"  # a pseudo-field logged next to the HEADS: the item's review state
@@ -190,7 +192,13 @@ class Action:
 class LabelStore:
     """Reviewers' labels of datasets, durable in the workspace database. Every method is one
     transaction; one that writes raises core.database.DatabaseBusy when another process holds the
-    lock too long (nothing written), one that only reads never waits for a writer."""
+    lock too long (nothing written), one that only reads never waits for a writer.
+
+    Every write is by an `actor` (core.access.Actor), whose identity the rows record; it raises
+    core.access.AccessDenied, writing nothing, when the actor's role does not allow it: writing
+    needs Permission.REVIEW (a viewer writes nothing), undoing another person's action
+    Permission.UNDO_ANY, adding a photo file from the server Permission.LOAD_FOLDER and a path
+    under the actor's roots."""
 
     def __init__(self, db_url: str | None = None) -> None:
         self.engine = db_engine(db_url or database_url())
@@ -199,10 +207,11 @@ class LabelStore:
 
     # --- items -------------------------------------------------------------------------------
 
-    def add_catalogue_items(self, catalogue: Catalogue, ids: Iterable[int], added_by: str) -> list[Item]:
-        """The items of catalogue products `ids`, in that order, added when new (their baseline:
-        the catalogue row's HEADS); adding again returns the existing items unchanged."""
-        added_by = _check_person(added_by, "added_by")
+    def add_catalogue_items(self, catalogue: Catalogue, ids: Iterable[int], actor: Actor) -> list[Item]:
+        """The items of catalogue products `ids`, in that order, added by `actor` when new (their
+        baseline: the catalogue row's HEADS); adding again returns the existing items unchanged."""
+        require(actor, Permission.REVIEW)
+        added_by = actor.identity
         ids = [_check_id(product_id) for product_id in ids]
         rows = catalogue.frame[catalogue.frame["id"].isin(set(ids))]
         unknown = sorted(set(ids) - set(rows["id"].tolist()))
@@ -232,8 +241,8 @@ class LabelStore:
                 found.update((row.product_id, _item(row)) for row in connection.execute(query))
         return [found[product_id] for product_id in ids]
 
-    def add_image(self, dataset: str | Path | Catalogue, data: bytes, name: str, added_by: str) -> Item:
-        """An external image (the bytes of an upload) as an item of `dataset`, unlabelled.
+    def add_image(self, dataset: str | Path | Catalogue, data: bytes, name: str, actor: Actor) -> Item:
+        """An external image (the bytes of an upload) as an item of `dataset`, unlabelled, added by `actor`.
 
         The image is checked first (ImageRejected, nothing written); its copy is stored as
         <workspace>/uploads/<sha256>.<ext of its format>, whatever `name` says: the name is only
@@ -241,7 +250,8 @@ class LabelStore:
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        data, display, added_by = bytes(data), display_name(name), _check_person(added_by, "added_by")
+        require(actor, Permission.REVIEW)
+        data, display, added_by = bytes(data), display_name(name), actor.identity
         dataset = dataset_key(dataset)
         read_image_checked(data, display)
         with Image.open(io.BytesIO(data)) as image:
@@ -262,14 +272,17 @@ class LabelStore:
             )
             return _item(connection.execute(select(items_table).where(items_table.c.item == item)).one())
 
-    def add_image_file(self, dataset: str | Path | Catalogue, path: str | Path, added_by: str) -> Item:
-        """add_image with the bytes of the file at `path`, its file name as the display name."""
+    def add_image_file(self, dataset: str | Path | Catalogue, path: str | Path, actor: Actor) -> Item:
+        """add_image with the bytes of the file at `path`, its file name as the display name: a file
+        on the server, so `actor` needs Permission.LOAD_FOLDER and the path must lie under their
+        roots (core.access.FolderRefused otherwise, whether the file exists or not)."""
+        require_folder(actor, Permission.LOAD_FOLDER, path)
         path = Path(path)
         try:
             data = path.read_bytes()
         except OSError as err:
             raise ImageRejected(f"{path}: cannot read the file ({err.strerror or err})") from err
-        return self.add_image(dataset, data, path.name, added_by)
+        return self.add_image(dataset, data, path.name, actor)
 
     def items(self, item_ids: Iterable[int]) -> list[Item]:
         """The items `item_ids`, in that order; KeyError naming unknown ids."""
@@ -299,13 +312,13 @@ class LabelStore:
         self,
         item: int,
         labels: Mapping[str, str | None],
-        reviewer: str,
+        actor: Actor,
         run_id: str | None = None,
         predicted: Mapping[str, tuple[str, float]] | None = None,
         new_values: Collection[str] = (),
         complete: bool = True,
     ) -> Action:
-        """Record `reviewer`'s labels of `item` and, when `complete`, mark it reviewed.
+        """Record `actor`'s labels of `item` and, when `complete`, mark it reviewed.
 
         One log row per head in `labels`: NEW_VALUE for the heads in `new_values` (a value the
         schema did not know), else ACCEPT when the label keeps the current value or takes the
@@ -313,8 +326,13 @@ class LabelStore:
         its probability are kept on the rows. Then, when `complete`, STATUS -> REVIEWED; without it
         the item stays open for a person to decide its other heads (bulk acceptance of the heads
         the model is sure of).
+
+        A label that changes a head's value is text a person may type (core.untrusted.check_typed:
+        no control characters, no leading formula character, at most MAX_LABEL_CHARS); ValueError
+        naming the rule otherwise, nothing written.
         """
-        item, reviewer = _check_id(item, "item"), _check_person(reviewer, "reviewer")
+        require(actor, Permission.REVIEW)
+        item = _check_id(item, "item")
         labels = {head: _clean_label(head, value) for head, value in check_heads(labels, "labels").items()}
         predicted = {
             head: _check_prediction(head, guess) for head, guess in check_heads(predicted or {}, "predicted").items()
@@ -331,6 +349,8 @@ class LabelStore:
             rows = []
             for head in (head for head in HEADS if head in labels):
                 guess, p = predicted.get(head, (None, None))
+                if labels[head] is not None and labels[head] != current[head]:
+                    check_typed(labels[head], f"the {head} label")
                 kind = (LogKind.NEW_VALUE if head in new_values else
                         LogKind.ACCEPT if labels[head] in (current[head], guess) else LogKind.CORRECT)
                 rows.append(
@@ -338,65 +358,103 @@ class LabelStore:
                 )
             if complete:
                 rows.append({"field": STATUS, "new": ReviewStatus.REVIEWED, "kind": LogKind.REVIEW, "run_id": run_id})
-            return _append(connection, item, current, rows, reviewer, ActionKind.REVIEW)
+            return _append(connection, item, current, rows, actor.identity, ActionKind.REVIEW)
 
-    def mark(self, item: int, status: ReviewStatus, reviewer: str, run_id: str | None = None) -> Action:
+    def mark(self, item: int, status: ReviewStatus, actor: Actor, run_id: str | None = None) -> Action:
         """Mark `item` SKIPPED (look at it later) or NOT_PRODUCT (not a product photo: left out of exports)."""
         if status not in _MARKS:
             raise ValueError(f"status must be {ReviewStatus.SKIPPED!r} or {ReviewStatus.NOT_PRODUCT!r}, got {status!r}")
         log_kind, action_kind = _MARKS[status]
-        item, reviewer = _check_id(item, "item"), _check_person(reviewer, "reviewer")
+        require(actor, Permission.REVIEW)
+        item = _check_id(item, "item")
         with self.engine.begin() as connection:
             _lock(connection, item)
             current = self._state(connection, [item])[0][1]
             row = {"field": STATUS, "new": ReviewStatus(status), "kind": log_kind, "run_id": run_id}
-            return _append(connection, item, current, [row], reviewer, action_kind)
+            return _append(connection, item, current, [row], actor.identity, action_kind)
 
-    def undoable(self, reviewer: str) -> Action | None:
-        """The action undo_last(reviewer) would undo now, or None."""
-        reviewer = _check_person(reviewer, "reviewer")
+    def undoable(self, actor: Actor) -> Action | None:
+        """The action undo_last(actor) would undo now, or None."""
+        require(actor, Permission.REVIEW)
         with self.reader.begin() as connection:
-            candidate = _undo_candidate(connection, reviewer)
+            candidate = _undo_candidate(connection, actor.identity)
             return None if candidate is None else _action(connection, candidate[0])
 
-    def undo_last(self, reviewer: str) -> Action | None:
-        """Undo `reviewer`'s latest action that is neither an undo nor undone already; return the undo.
+    def undo_last(self, actor: Actor) -> Action | None:
+        """Undo `actor`'s latest action that is neither an undo nor undone already; return the undo.
 
         Appends "undo" rows restoring each field the action wrote (their `undoes` is its id), so
         calling again walks further back. UndoConflict, writing nothing, when someone changed one
         of those fields since (a later write not itself undone); None when there is nothing to undo.
         """
-        reviewer = _check_person(reviewer, "reviewer")
+        require(actor, Permission.REVIEW)
         with self.engine.begin() as connection:
             while True:  # lock the candidate's item, then make sure it is still the candidate
-                candidate = _undo_candidate(connection, reviewer)
+                candidate = _undo_candidate(connection, actor.identity)
                 if candidate is None:
                     return None
                 _lock(connection, candidate[1])
-                if _undo_candidate(connection, reviewer) == candidate:
+                if _undo_candidate(connection, actor.identity) == candidate:
                     break
-            target, item = candidate
-            undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
-            current = self._state(connection, [item])[0][1]
-            rows = []
-            written_rows = connection.execute(
-                select(log_table).where(log_table.c.action == target).order_by(log_table.c.seq)
-            ).all()
-            for written in written_rows:
-                later = connection.execute(
-                    select(log_table).where(
-                        log_table.c.item == item, log_table.c.field == written.field, log_table.c.seq > written.seq,
-                        log_table.c.kind != LogKind.UNDO, log_table.c.action.not_in(undone),
-                    ).order_by(log_table.c.seq.desc()).limit(1)
-                ).first()
-                if later is not None or current[written.field] != written.new:
-                    who = f"by {later.reviewer} at {later.at}" if later is not None else "by another write"
-                    raise UndoConflict(
-                        f"cannot undo {reviewer}'s last action on item {item}: its {written.field} was changed since "
-                        f"{who} (now {current[written.field]!r}, was set to {written.new!r})"
-                    )
-                rows.append({"field": written.field, "new": written.old, "kind": LogKind.UNDO, "undoes": target})
-            return _append(connection, item, current, rows, reviewer, ActionKind.UNDO)
+            return self._undo(connection, *candidate, actor)
+
+    def undo_action(self, action: str, actor: Actor) -> Action:
+        """Undo the given `action` (an Action's id), as undo_last does: one's own with
+        Permission.REVIEW, another person's with Permission.UNDO_ANY (an admin); the undo rows
+        record `actor`. KeyError for an unknown action, ValueError for an undo or an action undone
+        already, UndoConflict when one of its fields was changed since."""
+        require(actor, Permission.REVIEW)
+        with self.engine.begin() as connection:
+            first = connection.execute(
+                select(log_table).where(log_table.c.action == action).order_by(log_table.c.seq).limit(1)
+            ).first()
+            if first is None:
+                raise KeyError(f"no action {action!r} in the label store")
+            if first.reviewer != actor.identity:
+                require(actor, Permission.UNDO_ANY)
+            _lock(connection, first.item)
+            if first.kind == LogKind.UNDO:
+                raise ValueError(f"action {action} is an undo itself: decide again instead")
+            if connection.execute(select(log_table.c.seq).where(log_table.c.undoes == action).limit(1)).first():
+                raise ValueError(f"action {action} was undone already")
+            return self._undo(connection, action, first.item, actor)
+
+    def open_actions(self, item: int) -> list[Action]:
+        """The actions on `item` that can still be undone (neither an undo nor undone), newest first."""
+        item = _check_id(item, "item")
+        undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+        with self.reader.begin() as connection:
+            self._state(connection, [item])  # KeyError for an unknown item
+            ids = connection.execute(
+                select(log_table.c.action, func.max(log_table.c.seq).label("last"))
+                .where(log_table.c.item == item, log_table.c.kind != LogKind.UNDO, log_table.c.action.not_in(undone))
+                .group_by(log_table.c.action).order_by(func.max(log_table.c.seq).desc())
+            ).scalars().all()
+            return [_action(connection, action) for action in ids]
+
+    def _undo(self, connection: Connection, target: str, item: int, actor: Actor) -> Action:
+        """Append the undo of action `target` on the locked `item`, by `actor` (undo_last)."""
+        undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+        current = self._state(connection, [item])[0][1]
+        rows = []
+        written_rows = connection.execute(
+            select(log_table).where(log_table.c.action == target).order_by(log_table.c.seq)
+        ).all()
+        for written in written_rows:
+            later = connection.execute(
+                select(log_table).where(
+                    log_table.c.item == item, log_table.c.field == written.field, log_table.c.seq > written.seq,
+                    log_table.c.kind != LogKind.UNDO, log_table.c.action.not_in(undone),
+                ).order_by(log_table.c.seq.desc()).limit(1)
+            ).first()
+            if later is not None or current[written.field] != written.new:
+                who = f"by {later.reviewer} at {later.at}" if later is not None else "by another write"
+                raise UndoConflict(
+                    f"cannot undo {written.reviewer}'s action on item {item}: its {written.field} was changed since "
+                    f"{who} (now {current[written.field]!r}, was set to {written.new!r})"
+                )
+            rows.append({"field": written.field, "new": written.old, "kind": LogKind.UNDO, "undoes": target})
+        return _append(connection, item, current, rows, actor.identity, ActionKind.UNDO)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -502,9 +560,11 @@ def dataset_key(dataset: str | Path | Catalogue) -> str:
 
 
 def display_name(name: str) -> str:
-    """A file name fit to show and keep: its last path component, no NUL or control characters."""
+    """A file name fit to show and keep: its last path component, no NUL or control characters,
+    no leading formula character (core.untrusted)."""
     text = "".join(char for char in str(name) if char.isprintable())
-    text = re.split(r"[\\/]", text)[-1].strip()
+    # A name starting like a formula would be one in a spreadsheet opening an export.
+    text = re.split(r"[\\/]", text)[-1].strip().lstrip("".join(FORMULA_STARTS)).strip()
     return text[:_MAX_NAME] if text not in ("", ".", "..") else "upload"
 
 
@@ -608,14 +668,6 @@ def _frame(rows: list[Row], columns: tuple[str, ...]) -> pd.DataFrame:
     frame = pd.DataFrame([tuple(row) for row in rows], columns=list(columns), dtype=object)
     types = {column: "int64" for column in ("seq", "product_id") if column in columns}
     return frame.astype({**types, "p": "float64"})
-
-
-def _check_person(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{what} must be a non-empty name, got {name!r}")
-    if len(name.strip()) > 255:
-        raise ValueError(f"{what} must be at most 255 characters, got {len(name.strip())}")
-    return name.strip()
 
 
 def _check_id(value: Any, what: str = "product id") -> int:

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.access import AccessDenied, Actor, Permission, require_folder
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
-from core.images import ImageRejected
+from core.images import ACCEPTED_EXTENSIONS, ImageRejected
 from core.data import HEADS
 from core.labelstore import Action, Item, ItemKind, LabelStore, ReviewStatus
-from core.prediction import Predictor
+from core.prediction import Predictor, expand_paths
 
 # Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
 FILTERS = {
@@ -68,15 +69,31 @@ def taxonomy_issue_ids(broken: pd.DataFrame, limit: int, heads: Collection[str] 
     return broken["id"].drop_duplicates().astype(int).head(limit).tolist()
 
 
-def add_photo_files(store: LabelStore, dataset: str | Path, paths: Sequence[Path], reviewer: str,
+def load_photo_folder(store: LabelStore, dataset: str | Path, folder: str, actor: Actor,
+                      progress: Callable[[int, int], None] | None = None) -> tuple[list[Item], list[str]]:
+    """Add the photos of a folder on the server to `dataset` as new photos to review, by `actor`
+    (an admin: Permission.LOAD_FOLDER, a folder under their roots, core.access.FolderRefused
+    otherwise); returns add_photo_files'. ValueError naming the folder when it is not one or holds
+    no photo."""
+    path = require_folder(actor, Permission.LOAD_FOLDER, folder)
+    if not path.is_dir():
+        raise ValueError(f"not a folder: {folder}")
+    paths = expand_paths([path])
+    if not paths:
+        raise ValueError(f"{folder} holds no {', '.join(ACCEPTED_EXTENSIONS)} files")
+    return add_photo_files(store, dataset, paths, actor, progress)
+
+
+def add_photo_files(store: LabelStore, dataset: str | Path, paths: Sequence[Path], actor: Actor,
                     progress: Callable[[int, int], None] | None = None) -> tuple[list[Item], list[str]]:
-    """Add each photo file to `dataset` as a new photo to review (LabelStore.add_image_file);
-    returns (the items, in order; why each refused file was refused). progress(done, total)."""
+    """Add each photo file to `dataset` as a new photo to review, by `actor`
+    (LabelStore.add_image_file); returns (the items, in order; why each refused file was refused:
+    unreadable, or a link out of the actor's roots). progress(done, total)."""
     items, refused = [], []
     for done, path in enumerate(paths, 1):
         try:
-            items.append(store.add_image_file(dataset, path, reviewer))
-        except ImageRejected as error:
+            items.append(store.add_image_file(dataset, path, actor))
+        except (ImageRejected, AccessDenied) as error:
             refused.append(str(error))
         if progress is not None:
             progress(done, len(paths))
@@ -223,7 +240,7 @@ class BulkAcceptance:
 
 
 def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
-                     thresholds: Thresholds, reviewer: str, run_id: str | None = None) -> BulkAcceptance:
+                     thresholds: Thresholds, actor: Actor, run_id: str | None = None) -> BulkAcceptance:
     """For each of the `open_photos`, accept every undecided head that is `sure_heads` at
     `thresholds`: one store.review per photo, logged as accepted proposals with `run_id` and their
     confidence, undoable like any other decision; the photo is reviewed once no head is left."""
@@ -238,20 +255,20 @@ def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mappin
             untouched.append(photo.item)
             continue
         complete = set(sure) == set(photo.undecided)
-        action = store.review(photo.item, {head: label for head, (label, _) in sure.items()}, reviewer, run_id=run_id,
+        action = store.review(photo.item, {head: label for head, (label, _) in sure.items()}, actor, run_id=run_id,
                               predicted=sure, complete=complete)
         (completed if complete else partial).append(photo.item)
         actions.append(action.action)
     return BulkAcceptance(completed, partial, actions, untouched, unreadable, accepted, left)
 
 
-def undo_bulk(store: LabelStore, reviewer: str, actions: Collection[str]) -> list[Action]:
-    """Undo `reviewer`'s latest actions while each is one of a bulk acceptance's `actions`
+def undo_bulk(store: LabelStore, actor: Actor, actions: Collection[str]) -> list[Action]:
+    """Undo `actor`'s latest actions while each is one of a bulk acceptance's `actions`
     (BulkAcceptance.actions), latest first; stops at any other action, which comes first.
     Returns the actions undone, latest first."""
     pending, undone = set(actions), []
-    while (latest := store.undoable(reviewer)) is not None and latest.action in pending:
-        store.undo_last(reviewer)
+    while (latest := store.undoable(actor)) is not None and latest.action in pending:
+        store.undo_last(actor)
         pending.discard(latest.action)
         undone.append(latest)
     return undone
@@ -279,3 +296,14 @@ def history_table(history: pd.DataFrame) -> pd.DataFrame:
         "what": history["kind"].map(_WHAT).fillna(history["kind"]), "model proposed": proposed,
         "run": history["run_id"].fillna(""),
     }, columns=HISTORY_TABLE_COLUMNS)
+
+
+def undo_choices(actions: Sequence[Action], actor: Actor) -> dict[str, str]:
+    """Of an item's open actions (LabelStore.open_actions, newest first), those `actor` may undo
+    (their own; anyone's with Permission.UNDO_ANY), as {action id: one line saying when, who and
+    what}; the label store checks it again when one is undone."""
+    return {
+        action.action: f"{action.at[:19].replace('T', ' ')} · {action.reviewer} · {action.kind}: "
+                       + ", ".join(f"{field} {old or '–'} → {new or '–'}" for field, (old, new) in action.changes.items())
+        for action in actions if action.reviewer == actor.identity or actor.may(Permission.UNDO_ANY)
+    }

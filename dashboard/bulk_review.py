@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.abstention import TARGET_ERROR
+from core.access import Actor
 from core.labelstore import ItemKind, LabelStore
 from core.review import accept_confident, bulk_preview, undo_bulk
 from dashboard.models import predictor_of, proposals_for
@@ -18,13 +19,13 @@ BULK_CHECKED_KEY = "review.bulk_checked"  # (run, new photos) the user asked the
 TARGET_ERRORS = (0.01, 0.02, 0.05, 0.1)  # the choices offered, TARGET_ERROR by default
 
 
-def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
+def bulk_accept(store: LabelStore, record: RunRecord, actor: Actor) -> None:
     """Accept in one go, for the queue's unreviewed new photos, every head whose proposal needs no
     person at the chosen error rate; the other heads stay for a person."""
     message = st.session_state.pop(BULK_MESSAGE_KEY, None)
     if message:
         st.success(message, icon=":material/done_all:")
-    undo_bulk_button(store, reviewer)
+    undo_bulk_button(store, actor)
     photos = [item for item in store.items(st.session_state.get(QUEUE_KEY) or []) if item.kind == ItemKind.EXTERNAL]
     if not photos:
         return
@@ -61,9 +62,9 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
                    "confidence, and can be undone or reviewed again like any other. Catalogue rows are never "
                    "accepted in bulk: a model that disagrees with the catalogue is for a person to see.")
         if not st.button(f"Accept {preview.heads_accepted:,} head decisions", key="review.bulk_accept",
-                         disabled=not reviewer or not preview.heads_accepted, icon=":material/done_all:"):
+                         disabled=not preview.heads_accepted, icon=":material/done_all:"):
             return
-        result = accept_confident(store, photos, proposals, trust.thresholds(target), reviewer, run_id=record.id)
+        result = accept_confident(store, photos, proposals, trust.thresholds(target), actor, run_id=record.id)
     left = f"{result.heads_left:,} head decisions left for you"
     if result.unreadable:
         left += f", {len(result.unreadable):,} photos unreadable"
@@ -74,13 +75,13 @@ def bulk_accept(store: LabelStore, record: RunRecord, reviewer: str) -> None:
     st.rerun()
 
 
-def undo_bulk_button(store: LabelStore, reviewer: str) -> None:
+def undo_bulk_button(store: LabelStore, actor: Actor) -> None:
     """Undo this session's last bulk acceptance, as far as it is still what the reviewer did last."""
     actions = st.session_state.get(BULK_UNDO_KEY)
     if not actions or not st.button(f"Undo the bulk acceptance ({len(actions):,} photos)", key="review.bulk_undo",
-                                    disabled=not reviewer, icon=":material/undo:"):
+                                    icon=":material/undo:"):
         return
-    undone = {action.action for action in undo_bulk(store, reviewer, actions)}
+    undone = {action.action for action in undo_bulk(store, actor, actions)}
     left = [action for action in actions if action not in undone]
     st.session_state[BULK_UNDO_KEY] = left
     if left:

@@ -1,7 +1,8 @@
 """Which dataset the user has open, and the cached reads of it every page shares.
 
 The chosen folder lives in `st.session_state` (per user) and in the URL's query parameters (a reload
-or a shared link opens it again); catalogues, splits and thumbnails are cached per folder and file
+or a shared link opens it again, once the same folder check as a typed folder's passed:
+core.access.dataset_dir_for); catalogues, splits and thumbnails are cached per folder and file
 stamps, so switching pages or paging the image grid is instant.
 """
 
@@ -15,11 +16,14 @@ import streamlit as st
 from PIL import Image
 
 from core import workspace
+from core.access import AccessDenied, Actor, Permission, dataset_dir_for
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue, catalogue_stamp, load_catalogue, resolve_dataset_dir
 from core.data.split import split_catalogue
 from core.images import ImageRejected, thumbnail_jpeg
 from core.taxonomy import Taxonomy
+from dashboard.identity import person
+from dashboard.text import code, plain
 
 DATASET_KEY = "dataset_dir"
 
@@ -30,7 +34,9 @@ def _load(root: str, stamp: tuple[int, int, int]) -> Catalogue:
 
 
 def open_catalogue(path: str | Path) -> Catalogue:
-    """Load (or reuse) the catalogue at `path`; raises CatalogueError naming what is wrong."""
+    """Load (or reuse) the catalogue at `path` (one the app chose: the default, a run's; a folder
+    a person typed goes through core.access.dataset_dir_for first); raises CatalogueError naming
+    what is wrong."""
     root = resolve_dataset_dir(path)
     return _load(str(root), catalogue_stamp(root))
 
@@ -110,10 +116,10 @@ def current_catalogue() -> Catalogue | None:
     """
     chosen = st.session_state.get(DATASET_KEY)
     if chosen is None and st.query_params.get(DATASET_KEY):  # a reload, or a link: the URL keeps it
-        try:
-            chosen = str(open_catalogue(st.query_params[DATASET_KEY]).root)
-        except CatalogueError as error:
-            st.warning(f"The dataset in the link cannot be opened: {error}. The default is open instead.")
+        try:  # anyone may follow a link, to a folder under the allowed roots only
+            chosen = str(open_catalogue(dataset_dir_for(person(), st.query_params[DATASET_KEY], Permission.READ)).root)
+        except (CatalogueError, AccessDenied) as error:
+            st.warning(f"The dataset in the link cannot be opened: {plain(error)}. The default is open instead.")
     if chosen is None:
         default = default_dataset_dir()
         if default == workspace.demo_dir():
@@ -122,33 +128,38 @@ def current_catalogue() -> Catalogue | None:
     try:
         catalogue = open_catalogue(chosen)
     except CatalogueError as error:
-        st.error(f"Cannot open the dataset: {error}")
+        st.error(f"Cannot open the dataset: {plain(error)}")
         return None
     use_dataset(str(catalogue.root))
     return catalogue
 
 
-def dataset_picker(catalogue: Catalogue | None) -> None:
-    """Sidebar: the open dataset, a field to open another folder, and a way back to the demo.
+def dataset_picker(actor: Actor, catalogue: Catalogue | None) -> None:
+    """Sidebar: the open dataset and, for a person who may open folders (an admin), a field to open
+    another folder under their roots, and a way back to the demo.
 
-    A folder that fails validation leaves the previous dataset open and says why.
+    A folder that fails validation, or is refused, leaves the previous dataset open and says why.
     """
     with st.sidebar:
         st.subheader("Dataset")
         if catalogue is not None:
-            st.caption(f"`{catalogue.root}` · {catalogue.report.rows_kept:,} products")
+            st.caption(f"{code(catalogue.root)} · {catalogue.report.rows_kept:,} products")
+        if not actor.may(Permission.OPEN_FOLDER):
+            return
         with st.form("open_dataset", border=False):
             path = st.text_input(
                 "Dataset folder",
+                key="dataset.folder",
                 placeholder="/data/fashion-dataset",
-                help="A folder with styles.csv and images/<id>.jpg (Kaggle's full or small layout).",
+                help="A folder with styles.csv and images/<id>.jpg (Kaggle's full or small layout), under "
+                     "the workspace, FASHION_TAGGER_DATA or FASHION_TAGGER_DATA_ROOTS.",
             )
             opened = st.form_submit_button("Open folder")
         if opened:
-            _switch_to(path.strip())
+            _switch_to(actor, path.strip())
         if st.button("Use the demo dataset", disabled=catalogue is not None and catalogue.root == workspace.demo_dir()):
             ensure_demo_with_progress()
-            _switch_to(str(workspace.demo_dir()))
+            _switch_to(actor, str(workspace.demo_dir()))
 
 
 def use_dataset(path: str) -> None:
@@ -158,14 +169,14 @@ def use_dataset(path: str) -> None:
     st.query_params[DATASET_KEY] = path
 
 
-def _switch_to(path: str) -> None:
+def _switch_to(actor: Actor, path: str) -> None:
     if not path:
         st.sidebar.error("Type a folder path first.")
         return
     try:
-        catalogue = open_catalogue(path)
-    except CatalogueError as error:
-        st.sidebar.error(f"{error}\n\nThe previous dataset stays open.")
+        catalogue = open_catalogue(dataset_dir_for(actor, path))
+    except (CatalogueError, AccessDenied) as error:
+        st.sidebar.error(f"{plain(error)}\n\nThe previous dataset stays open.")
         return
     use_dataset(str(catalogue.root))
     st.rerun()

@@ -1,5 +1,5 @@
 """The photo grid every page shows photos in: a page at a time, with each photo's id and a few
-lines under it."""
+lines of plain text under it (labels are untrusted: never read as markdown)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import streamlit as st
 from core.data.catalogue import Catalogue
 from core.data.profile import page_count, page_of
 from dashboard.datasets import thumbnail
+from dashboard.text import plain
 
 GRID_COLUMNS = 6
 PAGE_SIZE = 24
@@ -20,7 +21,7 @@ def photo_grid(rows: pd.DataFrame, catalogue: Catalogue | None, lines: Callable[
                page_size: int = PAGE_SIZE) -> None:
     """The photos of `rows` (a frame with an `id` column, in its order) from `catalogue` (None: the
     ids and lines only), `page_size` at a time with a page number when there are several pages;
-    `lines(row)` under each photo. A photo that cannot be read says so in its place."""
+    `lines(row)` under each photo, as plain text. A photo that cannot be read says so in its place."""
     if rows.empty:
         st.info("No photos here.")
         return
@@ -37,4 +38,4 @@ def photo_grid(rows: pd.DataFrame, catalogue: Catalogue | None, lines: Callable[
                     cell.text(picture)
                 else:
                     cell.image(picture, width="stretch")
-            cell.caption("  \n".join([f"**{row['id']}**", *lines(row)]))
+            cell.caption("  \n".join([f"**{int(row['id'])}**", *map(plain, lines(row))]))

@@ -9,23 +9,23 @@ and shown outside it (`show_notes`)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from core.access import AccessDenied, Actor, Permission
 from core.data.catalogue import Catalogue, same_dataset
 from core.evaluation import load_evaluation
 from core.images import ACCEPTED_EXTENSIONS, ImageRejected
 from core.labelstore import Item, LabelStore
-from core.prediction import expand_paths
 from core.review import (
-    FILTERS, add_photo_files, filter_items, in_catalogue, label_issue_ids, least_confident_ids, reviewed_count,
-    taxonomy_issue_ids,
+    FILTERS, filter_items, in_catalogue, label_issue_ids, least_confident_ids, load_photo_folder,
+    reviewed_count, taxonomy_issue_ids,
 )
 from dashboard import pages
 from dashboard.datasets import taxonomy_of
 from dashboard.evaluations import label_issues_of
+from dashboard.identity import person
 from dashboard.labels import label_store
 from dashboard.text import plain
 from training.crossval import list_crossvals
@@ -34,7 +34,7 @@ from training.processes import log_tail
 from training.registry import RunRecord, RunState
 from training.run_folder import VALIDATION, RunFolder
 
-QUEUE_KEY, CURRENT_KEY, REVIEWER_KEY = "review.queue", "review.current", "review.reviewer"
+QUEUE_KEY, CURRENT_KEY = "review.queue", "review.current"
 SOURCE_OPEN_KEY = "review.source_open"  # the sources' expander is open
 NOTES_KEY = "review.queue_notes"  # (level, text) of what the last use of a source has to say
 SOURCES = ("Photos (upload or folder)", "Catalogue: least confident first", "Catalogue: label issues")
@@ -49,8 +49,7 @@ def start_queue(items: list[Item]) -> None:
 
 def queue_for_review(catalogue: Catalogue, ids: list[int]) -> None:
     """Make catalogue rows `ids` the Review page's queue and go there (from another page's finding)."""
-    reviewer = st.session_state.get(REVIEWER_KEY, "").strip() or "unknown"
-    start_queue(label_store().add_catalogue_items(catalogue, in_catalogue(catalogue, ids), reviewer))
+    start_queue(label_store().add_catalogue_items(catalogue, in_catalogue(catalogue, ids), person()))
     st.session_state[SOURCE_OPEN_KEY] = False
     pages.switch_to(pages.REVIEW)
 
@@ -72,27 +71,27 @@ def show_notes() -> None:
         (st.error if level == "error" else st.warning)(plain(text))
 
 
-def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
+def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
     """The sources, in an expander open while there is no queue, then its notes."""
     st.session_state.setdefault(SOURCE_OPEN_KEY, not st.session_state.get(QUEUE_KEY))
     with st.expander("Queue: photos or catalogue rows to review", key=SOURCE_OPEN_KEY, on_change="rerun",
                      icon=":material/list:"):
-        queue_source(store, catalogue, record, reviewer)
+        queue_source(store, catalogue, record, actor)
     show_notes()
 
 
-def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
+def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
     """The choice of source and its controls; filling the queue replaces it."""
     source = st.segmented_control("Source", SOURCES, default=SOURCES[0], key="review.source") or SOURCES[0]
     if source == SOURCES[0]:
-        photo_source(store, catalogue, reviewer)
+        photo_source(store, catalogue, actor)
     elif source == SOURCES[1]:
-        least_confident_source(store, catalogue, record, reviewer)
+        least_confident_source(store, catalogue, record, actor)
     else:
-        label_issues_source(store, catalogue, record, reviewer)
+        label_issues_source(store, catalogue, record, actor)
 
 
-def photo_source(store: LabelStore, catalogue: Catalogue, reviewer: str) -> None:
+def photo_source(store: LabelStore, catalogue: Catalogue, actor: Actor) -> None:
     uploads = st.file_uploader("Photos", type=list(ACCEPTED_EXTENSIONS), accept_multiple_files=True,
                                key="review.uploads", help="JPEG, PNG, WebP or AVIF; several at once.",
                                on_change=_source_used)
@@ -100,7 +99,7 @@ def photo_source(store: LabelStore, catalogue: Catalogue, reviewer: str) -> None
     fresh = [upload for upload in uploads or [] if upload.file_id not in added]
     for upload in fresh:
         try:
-            added[upload.file_id] = store.add_image(catalogue.root, upload.getvalue(), upload.name, reviewer or "unknown").item
+            added[upload.file_id] = store.add_image(catalogue.root, upload.getvalue(), upload.name, actor).item
         except ImageRejected as error:
             added[upload.file_id] = str(error)
     if fresh:
@@ -111,27 +110,34 @@ def photo_source(store: LabelStore, catalogue: Catalogue, reviewer: str) -> None
         for entry in current:
             if isinstance(entry, str):
                 _note("error", entry)
+    if not actor.may(Permission.LOAD_FOLDER):  # a folder on the server: admins only
+        return
     with st.form("review.folder_form", border=False):
         left, right = st.columns([4, 1], vertical_alignment="bottom")
         folder = left.text_input("…or a folder of photos on this machine", key="review.folder",
                                  placeholder="/data/new-arrivals")
         load = right.form_submit_button("Load folder", on_click=_source_used)
     if load:
-        load_folder(store, catalogue, folder.strip(), reviewer)
+        load_folder(store, catalogue, folder.strip(), actor)
 
 
-def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, reviewer: str) -> None:
-    if not folder or not Path(folder).is_dir():
-        _note("error", f"Not a folder: {folder or '(empty)'}")
+def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, actor: Actor) -> None:
+    if not folder:
+        _note("error", "Type a folder path first.")
         return
-    paths = expand_paths([folder])
-    if not paths:
-        _note("warning", f"{folder} holds no {', '.join(ACCEPTED_EXTENSIONS)} files.")
+    bar = st.progress(0.0, text="Adding photos…")
+    try:
+        items, refused = load_photo_folder(
+            store, catalogue.root, folder, actor,
+            progress=lambda done, total: bar.progress(done / total, text=f"Adding photos: {done:,} of {total:,}"))
+    except ValueError as error:  # not a folder, or no photo in it
+        bar.empty()
+        _note("warning", str(error))
         return
-    bar = st.progress(0.0, text=f"Adding {len(paths):,} photos…")
-    items, refused = add_photo_files(
-        store, catalogue.root, paths, reviewer or "unknown",
-        progress=lambda done, total: bar.progress(done / total, text=f"Adding photos: {done:,} of {total:,}"))
+    except AccessDenied as error:  # outside the allowed folders: the same words whether it exists or not
+        bar.empty()
+        _note("error", str(error))
+        return
     bar.empty()
     for reason in refused:
         _note("error", reason)
@@ -142,24 +148,24 @@ def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, reviewer: 
     start_queue(items)
 
 
-def least_confident_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
+def least_confident_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
     run = RunFolder(record.folder)
     evaluations = run.evaluations_of(catalogue.root, record.config["data"])
     job = evaluation_job(record, catalogue.root)
     if job.name not in evaluations:
-        predict_every_row(record, catalogue, job)
+        predict_every_row(record, catalogue, job, actor)
     if not evaluations:
         return
     name = left.selectbox("Predictions from", evaluations, key="review.evaluation",
                           format_func=lambda n: "the run's validation split" if n == VALIDATION else f"every row ({n})")
     if st.button("Load the least confident rows", key="review.load_confident", on_click=_source_used):
         predictions = load_evaluation(run.evaluation(name)).predictions
-        queue_catalogue(store, catalogue, least_confident_ids(predictions, record.config["heads"], int(limit)), reviewer)
+        queue_catalogue(store, catalogue, least_confident_ids(predictions, record.config["heads"], int(limit)), actor)
 
 
-def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, reviewer: str) -> None:
+def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
     sources = {f"run {record.id} (its validation split)": record.folder}
@@ -180,20 +186,24 @@ def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunReco
             except FileNotFoundError as error:
                 _note("error", str(error))
                 return
-        queue_catalogue(store, catalogue, ids, reviewer)
+        queue_catalogue(store, catalogue, ids, actor)
 
 
-def predict_every_row(record: RunRecord, catalogue: Catalogue, job: EvaluationJob) -> None:
+def predict_every_row(record: RunRecord, catalogue: Catalogue, job: EvaluationJob, actor: Actor) -> None:
     """Offer, start and follow the run's evaluation on every row of the open catalogue (a background process)."""
     if job.running:
         follow_evaluation(record, str(catalogue.root))
         return
     if job.started is not None and not job.finished_since_launch(record.folder):
-        st.error(f"Predicting every row failed:\n\n```\n{log_tail(job.log)}\n```")
+        st.error("Predicting every row failed:")
+        st.code(log_tail(job.log), language=None)
+    if not actor.may(Permission.EVALUATE):
+        st.caption("No predictions on every row yet: an admin starts them.")
+        return
     if st.button(f"Predict all {len(catalogue.frame):,} rows of this catalogue", key="review.predict_all",
                  icon=":material/play_arrow:",
                  help=f"python -m training evaluate {record.id} --data {catalogue.root}, in the background"):
-        launch_evaluation(record, catalogue.root)
+        launch_evaluation(record, catalogue.root, actor)
         st.rerun()
 
 
@@ -207,11 +217,11 @@ def follow_evaluation(record: RunRecord, data: str) -> None:
         st.rerun()  # the whole page: the new predictions are listed
 
 
-def queue_catalogue(store: LabelStore, catalogue: Catalogue, ids: list[int], reviewer: str) -> None:
+def queue_catalogue(store: LabelStore, catalogue: Catalogue, ids: list[int], actor: Actor) -> None:
     present = in_catalogue(catalogue, ids)
     if len(present) < len(ids):
         _note("warning", f"{len(ids) - len(present):,} ranked ids are no longer in this catalogue and are left out.")
-    start_queue(store.add_catalogue_items(catalogue, present, reviewer or "unknown"))
+    start_queue(store.add_catalogue_items(catalogue, present, actor))
 
 
 def queue_view(store: LabelStore, heads: list[str]) -> tuple[list[int], pd.DataFrame]:

@@ -1,5 +1,6 @@
-"""Untrusted text (labels, product and file names, reviewer names) put into Streamlit's markdown
-as the text it is: every markdown, colour, emoji and HTML construct escaped, lines joined."""
+"""Untrusted text (labels, product and file names, reviewer names, dataset paths) put into
+Streamlit's markdown as the text it is: every markdown, colour, emoji and HTML construct escaped,
+lines joined; or as a code span nothing inside can leave."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ import re
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping all of them
 # also defuses Streamlit's own :colour[...] and :emoji: syntax and raw HTML.
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_BACKTICKS = re.compile(r"`+")
 
 
 def plain(value: object) -> str:
     """`value` as text that markdown shows literally, on one line."""
     text = " ".join(str(value).split())
     return _PUNCTUATION.sub(r"\\\1", text)
+
+
+def code(value: object) -> str:
+    """`value` (a path, an id) as an inline code span, on one line: its fence is longer than any
+    run of backticks inside, so nothing in it is read as markdown."""
+    text = " ".join(str(value).split())
+    fence = "`" * (1 + max((len(run) for run in _BACKTICKS.findall(text)), default=0))
+    pad = " " if text.startswith("`") or text.endswith("`") else ""  # CommonMark strips one such space each side
+    return f"{fence}{pad}{text}{pad}{fence}"

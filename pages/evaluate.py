@@ -19,7 +19,7 @@ from dashboard.datasets import open_catalogue
 from dashboard.evaluations import dataset_of, evaluated_runs, evaluation_of, label_issues_of
 from dashboard.gallery import photo_grid
 from dashboard.runs import EVALUATE_RUN_KEY, training_curves
-from dashboard.text import plain
+from dashboard.text import code, plain
 from training.crossval import list_crossvals
 from training.registry import RunRecord, RunState
 from training.run_folder import VALIDATION, RunFolder
@@ -49,10 +49,11 @@ def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation
 
 def summary(record: RunRecord, evaluation: Evaluation) -> None:
     report = evaluation.report
-    st.caption(f"Checkpoint `{report['checkpoint']}` · {report['rows']:,} images · dataset `{dataset_of(record, evaluation)}`")
+    st.caption(f"Checkpoint {code(report['checkpoint'])} · {report['rows']:,} images · "
+               f"dataset {code(dataset_of(record, evaluation))}")
     st.dataframe(summary_table(head_summary(report)), column_config={metric: NUMBER for metric in ("accuracy", "macro_f1", "weighted_f1")})
-    for note in exclusion_notes(report):
-        st.caption(note)
+    for note in exclusion_notes(report):  # names classes: plain text
+        st.caption(plain(note))
     columns = st.columns(3)
     stem = f"{record.id}-{evaluation.name}"
     columns[0].download_button("Summary (CSV)", partial(summary_csv, report), f"{stem}-summary.csv", "text/csv",
@@ -84,7 +85,7 @@ def class_images(record: RunRecord, evaluation: Evaluation, head: str, class_nam
     """The images behind one class's recall and precision: missed, wrongly given, right."""
     rows = {outcome: class_rows(evaluation.predictions, head, class_name, outcome) for outcome in CLASS_OUTCOMES}
     first_shown = next((index for index, name in enumerate(CLASS_OUTCOMES) if len(rows[name])), 0)
-    outcome = st.radio(f"Images of **{class_name}**", CLASS_OUTCOMES, index=first_shown, horizontal=True,
+    outcome = st.radio(f"Images of {plain(class_name)}", CLASS_OUTCOMES, index=first_shown, horizontal=True,
                        key=f"evaluate.outcome.{head}.{class_name}", format_func=lambda name: f"{name} ({len(rows[name]):,})",
                        help="missed: true class, predicted another (recall's losses) · wrongly given: predicted, "
                             "true another (precision's losses) · right: both")
@@ -103,7 +104,7 @@ def confusion(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     event = st.plotly_chart(charts.confusion_heatmap(view, normalised, title), key=f"evaluate.heatmap.{head}.{top_n}",
                             on_select="rerun", selection_mode=("points",))
     if view.grouped:
-        st.caption(f"{view.classes[-1]} groups {len(view.grouped)} classes: {', '.join(view.grouped)}.")
+        st.caption(plain(f"{view.classes[-1]} groups {len(view.grouped)} classes: {', '.join(view.grouped)}."))
     st.download_button("Confusion matrix (PNG)", partial(charts.confusion_png, view, normalised, title),
                        f"{record.id}-{evaluation.name}-{head}-confusion.png", "image/png", on_click="ignore",
                        icon=":material/download:")
@@ -122,7 +123,7 @@ def confusion(record: RunRecord, evaluation: Evaluation, head: str) -> None:
         st.caption("Click a cell, or choose a true and a predicted class, to see its images.")
         return
     rows = cell_rows(evaluation.predictions, head, view, true_class, predicted_class)
-    st.markdown(f"**{len(rows):,} images** true *{true_class}*, predicted *{predicted_class}*")
+    st.markdown(f"**{len(rows):,} images** true {plain(true_class)}, predicted {plain(predicted_class)}")
 
     def probabilities(row: pd.Series) -> list[str]:
         return [f"{name} {p:.2f}" for name, p in top_probabilities(row, head, names)]
@@ -143,7 +144,7 @@ def gallery(data: str, rows: pd.DataFrame, lines, key: str) -> None:
     try:
         catalogue = open_catalogue(data)
     except CatalogueError as error:
-        st.warning(f"The photos of `{data}` cannot be shown: {error}")
+        st.warning(f"The photos of {code(data)} cannot be shown: {plain(error)}")
         catalogue = None
     photo_grid(rows, catalogue, lines, key=f"evaluate.{key}")
 
@@ -163,8 +164,8 @@ def label_issues(record: RunRecord, evaluation: Evaluation, head: str) -> None:
                f"{int(rows['is_issue'].sum()):,} of them. Score: label quality in [0, 1], lower = more suspicious.")
     pages.link(pages.REVIEW, "Review and correct them one by one (Review → Catalogue: label issues)")
     gallery(data, rows[rows["is_issue"]] if only_flagged else rows,
-            lambda row: [f"given **{row['given']}** ({row['given_p']:.2f})",
-                         f"suggested **{row['suggested']}** ({row['suggested_p']:.2f})",
+            lambda row: [f"given {row['given']} ({row['given_p']:.2f})",
+                         f"suggested {row['suggested']} ({row['suggested_p']:.2f})",
                          f"score {row['score']:.3f} · rank {row['rank']:,}"],
             key=f"issues.{head}.{only_flagged}")
 
@@ -228,7 +229,7 @@ def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluatio
     chosen = left.selectbox("Compare with (b)", others, key="evaluate.compare_with", format_func=lambda o: f"{o[0]} · {o[1]}")
     tolerance = right.number_input("Flag changes larger than", 0.0, 1.0, 0.01, step=0.01, key="evaluate.tolerance")
     other = evaluation_of(runs[chosen[0]], chosen[1])
-    st.caption(f"a = {record.id} · {evaluation.name}; b = {chosen[0]} · {chosen[1]}; delta = b − a")
+    st.caption(plain(f"a = {record.id} · {evaluation.name}; b = {chosen[0]} · {chosen[1]}; delta = b − a"))
     heads = compare_summaries(evaluation.report, other.report)
     deltas = [column for column in heads.columns if column.endswith("_delta")]
     supports = ["support_a", "support_b"]

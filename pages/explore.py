@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.access import Permission
 from core.data import HEADS
 from core.data.profile import (
     MISSING_LABEL,
@@ -17,7 +18,9 @@ from core.data.split import split_distribution
 from dashboard import charts
 from dashboard.datasets import current_catalogue, current_split, taxonomy_of
 from dashboard.gallery import photo_grid
+from dashboard.identity import person
 from dashboard.review_queue import queue_for_review
+from dashboard.text import code
 from training.config import TrainConfig, resolve_rare_min_count
 
 
@@ -126,7 +129,8 @@ def taxonomy(catalogue) -> None:
         return
     st.dataframe(broken, hide_index=True, height=300, column_config={
         "id": st.column_config.NumberColumn(format="%d"), "valid_parents": "expected"})
-    if st.button(f"Review these {rows:,} rows", key="taxonomy_review", icon=":material/fact_check:"):
+    if st.button(f"Review these {rows:,} rows", key="taxonomy_review", icon=":material/fact_check:",
+                 disabled=not person().may(Permission.REVIEW), help="For reviewers and admins"):
         queue_for_review(catalogue, broken["id"].drop_duplicates().tolist())
 
 
@@ -136,7 +140,7 @@ def main() -> None:
     if catalogue is None:
         return
     frame = catalogue.frame
-    st.caption(f"`{catalogue.root}` · {len(frame):,} products with a photo")
+    st.caption(f"{code(catalogue.root)} · {len(frame):,} products with a photo")
     overview, balance, tree, split_tab, photos = st.tabs(
         ["Distributions", "Imbalance", "Taxonomy", "Split & years", "Photos"])
     with overview:

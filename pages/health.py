@@ -7,6 +7,7 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
+from core.access import Actor, Permission
 from core.data import HEADS
 from core.data.catalogue import Catalogue
 from core.data.profile import labels_text
@@ -20,8 +21,10 @@ from dashboard.gallery import photo_grid
 from dashboard.health import (
     OUTCOME, colourings, health_of, map_figure, model_runs, near_duplicates, similar_to_photo, split_of,
 )
+from dashboard.identity import person
 from dashboard.labels import label_store
 from dashboard.review_queue import queue_catalogue
+from dashboard.text import plain
 from training import health as run_health
 from training.launcher import health_job, launch_health
 from training.processes import log_tail
@@ -63,10 +66,14 @@ def computation(catalogue: Catalogue, record: RunRecord | None) -> Health | None
 
 
 def compute_button(catalogue: Catalogue, record: RunRecord | None, label: str) -> None:
+    actor = person()
+    if not actor.may(Permission.EVALUATE):  # the launcher checks it again
+        st.caption(f"Computing the data health is for admins; you are a {actor.role}.")
+        return
     command = f"python -m training health {catalogue.root}" + (f" --run {record.id}" if record else "")
     if st.button(label, key="health.compute", icon=":material/play_arrow:",
-                 help=f"{command}, in the background: embeddings, neighbours, the map, image quality."):
-        launch_health(catalogue, record)
+                 help=f"{plain(command)}, in the background: embeddings, neighbours, the map, image quality."):
+        launch_health(catalogue, actor, record)
         st.rerun()
 
 
@@ -82,9 +89,12 @@ def follow(catalogue: Catalogue, record: RunRecord | None) -> None:
 
 def review_button(catalogue: Catalogue, ids: list[int], key: str, label: str = "Review these photos") -> None:
     """Queue the catalogue photos `ids` on the Review page and go there."""
-    if st.button(f"{label} ({len(ids):,})", key=key, icon=pages.REVIEW.icon, disabled=not ids,
-                 help="Opens them in the Review page's queue: keep, relabel, or mark 'not a product'."):
-        queue_catalogue(label_store(), catalogue, ids, "")
+    actor: Actor = person()
+    if st.button(f"{label} ({len(ids):,})", key=key, icon=pages.REVIEW.icon,
+                 disabled=not ids or not actor.may(Permission.REVIEW),
+                 help="Opens them in the Review page's queue: keep, relabel, or mark 'not a product' "
+                      "(reviewers and admins)."):
+        queue_catalogue(label_store(), catalogue, ids, actor)
         pages.switch_to(pages.REVIEW)
 
 
@@ -143,8 +153,8 @@ def similar_section(catalogue: Catalogue, health: Health, record: RunRecord | No
     if upload is not None:
         try:
             found = similar_to_photo(catalogue, record, upload.getvalue(), upload.name)
-        except ImageRejected as error:
-            st.error(str(error))
+        except ImageRejected as error:  # names the file: plain text
+            st.error(plain(error))
             return
         st.image(upload.getvalue(), width=192)
         grid(catalogue, found, "health.similar_upload_grid", lambda row: [f"similarity {row['similarity']:.3f}"])

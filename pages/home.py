@@ -5,7 +5,9 @@ import streamlit as st
 from core.corrections import corrections_snapshot
 from dashboard import pages
 from dashboard.datasets import current_catalogue
+from dashboard.identity import login_configured, person
 from dashboard.labels import label_store
+from dashboard.text import code, plain
 from training.registry import RunRegistry, RunState
 
 STATUS_ICONS = {
@@ -35,7 +37,8 @@ def recent_runs(limit: int = 5) -> None:
     records = RunRegistry().list(limit=limit)
     for record in records:
         best = "" if record.best_metric is None else f" · {record.best_metric_name} {record.best_metric:.4f}"
-        st.markdown(f"{STATUS_ICONS[record.status]} `{record.id}` **{record.status}**{best}")
+        by = f" · by {plain(record.launched_by)}" if record.launched_by else ""
+        st.markdown(f"{STATUS_ICONS[record.status]} {code(record.id)} **{record.status}**{best}{by}")
     if not records:
         st.caption("No training runs yet.")
     pages.link(pages.TRAIN, "Train a model")
@@ -58,17 +61,30 @@ def reviewed_labels(catalogue) -> None:
     pages.link(pages.REVIEW, "Review photos and labels")
 
 
+def sharing() -> None:
+    """Who is using the dashboard, and in local mode how a team turns the login on."""
+    actor = person()
+    if login_configured():
+        st.caption(f"Team mode: you are {plain(actor.shown)}, {actor.role}.")
+        return
+    st.info("Local mode: one user, on this machine only (the server listens on 127.0.0.1), as an admin. "
+            "To share it with a team, configure a login: an OpenID Connect provider under [auth] in "
+            ".streamlit/secrets.toml, roles in the access file, then bind to a network address. "
+            "See the README, “Team deployment”.", icon=":material/computer:")
+
+
 def main() -> None:
     st.title("Fashion Tagger")
     st.write(
         "Tag product photos with seven attributes at once — gender, masterCategory, subCategory, "
         "articleType, baseColour, season, usage — and keep the catalogue's labels clean."
     )
+    sharing()
     catalogue = current_catalogue()
     if catalogue is None:
         return
     st.subheader("Dataset")
-    st.write(f"`{catalogue.root}`")
+    st.markdown(code(catalogue.root))
     cleaning_report(catalogue.report)
     pages.link(pages.EXPLORE, "Explore the catalogue")
     recent_runs()

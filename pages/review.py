@@ -7,21 +7,24 @@ from pathlib import Path
 import streamlit as st
 
 from core import workspace
+from core.access import Actor, Permission
 from core.corrections import export_dataset
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
 from core.labelstore import Item, ItemKind, LabelStore, ReviewStatus, UndoConflict
-from core.review import choices, disagreement, history_table, next_item, shown_label
+from core.review import choices, disagreement, history_table, next_item, shown_label, undo_choices
+from core.untrusted import check_typed, spreadsheet_csv
 from dashboard import pages
 from dashboard.bulk_review import bulk_accept
 from dashboard.datasets import current_catalogue, fitted_width, head_values, thumbnail, use_dataset
+from dashboard.identity import person
 from dashboard.labels import label_store
 from dashboard.models import Guesses, guesses_for, predictor_of
-from dashboard.review_queue import CURRENT_KEY, QUEUE_KEY, REVIEWER_KEY, queue_sources, queue_view
+from dashboard.review_queue import CURRENT_KEY, QUEUE_KEY, queue_sources, queue_view
 from dashboard.runs import REVIEW_RUN_KEY
 from dashboard.shortcuts import keyboard_shortcuts
-from dashboard.text import plain
+from dashboard.text import code, plain
 from training.registry import RunRecord, RunRegistry, RunState
 from training.run_folder import RunFolder
 
@@ -30,20 +33,6 @@ SHORTCUTS = {"review_save": "ctrl+enter", "review_previous": "ctrl+arrowleft", "
              "review_skip": "ctrl+arrowdown", "review_not_product": "ctrl+x", "review_undo": "ctrl+z"}
 LOW_CONFIDENCE = 0.5  # a proposal below this probability is marked "unsure": look twice
 PHOTO_BOX = (280, 330)  # the item's photo at most this wide and tall (px): the item fits a 1400 x 900 window
-
-
-def reviewer_field() -> str:
-    """The reviewer's name, kept in the URL too, so a reload keeps it."""
-    if REVIEWER_KEY not in st.session_state:
-        st.session_state[REVIEWER_KEY] = st.query_params.get(REVIEWER_KEY, "")
-    with st.sidebar:
-        st.subheader("Reviewer")
-        name = st.text_input("Your name", key=REVIEWER_KEY, placeholder="recorded with every decision").strip()
-    if name:
-        st.query_params[REVIEWER_KEY] = name
-    else:
-        st.query_params.pop(REVIEWER_KEY, None)
-    return name
 
 
 def choose_run() -> RunRecord | None:
@@ -60,7 +49,7 @@ def choose_run() -> RunRecord | None:
 
 
 def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: Item, shown: list[int],
-              reviewer: str) -> None:
+              actor: Actor) -> None:
     """The photo, one choice per head and the actions, sized to fit a 1400 x 900 window. Each head
     shows its current value (the catalogue's, or a decision); where the model proposes something
     else, the proposal and its calibrated confidence stand beside it, one key away."""
@@ -104,14 +93,41 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
                 takes[f"review_take_{index + 1}"] = take_button(key, proposal, index + 1, guesses.accepted.get(head))
             else:
                 st.caption(model_note(head_guesses, guesses.accepted.get(head), proposed=current[head] is None))
-    actions(store, record, item, shown, reviewer, chosen, predicted, new_values, takes)
-    new_value_form(item, heads, new_values)
+    actions(store, record, item, shown, actor, chosen, predicted, new_values, takes)
+    if actor.may(Permission.REVIEW):
+        new_value_form(item, heads, new_values)
     with st.expander("History of this item"):
-        history = store.history(item.item)
-        if history.empty:
-            st.caption("No decisions yet.")
-        else:
-            st.dataframe(history_table(history), hide_index=True, width="stretch")
+        item_history(store, item, actor)
+
+
+def item_history(store: LabelStore, item: Item, actor: Actor) -> None:
+    """The item's decisions (who, when, what) and a way to undo one: a reviewer their own, an
+    admin anyone's (the label store checks it again)."""
+    history = store.history(item.item)
+    if history.empty:
+        st.caption("No decisions yet.")
+        return
+    st.dataframe(history_table(history), hide_index=True, width="stretch")
+    if not actor.may(Permission.REVIEW):
+        return
+    undoable = undo_choices(store.open_actions(item.item), actor)
+    if not undoable:
+        st.caption("None of these decisions is yours to undo." if not actor.may(Permission.UNDO_ANY)
+                   else "Nothing left to undo.")
+        return
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    chosen = left.selectbox("Undo a decision", list(undoable), key=f"review.undo_choice.{item.item}",
+                            format_func=undoable.get,
+                            help="Yours, newest first" + ("; as an admin, anyone's" if actor.may(Permission.UNDO_ANY) else ""))
+    if right.button("Undo it", key=f"review.undo_action.{item.item}", icon=":material/undo:"):
+        try:
+            undone = store.undo_action(chosen, actor)
+        except (UndoConflict, ValueError, KeyError) as error:
+            st.error(plain(error))
+            return
+        for field in undone.changes:  # the choices start again from the restored values
+            st.session_state.pop(f"review.{undone.item}.{field}", None)
+        st.rerun()
 
 
 def take_button(key: str, proposal: tuple[str, float], number: int, sure: bool | None) -> str:
@@ -139,10 +155,10 @@ def model_note(guesses: list[tuple[str, float]], sure: bool | None, proposed: bo
             + (" · sure" if sure else " · unsure" if p < LOW_CONFIDENCE else ""))
 
 
-def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], reviewer: str,
+def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], actor: Actor,
             chosen: dict, predicted: dict, new_values: dict, takes: dict[str, str]) -> None:
     columns = st.columns(6)
-    disabled = not reviewer
+    disabled = not actor.may(Permission.REVIEW)
     save = columns[0].button("Save & next", key="review_save", type="primary", disabled=disabled,
                              help=f"Keep the labels shown (with your changes) · {SHORTCUTS['review_save']}")
     previous = columns[1].button("Previous", key="review_previous", help=SHORTCUTS["review_previous"])
@@ -153,7 +169,7 @@ def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], 
     undo = columns[5].button("Undo", key="review_undo", disabled=disabled,
                              help=f"Undo your last decision · {SHORTCUTS['review_undo']}")
     keyboard_shortcuts(**SHORTCUTS, **takes)
-    st.caption("Enter your name in the sidebar to record decisions." if disabled else
+    st.caption(f"You are a {actor.role}: you can look, not decide (reviewers and admins decide)." if disabled else
                "Keys: Ctrl+Enter save & next · Ctrl+← / Ctrl+→ previous / next · Ctrl+↓ skip · "
                "Ctrl+X not a product · Ctrl+Z undo · Alt+n take the model's proposal for head n")
     step = 1 if following else -1 if previous else 0
@@ -163,15 +179,15 @@ def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], 
         if missing:  # a catalogue row may keep a label it never had missing
             st.error(f"Choose a label for {', '.join(missing)} first.")
             return
-        store.review(item.item, chosen, reviewer, run_id=record.id, predicted=predicted,
+        store.review(item.item, chosen, actor, run_id=record.id, predicted=predicted,
                      new_values=[head for head in chosen if new_values.get((item.item, head)) == chosen[head]])
         step = 1
     elif skip or not_product:
-        store.mark(item.item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, reviewer, run_id=record.id)
+        store.mark(item.item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, actor, run_id=record.id)
         step = 1
     elif undo:
         try:
-            undone = store.undo_last(reviewer)
+            undone = store.undo_last(actor)
         except UndoConflict as error:
             st.error(plain(error))
             return
@@ -202,19 +218,27 @@ def new_value_form(item: Item, heads: list[str], new_values: dict) -> None:
             if not value or not confirmed:
                 st.error("Type the value and tick the confirmation: new values grow the vocabulary for everyone.")
                 return
+            try:
+                value = check_typed(value, f"a new {head} value")
+            except ValueError as error:  # named rule, the value as inert text
+                st.error(plain(error))
+                return
             new_values[(item.item, head)] = value
             st.session_state.pop(f"review.{item.item}.{head}", None)
             st.rerun()
 
 
-def export_section(store: LabelStore, catalogue: Catalogue) -> None:
+def export_section(store: LabelStore, catalogue: Catalogue, actor: Actor) -> None:
     log = store.log_frame(catalogue.root)
-    st.markdown(f"**{len(log):,} logged decisions** on `{catalogue.root}` "
+    st.markdown(f"**{len(log):,} logged decisions** on {code(catalogue.root)} "
                 f"({log['product_id'].nunique() if not log.empty else 0:,} items).")
     if not log.empty:
         st.dataframe(log.tail(200), hide_index=True)
-        st.download_button("Corrections with history (CSV)", log.to_csv(index=False), "corrections.csv", "text/csv",
-                           on_click="ignore", icon=":material/download:")
+        st.download_button("Corrections with history (CSV)", spreadsheet_csv(log, index=False), "corrections.csv",
+                           "text/csv", on_click="ignore", icon=":material/download:")
+    if not actor.may(Permission.EXPORT):
+        st.caption(f"Exporting the corrected catalogue is for admins; you are a {actor.role}.")
+        return
     # A new folder per session by default: an export never lands on an earlier one.
     st.session_state.setdefault("review.export_to", str(workspace.workspace_dir() / "exports" /
                                                         f"{catalogue.root.name}-corrected-{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -225,15 +249,15 @@ def export_section(store: LabelStore, catalogue: Catalogue) -> None:
     if export:
         bar = st.progress(0.0, text="Exporting…")
         try:
-            report = export_dataset(catalogue, store, Path(folder.strip()).expanduser(),
+            report = export_dataset(catalogue, store, Path(folder.strip()).expanduser(), actor,
                                     progress=lambda done, total: bar.progress(done / max(total, 1),
                                                                               text=f"Exporting photos: {done:,} of {total:,}"))
-        except (ValueError, OSError, CatalogueError) as error:
+        except (ValueError, OSError, CatalogueError) as error:  # AccessDenied (a folder refused) included
             bar.empty()
-            st.error(f"Export failed: {error}")
+            st.error(f"Export failed: {plain(error)}")
             return
         bar.empty()
-        st.success(f"Exported {report.rows:,} rows to `{report.out}`: {report.corrected_rows:,} corrected, "
+        st.success(f"Exported {report.rows:,} rows to {code(report.out)}: {report.corrected_rows:,} corrected, "
                    f"{report.dropped_rows:,} dropped as not a product, {report.external_rows:,} new photos. "
                    "Train on the corrections from the Train page, or open the export as a dataset.")
         if report.skipped_images:
@@ -247,7 +271,7 @@ def export_section(store: LabelStore, catalogue: Catalogue) -> None:
 
 def main() -> None:
     st.title("Review")
-    reviewer = reviewer_field()
+    actor = person()
     catalogue = current_catalogue()
     if catalogue is None:
         return
@@ -258,11 +282,15 @@ def main() -> None:
     review_tab, export_tab = st.tabs(["Review", "Export"], key="review.section", on_change="rerun")
     if export_tab.open:
         with export_tab:
-            export_section(store, catalogue)
+            export_section(store, catalogue, actor)
     if not review_tab.open:
         return
     with review_tab:
-        queue_sources(store, catalogue, record, reviewer)
+        if not actor.may(Permission.REVIEW):
+            st.info(f"You are a {actor.role}: you can read the decisions (Export tab) but not make them. "
+                    "An admin gives you the reviewer role in the access file.")
+            return
+        queue_sources(store, catalogue, record, actor)
         if not st.session_state.get(QUEUE_KEY):
             st.info("Upload photos, load a folder, or load a catalogue queue to start reviewing.")
             return
@@ -270,10 +298,10 @@ def main() -> None:
         if shown:
             current = st.session_state.get(CURRENT_KEY)
             [item] = store.items([current if current in shown else shown[0]])
-            item_view(store, record, catalogue, item, shown, reviewer)
+            item_view(store, record, catalogue, item, shown, actor)
         else:
             st.info("No item in this view: change the filter.")
-        bulk_accept(store, record, reviewer)
+        bulk_accept(store, record, actor)
 
 
 main()

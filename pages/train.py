@@ -4,13 +4,16 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.access import Actor, Permission
 from core.backbones import PRETRAINED_MODES, backbone_choices, offline_backbones
 from core.data import HEADS
 from core.data.schema import RARE_POLICIES
 from core.losses import IMBALANCE_STRATEGIES
 from core.model import LOSSES, SCHEDULERS
 from dashboard.datasets import current_catalogue, current_split
+from dashboard.identity import person
 from dashboard.runs import open_run_buttons, training_curves
+from dashboard.text import code
 from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, SPLIT_STRATEGIES, TrainConfig
 from training.estimate import doubts, estimate, split_sizes
 from training.launcher import LaunchError, cancel_run, launch_run, resume_run
@@ -138,9 +141,9 @@ def estimate_hint(cfg: TrainConfig, catalogue, registry: RunRegistry) -> None:
         st.warning(doubt, icon=":material/warning:")
 
 
-def start(cfg: TrainConfig, registry: RunRegistry) -> None:
+def start(cfg: TrainConfig, registry: RunRegistry, actor: Actor) -> None:
     try:
-        record = launch_run(cfg, registry)
+        record = launch_run(cfg, actor, registry)
     except LaunchError as error:  # RunBusyError included
         st.error(str(error))
         return
@@ -160,23 +163,24 @@ def runs_view() -> None:
     if st.session_state.get(RUN_KEY) not in by_id:
         st.session_state[RUN_KEY] = next((r.id for r in records if r.status in ACTIVE), records[0].id)
     run_id = st.selectbox("Run", list(by_id), key=RUN_KEY)
-    live_run(by_id[run_id], registry)
+    live_run(by_id[run_id], registry, person())
     st.subheader("All runs")
     st.dataframe(runs_frame(records), hide_index=True,
                  column_config={"best": st.column_config.NumberColumn(format="%.4f")})
 
 
-def live_run(record, registry: RunRegistry) -> None:
+def live_run(record, registry: RunRegistry, actor: Actor) -> None:
     config = record.config
     st.caption(f"{config['backbone']} · {config['image_size']} px · {plural(config['epochs'], 'epoch')} · "
                f"batch {config['batch_size']} · {record.device or 'device not chosen yet'}")
     run = RunFolder(record.folder)
     has_checkpoint = run.has_checkpoint("last")  # a file cut short (a full disk) is not one
-    if record.status in RESUMABLE:
-        record = resume_button(record, registry, has_checkpoint)
-    if record.status in ACTIVE and st.button("Cancel run", key=f"cancel.{record.id}", icon=":material/stop:"):
+    may_train = actor.may(Permission.TRAIN)  # the launcher checks it again
+    if record.status in RESUMABLE and may_train:
+        record = resume_button(record, registry, has_checkpoint, actor)
+    if record.status in ACTIVE and may_train and st.button("Cancel run", key=f"cancel.{record.id}", icon=":material/stop:"):
         try:
-            record = cancel_run(record.id, registry)
+            record = cancel_run(record.id, actor, registry)
         except ValueError as error:  # it ended meanwhile
             st.warning(str(error))
             record = registry.get(record.id)
@@ -199,14 +203,14 @@ def live_run(record, registry: RunRegistry) -> None:
     st.code(f"tensorboard --logdir {run.tensorboard}", language="bash")
 
 
-def resume_button(record, registry: RunRegistry, has_checkpoint: bool):
+def resume_button(record, registry: RunRegistry, has_checkpoint: bool, actor: Actor):
     """Resume a failed or cancelled run; returns its record, requeued when the click launched it."""
     label = "Resume from the last checkpoint" if has_checkpoint else "Start again from the first epoch"
     if not st.button(label, key=f"resume.{record.id}", icon=":material/replay:",
                      help="The same run, config and id; a new training process continues it"):
         return record
     try:
-        record = resume_run(record.id, registry)
+        record = resume_run(record.id, actor, registry)
     except (LaunchError, ValueError) as error:  # another run is active, or this one changed meanwhile
         st.error(str(error))
         return registry.get(record.id)
@@ -222,7 +226,7 @@ def finished_summary(record, run: RunFolder) -> None:
         "accuracy": st.column_config.NumberColumn(format="%.3f"), "macro_f1": st.column_config.NumberColumn(format="%.3f"),
         "weighted_f1": st.column_config.NumberColumn(format="%.3f"),
     })
-    st.caption(f"Files in `{run.path}`: " + ", ".join(f"`{path.relative_to(run.path)}`" for path in run.files()))
+    st.caption(f"Files in {code(run.path)}: " + ", ".join(code(path.relative_to(run.path)) for path in run.files()))
     open_run_buttons(record.id)
     st.caption("Serve it to other programs over HTTP (POST /predict, one photo per request; options: `--help`):")
     st.code(f"python -m training serve {record.id}", language="bash")
@@ -239,18 +243,23 @@ def curves(record) -> None:
 
 def main() -> None:
     st.title("Train")
+    actor = person()
     catalogue = current_catalogue()
     if catalogue is None:
         return
     rows = len(catalogue.frame)
     st.subheader("New run")
-    st.caption(f"On the open dataset `{catalogue.root}` · {rows:,} products with a photo")
+    st.caption(f"On the open dataset {code(catalogue.root)} · {rows:,} products with a photo")
     cfg = config_form(catalogue.root)
     registry = RunRegistry()
     if cfg is not None:
         estimate_hint(cfg, catalogue, registry)
-    if st.button("Start training", type="primary", disabled=cfg is None, key="train.start", icon=":material/play_arrow:"):
-        start(cfg, registry)
+    may_train = actor.may(Permission.TRAIN)  # the launcher checks it again
+    if st.button("Start training", type="primary", disabled=cfg is None or not may_train, key="train.start",
+                 icon=":material/play_arrow:"):
+        start(cfg, registry, actor)
+    if not may_train:
+        st.caption(f"Starting, cancelling and resuming runs is for admins; you are a {actor.role}.")
     st.subheader("Runs")
     runs_view()
 

@@ -14,6 +14,14 @@ SAMPLE_DIR = SHARED_DATA / "fashion-sample"
 EXTERNAL_DIR = SHARED_DATA / "external" / "clothing"
 
 
+# The people the tests act as (core.access): ann an admin with no folder limits (the command
+# line's kind), the others reviewers.
+from core.access import Actor, Role  # noqa: E402
+
+ANN = Actor("ann", Role.ADMIN)
+ANA, BEN, BOB = (Actor(name, Role.REVIEWER) for name in ("ana", "ben", "bob"))
+
+
 @pytest.fixture(scope="session")
 def real_sample() -> Path:
     """The real Kaggle sample (44,446 rows, 11,882 images), read in place."""

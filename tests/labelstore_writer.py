@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.access import Actor, Role  # noqa: E402
 from core.labelstore import LabelStore  # noqa: E402
 
 COLOURS = ("Black", "Blue", "Red", "White", "Green")
@@ -30,7 +31,7 @@ def main(url: str, reviewer: str, n: int, items: list[int]) -> None:
     sys.stdin.readline()
     for number in range(n):
         labels = {"baseColour": draw.choice(COLOURS), "season": draw.choice(SEASONS)}
-        store.review(items[number % len(items)], labels, reviewer, run_id=str(number))
+        store.review(items[number % len(items)], labels, Actor(reviewer, Role.REVIEWER), run_id=str(number))
         time.sleep(0.002)
     print("done", flush=True)
 

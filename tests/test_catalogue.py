@@ -65,7 +65,7 @@ def test_plain_catalogue_values_dtypes_and_report(tmp_path):
     assert catalogue.report.as_dict() == {
         "styles_csv": str(root / "styles.csv"), "lines_read": 3, "lines_repaired": 0, "quotes_repaired": 0,
         "duplicate_ids": 0, "rows_without_image": 1, "photo_near_misses": 0, "rows_kept": 2,
-        "near_miss_examples": (),
+        "near_miss_examples": (), "formula_values": 0, "formula_examples": (),
     }
 
 
@@ -309,7 +309,7 @@ def test_real_sample(real_sample):
     assert catalogue.report.as_dict() == {
         "styles_csv": str(real_sample / "styles.csv"), "lines_read": 44_446, "lines_repaired": 0,
         "quotes_repaired": 0, "duplicate_ids": 0, "rows_without_image": 32_564, "photo_near_misses": 0,
-        "rows_kept": 11_882, "near_miss_examples": (),
+        "rows_kept": 11_882, "near_miss_examples": (), "formula_values": 0, "formula_examples": (),
     }
     assert catalogue.frame["id"].is_unique
     frame = catalogue.frame.set_index("id")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
+from core.access import DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
 from core.data.profile import filter_rows
 from core.labelstore import LabelStore, ReviewStatus
@@ -20,7 +22,7 @@ from core.data.split import split_catalogue
 from core.taxonomy import Taxonomy
 from training.config import TrainConfig, resolve_rare_min_count
 
-from conftest import REPO
+from conftest import ANN, REPO
 
 HOME = str(REPO / "dashboard" / "Home.py")
 EXPLORE = "../pages/explore.py"
@@ -38,9 +40,11 @@ def demo_workspace(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def on_demo(demo_workspace, monkeypatch) -> Path:
+def on_demo(demo_workspace, monkeypatch, tmp_path) -> Path:
+    """The demo open in local mode; the test's tmp_path an allowed folder too."""
     monkeypatch.setenv(workspace.HOME_ENV, str(demo_workspace))
     monkeypatch.delenv(workspace.DATA_ENV, raising=False)
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(tmp_path))
     return demo_workspace / workspace.DEMO_FOLDER
 
 
@@ -49,6 +53,16 @@ def app() -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def open_folder(at: AppTest, path: str | Path) -> None:
+    at.text_input(key="dataset.folder").input(str(path))
+    next(button for button in at.sidebar.button if button.label == "Open folder").click().run()
+
+
+def sidebar_errors(at: AppTest) -> str:
+    """The sidebar's errors as shown (markdown escapes undone)."""
+    return " ".join(re.sub(r"\\(.)", r"\1", error.value) for error in at.sidebar.error)
 
 
 def metric_values(at: AppTest) -> dict[str, str]:
@@ -145,9 +159,8 @@ def test_configured_dataset_is_opened_by_default(on_demo, tmp_path, monkeypatch)
 )
 def test_a_bad_folder_is_refused_and_the_previous_dataset_stays(on_demo, tmp_path, make_bad, expected):
     at = app()
-    at.sidebar.text_input[0].input(str(make_bad(tmp_path)))
-    at.sidebar.button[0].click().run()
-    errors = " ".join(e.value for e in at.sidebar.error)
+    open_folder(at, make_bad(tmp_path))
+    errors = sidebar_errors(at)
     assert expected in errors and "previous dataset stays open" in errors
     assert metric_values(at)["Products kept"] == "120"
 
@@ -156,9 +169,8 @@ def test_a_folder_with_wrong_columns_is_refused(on_demo, tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "styles.csv").write_text("id,colour\n1,Red\n")
     at = app()
-    at.sidebar.text_input[0].input(str(tmp_path))
-    at.sidebar.button[0].click().run()
-    errors = " ".join(e.value for e in at.sidebar.error)
+    open_folder(at, tmp_path)
+    errors = sidebar_errors(at)
     assert "gender" in errors and "colour" in errors  # names what is missing and what was found
     assert metric_values(at)["Products kept"] == "120"
 
@@ -171,15 +183,14 @@ def test_switching_to_another_folder_and_back_to_the_demo(on_demo, tmp_path):
     for product_id in frame["id"]:
         (other / "images" / f"{product_id}.jpg").write_bytes((on_demo / "images" / f"{product_id}.jpg").read_bytes())
     at = app()
-    at.sidebar.text_input[0].input(str(other))
-    at.sidebar.button[0].click().run()
+    open_folder(at, other)
     assert metric_values(at)["Products kept"] == "7"
     assert at.query_params["dataset_dir"] == str(other)  # in the URL: a reload opens it again
     reloaded = AppTest.from_file(HOME, default_timeout=60)
     reloaded.query_params["dataset_dir"] = str(other)
     reloaded.run()
     assert metric_values(reloaded)["Products kept"] == "7"
-    at.sidebar.button[1].click().run()  # "Use the demo dataset"
+    next(button for button in at.sidebar.button if button.label == "Use the demo dataset").click().run()
     assert metric_values(at)["Products kept"] == "120"
     broken = AppTest.from_file(HOME, default_timeout=60)
     broken.query_params["dataset_dir"] = str(tmp_path / "gone")
@@ -302,14 +313,14 @@ def test_home_counts_the_reviewed_labels_of_the_open_dataset(on_demo, tmp_path, 
     catalogue = load_catalogue(on_demo)
     frame = catalogue.frame
     store = LabelStore()
-    first, second, third = store.add_catalogue_items(catalogue, frame["id"].iloc[:3], "ann")
+    first, second, third = store.add_catalogue_items(catalogue, frame["id"].iloc[:3], ANN)
     other_colour = next(value for value in frame["baseColour"].dropna().unique() if value != first.baseline["baseColour"])
-    store.review(first.item, {"baseColour": other_colour}, "ann")  # corrected
-    store.review(second.item, {}, "ann")  # accepted as it is: not a correction
-    store.mark(third.item, ReviewStatus.NOT_PRODUCT, "ann")
-    photo = store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[3]}.jpg").read_bytes(), "new.jpg", "ann")
-    store.review(photo.item, {"gender": "Men"}, "ann")
-    store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[4]}.jpg").read_bytes(), "later.jpg", "ann")
+    store.review(first.item, {"baseColour": other_colour}, ANN)  # corrected
+    store.review(second.item, {}, ANN)  # accepted as it is: not a correction
+    store.mark(third.item, ReviewStatus.NOT_PRODUCT, ANN)
+    photo = store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[3]}.jpg").read_bytes(), "new.jpg", ANN)
+    store.review(photo.item, {"gender": "Men"}, ANN)
+    store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[4]}.jpg").read_bytes(), "later.jpg", ANN)
 
     at = app()
     metrics = metric_values(at)

@@ -42,7 +42,7 @@ def test_inspect_json_on_a_tiny_catalogue(tiny, capsys):
     assert result["report"] == {
         "styles_csv": str(tiny / "styles.csv"), "lines_read": 6, "lines_repaired": 1, "quotes_repaired": 0,
         "duplicate_ids": 1, "rows_without_image": 1, "photo_near_misses": 0, "rows_kept": 4,
-        "near_miss_examples": [],
+        "near_miss_examples": [], "formula_values": 0, "formula_examples": [],
     }
     heads = result["heads"]
     assert list(heads) == ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
@@ -93,9 +93,9 @@ def test_inspect_names_misnamed_photos_and_counts_stray_quotes(tiny, capsys):
     styles.write_text(styles.read_text().replace("Shirt two", '"Shirt two 12'))
     assert main(["inspect", str(tiny)]) == 0
     out = capsys.readouterr().out.splitlines()
-    counts = {line.split()[0]: line.split()[1] for line in out[1:8]}
-    assert (counts["quotes_repaired"], counts["photo_near_misses"]) == ("1", "1")
-    assert out[8] == "  photos that look misnamed (expected <id>.jpg), e.g.: 0006.jpg"
+    counts = {line.split()[0]: line.split()[1] for line in out[1:9]}
+    assert (counts["quotes_repaired"], counts["photo_near_misses"], counts["formula_values"]) == ("1", "1", "0")
+    assert out[9] == "  photos that look misnamed (expected <id>.jpg), e.g.: 0006.jpg"
 
 
 @pytest.mark.parametrize(("styles", "problem"), [

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import ANN, BOB, REPO
 from core.data import HEADS, STYLES_COLUMNS
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
@@ -58,25 +58,25 @@ def reviewed(workspace, demo):
     catalogue = load_catalogue(demo)
     store = LabelStore()
     ids = catalogue.frame["id"].tolist()[:5]
-    item = {found.product_id: found.item for found in store.add_catalogue_items(catalogue, ids, "ann")}
-    store.review(item[ids[0]], {"baseColour": "Teal", "articleType": "Tops, cropped"}, "ann", new_values=["articleType"])
-    store.review(item[ids[1]], {head: catalogue.frame.iloc[1][head] for head in HEADS}, "bob")
-    store.mark(item[ids[2]], ReviewStatus.NOT_PRODUCT, "ann")
-    store.mark(item[ids[3]], ReviewStatus.SKIPPED, "bob")
-    store.review(item[ids[4]], {"season": "Spring"}, "ann")
-    store.undo_last("ann")
-    dress = store.add_image(catalogue, png((200, 0, 0, 128), mode="RGBA"), "../summer dress.png", "ann")
+    item = {found.product_id: found.item for found in store.add_catalogue_items(catalogue, ids, ANN)}
+    store.review(item[ids[0]], {"baseColour": "Teal", "articleType": "Tops, cropped"}, ANN, new_values=["articleType"])
+    store.review(item[ids[1]], {head: catalogue.frame.iloc[1][head] for head in HEADS}, BOB)
+    store.mark(item[ids[2]], ReviewStatus.NOT_PRODUCT, ANN)
+    store.mark(item[ids[3]], ReviewStatus.SKIPPED, BOB)
+    store.review(item[ids[4]], {"season": "Spring"}, ANN)
+    store.undo_last(ANN)
+    dress = store.add_image(catalogue, png((200, 0, 0, 128), mode="RGBA"), "../summer dress.png", ANN)
     labels = {"gender": "Women", "masterCategory": "Apparel", "subCategory": "Dress", "articleType": "Dresses",
               "baseColour": "Red", "season": "Summer", "usage": "Casual"}
-    store.review(dress.item, labels, "ann")
-    store.add_image(catalogue, png((0, 0, 200)), "hat.png", "ann")  # never reviewed: not exported
+    store.review(dress.item, labels, ANN)
+    store.add_image(catalogue, png((0, 0, 200)), "hat.png", ANN)  # never reviewed: not exported
     return catalogue, store, ids, dress, labels
 
 
 def test_export_round_trips_through_load_catalogue(reviewed, tmp_path):
     catalogue, store, ids, dress, labels = reviewed
     calls = []
-    report = export_dataset(catalogue, store, tmp_path / "export", progress=lambda *call: calls.append(call))
+    report = export_dataset(catalogue, store, tmp_path / "export", ANN, progress=lambda *call: calls.append(call))
     out = tmp_path / "export"
     assert (report.out, report.rows, report.corrected_rows, report.dropped_rows, report.external_rows) == (out, N, 1, 1, 1)
     assert calls[-1] == (N, N)
@@ -109,7 +109,7 @@ def test_export_round_trips_through_load_catalogue(reviewed, tmp_path):
 
 def test_corrections_csv_is_the_log(reviewed, tmp_path):
     catalogue, store, *_ = reviewed
-    export_dataset(catalogue, store, tmp_path / "export")
+    export_dataset(catalogue, store, tmp_path / "export", ANN)
     written = pd.read_csv(tmp_path / "export" / "corrections.csv", dtype=str, keep_default_na=False)
     log = store.log_frame(catalogue)
     assert list(written.columns) == list(log.columns)
@@ -128,7 +128,7 @@ def test_apply_corrections_matches_the_export(reviewed, tmp_path):
     assert snapshot["dropped"] == [ids[2]]
     assert [row["id"] for row in snapshot["extra"]] == [dress.product_id]
     applied = apply_corrections(catalogue, snapshot)
-    export_dataset(catalogue, store, tmp_path / "export")
+    export_dataset(catalogue, store, tmp_path / "export", ANN)
     pd.testing.assert_frame_equal(applied.frame, load_catalogue(tmp_path / "export").frame)
     assert applied.image_path(dress.product_id) == dress.path
     assert applied.image_path(ids[0]) == catalogue.image_path(ids[0])
@@ -140,13 +140,13 @@ def test_export_refuses_a_used_folder_or_the_catalogue_itself(reviewed, tmp_path
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=f"{tmp_path / 'used'} exists and is not an empty folder"):
-        export_dataset(catalogue, store, tmp_path / "used")
+        export_dataset(catalogue, store, tmp_path / "used", ANN)
     for inside in (catalogue.root, catalogue.root / "images" / "export"):
         with pytest.raises(ValueError, match="cannot export into the catalogue folder"):
-            export_dataset(catalogue, store, inside)
+            export_dataset(catalogue, store, inside, ANN)
     assert (tmp_path / "used" / "notes.txt").read_text() == "mine"
     (tmp_path / "empty").mkdir()
-    assert export_dataset(catalogue, store, tmp_path / "empty").rows == N  # an empty folder is fine
+    assert export_dataset(catalogue, store, tmp_path / "empty", ANN).rows == N  # an empty folder is fine
 
 
 def run_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess:
@@ -188,8 +188,8 @@ def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path
     skipped with its reason, the rest exported; the rows stay in styles.csv, without a photo."""
     catalogue = load_catalogue(private_copy(demo, tmp_path / "data"))
     store = LabelStore()
-    hat = store.add_image(catalogue, png((0, 0, 200)), "hat.png", "ann")
-    store.review(hat.item, {head: "x" for head in HEADS}, "ann")
+    hat = store.add_image(catalogue, png((0, 0, 200)), "hat.png", ANN)
+    store.review(hat.item, {head: "x" for head in HEADS}, ANN)
     ids = catalogue.frame["id"].tolist()[:3]
     images = catalogue.images_dir
     (images / f"{ids[0]}.jpg").unlink()
@@ -199,7 +199,7 @@ def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path
     (images / f"{ids[2]}.jpg").symlink_to(f"{ids[2]}.jpg")
     hat.path.write_bytes(b"no longer a png")
 
-    report = export_dataset(catalogue, store, tmp_path / "export")
+    report = export_dataset(catalogue, store, tmp_path / "export", ANN)
     assert report.skipped_images == {
         ids[0]: f"{ids[0]}.jpg: a folder, not a photo",
         ids[1]: f"{ids[1]}.jpg: the file is empty (0 bytes)",
@@ -222,23 +222,24 @@ def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path
 def test_an_export_killed_midway_leaves_debris_the_next_one_clears(reviewed, workspace, demo, tmp_path):
     killed = subprocess.run([sys.executable, "-c", (
         "import os, signal, sys\n"
+        "from core.access import command_line_actor\n"
         "from core.corrections import export_dataset\n"
         "from core.data.catalogue import load_catalogue\n"
         "from core.labelstore import LabelStore\n"
         "def die(done, total):\n"
         "    if done >= total // 2: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"export_dataset(load_catalogue({str(demo)!r}), LabelStore(), {str(tmp_path / 'first')!r}, progress=die)\n"
+        f"export_dataset(load_catalogue({str(demo)!r}), LabelStore(), {str(tmp_path / 'first')!r}, command_line_actor(), progress=die)\n"
     )], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr
     (debris,) = [path for path in tmp_path.iterdir() if path.name.startswith(".first-export-")]
     catalogue, store, *_ = reviewed
 
-    recent = export_dataset(catalogue, store, tmp_path / "second")  # debris this fresh may be a live export
+    recent = export_dataset(catalogue, store, tmp_path / "second", ANN)  # debris this fresh may be a live export
     assert recent.cleared_staging == [] and debris.is_dir()
     old = time.time() - STALE_STAGING_S - 60
     for path in (debris, debris / "images"):
         os.utime(path, (old, old))
-    report = export_dataset(catalogue, store, tmp_path / "third")
+    report = export_dataset(catalogue, store, tmp_path / "third", ANN)
     assert report.cleared_staging == [debris.name] and not debris.exists()
     assert report.notes() == [f"removed 1 staging folder(s) left by interrupted exports: {debris.name}"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["second", "third", "workspace"]
@@ -268,11 +269,11 @@ def test_stale_staging_is_cleared_only_when_no_export_holds_it(tmp_path):
 def test_labels_with_quotes_round_trip_and_line_breaks_are_refused(workspace, demo, tmp_path):
     catalogue = load_catalogue(demo)
     store = LabelStore()
-    (item,) = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist()[:1], "ann")
+    (item,) = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist()[:1], ANN)
     with pytest.raises(ValueError, match=r"the articleType label must be one line of text, got 'Tops\\nlong'"):
-        store.review(item.item, {"articleType": "Tops\nlong"}, "ann")
-    store.review(item.item, {"articleType": 'Tops 12" "long'}, "ann", new_values=["articleType"])
-    export_dataset(catalogue, store, tmp_path / "export")
+        store.review(item.item, {"articleType": "Tops\nlong"}, ANN)
+    store.review(item.item, {"articleType": 'Tops 12" "long'}, ANN, new_values=["articleType"])
+    export_dataset(catalogue, store, tmp_path / "export", ANN)
     exported = load_catalogue(tmp_path / "export")
     assert exported.frame["articleType"].iloc[0] == 'Tops 12" "long'
     assert exported.report.quotes_repaired == 0 and exported.report.lines_read == N

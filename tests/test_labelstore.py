@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
 
-from conftest import REPO
+from conftest import ANN, BOB, REPO
 from lock_holder import finishes_within, lock_held
+from core.access import AccessDenied, Actor, FolderRefused, Role
 from core import labelstore
 from core.data import HEADS
 from core.data.catalogue import load_catalogue
@@ -71,7 +72,7 @@ def catalogue(tmp_path):
 @pytest.fixture()
 def items(store, catalogue) -> dict[int, int]:
     """product id -> item, for the three catalogue products."""
-    added = store.add_catalogue_items(catalogue, [SHIRT_ID, JEANS_ID, WATCH_ID], added_by="ann")
+    added = store.add_catalogue_items(catalogue, [SHIRT_ID, JEANS_ID, WATCH_ID], ANN)
     return {found.product_id: found.item for found in added}
 
 
@@ -106,7 +107,7 @@ def assert_history_consistent(store: LabelStore, item_ids: list[int]) -> None:
 
 
 def test_catalogue_items_keep_their_baseline_and_adding_again_changes_nothing(store, catalogue, items):
-    again = store.add_catalogue_items(catalogue, [WATCH_ID, SHIRT_ID, WATCH_ID], added_by="bob")
+    again = store.add_catalogue_items(catalogue, [WATCH_ID, SHIRT_ID, WATCH_ID], BOB)
     assert [found.item for found in again] == [items[WATCH_ID], items[SHIRT_ID], items[WATCH_ID]]
     shirt = again[1]
     assert (shirt.kind, shirt.name, shirt.added_by) == ("catalogue", f"{SHIRT_ID}.jpg", "ann")
@@ -118,7 +119,7 @@ def test_catalogue_items_keep_their_baseline_and_adding_again_changes_nothing(st
 
 def test_unknown_product_ids_are_refused_by_name(store, catalogue):
     with pytest.raises(ValueError, match=r"not in the catalogue .*: 7, 8$"):
-        store.add_catalogue_items(catalogue, [SHIRT_ID, 8, 7], added_by="ann")
+        store.add_catalogue_items(catalogue, [SHIRT_ID, 8, 7], ANN)
     assert store.dataset_items(catalogue) == []
     with pytest.raises(KeyError, match="no item"):
         store.current([12345])
@@ -131,7 +132,7 @@ def test_review_kinds_follow_the_prediction_or_the_current_value(store, items):
     shirt = items[SHIRT_ID]
     action = store.review(
         shirt, {"gender": "Men", "articleType": "Tshirts", "baseColour": "Blue", "season": "Fall", "usage": "Party"},
-        "ann", run_id="run-1", predicted={"baseColour": ("Blue", 0.75), "season": ("Summer", 0.6)}, new_values=["usage"],
+        ANN, run_id="run-1", predicted={"baseColour": ("Blue", 0.75), "season": ("Summer", 0.6)}, new_values=["usage"],
     )
     assert action.kind == "review" and action.reviewer == "ann" and len(action.action) == 32
     assert action.changes == {
@@ -163,34 +164,34 @@ def test_review_kinds_follow_the_prediction_or_the_current_value(store, items):
 
 def test_a_partial_review_keeps_the_item_open(store, items):
     shirt = items[SHIRT_ID]
-    action = store.review(shirt, {"gender": "Women"}, "ann", predicted={"gender": ("Women", 0.99)}, complete=False)
+    action = store.review(shirt, {"gender": "Women"}, ANN, predicted={"gender": ("Women", 0.99)}, complete=False)
     assert action.changes == {"gender": ("Men", "Women")}
     assert store.current([shirt])[shirt][STATUS] is None and store.current([shirt])[shirt]["gender"] == "Women"
-    assert store.undo_last("ann").changes == {"gender": ("Women", "Men")}
+    assert store.undo_last(ANN).changes == {"gender": ("Women", "Men")}
 
 
 def test_review_refuses_bad_input_and_writes_nothing(store, items):
     shirt = items[SHIRT_ID]
     with pytest.raises(ValueError, match="unknown head.*'colour'.*heads are gender, masterCategory"):
-        store.review(shirt, {"colour": "Red"}, "ann")
-    with pytest.raises(ValueError, match="reviewer must be a non-empty name"):
-        store.review(shirt, {"baseColour": "Red"}, "  ")
+        store.review(shirt, {"colour": "Red"}, ANN)
+    with pytest.raises(ValueError, match="a person.s name must not be empty"):
+        store.review(shirt, {"baseColour": "Red"}, Actor("  ", Role.REVIEWER))
     with pytest.raises(ValueError, match="new_values names head.*season"):
-        store.review(shirt, {"baseColour": "Red"}, "ann", new_values=["season"])
+        store.review(shirt, {"baseColour": "Red"}, ANN, new_values=["season"])
     with pytest.raises(ValueError, match="the baseColour label must be text"):
-        store.review(shirt, {"baseColour": 3}, "ann")
+        store.review(shirt, {"baseColour": 3}, ANN)
     with pytest.raises(KeyError, match="no item 999"):
-        store.review(999, {"baseColour": "Red"}, "ann")
+        store.review(999, {"baseColour": "Red"}, ANN)
     with pytest.raises(ValueError, match="status must be"):
-        store.mark(shirt, REVIEWED, "ann")
+        store.mark(shirt, REVIEWED, ANN)
     assert store.history(shirt).empty and store.current([shirt])[shirt][STATUS] is None
 
 
 def test_mark_skipped_then_not_product(store, items):
     jeans = items[JEANS_ID]
-    skip = store.mark(jeans, SKIPPED, "bob", run_id="r")
+    skip = store.mark(jeans, SKIPPED, BOB, run_id="r")
     assert (skip.kind, skip.changes) == ("skip", {STATUS: (None, SKIPPED)})
-    store.mark(jeans, NOT_PRODUCT, "ann")
+    store.mark(jeans, NOT_PRODUCT, ANN)
     assert kinds(store, jeans) == [(STATUS, None, SKIPPED, "skip"), (STATUS, SKIPPED, NOT_PRODUCT, "not_product")]
     assert store.summary([jeans]).loc[jeans, ["status", "reviewed_by"]].tolist() == [NOT_PRODUCT, "ann"]
     assert_history_consistent(store, list(items.values()))
@@ -198,8 +199,8 @@ def test_mark_skipped_then_not_product(store, items):
 
 def test_values_are_the_labels_reviewers_gave_each_head_on_the_dataset(store, catalogue, items, tmp_path):
     assert store.values(catalogue) == {head: [] for head in HEADS}
-    store.review(items[SHIRT_ID], {"baseColour": "Teal", "usage": "Casual"}, "ann", new_values=["baseColour"])
-    store.review(items[JEANS_ID], {"baseColour": "Blue"}, "bob")
+    store.review(items[SHIRT_ID], {"baseColour": "Teal", "usage": "Casual"}, ANN, new_values=["baseColour"])
+    store.review(items[JEANS_ID], {"baseColour": "Blue"}, BOB)
     given = store.values(catalogue.root)
     assert list(given) == list(HEADS)
     assert given["baseColour"] == ["Blue", "Teal"] and given["usage"] == ["Casual"]
@@ -209,18 +210,18 @@ def test_values_are_the_labels_reviewers_gave_each_head_on_the_dataset(store, ca
 
 def test_undo_walks_back_through_the_reviewers_own_actions(store, items):
     shirt, jeans = items[SHIRT_ID], items[JEANS_ID]
-    first = store.review(shirt, {"baseColour": "Red"}, "ann")
-    store.review(jeans, {"season": "Winter"}, "bob")
-    second = store.review(shirt, {"baseColour": "Green", "usage": "Sports"}, "ann")
-    assert store.undoable("ann").action == second.action
+    first = store.review(shirt, {"baseColour": "Red"}, ANN)
+    store.review(jeans, {"season": "Winter"}, BOB)
+    second = store.review(shirt, {"baseColour": "Green", "usage": "Sports"}, ANN)
+    assert store.undoable(ANN).action == second.action
 
-    undo = store.undo_last("ann")
+    undo = store.undo_last(ANN)
     assert undo.kind == "undo" and undo.item == shirt
     assert undo.changes == {"baseColour": ("Green", "Red"), "usage": ("Sports", "Casual"), STATUS: (REVIEWED, REVIEWED)}
     assert set(store.history(shirt).query("kind == 'undo'")["undoes"]) == {second.action}
     # Undos are never undone: the next undo takes the action before.
-    assert store.undo_last("ann").changes == {"baseColour": ("Red", "Navy Blue"), STATUS: (REVIEWED, None)}
-    assert store.undo_last("ann") is None
+    assert store.undo_last(ANN).changes == {"baseColour": ("Red", "Navy Blue"), STATUS: (REVIEWED, None)}
+    assert store.undo_last(ANN) is None
     assert set(store.history(shirt)["undoes"].dropna()) == {first.action, second.action}
     assert store.current([shirt])[shirt] == {**SHIRT_LABELS, STATUS: None}
     assert store.current([jeans])[jeans]["season"] == "Winter"  # bob's work untouched
@@ -230,20 +231,20 @@ def test_undo_walks_back_through_the_reviewers_own_actions(store, items):
 
 def test_undo_conflicts_with_a_later_change_by_someone_else(store, items):
     shirt = items[SHIRT_ID]
-    store.review(shirt, {"baseColour": "Red"}, "ann")
-    store.review(shirt, {"baseColour": "Blue"}, "bob")
+    store.review(shirt, {"baseColour": "Red"}, ANN)
+    store.review(shirt, {"baseColour": "Blue"}, BOB)
     before = len(store.history(shirt))
     with pytest.raises(UndoConflict, match=r"item \d+: its baseColour was changed since by bob at .*now 'Blue'"):
-        store.undo_last("ann")
+        store.undo_last(ANN)
     assert len(store.history(shirt)) == before  # nothing written
-    store.undo_last("bob")  # bob's change undone: ann's is the latest again, and can go
-    assert store.undo_last("ann").changes["baseColour"] == ("Red", "Navy Blue")
+    store.undo_last(BOB)  # bob's change undone: ann's is the latest again, and can go
+    assert store.undo_last(ANN).changes["baseColour"] == ("Red", "Navy Blue")
     assert store.current([shirt])[shirt]["baseColour"] == "Navy Blue"
     assert_history_consistent(store, [shirt])
 
 
 def test_labels_persist_for_a_new_process(store, db_url, items):
-    store.review(items[WATCH_ID], {"baseColour": " Gold ", "usage": ""}, "ann")
+    store.review(items[WATCH_ID], {"baseColour": " Gold ", "usage": ""}, ANN)
     code = (
         "import json, sys; from core.labelstore import LabelStore; "
         f"print(json.dumps(LabelStore(sys.argv[1]).current([{items[WATCH_ID]}])))"
@@ -273,7 +274,7 @@ def tree(root: Path) -> set[Path]:
 def test_bad_images_are_rejected_naming_the_file_and_nothing_is_written(store, catalogue, tmp_path, data, problem):
     before = tree(tmp_path)
     with pytest.raises(ImageRejected) as caught:
-        store.add_image(catalogue, data, "../photos/look.png", "ann")
+        store.add_image(catalogue, data, "../photos/look.png", ANN)
     assert str(caught.value).startswith("look.png: ") and problem in str(caught.value)
     assert tree(tmp_path) == before and store.dataset_items(catalogue) == []
 
@@ -286,7 +287,7 @@ def test_names_never_choose_where_the_copy_goes(store, catalogue, workspace, tmp
     }
     before = tree(tmp_path)
     added = [
-        store.add_image(catalogue, image_bytes(format, colour=(number, 0, 0)), name, "ann")
+        store.add_image(catalogue, image_bytes(format, colour=(number, 0, 0)), name, ANN)
         for number, (name, (_, format)) in enumerate(names.items())
     ]
     assert [found.name for found in added] == [shown for shown, _ in names.values()]
@@ -302,16 +303,16 @@ def test_names_never_choose_where_the_copy_goes(store, catalogue, workspace, tmp
 
 def test_the_same_bytes_twice_are_one_item_and_one_file(store, catalogue, tmp_path):
     data = image_bytes("JPEG")
-    first = store.add_image(catalogue, data, "dress.jpg", "ann")
-    assert store.add_image(catalogue.root, data, "again.jpg", "bob") == first
-    elsewhere = store.add_image(tmp_path / "other-dataset", data, "dress.jpg", "ann")
+    first = store.add_image(catalogue, data, "dress.jpg", ANN)
+    assert store.add_image(catalogue.root, data, "again.jpg", BOB) == first
+    elsewhere = store.add_image(tmp_path / "other-dataset", data, "dress.jpg", ANN)
     assert elsewhere.item != first.item and elsewhere.path == first.path
     assert first.path.read_bytes() == data and len(list(first.path.parent.iterdir())) == 1
     (tmp_path / "mislabelled.png").write_bytes(image_bytes("WEBP", colour=(1, 2, 3)))
-    from_file = store.add_image_file(catalogue, tmp_path / "mislabelled.png", "ann")
+    from_file = store.add_image_file(catalogue, tmp_path / "mislabelled.png", ANN)
     assert (from_file.name, from_file.path.suffix) == ("mislabelled.png", ".webp")
     with pytest.raises(ImageRejected, match="missing.png: cannot read the file"):
-        store.add_image_file(catalogue, tmp_path / "missing.png", "ann")
+        store.add_image_file(catalogue, tmp_path / "missing.png", ANN)
 
 
 # --- concurrency ------------------------------------------------------------------------------
@@ -321,7 +322,7 @@ def test_the_same_bytes_twice_are_one_item_and_one_file(store, catalogue, tmp_pa
 def test_two_processes_reviewing_the_same_items_lose_nothing(store, db_url, tmp_path):
     rows = [f"{number},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Shirt {number}" for number in range(1, 11)]
     catalogue = load_catalogue(write_dataset(tmp_path / "ten", lines(HEADER, *rows), image_ids=tuple(range(1, 11))))
-    item_ids = [found.item for found in store.add_catalogue_items(catalogue, range(1, 11), "ann")]
+    item_ids = [found.item for found in store.add_catalogue_items(catalogue, range(1, 11), ANN)]
     writers = [
         subprocess.Popen(
             [sys.executable, str(WRITER), db_url, reviewer, "500", *map(str, item_ids)],
@@ -368,13 +369,13 @@ def test_a_writer_behind_a_held_lock_is_told_busy_and_writes_nothing(db_url, sto
     with lock_held(db_url, shirt):
         with pytest.raises(DatabaseBusy, match=r"is busy: another process has held its lock for more than 0.5 s "
                                                r"\(a long write, or a stuck one\); try again"):
-            finishes_within(30, lambda: store.review(shirt, {"baseColour": "Red"}, "ann"))
+            finishes_within(30, lambda: store.review(shirt, {"baseColour": "Red"}, ANN))
         # Reads go on meanwhile, without waiting.
         assert finishes_within(30, lambda: store.current([shirt]))[shirt]["baseColour"] == "Navy Blue"
         assert finishes_within(30, lambda: store.history(shirt)).empty
         assert len(finishes_within(30, lambda: store.dataset_state(catalogue))) == 3
     assert store.current([shirt])[shirt]["baseColour"] == "Navy Blue" and store.history(shirt).empty
-    store.review(shirt, {"baseColour": "Red"}, "ann")  # the lock is free again
+    store.review(shirt, {"baseColour": "Red"}, ANN)  # the lock is free again
     assert store.current([shirt])[shirt]["baseColour"] == "Red"
 
 
@@ -384,3 +385,65 @@ def test_postgresql_sessions_have_lock_and_statement_timeouts(db_url, store):
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "30s"
         assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "5min"
+
+
+# --- who may write (core.access) ----------------------------------------------------------------
+
+
+def test_a_viewer_writes_nothing_and_the_refusal_names_who_and_what(store, items, catalogue, tmp_path):
+    viewer, shirt = Actor("vic@example.com", Role.VIEWER), items[SHIRT_ID]
+    before = store.log_frame(catalogue.root)
+    for write in (lambda: store.review(shirt, {"baseColour": "Red"}, viewer),
+                  lambda: store.mark(shirt, SKIPPED, viewer),
+                  lambda: store.undo_last(viewer),
+                  lambda: store.add_catalogue_items(catalogue, [SHIRT_ID], viewer),
+                  lambda: store.add_image(catalogue, image_bytes("PNG"), "new.png", viewer)):
+        with pytest.raises(AccessDenied, match=r"vic@example.com is a viewer and may not record review decisions"):
+            write()
+    assert store.log_frame(catalogue.root).equals(before)
+    assert not (tmp_path / "workspace" / UPLOADS_FOLDER).exists()
+
+
+def test_a_reviewer_undoes_their_own_decisions_only_and_an_admin_anyones(store, items, catalogue):
+    shirt, jeans = items[SHIRT_ID], items[JEANS_ID]
+    bobs = store.review(shirt, {"baseColour": "Red"}, BOB)
+    anns = store.review(jeans, {"season": "Winter"}, ANN)
+    assert [action.action for action in store.open_actions(shirt)] == [bobs.action]
+    with pytest.raises(AccessDenied, match="bob is a reviewer and may not undo another person's decision: that needs the admin role"):
+        store.undo_action(anns.action, BOB)
+    assert store.current([jeans])[jeans]["season"] == "Winter"  # nothing written
+    undone = store.undo_action(bobs.action, ANN)  # an admin undoes bob's decision; the undo is ann's
+    assert (undone.reviewer, undone.kind, undone.changes["baseColour"]) == ("ann", "undo", ("Red", "Navy Blue"))
+    history = store.history(shirt)
+    assert history["reviewer"].tolist()[-2:] == ["ann", "ann"] and history["kind"].iloc[-1] == "undo"
+    assert store.open_actions(shirt) == []
+    with pytest.raises(ValueError, match="was undone already"):
+        store.undo_action(bobs.action, ANN)
+    with pytest.raises(KeyError, match="no action 'nope'"):
+        store.undo_action("nope", ANN)
+
+
+def test_a_typed_label_breaking_a_rule_is_refused_naming_it(store, items):
+    shirt = items[SHIRT_ID]
+    for value, rule in (('=HYPERLINK("http://evil.example","click")', "must not start with = \\+ - @"),
+                        ("Red\x1b[31m", "must not hold control or invisible characters \\(it holds U\\+001B\\): 'Red\\\\x1b\\[31m'"),
+                        ("x" * 101, "must be at most 100 characters, got 101: 'x{40}'…")):
+        with pytest.raises(ValueError, match=f"the baseColour label {rule}"):
+            store.review(shirt, {"baseColour": value}, ANN, new_values=["baseColour"])
+    assert store.history(shirt).empty
+
+
+def test_photo_files_on_the_server_need_an_admin_and_a_path_under_their_roots(store, catalogue, tmp_path):
+    photo = tmp_path / "outside" / "look.png"
+    photo.parent.mkdir()
+    photo.write_bytes(image_bytes("PNG"))
+    with pytest.raises(AccessDenied, match="bob is a reviewer and may not load photos from a folder"):
+        store.add_image_file(catalogue, photo, BOB)
+    admin = Actor("ann", Role.ADMIN, roots=(tmp_path / "workspace",))
+    with pytest.raises(FolderRefused) as refused:
+        store.add_image_file(catalogue, photo, admin)
+    with pytest.raises(FolderRefused) as missing:
+        store.add_image_file(catalogue, photo.with_name("gone.png"), admin)
+    # The same words whether the file exists or not, but for the path typed.
+    assert str(refused.value).replace("look.png", "gone.png") == str(missing.value)
+    assert store.add_image_file(catalogue, photo, ANN).added_by == "ann"  # no roots: the command line

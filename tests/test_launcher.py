@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import ANN
 from core import workspace
 from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
@@ -83,12 +84,12 @@ def group_gone(pgid: int) -> bool:
 
 @pytest.mark.slow
 def test_launched_run_has_its_own_session_and_goes_queued_running_finished(demo, registry):
-    record = launch_run(tiny(demo), registry)
+    record = launch_run(tiny(demo), ANN, registry)
     assert record.status == "queued"
     pid = record.pid  # handed over to the training process
     assert pid != os.getpid() and os.getsid(pid) == pid and os.getpgid(pid) == pid
     with pytest.raises(RunBusyError, match=f"run {record.id} is (queued|running)"):
-        launch_run(tiny(demo), registry)
+        launch_run(tiny(demo), ANN, registry)
 
     seen = []
     def ended():
@@ -122,12 +123,12 @@ def epoch(record) -> int:
 @pytest.mark.slow
 def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_it(demo, registry):
     # Long enough to be inside fit when cancelled: 30 epochs of 6 steps.
-    record = launch_run(tiny(demo, epochs=30, batch_size=8), registry)
+    record = launch_run(tiny(demo, epochs=30, batch_size=8), ANN, registry)
     pid = record.pid
     wait_for(lambda: stage(current := active(registry, record.id)) == "train" and epoch(current) >= 2, 240,
              "the second epoch")
 
-    cancelled = cancel_run(record.id, registry, timeout=60)
+    cancelled = cancel_run(record.id, ANN, registry, timeout=60)
 
     assert cancelled.status == "cancelled"
     wait_for(lambda: group_gone(pid), 10, "the process group to be gone")
@@ -135,14 +136,14 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_it(demo, reg
     assert stage(record) == "cancelled"  # train() saw SIGTERM inside fit
     assert registry.get(record.id).status == "cancelled"  # the child's own report did not change it
     with pytest.raises(ValueError, match=f"run {record.id} is cancelled; only a queued or running run"):
-        cancel_run(record.id, registry)
+        cancel_run(record.id, ANN, registry)
     first_attempt = metrics_frame(record.folder)
     assert first_attempt["epoch"].tolist()[:1] == [1]
 
-    resumed = resume_run(record.id, registry)
+    resumed = resume_run(record.id, ANN, registry)
     assert resumed.status == "queued" and resumed.id == record.id
     with pytest.raises(ValueError, match=f"run {record.id} is (queued|running); only a failed or cancelled run"):
-        resume_run(record.id, registry)  # a second click
+        resume_run(record.id, ANN, registry)  # a second click
     new_pid = resumed.pid
     assert new_pid not in (os.getpid(), pid) and os.getpgid(new_pid) == new_pid
     # From last.ckpt: training goes on at the epoch it was cancelled in (or later), not at 1.
@@ -150,21 +151,21 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_it(demo, reg
              "the resumed run to train")
     assert epoch(record) >= 2
     assert registry.get(record.id).pid == new_pid
-    assert cancel_run(record.id, registry, timeout=60).status == "cancelled"
+    assert cancel_run(record.id, ANN, registry, timeout=60).status == "cancelled"
     # The first attempt's epochs stay in the curves.
     assert metrics_frame(record.folder)["epoch"].tolist()[:len(first_attempt)] == first_attempt["epoch"].tolist()
 
 
 def test_resume_refuses_a_run_that_is_not_failed_or_cancelled(demo, registry):
-    queued = registry.create(tiny(demo).to_dict())
+    queued = registry.create(tiny(demo).to_dict(), "tester")
     with pytest.raises(ValueError, match=f"run {queued.id} is queued; only a failed or cancelled run can be resumed"):
-        resume_run(queued.id, registry)
+        resume_run(queued.id, ANN, registry)
     assert registry.get(queued.id).pid == os.getpid()  # no training process was started for it
 
 
 @pytest.mark.slow
 def test_a_killed_training_process_is_listed_as_failed(demo, registry):
-    record = launch_run(tiny(demo), registry)
+    record = launch_run(tiny(demo), ANN, registry)
     running = wait_for(lambda: (current := active(registry, record.id)).status == "running" and current, 120,
                        "the child to mark the run running")
     pid = running.pid
@@ -180,18 +181,18 @@ def test_a_killed_training_process_is_listed_as_failed(demo, registry):
 
 
 def test_launch_refuses_while_a_run_is_active_naming_it(demo, registry):
-    active = registry.create(tiny(demo).to_dict())  # queued, owned by this (live) process
+    active = registry.create(tiny(demo).to_dict(), "tester")  # queued, owned by this (live) process
     with pytest.raises(RunBusyError, match=f"run {active.id} is queued; cancel it or wait"):
-        launch_run(tiny(demo), registry)
+        launch_run(tiny(demo), ANN, registry)
     assert [r.id for r in registry.list()] == [active.id]
 
 
 def test_a_process_that_cannot_start_marks_the_run_failed(demo, registry, monkeypatch):
-    registry.create(tiny(demo).to_dict())  # active: allow_concurrent must get past it
+    registry.create(tiny(demo).to_dict(), "tester")  # active: allow_concurrent must get past it
     monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
     cfg = TrainConfig.from_recipe("seed", {"data": str(demo), "heads": ["gender", "usage"], "lr": 1e-4, "devices": 2})
     with pytest.raises(LaunchError, match="could not start the training process for run .*nonexistent"):
-        launch_run(cfg, registry, allow_concurrent=True)
+        launch_run(cfg, ANN, registry, allow_concurrent=True)
     newest = registry.list()[0]
     assert newest.status == "failed" and "could not start the training process" in newest.error
     # The child would have run exactly this config.
@@ -202,7 +203,7 @@ def test_a_process_that_cannot_start_marks_the_run_failed(demo, registry, monkey
 
 
 def test_run_progress_follows_progress_json(demo, registry):
-    record = registry.create(tiny(demo).to_dict())
+    record = registry.create(tiny(demo).to_dict(), "tester")
     folder = Path(record.folder)
     folder.mkdir(parents=True)
     progress = RunFolder(folder).progress
@@ -224,10 +225,10 @@ def test_run_progress_follows_progress_json(demo, registry):
 
 
 def test_cancel_refuses_an_ended_run(demo, registry):
-    record = registry.create(tiny(demo).to_dict())
+    record = registry.create(tiny(demo).to_dict(), "tester")
     registry.mark_failed(record.id, "boom")
     with pytest.raises(ValueError, match=f"run {record.id} is failed; only a queued or running run can be cancelled"):
-        cancel_run(record.id, registry)
+        cancel_run(record.id, ANN, registry)
 
 
 def test_log_tail_shows_what_a_terminal_shows(tmp_path):
@@ -278,8 +279,8 @@ def test_metrics_frame_of_a_missing_or_empty_file_is_empty(tmp_path):
 
 
 def test_runs_frame_lists_runs_as_given(demo, registry):
-    first = registry.create(tiny(demo).to_dict())
-    second = registry.create(tiny(demo, backbone="resnet50").to_dict())
+    first = registry.create(tiny(demo).to_dict(), "tester")
+    second = registry.create(tiny(demo, backbone="resnet50").to_dict(), "tester")
     frame = runs_frame(registry.list())
     assert frame["id"].tolist() == [second.id, first.id]
     assert frame["backbone"].tolist() == ["resnet50", "tf_efficientnet_lite0"]
@@ -328,10 +329,10 @@ def test_estimate_scales_with_cpu_threads(two_cpu_threads, monkeypatch):
 
 def test_estimate_uses_the_rate_a_run_measured_on_this_machine(demo, registry, two_cpu_threads):
     """The hint was 5-9 times too optimistic on a busy 2-core machine: a finished run's own rate wins."""
-    cpu = registry.create(tiny(demo, image_size=160).to_dict())
+    cpu = registry.create(tiny(demo, image_size=160).to_dict(), "tester")
     registry.mark_running(cpu.id, os.getpid(), device="cpu (2 threads)", weights="none")
     registry.mark_finished(cpu.id, 0.5, "val/mean_macro_f1", {}, {"train_images_per_s": 8.0})
-    frozen = registry.create(tiny(demo, freeze_backbone=True).to_dict())  # not comparable: skipped
+    frozen = registry.create(tiny(demo, freeze_backbone=True).to_dict(), "tester")  # not comparable: skipped
     registry.mark_running(frozen.id, os.getpid(), device="cpu (2 threads)", weights="none")
     registry.mark_finished(frozen.id, 0.5, "val/mean_macro_f1", {}, {"train_images_per_s": 80.0})
     runs = registry.list()

@@ -5,6 +5,7 @@ module's own softmax on the evaluation preprocessing, bad files reported per fil
 from __future__ import annotations
 
 import dataclasses
+import csv
 import json
 import os
 import shutil
@@ -387,3 +388,17 @@ def test_cli_predict_accepts_more_heads_at_a_looser_target_error(run, demo, tmp_
     assert accepted["0.001"] == 0 or all(t is not None for t in thresholds.thresholds(0.001).values())
     assert cli(["predict", run.record.id, str(tmp_path), "--target-error", "2"]) == 2
     assert "the target error must be a rate between 0 and 1" in capsys.readouterr().err
+
+
+def test_cli_predict_csv_neutralises_cells_a_spreadsheet_would_run(run, demo, tmp_path, in_workspace, monkeypatch):
+    """OWASP's CSV-injection rule: a path (or an error naming it) that starts like a formula gets a quote."""
+    monkeypatch.chdir(tmp_path)
+    name = '=HYPERLINK("http:evil.example").jpg'
+    shutil.copy(demo_photos(demo, 1)[0], tmp_path / name)
+    (tmp_path / "@broken.jpg").write_bytes(b"\xff\xd8 not really")
+    assert cli(["predict", run.record.id, name, "@broken.jpg", "--csv", "tags.csv"]) == 0
+    with open(tmp_path / "tags.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["path"] for row in rows] == ["'" + name, "'@broken.jpg"]
+    assert rows[1]["error"].startswith("'@broken.jpg") and rows[0]["error"] == "" and rows[0]["gender"]
+    assert all(not value.startswith(("=", "+", "-", "@")) for row in rows for value in row.values())

@@ -26,7 +26,7 @@ CHILD = """
 import os, sys, time
 from training.registry import RunRegistry
 registry = RunRegistry()
-run = registry.create({"backbone": "resnet50"})
+run = registry.create({"backbone": "resnet50"}, "tester")
 if sys.argv[1] == "train":
     registry.mark_running(run.id, os.getpid(), "cpu", "random")
 print(run.id, flush=True)
@@ -69,13 +69,13 @@ def test_database_is_sqlite_wal_in_the_workspace(workspace, registry):
 
 def test_database_url_from_the_environment(workspace, tmp_path, monkeypatch):
     monkeypatch.setenv(DB_URL_ENV, f"sqlite:///{tmp_path / 'team.db'}")
-    run = RunRegistry().create(CONFIG)
+    run = RunRegistry().create(CONFIG, "tester")
     assert (tmp_path / "team.db").is_file() and not (workspace / "fashion_tagger.db").exists()
     assert RunRegistry(f"sqlite:///{tmp_path / 'team.db'}").get(run.id).id == run.id
 
 
 def test_lifecycle_to_finished(workspace, registry):
-    run = registry.create(CONFIG)
+    run = registry.create(CONFIG, "tester")
     assert re.fullmatch(r"\d{8}-\d{6}-lite0-[0-9a-f]{4}", run.id)
     created = datetime.fromisoformat(run.created)
     assert run.id.startswith(f"{created:%Y%m%d-%H%M%S}") and created.utcoffset().total_seconds() == 0
@@ -102,12 +102,12 @@ def test_lifecycle_to_finished(workspace, registry):
 
 
 def test_failed_and_cancelled(registry):
-    queued = registry.create(CONFIG, folder="somewhere")
+    queued = registry.create(CONFIG, "tester", folder="somewhere")
     assert registry.mark_cancelled(queued.id).status == "cancelled"
     with pytest.raises(ValueError, match=f"run {queued.id} is cancelled; only a queued run can become running"):
         registry.mark_running(queued.id, os.getpid(), "cpu", "random")
 
-    running = registry.create(CONFIG)
+    running = registry.create(CONFIG, "tester")
     with pytest.raises(ValueError, match=f"run {running.id} is queued; only a running run can become finished"):
         registry.mark_finished(running.id, 0.5, "val/loss", {}, {})
     registry.mark_running(running.id, os.getpid(), "cpu", "random")
@@ -116,13 +116,13 @@ def test_failed_and_cancelled(registry):
     assert registry.mark_cancelled(running.id).status == "failed"
     assert [run.status for run in registry.list()] == ["failed", "cancelled"]
     with pytest.raises(ValueError, match="pid must be a positive int, got 0"):
-        registry.mark_running(registry.create(CONFIG).id, 0, "cpu", "random")
+        registry.mark_running(registry.create(CONFIG, "tester").id, 0, "cpu", "random")
 
 
 def test_unknown_run_lists_recent_ids(registry):
     with pytest.raises(KeyError, match="unknown run 'nope'; recent runs: none yet"):
         registry.get("nope")
-    ids = [registry.create(CONFIG).id for _ in range(7)]
+    ids = [registry.create(CONFIG, "tester").id for _ in range(7)]
     with pytest.raises(KeyError) as err:
         registry.mark_failed("nope", "x")
     recent = str(err.value).split("recent runs: ")[1].rstrip("'\"").split(", ")
@@ -130,7 +130,7 @@ def test_unknown_run_lists_recent_ids(registry):
 
 
 def test_list_is_newest_first_with_a_limit(registry):
-    ids = [registry.create({**CONFIG, "backbone": name}).id for name in ("resnet50", "efficientnet_b3", "convnext_tiny")]
+    ids = [registry.create({**CONFIG, "backbone": name}, "tester").id for name in ("resnet50", "efficientnet_b3", "convnext_tiny")]
     assert [run.id for run in registry.list()] == ids[::-1]
     assert [run.id for run in registry.list(limit=2)] == ids[:0:-1]
     assert [run.id.split("-")[2:-1] for run in registry.list()] == [["convnext", "tiny"], ["b3"], ["resnet50"]]
@@ -143,7 +143,7 @@ def test_concurrent_writers_get_unique_ids_and_no_lock_errors(registry):
         own = RunRegistry()  # each thread writes through its own pooled connection
         ids = []
         for _ in range(count):
-            run = own.create(CONFIG)
+            run = own.create(CONFIG, "tester")
             own.mark_running(run.id, os.getpid(), "cpu", "random")  # read-then-write transactions
             own.mark_finished(run.id, 0.5, "val/loss", {}, {})
             ids.append(run.id)
@@ -159,7 +159,7 @@ def test_concurrent_writers_get_unique_ids_and_no_lock_errors(registry):
 def test_an_id_drawn_twice_is_drawn_again(registry, monkeypatch):
     draws = iter(["aaaa", "aaaa", "bbbb"])
     monkeypatch.setattr(registry_module.secrets, "token_hex", lambda nbytes: next(draws))
-    first, second = registry.create(CONFIG), registry.create(CONFIG)
+    first, second = registry.create(CONFIG, "tester"), registry.create(CONFIG, "tester")
     assert (first.id[-4:], second.id[-4:]) == ("aaaa", "bbbb")
 
 
@@ -189,26 +189,26 @@ def test_queued_run_whose_process_exited_shows_failed(registry):
 
 
 def test_run_with_a_live_process_stays_running(registry):
-    run = registry.mark_running(registry.create(CONFIG).id, os.getpid(), "cpu", "random")
+    run = registry.mark_running(registry.create(CONFIG, "tester").id, os.getpid(), "cpu", "random")
     assert [r.status for r in registry.list()] == ["running"]
     assert registry.running() == registry.get(run.id) == run
 
 
 def test_reused_pid_is_not_the_training_process(registry):
-    run = registry.mark_running(registry.create(CONFIG).id, os.getpid(), "cpu", "random")
+    run = registry.mark_running(registry.create(CONFIG, "tester").id, os.getpid(), "cpu", "random")
     set_columns(registry, run.id, pid_start=run.pid_start - 1)  # our pid, but another process's start time
     assert registry.get(run.id).status == "failed"
 
 
 def test_runs_of_another_host_are_left_alone(registry):
-    run = registry.mark_running(registry.create(CONFIG).id, os.getpid(), "cpu", "random")
+    run = registry.mark_running(registry.create(CONFIG, "tester").id, os.getpid(), "cpu", "random")
     set_columns(registry, run.id, host="gpu-box-2", pid=2**22 + 1)  # no such pid here
     assert registry.get(run.id).status == "running"
 
 
 def test_runs_are_listed_while_another_process_holds_the_write_lock(workspace, registry):
     """Reads never take the write lock: `runs` answers at once while another process writes."""
-    run = registry.mark_cancelled(registry.create(CONFIG).id)
+    run = registry.mark_cancelled(registry.create(CONFIG, "tester").id)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with lock_held(str(registry.engine.url)):
         done = subprocess.run([sys.executable, "-m", "training", "runs"], cwd=REPO, env=env,

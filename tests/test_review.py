@@ -16,6 +16,8 @@ from core.review import (
     least_confident_ids, next_item, open_photos, reviewed_count, shown_label, sure_heads, top_proposals, undo_bulk,
 )
 
+from conftest import ANN, BOB
+
 
 def test_least_confident_orders_by_the_weakest_head():
     predictions = pd.DataFrame({"id": [10, 11, 12, 13], "gender_p": [0.9, 0.2, 0.99, 0.6],
@@ -111,8 +113,8 @@ def bulk(tmp_path):
     photos = sorted((catalogue.root / "images").glob("*.jpg"))
     for index, photo in enumerate(photos[:5]):  # new photos: the same bytes would be the same item
         (tmp_path / f"new{index}.jpg").write_bytes(photo.read_bytes() + bytes([index]))
-    new = [store.add_image_file(catalogue.root, tmp_path / f"new{index}.jpg", "ann") for index in range(5)]
-    [row] = store.add_catalogue_items(catalogue, [int(catalogue.frame["id"].iloc[0])], "ann")
+    new = [store.add_image_file(catalogue.root, tmp_path / f"new{index}.jpg", ANN) for index in range(5)]
+    [row] = store.add_catalogue_items(catalogue, [int(catalogue.frame["id"].iloc[0])], ANN)
     return store, new, row
 
 
@@ -135,8 +137,8 @@ def test_top_proposals_give_each_heads_top_label_or_the_reason_in_order(bulk):
 
 def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leaves_the_rest(bulk):
     store, (complete, partly, other, gone, decided), row = bulk
-    store.review(decided.item, {"gender": "Women"}, "bob")  # already decided: left alone
-    store.review(partly.item, {"usage": "Sports"}, "bob", complete=False)  # a head decided by a person earlier
+    store.review(decided.item, {"gender": "Women"}, BOB)  # already decided: left alone
+    store.review(partly.item, {"usage": "Sports"}, BOB, complete=False)  # a head decided by a person earlier
     thresholds = {"gender": 0.9, "baseColour": 0.9, "usage": 0.5}
     heads = ("gender", "baseColour", "usage")
     proposals = {
@@ -160,7 +162,7 @@ def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leav
     assert preview == BulkPreview(heads_accepted=3 + 1, heads_open=seven + (seven - 1) + seven, photos_complete=0,
                                   photos_open=3)
 
-    result = accept_confident(store, everything, proposals, thresholds, "ann", run_id="run-1")
+    result = accept_confident(store, everything, proposals, thresholds, ANN, run_id="run-1")
     assert (result.completed, result.partial, result.untouched, result.unreadable) == (
         [], [complete.item, partly.item], [other.item], [gone.item])
     assert result.heads_accepted == 4 and result.heads_left == preview.heads_open - 4
@@ -173,13 +175,13 @@ def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leav
     history = store.history(complete.item)
     assert history["kind"].tolist() == ["accept"] * 3 and set(history["run_id"]) == {"run-1"}
     assert sorted(history["p"].tolist()) == pytest.approx([0.6, 0.91, 0.97])
-    assert store.undo_last("ann").item == partly.item  # undoable like any decision
+    assert store.undo_last(ANN).item == partly.item  # undoable like any decision
 
 
 def test_a_photo_whose_every_head_is_sure_is_reviewed(bulk):
     store, new, _ = bulk
     sure = {head: ("Casual" if head == "usage" else "x", 0.99) for head in HEADS}
-    result = accept_confident(store, new[:1], {new[0].item: sure}, dict.fromkeys(HEADS, 0.9), "ann")
+    result = accept_confident(store, new[:1], {new[0].item: sure}, dict.fromkeys(HEADS, 0.9), ANN)
     assert result.completed == [new[0].item] and result.heads_left == 0
     assert store.current([new[0].item])[new[0].item]["status"] == "reviewed"
 
@@ -187,18 +189,18 @@ def test_a_photo_whose_every_head_is_sure_is_reviewed(bulk):
 def test_undo_bulk_walks_back_the_accepted_photos_and_stops_at_another_decision(bulk):
     store, new, _ = bulk
     first, second, third, fourth, _ = new
-    store.review(first.item, {"gender": "Women"}, "ann")  # by hand, before
+    store.review(first.item, {"gender": "Women"}, ANN)  # by hand, before
     proposals = {item.item: {"gender": ("Men", 0.95)} for item in (second, third, fourth)}
-    result = accept_confident(store, [second, third, fourth], proposals, {"gender": 0.9}, "ann")
+    result = accept_confident(store, [second, third, fourth], proposals, {"gender": 0.9}, ANN)
     assert result.partial == [second.item, third.item, fourth.item]
-    store.review(fourth.item, {"gender": "Boys"}, "ann")  # a later decision by hand, on a bulk one
+    store.review(fourth.item, {"gender": "Boys"}, ANN)  # a later decision by hand, on a bulk one
 
-    assert undo_bulk(store, "ann", result.actions) == []  # the later decision comes first
-    store.undo_last("ann")
-    undone = undo_bulk(store, "ann", result.actions)
+    assert undo_bulk(store, ANN, result.actions) == []  # the later decision comes first
+    store.undo_last(ANN)
+    undone = undo_bulk(store, ANN, result.actions)
     assert [action.item for action in undone] == [fourth.item, third.item, second.item]
     assert [action.action for action in undone] == result.actions[::-1]
     current = store.current([item.item for item in new])
     assert [current[item.item]["gender"] for item in (second, third, fourth)] == [None, None, None]
     assert current[first.item]["status"] == "reviewed" and current[first.item]["gender"] == "Women"
-    assert undo_bulk(store, "ann", result.actions) == []  # nothing of it is left to undo
+    assert undo_bulk(store, ANN, result.actions) == []  # nothing of it is left to undo

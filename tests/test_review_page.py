@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
+from core.access import DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
 from core.abstention import THRESHOLDS, Selection
 from core.labelstore import EXTERNAL_ID_BASE, LabelStore
@@ -36,6 +37,12 @@ def run(tmp_path_factory):
     """A finished tiny run on a small demo catalogue, in a workspace of its own."""
     with tiny_run_workspace(tmp_path_factory, seed=4) as (record, demo, _):
         yield record, load_catalogue(demo)
+
+
+@pytest.fixture(autouse=True)
+def allowed_tmp_path(tmp_path, monkeypatch):
+    """Each test's tmp_path is an allowed folder (exports, photo folders): local mode, in the roots."""
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(tmp_path))
 
 
 def review_page(reviewer: str = "ana") -> AppTest:

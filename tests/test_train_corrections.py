@@ -23,6 +23,8 @@ from training.train import train
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "rare_policy=keep"]
 
+from conftest import ANA, BEN
+
 
 @pytest.fixture
 def reviewed(tmp_path, monkeypatch):
@@ -33,13 +35,13 @@ def reviewed(tmp_path, monkeypatch):
     catalogue = load_catalogue(demo)
     store = LabelStore()
     relabelled, dropped, source = (int(i) for i in catalogue.frame["id"].iloc[:3])
-    items = store.add_catalogue_items(catalogue, [relabelled, dropped], "ana")
+    items = store.add_catalogue_items(catalogue, [relabelled, dropped], ANA)
     old_type = items[0].baseline["articleType"]
     new_type = next(value for value in catalogue.frame["articleType"].unique() if value != old_type)
-    store.review(items[0].item, {"articleType": new_type}, "ana")
-    store.mark(items[1].item, ReviewStatus.NOT_PRODUCT, "ana")
-    photo = store.add_image(demo, catalogue.image_path(source).read_bytes(), "new-arrival.jpg", "ana")
-    store.review(photo.item, catalogue.frame.set_index("id").loc[source, ["gender", "articleType", "baseColour"]].to_dict(), "ana")
+    store.review(items[0].item, {"articleType": new_type}, ANA)
+    store.mark(items[1].item, ReviewStatus.NOT_PRODUCT, ANA)
+    photo = store.add_image(demo, catalogue.image_path(source).read_bytes(), "new-arrival.jpg", ANA)
+    store.review(photo.item, catalogue.frame.set_index("id").loc[source, ["gender", "articleType", "baseColour"]].to_dict(), ANA)
     return demo, catalogue, store, {"relabelled": (relabelled, new_type), "dropped": dropped, "new": photo.product_id}
 
 
@@ -55,8 +57,8 @@ def test_a_run_with_corrections_trains_on_the_decisions_frozen_at_its_start(revi
     relabelled, new_type = decisions["relabelled"]
 
     # A later decision does not change what this run trained on.
-    [item] = store.add_catalogue_items(catalogue, [relabelled], "ben")
-    store.review(item.item, {"articleType": catalogue.frame["articleType"].iloc[10]}, "ben")
+    [item] = store.add_catalogue_items(catalogue, [relabelled], BEN)
+    store.review(item.item, {"articleType": catalogue.frame["articleType"].iloc[10]}, BEN)
     frame = run_catalogue(cfg, folder).frame.set_index("id")
     assert frame.loc[relabelled, "articleType"] == new_type
     assert decisions["dropped"] not in frame.index and decisions["new"] in frame.index

@@ -19,7 +19,7 @@ from training.estimate import estimate
 from training.launcher import cancel_run
 from training.registry import RunRegistry
 
-from conftest import REPO
+from conftest import ANN, REPO
 
 HOME = str(REPO / "dashboard" / "Home.py")
 TRAIN = "../pages/train.py"
@@ -100,7 +100,7 @@ def test_a_bad_value_shows_the_config_error_and_disables_start(registry):
 
 
 def test_start_while_a_run_is_active_says_which(registry):
-    active = registry.create(TrainConfig().to_dict())  # queued, owned by this live process
+    active = registry.create(TrainConfig().to_dict(), "tester")  # queued, owned by this live process
     at = train_page()
     at.button(key="train.start").click().run()
     assert any(f"run {active.id} is queued; cancel it or wait" in text for text in texts(at.error))
@@ -110,7 +110,7 @@ def test_start_while_a_run_is_active_says_which(registry):
 
 
 def test_cancel_button_cancels_the_shown_run(registry):
-    queued = registry.create(TrainConfig().to_dict())  # no process was launched for it: nothing to signal
+    queued = registry.create(TrainConfig().to_dict(), "tester")  # no process was launched for it: nothing to signal
     at = train_page()
     at.button(key=f"cancel.{queued.id}").click().run()
     assert not at.exception, at.exception
@@ -120,7 +120,7 @@ def test_cancel_button_cancels_the_shown_run(registry):
 
 
 def test_a_failed_run_shows_its_error_and_the_end_of_its_log(registry):
-    failed = registry.create(TrainConfig().to_dict())
+    failed = registry.create(TrainConfig().to_dict(), "tester")
     Path(failed.folder).mkdir(parents=True)
     Path(failed.folder, "run.log").write_text("loading\nerror: no pretrained weights for efficientnet_b3\n")
     registry.mark_failed(failed.id, "RuntimeError: No pretrained weights\n\nTraceback (most recent call last): ...")
@@ -133,7 +133,7 @@ def test_a_failed_run_shows_its_error_and_the_end_of_its_log(registry):
 
 
 def test_a_finished_run_shows_the_commands_that_serve_it_and_open_tensorboard(registry):
-    finished = registry.create(TrainConfig().to_dict())
+    finished = registry.create(TrainConfig().to_dict(), "tester")
     registry.mark_running(finished.id, os.getpid(), device="cpu", weights="none")
     registry.mark_finished(finished.id, None, None, {}, {})
     at = train_page()
@@ -145,7 +145,7 @@ def test_a_finished_run_shows_the_commands_that_serve_it_and_open_tensorboard(re
 
 def test_resume_requeues_a_cancelled_run_in_a_new_process(registry, demo):
     cfg = TrainConfig.from_recipe("default", {"data": str(demo), "image_size": 64, "epochs": 1, "num_workers": 0})
-    cancelled = registry.create(cfg.to_dict())
+    cancelled = registry.create(cfg.to_dict(), "tester")
     registry.mark_cancelled(cancelled.id)
     last = Path(cancelled.folder, "checkpoints", "last.ckpt")
     last.parent.mkdir(parents=True)
@@ -163,13 +163,13 @@ def test_resume_requeues_a_cancelled_run_in_a_new_process(registry, demo):
     pid = registry.get(cancelled.id).pid  # handed over to the training process
     assert pid != os.getpid() and os.getpgid(pid) == pid  # its own process session
     assert at.button(key=f"cancel.{cancelled.id}")  # the live view now offers Cancel instead
-    assert registry.get(cancel_run(cancelled.id, registry, timeout=30).id).status == "cancelled"
+    assert registry.get(cancel_run(cancelled.id, ANN, registry, timeout=30).id).status == "cancelled"
 
 
 def test_resume_is_refused_while_another_run_is_active(registry):
-    cancelled = registry.create(TrainConfig().to_dict())
+    cancelled = registry.create(TrainConfig().to_dict(), "tester")
     registry.mark_cancelled(cancelled.id)
-    active = registry.create(TrainConfig().to_dict())  # queued, owned by this live process
+    active = registry.create(TrainConfig().to_dict(), "tester")  # queued, owned by this live process
     at = train_page()
     at.selectbox(key="train_run_id").set_value(cancelled.id).run()
     at.button(key=f"resume.{cancelled.id}").click().run()
@@ -179,14 +179,15 @@ def test_resume_is_refused_while_another_run_is_active(registry):
 
 
 def test_home_lists_the_latest_runs_with_a_link_to_train(registry):
-    failed = registry.create(TrainConfig().to_dict())
+    failed = registry.create(TrainConfig().to_dict(), "tester")
     registry.mark_failed(failed.id, "boom")
-    queued = registry.create(TrainConfig().to_dict())
+    queued = registry.create(TrainConfig().to_dict(), "tester")
     at = AppTest.from_file(HOME, default_timeout=60)
     at.run()
     assert not at.exception, at.exception
     lines = [text for text in texts(at.markdown) if text.startswith(":material/")]
-    assert lines == [f":material/hourglass_empty: `{queued.id}` **queued**", f":material/error: `{failed.id}` **failed**"]
+    assert lines == [f":material/hourglass_empty: `{queued.id}` **queued** · by tester",
+                     f":material/error: `{failed.id}` **failed** · by tester"]
     assert "train" in [link.proto.page for link in at.get("page_link")]
 
 
@@ -229,7 +230,7 @@ def test_start_runs_a_tiny_model_that_ends_finished_with_its_summary(registry, d
     assert f"python -m training serve {record.id}" in texts(at.code)
 
     # A newer finished run (a copy) is what Evaluate and Review would show first; the buttons open this one.
-    twin = registry.create(record.config)
+    twin = registry.create(record.config, "tester")
     shutil.copytree(record.folder, twin.folder, dirs_exist_ok=True)
     registry.mark_running(twin.id, os.getpid(), device="cpu", weights=record.weights)
     registry.mark_finished(twin.id, record.best_metric, record.best_metric_name, record.metrics, record.timings)

@@ -220,7 +220,7 @@ def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home,
     assert list(folder.glob("metrics.until-*.csv"))  # the first attempt's metrics are kept
     assert (RunFolder(folder).evaluation() / "report.json").is_file()
     with pytest.raises(ValueError, match="finished"):
-        RunRegistry().reopen(failed.id)
+        RunRegistry().reopen(failed.id, "tester")
 
 
 def test_a_diverging_run_fails_naming_the_step_and_the_likely_cause(tiny_demo, home):

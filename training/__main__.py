@@ -25,7 +25,9 @@ core.evaluation.head_summary).
 least one image was read, else 1. The first label of a head is its proposal (consistent with the
 taxonomy, calibrated: core.trust); "accepted" holds it where the head needs no person at
 --target-error, null where a person must decide. `predict --csv FILE` also writes a row per image,
-line by line: path, <head>, <head>_p, <head>_accepted for each head, error.
+line by line: path, <head>, <head>_p, <head>_accepted for each head, error; a cell a spreadsheet
+would run as a formula (a label or path starting with = + - @) starts with a single quote.
+The command line acts as the machine's user, an admin (core.access.command_line_actor).
 `serve` answers POST /predict with the object one line of `predict --json` holds (training.serve).
 User errors (bad config value, unknown run, bad dataset), and a workspace database kept busy by
 another process, print `error: ...` and exit 2; a run that fails exits 1 after recording the error
@@ -162,6 +164,7 @@ def describe(record) -> str:
 
 
 def fit(args: argparse.Namespace) -> int:
+    from core.access import command_line_actor
     from training.config import TrainConfig
     from training.registry import RunRegistry
     from training.train import train
@@ -173,7 +176,7 @@ def fit(args: argparse.Namespace) -> int:
         record = registry.get(args.resume)
         cfg = TrainConfig.from_dict(record.config)
         if args.run_id != record.id:  # the dashboard requeues the run itself before starting this process
-            registry.reopen(record.id)
+            registry.reopen(record.id, command_line_actor().identity)
         run_id, resume = record.id, True
     else:
         cfg, run_id, resume = config_from_args(args), args.run_id, False
@@ -223,6 +226,7 @@ def evaluate(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     from core.abstention import check_target
     from core.prediction import expand_paths, row_columns
+    from core.untrusted import spreadsheet_cell
     from training.checkpoints import load_predictor, predict_device
     from training.registry import RunRegistry
 
@@ -247,14 +251,14 @@ def predict(args: argparse.Namespace) -> int:
     read = 0
     with contextlib.ExitStack() as stack:
         rows = None
-        if args.csv:
+        if args.csv:  # a file for people: cells made safe for a spreadsheet (core.untrusted)
             rows = csv.DictWriter(stack.enter_context(open(args.csv, "w", newline="", buffering=1)), row_columns(predictor.heads))
             rows.writeheader()
         for result in predictor.iter_predict_files(paths, args.top_k, args.batch_size):
             read += result.error is None
             print(json.dumps(result.as_json()) if args.json else describe_prediction(result), flush=True)
             if rows is not None:
-                rows.writerow(result.as_row(predictor.heads))
+                rows.writerow({column: spreadsheet_cell(value) for column, value in result.as_row(predictor.heads).items()})
     summary = (f"run {record.id}, checkpoint {predictor.checkpoint}, on {predictor.device.type}: "
                f"{read:,} of {len(paths):,} images read")
     if args.csv:

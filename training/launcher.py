@@ -7,6 +7,11 @@ reloads, closed browsers and dashboard restarts, and cancelling it leaves nothin
 group behind. The registry records the child as the run's process (`RunRegistry.hand_over`), so
 a child that dies before reporting anything is marked failed by the registry's reconciliation,
 with its exit and the end of its run.log.
+
+Each is asked by an `actor` (core.access.Actor) who must be allowed to (Permission.TRAIN for runs,
+Permission.EVALUATE for evaluations and data health: an admin), on a dataset folder under their roots; otherwise
+core.access.AccessDenied (FolderRefused), and nothing starts. The registry records who launched,
+cancelled or resumed a run.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sys
 from pathlib import Path
 
 from core import workspace
+from core.access import Actor, Permission, require, require_folder
 from core.data.catalogue import Catalogue
 from core.database import DB_URL_ENV
 from training import health
@@ -38,35 +44,39 @@ class RunBusyError(LaunchError):
     """Another run is queued or running (one run at a time, unless allow_concurrent)."""
 
 
-def launch_run(cfg: TrainConfig, registry: RunRegistry | None = None, allow_concurrent: bool = False) -> RunRecord:
-    """Register `cfg` as a queued run and start its training process; returns the queued record,
-    its pid the training process's.
+def launch_run(cfg: TrainConfig, actor: Actor, registry: RunRegistry | None = None,
+               allow_concurrent: bool = False) -> RunRecord:
+    """Register `cfg` as a queued run launched by `actor` and start its training process; returns
+    the queued record, its pid the training process's.
 
     Raises RunBusyError naming the active run when one is queued or running (unless
     allow_concurrent), LaunchError (after marking the run failed) when the process cannot start.
     """
+    require_folder(actor, Permission.TRAIN, cfg.data)
     registry = registry or RunRegistry()
     _refuse_when_busy(registry, allow_concurrent)
-    record = registry.create(cfg.to_dict())
+    record = registry.create(cfg.to_dict(), actor.identity)
     run = RunFolder(record.folder)
     run.path.mkdir(parents=True, exist_ok=True)
     run.launch_config.write_text(json.dumps(cfg.to_dict(), indent=2))
     return _start_training_process(record, ["--run-id", record.id, "--config", str(run.launch_config)], registry)
 
 
-def resume_run(run_id: str, registry: RunRegistry | None = None, allow_concurrent: bool = False) -> RunRecord:
-    """Queue a failed or cancelled run again and continue it in a new training process, from its
-    last checkpoint (from the first epoch when it has none), with its own config and id.
+def resume_run(run_id: str, actor: Actor, registry: RunRegistry | None = None,
+               allow_concurrent: bool = False) -> RunRecord:
+    """Queue a failed or cancelled run again, resumed by `actor`, and continue it in a new training
+    process, from its last checkpoint (from the first epoch when it has none), with its own config and id.
 
     Raises ValueError when the run is not failed or cancelled, RunBusyError and LaunchError as
     launch_run does.
     """
+    require(actor, Permission.TRAIN)
     registry = registry or RunRegistry()
     record = registry.get(run_id)
     if record.status not in RESUMABLE:
         raise ValueError(f"run {run_id} is {record.status}; only a failed or cancelled run can be resumed")
     _refuse_when_busy(registry, allow_concurrent)
-    record = registry.reopen(run_id)  # queued at once, so the page shows it and a second click is refused
+    record = registry.reopen(run_id, actor.identity)  # queued at once, so the page shows it and a second click is refused
     return _start_training_process(record, ["--resume", run_id, "--run-id", run_id], registry)
 
 
@@ -95,8 +105,9 @@ def _start_training_process(record: RunRecord, fit_arguments: list[str], registr
     return registry.hand_over(record.id, process.pid)
 
 
-def cancel_run(run_id: str, registry: RunRegistry | None = None, timeout: float = CANCEL_TIMEOUT_S) -> RunRecord:
-    """Cancel a queued or running run of this host; returns its (cancelled) record.
+def cancel_run(run_id: str, actor: Actor, registry: RunRegistry | None = None,
+               timeout: float = CANCEL_TIMEOUT_S) -> RunRecord:
+    """Cancel a queued or running run of this host, for `actor`; returns its (cancelled) record.
 
     Marks it cancelled first, so the status is right however the process ends, then ends its
     process (`processes.end`): SIGTERM (inside fit, Lightning stops at the next batch, forwards it
@@ -104,13 +115,14 @@ def cancel_run(run_id: str, registry: RunRegistry | None = None, timeout: float 
     left of its process group (a launched run leads its own; a run started from a terminal gets
     both signals on its pid alone). ValueError when the run is not active or runs on another host.
     """
+    require(actor, Permission.TRAIN)
     registry = registry or RunRegistry()
     record = registry.get(run_id)
     if record.status not in ACTIVE:
         raise ValueError(f"run {run_id} is {record.status}; only a queued or running run can be cancelled")
     if record.host != socket.gethostname():
         raise ValueError(f"run {run_id} runs on host {record.host}; cancel it there")
-    registry.mark_cancelled(run_id)
+    registry.mark_cancelled(run_id, actor.identity)
     if record.pid != os.getpid() and is_alive(record.pid, record.pid_start):  # not a run queued by this process
         end(record.pid, timeout, group=leads_group(record.pid))
     return registry.get(run_id)
@@ -127,9 +139,11 @@ class EvaluationJob(BackgroundJob):
         return self.wrote_since_launch(RunFolder(run_folder).evaluation(self.name) / "report.json")
 
 
-def launch_evaluation(record: RunRecord, data: str | Path) -> EvaluationJob:
-    """Start evaluating the run's best checkpoint on every row of catalogue `data`, in its own process
-    session (it outlives the page), unless that evaluation is already running; returns the job."""
+def launch_evaluation(record: RunRecord, data: str | Path, actor: Actor) -> EvaluationJob:
+    """Start evaluating the run's best checkpoint on every row of catalogue `data`, for `actor`, in
+    its own process session (it outlives the page), unless that evaluation is already running;
+    returns the job."""
+    require_folder(actor, Permission.EVALUATE, data)
     job = evaluation_job(record, data)
     if job.running:
         return job
@@ -145,9 +159,11 @@ def evaluation_job(record: RunRecord, data: str | Path) -> EvaluationJob:
     return EvaluationJob(**dataclasses.asdict(job), name=name)
 
 
-def launch_health(catalogue: Catalogue, record: RunRecord | None = None) -> BackgroundJob:
+def launch_health(catalogue: Catalogue, actor: Actor, record: RunRecord | None = None) -> BackgroundJob:
     """Start computing the catalogue's data health under the run's model (None: the pretrained
-    backbone) in its own process session, unless that computation is already running; returns the job."""
+    backbone), for `actor` (Permission.EVALUATE, the catalogue under their roots), in its own
+    process session, unless that computation is already running; returns the job."""
+    require_folder(actor, Permission.EVALUATE, catalogue.root)
     job = health_job(catalogue, record)
     if job.running:
         return job

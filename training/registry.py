@@ -12,6 +12,11 @@ training it. A run can die without reporting (SIGKILL, out of memory, a closed t
 reading the registry reconciles liveness first: a queued or running run of this host whose
 process is gone, or whose pid now belongs to another process, is marked failed, with how its
 process ended when this process started it, and the end of its run.log.
+
+Who asked is recorded with the person's identity (core.access.Actor.identity): who launched a run
+(`create`), who cancelled it and who resumed it last. These columns came after the first version
+of the table: opening an older database adds them (core.database.create_tables), empty for the
+runs it already holds.
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ runs_table = Table(
     Column("error", Text),
     Column("metrics", Text),  # JSON: final per-head numbers
     Column("timings", Text),  # JSON
+    Column("launched_by", String(255)),  # the identity of who launched it (None: a run from before this column)
+    Column("cancelled_by", String(255)),
+    Column("resumed_by", String(255)),  # who resumed it last
 )
 
 
@@ -102,6 +110,9 @@ class RunRecord:
     error: str | None
     metrics: dict[str, Any] | None
     timings: dict[str, Any] | None
+    launched_by: str | None = None  # identities of the people who asked (module docstring)
+    cancelled_by: str | None = None
+    resumed_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready."""
@@ -118,8 +129,9 @@ class RunRegistry:
         self.reader = read_only(self.engine)  # reads never wait for a writer
         create_tables(self.engine, metadata)
 
-    def create(self, config: Mapping[str, Any], folder: str | Path | None = None) -> RunRecord:
-        """Register a queued run of `config` (`TrainConfig.to_dict()`), owned by this process.
+    def create(self, config: Mapping[str, Any], launched_by: str, folder: str | Path | None = None) -> RunRecord:
+        """Register a queued run of `config` (`TrainConfig.to_dict()`), owned by this process,
+        launched by the person `launched_by` (an identity, core.access.Actor.identity).
 
         folder: the run folder; default `<workspace>/runs/<run id>` (not created here).
         """
@@ -131,7 +143,7 @@ class RunRegistry:
             row = {
                 "id": run_id, "config": json.dumps(dict(config)), "status": RunState.QUEUED, "created": _iso(now),
                 "pid": pid, "pid_start": process_start(pid), "host": socket.gethostname(),
-                "folder": str(run_folder.resolve()),
+                "folder": str(run_folder.resolve()), "launched_by": _check_identity(launched_by),
             }
             try:
                 with self.engine.begin() as connection:
@@ -177,16 +189,19 @@ class RunRegistry:
         """A queued or running run failed with `error` (a message or a traceback)."""
         return self._move(run_id, RunState.FAILED, ACTIVE, finished=_now(), error=error)
 
-    def mark_cancelled(self, run_id: str) -> RunRecord:
-        """A queued or running run was cancelled; an ended run stays as it is."""
-        return self._move(run_id, RunState.CANCELLED, ACTIVE, finished=_now())
+    def mark_cancelled(self, run_id: str, by: str | None = None) -> RunRecord:
+        """A queued or running run was cancelled, by the person `by` (None: by its own process,
+        which ends on a cancel signal); an ended run stays as it is."""
+        who = {} if by is None else {"cancelled_by": _check_identity(by)}
+        return self._move(run_id, RunState.CANCELLED, ACTIVE, finished=_now(), **who)
 
-    def reopen(self, run_id: str) -> RunRecord:
-        """A failed or cancelled run is queued again, owned by this process (to resume it)."""
+    def reopen(self, run_id: str, by: str) -> RunRecord:
+        """A failed or cancelled run is queued again, owned by this process, by the person `by`
+        (to resume it)."""
         pid = os.getpid()
         return self._move(
-            run_id, RunState.QUEUED, RESUMABLE,
-            finished=None, error=None, pid=pid, pid_start=process_start(pid), host=socket.gethostname(),
+            run_id, RunState.QUEUED, RESUMABLE, finished=None, error=None, pid=pid, pid_start=process_start(pid),
+            host=socket.gethostname(), resumed_by=_check_identity(by),
         )
 
     def get(self, run_id: str) -> RunRecord:
@@ -263,6 +278,12 @@ def _lost_process_error(pid: int | None, folder: str | None) -> str:
     error = LOST_PROCESS_ERROR if code is None else f"{LOST_PROCESS_ERROR}: it {describe_exit(code)}"
     tail = log_tail(RunFolder(folder).log) if folder else ""
     return f"{error}\n\n{tail}" if tail else error
+
+
+def _check_identity(identity: str) -> str:
+    if not isinstance(identity, str) or not identity.strip():
+        raise ValueError(f"who asked must be a person's identity, got {identity!r}")
+    return identity.strip()
 
 
 def _check_pid(pid: int) -> None:

@@ -142,15 +142,17 @@ def summary_frame(record: RunRecord) -> pd.DataFrame:
 
 
 def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per run, as given: id, status, created (UTC, to the second), backbone, image size,
-    epochs, max samples, device, best metric and its name."""
+    """One row per run, as given: id, status, created (UTC, to the second), who launched it,
+    backbone, image size, epochs, max samples, device, best metric and its name."""
     return pd.DataFrame(
         [{
             "id": record.id, "status": record.status, "created": record.created[:19].replace("T", " "),
+            "launched_by": record.launched_by,
             "backbone": record.config.get("backbone"), "image_size": record.config.get("image_size"),
             "epochs": record.config.get("epochs"), "max_samples": record.config.get("max_samples"),
             "device": record.device, "best": record.best_metric, "best_metric": record.best_metric_name,
         } for record in records],
-        columns=["id", "status", "created", "backbone", "image_size", "epochs", "max_samples", "device", "best", "best_metric"],
+        columns=["id", "status", "created", "launched_by", "backbone", "image_size", "epochs", "max_samples", "device",
+                 "best", "best_metric"],
     )
 

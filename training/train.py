@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from core.access import command_line_actor
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
 from core.evaluation import head_summary, mean_macro_f1, write_evaluation
@@ -58,14 +59,15 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
 
     run_id: adopt a run already registered as queued (the dashboard registers it before
     launching; `--resume` requeues it); resume=True continues from its last checkpoint.
-    Without run_id a new run is registered. Any error marks the run failed and is raised;
+    Without run_id a new run is registered, launched by the machine's user (train() is the command
+    line's; the dashboard's runs are registered by training.launcher, for the person who asked). Any error marks the run failed and is raised;
     SIGTERM (Cancel) marks it cancelled and keeps its last checkpoint.
     """
     registry = registry or RunRegistry()
     cfg = with_dataset(cfg)
     if run_id is None and _launched_rank() > 0:
         run_id = os.environ.get(RUN_ID_ENV)
-    record = registry.get(run_id) if run_id else registry.create(cfg.to_dict())
+    record = registry.get(run_id) if run_id else registry.create(cfg.to_dict(), command_line_actor().identity)
     run = RunFolder(record.folder)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # new layers' weights and the data order
     with _run_id_for_other_ranks(record.id):

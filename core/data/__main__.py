@@ -26,12 +26,17 @@ def _inspect(args: argparse.Namespace) -> None:
         # to_json: NaN ratios and absent top classes become null, numpy ints plain ints.
         print(json.dumps({"report": report, "heads": json.loads(heads.to_json(orient="index"))}, indent=2))
         return
-    near_misses = report.pop("near_miss_examples")
+    near_misses, formulas = report.pop("near_miss_examples"), report.pop("formula_examples")
     print(f"catalogue: {report.pop('styles_csv')}")
     for count, value in report.items():
         print(f"  {count:<20}{value:>10,}")
     if near_misses:
         print(f"  photos that look misnamed (expected <id>.jpg), e.g.: {', '.join(near_misses)}")
+    if formulas:  # repr: the value as inert text, quotes and all
+        print("  values a spreadsheet would run as formulas (check them before opening styles.csv in one), e.g.:")
+        for example in formulas:
+            product, _, value = example.partition(": ")
+            print(f"    {product}: {value!r}")
     print()
     print(heads.to_string(float_format=lambda ratio: f"{ratio:,.1f}"))
 
@@ -57,6 +62,7 @@ def _download(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     # PIL and SQLAlchemy: only this command needs them.
+    from core.access import command_line_actor
     from core.corrections import export_dataset
     from core.labelstore import LabelStore
 
@@ -64,7 +70,7 @@ def _export(args: argparse.Namespace) -> None:
         print(f"\rwriting images: {done:,}/{total:,}", end="", file=sys.stderr, flush=True)
 
     catalogue = load_catalogue(args.data)
-    report = export_dataset(catalogue, LabelStore(), args.out, progress=show_progress)
+    report = export_dataset(catalogue, LabelStore(), args.out, command_line_actor(), progress=show_progress)
     print(file=sys.stderr)  # end the progress line
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))

@@ -10,6 +10,8 @@ Cleaning, in order (every step is counted in the CleaningReport):
   3. a row whose photo is missing is dropped: the photo is images/<id>.jpg, the extension in
      any case (.jpg, .JPG, .jpeg); files that look like a missing product's photo but are not
      named so (leading zeros, another extension) are counted, with a few examples.
+Values a spreadsheet would run as a formula (starting with = + - @, core.untrusted) are kept as
+they are, counted, with a few examples: they are plain text here, a risk in a spreadsheet.
 Values are stripped of surrounding whitespace; an empty value is missing (NA). Columns
 other than STYLES_COLUMNS are left out of the frame. A file that cannot be read this way
 (CR-only line ends, a line over MAX_LINE_CHARS, an id beyond 64 bits, ...) is refused with
@@ -28,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.data import REQUIRED_COLUMNS, STYLES_COLUMNS, CatalogueError
+from core.untrusted import FORMULA_STARTS
 
 STYLES_FILE = "styles.csv"
 IMAGES_DIR = "images"
@@ -38,6 +41,7 @@ NAME_COLUMN = "productDisplayName"
 MAX_LINE_CHARS = 131_072
 PHOTO_EXTENSIONS = (".jpg", ".jpeg")  # compared lower-cased
 NEAR_MISS_EXAMPLES = 3
+FORMULA_EXAMPLES = 3
 ID_BITS = 64  # ids are int64 in the frame
 # What a file name that may be a product's photo starts with: the id, possibly with leading zeros.
 ID_IN_NAME = re.compile(r"\s*0*(\d+)", re.ASCII)
@@ -56,6 +60,8 @@ class CleaningReport:
     photo_near_misses: int  # files in images/ that look like the photo of one of those rows, misnamed
     rows_kept: int
     near_miss_examples: tuple[str, ...] = ()  # up to NEAR_MISS_EXAMPLES such file names, sorted
+    formula_values: int = 0  # label and name values of the kept rows that a spreadsheet would run as formulas
+    formula_examples: tuple[str, ...] = ()  # up to FORMULA_EXAMPLES of them, as "<id> <column>: <value>"
 
     def as_dict(self) -> dict:
         """JSON-ready: the path as a string, the counts as ints."""
@@ -285,6 +291,19 @@ def match_photos(product_ids: list[int], names: set[str]) -> PhotoMatch:
     return PhotoMatch(found, photo_names, near_misses)
 
 
+def formula_cells(frame: pd.DataFrame) -> list[str]:
+    """"<id> <column>: <value>" for each text value of `frame` (a Catalogue.frame) that starts
+    like a spreadsheet formula, in row then column order."""
+    found = []
+    for column in (column for column in STYLES_COLUMNS if column not in ("id", "year")):
+        values = frame[column]
+        risky = values.str.startswith(FORMULA_STARTS).fillna(False).to_numpy(dtype=bool)
+        found += [(at, column, value) for at, value in zip(risky.nonzero()[0], values[risky])]
+    order = {column: index for index, column in enumerate(STYLES_COLUMNS)}
+    return [f"{frame['id'].iat[at]} {column}: {value}" for at, column, value in
+            sorted(found, key=lambda entry: (entry[0], order[entry[1]]))]
+
+
 def load_catalogue(path: str | Path) -> Catalogue:
     """Resolve the dataset folder (see resolve_dataset_dir), read and clean its catalogue."""
     root = resolve_dataset_dir(path)
@@ -303,6 +322,7 @@ def load_catalogue(path: str | Path) -> Catalogue:
             f"(expected files named <id>.jpg, e.g. {first['id'].iloc[0]}.jpg; the folder holds {len(names):,} files"
             f"{seen})"
         )
+    risky = formula_cells(kept)
     report = CleaningReport(
         styles_csv=csv_path,
         lines_read=len(rows),
@@ -313,5 +333,7 @@ def load_catalogue(path: str | Path) -> Catalogue:
         photo_near_misses=len(photos.near_misses),
         rows_kept=len(kept),
         near_miss_examples=examples,
+        formula_values=len(risky),
+        formula_examples=tuple(risky[:FORMULA_EXAMPLES]),
     )
     return Catalogue(root=root, images_dir=images_dir, frame=kept, report=report, photo_names=photos.photo_names)

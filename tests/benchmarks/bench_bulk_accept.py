@@ -24,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from core.access import Actor, Role  # noqa: E402
 from core.data.catalogue import load_catalogue  # noqa: E402
 from core.labelstore import LabelStore  # noqa: E402
 from core.prediction import expand_paths  # noqa: E402
@@ -32,6 +33,9 @@ from training.checkpoints import load_predictor  # noqa: E402
 from training.registry import RunRegistry  # noqa: E402
 
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "external" / "clothing"
+
+
+BENCH = Actor("bench", Role.ADMIN)  # loads a folder of photos: an admin, no folder limits
 
 
 def main() -> None:
@@ -52,13 +56,13 @@ def main() -> None:
     paths = expand_paths([args.photos])
 
     started = time.perf_counter()
-    items = [store.add_image_file(catalogue.root, path, "bench") for path in paths]
+    items = [store.add_image_file(catalogue.root, path, BENCH) for path in paths]
     add_s = time.perf_counter() - started
     started = time.perf_counter()
     proposals = top_proposals(predictor, {item.item: item.path for item in items})
     propose_s = time.perf_counter() - started
     started = time.perf_counter()
-    result = accept_confident(store, items, proposals, args.threshold, "bench", run_id=record.id)
+    result = accept_confident(store, items, proposals, args.threshold, BENCH, run_id=record.id)
     accept_s = time.perf_counter() - started
 
     read = [proposal for proposal in proposals.values() if not isinstance(proposal, str)]

@@ -39,7 +39,7 @@ def fabricated_run(registry, catalogue, accuracy: float, seed: int) -> str:
     from training.run_folder import RunFolder
 
     cfg = TrainConfig.from_recipe("default", {"data": str(catalogue.root), "rare_policy": "keep"})
-    record = registry.create(cfg.to_dict())
+    record = registry.create(cfg.to_dict(), "tester")
     run = RunFolder(record.folder)
     split = split_catalogue(catalogue.frame, val_fraction=cfg.val_fraction, seed=cfg.seed)
     train_rows = catalogue.frame[(split == "train").to_numpy()]

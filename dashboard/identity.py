@@ -1,0 +1,131 @@
+"""Who is using the dashboard: the logged-in person in team mode (Streamlit's OpenID Connect login,
+`[auth]` in .streamlit/secrets.toml), or the machine's one local user in local mode (no `[auth]`).
+
+In team mode a person is their provider's email, shown and never typed, with the role the access
+file gives it (core.access); nobody reads a page before logging in. In local mode the dashboard
+listens on this machine only (.streamlit/config.toml) and its user is an admin, named by the name
+field in the sidebar (kept in the page's address, `review.reviewer`, across reloads) or, left
+empty, by their login name on the machine. The checks live in core: a page hides or disables what
+a refusal would say no to, no more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import streamlit as st
+
+from core.access import AccessConfig, Actor, Role, access_file, allowed_roots, command_line_actor, load_access_config
+from dashboard.text import plain
+
+REVIEWER_KEY = "review.reviewer"  # local mode: the name field's key, and its query parameter
+
+
+def login_configured() -> bool:
+    """Whether `[auth]` is in the app's secrets (team mode)."""
+    try:
+        return "auth" in st.secrets
+    except FileNotFoundError:  # no secrets file at all: local mode
+        return False
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _access_config(path: str, stamp: int | None) -> AccessConfig:
+    return load_access_config(path)
+
+
+def access_config() -> AccessConfig:
+    """The access file (core.access), read again when it changes; AccessConfigError when malformed."""
+    path = access_file()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _access_config(str(path), stamp)
+
+
+def current_actor() -> Actor | None:
+    """The person using this session; None in team mode before login.
+    Raises AccessConfigError for a malformed access file, ValueError for an unusable identity."""
+    config = access_config()
+    roots = allowed_roots(config)
+    if login_configured():
+        if not st.user.get("is_logged_in"):
+            return None
+        email = str(st.user.get("email") or "").strip().lower()
+        if not email:
+            raise ValueError("your login provider sent no email address; ask an admin to request the "
+                             "`email` scope from it")
+        return Actor(email, config.role_of(email), name=str(st.user.get("name") or ""), roots=roots)
+    return Actor(local_name() or command_line_actor().identity, Role.ADMIN, roots=roots)
+
+
+def local_name() -> str:
+    """Local mode: the name typed in the sidebar (or kept in the address), checked as any identity
+    (core.untrusted.check_typed); '' when none, or when it breaks a rule (the sidebar says which)."""
+    typed = st.session_state.get(REVIEWER_KEY)
+    if typed is None:  # the first run of a session: a reload or a link keeps the name in the address
+        typed = st.query_params.get(REVIEWER_KEY, "")
+    try:
+        return Actor(typed, Role.ADMIN).identity if typed.strip() else ""
+    except ValueError:
+        return ""
+
+
+def person() -> Actor:
+    """The person using this session; the entry script made sure there is one (sign_in)."""
+    actor = current_actor()
+    if actor is None:
+        st.stop()
+    return actor
+
+
+def sign_in() -> Actor | None:
+    """The person using this session, after the login screen when team mode needs one; None when
+    nobody may go on (the login screen, or what is wrong, is shown)."""
+    try:
+        actor = current_actor()
+    except ValueError as error:  # AccessConfigError included: fail closed
+        st.error(f"{plain(error)}. Nothing can be shown until this is fixed.", icon=":material/lock:")
+        return None
+    if actor is None:
+        login_screen()
+    return actor
+
+
+def login_screen() -> None:
+    st.title("Fashion Tagger")
+    st.write("This dashboard is shared by a team: log in with your organisation's account to see it.")
+    auth = st.secrets["auth"]
+    providers = [name for name, value in auth.items() if isinstance(value, Mapping)]  # [auth.<provider>] sections
+    for provider in providers or [None]:
+        label = f"Log in with {provider}" if provider else "Log in"
+        if st.button(label, key=f"login.{provider}", type="primary", icon=":material/login:"):
+            st.login(provider)
+
+
+def identity_sidebar(actor: Actor) -> None:
+    """Sidebar: who is acting and as what; team mode: a logout button; local mode: the name field."""
+    with st.sidebar:
+        st.subheader("You")
+        if login_configured():
+            st.query_params.pop(REVIEWER_KEY, None)  # the login names the person, never the address
+            st.text(f"{actor.shown} · {actor.role}")
+            if st.button("Log out", key="identity.logout", icon=":material/logout:"):
+                st.logout()
+            return
+        if REVIEWER_KEY not in st.session_state:  # a reload: the name comes back from the address
+            st.session_state[REVIEWER_KEY] = st.query_params.get(REVIEWER_KEY, "")
+        typed = st.text_input("Your name", key=REVIEWER_KEY,
+                              placeholder=f"{command_line_actor().identity} when left empty").strip()
+        try:
+            name = Actor(typed, Role.ADMIN).identity if typed else ""
+        except ValueError as error:
+            st.error(f"{plain(error)}. Decisions are recorded as {plain(actor.identity)} meanwhile.")
+            name = ""
+        if name:
+            st.query_params[REVIEWER_KEY] = name
+        else:
+            st.query_params.pop(REVIEWER_KEY, None)
+        st.caption(f"Local mode: recorded with every decision as {plain(actor.identity)}, admin of this "
+                   "machine's dashboard.")

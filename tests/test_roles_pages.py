@@ -1,0 +1,178 @@
+"""Team mode in AppTest: `[auth]` in the secrets, the login's identity in `at.user`, roles from the
+access file. What each role sees and can do on each page, that the name comes from the login (never
+typed, never from the address), whose name the history shows, and a dataset link outside the
+allowed folders refused. The real login, through a real OpenID provider, is test_browser_login."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.access import ACCESS_ENV, DATA_ROOTS_ENV
+from core.data.catalogue import load_catalogue
+from core.labelstore import LabelStore
+
+from conftest import REPO, tiny_run_workspace
+
+HOME = str(REPO / "dashboard" / "Home.py")
+REVIEW, TRAIN, EXPLORE = "../pages/review.py", "../pages/train.py", "../pages/explore.py"
+AUTH = {  # never contacted in AppTest: st.login is not called
+    "redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "a test secret",
+    "client_id": "fashion-tagger", "client_secret": "unused",
+    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
+}
+ADA, RITA, VIC = "ada@example.com", "rita@example.com", "vic@partner.org"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished tiny run on a small demo, and an access file: ada an admin, example.com reviewers."""
+    with tiny_run_workspace(tmp_path_factory, seed=6) as (record, demo, home):
+        access = home / "team-access.toml"
+        access.write_text(f'admin = ["{ADA}"]\nreviewer = ["@example.com"]\n')
+        patch = pytest.MonkeyPatch()
+        patch.setenv(ACCESS_ENV, str(access))
+        patch.delenv(DATA_ROOTS_ENV, raising=False)
+        try:
+            yield record, load_catalogue(demo), home
+        finally:
+            patch.undo()
+
+
+def team_app(email: str | None, page: str | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=90)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": False} if email is None else {
+        "is_logged_in": True, "email": email, "name": email.split("@")[0].title()}
+    for name, value in query.items():
+        at.query_params[name] = value
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def shown(markdown: str) -> str:
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def texts(elements) -> list[str]:
+    return [shown(element.value) for element in elements]
+
+
+def button(at: AppTest, label: str):
+    return next(element for element in at.button if element.label == label)
+
+
+def keys(elements) -> set[str]:
+    return {element.key for element in elements}
+
+
+def test_nobody_reads_a_page_before_logging_in(run):
+    at = team_app(None)
+    assert [element.label for element in at.button] == ["Log in"]
+    assert texts(at.title) == ["Fashion Tagger"] and not at.metric and not at.sidebar.text_input
+
+
+def test_a_viewer_reads_and_can_do_nothing_else(run):
+    at = team_app(VIC)
+    assert texts(at.sidebar.text) == ["Vic (vic@partner.org) · viewer"]
+    assert any("Team mode: you are Vic (vic@partner.org), viewer." == text for text in texts(at.caption))
+    assert "review.reviewer" not in keys(at.text_input) and "dataset.folder" not in keys(at.text_input)
+    assert at.metric  # the dataset's report: reading is what a viewer does
+    train = team_app(VIC, TRAIN)
+    assert train.button(key="train.start").disabled
+    assert "Starting, cancelling and resuming runs is for admins; you are a viewer." in texts(train.caption)
+    review = team_app(VIC, REVIEW)
+    assert any(text.startswith("You are a viewer: you can read the decisions") for text in texts(review.info))
+    assert "review.uploads" not in {element.key for element in review.get("file_uploader")}
+    review.session_state["review.section"] = "Export"
+    review.run()
+    assert "review.export_to" not in keys(review.text_input)
+    assert "Exporting the corrected catalogue is for admins; you are a viewer." in texts(review.caption)
+    explore = team_app(VIC, EXPLORE)
+    assert explore.button(key="taxonomy_review").disabled
+
+
+def test_a_reviewer_decides_as_their_login_and_undoes_only_their_own(run):
+    record, catalogue, _ = run
+    first = int(catalogue.frame["id"].iloc[0])
+    photo = (f"{first}.jpg", catalogue.image_path(first).read_bytes(), "image/jpeg")
+    # The address cannot name anyone else: the login does.
+    at = team_app(RITA, REVIEW, **{"review.reviewer": "ada@example.com"})
+    assert "review.reviewer" not in at.query_params and "review.reviewer" not in keys(at.text_input)
+    assert "review.folder" not in keys(at.text_input)  # a folder on the server: admins only
+    at.file_uploader(key="review.uploads").set_value([photo]).run()
+    [item] = at.session_state["review.queue"]
+    at.button(key="review_save").click().run()
+    assert not at.exception, at.exception
+    assert LabelStore().history(item)["reviewer"].unique().tolist() == [RITA]
+
+    # ada, an admin, decides the same photo again; rita may not undo that, only her own.
+    admin = team_app(ADA, REVIEW)
+    admin.file_uploader(key="review.uploads").set_value([photo]).run()
+    admin.button(key="review_skip").click().run()
+    at = team_app(RITA, REVIEW)
+    at.file_uploader(key="review.uploads").set_value([photo]).run()
+    history = at.dataframe[-1].value
+    assert history["reviewer"].unique().tolist() == [RITA, ADA] and history["reviewer"].iloc[-1] == ADA  # whose name
+    choice = at.selectbox(key=f"review.undo_choice.{item}")
+    assert len(choice.options) == 1 and RITA in choice.options[0] and ADA not in choice.options[0]
+    at.session_state["review.section"] = "Export"
+    at.run()
+    assert "review.export_to" not in keys(at.text_input)
+
+
+def test_an_admin_opens_folders_exports_trains_and_undoes_anyones_decision(run, tmp_path):
+    record, catalogue, home = run
+    second = int(catalogue.frame["id"].iloc[1])
+    photo = (f"{second}.jpg", catalogue.image_path(second).read_bytes(), "image/jpeg")
+    rita = team_app(RITA, REVIEW)
+    rita.file_uploader(key="review.uploads").set_value([photo]).run()
+    [item] = rita.session_state["review.queue"]
+    rita.button(key="review_save").click().run()
+
+    at = team_app(ADA)
+    assert "dataset.folder" in keys(at.text_input) and texts(at.sidebar.text) == ["Ada (ada@example.com) · admin"]
+    assert not team_app(ADA, TRAIN).button(key="train.start").disabled
+    review = team_app(ADA, REVIEW)
+    assert "review.folder" in keys(review.text_input)
+    review.file_uploader(key="review.uploads").set_value([photo]).run()
+    choice = review.selectbox(key=f"review.undo_choice.{item}")
+    assert RITA in choice.options[0] and choice.value is not None
+    button(review, "Undo it").click().run()
+    assert not review.exception, review.exception
+    history = LabelStore().history(item)
+    assert history["reviewer"].tolist()[-2:] == [ADA, ADA] and history["kind"].iloc[-1] == "undo"
+    review.session_state["review.section"] = "Export"
+    review.run()
+    # An export outside the allowed folders is refused, and says so without telling what exists.
+    review.text_input(key="review.export_to").set_value(str(tmp_path / "elsewhere"))
+    button(review, "Export").click().run()
+    assert any("not a folder this dashboard may use" in text for text in texts(review.error))
+    assert not (tmp_path / "elsewhere").exists()
+    review.text_input(key="review.export_to").set_value(str(home / "exports" / "team"))
+    button(review, "Export").click().run()
+    assert review.success and (home / "exports" / "team" / "styles.csv").is_file()
+
+
+def test_a_dataset_link_outside_the_allowed_folders_opens_the_default_and_reveals_nothing(run, tmp_path):
+    _, catalogue, _ = run
+    warnings = []
+    for linked in (tmp_path, tmp_path / "no-such-folder"):
+        at = team_app(ADA, **{"dataset_dir": str(linked)})
+        assert at.session_state["dataset_dir"] == str(catalogue.root)  # the default, not the link
+        [warning] = texts(at.warning)
+        warnings.append(warning.replace(str(linked), "PATH"))
+    assert warnings[0] == warnings[1] and "not a folder this dashboard may use" in warnings[0]
+
+
+def test_a_broken_access_file_shows_nothing(run, monkeypatch, tmp_path):
+    (tmp_path / "access.toml").write_text('admin = "ada@example.com"\n')
+    monkeypatch.setenv(ACCESS_ENV, str(tmp_path / "access.toml"))
+    at = team_app(ADA)
+    assert not at.metric and not at.sidebar.text_input
+    assert "admin must be a list of strings" in texts(at.error)[0] and "Nothing can be shown" in texts(at.error)[0]
