@@ -122,7 +122,7 @@ def advanced_fields(fields: Fields) -> None:
     fields.toggle(columns[1], "Augment (crop, flip)", "augment")
     fields.choice(columns[2], "Split", "split", SPLIT_STRATEGIES,
                   help="grouped: each group of near-duplicate photos stays on one side (see the Data health page).")
-    fields.number(columns[3], "Group similarity (grouped)", "group_similarity", min_value=0.5, max_value=1.0, step=0.01,
+    fields.number(columns[3], "Group similarity (grouped)", "group_similarity", step=0.01,
                   help="Photos at least this similar (cosine, pretrained backbone) are one group.")
 
 
