@@ -16,6 +16,9 @@ Imbalance strategies (`HeadLoss(strategy=...)`):
 - ``focal``: (1 - p_y)^γ · CE (Lin et al. 2017); γ = 0 is plain cross-entropy, γ > 0
   down-weights the examples the model already gets right.
 
+Label smoothing ε (any strategy) replaces the one-hot target by (1 - ε)·one-hot + ε/C
+(Szegedy et al. 2016): CE becomes (1 - ε)·CE + ε·mean over classes of -log p_c.
+
 A class with no example counts as one example, which keeps its weight and log-prior finite.
 """
 
@@ -63,13 +66,16 @@ class HeadLoss(nn.Module):
         tau: float = 1.0,
         gamma: float = 2.0,
         beta: float = 0.999,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if strategy not in IMBALANCE_STRATEGIES:
             raise ValueError(f"unknown imbalance strategy {strategy!r}; valid: {', '.join(IMBALANCE_STRATEGIES)}")
         if tau < 0 or gamma < 0:
             raise ValueError(f"tau and gamma must be >= 0, got tau={tau}, gamma={gamma}")
-        self.strategy, self.tau, self.gamma = strategy, tau, gamma
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.strategy, self.tau, self.gamma, self.label_smoothing = strategy, tau, gamma, label_smoothing
         # Buffers follow the module to the device; both are computed once, cheap to keep.
         self.register_buffer("class_weights", effective_number_weights(class_counts, beta), persistent=False)
         self.register_buffer("log_prior", log_prior(class_counts), persistent=False)
@@ -86,8 +92,11 @@ class HeadLoss(nn.Module):
         logits = logits.float()
         if self.strategy == "logit_adjusted":
             logits = logits + self.tau * self.log_prior
-        log_p = F.log_softmax(logits, dim=-1).gather(1, safe_target[:, None]).squeeze(1)
+        log_probs = F.log_softmax(logits, dim=-1)
+        log_p = log_probs.gather(1, safe_target[:, None]).squeeze(1)
         loss = -log_p
+        if self.label_smoothing:
+            loss = (1 - self.label_smoothing) * loss - self.label_smoothing * log_probs.mean(dim=-1)
         if self.strategy == "focal":
             loss = loss * (1 - log_p.exp()) ** self.gamma
         elif self.strategy == "class_weighted":

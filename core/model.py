@@ -1,9 +1,12 @@
 """The multi-head tagger: networks (a backbone plus one output per label head) and the LightningModule.
 
 The networks are injected (lightning-hydra-template style): `TaggerModule(net=...)` takes any
-module mapping images [B, 3, H, W] to a dict head -> logits [B, C_head]. Two are provided:
+module mapping images [B, 3, H, W] (and, while training, optionally the batch's labels) to a dict
+head -> logits [B, C_head]. Three are provided:
 
 - `MultiHeadNet`: our default, one linear head per label head on a trainable timm backbone;
+- `ConditionedNet`: the same, with each child head of the catalogue's hierarchy (subCategory,
+  articleType) also fed its parent head's class probabilities (Condition-CNN);
 - `SeedNet`: the seed notebook's recipe, a frozen backbone under one MLP whose output is
   the concatenation of all heads' classes, sliced back into per-head logits.
 
@@ -17,12 +20,15 @@ from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
+import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from core.data.schema import IGNORE_INDEX
 from core.losses import HeadLoss, masked_bce
+from core.taxonomy import HIERARCHY
 
 LOSSES = ("ce", "bce")
 SCHEDULERS = ("cosine", "step")
@@ -41,10 +47,52 @@ class MultiHeadNet(nn.Module):
         self.backbone = backbone
         self.heads = nn.ModuleDict({head: nn.Linear(backbone.head_hidden_size, n) for head, n in num_classes.items()})
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """images: float [B, 3, H, W] -> head -> logits [B, C_head]."""
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """images: float [B, 3, H, W] -> head -> logits [B, C_head]. (labels: unused.)"""
         features = self.backbone(images)
         return {head: linear(features) for head, linear in self.heads.items()}
+
+
+class ConditionedNet(nn.Module):
+    """A backbone and one linear head per label head, where each child head of `HIERARCHY`
+    (masterCategory -> subCategory -> articleType) whose parent is also learned reads the pooled
+    features and its parent's class probabilities (Condition-CNN, Kolisnik et al. 2021).
+
+    While training with labels, the parent's probabilities are teacher-forced: the one-hot true
+    parent where the row has one, else the parent head's own (detached) softmax. Without labels
+    (validation, prediction) the child reads the parent's softmax, so one photo's heads agree.
+    num_classes: head -> classes, in the order of the labels' columns.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: Mapping[str, int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.columns = {head: column for column, head in enumerate(num_classes)}
+        learned = [head for head in HIERARCHY if head in num_classes]
+        self.parents = {child: parent for parent, child in zip(learned, learned[1:])}
+        # Parents before children, the other heads after, each head once.
+        self.order = [*learned, *(head for head in num_classes if head not in learned)]
+        width = backbone.head_hidden_size
+        self.heads = nn.ModuleDict({head: nn.Linear(width + (num_classes[self.parents[head]] if head in self.parents else 0), n)
+                                    for head, n in num_classes.items()})
+
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """images: float [B, 3, H, W]; labels: int64 [B, n_heads] (IGNORE_INDEX where ignored) to
+        teacher-force the parents while training, or None -> head -> logits [B, C_head]."""
+        features = self.backbone(images)
+        logits: dict[str, Tensor] = {}
+        for head in self.order:
+            parent = self.parents.get(head)
+            if parent is None:
+                logits[head] = self.heads[head](features)
+                continue
+            condition = logits[parent].detach().float().softmax(dim=-1)
+            if labels is not None:
+                truth = labels[:, self.columns[parent]]
+                one_hot = F.one_hot(truth.clamp(min=0), condition.shape[1]).to(condition.dtype)
+                condition = torch.where((truth != IGNORE_INDEX)[:, None], one_hot, condition)
+            logits[head] = self.heads[head](torch.cat([features, condition.to(features.dtype)], dim=1))
+        return {head: logits[head] for head in self.columns}
 
 
 class SeedNet(nn.Module):
@@ -80,8 +128,9 @@ class SeedNet(nn.Module):
             self.backbone.eval()
         return self
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """images: float [B, 3, H, W] -> head -> logits [B, C_head], slices of the concatenated output."""
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """images: float [B, 3, H, W] -> head -> logits [B, C_head], slices of the concatenated output.
+        (labels: unused.)"""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             features = self.backbone(images)
         logits = self.head(features)
@@ -109,6 +158,10 @@ class TaggerModule(L.LightningModule):
     lr, weight_decay: AdamW over the trainable parameters.
     scheduler: "cosine" (linear warmup over `warmup_fraction` of the steps, then cosine to 0,
         stepped per batch) or "step" (StepLR(step_size, gamma), stepped per epoch).
+    label_smoothing: share of each "ce" target spread over the head's classes (`HeadLoss`).
+    ema_decay: None, or keep an exponential moving average of the net's weights (timm's
+        ModelEmaV3, decay warming up to `ema_decay`) and validate and predict with it.
+    tta_flip: outside training, each head's logits are the mean of the photo's and its mirror's.
 
     Logs `train/loss`, `val/loss`, `val/mean_macro_f1` (mean over heads) and, per head, `<split>/<head>/acc` (micro accuracy) and
     `<split>/<head>/macro_f1`, all over labelled rows only, from the raw logits.
@@ -131,6 +184,9 @@ class TaggerModule(L.LightningModule):
         warmup_fraction: float = 0.05,
         step_size: int = 7,
         gamma: float = 0.1,
+        label_smoothing: float = 0.0,
+        ema_decay: float | None = None,
+        tta_flip: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -152,20 +208,47 @@ class TaggerModule(L.LightningModule):
             raise ValueError(f"head_weights for unknown heads {unknown}; heads: {list(heads)}")
         if not 0 <= warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
 
         self.net = net
         self.heads = tuple(heads)
         self.head_weights = {head: (head_weights or {}).get(head, 1.0) for head in self.heads}
         self.head_losses = nn.ModuleDict(
-            {head: HeadLoss(imbalance, class_counts[head], tau, focal_gamma, beta) for head in self.heads}
+            {head: HeadLoss(imbalance, class_counts[head], tau, focal_gamma, beta, label_smoothing) for head in self.heads}
         )
+        # warmup_power 3/4: the average covers the run so far early on and reaches ema_decay later.
+        self.ema = None if ema_decay is None else ModelEmaV3(net, decay=ema_decay, use_warmup=True, warmup_power=0.75)
+        if self.ema is not None:  # follow the module's train/eval mode like any submodule (it only runs in eval)
+            self.ema.module.train(net.training)
         num_classes = {head: len(class_counts[head]) for head in self.heads}
         self.train_metrics = _split_metrics("train", num_classes)
         self.val_metrics = _split_metrics("val", num_classes)
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """images: float [B, 3, H, W] -> head -> raw logits [B, C_head]."""
-        return self.net(images)
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """images: float [B, 3, H, W] -> head -> raw logits [B, C_head].
+
+        Training: the net, given `labels` (int64 [B, n_heads]) for a net that teacher-forces.
+        Otherwise the weight average when there is one, and with `tta_flip` the mean of the
+        logits of the images and of their mirror images.
+        """
+        if self.training:
+            return self.net(images, labels)
+        net = self.inference_net
+        logits = net(images)
+        if self.hparams.tta_flip:
+            mirrored = net(images.flip(dims=[3]))
+            logits = {head: (values + mirrored[head]) / 2 for head, values in logits.items()}
+        return logits
+
+    @property
+    def inference_net(self) -> nn.Module:
+        """The weights that validate and predict: the moving average when the module keeps one."""
+        return self.net if self.ema is None else self.ema.module
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.net, step=self.global_step)
 
     def _loss(self, logits: dict[str, Tensor], labels: Tensor) -> Tensor:
         if self.hparams.loss == "bce":
@@ -176,8 +259,8 @@ class TaggerModule(L.LightningModule):
         )
 
     def _step(self, batch: dict[str, Tensor], split: str, metrics: nn.ModuleDict) -> Tensor:
-        logits = self(batch["image"])
         labels = batch["labels"]
+        logits = self(batch["image"], labels)
         loss = self._loss(logits, labels)
         batch_size = labels.shape[0]
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)

@@ -16,7 +16,8 @@ from training.config import (
 
 COMMON = {
     "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2,
-    "split": "stratified", "group_similarity": 0.93, "seed": 0, "pretrained": "auto", "tau": 1.0, "focal_gamma": 2.0, "accelerator": "auto", "devices": "auto",
+    "split": "stratified", "group_similarity": 0.93, "seed": 0, "pretrained": "auto", "tau": 1.0, "focal_gamma": 2.0,
+    "label_smoothing": 0.0, "head_weights": [], "ema_decay": None, "tta_flip": False, "accelerator": "auto", "devices": "auto",
     "num_nodes": 1, "strategy": "auto", "channels_last": "auto", "num_workers": min(4, os.cpu_count() or 1),
 }
 
@@ -121,7 +122,7 @@ def test_unknown_keys_list_the_valid_names():
         ({"rare_policy": "drop"}, "unknown rare_policy 'drop'; valid: ignore, other, keep"),
         ({"pretrained": "imagenet"}, "unknown pretrained 'imagenet'; valid: hub, offline, auto, none"),
         ({"precision": "fp16"}, "unknown precision 'fp16'; valid: auto, 32-true, bf16-mixed"),
-        ({"head": "mlp"}, "unknown head 'mlp'; valid: linear, seed_mlp"),
+        ({"head": "mlp"}, "unknown head 'mlp'; valid: linear, conditioned, seed_mlp"),
         ({"scheduler": "plateau"}, "unknown scheduler 'plateau'; valid: cosine, step"),
         ({"monitor": "val/acc"}, "unknown monitor 'val/acc'; valid: val/loss, val/mean_macro_f1"),
         ({"image_size": 100}, "image_size must be a multiple of 32 in [64, 1024], got 100"),
@@ -216,3 +217,17 @@ def test_auto_precision_and_channels_last_follow_the_hardware(monkeypatch):
     fixed = TrainConfig(precision="bf16-true", channels_last=False)
     assert (resolve_precision(fixed), resolve_channels_last(fixed)) == ("bf16-true", False)
     assert resolve_precision(TrainConfig.from_recipe("seed")) == "32-true"
+
+
+def test_head_weights_parse_to_a_map_and_bad_items_are_named():
+    cfg = TrainConfig().with_overrides(["head_weights=gender:2,season:1.5"])
+    assert cfg.head_weight_map() == {"gender": 2.0, "season": 1.5}
+    for bad in ("gender", "nohead:2", "gender:0", "gender:x", "gender:1,gender:2"):
+        with pytest.raises(ValueError, match=re.escape(f"head_weights item {bad.split(',')[-1]!r}")):
+            TrainConfig().with_overrides([f"head_weights={bad}"])
+    with pytest.raises(ValueError, match="head_weights item 'usage:2'"):
+        TrainConfig().with_overrides(["heads=gender", "head_weights=usage:2"])
+    with pytest.raises(ValueError, match="takes no head_weights and no label_smoothing"):
+        TrainConfig.from_recipe("seed").with_overrides(["label_smoothing=0.1"])
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        TrainConfig().with_overrides(["ema_decay=1"])

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from core.data.schema import IGNORE_INDEX
 from core.losses import HeadLoss
-from core.model import MultiHeadNet, SeedNet, TaggerModule, warmup_cosine
+from core.model import ConditionedNet, MultiHeadNet, SeedNet, TaggerModule, warmup_cosine
 
 # Two heads, one with a class that never occurs (its count is raised to one by the losses).
 CLASS_COUNTS = {"gender": [40, 25, 5], "usage": [60, 8, 2, 0]}
@@ -212,3 +212,58 @@ def test_seed_recipe_uses_step_lr_and_optimises_only_the_head():
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-6)
+
+
+def test_label_smoothing_matches_torch_cross_entropy_over_labelled_rows():
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([0, 1, 2, IGNORE_INDEX, 3, 2, IGNORE_INDEX, 1])
+    expected = nn.functional.cross_entropy(logits, target, label_smoothing=0.2, ignore_index=IGNORE_INDEX)
+    assert torch.allclose(HeadLoss("none", [5, 5, 5, 5], label_smoothing=0.2)(logits, target), expected)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        HeadLoss("none", [5, 5], label_smoothing=1.0)
+
+
+HIERARCHY_COUNTS = {"gender": [5, 5], "masterCategory": [4, 6], "subCategory": [3, 3, 4], "articleType": [2, 2, 2, 4]}
+
+
+def test_conditioned_net_feeds_each_child_its_parents_probabilities_teacher_forced_in_training():
+    net = ConditionedNet(TinyBackbone(), {head: len(counts) for head, counts in HIERARCHY_COUNTS.items()})
+    width = TinyBackbone.head_hidden_size
+    assert net.parents == {"subCategory": "masterCategory", "articleType": "subCategory"}
+    assert [net.heads[head].in_features for head in HIERARCHY_COUNTS] == [width, width, width + 2, width + 3]
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([[0, 0, 0, 0], [1, 1, 2, 3], [0, IGNORE_INDEX, 1, 1], [1, 0, IGNORE_INDEX, 2]])
+    net.eval()
+    free = net(images)
+    forced = net(images, labels)
+    assert list(free) == list(HIERARCHY_COUNTS)
+    # Parents and unrelated heads do not depend on the labels; a child does, except where its parent is unlabelled.
+    for head in ("gender", "masterCategory"):
+        assert torch.equal(free[head], forced[head])
+    assert not torch.allclose(free["subCategory"][:2], forced["subCategory"][:2])
+    assert torch.allclose(free["subCategory"][2], forced["subCategory"][2])
+    # Teacher forcing is the one-hot parent: the child's logits are the features' plus the parent class's column.
+    features = net.backbone(images)
+    child = net.heads["subCategory"]
+    expected = features @ child.weight[:, :width].T + child.bias + child.weight[:, width:][:, labels[0, 1]]
+    assert torch.allclose(forced["subCategory"][0], expected[0], atol=1e-6)
+
+
+def test_ema_validates_with_the_averaged_weights_and_tta_averages_the_mirror():
+    torch.manual_seed(0)
+    module = TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, ema_decay=0.9, tta_flip=True)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, loader(0), loader(1))
+    module.eval()
+    assert not all(torch.equal(a, b) for a, b in zip(module.net.parameters(), module.ema.module.parameters()))
+    assert module.inference_net is module.ema.module
+    images = random_batch(4, 2)["image"]
+    with torch.no_grad():
+        plain, mirrored = module.ema.module(images), module.ema.module(images.flip(dims=[3]))
+        logits = module(images)
+    for head in HEADS:
+        assert torch.allclose(logits[head], (plain[head] + mirrored[head]) / 2)
+        assert not torch.allclose(logits[head], plain[head])
+    module.train()
+    assert torch.equal(module(images)["gender"], module.net(images)["gender"])

@@ -11,20 +11,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO
 from core import workspace
 from core.data.demo import generate_demo
 from core.data.schema import LabelSchema
-from core.evaluation import SUMMARY_COLUMNS
+from core.evaluation import SUMMARY_COLUMNS, load_evaluation
 from training import train as train_module
 from training.__main__ import main as cli
 from training.config import TrainConfig
 from training.registry import LOST_PROCESS_ERROR, RunRegistry
-from training.checkpoints import CHECKPOINT_KEY
+from training.checkpoints import CHECKPOINT_KEY, load_predictor
 from training.run_folder import RunFolder, readable_checkpoint
 from training.train import train
 
@@ -117,6 +119,27 @@ def test_the_gpu_recipe_fits_on_the_cpu_in_bf16(tiny_demo, home):
     state = torch.load(RunFolder(record.folder).best, map_location="cpu", weights_only=True)
     assert state[CHECKPOINT_KEY]["config"]["backbone"] == "efficientnet_b3"
     assert state[CHECKPOINT_KEY]["config"]["recipe"] == "gpu"
+
+
+def test_conditioned_heads_ema_flip_smoothing_and_head_weights_fit_and_predict_from_the_checkpoint(tiny_demo, home):
+    """Every candidate of the recipe search at once: the run trains, its checkpoint reloads with the
+    moving average and the conditioned heads, and the Predictor gives what the evaluation wrote on
+    the same (cached) photos."""
+    cfg = TrainConfig.from_recipe("default").with_overrides(
+        [f"data={tiny_demo}", "head=conditioned", "ema_decay=0.99", "tta_flip=true", "label_smoothing=0.1",
+         "head_weights=gender:2,articleType:1.5", *TINY])
+    record = train(cfg)
+    assert record.status == "finished", record.error
+    predictor = load_predictor(record.folder)
+    module = predictor.module
+    assert module.ema is not None and module.hparams.tta_flip and module.hparams.label_smoothing == 0.1
+    assert module.head_weights["gender"] == 2.0 and module.head_weights["usage"] == 1.0
+    assert module.net.heads["articleType"].in_features > module.net.heads["gender"].in_features
+    predictions = load_evaluation(RunFolder(record.folder).evaluation()).predictions.head(4)
+    images = [Image.open(next(home.glob(f"image-cache/*/*/{image_id}.jpg"))) for image_id in predictions["id"]]
+    probs = predictor.probabilities(images)
+    for head in ("gender", "articleType"):
+        assert np.allclose(probs[head], np.stack(predictions[f"{head}_probs"].to_numpy()), atol=1e-4)
 
 
 def test_a_crash_marks_the_run_failed_with_the_error(tiny_demo, home, monkeypatch):

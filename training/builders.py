@@ -23,7 +23,7 @@ from core.data.split import split_catalogue, split_catalogue_grouped
 from core.datamodule import CatalogueDataModule, capped_selection
 from core.health import near_duplicate_groups
 from core.labelstore import LabelStore
-from core.model import MultiHeadNet, SeedNet, TaggerModule
+from core.model import ConditionedNet, MultiHeadNet, SeedNet, TaggerModule
 from core.transforms import data_config
 from training.config import TrainConfig, resolve_channels_last, uses_cuda
 from training.run_folder import RunFolder
@@ -103,11 +103,12 @@ def build_module(cfg: TrainConfig, schema: LabelSchema, counts: dict[str, list[i
     else:
         if cfg.freeze_backbone:
             backbone.requires_grad_(False)
-        net = MultiHeadNet(backbone, num_classes)
+        net = (ConditionedNet if cfg.head == "conditioned" else MultiHeadNet)(backbone, num_classes)
     module = TaggerModule(
-        net, schema.heads, counts, imbalance=cfg.imbalance, loss=cfg.loss, tau=cfg.tau,
-        focal_gamma=cfg.focal_gamma, lr=cfg.lr, weight_decay=cfg.weight_decay, scheduler=cfg.scheduler,
+        net, schema.heads, counts, imbalance=cfg.imbalance, loss=cfg.loss, head_weights=cfg.head_weight_map() or None,
+        tau=cfg.tau, focal_gamma=cfg.focal_gamma, lr=cfg.lr, weight_decay=cfg.weight_decay, scheduler=cfg.scheduler,
         warmup_fraction=cfg.warmup_fraction, step_size=cfg.step_size, gamma=cfg.gamma,
+        label_smoothing=cfg.label_smoothing, ema_decay=cfg.ema_decay, tta_flip=cfg.tta_flip,
     )
     if resolve_channels_last(cfg):
         module = module.to(memory_format=torch.channels_last)

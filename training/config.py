@@ -34,7 +34,7 @@ from core.losses import IMBALANCE_STRATEGIES
 from core.model import LOSSES, SCHEDULERS
 from core.similarity import DEFAULT_THRESHOLD
 
-HEAD_TYPES = ("linear", "seed_mlp")
+HEAD_TYPES = ("linear", "conditioned", "seed_mlp")
 # How rows are split: "stratified" (core.data.split.split_catalogue), or "grouped", the same with each
 # near-duplicate group kept on one side (split_catalogue_grouped over core.health.near_duplicate_groups).
 SPLIT_STRATEGIES = ("stratified", "grouped")
@@ -64,7 +64,7 @@ class TrainConfig:
     # --- model
     backbone: str = "tf_efficientnet_lite0"  # timm model name
     pretrained: str = AUTO  # where the backbone's weights come from: one of PRETRAINED_MODES
-    head: str = "linear"  # "linear": a Linear per head (MultiHeadNet); "seed_mlp": the seed's shared MLP (SeedNet)
+    head: str = "linear"  # "linear": a Linear per head (MultiHeadNet); "conditioned": child heads also read their parent's probabilities (ConditionedNet); "seed_mlp": the seed's shared MLP (SeedNet)
     freeze_backbone: bool = False  # train the head(s) only
     image_size: int = 224  # side of the square model input, pixels
     augment: bool = True  # random resized crop (mild scale) and horizontal flip; never colour jitter
@@ -73,6 +73,8 @@ class TrainConfig:
     imbalance: str = "logit_adjusted"  # one of IMBALANCE_STRATEGIES (core.losses)
     tau: float = 1.0  # logit adjustment strength (imbalance="logit_adjusted")
     focal_gamma: float = 2.0  # focusing exponent (imbalance="focal")
+    label_smoothing: float = 0.0  # share of each target spread evenly over the head's classes (loss="ce")
+    head_weights: tuple[str, ...] = ()  # "head:weight" loss multipliers (loss="ce"), e.g. gender:2,season:2; other heads weigh 1
     # --- optimisation (AdamW)
     epochs: int = 10  # most epochs; early stopping may end sooner
     batch_size: int = 32  # images per step, per device (more steps on small data; raise it on a big GPU)
@@ -83,6 +85,8 @@ class TrainConfig:
     step_size: int = 7  # epochs between learning-rate drops (step)
     gamma: float = 0.1  # learning-rate factor at each drop (step)
     grad_clip: float | None = None  # gradient norm clip; None = no clipping
+    ema_decay: float | None = None  # keep a moving average of the weights (timm ModelEmaV3) to validate and predict with; None = off
+    tta_flip: bool = False  # evaluate and predict on each photo and its mirror image, logits averaged (2x the inference cost)
     # --- early stopping and best checkpoint
     monitor: str = "val/mean_macro_f1"  # the metric watched: one of MONITORS
     patience: int = 5  # epochs without improvement of `monitor` before stopping
@@ -136,6 +140,10 @@ class TrainConfig:
             (self.loss != "bce" or self.imbalance == "none",
              f"loss='bce' (the seed's) requires imbalance='none', got imbalance={self.imbalance!r}"),
             (self.tau >= 0, f"tau must be >= 0, got {self.tau}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.loss != "bce" or (not self.head_weights and not self.label_smoothing),
+             "loss='bce' (the seed's) takes no head_weights and no label_smoothing"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1) or None, got {self.ema_decay}"),
             (self.focal_gamma >= 0, f"focal_gamma must be >= 0, got {self.focal_gamma}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -154,7 +162,8 @@ class TrainConfig:
              f"channels_last must be true, false or 'auto', got {self.channels_last!r}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
         ]
-        problems = [problem for problem in problems if problem] + [message for ok, message in checks if not ok]
+        problems = ([problem for problem in problems if problem] + [message for ok, message in checks if not ok]
+                    + _head_weight_problems(self.head_weights, self.heads))
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -209,6 +218,10 @@ class TrainConfig:
                 raise ValueError(f"recipe cannot be overridden ({assignment!r}); use TrainConfig.from_recipe({text!r})")
             changes[key] = _parse(key, text)
         return dataclasses.replace(self, **changes)
+
+    def head_weight_map(self) -> dict[str, float]:
+        """head_weights as head -> weight (heads not named are absent: they weigh 1)."""
+        return {head: float(weight) for head, _, weight in (item.partition(":") for item in self.head_weights)}
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as JSON values (tuples become lists)."""
@@ -295,6 +308,22 @@ def resolve_channels_last(cfg: TrainConfig) -> bool:
     """Whether to train in channels_last memory format: as configured, or for "auto" on CUDA only
     (it speeds up convolutions on tensor cores; on CPU it rarely helps)."""
     return uses_cuda(cfg) if cfg.channels_last == AUTO else cfg.channels_last
+
+
+def _head_weight_problems(items: Iterable[str], heads: Iterable[str]) -> list[str]:
+    """A message per head_weights item that is not "head:weight" with a learned head and a weight > 0."""
+    heads, problems, seen = list(heads), [], set()
+    for item in items:
+        head, sep, text = item.partition(":")
+        try:
+            weight = float(text)
+        except ValueError:
+            weight = math.nan
+        if not sep or head not in heads or head in seen or not (math.isfinite(weight) and weight > 0):
+            problems.append(f"head_weights item {item!r} must be head:weight with one of the learned heads "
+                            f"({', '.join(heads)}), each once, and a weight > 0")
+        seen.add(head)
+    return problems
 
 
 def _check_keys(keys: Iterable[str]) -> None:

@@ -45,7 +45,7 @@ def embedding_model(record: RunRecord | None) -> EmbeddingModel:
     if record is None:
         return pretrained_model()
     module, cfg, *_ = load_run_module(record.folder, "best")
-    backbone = module.net.backbone.eval()
+    backbone = module.inference_net.backbone.eval()
     return EmbeddingModel(model_identity(record), backbone, data_config(backbone, cfg.image_size))
 
 

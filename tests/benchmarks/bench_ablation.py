@@ -1,0 +1,129 @@
+"""The recipe search of issue 17: each candidate change to the default recipe, alone, on the same
+subset and split of the real sample, scored on its validation split and on the untouched test part.
+
+    python tests/benchmarks/bench_ablation.py [--parts /tmp/fashion-parts] [--rows 2500] [--epochs 4]
+        [--image-size 128] [--only NAME ...] [--results FILE] [--table]
+
+The train part (sample_parts.py: 10,701 rows) is capped at --rows (a stratified sample, the same
+for every candidate: same seed, same split); the test part (1,181 rows) is never trained or chosen
+on. The short base (--epochs, --image-size) keeps a candidate near five minutes on this CPU. Each
+candidate's run is appended to --results as one JSON line as soon as it ends, so a long search can
+stop and go on (--only, or candidates already in the file are skipped); --table prints the table
+from the file without training.
+
+Per candidate: per head accuracy and macro-F1 (decoded jointly, as the product shows them) on the
+validation split and on the test part, seconds per training epoch, and the share of head decisions
+the trust layer accepts at 2 % error on the test part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from core.data import HEADS  # noqa: E402
+from core.evaluation import read_report  # noqa: E402
+from sample_parts import carve  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.evaluate import evaluate_checkpoint  # noqa: E402
+from training.run_folder import RunFolder  # noqa: E402
+from training.status import metrics_frame  # noqa: E402
+from training.train import train  # noqa: E402
+
+# Each candidate is the base plus these overrides (issue 17's list).
+CANDIDATES = {  # cheapest first, so a search cut short has the most answers
+    "base": [],
+    "EMA 0.998": ["ema_decay=0.998"],
+    "label smoothing 0.1": ["label_smoothing=0.1"],
+    "conditioned heads": ["head=conditioned"],
+    "flip TTA": ["tta_flip=true"],
+    "head weights": ["head_weights=gender:2,season:2,baseColour:1.5,usage:1.5"],
+    "lite1": ["backbone=tf_efficientnet_lite1"],
+    "input 192 px": ["image_size=192"],
+    "2x epochs, early stop": ["epochs=2x", "patience=2"],
+    "lite2": ["backbone=tf_efficientnet_lite2"],
+}
+SHORT = {"masterCategory": "master", "subCategory": "sub", "articleType": "article", "baseColour": "colour"}
+
+
+def base_overrides(args: argparse.Namespace, train_dir: Path) -> list[str]:
+    return [f"data={train_dir}", "backbone=tf_efficientnet_lite0", "pretrained=offline", f"epochs={args.epochs}",
+            f"image_size={args.image_size}", f"max_samples={args.rows}", "num_workers=2"]
+
+
+def scores(report: dict) -> dict[str, dict[str, float]]:
+    return {head: {"acc": entry["accuracy"], "f1": entry["macro_f1"]} for head, entry in report["heads"].items()}
+
+
+def run_candidate(name: str, overrides: list[str], args: argparse.Namespace, train_dir: Path, test_dir: Path) -> dict:
+    overrides = [item.replace("=2x", f"={2 * args.epochs}") for item in overrides]
+    cfg = TrainConfig.from_recipe("default").with_overrides([*base_overrides(args, train_dir), *overrides])
+    record = train(cfg)
+    if record.status != "finished":
+        raise SystemExit(f"{name}: run {record.id} {record.status}: {record.error}")
+    run = RunFolder(record.folder)
+    epochs = len(metrics_frame(run.path))
+    started = time.perf_counter()
+    _, test = evaluate_checkpoint(run.path, test_dir)
+    coverage = np.mean([entry["targets"]["0.02"]["coverage"] for entry in test["trust"]["heads"].values()])
+    return {"name": name, "overrides": overrides, "run": record.id, "fit_s": record.timings["fit_s"],
+            "epochs_run": epochs, "test_eval_s": time.perf_counter() - started,
+            "val": scores(read_report(run.evaluation())), "test": scores(test), "accepted_2pct": float(coverage)}
+
+
+def print_table(results: list[dict]) -> None:
+    """Per candidate, per head test acc / macro-F1, the mean macro-F1 on val and test, epoch time, acceptance."""
+    base = next((result for result in results if result["name"] == "base"), None)
+    print("| candidate | " + " | ".join(SHORT.get(head, head) for head in HEADS)
+          + " | mean F1 val | mean F1 test | Δ test vs base | heads up (test F1) | s/epoch | accepted at 2 % |")
+    print("|---|" + "---|" * (len(HEADS) + 6))
+    for result in results:
+        mean = {part: np.mean([result[part][head]["f1"] for head in HEADS]) for part in ("val", "test")}
+        delta = up = "—"
+        if base is not None and result is not base:
+            delta = f"{mean['test'] - np.mean([base['test'][head]['f1'] for head in HEADS]):+.3f}"
+            up = str(sum(result["test"][head]["f1"] > base["test"][head]["f1"] for head in HEADS))
+        per_epoch = f"{result['fit_s'] / result['epochs_run']:.0f}"
+        cells = [f"{result['test'][head]['acc']:.3f} / {result['test'][head]['f1']:.3f}" for head in HEADS]
+        print(f"| {result['name']} | " + " | ".join(cells)
+              + f" | {mean['val']:.3f} | {mean['test']:.3f} | {delta} | {up} | {per_epoch} | {result['accepted_2pct']:.1%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", type=Path, default=Path("/tmp/fashion-parts"))
+    parser.add_argument("--rows", type=int, default=2500)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--only", nargs="*", choices=list(CANDIDATES), metavar="NAME")
+    parser.add_argument("--results", type=Path, default=Path("ablation.jsonl"))
+    parser.add_argument("--table", action="store_true", help="print the table of --results only")
+    args = parser.parse_args()
+    done = [json.loads(line) for line in args.results.read_text().splitlines()] if args.results.exists() else []
+    if not args.table:
+        train_dir, test_dir = carve(args.parts)
+        for name in args.only or list(CANDIDATES):
+            if any(result["name"] == name for result in done):
+                continue
+            started = time.perf_counter()
+            result = run_candidate(name, CANDIDATES[name], args, train_dir, test_dir)
+            done.append(result)
+            with args.results.open("a") as file:
+                file.write(json.dumps(result) + "\n")
+            print(f"{name}: {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    print_table(done)
+
+
+if __name__ == "__main__":
+    main()
