@@ -100,7 +100,9 @@ def advanced_fields(fields: Fields) -> None:
     fields.values["heads"] = tuple(st.multiselect("Heads", HEADS, default=list(fields.base.heads), key=fields.key("heads")))
     columns = st.columns(4)
     fields.number(columns[0], "Validation share", "val_fraction", step=0.05)
-    fields.choice(columns[1], "Head", "head", HEAD_TYPES, help="linear: one Linear per head; seed_mlp: the seed's shared MLP.")
+    fields.choice(columns[1], "Head", "head", HEAD_TYPES,
+                  help="linear: one Linear per head; conditioned: subCategory and articleType also read their parent's "
+                       "probabilities; seed_mlp: the seed's shared MLP.")
     fields.choice(columns[2], "Loss", "loss", LOSSES, help="ce: cross-entropy per head; bce: the seed's masked BCE (imbalance none).")
     fields.choice(columns[3], "Monitor", "monitor", MONITORS)
     fields.number(columns[0], "Logit adjustment τ", "tau", step=0.1)
@@ -124,6 +126,18 @@ def advanced_fields(fields: Fields) -> None:
                   help="grouped: each group of near-duplicate photos stays on one side (see the Data health page).")
     fields.number(columns[3], "Group similarity (grouped)", "group_similarity", step=0.01,
                   help="Photos at least this similar (cosine, pretrained backbone) are one group.")
+    fields.number(columns[0], "Label smoothing", "label_smoothing", step=0.05,
+                  help="Share of each target spread over the head's classes (cross-entropy only).")
+    ema_decay = columns[1].number_input("Weight average decay (0 = off)", value=fields.base.ema_decay or 0.0,
+                                        format="%.4f", step=0.001, key=fields.key("ema_decay"),
+                                        help="Validate and predict with a moving average of the weights, e.g. 0.998.")
+    fields.values["ema_decay"] = ema_decay or None
+    fields.toggle(columns[2], "Flip at test time", "tta_flip",
+                  help="Evaluate and predict on each photo and its mirror image: twice the inference time.")
+    head_weights = columns[3].text_input("Head loss weights", value=",".join(fields.base.head_weights),
+                                         key=fields.key("head_weights"), placeholder="gender:2,season:2",
+                                         help="head:weight pairs, comma-separated; other heads weigh 1.")
+    fields.values["head_weights"] = tuple(part.strip() for part in head_weights.split(",") if part.strip())
 
 
 def estimate_hint(cfg: TrainConfig, catalogue, registry: RunRegistry) -> None:

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import workspace
 from core.data.demo import generate_demo
+from core.data import HEADS
 from core.database import DB_URL_ENV
 from training.config import TrainConfig
 from training.estimate import estimate
@@ -97,6 +98,27 @@ def test_a_bad_value_shows_the_config_error_and_disables_start(registry):
     field(at, "text_input", "rare_min_count").set_value("lots").run()
     assert texts(at.error) == ["invalid training config: rare_min_count must be an int >= 0 or 'auto', got 'lots'"]
     assert not at.exception
+
+
+def test_the_model_options_reach_the_config_and_a_bad_head_weight_is_refused(registry):
+    at = train_page()
+    field(at, "selectbox", "head").set_value("conditioned")
+    field(at, "number_input", "label_smoothing").set_value(0.1)
+    field(at, "number_input", "ema_decay").set_value(0.998)
+    field(at, "toggle", "tta_flip").set_value(True)
+    field(at, "text_input", "head_weights").set_value("gender:2, seasn:2").run()
+    assert texts(at.error) == ["invalid training config: head_weights item 'seasn:2' must be head:weight with one of "
+                               "the learned heads (" + ", ".join(HEADS) + "), each once, and a weight > 0"]
+    assert at.button(key="train.start").disabled
+    field(at, "text_input", "head_weights").set_value("gender:2, season:2").run()
+    assert not at.error
+    at.button(key="train.start").click().run()
+    assert not at.exception, at.exception
+    [record] = registry.list()
+    cancel_run(record.id, ANN)
+    assert {key: record.config[key] for key in ("head", "label_smoothing", "ema_decay", "tta_flip", "head_weights")} == {
+        "head": "conditioned", "label_smoothing": 0.1, "ema_decay": 0.998, "tta_flip": True,
+        "head_weights": ["gender:2", "season:2"]}
 
 
 def test_start_while_a_run_is_active_says_which(registry):
