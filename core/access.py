@@ -14,9 +14,16 @@ The access file, TOML, is the one FASHION_TAGGER_ACCESS names, else <workspace>/
     reviewer = ["@example.com"]
     viewer = ["guest@partner.org"]
     data_roots = ["/data/catalogues"]   # FASHION_TAGGER_DATA_ROOTS (os.pathsep-separated) wins when set
+    email_verified_claim = "required"   # or "optional" (VerifiedClaim)
 
 An email listed is matched before its domain; one entry under two roles is refused. Without the
 file, everyone who logs in is a viewer.
+
+A login is its provider's `email` claim, and only when the provider says it verified that address
+(`email_verified` true): anyone can put someone else's address on an account at many providers,
+and a role follows the address. A login whose `email_verified` is false is refused; one without the
+claim is refused too unless the access file says `email_verified_claim = "optional"`, for a
+provider that verifies every address it sends and does not say so.
 
 Allowed folders: the dashboard opens datasets, loads photos from and exports into folders under
 its roots only: the workspace, the folder FASHION_TAGGER_DATA names, and the data roots, compared
@@ -89,6 +96,19 @@ class FolderRefused(AccessDenied):
 
 class AccessConfigError(ValueError):
     """The access file or FASHION_TAGGER_DATA_ROOTS is malformed; the message names the problem."""
+
+
+class LoginRefused(ValueError):
+    """A login whose identity the dashboard does not accept (no email, or one not verified); the
+    message says why and what to do."""
+
+
+class VerifiedClaim(enum.StrEnum):
+    """What a login without the provider's `email_verified` claim gets (the access file's
+    `email_verified_claim`). A login whose claim is false is refused either way."""
+
+    REQUIRED = "required"  # refused (the default)
+    OPTIONAL = "optional"  # accepted: for a provider that verifies every address it sends and does not say so
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +190,7 @@ class AccessConfig:
     emails: Mapping[str, Role] = dataclasses.field(default_factory=dict)  # lower-case email -> role
     domains: Mapping[str, Role] = dataclasses.field(default_factory=dict)  # lower-case "@domain" -> role
     data_roots: tuple[Path, ...] = ()  # resolved
+    email_verified_claim: VerifiedClaim = VerifiedClaim.REQUIRED
     path: Path | None = None  # the file read; None when there is none
 
     def role_of(self, email: str) -> Role:
@@ -178,6 +199,32 @@ class AccessConfig:
         if email in self.emails:
             return self.emails[email]
         return self.domains.get("@" + email.rpartition("@")[2], self.default_role) if "@" in email else self.default_role
+
+
+def login_email(claims: Mapping, config: AccessConfig) -> str:
+    """The email a login's identity claims (the provider's ID token, as `st.user` holds it) vouch
+    for, lower-case; LoginRefused when there is none, or the provider does not say it is verified
+    (module docstring). Some providers send `email_verified` as the text "true" or "false"."""
+    email = str(claims.get("email") or "").strip().lower()
+    if not email:
+        raise LoginRefused("your login provider sent no email address; ask an admin to request the email scope "
+                           "from it")
+    verified = claims.get("email_verified")
+    if isinstance(verified, str):
+        verified = {"true": True, "false": False}.get(verified.strip().lower(), verified)
+    if verified is True:
+        return email
+    if verified is False:
+        raise LoginRefused(f"your login provider says your email address {email} is not verified (email_verified "
+                           "is false); verify it with the provider, or log out and log in with another account")
+    if verified is None and config.email_verified_claim == VerifiedClaim.OPTIONAL:
+        return email
+    if verified is None:
+        raise LoginRefused(f"your login provider does not say whether your email address {email} is verified (it "
+                           "sent no email_verified claim); an admin may accept such logins with "
+                           'email_verified_claim = "optional" in the access file, if the provider verifies every '
+                           "address it sends")
+    raise LoginRefused(f"your login provider sent email_verified = {verified!r} for {email}, neither true nor false")
 
 
 def access_file() -> Path:
@@ -196,7 +243,7 @@ def load_access_config(path: str | Path | None = None) -> AccessConfig:
         return AccessConfig()
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise AccessConfigError(f"{path}: cannot be read as TOML: {error}") from error
-    known = {"default_role", "data_roots", *Role}
+    known = {"default_role", "data_roots", "email_verified_claim", *Role}
     unknown = sorted(set(content) - known)
     if unknown:
         raise AccessConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
@@ -214,6 +261,7 @@ def load_access_config(path: str | Path | None = None) -> AccessConfig:
         emails={entry: role for entry, role in entries.items() if not entry.startswith("@")},
         domains={entry: role for entry, role in entries.items() if entry.startswith("@")},
         data_roots=tuple(_resolved(root) for root in _strings(content.get("data_roots", []), f"{path}: data_roots")),
+        email_verified_claim=_verified_claim(content.get("email_verified_claim", VerifiedClaim.REQUIRED), path),
         path=path,
     )
 
@@ -233,6 +281,14 @@ def _role(value: object, what: str) -> Role:
         return Role(value)
     except ValueError:
         raise AccessConfigError(f"{what}: unknown role {value!r}; valid: {', '.join(Role)}") from None
+
+
+def _verified_claim(value: object, path: Path) -> VerifiedClaim:
+    try:
+        return VerifiedClaim(value)
+    except ValueError:
+        raise AccessConfigError(f"{path}: email_verified_claim: {value!r} is not one of "
+                                f"{', '.join(map(repr, map(str, VerifiedClaim)))}") from None
 
 
 def _strings(value: object, what: str) -> list[str]:

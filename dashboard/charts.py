@@ -1,4 +1,8 @@
-"""Plotly figures the pages render (and one PNG drawn with Pillow); data comes in as the small frames `core` returns."""
+"""Plotly figures the pages render (and one PNG drawn with Pillow); data comes in as the small frames `core` returns.
+
+Labels are untrusted, and plotly reads HTML in every text it draws: each label-derived string a
+figure draws goes through `dashboard.text.chart_text`. Where a page reads a click back (the
+confusion matrix), the raw class names travel as customdata, never drawn."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
+from dashboard.text import chart_text
+
 # Colours of the train and validation splits, the same on every chart.
 SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "not used": "#BAB0AC"}
 
@@ -17,8 +23,8 @@ SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "not used": "#BAB0AC"}
 def counts_bar(counts: pd.DataFrame, title: str, log_scale: bool) -> go.Figure:
     """Horizontal bars of `value`/`count` (from `core.data.profile.top_n_counts`), largest on top."""
     figure = px.bar(
-        counts, x="count", y="value", orientation="h", title=title, log_x=log_scale,
-        hover_data={"share": ":.1%"}, labels={"value": "", "count": "rows"},
+        counts.assign(value=counts["value"].map(chart_text)), x="count", y="value", orientation="h", title=title,
+        log_x=log_scale, hover_data={"share": ":.1%"}, labels={"value": "", "count": "rows"},
     )
     figure.update_layout(yaxis={"autorange": "reversed"}, height=max(300, 22 * len(counts) + 120), margin={"t": 50})
     return figure
@@ -26,7 +32,8 @@ def counts_bar(counts: pd.DataFrame, title: str, log_scale: bool) -> go.Figure:
 
 def split_bars(distribution: pd.DataFrame, head: str) -> go.Figure:
     """Grouped bars of each class's share in train and in val (from `split_distribution`)."""
-    shares = distribution[["train_share", "val_share"]].rename(columns={"train_share": "train", "val_share": "val"})
+    shares = distribution[["train_share", "val_share"]].rename(index=chart_text,
+                                                              columns={"train_share": "train", "val_share": "val"})
     long = shares.rename_axis("class").reset_index().melt(id_vars="class", var_name="split", value_name="share")
     figure = px.bar(
         long, x="share", y="class", color="split", barmode="group", orientation="h",
@@ -72,7 +79,8 @@ def class_f1_bars(table: pd.DataFrame, head: str) -> go.Figure:
     """F1 per class (a `core.evaluation.class_table`), best first, coloured by support."""
     ordered = table.sort_values(["f1", "support"], ascending=False, kind="stable")
     figure = px.bar(
-        ordered, x="class", y="f1", color="support", color_continuous_scale="Viridis", title=f"{head}: F1 per class",
+        ordered.assign(**{"class": ordered["class"].map(chart_text)}), x="class", y="f1", color="support",
+        color_continuous_scale="Viridis", title=f"{head}: F1 per class",
         hover_data={"precision": ":.3f", "recall": ":.3f", "f1": ":.3f", "support": True}, labels={"class": ""},
     )
     figure.update_layout(yaxis={"range": [0, 1]}, xaxis={"tickangle": -60}, height=460)
@@ -81,12 +89,14 @@ def class_f1_bars(table: pd.DataFrame, head: str) -> go.Figure:
 
 def confusion_heatmap(view, normalised: bool, title: str) -> go.Figure:
     """A `core.evaluation.ConfusionView` as a heatmap (counts or row rates), true classes down,
-    predicted across; hovering a cell shows its count and rate, and a click selects it."""
+    predicted across; hovering a cell shows its count and rate, and a click selects it (read the
+    clicked cell's classes with `clicked_cell`)."""
     counts, rates = view.counts, view.rates
     k = len(view.classes)
+    drawn = [chart_text(name) for name in view.classes]  # the axes' categories; the raw names ride in customdata
     row_px = 26 if k <= 30 else 14  # the figure grows with k so that cells stay readable and clickable
     figure = go.Figure(go.Heatmap(
-        z=rates if normalised else counts, x=view.classes, y=view.classes, colorscale="Blues", zmin=0,
+        z=rates if normalised else counts, x=drawn, y=drawn, colorscale="Blues", zmin=0,
         zmax=1 if normalised else None, hoverinfo="skip", colorbar={"title": "rate" if normalised else "rows"},
         text=np.where(counts > 0, np.vectorize(lambda v: f"{v:.0%}" if normalised else f"{v:d}")(rates if normalised else counts), ""),
         texttemplate="%{text}" if k <= 25 else None,
@@ -95,8 +105,10 @@ def confusion_heatmap(view, normalised: bool, title: str) -> go.Figure:
     # marker per cell carries the hover text and the click.
     true_index, predicted_index = np.indices((k, k))
     figure.add_scatter(
-        x=[view.classes[j] for j in predicted_index.ravel()], y=[view.classes[i] for i in true_index.ravel()],
-        mode="markers", showlegend=False, customdata=np.stack([counts.ravel(), rates.ravel()], axis=1),
+        x=[drawn[j] for j in predicted_index.ravel()], y=[drawn[i] for i in true_index.ravel()],
+        mode="markers", showlegend=False,
+        customdata=[[int(counts[i, j]), float(rates[i, j]), view.classes[i], view.classes[j]]
+                    for i, j in zip(true_index.ravel(), predicted_index.ravel())],
         marker={"symbol": "square", "size": row_px - 4, "opacity": 0, "color": "#E45756"},
         selected={"marker": {"opacity": 0.45}}, unselected={"marker": {"opacity": 0}},
         hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[0]:,} rows · %{customdata[1]:.1%} of the true class"
@@ -109,6 +121,13 @@ def confusion_heatmap(view, normalised: bool, title: str) -> go.Figure:
         yaxis={"title": "true", "type": "category", "range": [k - 0.5, -0.5]},  # the first class on top
     )
     return figure
+
+
+def clicked_cell(point: dict) -> tuple[str, str]:
+    """The (true, predicted) class names, as the view names them, of a point Streamlit reports
+    from a click on `confusion_heatmap`."""
+    _, _, true_class, predicted_class = point["customdata"]
+    return true_class, predicted_class
 
 
 def confusion_png(view, normalised: bool, title: str) -> bytes:
@@ -147,8 +166,9 @@ def confusion_png(view, normalised: bool, title: str) -> bytes:
 
 def taxonomy_sunburst(tree: pd.DataFrame) -> go.Figure:
     """masterCategory > subCategory > articleType with their rows (core.taxonomy.Taxonomy.tree)."""
-    figure = px.sunburst(tree, path=["masterCategory", "subCategory", "articleType"], values="rows",
-                         title="The catalogue's taxonomy (rows per articleType)")
+    path = ["masterCategory", "subCategory", "articleType"]
+    figure = px.sunburst(tree.assign(**{level: tree[level].map(chart_text) for level in path}), path=path,
+                         values="rows", title="The catalogue's taxonomy (rows per articleType)")
     figure.update_traces(insidetextorientation="radial", hovertemplate="%{id}<br>%{value:,} rows<extra></extra>")
     figure.update_layout(height=620, margin={"t": 50, "l": 0, "r": 0, "b": 0})
     return figure
@@ -200,8 +220,8 @@ def embedding_map(points: pd.DataFrame, title: str, colours: dict[str, str] | No
         if members.empty:
             continue
         figure.add_trace(go.Scattergl(
-            x=members["x"], y=members["y"], mode="markers", name=f"{value} ({len(members):,})",
-            customdata=members["id"].to_numpy(), text=members["label"],
+            x=members["x"], y=members["y"], mode="markers", name=f"{chart_text(value)} ({len(members):,})",
+            customdata=members["id"].to_numpy(), text=members["label"].map(chart_text),
             marker={"size": 6, "color": (colours or {}).get(value, palette[index % len(palette)]), "opacity": 0.8},
             hovertemplate="%{customdata}<br>%{text}<extra></extra>",
         ))

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from core.access import AccessConfig, Actor, Role, access_file, allowed_roots, command_line_actor, load_access_config
+from core.access import (
+    AccessConfig, Actor, Role, access_file, allowed_roots, command_line_actor, load_access_config, login_email,
+)
 from dashboard.text import plain
 
 REVIEWER_KEY = "review.reviewer"  # local mode: the name field's key, and its query parameter
@@ -46,16 +48,14 @@ def access_config() -> AccessConfig:
 
 def current_actor() -> Actor | None:
     """The person using this session; None in team mode before login.
-    Raises AccessConfigError for a malformed access file, ValueError for an unusable identity."""
+    Raises AccessConfigError for a malformed access file, LoginRefused for a login whose email is
+    missing or not verified (core.access.login_email)."""
     config = access_config()
     roots = allowed_roots(config)
     if login_configured():
         if not st.user.get("is_logged_in"):
             return None
-        email = str(st.user.get("email") or "").strip().lower()
-        if not email:
-            raise ValueError("your login provider sent no email address; ask an admin to request the "
-                             "`email` scope from it")
+        email = login_email(st.user, config)
         return Actor(email, config.role_of(email), name=str(st.user.get("name") or ""), roots=roots)
     return Actor(local_name() or command_line_actor().identity, Role.ADMIN, roots=roots)
 
@@ -85,8 +85,10 @@ def sign_in() -> Actor | None:
     nobody may go on (the login screen, or what is wrong, is shown)."""
     try:
         actor = current_actor()
-    except ValueError as error:  # AccessConfigError included: fail closed
+    except ValueError as error:  # AccessConfigError and LoginRefused included: fail closed
         st.error(f"{plain(error)}. Nothing can be shown until this is fixed.", icon=":material/lock:")
+        if login_configured() and st.user.get("is_logged_in"):
+            logout_button()  # another account may be let in
         return None
     if actor is None:
         login_screen()
@@ -104,6 +106,11 @@ def login_screen() -> None:
             st.login(provider)
 
 
+def logout_button() -> None:
+    if st.button("Log out", key="identity.logout", icon=":material/logout:"):
+        st.logout()
+
+
 def identity_sidebar(actor: Actor) -> None:
     """Sidebar: who is acting and as what; team mode: a logout button; local mode: the name field."""
     with st.sidebar:
@@ -111,8 +118,7 @@ def identity_sidebar(actor: Actor) -> None:
         if login_configured():
             st.query_params.pop(REVIEWER_KEY, None)  # the login names the person, never the address
             st.text(f"{actor.shown} · {actor.role}")
-            if st.button("Log out", key="identity.logout", icon=":material/logout:"):
-                st.logout()
+            logout_button()
             return
         if REVIEWER_KEY not in st.session_state:  # a reload: the name comes back from the address
             st.session_state[REVIEWER_KEY] = st.query_params.get(REVIEWER_KEY, "")

@@ -1,9 +1,11 @@
 """Untrusted text (labels, product and file names, reviewer names, dataset paths) put into
 Streamlit's markdown as the text it is: every markdown, colour, emoji and HTML construct escaped,
-lines joined; or as a code span nothing inside can leave."""
+lines joined; or as a code span nothing inside can leave; or into a plotly figure as text it draws
+literally."""
 
 from __future__ import annotations
 
+import html
 import re
 
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping all of them
@@ -25,3 +27,11 @@ def code(value: object) -> str:
     fence = "`" * (1 + max((len(run) for run in _BACKTICKS.findall(text)), default=0))
     pad = " " if text.startswith("`") or text.endswith("`") else ""  # CommonMark strips one such space each side
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def chart_text(value: object) -> str:
+    """`value` as text plotly draws literally. Plotly reads a small HTML subset (`<a href>`, `<b>`,
+    `<br>`, `<span style>`, ...) and entities in every text it draws (axis ticks, legend entries,
+    hovers, sunburst labels, titles); with `&`, `<` and `>` as entities it shows those characters.
+    One-to-one, so distinct labels stay distinct categories."""
+    return html.escape(str(value), quote=False)

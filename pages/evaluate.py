@@ -111,7 +111,7 @@ def confusion(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     true_key, predicted_key = f"evaluate.true.{head}.{top_n}", f"evaluate.pred.{head}.{top_n}"
     points = event.selection.points if event else []
     if points:
-        clicked = (points[0]["y"], points[0]["x"])
+        clicked = charts.clicked_cell(points[0])
         if st.session_state.get("evaluate.clicked") != clicked:  # a new click, not the chart's standing selection
             st.session_state["evaluate.clicked"] = clicked
             st.session_state[true_key], st.session_state[predicted_key] = clicked

@@ -1,6 +1,6 @@
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,9 +35,11 @@ TINY_RUN = ("epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_
 
 
 @contextlib.contextmanager
-def tiny_run_workspace(tmp_path_factory, n: int = 120, seed: int = 3, overrides: Sequence[str] = TINY_RUN) -> Iterator:
-    """A finished default-recipe run on a fresh demo catalogue of `n` photos, in a workspace of its
-    own; inside, the environment points at both (workspace, dataset, no shared database URL).
+def tiny_run_workspace(tmp_path_factory, n: int = 120, seed: int = 3, overrides: Sequence[str] = TINY_RUN,
+                       edit: Callable[[Path], None] | None = None) -> Iterator:
+    """A finished default-recipe run on a fresh demo catalogue of `n` photos (`edit`, when given,
+    changes the demo folder first, e.g. its labels), in a workspace of its own; inside, the
+    environment points at both (workspace, dataset, no shared database URL).
     Yields (run record, demo folder, workspace folder)."""
     from core import workspace
     from core.data.demo import generate_demo
@@ -46,6 +48,8 @@ def tiny_run_workspace(tmp_path_factory, n: int = 120, seed: int = 3, overrides:
     from training.train import train
 
     demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=n, seed=seed)
+    if edit is not None:
+        edit(demo)
     home = tmp_path_factory.mktemp("ws")
     patch = pytest.MonkeyPatch()
     patch.setenv(workspace.HOME_ENV, str(home))

@@ -1,5 +1,6 @@
-"""Roles, the access file, allowed folders (core.access), and the refusals of the functions that
-train, export and open datasets when the person may not (the run registry records who asked)."""
+"""Roles, the access file, allowed folders (core.access), the logins accepted (a verified email),
+and the refusals of the functions that train, export and open datasets when the person may not
+(the run registry records who asked)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 
 from core import workspace
 from core.access import (
-    ACCESS_ENV, DATA_ROOTS_ENV, AccessConfigError, AccessDenied, Actor, FolderRefused, Permission, Role,
-    allowed_roots, command_line_actor, dataset_dir_for, load_access_config, require, require_folder,
+    ACCESS_ENV, DATA_ROOTS_ENV, AccessConfig, AccessConfigError, AccessDenied, Actor, FolderRefused, LoginRefused,
+    Permission, Role, VerifiedClaim, allowed_roots, command_line_actor, dataset_dir_for, load_access_config,
+    login_email, require, require_folder,
 )
 from core.corrections import export_dataset
 from core.data import CatalogueError
@@ -73,7 +75,9 @@ def test_the_access_file_maps_emails_then_domains_then_the_default(home):
 
 @pytest.mark.parametrize("content, message", [
     ('admin = ["ann@example.com"]\nreviewer = ["ann@example.com"]\n', "'ann@example.com' is listed as both reviewer and admin"),
-    ('owner = ["ann@example.com"]\n', "unknown key\\(s\\) owner; valid: admin, data_roots, default_role, reviewer, viewer"),
+    ('owner = ["ann@example.com"]\n',
+     "unknown key\\(s\\) owner; valid: admin, data_roots, default_role, email_verified_claim, reviewer, viewer"),
+    ('email_verified_claim = "never"\n', "email_verified_claim: 'never' is not one of 'required', 'optional'"),
     ('admin = "ann@example.com"\n', "admin must be a list of strings, got 'ann@example.com'"),
     ('admin = ["ann"]\n', "admin: 'ann' is neither an email nor an @domain"),
     ('default_role = "root"\n', "default_role: unknown role 'root'"),
@@ -83,6 +87,37 @@ def test_a_bad_access_file_is_refused_naming_the_problem(home, content, message)
     (home / "access.toml").write_text(content)
     with pytest.raises(AccessConfigError, match=message):
         load_access_config()
+
+
+@pytest.mark.parametrize("claims", [
+    {"email": "Ann@Example.com", "email_verified": True},
+    {"email": "ann@example.com", "email_verified": "true"},  # some providers send the claim as text
+])
+def test_a_login_is_its_verified_email(claims):
+    assert login_email(claims, AccessConfig()) == "ann@example.com"
+
+
+@pytest.mark.parametrize("claims, message", [
+    ({"email": "ann@example.com", "email_verified": False}, "says your email address ann@example.com is not verified"),
+    ({"email": "ann@example.com", "email_verified": "False"}, "says your email address ann@example.com is not verified"),
+    ({"email": "ann@example.com"}, "does not say whether your email address ann@example.com is verified .* "
+                                   'email_verified_claim = "optional" in the access file'),
+    ({"email": "ann@example.com", "email_verified": "yes"}, "sent email_verified = 'yes' for ann@example.com, "
+                                                            "neither true nor false"),
+    ({"email_verified": True}, "sent no email address"),
+])
+def test_a_login_without_a_verified_email_is_refused_saying_why(claims, message):
+    with pytest.raises(LoginRefused, match=message):
+        login_email(claims, AccessConfig())
+
+
+def test_the_access_file_may_accept_logins_without_the_claim_but_never_an_unverified_one(home):
+    assert load_access_config().email_verified_claim == VerifiedClaim.REQUIRED
+    (home / "access.toml").write_text('email_verified_claim = "optional"\n')
+    config = load_access_config()
+    assert login_email({"email": "ann@example.com"}, config) == "ann@example.com"
+    with pytest.raises(LoginRefused, match="is not verified"):
+        login_email({"email": "ann@example.com", "email_verified": False}, config)
 
 
 def test_allowed_roots_default_to_the_workspace_and_the_dataset_and_the_variable_wins(home, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 
 from core.evaluation import load_evaluation
 from core.evaluation_views import top_n_confusion
+from dashboard.text import chart_text
 from training.run_folder import RunFolder
 
 from browser_support import ARTIFACTS, IDLE, page, run_server as server  # noqa: F401 (fixtures)
@@ -22,7 +23,8 @@ HEAD = "articleType"
 def click_cell(page, plot, true: str, predicted: str) -> None:
     """Click the heatmap cell (true, predicted) where plotly's own axes put it, once hovering
     there shows that cell's label: proof that plotly has laid the figure out (on a loaded machine
-    a click could land before that, seen in CI) and that the mouse is on the right cell."""
+    a click could land before that, seen in CI) and that the mouse is on the right cell. The axes'
+    categories are the class names as drawn (dashboard.text.chart_text)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     label = page.locator(".hoverlayer .hovertext").filter(has_text=f"true {true}").filter(has_text=f"predicted {predicted}")
@@ -31,7 +33,7 @@ def click_cell(page, plot, true: str, predicted: str) -> None:
         box = plot.bounding_box()
         x, y = page.evaluate(
             "([x, y]) => { const layout = document.querySelector('.js-plotly-plot')._fullLayout;"
-            " return [layout.xaxis.d2p(x), layout.yaxis.d2p(y)]; }", [predicted, true])
+            " return [layout.xaxis.d2p(x), layout.yaxis.d2p(y)]; }", [chart_text(predicted), chart_text(true)])
         page.mouse.move(box["x"] + x, box["y"] + y, steps=4)
         try:
             label.wait_for(timeout=3_000)

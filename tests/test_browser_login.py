@@ -2,7 +2,8 @@
 (oidc-provider-mock), in headless Chromium. Rita logs in as a reviewer, decides a photo, may not
 train, load a server folder or export, and logs out; Ada logs in as an admin, sees Rita's decision
 under Rita's name in the history, undoes it (the undo under her own name) and may train and
-export. Screenshots land in `test-artifacts/` (login-*.png)."""
+export. Eve's provider says her email is not verified: she is refused, sees why, and may log out.
+Screenshots land in `test-artifacts/` (login-*.png)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.browser
 
 ADA, RITA = "ada@example.com", "rita@example.com"
 NAMES = {ADA: "Ada Admin", RITA: "Rita Reviewer"}
+EVE = "eve@example.com"  # her provider has not verified her address: were it verified, she would be a reviewer
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,9 @@ def team(tmp_path_factory):
     file) on a workspace with one finished tiny run; yields (its URL, the demo catalogue)."""
     require_browser()
     oidc = pytest.importorskip("oidc_provider_mock", reason="oidc-provider-mock is not installed")
-    users = [oidc.User(sub=email, claims={"email": email, "name": name}) for email, name in NAMES.items()]
+    users = [oidc.User(sub=email, claims={"email": email, "email_verified": True, "name": name})
+             for email, name in NAMES.items()]
+    users.append(oidc.User(sub=EVE, claims={"email": EVE, "email_verified": False, "name": "Eve"}))
     with tiny_run_workspace(tmp_path_factory, seed=7) as (record, demo, home), \
             oidc.run_server_in_thread(user_claims=users) as provider:
         port = free_port()
@@ -143,3 +147,21 @@ def test_a_reviewer_and_an_admin_log_in_and_do_what_their_roles_allow(team, brow
     ada.get_by_role("tab", name="Export").click()
     ada.get_by_role("textbox", name="Export the corrected catalogue to").wait_for()
     ada.context.close()
+
+
+def test_a_login_whose_email_is_not_verified_is_refused(team, browser):
+    url, _ = team
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name=EVE).click()
+    page.get_by_text(f"your login provider says your email address {EVE} is not verified").wait_for()
+    wait_idle(page)
+    assert page.get_by_text("Team mode: you are").count() == 0 and page.get_by_text("Dataset").count() == 0
+    assert page.get_by_text("Traceback").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "login-unverified.png"))
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="End session").click()
+    page.get_by_role("button", name="Log in").wait_for()
+    page.context.close()

@@ -283,7 +283,8 @@ def test_heatmap_cells_and_png():
     heatmap, cells = figure.data
     np.testing.assert_allclose(heatmap.z, view.rates)
     assert list(zip(cells.y, cells.x))[1] == ("a", "b")  # row-major: (true, predicted)
-    np.testing.assert_allclose(np.asarray(cells.customdata)[:, 0], view.counts.ravel())
+    np.testing.assert_array_equal([row[0] for row in cells.customdata], view.counts.ravel())
+    assert [tuple(row[2:]) for row in cells.customdata][1] == ("a", "b")  # what a click hands back
     k = len(view.classes)  # the cells fill the plot, the first true class on top
     assert list(figure.layout.xaxis.range) == [-0.5, k - 0.5] and list(figure.layout.yaxis.range) == [k - 0.5, -0.5]
     png = Image.open(io.BytesIO(charts.confusion_png(view, normalised=False, title="usage: rows")))

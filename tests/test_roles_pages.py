@@ -1,7 +1,8 @@
 """Team mode in AppTest: `[auth]` in the secrets, the login's identity in `at.user`, roles from the
 access file. What each role sees and can do on each page, that the name comes from the login (never
-typed, never from the address), whose name the history shows, and a dataset link outside the
-allowed folders refused. The real login, through a real OpenID provider, is test_browser_login."""
+typed, never from the address), whose name the history shows, a login without a verified email
+refused, and a dataset link outside the allowed folders refused. The real login, through a real
+OpenID provider, is test_browser_login."""
 
 from __future__ import annotations
 
@@ -41,11 +42,14 @@ def run(tmp_path_factory):
             patch.undo()
 
 
-def team_app(email: str | None, page: str | None = None, **query: str) -> AppTest:
+def team_app(email: str | None, page: str | None = None, claims: dict | None = None, **query: str) -> AppTest:
+    """The app as `email` sees it after logging in (None: before), their provider's ID token
+    holding a verified email unless `claims` says otherwise (a claim None: not sent)."""
     at = AppTest.from_file(HOME, default_timeout=90)
     at.secrets["auth"] = AUTH
-    at.user = {"is_logged_in": False} if email is None else {
-        "is_logged_in": True, "email": email, "name": email.split("@")[0].title()}
+    user = {"is_logged_in": True, "email": email, "email_verified": True, "name": email.split("@")[0].title(),
+            **(claims or {})} if email else {"is_logged_in": False}
+    at.user = {claim: value for claim, value in user.items() if value is not None}
     for name, value in query.items():
         at.query_params[name] = value
     at.run()
@@ -176,3 +180,23 @@ def test_a_broken_access_file_shows_nothing(run, monkeypatch, tmp_path):
     at = team_app(ADA)
     assert not at.metric and not at.sidebar.text_input
     assert "admin must be a list of strings" in texts(at.error)[0] and "Nothing can be shown" in texts(at.error)[0]
+
+
+def test_a_login_without_a_verified_email_sees_nothing_but_why_and_may_log_out(run, monkeypatch, tmp_path):
+    unverified = team_app(ADA, claims={"email_verified": False})
+    silent = team_app(ADA, claims={"email_verified": None})  # a provider that sends no such claim
+    for at in (unverified, silent):
+        assert not at.metric and not at.sidebar.text and not at.sidebar.text_input
+        assert [element.label for element in at.button] == ["Log out"]
+    assert texts(unverified.error) == [
+        "your login provider says your email address ada@example.com is not verified (email_verified is false); "
+        "verify it with the provider, or log out and log in with another account. Nothing can be shown until this "
+        "is fixed."]
+    assert texts(silent.error)[0].startswith("your login provider does not say whether your email address "
+                                             "ada@example.com is verified (it sent no email_verified claim)")
+    # An access file that accepts a provider without the claim lets the second in, never the first.
+    access = tmp_path / "access.toml"
+    access.write_text(f'admin = ["{ADA}"]\nemail_verified_claim = "optional"\n')
+    monkeypatch.setenv(ACCESS_ENV, str(access))
+    assert texts(team_app(ADA, claims={"email_verified": None}).sidebar.text) == ["Ada (ada@example.com) · admin"]
+    assert "is not verified" in texts(team_app(ADA, claims={"email_verified": False}).error)[0]
