@@ -12,12 +12,17 @@ import re
 # also defuses Streamlit's own :colour[...] and :emoji: syntax and raw HTML.
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _BACKTICKS = re.compile(r"`+")
+# Streamlit's markdown (remark-gfm) turns bare URLs and email addresses into links after escapes are
+# resolved, so no escape stops it; an invisible WORD JOINER after each trigger ("http", "www", "@", ...)
+# breaks the pattern and leaves the text as it reads.
+_AUTOLINK_TRIGGER = re.compile(r"(?i)(\b(?:https?|ftp|www|mailto|xmpp)(?=[:.])|@)")
+WORD_JOINER = "\u2060"
 
 
 def plain(value: object) -> str:
-    """`value` as text that markdown shows literally, on one line."""
+    """`value` as text that markdown shows literally, on one line, with no link made of it."""
     text = " ".join(str(value).split())
-    return _PUNCTUATION.sub(r"\\\1", text)
+    return _PUNCTUATION.sub(r"\\\1", _AUTOLINK_TRIGGER.sub(rf"\1{WORD_JOINER}", text))
 
 
 def code(value: object) -> str:

@@ -5,6 +5,7 @@ catalogue, a review, the export and `inspect` as inert text."""
 from __future__ import annotations
 
 import csv
+import re
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
 from core import workspace
 from core.labelstore import LabelStore
+from dashboard.text import WORD_JOINER, plain
 from core.untrusted import check_typed, formula_like, spreadsheet_cell, spreadsheet_csv, spreadsheet_frame
 
 from conftest import ANN, BOB
@@ -101,3 +103,12 @@ def test_injection_strings_round_trip_through_review_export_and_inspect_as_inert
     assert "  formula_values               2" in out
     assert f"    {first} articleType: '+cmd'" in out
     assert f"    {first} productDisplayName: '-2+3 {IMAGE}'" in out
+
+
+@pytest.mark.parametrize("label", ["see http://evil.example/x", "HTTPS://evil.example", "www.evil.example",
+                                   "ann@evil.example", "mailto:ann@evil.example"])
+def test_plain_text_keeps_markdown_from_making_a_link_of_a_url_or_an_email(label):
+    unescaped = plain(label).replace("\\", "")  # what markdown's text holds once escapes are resolved
+    assert unescaped.replace(WORD_JOINER, "") == label  # reads the same
+    # remark-gfm's literal autolinks: a URL from "http://", "https://" or "www.", an email "x@y.z"
+    assert not re.search(r"(?i)https?://|www\.|[\w.+-]@[\w-]+\.", unescaped)
