@@ -1,8 +1,10 @@
 """Training data: the catalogue's cached photos, their encoded labels, and Lightning's DataModule over a split.
 
-Batches are dicts {"image": float [B, 3, H, W] (normalised by the backbone's timm data config),
-"labels": int64 [B, n_heads] (schema.encode: IGNORE_INDEX where ignored, columns in schema.heads
-order), "id": int64 [B]}, the format TaggerModule takes.
+Batches are dicts {"image": uint8 [B, 3, H, W] (RGB, 0-255: cropped and resized, not yet
+normalised), "labels": int64 [B, n_heads] (schema.encode: IGNORE_INDEX where ignored, columns in
+schema.heads order), "id": int64 [B]}, the format TaggerModule takes. The workers only decode and
+crop; TaggerModule normalises on the device after the transfer (core.transforms.Normalise), so a
+batch is a quarter of float's bytes to collate, pin and copy.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _SAMPLE_SALT = 0x6D61785F73616D70  # "max_samp"
 
 
 class CatalogueImages(Dataset):
-    """Cached photos with their labels: item i -> {"image": transform(photo) float [3, H, W],
+    """Cached photos with their labels: item i -> {"image": transform(photo) uint8 [3, H, W],
     "labels": int64 [n_heads], "id": int64 []}; the default collate stacks them into a batch."""
 
     def __init__(self, folder: Path, ids: np.ndarray, labels: np.ndarray, transform: Transform) -> None:
@@ -79,7 +81,8 @@ class CatalogueDataModule(L.LightningDataModule):
 
     split: "train"/"val" per catalogue row (index = catalogue.frame.index; `split_catalogue`).
     image_size: the model's input side; data_cfg: the backbone's timm data config at that size
-        (`core.transforms.data_config(model, image_size)`), used for both transforms.
+        (`core.transforms.data_config(model, image_size)`), whose size and interpolation both
+        transforms take (its mean and std are the module's business).
     cache_root: the folder under which the cache lives (the workspace): `cache_folder(cache_root,
         catalogue.root, image_size)`.
     max_samples: cap on the rows used, train and val together (see `capped_selection`); only

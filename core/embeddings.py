@@ -1,5 +1,5 @@
-"""Per-photo embeddings: a backbone's pooled features, through the model's own eval transform,
-cached per dataset and model in the workspace.
+"""Per-photo embeddings: a backbone's pooled features, through the model's own eval transform and
+normalisation (core.transforms), cached per dataset and model in the workspace.
 
 An `EmbeddingModel` is a timm backbone created with num_classes=0 (it returns pooled features,
 (batch, dim)) and its data config: the offline pretrained backbone (`pretrained_model`), or a
@@ -36,7 +36,7 @@ from core.data.catalogue import Catalogue
 from core.datamodule import CatalogueImages
 from core.imagecache import as_cached, build_image_cache, cache_folder
 from core.prediction import CPU_FORWARD_BATCH
-from core.transforms import data_config, eval_transform
+from core.transforms import Normalise, data_config, eval_transform
 
 PRETRAINED_BACKBONE = "tf_efficientnet_lite0"  # offline ImageNet weights: no run and no network needed
 PRETRAINED_IMAGE_SIZE = 224
@@ -177,8 +177,10 @@ def normalise(features: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _forward(backbone: nn.Module, batch: torch.Tensor, device: torch.device) -> np.ndarray:
-    return backbone(batch.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
+def _forward(backbone: nn.Module, normalise_images: Normalise, batch: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Features (float32 [b, dim]) of a uint8 batch [b, 3, H, W], normalised on `device`."""
+    images = normalise_images(batch.to(device, non_blocking=True), torch.channels_last)
+    return backbone(images).float().cpu().numpy()
 
 
 def embed_images(model: EmbeddingModel, images: Sequence[Image.Image], device: str | torch.device = "cpu") -> np.ndarray:
@@ -186,10 +188,11 @@ def embed_images(model: EmbeddingModel, images: Sequence[Image.Image], device: s
     are (through the image cache's copy, then the eval transform)."""
     device = torch.device(device)
     backbone = model.backbone.eval().to(device, memory_format=torch.channels_last)
-    transform = eval_transform(model.data_cfg)
+    transform, normalise_images = eval_transform(model.data_cfg), Normalise.from_config(model.data_cfg)
     step = CPU_FORWARD_BATCH if device.type == "cpu" else 64
     tensors = [transform(as_cached(image, model.image_size)) for image in images]
-    chunks = [_forward(backbone, torch.stack(tensors[start:start + step]), device) for start in range(0, len(tensors), step)]
+    chunks = [_forward(backbone, normalise_images, torch.stack(tensors[start:start + step]), device)
+              for start in range(0, len(tensors), step)]
     return normalise(np.concatenate(chunks)) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -248,5 +251,6 @@ def _embed_cached(model: EmbeddingModel, folder: Path, ids: np.ndarray, device: 
     # No labels: the dataset's label columns are empty ([n, 0]).
     dataset = CatalogueImages(folder, ids, np.zeros((len(ids), 0), dtype=np.int64), eval_transform(model.data_cfg))
     loader = DataLoader(dataset, batch_size=step, num_workers=num_workers, pin_memory=device.type == "cuda")
+    normalise_images = Normalise.from_config(model.data_cfg)
     for batch in loader:
-        yield batch["id"].numpy(), normalise(_forward(backbone, batch["image"], device))
+        yield batch["id"].numpy(), normalise(_forward(backbone, normalise_images, batch["image"], device))

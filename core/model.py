@@ -10,9 +10,10 @@ head -> logits [B, C_head]. Three are provided:
 - `SeedNet`: the seed notebook's recipe, a frozen backbone under one MLP whose output is
   the concatenation of all heads' classes, sliced back into per-head logits.
 
-Batches are dicts {"image": float [B, 3, H, W], "labels": int64 [B, n_heads] (IGNORE_INDEX
-where ignored, columns in `heads` order), "id": int64 [B]}. Device placement and memory
-format (channels_last) belong to the trainer configuration, not to this module.
+Batches arrive as dicts {"image": uint8 [B, 3, H, W], "labels": int64 [B, n_heads] (IGNORE_INDEX
+where ignored, columns in `heads` order), "id": int64 [B]} (core.datamodule); after the transfer to
+the device, `on_after_batch_transfer` makes "image" the net's input there: float, normalised
+(core.transforms.Normalise), in the module's memory format. The steps see that batch.
 """
 
 import math
@@ -29,6 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from core.data.schema import IGNORE_INDEX
 from core.losses import HeadLoss, masked_bce
 from core.taxonomy import HIERARCHY
+from core.transforms import Normalise
 
 LOSSES = ("ce", "bce")
 SCHEDULERS = ("cosine", "step")
@@ -151,6 +153,9 @@ class TaggerModule(L.LightningModule):
     net: images -> dict head -> logits (e.g. `MultiHeadNet`, `SeedNet`).
     heads: the label heads, in the order of the batch's label columns.
     class_counts: head -> training counts per class, in class-index order (from the label schema).
+    normalise: uint8 images -> the net's float input (`Normalise.from_config` of the backbone's
+        data config); also what a Predictor feeds the net through.
+    channels_last: the net's weights, and each batch's images on arrival, in NHWC memory format.
     loss: "ce" (per-head softmax cross-entropy under `imbalance`, summed with `head_weights`,
         default 1 each) or "bce" (the seed's masked BCE over the concatenated one-hot labels;
         takes neither imbalance strategy nor head weights).
@@ -172,6 +177,7 @@ class TaggerModule(L.LightningModule):
         net: nn.Module,
         heads: Sequence[str],
         class_counts: Mapping[str, Sequence[int]],
+        normalise: Normalise,
         imbalance: str = "logit_adjusted",
         loss: str = "ce",
         head_weights: Mapping[str, float] | None = None,
@@ -187,9 +193,10 @@ class TaggerModule(L.LightningModule):
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
         tta_flip: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "normalise"])
         _check_choice("loss", loss, LOSSES)
         _check_choice("scheduler", scheduler, SCHEDULERS)
         missing = [head for head in heads if head not in class_counts]
@@ -212,6 +219,8 @@ class TaggerModule(L.LightningModule):
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
 
         self.net = net
+        self.normalise = normalise
+        self.input_format = torch.channels_last if channels_last else torch.contiguous_format
         self.heads = tuple(heads)
         self.head_weights = {head: (head_weights or {}).get(head, 1.0) for head in self.heads}
         self.head_losses = nn.ModuleDict(
@@ -224,9 +233,11 @@ class TaggerModule(L.LightningModule):
         num_classes = {head: len(class_counts[head]) for head in self.heads}
         self.train_metrics = _split_metrics("train", num_classes)
         self.val_metrics = _split_metrics("val", num_classes)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
-        """images: float [B, 3, H, W] -> head -> raw logits [B, C_head].
+        """images: float [B, 3, H, W], normalised -> head -> raw logits [B, C_head].
 
         Training: the net, given `labels` (int64 [B, n_heads]) for a net that teacher-forces.
         Otherwise the weight average when there is one, and with `tta_flip` the mean of the
@@ -249,6 +260,13 @@ class TaggerModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update(self.net, step=self.global_step)
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        """The batch's uint8 images -> the net's input, on the device they were copied to (the GPU's
+        work, not the loader's), then in the precision's input dtype (Lightning converts a batch
+        for "bf16-true" and the like before the transfer, when its images are still uint8)."""
+        images = self.normalise(batch["image"], self.input_format)
+        return {**batch, "image": self.trainer.precision_plugin.convert_input(images)}
 
     def _loss(self, logits: dict[str, Tensor], labels: Tensor) -> Tensor:
         if self.hparams.loss == "bce":

@@ -4,10 +4,11 @@ which heads need no person.
 A `Predictor` wraps a TaggerModule, the label schema it was trained with and, for a run with one,
 its trust layer (core.trust): proposals follow the taxonomy, carry calibrated confidence, and a
 head is accepted when its confidence reaches the head's threshold at the target error. It
-preprocesses exactly as evaluation does (`core.transforms.eval_transform` of the backbone's data
-config). Files a user brings (paths, or `Upload`s: bytes from an HTTP request) go through
-`core.images.read_image_checked`: a bad file becomes a `FilePrediction` with an error naming it
-and the problem, and the rest of the batch goes on.
+preprocesses exactly as evaluation does: `core.transforms.eval_transform` of the backbone's data
+config to uint8, then the module's own `normalise` on the module's device. Files a user brings
+(paths, or `Upload`s: bytes from an HTTP request) go through `core.images.read_image_checked`: a
+bad file becomes a `FilePrediction` with an error naming it and the problem, and the rest of the
+batch goes on.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class Predictor:
         self.run_id = run_id
         self.checkpoint = checkpoint
         config = data_config(module.net.backbone, image_size)
-        self.transform = eval_transform(config)
+        self.transform = eval_transform(config)  # PIL -> uint8; the module normalises on its device
         self.input_shape = tuple(config["input_size"])  # (channels, height, width) of one preprocessed image
         self.trust, self.target_error = trust, check_target(target_error)
         self.pad_batches = self.device.type != "cpu"  # a CPU pays for padding rows, not for new shapes
@@ -189,13 +190,14 @@ class Predictor:
                 else np.zeros((0, len(self.schema.classes[head])), dtype=np.float32) for head in self.heads}
 
     def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """head -> logits [n, C] of a preprocessed batch [n, 3, H, W]; on a GPU (or when `pad_batches`
-        is set) through a batch padded to `bucket_size(n)` with blank images."""
+        """head -> logits [n, C] of a preprocessed uint8 batch [n, 3, H, W], normalised on the module's
+        device; on a GPU (or when `pad_batches` is set) through a batch padded to `bucket_size(n)`
+        with blank images."""
         rows = len(batch)
         if self.pad_batches and bucket_size(rows) > rows:
             batch = torch.cat([batch, batch.new_zeros((bucket_size(rows) - rows, *batch.shape[1:]))])
         with torch.inference_mode(), exact_convolutions(self.device):
-            logits = self.module(batch.to(self.device, memory_format=self.memory_format))
+            logits = self.module(self.module.normalise(batch.to(self.device), self.memory_format))
         return {head: values[:rows] for head, values in logits.items()}
 
     def warm_up(self, max_batch: int) -> None:
@@ -203,7 +205,7 @@ class Predictor:
         that no request pays for a shape's first use (a server calls this before it serves)."""
         _check_positive("max_batch", max_batch)
         for rows in sorted({bucket_size(rows) for rows in range(1, max_batch + 1)}):
-            self._forward(torch.zeros((rows, *self.input_shape)))
+            self._forward(torch.zeros((rows, *self.input_shape), dtype=torch.uint8))
 
     def predict_images(self, images: Sequence[Image.Image], top_k: int = 3,
                        batch_size: int = 32) -> list[ImagePrediction]:

@@ -10,7 +10,7 @@ from core.backbones import (
     OFFLINE_WEIGHTS, PRETRAINED_MODES, HubWeightsUnavailable, LoadedWeights, backbone_choices,
     create_backbone, offline_backbones,
 )
-from core.transforms import data_config, eval_transform
+from core.transforms import Normalise, data_config, eval_transform
 
 LITE = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 ESPRESSO, CUP = 967, 968
@@ -57,9 +57,10 @@ def test_offline_weights_load_every_tensor_strictly(name, n_keys):
 @pytest.mark.parametrize("name", LITE)
 def test_offline_weights_recognise_an_espresso(name, coffee):
     model, _ = create_backbone(name, "offline", num_classes=1000)
-    x = eval_transform(data_config(model))(coffee)
+    cfg = data_config(model)
+    x = Normalise.from_config(cfg)(eval_transform(cfg)(coffee)[None])
     with torch.no_grad():
-        probs = model.eval()(x[None]).softmax(dim=1)[0]
+        probs = model.eval()(x).softmax(dim=1)[0]
     top = int(probs.argmax())
     assert top in (ESPRESSO, CUP)
     if name == "tf_efficientnet_lite0":

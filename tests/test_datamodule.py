@@ -75,18 +75,19 @@ def test_split_is_respected_and_the_cache_reused(catalogue, schema, split, cfg, 
 def test_batches_have_the_documented_shapes_and_labels(catalogue, schema, split, cfg, workspace):
     module = make(catalogue, schema, split, cfg, workspace)
     batch = next(iter(module.train_dataloader()))
-    assert batch["image"].shape == (16, 3, SIZE, SIZE) and batch["image"].dtype == torch.float32
+    # uint8 pixels, not yet normalised: the module normalises on its device (core.model)
+    assert batch["image"].shape == (16, 3, SIZE, SIZE) and batch["image"].dtype == torch.uint8
     assert batch["labels"].shape == (16, 7) and batch["labels"].dtype == torch.int64
     assert batch["id"].shape == (16,) and batch["id"].dtype == torch.int64
     assert set(batch["id"].tolist()) <= set(module.train_ids.tolist())
 
     for loader in (module.train_dataloader(), module.val_dataloader()):
         for batch in loader:
+            assert batch["image"].dtype == torch.uint8 and batch["image"].shape[1:] == (3, SIZE, SIZE)
             rows = catalogue.frame.set_index("id").loc[batch["id"].numpy()].reset_index()
             assert np.array_equal(batch["labels"].numpy(), schema.encode(rows))
     assert (schema.encode(catalogue.frame) == IGNORE_INDEX).any()  # the ignored label is exercised
-    # mean/std 0.5: white background maps to 1.0; every pixel in [-1, 1]
-    assert batch["image"].max().item() == pytest.approx(1.0) and batch["image"].min().item() >= -1.0
+    assert batch["image"].max().item() == 255  # the white background, as it was decoded
 
 
 def test_loader_settings(catalogue, schema, split, cfg, workspace):
@@ -172,7 +173,7 @@ def test_predict_dataloader(catalogue, schema, split, cfg, workspace):
         warnings.simplefilter("error")
         batches = list(module.predict_dataloader(outside + outside[:2]))
     assert torch.cat([batch["id"] for batch in batches]).tolist() == outside  # in order, once each
-    assert batches[0]["image"].shape == (5, 3, SIZE, SIZE)
+    assert batches[0]["image"].shape == (5, 3, SIZE, SIZE) and batches[0]["image"].dtype == torch.uint8
     assert torch.cat([batch["id"] for batch in module.predict_dataloader()]).tolist() == module.val_ids.tolist()
 
 

@@ -17,15 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.database import DB_URL_ENV
-from core.embeddings import ModelIdentity, catalogue_embeddings, embeddings_file, normalise, pretrained_model
+from core.embeddings import (
+    ModelIdentity, catalogue_embeddings, embed_images, embeddings_file, normalise, pretrained_model,
+)
 from core.health import (
     Health, compute_health, group_table, health_summary, label_disagreements, leaked_ids, leaking_groups, load_health, map_frame,
 )
+from core.imagecache import as_cached, cache_folder, open_cached
+from core.images import open_rgb
 from core.image_quality import ISSUE_TYPES, exact_duplicates, image_issues, issue_ids
 from core.similarity import (
     DEFAULT_THRESHOLD, IndexKind, SimilarityIndex, groups_of_pairs, nearest_neighbours, outlier_rows, outlier_scores,
@@ -37,6 +42,7 @@ from training.config import TrainConfig
 from training.health import default_split, folder_of
 
 from health_support import COPIES, planted_catalogue
+from test_transforms import reference_float
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +156,24 @@ def test_embeddings_are_cached_and_only_changed_photos_are_embedded_again(demo, 
                          progress=lambda done, total: embedded.append(total))
     assert embedded[-1] == 60  # a new stamp: everything again
     assert embeddings_file(tmp_path, demo, other.key).is_file()
+
+
+def test_embeddings_are_the_backbones_features_of_the_float_pipeline(demo, small_model, tmp_path):
+    """Catalogue photos (uint8 batches from the image cache) and an upload (embed_images), each
+    normalised on the device, against the float pipeline computed here on the same cached photos."""
+    catalogue = load_catalogue(demo)
+    wanted = catalogue.frame["id"].tolist()[:5]
+    cached = catalogue_embeddings(catalogue, small_model, tmp_path, ids=wanted)
+    folder = cache_folder(tmp_path, catalogue.root, small_model.image_size)
+    batch = torch.stack([reference_float(small_model.data_cfg, open_cached(folder, i)) for i in wanted])
+    with torch.no_grad():
+        expected = normalise(small_model.backbone.eval()(batch).numpy())
+    np.testing.assert_allclose(cached.features, expected, atol=2e-3)  # kept as float16
+    photo = open_rgb(catalogue.image_path(wanted[0]))
+    with torch.no_grad():  # an upload is resized as the cache resizes, not JPEG-encoded
+        resized = as_cached(photo, small_model.image_size)
+        upload_expected = small_model.backbone(reference_float(small_model.data_cfg, resized)[None])
+    np.testing.assert_allclose(embed_images(small_model, [photo]), normalise(upload_expected.numpy()), atol=1e-5)
 
 
 # --- planted problems

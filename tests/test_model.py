@@ -13,11 +13,13 @@ from torch.utils.data import DataLoader
 from core.data.schema import IGNORE_INDEX
 from core.losses import HeadLoss
 from core.model import ConditionedNet, MultiHeadNet, SeedNet, TaggerModule, warmup_cosine
+from core.transforms import Normalise
 
 # Two heads, one with a class that never occurs (its count is raised to one by the losses).
 CLASS_COUNTS = {"gender": [40, 25, 5], "usage": [60, 8, 2, 0]}
 HEADS = tuple(CLASS_COUNTS)
 NUM_CLASSES = {head: len(counts) for head, counts in CLASS_COUNTS.items()}
+NORMALISE = Normalise((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 class TinyBackbone(nn.Module):
@@ -37,7 +39,7 @@ class TinyBackbone(nn.Module):
 
 
 def random_batch(size: int, seed: int) -> dict[str, torch.Tensor]:
-    """The batch format of the data pipeline, random, with some labels ignored."""
+    """The batch format of the data pipeline (uint8 images), random, with some labels ignored."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.stack(
         [torch.randint(0, n, (size,), generator=generator) for n in NUM_CLASSES.values()], dim=1
@@ -45,10 +47,15 @@ def random_batch(size: int, seed: int) -> dict[str, torch.Tensor]:
     labels[::3, 1] = IGNORE_INDEX
     labels[1, 0] = IGNORE_INDEX
     return {
-        "image": torch.randn(size, 3, 32, 32, generator=generator),
+        "image": torch.randint(0, 256, (size, 3, 32, 32), generator=generator, dtype=torch.uint8),
         "labels": labels,
         "id": torch.arange(size) + 1000 * seed,
     }
+
+
+def random_images(size: int, seed: int) -> torch.Tensor:
+    """What the nets take: float images, normalised."""
+    return NORMALISE(random_batch(size, seed)["image"])
 
 
 def loader(seed: int) -> DataLoader:
@@ -68,8 +75,8 @@ def test_multi_head_net_gives_logits_per_head_on_a_timm_backbone():
 def test_backward_reaches_every_heads_parameters_and_the_backbone():
     net = MultiHeadNet(TinyBackbone(), NUM_CLASSES)
     batch = random_batch(6, seed=0)
-    module = TaggerModule(net, HEADS, CLASS_COUNTS)
-    module._loss(net(batch["image"]), batch["labels"]).backward()
+    module = TaggerModule(net, HEADS, CLASS_COUNTS, NORMALISE)
+    module._loss(net(NORMALISE(batch["image"])), batch["labels"]).backward()
     for name, parameter in net.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
@@ -77,8 +84,8 @@ def test_backward_reaches_every_heads_parameters_and_the_backbone():
 def test_loss_is_the_head_weighted_sum_of_head_losses():
     net = MultiHeadNet(TinyBackbone(), NUM_CLASSES)
     batch = random_batch(6, seed=1)
-    logits = net(batch["image"])
-    module = TaggerModule(net, HEADS, CLASS_COUNTS, imbalance="focal", head_weights={"gender": 2.0})
+    logits = net(NORMALISE(batch["image"]))
+    module = TaggerModule(net, HEADS, CLASS_COUNTS, NORMALISE, imbalance="focal", head_weights={"gender": 2.0})
     expected = 2.0 * HeadLoss("focal", CLASS_COUNTS["gender"])(logits["gender"], batch["labels"][:, 0]) + HeadLoss(
         "focal", CLASS_COUNTS["usage"]
     )(logits["usage"], batch["labels"][:, 1])
@@ -91,18 +98,18 @@ def test_seed_net_freezes_its_backbone_and_slices_one_output_into_heads():
     assert not net.backbone.training and net.head.training  # frozen batch-norm statistics too
     assert not any(p.requires_grad for p in net.backbone.parameters())
     batch = random_batch(6, seed=2)
-    logits = net(batch["image"])
-    concatenated = net.head(net.backbone(batch["image"]))
+    logits = net(NORMALISE(batch["image"]))
+    concatenated = net.head(net.backbone(NORMALISE(batch["image"])))
     assert {head: tuple(out.shape) for head, out in logits.items()} == {"gender": (6, 3), "usage": (6, 4)}
     assert concatenated.shape == (6, 7)
-    TaggerModule(net, HEADS, CLASS_COUNTS, loss="bce", imbalance="none")._loss(logits, batch["labels"]).backward()
+    TaggerModule(net, HEADS, CLASS_COUNTS, NORMALISE, loss="bce", imbalance="none")._loss(logits, batch["labels"]).backward()
     assert all(p.grad is None for p in net.backbone.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.head.parameters())
 
 
 def test_seed_net_logits_are_slices_of_the_concatenated_output():
     net = SeedNet(TinyBackbone(), NUM_CLASSES, hidden=16).eval()
-    images = random_batch(4, seed=3)["image"]
+    images = random_images(4, seed=3)
     logits = net(images)
     concatenated = net.head(net.backbone(images))
     torch.testing.assert_close(logits["gender"], concatenated[:, :3])
@@ -123,7 +130,7 @@ def test_seed_net_logits_are_slices_of_the_concatenated_output():
     ],
 )
 def test_bad_settings_fail_naming_the_value(kwargs, message):
-    settings = {"heads": HEADS, "class_counts": CLASS_COUNTS, **kwargs}
+    settings = {"heads": HEADS, "class_counts": CLASS_COUNTS, "normalise": NORMALISE, **kwargs}
     with pytest.raises(ValueError, match=message):
         TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), **settings)
 
@@ -134,7 +141,7 @@ def test_bad_settings_fail_naming_the_value(kwargs, message):
 )
 def test_fast_dev_run_logs_per_head_metrics_computed_over_labelled_rows(net_class, settings):
     torch.manual_seed(0)
-    module = TaggerModule(net_class(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, **settings)
+    module = TaggerModule(net_class(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, NORMALISE, **settings)
     trainer = L.Trainer(
         accelerator="cpu", fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False
     )
@@ -146,7 +153,7 @@ def test_fast_dev_run_logs_per_head_metrics_computed_over_labelled_rows(net_clas
     # fast_dev_run validates one batch after one step; recompute its accuracy from the trained module.
     val_batch = next(iter(loader(seed=5)))
     with torch.no_grad():
-        logits = module.eval()(val_batch["image"])
+        logits = module.eval()(NORMALISE(val_batch["image"]))
     for i, head in enumerate(HEADS):
         labelled = val_batch["labels"][:, i] != IGNORE_INDEX
         predicted = logits[head].argmax(dim=1)[labelled]
@@ -161,10 +168,11 @@ def test_fast_dev_run_logs_per_head_metrics_computed_over_labelled_rows(net_clas
 
 @pytest.mark.parametrize(("net_class", "loss"), [(MultiHeadNet, "ce"), (SeedNet, "bce")])
 def test_predict_step_gives_ids_and_per_head_probabilities(net_class, loss):
-    module = TaggerModule(net_class(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, loss=loss, imbalance="none")
+    module = TaggerModule(net_class(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, NORMALISE, loss=loss,
+                          imbalance="none")
     batch = random_batch(5, seed=6)
     with torch.no_grad():
-        prediction = module.eval().predict_step(batch, 0)
+        prediction = module.eval().predict_step({**batch, "image": NORMALISE(batch["image"])}, 0)
     assert torch.equal(prediction["id"], batch["id"])
     for head, n in NUM_CLASSES.items():
         probs = prediction["probs"][head]
@@ -181,7 +189,8 @@ def test_warmup_cosine_rises_linearly_then_decays_to_zero():
 
 
 def test_cosine_schedule_warms_up_then_decays_per_step():
-    module = TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, lr=1e-3, warmup_fraction=0.1)
+    module = TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, NORMALISE, lr=1e-3,
+                          warmup_fraction=0.1)
     module.trainer = SimpleNamespace(estimated_stepping_batches=100)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
@@ -199,7 +208,7 @@ def test_cosine_schedule_warms_up_then_decays_per_step():
 def test_seed_recipe_uses_step_lr_and_optimises_only_the_head():
     net = SeedNet(TinyBackbone(), NUM_CLASSES, hidden=16)
     module = TaggerModule(
-        net, HEADS, CLASS_COUNTS, loss="bce", imbalance="none", lr=5e-5, weight_decay=0.01, scheduler="step"
+        net, HEADS, CLASS_COUNTS, NORMALISE, loss="bce", imbalance="none", lr=5e-5, weight_decay=0.01, scheduler="step"
     )
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
@@ -251,14 +260,15 @@ def test_conditioned_net_feeds_each_child_its_parents_probabilities_teacher_forc
 
 def test_ema_validates_with_the_averaged_weights_and_tta_averages_the_mirror():
     torch.manual_seed(0)
-    module = TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, ema_decay=0.9, tta_flip=True)
+    module = TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, NORMALISE,
+                          ema_decay=0.9, tta_flip=True)
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, loader(0), loader(1))
     module.eval()
     assert not all(torch.equal(a, b) for a, b in zip(module.net.parameters(), module.ema.module.parameters()))
     assert module.inference_net is module.ema.module
-    images = random_batch(4, 2)["image"]
+    images = NORMALISE(random_batch(4, 2)["image"])
     with torch.no_grad():
         plain, mirrored = module.ema.module(images), module.ema.module(images.flip(dims=[3]))
         logits = module(images)
@@ -267,3 +277,42 @@ def test_ema_validates_with_the_averaged_weights_and_tta_averages_the_mirror():
         assert not torch.allclose(logits[head], plain[head])
     module.train()
     assert torch.equal(module(images)["gender"], module.net(images)["gender"])
+
+
+class BatchesSeen(L.Callback):
+    """The images each training and validation step was given (after the transfer hooks)."""
+
+    def __init__(self) -> None:
+        self.train, self.val = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.train.append(batch["image"])
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.val.append(batch["image"])
+
+
+@pytest.mark.parametrize(("precision", "channels_last", "dtype"), [
+    ("32-true", False, torch.float32),
+    ("bf16-mixed", True, torch.float32),  # autocast converts inside the net
+    ("bf16-true", True, torch.bfloat16),  # Lightning converts a batch before the transfer: still uint8 then
+])
+def test_uint8_batches_reach_the_steps_normalised_in_the_modules_format(precision, channels_last, dtype):
+    torch.manual_seed(0)
+    module = TaggerModule(MultiHeadNet(TinyBackbone(), NUM_CLASSES), HEADS, CLASS_COUNTS, NORMALISE,
+                          channels_last=channels_last)
+    first_conv = module.net.backbone.layers[0].weight
+    assert first_conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+    seen = BatchesSeen()
+    trainer = L.Trainer(accelerator="cpu", precision=precision, fast_dev_run=True, logger=False, callbacks=[seen],
+                        enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, train_dataloaders=loader(seed=4), val_dataloaders=loader(seed=5))
+    assert math.isfinite(trainer.callback_metrics["train/loss"])
+    for images, seed in ((seen.train[0], 4), (seen.val[0], 5)):
+        uint8 = next(iter(loader(seed)))["image"]
+        assert uint8.dtype == torch.uint8
+        assert images.dtype == dtype and images.shape == uint8.shape
+        assert images.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        torch.testing.assert_close(images, NORMALISE(uint8).to(dtype), rtol=0, atol=0)

@@ -19,16 +19,24 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from core import workspace
+from core.data.catalogue import load_catalogue
+from core.imagecache import open_cached
 from core.images import open_rgb
-from core.prediction import FilePrediction, Guess, Predictor, bucket_size, expand_paths, row_columns
+from core.prediction import (
+    CPU_FORWARD_BATCH, FilePrediction, Guess, Predictor, bucket_size, expand_paths, row_columns,
+)
 from conftest import REPO, tiny_run_workspace
-from core.transforms import data_config, eval_transform
+from core.transforms import data_config
 from test_images import PHOTO, jpeg_bytes, patched_jpeg_size
+from test_transforms import reference_float
 from training.__main__ import main as cli
-from training.checkpoints import load_predictor, predict_device
+from training.builders import build_datamodule
+from training.checkpoints import load_predictor, load_run_module, predict_device
 from training.config import TrainConfig
+from training.evaluate import predict
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 
@@ -68,9 +76,10 @@ def test_load_predictor_takes_the_runs_size_schema_and_checkpoint(run, predictor
 
 
 def module_probabilities(predictor: Predictor, images, image_size: int) -> dict:
-    """Built independently of the predictor: what evaluation feeds the module, and predict_step's probabilities."""
-    transform = eval_transform(data_config(predictor.module.net.backbone, image_size))
-    batch = torch.stack([transform(image) for image in images])
+    """Built independently of the predictor: the float pipeline computed here (test_transforms'
+    reference: torchvision's ToTensor and Normalize), and predict_step's probabilities."""
+    cfg = data_config(predictor.module.net.backbone, image_size)
+    batch = torch.stack([reference_float(cfg, image) for image in images])
     with torch.no_grad():
         probs = predictor.module.predict_step({"image": batch, "id": torch.arange(len(images))}, 0)["probs"]
     return {head: p.numpy() for head, p in probs.items()}
@@ -93,6 +102,44 @@ def test_without_a_trust_layer_top_k_is_the_modules_softmax_on_the_evaluation_pr
             assert all(isinstance(guess.p, float) for guess in guesses)
             ps = [guess.p for guess in guesses]
             assert ps == sorted(ps, reverse=True) and sum(ps) <= 1 + 1e-6
+
+
+def test_uint8_path_gives_the_float_pipelines_input_and_logits(run, predictor, demo):
+    """The predictor's path (uint8 from the eval transform, then the module's own normalise on its
+    device, channels_last) against the float pipeline it replaced, computed here on the same photos."""
+    images = [open_rgb(path) for path in demo_photos(demo, CPU_FORWARD_BATCH)]  # one forward pass
+    cfg = data_config(predictor.module.net.backbone, run.cfg.image_size)
+    uint8 = torch.stack([predictor.transform(image) for image in images])
+    assert uint8.dtype == torch.uint8 and uint8.shape == (len(images), *predictor.input_shape)
+    ours = predictor.module.normalise(uint8, predictor.memory_format)
+    reference = torch.stack([reference_float(cfg, image) for image in images])
+    assert (ours - reference).abs().max().item() < 1e-5
+    # What the workers computed before (the same geometry, torchvision v2's float tail): the same bits.
+    before = v2.Normalize(list(cfg["mean"]), list(cfg["std"]))(v2.ToDtype(torch.float32, scale=True)(uint8))
+    assert torch.equal(ours, before)
+    with torch.no_grad():
+        expected = predictor.module(before.contiguous(memory_format=predictor.memory_format))
+    probs = predictor.probabilities(images)
+    for head in predictor.heads:
+        np.testing.assert_array_equal(probs[head], expected[head].float().softmax(dim=-1).numpy())
+
+
+def test_evaluation_path_gives_the_float_pipelines_probabilities(run, predictor, in_workspace):
+    """trainer.predict over the DataModule (evaluate, calibrate, crossval): uint8 batches, normalised
+    by the module after the transfer, equal the module on the float pipeline of the same cached photos."""
+    module, cfg, schema, _ = load_run_module(run.record.folder)
+    catalogue = load_catalogue(run.demo)
+    split = pd.Series("train", index=catalogue.frame.index)
+    datamodule = build_datamodule(cfg, catalogue, schema, split, module)
+    wanted = catalogue.frame["id"].tolist()[:6]
+    ids, probs = predict(module, datamodule.predict_dataloader(wanted), accelerator="cpu")
+    assert ids.tolist() == wanted
+    data_cfg = data_config(module.net.backbone, cfg.image_size)
+    batch = torch.stack([reference_float(data_cfg, open_cached(datamodule.cache_folder, i)) for i in wanted])
+    with torch.no_grad():
+        expected = module.eval()(batch)
+    for head in module.heads:
+        np.testing.assert_allclose(probs[head], expected[head].softmax(dim=-1).numpy(), atol=1e-5)
 
 
 def test_predictions_go_through_the_runs_trust_layer(run, predictor, demo):

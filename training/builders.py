@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from core import workspace
 from core.backbones import LoadedWeights, create_backbone
@@ -24,7 +24,7 @@ from core.datamodule import CatalogueDataModule, capped_selection
 from core.health import near_duplicate_groups
 from core.labelstore import LabelStore
 from core.model import ConditionedNet, MultiHeadNet, SeedNet, TaggerModule
-from core.transforms import data_config
+from core.transforms import Normalise, data_config
 from training.config import TrainConfig, resolve_channels_last, uses_cuda
 from training.run_folder import RunFolder
 
@@ -92,7 +92,9 @@ def class_counts(schema: LabelSchema, rows: pd.DataFrame) -> dict[str, list[int]
 def build_module(cfg: TrainConfig, schema: LabelSchema, counts: dict[str, list[int]],
                  pretrained: str | None = None) -> tuple[TaggerModule, LoadedWeights]:
     """The LightningModule for `cfg` (in channels_last memory format when the config resolves to
-    it) and the weights its backbone started from.
+    it; normalising its uint8 batches by the backbone's data config) and the weights its backbone
+    started from. The normalisation is the backbone's, never stored in a checkpoint: a checkpoint
+    of any age loads into a module that normalises as today.
 
     pretrained: overrides cfg.pretrained ("none" when a checkpoint will supply every weight).
     """
@@ -105,13 +107,12 @@ def build_module(cfg: TrainConfig, schema: LabelSchema, counts: dict[str, list[i
             backbone.requires_grad_(False)
         net = (ConditionedNet if cfg.head == "conditioned" else MultiHeadNet)(backbone, num_classes)
     module = TaggerModule(
-        net, schema.heads, counts, imbalance=cfg.imbalance, loss=cfg.loss, head_weights=cfg.head_weight_map() or None,
-        tau=cfg.tau, focal_gamma=cfg.focal_gamma, lr=cfg.lr, weight_decay=cfg.weight_decay, scheduler=cfg.scheduler,
-        warmup_fraction=cfg.warmup_fraction, step_size=cfg.step_size, gamma=cfg.gamma,
-        label_smoothing=cfg.label_smoothing, ema_decay=cfg.ema_decay, tta_flip=cfg.tta_flip,
+        net, schema.heads, counts, Normalise.from_config(data_config(backbone)), imbalance=cfg.imbalance,
+        loss=cfg.loss, head_weights=cfg.head_weight_map() or None, tau=cfg.tau, focal_gamma=cfg.focal_gamma,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, scheduler=cfg.scheduler, warmup_fraction=cfg.warmup_fraction,
+        step_size=cfg.step_size, gamma=cfg.gamma, label_smoothing=cfg.label_smoothing, ema_decay=cfg.ema_decay,
+        tta_flip=cfg.tta_flip, channels_last=resolve_channels_last(cfg),
     )
-    if resolve_channels_last(cfg):
-        module = module.to(memory_format=torch.channels_last)
     return module, weights
 
 
@@ -119,6 +120,9 @@ def build_datamodule(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
                      module: TaggerModule, progress: Callable[[int, int], None] | None = None) -> CatalogueDataModule:
     """The DataModule of `cfg` over `split` ("train"/"val" per catalogue row), preprocessing as
     `module`'s backbone expects; `progress(done, total)` while the image cache is built."""
+    # Expected: the module normalises every batch after the transfer (core.model), whichever
+    # DataModule feeds it; Lightning warns about that hook whenever a DataModule is passed.
+    warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
     return CatalogueDataModule(
         catalogue, schema, split, cfg.image_size, data_config(module.net.backbone, cfg.image_size),
         batch_size=cfg.batch_size, num_workers=cfg.num_workers, cache_root=workspace.workspace_dir(),

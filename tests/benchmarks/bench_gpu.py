@@ -3,6 +3,7 @@ and the image cache's build rate. Prepare the data here, carry it, run it there:
 
     python tests/benchmarks/bench_gpu.py subset ../shared/data/fashion-sample gpu-subset --mib 48
     python tests/benchmarks/bench_gpu.py run gpu-subset [--steps 80] [--batch 128] [--workers 12]
+    python tests/benchmarks/bench_gpu.py loader DATA [--max-samples 2000] [--workers 2] [--batch 64] [--steps 20]
 
 `subset` copies real sample photos (a uniform sample, by id hash) and their styles.csv rows
 until `--mib` of photos, small enough to travel with the code (the device tool carries 64 MiB).
@@ -12,11 +13,19 @@ until `--mib` of photos, small enough to travel with the code (the device tool c
   2. per recipe (the recipe's own precision: default = bf16-mixed and channels_last on a GPU,
      seed = fp32, frozen backbone): the run's DataLoader alone (what it can feed), then `--steps`
      training steps through Lightning's Trainer:
-     end to end (the run's DataLoader: cached JPEGs decoded, augmented, collated, copied) and
-     model-only (the same module and Trainer fed one batch already on the device); images/s over
-     the steps after the first `--warmup`, and their ratio (target >= 0.90 for `default`);
+     end to end (the run's DataLoader: cached JPEGs decoded, augmented, collated as uint8, copied,
+     normalised on the device) and model-only (the same module and Trainer fed one uint8 batch
+     already on the device, normalised there each step as in training); images/s over the steps
+     after the first `--warmup`, and their ratio (target >= 0.90 for `default`);
   3. prediction (`python -m training predict`'s path, on the device): files -> top-3, images/s.
 `--accelerator cpu` runs the same on the CPU, to check the script itself.
+
+`loader`, on any machine (no device needed): the default recipe's training DataLoader alone, at
+224 px, over the training part of a fixed sample of `--max-samples` rows of DATA (a run's
+max_samples: the same rows every time), after the image cache is built (untimed, in
+`--workspace` or a temporary one), twice with the same workers and rows: as it is (uint8 batches,
+normalised later on the device) and with the float tail the workers ran before (ToDtype + Normalize
+in every worker), each with its images/s after `--warmup` batches and its bytes per batch.
 """
 
 from __future__ import annotations
@@ -37,12 +46,14 @@ import lightning as L  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
 
 from core.data.catalogue import IMAGES_DIR, STYLES_FILE, load_catalogue  # noqa: E402
 from core.data.schema import LabelSchema  # noqa: E402
 from core.data.split import id_uniform  # noqa: E402
 from core.imagecache import build_image_cache  # noqa: E402
 from core.prediction import Predictor  # noqa: E402
+from core.transforms import data_config  # noqa: E402
 from training.builders import build_datamodule, build_module, class_counts, run_split  # noqa: E402
 from training.config import TrainConfig, resolve_precision, resolve_rare_min_count  # noqa: E402
 
@@ -137,6 +148,45 @@ def loader_rate(loader: DataLoader, args) -> float:
     return images / (time.perf_counter() - started)
 
 
+def loader_comparison(args) -> None:
+    """`loader`: the training DataLoader alone, uint8 batches next to the float ones it replaced."""
+    data = Path(args.data)
+    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="bench-loader-"))
+    os.environ["FASHION_TAGGER_HOME"] = str(workspace)
+    cfg = TrainConfig.from_recipe("default").with_overrides([
+        f"data={data}", "backbone=tf_efficientnet_lite0", "pretrained=none", f"image_size={IMAGE_SIZE}",
+        f"batch_size={args.batch}", f"num_workers={args.workers}", f"max_samples={args.max_samples}",
+        "rare_policy=keep"])
+    catalogue = load_catalogue(data)
+    split = run_split(cfg, catalogue)
+    schema = LabelSchema.fit(catalogue.frame, rare_policy="keep", rare_min_count=0, heads=cfg.heads)
+    module, _ = build_module(cfg, schema, class_counts(schema, catalogue.frame))  # only its data config is used
+    datamodule = build_datamodule(cfg, catalogue, schema, split, module)
+    started = time.perf_counter()
+    datamodule.setup("fit")  # the cache, untimed below
+    data_cfg = data_config(module.net.backbone, IMAGE_SIZE)
+    print(f"\n{len(datamodule.train_ids):,} training photos of {data}; image cache ready in "
+          f"{time.perf_counter() - started:.0f} s ({workspace}); {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"{'batches':38s} {'images/s':>9s} {'MB per batch':>13s}  (batch {args.batch}, {args.workers} workers, "
+          f"pin_memory {datamodule.train_dataloader().pin_memory}, {args.steps} batches after {args.warmup})")
+    uint8_transform = datamodule.train_set.transform
+    float_tail = v2.Compose([uint8_transform, v2.ToDtype(torch.float32, scale=True),
+                             v2.Normalize(list(data_cfg["mean"]), list(data_cfg["std"]))])
+    rates = {}
+    for name, transform in (("uint8 (now)", uint8_transform), ("float, normalised in workers (before)", float_tail)):
+        datamodule.train_set.transform = transform  # the same rows, order and loader settings
+        loader = datamodule.train_dataloader()
+        batch = next(iter(loader))
+        megabytes = sum(value.nbytes for value in batch.values()) / 1e6
+        rates[name] = loader_rate(loader, args)
+        print(f"{name:38s} {rates[name]:9,.0f} {megabytes:13.1f}  image {batch['image'].dtype} "
+              f"{list(batch['image'].shape)}")
+    now, before = rates.values()
+    print(f"uint8 / float images/s: {now / before:.2f}")
+    if not args.workspace:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
 def prediction_rate(data: Path, args, photos: int = 512) -> float:
     """`python -m training predict`'s path on the device: files -> top-3 per head with the default
     recipe's network (fp32), images/s over `photos` photos after one warm-up batch."""
@@ -193,9 +243,19 @@ def main() -> None:
     timing.add_argument("--batch", type=int, default=128)
     timing.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
     timing.add_argument("--accelerator", choices=("gpu", "cpu"), default="gpu")
+    loading = commands.add_parser("loader")
+    loading.add_argument("data")
+    loading.add_argument("--max-samples", type=int, default=2000)
+    loading.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    loading.add_argument("--batch", type=int, default=64)
+    loading.add_argument("--steps", type=int, default=20)
+    loading.add_argument("--warmup", type=int, default=3)
+    loading.add_argument("--workspace", help="keep the image cache here (reused by a later call); default: a temporary one")
     args = parser.parse_args()
     if args.command == "subset":
         make_subset(Path(args.source), Path(args.out), args.mib)
+    elif args.command == "loader":
+        loader_comparison(args)
     else:
         run(args)
 
