@@ -11,6 +11,9 @@ candidate's run is appended to --results as one JSON line as soon as it ends, so
 stop and go on (--only, or candidates already in the file are skipped); --table prints the table
 from the file without training.
 
+A candidate that changes inference only (flip TTA) is the base run's checkpoints evaluated with it
+(a copy of the run folder whose config says so): the same weights, so the comparison is exact.
+
 Per candidate: per head accuracy and macro-F1 (decoded jointly, as the product shows them) on the
 validation split and on the test part, seconds per training epoch, and the share of head decisions
 the trust layer accepts at 2 % error on the test part.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,10 +35,12 @@ sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from core.data import HEADS  # noqa: E402
 from core.evaluation import read_report  # noqa: E402
 from sample_parts import carve  # noqa: E402
+from training.checkpoints import CHECKPOINT_KEY  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.evaluate import evaluate_checkpoint  # noqa: E402
 from training.run_folder import RunFolder  # noqa: E402
@@ -44,16 +50,17 @@ from training.train import train  # noqa: E402
 # Each candidate is the base plus these overrides (issue 17's list).
 CANDIDATES = {  # cheapest first, so a search cut short has the most answers
     "base": [],
+    "flip TTA": ["tta_flip=true"],
     "EMA 0.998": ["ema_decay=0.998"],
     "label smoothing 0.1": ["label_smoothing=0.1"],
     "conditioned heads": ["head=conditioned"],
-    "flip TTA": ["tta_flip=true"],
     "head weights": ["head_weights=gender:2,season:2,baseColour:1.5,usage:1.5"],
     "lite1": ["backbone=tf_efficientnet_lite1"],
     "input 192 px": ["image_size=192"],
     "2x epochs, early stop": ["epochs=2x", "patience=2"],
     "lite2": ["backbone=tf_efficientnet_lite2"],
 }
+INFERENCE_ONLY = {"tta_flip"}  # config fields that change no weight
 SHORT = {"masterCategory": "master", "subCategory": "sub", "articleType": "article", "baseColour": "colour"}
 
 
@@ -66,20 +73,41 @@ def scores(report: dict) -> dict[str, dict[str, float]]:
     return {head: {"acc": entry["accuracy"], "f1": entry["macro_f1"]} for head, entry in report["heads"].items()}
 
 
-def run_candidate(name: str, overrides: list[str], args: argparse.Namespace, train_dir: Path, test_dir: Path) -> dict:
+def run_candidate(name: str, overrides: list[str], args: argparse.Namespace, train_dir: Path, test_dir: Path,
+                  done: list[dict]) -> dict:
     overrides = [item.replace("=2x", f"={2 * args.epochs}") for item in overrides]
-    cfg = TrainConfig.from_recipe("default").with_overrides([*base_overrides(args, train_dir), *overrides])
-    record = train(cfg)
-    if record.status != "finished":
-        raise SystemExit(f"{name}: run {record.id} {record.status}: {record.error}")
-    run = RunFolder(record.folder)
-    epochs = len(metrics_frame(run.path))
+    base = next((result for result in done if result["name"] == "base"), None)
+    if base is not None and {item.partition("=")[0] for item in overrides} <= INFERENCE_ONLY:
+        run, fit_s, epochs = inference_variant(Path(base["folder"]), overrides, name), base["fit_s"], base["epochs_run"]
+        evaluate_checkpoint(run.path)
+    else:
+        cfg = TrainConfig.from_recipe("default").with_overrides([*base_overrides(args, train_dir), *overrides])
+        record = train(cfg)
+        if record.status != "finished":
+            raise SystemExit(f"{name}: run {record.id} {record.status}: {record.error}")
+        run, fit_s, epochs = RunFolder(record.folder), record.timings["fit_s"], None
+        epochs = len(metrics_frame(run.path))
     started = time.perf_counter()
     _, test = evaluate_checkpoint(run.path, test_dir)
     coverage = np.mean([entry["targets"]["0.02"]["coverage"] for entry in test["trust"]["heads"].values()])
-    return {"name": name, "overrides": overrides, "run": record.id, "fit_s": record.timings["fit_s"],
+    return {"name": name, "overrides": overrides, "folder": str(run.path), "fit_s": fit_s,
             "epochs_run": epochs, "test_eval_s": time.perf_counter() - started,
             "val": scores(read_report(run.evaluation())), "test": scores(test), "accepted_2pct": float(coverage)}
+
+
+def inference_variant(folder: Path, overrides: list[str], name: str) -> RunFolder:
+    """A copy of run `folder` whose config (config.json and every checkpoint's) takes `overrides`."""
+    copy = folder.with_name(f"{folder.name}-{''.join(c if c.isalnum() else '-' for c in name)}")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(folder, copy)
+    run = RunFolder(copy)
+    config = TrainConfig.from_dict(json.loads(run.config.read_text())).with_overrides(overrides).to_dict()
+    run.config.write_text(json.dumps(config, indent=2))
+    for checkpoint in run.checkpoint_files():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state[CHECKPOINT_KEY]["config"] = config
+        torch.save(state, checkpoint)
+    return run
 
 
 def print_table(results: list[dict]) -> None:
@@ -117,7 +145,7 @@ def main() -> None:
             if any(result["name"] == name for result in done):
                 continue
             started = time.perf_counter()
-            result = run_candidate(name, CANDIDATES[name], args, train_dir, test_dir)
+            result = run_candidate(name, CANDIDATES[name], args, train_dir, test_dir, done)
             done.append(result)
             with args.results.open("a") as file:
                 file.write(json.dumps(result) + "\n")
