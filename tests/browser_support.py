@@ -98,8 +98,9 @@ def run_server(tmp_path_factory):
         yield url, Path(record.folder)
 
 
-@pytest.fixture(scope="module")
-def page(server):
+@contextlib.contextmanager
+def chromium_page() -> Iterator:
+    """A 1400 x 1000 page of a fresh headless Chromium, 60 s timeouts; the browser closes on exit."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -109,6 +110,12 @@ def page(server):
         page.set_default_timeout(60_000)
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with chromium_page() as page:
+        yield page
 
 
 def wait_idle(page) -> None:

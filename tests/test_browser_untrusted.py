@@ -14,7 +14,7 @@ import sys
 import pandas as pd
 import pytest
 
-from browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, dashboard_server, require_browser, wait_idle
+from browser_support import ARTIFACTS, chromium_page, dashboard_server, require_browser, wait_idle
 from conftest import REPO, tiny_run_workspace
 from core import workspace
 from core.data.catalogue import STYLES_FILE
@@ -53,14 +53,8 @@ def poisoned_server(tmp_path_factory):
 
 
 def test_labels_render_as_text_with_no_image_and_no_request(poisoned_server):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
     requested = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
+    with chromium_page() as page:
         page.on("request", lambda request: requested.append(request.url))
         page.goto(poisoned_server)
         page.get_by_text("Products kept").wait_for()
@@ -75,7 +69,6 @@ def test_labels_render_as_text_with_no_image_and_no_request(poisoned_server):
         page.screenshot(path=str(ARTIFACTS / "untrusted-explore.png"), full_page=True)
         images = page.eval_on_selector_all("img", "elements => elements.map(e => e.getAttribute('src') || '')")
         links = page.eval_on_selector_all("a", "elements => elements.map(e => e.href)")
-        browser.close()
     assert not [src for src in images if "tracker" in src or "127.0.0.1:9" in src]
     assert not [url for url in requested if "127.0.0.1:9" in url]
     assert not [href for href in links if "127.0.0.1:9" in href or "evil.example" in href]  # no URL in a label made a link
@@ -94,13 +87,7 @@ def assert_no_link_in_charts(page) -> None:
 
 
 def test_a_link_tag_label_is_drawn_by_plotly_as_text(poisoned_server):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
+    with chromium_page() as page:
         page.goto(f"{poisoned_server}/explore")
         page.get_by_role("heading", name="Explore", exact=True).wait_for()
         wait_idle(page)
@@ -113,7 +100,6 @@ def test_a_link_tag_label_is_drawn_by_plotly_as_text(poisoned_server):
         sunburst.locator(".sunburstlayer text", has_text=TAG).first.wait_for()
         assert_no_link_in_charts(page)
         sunburst.screenshot(path=str(ARTIFACTS / "untrusted-taxonomy.png"))
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -127,17 +113,12 @@ def poisoned_run_server(tmp_path_factory):
 
 
 def test_a_click_on_a_link_tag_cell_shows_its_photos_and_no_link(poisoned_run_server):
-    from playwright.sync_api import sync_playwright
-
     url, folder = poisoned_run_server
     evaluation = load_evaluation(RunFolder(folder).evaluation())
     view = top_n_confusion(evaluation.classes(HEAD), evaluation.matrix(HEAD), 20)  # the page's default
     i = view.classes.index(TAG)
     j = int(view.counts[i].argmax())
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
+    with chromium_page() as page:
         page.goto(f"{url}/evaluate")
         page.get_by_role("tab", name="Confusion").click()
         page.get_by_text("Cells show").wait_for()
@@ -153,4 +134,3 @@ def test_a_click_on_a_link_tag_cell_shows_its_photos_and_no_link(poisoned_run_se
         assert page.locator(".js-plotly-plot text", has_text=TAG).count() >= 2  # both axes' tick labels
         assert_no_link_in_charts(page)
         page.locator(".js-plotly-plot").first.screenshot(path=str(ARTIFACTS / "untrusted-confusion.png"))
-        browser.close()
