@@ -21,8 +21,12 @@ WORD_JOINER = "\u2060"
 
 def plain(value: object) -> str:
     """`value` as text that markdown shows literally, on one line, with no link made of it."""
-    text = " ".join(str(value).split())
-    return _PUNCTUATION.sub(r"\\\1", _AUTOLINK_TRIGGER.sub(rf"\1{WORD_JOINER}", text))
+    return _PUNCTUATION.sub(r"\\\1", unlinked(" ".join(str(value).split())))
+
+
+def unlinked(text: str) -> str:
+    """`text` with a WORD_JOINER after each trigger of an autolink: what `plain` text reads as on a page."""
+    return _AUTOLINK_TRIGGER.sub(rf"\1{WORD_JOINER}", text)
 
 
 def code(value: object) -> str:

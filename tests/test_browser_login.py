@@ -16,6 +16,7 @@ from conftest import tiny_run_workspace
 from core.access import ACCESS_ENV, DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
 from core.labelstore import LabelStore
+from dashboard.text import unlinked
 
 pytestmark = pytest.mark.browser
 
@@ -69,7 +70,7 @@ def log_in(browser, url: str, email: str):
     page.goto(url)
     page.get_by_role("button", name="Log in").click()
     page.get_by_role("button", name=email).click()  # the provider's "Authenticate predefined users"
-    page.get_by_text(f"{NAMES[email]} ({email})").first.wait_for()
+    page.get_by_text(unlinked(f"{NAMES[email]} ({email})")).first.wait_for()
     wait_idle(page)
     return page
 
@@ -104,7 +105,7 @@ def test_a_reviewer_and_an_admin_log_in_and_do_what_their_roles_allow(team, brow
     page.context.close()
 
     rita = log_in(browser, url, RITA)
-    rita.get_by_text("Team mode: you are Rita Reviewer (rita@example.com), reviewer.").wait_for()
+    rita.get_by_text(unlinked("Team mode: you are Rita Reviewer (rita@example.com), reviewer.")).wait_for()
     assert rita.get_by_label("Your name").count() == 0  # the login names her: nothing to type
     assert rita.get_by_role("button", name="Open folder").count() == 0  # opening folders is for admins
     go_to(rita, url, "train", "Train")
@@ -127,7 +128,7 @@ def test_a_reviewer_and_an_admin_log_in_and_do_what_their_roles_allow(team, brow
     assert set(history["reviewer"]) == {RITA}
 
     ada = log_in(browser, url, ADA)
-    ada.get_by_text("Team mode: you are Ada Admin (ada@example.com), admin.").wait_for()
+    ada.get_by_text(unlinked("Team mode: you are Ada Admin (ada@example.com), admin.")).wait_for()
     assert ada.get_by_role("button", name="Open folder").count() == 1
     go_to(ada, url, "train", "Train")
     assert ada.get_by_role("button", name="Start training").is_enabled()
@@ -156,7 +157,7 @@ def test_a_login_whose_email_is_not_verified_is_refused(team, browser):
     page.goto(url)
     page.get_by_role("button", name="Log in").click()
     page.get_by_role("button", name=EVE).click()
-    page.get_by_text(f"your login provider says your email address {EVE} is not verified").wait_for()
+    page.get_by_text(unlinked(f"your login provider says your email address {EVE} is not verified")).wait_for()
     wait_idle(page)
     assert page.get_by_text("Team mode: you are").count() == 0 and page.get_by_text("Dataset").count() == 0
     assert page.get_by_text("Traceback").count() == 0
