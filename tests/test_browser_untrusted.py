@@ -121,7 +121,7 @@ def test_a_click_on_a_link_tag_cell_shows_its_photos_and_no_link(poisoned_run_se
         plot = page.locator(".js-plotly-plot .nsewdrag").first
         plot.wait_for()
         heading = page.locator('[data-testid="stMarkdownContainer"]').filter(
-            has_text=f"{view.counts[i, j]} images true {TAG}, predicted {view.classes[j]}")
+            has_text=unlinked(f"{view.counts[i, j]} images true {TAG}, predicted {view.classes[j]}"))
         click_cell(page, plot, TAG, view.classes[j])  # the hover shows the label as its characters
         heading.wait_for()
         wait_idle(page)
