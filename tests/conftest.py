@@ -1,5 +1,6 @@
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ EXTERNAL_DIR = SHARED_DATA / "external" / "clothing"
 # The people the tests act as (core.access): ann an admin with no folder limits (the command
 # line's kind), the others reviewers.
 from core.access import Actor, Role  # noqa: E402
+from dashboard.text import WORD_JOINER  # noqa: E402
 
 ANN = Actor("ann", Role.ADMIN)
 ANA, BEN, BOB = (Actor(name, Role.REVIEWER) for name in ("ana", "ben", "bob"))
@@ -93,6 +95,12 @@ def plotly_array(value):
         flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
         return flat.reshape([int(n) for n in value["shape"].split(",")]) if "shape" in value else flat
     return np.asarray(value)
+
+
+def shown(markdown: str) -> str:
+    """Markdown of untrusted text (dashboard.text.plain) as a page reads: escapes undone, the
+    invisible word joiners that keep it from becoming a link dropped."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace(WORD_JOINER, "")
 
 
 def captioned_ids(at) -> list[int]:

@@ -3,7 +3,6 @@ scikit-learn's on the run's predictions, and a confusion cell shows exactly the 
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from core.evaluation_views import (
 from dashboard.text import plain
 from training.run_folder import RunFolder
 
-from conftest import captioned_ids, chart_spec, open_page, plotly_array, tiny_run_workspace
+from conftest import captioned_ids, chart_spec, open_page, plotly_array, shown, tiny_run_workspace
 from test_evaluation import fake_evaluation
 
 EVALUATE = "../pages/evaluate.py"
@@ -43,11 +42,6 @@ def run(tmp_path_factory):
 
 def page(section: str | None = None) -> AppTest:
     return open_page(EVALUATE, "evaluate.section", section)
-
-
-def shown(markdown: str) -> str:
-    """Markdown as the page shows it: the escapes of untrusted text (dashboard.text.plain) undone."""
-    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def test_summary_equals_scikit_learn_and_names_the_exclusions(run):

@@ -6,7 +6,6 @@ OpenID provider, is test_browser_login."""
 
 from __future__ import annotations
 
-import re
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -15,7 +14,7 @@ from core.access import ACCESS_ENV, DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
 from core.labelstore import LabelStore
 
-from conftest import REPO, tiny_run_workspace
+from conftest import REPO, shown, tiny_run_workspace
 
 HOME = str(REPO / "dashboard" / "Home.py")
 REVIEW, TRAIN, EXPLORE = "../pages/review.py", "../pages/train.py", "../pages/explore.py"
@@ -57,10 +56,6 @@ def team_app(email: str | None, page: str | None = None, claims: dict | None = N
         at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
-
-
-def shown(markdown: str) -> str:
-    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def texts(elements) -> list[str]:
