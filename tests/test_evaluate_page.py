@@ -3,7 +3,6 @@ scikit-learn's on the run's predictions, and a confusion cell shows exactly the 
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa

@@ -6,7 +6,6 @@ OpenID provider, is test_browser_login."""
 
 from __future__ import annotations
 
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
