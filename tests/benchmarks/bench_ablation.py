@@ -85,7 +85,7 @@ def run_candidate(name: str, overrides: list[str], args: argparse.Namespace, tra
         record = train(cfg)
         if record.status != "finished":
             raise SystemExit(f"{name}: run {record.id} {record.status}: {record.error}")
-        run, fit_s, epochs = RunFolder(record.folder), record.timings["fit_s"], None
+        run, fit_s = RunFolder(record.folder), record.timings["fit_s"]
         epochs = len(metrics_frame(run.path))
     started = time.perf_counter()
     _, test = evaluate_checkpoint(run.path, test_dir)
