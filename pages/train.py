@@ -14,7 +14,8 @@ from dashboard.datasets import current_catalogue, current_split
 from dashboard.identity import person
 from dashboard.runs import open_run_buttons, training_curves
 from dashboard.text import code
-from training.config import ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPES, SPLIT_STRATEGIES, TrainConfig
+from training.config import (ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPE_SUMMARIES, RECIPES,
+                             SPLIT_STRATEGIES, TrainConfig)
 from training.estimate import doubts, estimate, split_sizes
 from training.launcher import LaunchError, cancel_run, launch_run, resume_run
 from training.registry import ACTIVE, RESUMABLE, RunRegistry, RunState
@@ -55,9 +56,8 @@ class Fields:
 def config_form(data: Path) -> TrainConfig | None:
     """The form over TrainConfig; the config it describes, or None after showing what is wrong."""
     recipe = st.radio("Recipe", list(RECIPES), horizontal=True, key="train.recipe", format_func=RECIPE_LABELS.get,
-                      help="A preset that fills the fields below. Default: lite0 at 224 px, offline ImageNet weights, "
-                           "for a CPU or any GPU. Seed notebook: its frozen EfficientNet-B3 and MLP, kept to compare "
-                           "against. GPU: EfficientNet-B3 fine-tuned at 288 px in bf16, for one GPU with hub access.")
+                      help="A preset that fills the fields below.")
+    st.caption(RECIPE_SUMMARIES[recipe])
     fields = Fields(recipe)
     offline = offline_backbones()
     backbones = backbone_choices()

@@ -8,6 +8,8 @@ import torch
 from core.data import HEADS
 from training.config import (
     FIELD_NAMES,
+    RECIPE_SUMMARIES,
+    RECIPES,
     TrainConfig,
     resolve_channels_last,
     resolve_precision,
@@ -16,7 +18,7 @@ from training.config import (
 
 COMMON = {
     "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2,
-    "split": "stratified", "group_similarity": 0.93, "seed": 0, "pretrained": "auto", "tau": 1.0, "focal_gamma": 2.0,
+    "split": "stratified", "group_similarity": 0.93, "seed": 0, "pretrained": "auto", "tau": 0.5, "focal_gamma": 2.0,
     "label_smoothing": 0.0, "head_weights": [], "ema_decay": None, "tta_flip": False, "accelerator": "auto", "devices": "auto",
     "num_nodes": 1, "strategy": "auto", "channels_last": "auto", "num_workers": min(4, os.cpu_count() or 1),
 }
@@ -44,6 +46,11 @@ def test_seed_recipe_is_the_notebook():
         "gamma": 0.1, "grad_clip": 0.5, "monitor": "val/loss", "patience": 15, "precision": "32-true",
     }
     assert seed.monitor_mode == "min"
+
+
+def test_every_recipe_has_its_one_line_summary():
+    assert list(RECIPE_SUMMARIES) == list(RECIPES)
+    assert all(summary and "\n" not in summary for summary in RECIPE_SUMMARIES.values())
 
 
 def test_gpu_recipe_fine_tunes_b3_at_288_px_in_the_precision_auto_picks():

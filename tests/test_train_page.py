@@ -15,7 +15,7 @@ from core import workspace
 from core.data.demo import generate_demo
 from core.data import HEADS
 from core.database import DB_URL_ENV
-from training.config import TrainConfig
+from training.config import RECIPE_SUMMARIES, TrainConfig
 from training.estimate import estimate
 from training.launcher import cancel_run
 from training.registry import RunRegistry
@@ -69,7 +69,10 @@ def test_the_form_is_prefilled_from_the_recipe_with_an_estimate(registry, demo):
     assert "No runs yet: start one above." in texts(at.info)
     assert not at.button(key="train.start").disabled
 
+    assert RECIPE_SUMMARIES["default"] in texts(at.caption)
+
     at.radio(key="train.recipe").set_value("seed").run()
+    assert RECIPE_SUMMARIES["seed"] in texts(at.caption) and RECIPE_SUMMARIES["default"] not in texts(at.caption)
     assert field(at, "selectbox", "backbone", "seed").value == "efficientnet_b3"
     assert field(at, "number_input", "image_size", "seed").value == 256
     assert field(at, "toggle", "freeze_backbone", "seed").value is True

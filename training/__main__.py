@@ -1,7 +1,7 @@
 """`python -m training fit|runs|show|evaluate|predict|calibrate|serve|crossval|health`: train, list runs, show,
 evaluate or calibrate one, tag photos, serve them over HTTP, rank label issues, check a catalogue's data health.
 
-    python -m training fit --data DIR [--recipe seed] [--config FILE] [--set key=value ...] [--json]
+    python -m training fit --data DIR [--recipe default|seed|gpu] [--config FILE] [--set key=value ...] [--json]
     python -m training fit --resume RUN_ID [--json]
     python -m training runs [--json]
     python -m training show RUN_ID [--json]
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("fit", help="train a model (a new run, or --resume one)")
     fit.add_argument("--data", help="dataset folder (styles.csv + images/); default FASHION_TAGGER_DATA, else the demo")
-    fit.add_argument("--recipe", help="preset to start from: default (ours) or seed (the seed notebook)")
+    fit.add_argument("--recipe", help="preset to start from: default (ours), seed (the seed notebook) or gpu "
+                                      "(EfficientNet-B3 for one GPU); the README's Recipes say what each measured")
     fit.add_argument("--config", help="a JSON or TOML file of TrainConfig fields (may name its recipe)")
     fit.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config fields")
     fit.add_argument("--resume", metavar="RUN_ID", help="continue a failed or cancelled run from its last checkpoint")
