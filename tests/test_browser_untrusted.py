@@ -74,7 +74,6 @@ def test_labels_render_as_text_with_no_image_and_no_request(poisoned_server):
     assert not [href for href in links if "127.0.0.1:9" in href or "evil.example" in href]  # no URL in a label made a link
 
 
-
 def assert_no_link_in_charts(page) -> None:
     """No plotly chart on the page draws a link (plotly makes an SVG <a> of a label's link tag; its
     toolbar's buttons, outside the SVG, are links of its own)."""
