@@ -15,10 +15,13 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import socket
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
+import huggingface_hub.constants
 import timm
 import torch
 from torch import nn
@@ -99,8 +102,8 @@ def create_backbone(
 
     num_classes=0 gives pooled features, (batch, model.num_features); 1000 keeps the ImageNet
     classifier. pretrained: "hub" downloads through timm; "offline" loads the installed package
-    weights (see OFFLINE_WEIGHTS); "auto" tries the hub unless HF_HUB_OFFLINE is set, then the
-    offline weights, else fails saying what to do; "none" is random init, on purpose.
+    weights (see OFFLINE_WEIGHTS); "auto" tries the hub unless HF_HUB_OFFLINE is set or its
+    endpoint takes no connection, then the offline weights, else fails saying what to do; "none" is random init, on purpose.
     """
     _check_name(name)
     if pretrained not in PRETRAINED_MODES:
@@ -113,8 +116,9 @@ def create_backbone(
     if pretrained == "offline":
         return _from_offline(name, num_classes, timm_kwargs, mode="offline")
 
-    hub_error = None
-    if not _hub_offline():
+    offline = _hub_offline()
+    hub_error = None if offline else _hub_unreachable()
+    if not offline and hub_error is None:
         try:
             return _from_hub(name, num_classes, timm_kwargs, mode="auto")
         except HubWeightsUnavailable as err:
@@ -135,6 +139,24 @@ def create_backbone(
 def _hub_offline() -> bool:
     # Same truthy spellings as huggingface_hub; read at call time so a caller's change counts.
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_unreachable(timeout_s: float = 3.0) -> OSError | None:
+    """Why the hub's endpoint takes no connection within `timeout_s`, or None if it does.
+
+    Without a network, huggingface_hub retries each file for 23 s before giving up: 46 s before
+    every "auto" backbone fell back (seen here with huggingface_hub 2.4). One connection says it
+    at once. Behind a proxy only the hub client can tell, so the probe is skipped there.
+    """
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    endpoint = urllib.parse.urlsplit(huggingface_hub.constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout_s).close()
+    except OSError as err:
+        return OSError(f"cannot reach {huggingface_hub.constants.ENDPOINT}: {err}")
+    return None
 
 
 def _check_name(name: str) -> None:

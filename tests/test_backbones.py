@@ -1,5 +1,6 @@
 import importlib
 
+import huggingface_hub.constants
 import pytest
 import timm
 import torch
@@ -113,8 +114,37 @@ def hub(monkeypatch):
         return real_create_model(name, pretrained=False, **kwargs)
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbones, "_hub_unreachable", lambda: None)  # the network answers, the download fails
     monkeypatch.setattr(timm, "create_model", create_model)
     return calls
+
+
+@pytest.fixture
+def closed_endpoint(monkeypatch):
+    """The hub's endpoint on a local port nothing listens on (discard), reached directly."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+
+
+def test_auto_skips_an_unreachable_hub_at_once(closed_endpoint, monkeypatch):
+    """No network: one refused connection decides, instead of huggingface_hub's retries."""
+    create_model = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: (
+        pytest.fail("the hub was tried") if pretrained else create_model(name, **kw)))
+    with pytest.warns(UserWarning, match=r"cannot reach http://127\.0\.0\.1:9"):
+        _, weights = create_backbone("tf_efficientnet_lite0", "auto")
+    assert weights.source == "offline"
+    with pytest.raises(RuntimeError, match=r"'resnet18'.*cannot reach http://127\.0\.0\.1:9") as err:
+        create_backbone("resnet18", "auto")
+    assert isinstance(err.value.__cause__, OSError)
+
+
+def test_behind_a_proxy_the_hub_client_decides(closed_endpoint, monkeypatch):
+    assert "cannot reach http://127.0.0.1:9" in str(backbones._hub_unreachable())
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert backbones._hub_unreachable() is None
 
 
 def test_auto_falls_back_to_offline_when_the_hub_fails(hub):
@@ -147,6 +177,7 @@ def test_hub_success_is_recorded_with_its_hub_id(monkeypatch):
     real_create_model = timm.create_model
     # Stands in for a download: same model, no network.
     monkeypatch.setattr(timm, "create_model", lambda name, pretrained, **kw: real_create_model(name, **kw))
+    monkeypatch.setattr(backbones, "_hub_unreachable", lambda: None)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     _, weights = create_backbone("resnet18", "auto")
     assert weights == LoadedWeights("auto", "hub", "timm/resnet18.a1_in1k")
