@@ -213,14 +213,19 @@ def test_fixed_rare_threshold_is_kept():
 
 def test_auto_precision_and_channels_last_follow_the_hardware(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert (resolve_precision(TrainConfig()), resolve_channels_last(TrainConfig())) == ("32-true", False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert (resolve_precision(TrainConfig()), resolve_channels_last(TrainConfig())) == ("32-true", True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_channels_last(TrainConfig()) is False  # Apple's GPU: NHWC kernels incomplete
+    assert resolve_channels_last(TrainConfig(accelerator="cpu")) is True
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert (resolve_precision(TrainConfig()), resolve_channels_last(TrainConfig())) == ("bf16-mixed", True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert resolve_precision(TrainConfig()) == "16-mixed"
     on_cpu = TrainConfig(accelerator="cpu")
-    assert (resolve_precision(on_cpu), resolve_channels_last(on_cpu)) == ("32-true", False)
+    assert (resolve_precision(on_cpu), resolve_channels_last(on_cpu)) == ("32-true", True)
     fixed = TrainConfig(precision="bf16-true", channels_last=False)
     assert (resolve_precision(fixed), resolve_channels_last(fixed)) == ("bf16-true", False)
     assert resolve_precision(TrainConfig.from_recipe("seed")) == "32-true"
