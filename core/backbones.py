@@ -103,7 +103,8 @@ def create_backbone(
     num_classes=0 gives pooled features, (batch, model.num_features); 1000 keeps the ImageNet
     classifier. pretrained: "hub" downloads through timm; "offline" loads the installed package
     weights (see OFFLINE_WEIGHTS); "auto" tries the hub unless HF_HUB_OFFLINE is set or its
-    endpoint takes no connection, then the offline weights, else fails saying what to do; "none" is random init, on purpose.
+    endpoint takes no connection, then the offline weights, else fails saying what to do; "none"
+    is random init, on purpose.
     """
     _check_name(name)
     if pretrained not in PRETRAINED_MODES:

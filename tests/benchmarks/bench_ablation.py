@@ -2,7 +2,7 @@
 subset and split of the real sample, scored on its validation split and on the untouched test part.
 
     python tests/benchmarks/bench_ablation.py [--parts /tmp/fashion-parts] [--rows 2500] [--epochs 4]
-        [--image-size 128] [--only NAME ...] [--results FILE] [--table]
+        [--image-size 128] [--only NAME ...] [--results FILE] [--table] [--min-support N]
 
 The train part (sample_parts.py: 10,701 rows) is capped at --rows (a stratified sample, the same
 for every candidate: same seed, same split; 0 takes the whole part, for the final comparison of
@@ -10,7 +10,9 @@ old default, new default and the seed recipe); the test part (1,181 rows) is nev
 on. The short base (--epochs, --image-size) keeps a candidate near five minutes on this CPU. Each
 candidate's run is appended to --results as one JSON line as soon as it ends, so a long search can
 stop and go on (--only, or candidates already in the file are skipped); --table prints the table
-from the file without training.
+from the file without training; with --min-support N, each head's test macro-F1 counts only the
+classes with at least N test rows (a class with one or two test photos swings a head's macro-F1 by
+one photo), read from each run's saved test report.
 
 A candidate that changes inference only (flip TTA) is the base run's checkpoints evaluated with it
 (a copy of the run folder whose config says so): the same weights, so the comparison is exact.
@@ -44,7 +46,7 @@ from sample_parts import carve  # noqa: E402
 from training.checkpoints import CHECKPOINT_KEY  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.evaluate import evaluate_checkpoint  # noqa: E402
-from training.run_folder import RunFolder  # noqa: E402
+from training.run_folder import RunFolder, evaluation_name  # noqa: E402
 from training.status import metrics_frame  # noqa: E402
 from training.train import train  # noqa: E402
 
@@ -123,6 +125,15 @@ def inference_variant(folder: Path, overrides: list[str], name: str) -> RunFolde
     return run
 
 
+def frequent_class_f1(result: dict, test_dir: Path, min_support: int) -> dict[str, dict[str, float]]:
+    """`result`'s test scores with each head's macro-F1 taken over the classes that have at least
+    `min_support` rows in the test part, from its saved test report (accuracy unchanged)."""
+    report = read_report(RunFolder(Path(result["folder"])).evaluation(evaluation_name(test_dir)))
+    return {head: {"acc": result["test"][head]["acc"],
+                   "f1": float(np.mean([row["f1"] for row in entry["classes"] if row["support"] >= min_support]))}
+            for head, entry in report["heads"].items()}
+
+
 def print_table(results: list[dict]) -> None:
     """Per candidate, per head test acc / macro-F1, the mean macro-F1 on val and test, epoch time, acceptance."""
     base = next((result for result in results if result["name"] == "base"), None)
@@ -150,6 +161,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(CANDIDATES), metavar="NAME")
     parser.add_argument("--results", type=Path, default=Path("ablation.jsonl"))
     parser.add_argument("--table", action="store_true", help="print the table of --results only")
+    parser.add_argument("--min-support", type=int, default=1, metavar="N",
+                        help="test macro-F1 over the classes with at least N test rows (1: every class in the test part)")
     args = parser.parse_args()
     done = [json.loads(line) for line in args.results.read_text().splitlines()] if args.results.exists() else []
     if not args.table:
@@ -163,6 +176,9 @@ def main() -> None:
             with args.results.open("a") as file:
                 file.write(json.dumps(result) + "\n")
             print(f"{name}: {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    if args.min_support > 1:
+        print(f"Test macro-F1 over the classes with at least {args.min_support} rows in the test part:")
+        done = [{**result, "test": frequent_class_f1(result, args.parts / "test", args.min_support)} for result in done]
     print_table(done)
 
 
