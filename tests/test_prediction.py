@@ -320,7 +320,7 @@ def test_expand_paths_keeps_files_and_expands_folders_to_their_images(tmp_path):
     assert expand_paths([]) == [] and expand_paths([str(folder / "b" / "deeper")]) == [folder / "b/deeper/d.JPEG"]
 
 
-def test_cli_predict_json_prints_one_line_per_input(run, demo, tmp_path):
+def test_cli_predict_json_prints_one_line_per_input(run, demo, predictor, tmp_path):
     shutil.copy(demo_photos(demo, 1)[0], tmp_path / "good.jpg")
     (tmp_path / "bad.txt").write_text("hello")
     env = dict(os.environ, HF_HUB_OFFLINE="1", **{workspace.HOME_ENV: str(run.home)})
@@ -336,7 +336,14 @@ def test_cli_predict_json_prints_one_line_per_input(run, demo, tmp_path):
     assert all(label in (None, good["predictions"][head][0]["label"]) for head, label in good["accepted"].items())
     for guesses in good["predictions"].values():
         assert len(guesses) == 2 and all(set(guess) == {"label", "p"} for guess in guesses)
-        assert guesses[0]["p"] >= guesses[1]["p"]
+    # What the run's Predictor says in-process: the proposal first (taxonomy-consistent, so not
+    # always the most probable label), then the most probable other.
+    (expected,) = predictor.predict_files([tmp_path / "good.jpg"], top_k=2)
+    assert good["accepted"] == expected.accepted
+    assert {head: [guess["label"] for guess in guesses] for head, guesses in good["predictions"].items()} == {
+        head: [guess.label for guess in guesses] for head, guesses in expected.predictions.items()}
+    assert [guess["p"] for guesses in good["predictions"].values() for guess in guesses] == pytest.approx(
+        [guess.p for guesses in expected.predictions.values() for guess in guesses], abs=1e-6)
     assert bad == {"path": str(tmp_path / "bad.txt"), "error": f"{tmp_path / 'bad.txt'}: not an image, or a format "
                                                               "that cannot be read (accepted: JPEG, PNG, WEBP, AVIF)"}
     assert f"run {run.record.id}, checkpoint best.ckpt, on cpu: 1 of 2 images read" in done.stderr
