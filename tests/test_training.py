@@ -254,7 +254,7 @@ def test_a_diverging_run_fails_naming_the_step_and_the_likely_cause(tiny_demo, h
     (record,) = RunRegistry().list()
     assert record.status == "failed"
     first_line = record.error.splitlines()[0]
-    assert re.fullmatch(r"FloatingPointError: the training loss is nan at step \d+ \(epoch 1, batch \d+\): training "
+    assert re.fullmatch(r"FloatingPointError: the training loss is nan at step \d+ \(epoch \d+, batch \d+\): training "
                         r"diverged; the learning rate is likely too high \(now \S+: lower lr\), or the data holds a "
                         r"broken batch", first_line), first_line
 

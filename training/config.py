@@ -274,9 +274,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 # page shows it. "Test part": sample_parts.py's untouched 1,181 rows.
 RECIPE_SUMMARIES: dict[str, str] = {
     "default": "Ours: lite0 fine-tuned at 224 px for up to 10 epochs, loss logit-adjusted at half strength, for a CPU "
-               "or any GPU. On the real sample's test part after only 3 epochs at 128 px (2 CPU cores, 27 min): "
-               "mean macro-F1 0.677, gender 0.89, articleType 0.85, season 0.72 accuracy; a third of tags "
-               "accepted at 2 % error.",
+               "or any GPU. On the real sample's test part after only 3 epochs at 128 px (2 CPU cores, 18-27 min), "
+               "two seeds: mean macro-F1 0.677 and 0.692, gender 0.89, articleType 0.85-0.87, season 0.72-0.74 "
+               "accuracy; 27-33 % of tags accepted at 2 % error.",
     "seed": "The seed notebook, kept to compare against: frozen EfficientNet-B3 (hub weights), MLP head, masked BCE, "
             "classes under 500 rows ignored. Same test and budget (lite0 in place of B3, offline): mean macro-F1 "
             "0.573 over its own few classes; it names no class under 500 rows.",
