@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 PRETRAINED_MODES = ("hub", "offline", "auto", "none")
+# Environment variables that send the hub client's HTTPS through a proxy (httpx reads these).
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 class OfflineWeights(NamedTuple):
@@ -149,7 +151,7 @@ def _hub_unreachable(timeout_s: float = 3.0) -> OSError | None:
     every "auto" backbone fell back (seen here with huggingface_hub 2.4). One connection says it
     at once. Behind a proxy only the hub client can tell, so the probe is skipped there.
     """
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
         return None
     endpoint = urllib.parse.urlsplit(huggingface_hub.constants.ENDPOINT)
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)

@@ -124,7 +124,7 @@ def closed_endpoint(monkeypatch):
     """The hub's endpoint on a local port nothing listens on (discard), reached directly."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
-    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    for proxy in backbones.PROXY_VARIABLES:
         monkeypatch.delenv(proxy, raising=False)
 
 

@@ -257,7 +257,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "val_fraction": 0.2,
     },
     # One GPU with hub access: the seed's backbone fine-tuned whole, at about its native input, in bf16-mixed
-    # and channels_last ("auto" resolves both so on a CUDA GPU). Batch 64 fits B3 at 288 px in 16 GB;
+    # and channels_last ("auto" gives both on a CUDA GPU). Batch 64 fits B3 at 288 px in 16 GB;
     # lr by square-root scaling from the default's 1e-3 at batch 32. Not yet tuned on a GPU.
     "gpu": {
         "backbone": "efficientnet_b3",
