@@ -15,8 +15,8 @@ if str(REPO_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from core.access import AccessDenied  # noqa: E402
-from core.database import DatabaseBusy  # noqa: E402
+from core.access.database import DatabaseBusy  # noqa: E402
+from core.access.roles import AccessDenied  # noqa: E402
 from dashboard.datasets import current_catalogue, dataset_picker  # noqa: E402
 from dashboard.identity import identity_sidebar, sign_in  # noqa: E402
 from dashboard.pages import navigation  # noqa: E402

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.abstention import TARGET_ERROR
-from core.access import Actor
-from core.labelstore import ItemKind, LabelStore
-from core.review import accept_confident, bulk_preview, undo_bulk
+from core.access.roles import Actor
+from core.labels.queues import accept_confident, bulk_preview, undo_bulk
+from core.labels.store import LabelStore
+from core.labels.tables import ItemKind
+from core.trust.abstention import TARGET_ERROR
 from dashboard.models import predictor_of, proposals_for
 from dashboard.review_queue import QUEUE_KEY
 from training.registry import RunRecord

@@ -76,7 +76,7 @@ def head_curves(epochs: pd.DataFrame, heads: tuple[str, ...], metric: str, title
 
 
 def class_f1_bars(table: pd.DataFrame, head: str) -> go.Figure:
-    """F1 per class (a `core.evaluation.class_table`), best first, coloured by support."""
+    """F1 per class (a `core.evaluation.files.class_table`), best first, coloured by support."""
     ordered = table.sort_values(["f1", "support"], ascending=False, kind="stable")
     figure = px.bar(
         ordered.assign(**{"class": ordered["class"].map(chart_text)}), x="class", y="f1", color="support",
@@ -88,7 +88,7 @@ def class_f1_bars(table: pd.DataFrame, head: str) -> go.Figure:
 
 
 def confusion_heatmap(view, normalised: bool, title: str) -> go.Figure:
-    """A `core.evaluation.ConfusionView` as a heatmap (counts or row rates), true classes down,
+    """A `core.evaluation.files.ConfusionView` as a heatmap (counts or row rates), true classes down,
     predicted across; hovering a cell shows its count and rate, and a click selects it (read the
     clicked cell's classes with `clicked_cell`)."""
     counts, rates = view.counts, view.rates
@@ -165,7 +165,7 @@ def confusion_png(view, normalised: bool, title: str) -> bytes:
 
 
 def taxonomy_sunburst(tree: pd.DataFrame) -> go.Figure:
-    """masterCategory > subCategory > articleType with their rows (core.taxonomy.Taxonomy.tree)."""
+    """masterCategory > subCategory > articleType with their rows (core.trust.taxonomy.Taxonomy.tree)."""
     path = ["masterCategory", "subCategory", "articleType"]
     figure = px.sunburst(tree.assign(**{level: tree[level].map(chart_text) for level in path}), path=path,
                          values="rows", title="The catalogue's taxonomy (rows per articleType)")
@@ -175,7 +175,7 @@ def taxonomy_sunburst(tree: pd.DataFrame) -> go.Figure:
 
 
 def reliability_diagram(before: list[dict], after: list[dict], head: str) -> go.Figure:
-    """Accuracy against confidence per bin (core.calibration.reliability_bins), before and after
+    """Accuracy against confidence per bin (core.trust.calibration.reliability_bins), before and after
     temperature scaling; a calibrated head lies on the diagonal."""
     figure = go.Figure()
     figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="calibrated", line={"dash": "dot", "color": "#999"})
@@ -190,7 +190,7 @@ def reliability_diagram(before: list[dict], after: list[dict], head: str) -> go.
 
 def risk_coverage(curve: list[dict], target: float, threshold: float | None, head: str) -> go.Figure:
     """Error among accepted proposals against the share accepted, one point per threshold
-    (core.abstention.risk_coverage); the target error and the chosen threshold marked."""
+    (core.trust.abstention.risk_coverage); the target error and the chosen threshold marked."""
     figure = go.Figure()
     figure.add_scatter(x=[point["coverage"] for point in curve], y=[point["error"] for point in curve],
                        mode="lines+markers", name="threshold", customdata=[point["threshold"] for point in curve],

@@ -2,7 +2,7 @@
 
 The chosen folder lives in `st.session_state` (per user) and in the URL's query parameters (a reload
 or a shared link opens it again, once the same folder check as a typed folder's passed:
-core.access.dataset_dir_for); catalogues, splits and thumbnails are cached per folder and file
+core.access.roles.dataset_dir_for); catalogues, splits and thumbnails are cached per folder and file
 stamps, so switching pages or paging the image grid is instant.
 """
 
@@ -16,12 +16,12 @@ import streamlit as st
 from PIL import Image
 
 from core import workspace
-from core.access import AccessDenied, Actor, Permission, dataset_dir_for
+from core.access.roles import AccessDenied, Actor, Permission, dataset_dir_for
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue, catalogue_stamp, load_catalogue, resolve_dataset_dir
 from core.data.split import split_catalogue
-from core.images import ImageRejected, thumbnail_jpeg
-from core.taxonomy import Taxonomy
+from core.images.reading import ImageRejected, thumbnail_jpeg
+from core.trust.taxonomy import Taxonomy
 from dashboard.identity import person
 from dashboard.text import code, plain
 
@@ -35,7 +35,7 @@ def _load(root: str, stamp: tuple[int, int, int]) -> Catalogue:
 
 def open_catalogue(path: str | Path) -> Catalogue:
     """Load (or reuse) the catalogue at `path` (one the app chose: the default, a run's; a folder
-    a person typed goes through core.access.dataset_dir_for first); raises CatalogueError naming
+    a person typed goes through core.access.roles.dataset_dir_for first); raises CatalogueError naming
     what is wrong."""
     root = resolve_dataset_dir(path)
     return _load(str(root), catalogue_stamp(root))
@@ -69,7 +69,7 @@ def _taxonomy(root: str, stamp: tuple[int, int, int]) -> tuple[Taxonomy, pd.Data
 
 
 def taxonomy_of(catalogue: Catalogue) -> tuple[Taxonomy, pd.DataFrame]:
-    """The open catalogue's taxonomy (core.taxonomy, learned from all its rows) and the rows that break it."""
+    """The open catalogue's taxonomy (core.trust.taxonomy, learned from all its rows) and the rows that break it."""
     return _taxonomy(str(catalogue.root), catalogue_stamp(catalogue.root))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.evaluation import Evaluation, evaluated_dataset, load_evaluation, version
+from core.evaluation.files import Evaluation, evaluated_dataset, load_evaluation, version
 from training.evaluate import label_issues
 from training.registry import RunRecord, RunRegistry
 from training.run_folder import RunFolder

@@ -15,11 +15,12 @@ from core import workspace
 from core.data import HEADS
 from core.data.catalogue import Catalogue, catalogue_stamp
 from core.data.profile import labels_text
-from core.embeddings import Embeddings, EmbeddingModel, cached_embeddings, embed_images, embeddings_file
-from core.evaluation_views import outcomes
-from core.health import Health, HealthFolder, load_health, map_frame
-from core.images import read_image_checked
-from core.similarity import SimilarityIndex
+from core.evaluation.views import outcomes
+from core.health.embedder import EmbeddingModel, embed_images
+from core.health.embeddings import Embeddings, cached_embeddings, embeddings_file
+from core.health.files import Health, HealthFolder, load_health, map_frame
+from core.health.similarity import SimilarityIndex
+from core.images.reading import read_image_checked
 from dashboard import charts
 from dashboard.datasets import open_catalogue
 from dashboard.evaluations import evaluation_of

@@ -2,7 +2,7 @@
 `[auth]` in .streamlit/secrets.toml), or the machine's one local user in local mode (no `[auth]`).
 
 In team mode a person is their provider's email, shown and never typed, with the role the access
-file gives it (core.access); nobody reads a page before logging in. In local mode the dashboard
+file gives it (core.access.roles); nobody reads a page before logging in. In local mode the dashboard
 listens on this machine only (.streamlit/config.toml) and its user is an admin, named by the name
 field in the sidebar (kept in the page's address, `review.reviewer`, across reloads) or, left
 empty, by their login name on the machine. The checks live in core: a page hides or disables what
@@ -15,8 +15,15 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from core.access import (
-    AccessConfig, Actor, Role, access_file, allowed_roots, command_line_actor, load_access_config, login_email,
+from core.access.roles import (
+    AccessConfig,
+    Actor,
+    Role,
+    access_file,
+    allowed_roots,
+    command_line_actor,
+    load_access_config,
+    login_email,
 )
 from dashboard.text import plain
 
@@ -37,7 +44,7 @@ def _access_config(path: str, stamp: int | None) -> AccessConfig:
 
 
 def access_config() -> AccessConfig:
-    """The access file (core.access), read again when it changes; AccessConfigError when malformed."""
+    """The access file (core.access.roles), read again when it changes; AccessConfigError when malformed."""
     path = access_file()
     try:
         stamp = path.stat().st_mtime_ns
@@ -49,7 +56,7 @@ def access_config() -> AccessConfig:
 def current_actor() -> Actor | None:
     """The person using this session; None in team mode before login.
     Raises AccessConfigError for a malformed access file, LoginRefused for a login whose email is
-    missing or not verified (core.access.login_email)."""
+    missing or not verified (core.access.roles.login_email)."""
     config = access_config()
     roots = allowed_roots(config)
     if login_configured():

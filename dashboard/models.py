@@ -8,9 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.labelstore import Item
-from core.prediction import Predictor
-from core.review import Proposal, top_proposals
+from core.labels.queues import Proposal, top_proposals
+from core.labels.tables import Item
+from core.model.predictor import Predictor
 from training.checkpoints import load_predictor
 from training.registry import RunRecord
 from training.run_folder import RunFolder

@@ -13,15 +13,22 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core.access import AccessDenied, Actor, Permission
+from core.access.roles import AccessDenied, Actor, Permission
 from core.data.catalogue import Catalogue, same_dataset
-from core.evaluation import load_evaluation
-from core.images import ACCEPTED_EXTENSIONS, ImageRejected
-from core.labelstore import Item, LabelStore
-from core.review import (
-    FILTERS, filter_items, in_catalogue, label_issue_ids, least_confident_ids, load_photo_folder,
-    reviewed_count, taxonomy_issue_ids,
+from core.evaluation.files import load_evaluation
+from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
+from core.labels.queues import (
+    FILTERS,
+    filter_items,
+    in_catalogue,
+    label_issue_ids,
+    least_confident_ids,
+    load_photo_folder,
+    reviewed_count,
+    taxonomy_issue_ids,
 )
+from core.labels.store import LabelStore
+from core.labels.tables import Item
 from dashboard import pages
 from dashboard.datasets import taxonomy_of
 from dashboard.evaluations import label_issues_of

@@ -6,14 +6,27 @@ import pandas as pd
 import streamlit as st
 
 from core.data import CatalogueError
-from core.evaluation import Evaluation, exclusion_notes, head_summary, summary_table
-from core.evaluation_views import (
-    CLASS_OUTCOMES, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries, filter_classes,
-    label_lines, misclassified, report_json, summary_csv, top_n_confusion, top_probabilities, trust_sentences,
+from core.evaluation.files import Evaluation, exclusion_notes, head_summary, summary_table
+from core.evaluation.views import (
+    CLASS_OUTCOMES,
+    cell_rows,
+    class_rows,
+    class_table,
+    classes_csv,
+    compare_classes,
+    compare_summaries,
+    filter_classes,
+    label_lines,
+    misclassified,
+    report_json,
+    summary_csv,
+    top_n_confusion,
+    top_probabilities,
+    trust_sentences,
     trust_table,
 )
-from core.abstention import TARGET_ERROR
-from core.trust import TARGETS
+from core.trust.abstention import TARGET_ERROR
+from core.trust.layer import TARGETS
 from dashboard import charts, pages
 from dashboard.datasets import open_catalogue
 from dashboard.evaluations import dataset_of, evaluated_runs, evaluation_of, label_issues_of

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.access import Permission
+from core.access.roles import Permission
 from core.data import HEADS
 from core.data.profile import (
     MISSING_LABEL,

@@ -7,19 +7,26 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from core.access import Actor, Permission
+from core.access.roles import Actor, Permission
 from core.data import HEADS
 from core.data.catalogue import Catalogue
 from core.data.profile import labels_text
-from core.health import Health, group_table, label_disagreements, leaked_ids, leaking_groups
-from core.image_quality import ISSUE_TYPES, issue_ids
-from core.images import ACCEPTED_EXTENSIONS, ImageRejected
-from core.similarity import DEFAULT_THRESHOLD
+from core.health.files import Health, group_table, label_disagreements, leaked_ids, leaking_groups
+from core.health.image_quality import ISSUE_TYPES, issue_ids
+from core.health.similarity import DEFAULT_THRESHOLD
+from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
 from dashboard import pages
 from dashboard.datasets import current_catalogue, thumbnail
 from dashboard.gallery import photo_grid
 from dashboard.health import (
-    OUTCOME, colourings, health_of, map_figure, model_runs, near_duplicates, similar_to_photo, split_of,
+    OUTCOME,
+    colourings,
+    health_of,
+    map_figure,
+    model_runs,
+    near_duplicates,
+    similar_to_photo,
+    split_of,
 )
 from dashboard.identity import person
 from dashboard.labels import label_store

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.corrections import corrections_snapshot
+from core.labels.corrections import corrections_snapshot
 from dashboard import pages
 from dashboard.datasets import current_catalogue
 from dashboard.identity import login_configured, person

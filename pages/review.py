@@ -7,13 +7,14 @@ from pathlib import Path
 import streamlit as st
 
 from core import workspace
-from core.access import Actor, Permission
-from core.corrections import export_dataset
+from core.access.roles import Actor, Permission
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
-from core.labelstore import Item, ItemKind, LabelStore, ReviewStatus, UndoConflict
-from core.review import choices, disagreement, history_table, next_item, shown_label, undo_choices
+from core.labels.corrections import export_dataset
+from core.labels.queues import choices, disagreement, history_table, next_item, shown_label, undo_choices
+from core.labels.store import LabelStore, UndoConflict
+from core.labels.tables import Item, ItemKind, ReviewStatus
 from core.untrusted import check_typed, spreadsheet_csv
 from dashboard import pages
 from dashboard.bulk_review import bulk_accept

@@ -4,18 +4,24 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.access import Actor, Permission
-from core.backbones import PRETRAINED_MODES, backbone_choices, offline_backbones
+from core.access.roles import Actor, Permission
 from core.data import HEADS
-from core.data.schema import RARE_POLICIES
-from core.losses import IMBALANCE_STRATEGIES
-from core.model import LOSSES, SCHEDULERS
+from core.data.schema import RarePolicy
+from core.model.options import HeadType, Imbalance, Loss, Pretrained, Scheduler, backbone_choices, offline_backbones
 from dashboard.datasets import current_catalogue, current_split
 from dashboard.identity import person
 from dashboard.runs import open_run_buttons, training_curves
 from dashboard.text import code
-from training.config import (ACCELERATORS, AUTO, HEAD_TYPES, MONITORS, PRECISIONS, RECIPE_SUMMARIES, RECIPES,
-                             SPLIT_STRATEGIES, TrainConfig)
+from training.config import (
+    AUTO,
+    MONITORS,
+    RECIPE_SUMMARIES,
+    RECIPES,
+    Accelerator,
+    Precision,
+    SplitStrategy,
+    TrainConfig,
+)
 from training.estimate import doubts, estimate, split_sizes
 from training.launcher import LaunchError, cancel_run, launch_run, resume_run
 from training.registry import ACTIVE, RESUMABLE, RunRegistry, RunState
@@ -37,7 +43,7 @@ class Fields:
         return f"train.{self.recipe}.{name}"
 
     def choice(self, where, label: str, name: str, options, **kwargs) -> None:
-        options = list(options)
+        options = [getattr(option, "value", option) for option in options]  # a Choice's members as plain text
         value = getattr(self.base, name)
         self.values[name] = where.selectbox(label, options, index=options.index(value), key=self.key(name), **kwargs)
 
@@ -65,22 +71,22 @@ def config_form(data: Path) -> TrainConfig | None:
     fields.choice(columns[0], "Backbone", "backbone", backbones,
                   format_func=lambda name: f"{name} · offline weights" if name in offline else name,
                   help="Offline, only backbones marked 'offline weights' can start from pretrained weights.")
-    fields.choice(columns[1], "Pretrained weights", "pretrained", PRETRAINED_MODES,
+    fields.choice(columns[1], "Pretrained weights", "pretrained", Pretrained,
                   help="auto: the hub, else the offline package; none: random weights on purpose.")
     fields.number(columns[2], "Image size (px)", "image_size", step=32)
     fields.number(columns[3], "Epochs", "epochs")
     fields.number(columns[0], "Batch size", "batch_size")
     fields.number(columns[1], "Learning rate", "lr", format="%.6f", step=1e-5)
-    fields.choice(columns[2], "Imbalance", "imbalance", IMBALANCE_STRATEGIES)
+    fields.choice(columns[2], "Imbalance", "imbalance", Imbalance)
     fields.number(columns[3], "Patience (epochs)", "patience",
                   help=f"Early stopping: epochs without a better {fields.base.monitor}.")
-    fields.choice(columns[0], "Rare classes", "rare_policy", RARE_POLICIES)
+    fields.choice(columns[0], "Rare classes", "rare_policy", RarePolicy)
     fields.auto_or_int(columns[1], "Rare below (rows)", "rare_min_count",
                        help="auto: 0.2% of the training rows, between 10 and 500; or a number of rows.")
     max_samples = columns[2].number_input("Max samples (0 = all)", value=fields.base.max_samples or 0,
                                           key=fields.key("max_samples"), help="Cap on catalogue rows, for quick runs.")
     fields.values["max_samples"] = max_samples or None
-    fields.choice(columns[3], "Precision", "precision", PRECISIONS)
+    fields.choice(columns[3], "Precision", "precision", Precision)
     fields.auto_or_int(columns[0], "Devices", "devices", help="auto, or how many GPUs (or CPU processes).")
     fields.number(columns[1], "Loader workers", "num_workers")
     fields.number(columns[2], "Seed", "seed")
@@ -100,10 +106,11 @@ def advanced_fields(fields: Fields) -> None:
     fields.values["heads"] = tuple(st.multiselect("Heads", HEADS, default=list(fields.base.heads), key=fields.key("heads")))
     columns = st.columns(4)
     fields.number(columns[0], "Validation share", "val_fraction", step=0.05)
-    fields.choice(columns[1], "Head", "head", HEAD_TYPES,
+    fields.choice(columns[1], "Head", "head", HeadType,
                   help="linear: one Linear per head; conditioned: subCategory and articleType also read their parent's "
                        "probabilities; seed_mlp: the seed's shared MLP.")
-    fields.choice(columns[2], "Loss", "loss", LOSSES, help="ce: cross-entropy per head; bce: the seed's masked BCE (imbalance none).")
+    fields.choice(columns[2], "Loss", "loss", Loss,
+                  help="ce: cross-entropy per head; bce: the seed's masked BCE (imbalance none).")
     fields.choice(columns[3], "Monitor", "monitor", MONITORS)
     fields.number(columns[0], "Logit adjustment τ", "tau", step=0.1)
     fields.number(columns[1], "Focal γ", "focal_gamma", step=0.5)
@@ -111,18 +118,18 @@ def advanced_fields(fields: Fields) -> None:
     grad_clip = columns[3].number_input("Gradient clip (0 = none)", value=fields.base.grad_clip or 0.0,
                                         key=fields.key("grad_clip"))
     fields.values["grad_clip"] = grad_clip or None
-    fields.choice(columns[0], "Scheduler", "scheduler", SCHEDULERS)
+    fields.choice(columns[0], "Scheduler", "scheduler", Scheduler)
     fields.number(columns[1], "Warmup share (cosine)", "warmup_fraction", step=0.01)
     fields.number(columns[2], "Step size (step)", "step_size")
     fields.number(columns[3], "Step γ (step)", "gamma", step=0.05)
-    fields.choice(columns[0], "Accelerator", "accelerator", ACCELERATORS)
+    fields.choice(columns[0], "Accelerator", "accelerator", Accelerator)
     fields.number(columns[1], "Nodes", "num_nodes")
     strategy = columns[2].text_input("Strategy", value=fields.base.strategy, key=fields.key("strategy"))
     fields.values["strategy"] = strategy.strip()
     fields.choice(columns[3], "Channels last", "channels_last", [AUTO, True, False])
     fields.toggle(columns[0], "Freeze the backbone", "freeze_backbone")
     fields.toggle(columns[1], "Augment (crop, flip)", "augment")
-    fields.choice(columns[2], "Split", "split", SPLIT_STRATEGIES,
+    fields.choice(columns[2], "Split", "split", SplitStrategy,
                   help="grouped: each group of near-duplicate photos stays on one side (see the Data health page).")
     fields.number(columns[3], "Group similarity (grouped)", "group_similarity", step=0.01,
                   help="Photos at least this similar (cosine, pretrained backbone) are one group.")

@@ -46,14 +46,15 @@ def require_browser() -> None:
 
 
 @contextlib.contextmanager
-def dashboard_server(env: dict[str, str], port: int | None = None, options: tuple[str, ...] = ()) -> Iterator[str]:
-    """`streamlit run dashboard/Home.py` in its own process session with `env`, on `port` (a free
-    one by default) with more command-line `options`; yields its base URL."""
+def dashboard_server(env: dict[str, str], port: int | None = None, options: tuple[str, ...] = (),
+                     cwd: Path = REPO) -> Iterator[str]:
+    """`streamlit run dashboard/Home.py` of the checkout `cwd` in its own process session with `env`, on
+    `port` (a free one by default) with more command-line `options`; yields its base URL."""
     port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/Home.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", *options],
-        cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=cwd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

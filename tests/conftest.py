@@ -15,9 +15,9 @@ SAMPLE_DIR = SHARED_DATA / "fashion-sample"
 EXTERNAL_DIR = SHARED_DATA / "external" / "clothing"
 
 
-# The people the tests act as (core.access): ann an admin with no folder limits (the command
+# The people the tests act as (core.access.roles): ann an admin with no folder limits (the command
 # line's kind), the others reviewers.
-from core.access import Actor, Role  # noqa: E402
+from core.access.roles import Actor, Role  # noqa: E402
 from dashboard.text import WORD_JOINER  # noqa: E402
 
 ANN = Actor("ann", Role.ADMIN)
@@ -44,8 +44,8 @@ def tiny_run_workspace(tmp_path_factory, n: int = 120, seed: int = 3, overrides:
     environment points at both (workspace, dataset, no shared database URL).
     Yields (run record, demo folder, workspace folder)."""
     from core import workspace
+    from core.access.database import DB_URL_ENV
     from core.data.demo import generate_demo
-    from core.database import DB_URL_ENV
     from training.config import TrainConfig
     from training.train import train
 

@@ -17,15 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.access import Actor, Role  # noqa: E402
-from core.labelstore import LabelStore  # noqa: E402
+from core.access.roles import Actor, Role  # noqa: E402
+from core.labels.store import LabelStore  # noqa: E402
+from core.workspace import workspace_dir  # noqa: E402
 
 COLOURS = ("Black", "Blue", "Red", "White", "Green")
 SEASONS = ("Summer", "Winter", "Fall")
 
 
 def main(url: str, reviewer: str, n: int, items: list[int]) -> None:
-    store = LabelStore(url)
+    store = LabelStore(workspace=workspace_dir(), db_url=url)
     draw = random.Random(reviewer)
     print("ready", flush=True)
     sys.stdin.readline()

@@ -1,4 +1,4 @@
-"""Roles, the access file, allowed folders (core.access), the logins accepted (a verified email),
+"""Roles, the access file, allowed folders (core.access.roles), the logins accepted (a verified email),
 and the refusals of the functions that train, export and open datasets when the person may not
 (the run registry records who asked)."""
 
@@ -10,17 +10,32 @@ from pathlib import Path
 import pytest
 
 from core import workspace
-from core.access import (
-    ACCESS_ENV, DATA_ROOTS_ENV, AccessConfig, AccessConfigError, AccessDenied, Actor, FolderRefused, LoginRefused,
-    Permission, Role, VerifiedClaim, allowed_roots, command_line_actor, dataset_dir_for, load_access_config,
-    login_email, require, require_folder,
+from core.access.database import DB_URL_ENV
+from core.access.roles import (
+    ACCESS_ENV,
+    DATA_ROOTS_ENV,
+    AccessConfig,
+    AccessConfigError,
+    AccessDenied,
+    Actor,
+    FolderRefused,
+    LoginRefused,
+    Permission,
+    Role,
+    VerifiedClaim,
+    allowed_roots,
+    command_line_actor,
+    dataset_dir_for,
+    load_access_config,
+    login_email,
+    require,
+    require_folder,
 )
-from core.corrections import export_dataset
 from core.data import CatalogueError
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
-from core.database import DB_URL_ENV
-from core.labelstore import LabelStore
+from core.labels.corrections import export_dataset
+from core.labels.store import LabelStore
 from training.config import TrainConfig
 from training.launcher import cancel_run, launch_evaluation, launch_run, resume_run
 from training.registry import RunRegistry
@@ -197,7 +212,7 @@ def test_only_an_admin_launches_cancels_resumes_and_evaluates_and_the_registry_n
 
 
 def test_only_an_admin_exports_and_only_under_their_roots(home, demo, tmp_path):
-    catalogue, store = load_catalogue(demo), LabelStore()
+    catalogue, store = load_catalogue(demo), LabelStore(workspace=home)
     with pytest.raises(AccessDenied, match="bob is a reviewer and may not export a corrected catalogue"):
         export_dataset(catalogue, store, home / "exports" / "one", BOB)
     admin = Actor("ann", Role.ADMIN, roots=(home.resolve(),))

@@ -6,12 +6,10 @@ import timm
 import torch
 from PIL import Image
 
-from core import backbones
-from core.backbones import (
-    OFFLINE_WEIGHTS, PRETRAINED_MODES, HubWeightsUnavailable, LoadedWeights, backbone_choices,
-    create_backbone, offline_backbones,
-)
-from core.transforms import Normalise, data_config, eval_transform
+from core.images.transforms import Normalise, data_config, eval_transform
+from core.model import backbones
+from core.model.backbones import HubWeightsUnavailable, LoadedWeights, create_backbone
+from core.model.options import OFFLINE_WEIGHTS, Pretrained, backbone_choices, offline_backbones
 
 LITE = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 ESPRESSO, CUP = 967, 968
@@ -209,7 +207,7 @@ def test_unknown_name_lists_close_matches():
 def test_unknown_mode_lists_the_modes():
     with pytest.raises(ValueError, match="'imagenet'") as err:
         create_backbone("tf_efficientnet_lite0", "imagenet")
-    assert all(mode in str(err.value) for mode in PRETRAINED_MODES)
+    assert all(mode in str(err.value) for mode in Pretrained)
 
 
 def test_conversion_is_cached():

@@ -4,12 +4,11 @@ and the drill-down grid of that cell's photos. Screenshots land in `test-artifac
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from core.evaluation import load_evaluation
-from core.evaluation_views import top_n_confusion
+from core.evaluation.files import load_evaluation
+from core.evaluation.views import top_n_confusion
 from dashboard.text import chart_text
 from training.run_folder import RunFolder
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from core import workspace
+from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
-from core.database import DB_URL_ENV
-from core.health import load_health
+from core.health.files import load_health
 from training.health import folder_of
 
 from browser_support import ARTIFACTS, IDLE, dashboard_server, page, require_browser  # noqa: F401 (fixtures)

@@ -11,12 +11,14 @@ import os
 
 import pytest
 
+from core.access.roles import ACCESS_ENV, DATA_ROOTS_ENV
+from core.data.catalogue import load_catalogue
+from core.labels.store import LabelStore
+from core.workspace import workspace_dir
+from dashboard.text import unlinked
+
 from browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, dashboard_server, free_port, require_browser, wait_idle
 from conftest import tiny_run_workspace
-from core.access import ACCESS_ENV, DATA_ROOTS_ENV
-from core.data.catalogue import load_catalogue
-from core.labelstore import LabelStore
-from dashboard.text import unlinked
 
 pytestmark = pytest.mark.browser
 
@@ -124,7 +126,7 @@ def test_a_reviewer_and_an_admin_log_in_and_do_what_their_roles_allow(team, brow
     rita.get_by_role("button", name="End session").click()  # the provider's end of the session
     rita.get_by_role("button", name="Log in").wait_for()  # back on the login screen
     rita.context.close()
-    history = LabelStore().log_frame(catalogue.root)
+    history = LabelStore(workspace=workspace_dir()).log_frame(catalogue.root)
     assert set(history["reviewer"]) == {RITA}
 
     ada = log_in(browser, url, ADA)
@@ -142,7 +144,7 @@ def test_a_reviewer_and_an_admin_log_in_and_do_what_their_roles_allow(team, brow
     ada.get_by_text("0 of 1 reviewed").wait_for()
     wait_idle(ada)
     ada.screenshot(path=str(ARTIFACTS / "login-admin.png"), full_page=True)
-    history = LabelStore().log_frame(catalogue.root)
+    history = LabelStore(workspace=workspace_dir()).log_frame(catalogue.root)
     assert history["reviewer"].tolist() == [RITA] * (len(history) // 2) + [ADA] * (len(history) // 2)
     assert set(history[history["reviewer"] == ADA]["kind"]) == {"undo"}
     ada.get_by_role("tab", name="Export").click()

@@ -13,17 +13,18 @@ import sys
 
 import pandas as pd
 import pytest
+from test_browser_evaluate import click_cell
+from test_charts_untrusted import relabel_commonest
+
+from core import workspace
+from core.data.catalogue import STYLES_FILE
+from core.evaluation.files import load_evaluation
+from core.evaluation.views import top_n_confusion
+from dashboard.text import unlinked
+from training.run_folder import RunFolder
 
 from browser_support import ARTIFACTS, chromium_page, dashboard_server, require_browser, wait_idle
 from conftest import REPO, tiny_run_workspace
-from core import workspace
-from core.data.catalogue import STYLES_FILE
-from core.evaluation import load_evaluation
-from core.evaluation_views import top_n_confusion
-from dashboard.text import unlinked
-from training.run_folder import RunFolder
-from test_browser_evaluate import click_cell
-from test_charts_untrusted import relabel_commonest
 
 pytestmark = pytest.mark.browser
 

@@ -20,9 +20,9 @@ from core.data.catalogue import STYLES_FILE
 from core.data.demo import generate_demo
 from core.data.profile import OTHERS_LABEL, top_n_counts
 from core.data.split import split_catalogue, split_distribution
-from core.evaluation import load_evaluation
-from core.evaluation_views import ConfusionView, cell_rows, top_n_confusion
-from core.taxonomy import Taxonomy
+from core.evaluation.files import load_evaluation
+from core.evaluation.views import ConfusionView, cell_rows, top_n_confusion
+from core.trust.taxonomy import Taxonomy
 from dashboard import charts
 from dashboard.text import chart_text, plain
 from training.run_folder import RunFolder

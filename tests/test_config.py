@@ -3,18 +3,21 @@ import os
 import re
 
 import pytest
-import torch
 
 from core.data import HEADS
+from core.model.options import Imbalance, Loss
 from training.config import (
     FIELD_NAMES,
     RECIPE_SUMMARIES,
     RECIPES,
+    SplitStrategy,
     TrainConfig,
     resolve_channels_last,
     resolve_precision,
     resolve_rare_min_count,
+    uses_cuda,
 )
+from training.machine import Gpu, Machine
 
 COMMON = {
     "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2,
@@ -60,7 +63,7 @@ def test_gpu_recipe_fine_tunes_b3_at_288_px_in_the_precision_auto_picks():
         "efficientnet_b3", 288, 64, 1.4e-3, 15, 3)
     assert not gpu.freeze_backbone and gpu.head == "linear" and gpu.loss == "ce"
     assert (gpu.precision, gpu.channels_last, gpu.pretrained) == ("auto", "auto", "auto")  # bf16 and NHWC on CUDA
-    assert resolve_precision(gpu) == resolve_precision(default)  # on this machine, whatever it has
+    assert resolve_precision(gpu, AMPERE) == resolve_precision(default, AMPERE) == "bf16-mixed"
     assert 1 <= gpu.num_workers <= 16
 
 
@@ -211,24 +214,45 @@ def test_fixed_rare_threshold_is_kept():
         resolve_rare_min_count(TrainConfig(), -1)
 
 
-def test_auto_precision_and_channels_last_follow_the_hardware(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert (resolve_precision(TrainConfig()), resolve_channels_last(TrainConfig())) == ("32-true", True)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert resolve_channels_last(TrainConfig()) is False  # Apple's GPU: NHWC kernels incomplete
-    assert resolve_channels_last(TrainConfig(accelerator="cpu")) is True
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert (resolve_precision(TrainConfig()), resolve_channels_last(TrainConfig())) == ("bf16-mixed", True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert resolve_precision(TrainConfig()) == "16-mixed"
+CPU_ONLY = Machine(cpu_threads=2, memory_gib=24)
+APPLE = Machine(cpu_threads=8, memory_gib=16, mps=True)
+AMPERE, VOLTA = (Machine(cpu_threads=16, memory_gib=128, gpus=(Gpu("H100", 80.0, bf16),)) for bf16 in (True, False))
+
+
+def test_auto_precision_and_channels_last_follow_the_hardware():
+    assert (resolve_precision(TrainConfig(), CPU_ONLY), resolve_channels_last(TrainConfig(), CPU_ONLY)) == ("32-true", True)
+    assert resolve_channels_last(TrainConfig(), APPLE) is False  # Apple's GPU: NHWC kernels incomplete
+    assert resolve_channels_last(TrainConfig(accelerator="cpu"), APPLE) is True
+    assert (resolve_precision(TrainConfig(), AMPERE), resolve_channels_last(TrainConfig(), AMPERE)) == ("bf16-mixed", True)
+    assert resolve_precision(TrainConfig(), VOLTA) == "16-mixed"
+    assert uses_cuda(TrainConfig(), AMPERE) and not uses_cuda(TrainConfig(accelerator="cpu"), AMPERE)
     on_cpu = TrainConfig(accelerator="cpu")
-    assert (resolve_precision(on_cpu), resolve_channels_last(on_cpu)) == ("32-true", True)
+    assert (resolve_precision(on_cpu, AMPERE), resolve_channels_last(on_cpu, AMPERE)) == ("32-true", True)
     fixed = TrainConfig(precision="bf16-true", channels_last=False)
-    assert (resolve_precision(fixed), resolve_channels_last(fixed)) == ("bf16-true", False)
-    assert resolve_precision(TrainConfig.from_recipe("seed")) == "32-true"
+    assert (resolve_precision(fixed, CPU_ONLY), resolve_channels_last(fixed, CPU_ONLY)) == ("bf16-true", False)
+    assert resolve_precision(TrainConfig.from_recipe("seed"), AMPERE) == "32-true"
+
+
+def test_the_machine_torch_sees_is_the_one_probed_without_torch():
+    """The Train page's hint reads the machine without torch; on this machine it agrees with torch
+    (threads aside: a test may have set torch's)."""
+    probed, seen = Machine.probe(), Machine.from_torch()
+    assert ([gpu.memory_gib for gpu in probed.gpus], probed.mps, probed.memory_gib) == pytest.approx(
+        ([gpu.memory_gib for gpu in seen.gpus], seen.mps, seen.memory_gib), rel=0.01)
+
+
+def test_a_choice_given_as_its_enum_member_is_kept_as_plain_text():
+    """A form hands over Choice members; a config keeps plain str (it is pickled into checkpoints)."""
+    cfg = TrainConfig(imbalance=Imbalance.FOCAL, loss=Loss.CE, split=SplitStrategy.GROUPED)
+    assert [type(value) for value in (cfg.imbalance, cfg.loss, cfg.split)] == [str, str, str]
+    assert cfg == TrainConfig(imbalance="focal", split="grouped")
+
+
+def test_a_config_saved_in_a_run_folder_reads_back_equal(tmp_path):
+    cfg = TrainConfig.from_recipe("seed", {"epochs": 3, "heads": ("gender", "usage")})
+    cfg.save(tmp_path / "config.json")
+    assert TrainConfig.from_file(tmp_path / "config.json") == cfg
+    assert [path.name for path in tmp_path.iterdir()] == ["config.json"]  # no temporary file left
 
 
 def test_head_weights_parse_to_a_map_and_bad_items_are_named():

@@ -13,12 +13,12 @@ import torch
 from core import workspace
 from core.data.demo import generate_demo
 from core.data.schema import LabelSchema
-from core.label_issues import rank_label_issues
-from training.run_folder import RunFolder
+from core.evaluation.label_issues import rank_label_issues
 from training import crossval as crossval_module
 from training.__main__ import main as cli
 from training.config import TrainConfig
 from training.crossval import SUMMARY_FILE, assign_folds, crossval, list_crossvals
+from training.run_folder import RunFolder
 
 FLIPPED_HEAD = "articleType"
 # Frozen pretrained lite0 at 96 px, 3 epochs: ~90% out-of-sample articleType accuracy on 600 demo
@@ -98,7 +98,7 @@ def test_every_row_gets_one_out_of_sample_prediction_and_the_folder_says_how(fin
     assert np.array_equal(folds["fold"], assign_folds(styles, 3, cfg.seed))
     schema = LabelSchema.load(folder / "schema.json")
     assert sorted(schema.classes[FLIPPED_HEAD]) == sorted(styles[FLIPPED_HEAD].unique())  # fitted on all rows
-    assert json.loads((folder / "config.json").read_text()) == {**cfg.to_dict(), "crossval_folds": 3}
+    assert TrainConfig.from_file(folder / "config.json") == cfg and result.folds == 3
     assert json.loads((folder / "evaluation" / "report.json").read_text())["rows"] == 600
     issues = pd.read_parquet(RunFolder(folder).label_issues)
     pd.testing.assert_frame_equal(issues, rank_label_issues(predictions, schema.classes))

@@ -8,18 +8,18 @@ import re
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
-from core.access import DATA_ROOTS_ENV
+from core.access.roles import DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
 from core.data.profile import filter_rows
-from core.labelstore import LabelStore, ReviewStatus
 from core.data.split import split_catalogue
-from core.taxonomy import Taxonomy
+from core.labels.store import LabelStore
+from core.labels.tables import ReviewStatus
+from core.trust.taxonomy import Taxonomy
 from training.config import TrainConfig, resolve_rare_min_count
 
 from conftest import ANN, REPO
@@ -118,7 +118,7 @@ def test_explore_names_a_photo_too_large_to_show_and_shows_the_others(tmp_path, 
 
 
 def test_a_busy_database_is_a_message_on_the_page_not_a_traceback(on_demo, monkeypatch):
-    from core.database import DatabaseBusy
+    from core.access.database import DatabaseBusy
     from training.registry import RunRegistry
 
     def busy(self, limit=None):
@@ -243,7 +243,7 @@ def test_explore_taxonomy_lists_the_rows_that_break_it_and_queues_them_for_revie
     assert sum(leaves) == frame["articleType"].notna().sum() - len(strays)  # every row but the strays
     at.button(key="taxonomy_review").click().run()
     assert not at.exception, at.exception
-    queued = LabelStore().items(at.session_state["review.queue"])
+    queued = LabelStore(workspace=workspace.workspace_dir()).items(at.session_state["review.queue"])
     assert [item.product_id for item in queued] == broken["id"].drop_duplicates().tolist()
 
 
@@ -312,7 +312,7 @@ def test_home_counts_the_reviewed_labels_of_the_open_dataset(on_demo, tmp_path, 
 
     catalogue = load_catalogue(on_demo)
     frame = catalogue.frame
-    store = LabelStore()
+    store = LabelStore(workspace=workspace.workspace_dir())
     first, second, third = store.add_catalogue_items(catalogue, frame["id"].iloc[:3], ANN)
     other_colour = next(value for value in frame["baseColour"].dropna().unique() if value != first.baseline["baseColour"])
     store.review(first.item, {"baseColour": other_colour}, ANN)  # corrected

@@ -10,10 +10,10 @@ import torch
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.schema import IGNORE_INDEX, LabelSchema
-from core.data.split import id_uniform, split_catalogue
-from core.datamodule import CatalogueDataModule, CatalogueImages, capped_selection
-from core.imagecache import SkippedImageWarning, open_cached
-from core.transforms import data_config, eval_transform
+from core.data.split import capped_selection, id_uniform, split_catalogue
+from core.images.cache import SkippedImageWarning, open_cached
+from core.images.transforms import data_config, eval_transform
+from core.model.datamodule import CatalogueDataModule, CatalogueImages
 
 N = 100
 SIZE = 64
@@ -75,7 +75,7 @@ def test_split_is_respected_and_the_cache_reused(catalogue, schema, split, cfg, 
 def test_batches_have_the_documented_shapes_and_labels(catalogue, schema, split, cfg, workspace):
     module = make(catalogue, schema, split, cfg, workspace)
     batch = next(iter(module.train_dataloader()))
-    # uint8 pixels, not yet normalised: the module normalises on its device (core.model)
+    # uint8 pixels, not yet normalised: the module normalises on its device (core.model.module)
     assert batch["image"].shape == (16, 3, SIZE, SIZE) and batch["image"].dtype == torch.uint8
     assert batch["labels"].shape == (16, 7) and batch["labels"].dtype == torch.int64
     assert batch["id"].shape == (16,) and batch["id"].dtype == torch.int64

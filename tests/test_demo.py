@@ -8,8 +8,7 @@ import pytest
 from PIL import Image
 
 from core.data import STYLES_COLUMNS
-from core.data.demo import (ARTICLES, COLOURS, HEIGHT, MIN_ROWS, WIDTH, article_counts,
-                            generate_demo, sample_rows)
+from core.data.demo import ARTICLES, COLOURS, HEIGHT, MIN_ROWS, WIDTH, article_counts, generate_demo, sample_rows
 
 N = 120
 

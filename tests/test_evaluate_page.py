@@ -9,20 +9,26 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix
 from streamlit.testing.v1 import AppTest
+from test_evaluation import fake_evaluation
 
 from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.profile import OTHERS_LABEL
 from core.data.schema import LabelSchema
-from core.evaluation import load_evaluation
-from core.evaluation_views import (
-    CLASS_OUTCOMES, class_rows, class_table, compare_summaries, misclassified, trust_sentences, trust_table,
+from core.evaluation.files import load_evaluation
+from core.evaluation.views import (
+    CLASS_OUTCOMES,
+    class_rows,
+    class_table,
+    compare_summaries,
+    misclassified,
+    trust_sentences,
+    trust_table,
 )
 from dashboard.text import plain
 from training.run_folder import RunFolder
 
 from conftest import captioned_ids, chart_spec, open_page, plotly_array, shown, tiny_run_workspace
-from test_evaluation import fake_evaluation
 
 EVALUATE = "../pages/evaluate.py"
 HEAD = "articleType"

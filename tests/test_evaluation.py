@@ -1,4 +1,4 @@
-"""The evaluation files (core.evaluation) and their views for the Evaluate page (core.evaluation_views),
+"""The evaluation files (core.evaluation.files) and their views for the Evaluate page (core.evaluation.views),
 checked against scikit-learn; rebuilding a run from its checkpoint and `python -m training evaluate`
 on another catalogue."""
 
@@ -22,15 +22,33 @@ from core.data.demo import generate_demo
 from core.data.profile import OTHERS_LABEL
 from core.data.schema import IGNORE_INDEX, LabelSchema
 from core.data.split import split_catalogue
-from core.evaluation import (
-    confusion_from_labels, exclusion_notes, head_summary, load_evaluation, summary_table, write_evaluation,
+from core.evaluation.files import (
+    confusion_from_labels,
+    exclusion_notes,
+    head_summary,
+    load_evaluation,
+    summary_table,
+    write_evaluation,
 )
-from core.evaluation_views import (
-    ConfusionView, cell_rows, class_rows, class_table, classes_csv, compare_classes, compare_summaries, filter_classes,
-    label_lines, misclassified, report_json, row_normalised, summary_csv, top_n_confusion, top_probabilities,
+from core.evaluation.views import (
+    ConfusionView,
+    cell_rows,
+    class_rows,
+    class_table,
+    classes_csv,
+    compare_classes,
+    compare_summaries,
+    filter_classes,
+    label_lines,
+    misclassified,
+    report_json,
+    row_normalised,
+    summary_csv,
+    top_n_confusion,
+    top_probabilities,
 )
-from core.taxonomy import Taxonomy
-from core.trust import Calibration
+from core.trust.layer import Calibration
+from core.trust.taxonomy import Taxonomy
 from dashboard import charts
 from training.__main__ import main as cli
 from training.checkpoints import CHECKPOINT_KEY, load_run_module
@@ -389,13 +407,13 @@ def test_cli_evaluate_names_a_missing_checkpoint_or_run(finished_run, capsys):
 def test_a_relative_dataset_path_names_the_same_dataset(faked, tmp_path, monkeypatch):
     """A run trained with `--data workspace/demo-cli` (relative, as the README shows) is offered for
     that catalogue however the catalogue is named later."""
-    from core.data.catalogue import dataset_key, same_dataset
-    from training.builders import with_dataset
+    from core.data.catalogue import DatasetKey, same_dataset
+    from training.rows import with_dataset
 
     run, _, _, catalogue = faked
     monkeypatch.chdir(catalogue.root.parent)
     relative = catalogue.root.name
-    assert with_dataset(TrainConfig(data=relative)).data == str(catalogue.root) == dataset_key(f"./{relative}/")
+    assert with_dataset(TrainConfig(data=relative)).data == str(catalogue.root) == DatasetKey.of(f"./{relative}/")
     assert same_dataset(relative, catalogue.root) and not same_dataset(relative, tmp_path)
     report = json.loads((run / VALIDATION / "report.json").read_text())
     (tmp_path / VALIDATION).mkdir()

@@ -20,26 +20,39 @@ import pytest
 import torch
 
 from core import workspace
+from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
-from core.database import DB_URL_ENV
-from core.embeddings import (
-    ModelIdentity, catalogue_embeddings, embed_images, embeddings_file, normalise, pretrained_model,
+from core.health.embedder import catalogue_embeddings, embed_images, pretrained_model
+from core.health.embeddings import ModelIdentity, embeddings_file, normalise
+from core.health.files import (
+    Health,
+    compute_health,
+    group_table,
+    health_summary,
+    label_disagreements,
+    leaked_ids,
+    leaking_groups,
+    load_health,
+    map_frame,
 )
-from core.health import (
-    Health, compute_health, group_table, health_summary, label_disagreements, leaked_ids, leaking_groups, load_health, map_frame,
-)
-from core.imagecache import as_cached, cache_folder, open_cached
-from core.images import open_rgb
-from core.image_quality import ISSUE_TYPES, exact_duplicates, image_issues, issue_ids
-from core.similarity import (
-    DEFAULT_THRESHOLD, IndexKind, SimilarityIndex, groups_of_pairs, nearest_neighbours, outlier_rows, outlier_scores,
+from core.health.image_quality import ISSUE_TYPES, exact_duplicates, image_issues, issue_ids
+from core.health.similarity import (
+    DEFAULT_THRESHOLD,
+    IndexKind,
+    SimilarityIndex,
+    groups_of_pairs,
+    nearest_neighbours,
+    outlier_rows,
+    outlier_scores,
     similar_pairs,
 )
+from core.images.cache import as_cached, cache_folder, open_cached
+from core.images.reading import open_rgb
 from training.__main__ import main as training_cli
-from training.builders import run_split
 from training.config import TrainConfig
 from training.health import default_split, folder_of
+from training.rows import decide_split
 
 from health_support import COPIES, planted_catalogue
 from test_transforms import reference_float
@@ -292,13 +305,13 @@ def test_the_grouped_split_keeps_near_duplicates_on_one_side(planted_demo):
     catalogue = load_catalogue(planted.folder)
     ids = catalogue.frame["id"].to_numpy()
     cfg = TrainConfig.from_recipe("default", {"data": str(planted.folder), "split": "grouped"})
-    grouped = pd.Series(run_split(cfg, catalogue).to_numpy(), index=ids)
-    stratified = pd.Series(run_split(TrainConfig.from_recipe("default", {"data": str(planted.folder)}), catalogue)
-                           .to_numpy(), index=ids)
+    grouped = decide_split(cfg, catalogue)
+    stratified = decide_split(TrainConfig.from_recipe("default", {"data": str(planted.folder)}), catalogue)
+    assert grouped.index.equals(pd.Index(ids)) and stratified.index.equals(pd.Index(ids))  # no cap: every row
     groups = health_of(planted).near_duplicates(cfg.group_similarity)
     assert groups and all(grouped[group].nunique() == 1 for group in groups)
     assert any(stratified[group].nunique() == 2 for group in groups)  # the default split cuts one in two
     in_groups = {i for group in groups for i in group}
     alone = [i for i in ids if i not in in_groups]
     assert grouped[alone].equals(stratified[alone])
-    assert run_split(cfg, catalogue).equals(run_split(cfg, catalogue))
+    assert decide_split(cfg, catalogue).equals(grouped)

@@ -11,11 +11,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
+from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
-from core.database import DB_URL_ENV
-from core.health import leaked_ids, leaking_groups
-from core.labelstore import LabelStore
-from core.similarity import DEFAULT_THRESHOLD
+from core.health.files import leaked_ids, leaking_groups
+from core.health.similarity import DEFAULT_THRESHOLD
+from core.labels.store import LabelStore
 from dashboard.health import similar_to_photo
 from training import health as run_health
 from training.launcher import health_job
@@ -123,7 +123,7 @@ def test_outliers_go_to_the_review_queue(computed):
         return
     button.click().run()
     queue = at.session_state["review.queue"]
-    items = LabelStore().items(queue)
+    items = LabelStore(workspace=workspace.workspace_dir()).items(queue)
     assert [item.product_id for item in items] == outliers
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
-from core.imagecache import (
+from core.images.cache import (
     MANIFEST,
     SkippedImageWarning,
     build_image_cache,

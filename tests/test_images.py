@@ -1,4 +1,4 @@
-"""core.images: any image mode decodes to RGB on white; thumbnails are small JPEGs; a user's file
+"""core.images.reading: any image mode decodes to RGB on white; thumbnails are small JPEGs; a user's file
 that cannot be read is rejected with a message naming it and the problem."""
 
 import io
@@ -10,7 +10,7 @@ import PIL
 import pytest
 from PIL import Image, features
 
-from core.images import ImageRejected, open_rgb, read_image_checked, thumbnail_jpeg, to_rgb
+from core.images.reading import ImageRejected, open_rgb, read_image_checked, thumbnail_jpeg, to_rgb
 
 
 def test_modes_become_rgb_with_transparency_on_white(tmp_path):

@@ -1,4 +1,4 @@
-"""core.labelstore export: a reviewed demo catalogue written back in Kaggle's layout, and its command line."""
+"""core.labels.store export: a reviewed demo catalogue written back in Kaggle's layout, and its command line."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ANN, BOB, REPO
+from core.access.database import DB_URL_ENV
 from core.data import HEADS, STYLES_COLUMNS
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
-from core.database import DB_URL_ENV
-from core.corrections import (
+from core.labels.corrections import (
     STAGING_MARKER,
     STALE_STAGING_S,
     apply_corrections,
@@ -28,7 +27,10 @@ from core.corrections import (
     corrections_snapshot,
     export_dataset,
 )
-from core.labelstore import EXTERNAL_ID_BASE, LabelStore, ReviewStatus
+from core.labels.store import LabelStore
+from core.labels.tables import EXTERNAL_ID_BASE, ReviewStatus
+
+from conftest import ANN, BOB, REPO
 
 N = 50
 
@@ -56,7 +58,7 @@ def reviewed(workspace, demo):
     """The demo catalogue with reviews: id0 corrected, id1 accepted, id2 not a product, id3 skipped,
     id4 corrected then undone; a reviewed external PNG (with alpha) and an unreviewed one."""
     catalogue = load_catalogue(demo)
-    store = LabelStore()
+    store = LabelStore(workspace=workspace)
     ids = catalogue.frame["id"].tolist()[:5]
     item = {found.product_id: found.item for found in store.add_catalogue_items(catalogue, ids, ANN)}
     store.review(item[ids[0]], {"baseColour": "Teal", "articleType": "Tops, cropped"}, ANN, new_values=["articleType"])
@@ -152,7 +154,7 @@ def test_export_refuses_a_used_folder_or_the_catalogue_itself(reviewed, tmp_path
 def run_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FASHION_TAGGER_HOME": str(workspace), "PYTHONPATH": str(REPO)}
     env.pop(DB_URL_ENV, None)
-    return subprocess.run([sys.executable, "-m", "core.data", "export", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "core.labels", "export", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -187,7 +189,7 @@ def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path
     """A folder named <id>.jpg, an empty file, a symbolic link loop and an upload gone bad: each
     skipped with its reason, the rest exported; the rows stay in styles.csv, without a photo."""
     catalogue = load_catalogue(private_copy(demo, tmp_path / "data"))
-    store = LabelStore()
+    store = LabelStore(workspace=workspace)
     hat = store.add_image(catalogue, png((0, 0, 200)), "hat.png", ANN)
     store.review(hat.item, {head: "x" for head in HEADS}, ANN)
     ids = catalogue.frame["id"].tolist()[:3]
@@ -222,13 +224,16 @@ def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path
 def test_an_export_killed_midway_leaves_debris_the_next_one_clears(reviewed, workspace, demo, tmp_path):
     killed = subprocess.run([sys.executable, "-c", (
         "import os, signal, sys\n"
-        "from core.access import command_line_actor\n"
-        "from core.corrections import export_dataset\n"
+        "from core.access.roles import command_line_actor\n"
+        "from core.labels.corrections import export_dataset\n"
         "from core.data.catalogue import load_catalogue\n"
-        "from core.labelstore import LabelStore\n"
+        "from pathlib import Path\n"
+        "from core.labels.store import LabelStore\n"
         "def die(done, total):\n"
         "    if done >= total // 2: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"export_dataset(load_catalogue({str(demo)!r}), LabelStore(), {str(tmp_path / 'first')!r}, command_line_actor(), progress=die)\n"
+        f"store = LabelStore(workspace=Path({str(workspace)!r}))\n"
+        f"export_dataset(load_catalogue({str(demo)!r}), store, {str(tmp_path / 'first')!r}, command_line_actor(), "
+        "progress=die)\n"
     )], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr
     (debris,) = [path for path in tmp_path.iterdir() if path.name.startswith(".first-export-")]
@@ -268,7 +273,7 @@ def test_stale_staging_is_cleared_only_when_no_export_holds_it(tmp_path):
 
 def test_labels_with_quotes_round_trip_and_line_breaks_are_refused(workspace, demo, tmp_path):
     catalogue = load_catalogue(demo)
-    store = LabelStore()
+    store = LabelStore(workspace=workspace)
     (item,) = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist()[:1], ANN)
     with pytest.raises(ValueError, match=r"the articleType label must be one line of text, got 'Tops\\nlong'"):
         store.review(item.item, {"articleType": "Tops\nlong"}, ANN)

@@ -11,7 +11,7 @@ from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 
 from core.data.schema import LabelSchema
-from core.label_issues import ISSUE_COLUMNS, rank_label_issues, save_issues
+from core.evaluation.label_issues import ISSUE_COLUMNS, rank_label_issues, save_issues
 from training.evaluate import label_issues
 from training.run_folder import RunFolder
 

@@ -1,4 +1,4 @@
-"""core.labelstore: review, correct, mark, undo and their history, external images, concurrent writers.
+"""core.labels.store: review, correct, mark, undo and their history, external images, concurrent writers.
 
 Every store test runs on SQLite (a tmp workspace) and on PostgreSQL when FASHION_TAGGER_TEST_PG_URL
 names one (.ci/run starts one; the tests drop the store's tables first, so reruns start clean).
@@ -17,16 +17,20 @@ import pytest
 from PIL import Image
 from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
 
-from conftest import ANN, BOB, REPO
-from lock_holder import finishes_within, lock_held
-from core.access import AccessDenied, Actor, FolderRefused, Role
-from core import labelstore
+from core.access import database
+from core.access.database import DB_FILE, DB_URL_ENV, DatabaseBusy, db_engine
+from core.access.roles import AccessDenied, Actor, FolderRefused, Role
 from core.data import HEADS
 from core.data.catalogue import load_catalogue
-from core import database
-from core.database import DB_URL_ENV, DatabaseBusy, db_engine
-from core.images import ImageRejected
-from core.labelstore import EXTERNAL_ID_BASE, FIELDS, STATUS, UPLOADS_FOLDER, LabelStore, ReviewStatus, UndoConflict
+from core.images.reading import ImageRejected
+from core.labels import tables
+from core.labels.store import HISTORY_COLUMNS, LabelStore, UndoConflict
+from core.labels.tables import EXTERNAL_ID_BASE, FIELDS, STATUS, ReviewStatus
+from core.labels.uploads import UPLOADS_FOLDER
+from core.workspace import HOME_ENV
+
+from conftest import ANN, BOB, REPO
+from lock_holder import finishes_within, lock_held
 
 REVIEWED, SKIPPED, NOT_PRODUCT = ReviewStatus.REVIEWED, ReviewStatus.SKIPPED, ReviewStatus.NOT_PRODUCT
 
@@ -55,13 +59,13 @@ def db_url(request, workspace) -> str:
     if not url:
         pytest.skip(f"{PG_URL_ENV} is unset: no PostgreSQL to test against (.ci/run starts one)")
     with db_engine(url).begin() as connection:
-        labelstore.metadata.drop_all(connection)  # whatever an earlier test or run left
+        tables.metadata.drop_all(connection)  # whatever an earlier test or run left
     return url
 
 
 @pytest.fixture()
-def store(db_url) -> LabelStore:
-    return LabelStore(db_url)
+def store(db_url, workspace) -> LabelStore:
+    return LabelStore(workspace=workspace, db_url=db_url)
 
 
 @pytest.fixture()
@@ -148,7 +152,7 @@ def test_review_kinds_follow_the_prediction_or_the_current_value(store, items):
         ("usage", "Casual", "Party", "new_value"), (STATUS, None, REVIEWED, "review"),
     ]
     history = store.history(shirt)
-    assert list(history.columns) == list(labelstore.HISTORY_COLUMNS)
+    assert list(history.columns) == list(HISTORY_COLUMNS)
     assert history["action"].unique().tolist() == [action.action]
     assert history["run_id"].tolist() == ["run-1"] * 6
     assert history["predicted"].tolist() == [None, None, "Blue", "Summer", None, None]
@@ -243,13 +247,15 @@ def test_undo_conflicts_with_a_later_change_by_someone_else(store, items):
     assert_history_consistent(store, [shirt])
 
 
-def test_labels_persist_for_a_new_process(store, db_url, items):
+def test_labels_persist_for_a_new_process(store, db_url, workspace, items):
     store.review(items[WATCH_ID], {"baseColour": " Gold ", "usage": ""}, ANN)
     code = (
-        "import json, sys; from core.labelstore import LabelStore; "
-        f"print(json.dumps(LabelStore(sys.argv[1]).current([{items[WATCH_ID]}])))"
+        "import json, sys; from pathlib import Path; from core.labels.store import LabelStore; "
+        "store = LabelStore(workspace=Path(sys.argv[1]), db_url=sys.argv[2]); "
+        f"print(json.dumps(store.current([{items[WATCH_ID]}])))"
     )
-    out = subprocess.run([sys.executable, "-c", code, db_url], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    command = [sys.executable, "-c", code, str(workspace), db_url]
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
     # Blank text is a missing label, like an empty styles.csv field.
     assert pd.read_json(io.StringIO(out), typ="series").iloc[0] == {
         "gender": "Women", "masterCategory": "Accessories", "subCategory": "Watches", "articleType": "Watches",
@@ -299,6 +305,20 @@ def test_names_never_choose_where_the_copy_goes(store, catalogue, workspace, tmp
     for found in added:
         assert found.kind == "external" and found.product_id == EXTERNAL_ID_BASE + found.item
         assert found.baseline == dict.fromkeys(HEADS) and found.path.parent == workspace / UPLOADS_FOLDER
+
+
+def test_uploads_and_the_default_database_stay_in_the_workspace_given_not_the_current_folder(
+    workspace, catalogue, tmp_path, monkeypatch,
+):
+    monkeypatch.delenv(HOME_ENV)  # no workspace from the environment: only the one given may be used
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    data = image_bytes("PNG")
+    found = LabelStore(workspace=workspace).add_image(catalogue, data, "look.png", ANN)
+    assert found.path.parent == workspace / UPLOADS_FOLDER and found.path.read_bytes() == data
+    assert (workspace / DB_FILE).is_file()  # without FASHION_TAGGER_DB_URL, the given workspace's database
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_the_same_bytes_twice_are_one_item_and_one_file(store, catalogue, tmp_path):
@@ -387,7 +407,7 @@ def test_postgresql_sessions_have_lock_and_statement_timeouts(db_url, store):
         assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "5min"
 
 
-# --- who may write (core.access) ----------------------------------------------------------------
+# --- who may write (core.access.roles) ----------------------------------------------------------------
 
 
 def test_a_viewer_writes_nothing_and_the_refusal_names_who_and_what(store, items, catalogue, tmp_path):

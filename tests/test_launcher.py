@@ -16,19 +16,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from conftest import ANN
 from core import workspace
+from core.access.database import DB_URL_ENV
 from core.data.demo import generate_demo
-from core.database import DB_URL_ENV
 from training.config import TrainConfig
 from training.estimate import BACKBONE_COSTS, doubts, estimate, split_sizes
 from training.launcher import LaunchError, RunBusyError, cancel_run, launch_run, resume_run
+from training.machine import Machine
 from training.processes import log_tail
 from training.registry import ACTIVE, LOST_PROCESS_ERROR, RunRegistry
 from training.run_folder import RunFolder, write_progress
 from training.status import format_duration, metrics_frame, run_progress, runs_frame, summary_frame
+
+from conftest import ANN
 
 # rare_policy "keep": with "other", 48 training rows would merge every colour into one class.
 TINY = {"image_size": 64, "epochs": 1, "max_samples": 60, "num_workers": 0, "batch_size": 16, "rare_policy": "keep"}
@@ -288,46 +289,43 @@ def test_runs_frame_lists_runs_as_given(demo, registry):
     assert runs_frame([]).empty
 
 
-@pytest.fixture()
-def two_cpu_threads(monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+TWO_CORES = Machine(cpu_threads=2, memory_gib=24)
 
 
-def test_estimate_follows_its_documented_formula(two_cpu_threads):
-    hint = estimate(TrainConfig(), 800, 200)
+def test_estimate_follows_its_documented_formula():
+    hint = estimate(TrainConfig(), 800, 200, machine=TWO_CORES)
     assert (hint["train_images"], hint["val_images"], hint["steps_per_epoch"], hint["device"]) == (800, 200, 25, "cpu")  # batch 32
     assert hint["seconds_per_epoch"] == pytest.approx((800 * 0.074 + 200 * 0.026))  # lite0, 224 px, 2 cores
     assert hint["seconds_total"] == pytest.approx(10 * hint["seconds_per_epoch"])
     assert hint["memory_gib"] == pytest.approx((3.37e6 * 16 + 32 * 79.1 * 2**20) / 2**30)
     assert hint["assumption"].startswith("no run measured on this machine yet")
 
-    bigger = estimate(TrainConfig(image_size=448, batch_size=10), 80, 20)
+    bigger = estimate(TrainConfig(image_size=448, batch_size=10), 80, 20, machine=TWO_CORES)
     assert bigger["steps_per_epoch"] == 8 and bigger["seconds_per_epoch"] == pytest.approx(4 * (80 * 0.074 + 20 * 0.026))
 
-    b3 = estimate(TrainConfig(backbone="efficientnet_b3", freeze_backbone=True, precision="bf16-mixed"), 800, 200)
+    b3 = estimate(TrainConfig(backbone="efficientnet_b3", freeze_backbone=True, precision="bf16-mixed"), 800, 200,
+                  machine=TWO_CORES)
     assert b3["seconds_per_epoch"] == pytest.approx(1000 * 0.026 * 172.9 / 79.1)  # frozen: every image at eval cost
     assert b3["memory_gib"] == pytest.approx(10.70e6 * 16 / 2**30)  # no activations kept
 
-    half = estimate(TrainConfig(precision="bf16-mixed"), 800, 200)
+    half = estimate(TrainConfig(precision="bf16-mixed"), 800, 200, machine=TWO_CORES)
     assert half["memory_gib"] == pytest.approx((3.37e6 * 16 + 16 * 79.1 * 2**20) / 2**30)  # bf16: half the activations
 
-    unknown = estimate(TrainConfig(backbone="resnet18"), 800, 200)
+    unknown = estimate(TrainConfig(backbone="resnet18"), 800, 200, machine=TWO_CORES)
     assert unknown["seconds_per_epoch"] == hint["seconds_per_epoch"]
     assert "resnet18 not measured" in unknown["assumption"]
     assert set(BACKBONE_COSTS) >= {"tf_efficientnet_lite0", "efficientnet_b3"}
     with pytest.raises(ValueError, match="image counts must be >= 0, got -1 and 0"):
-        estimate(TrainConfig(), -1, 0)
+        estimate(TrainConfig(), -1, 0, machine=TWO_CORES)
 
 
-def test_estimate_scales_with_cpu_threads(two_cpu_threads, monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    hint = estimate(TrainConfig(), 800, 200)
+def test_estimate_scales_with_cpu_threads():
+    hint = estimate(TrainConfig(), 800, 200, machine=Machine(cpu_threads=8, memory_gib=24))
     assert hint["seconds_per_epoch"] == pytest.approx((800 * 0.074 + 200 * 0.026) / 4)
     assert "8 threads" in hint["assumption"]
 
 
-def test_estimate_uses_the_rate_a_run_measured_on_this_machine(demo, registry, two_cpu_threads):
+def test_estimate_uses_the_rate_a_run_measured_on_this_machine(demo, registry):
     """The hint was 5-9 times too optimistic on a busy 2-core machine: a finished run's own rate wins."""
     cpu = registry.create(tiny(demo, image_size=160).to_dict(), "tester")
     registry.mark_running(cpu.id, os.getpid(), device="cpu (2 threads)", weights="none")
@@ -336,10 +334,10 @@ def test_estimate_uses_the_rate_a_run_measured_on_this_machine(demo, registry, t
     registry.mark_running(frozen.id, os.getpid(), device="cpu (2 threads)", weights="none")
     registry.mark_finished(frozen.id, 0.5, "val/mean_macro_f1", {}, {"train_images_per_s": 80.0})
     runs = registry.list()
-    hint = estimate(TrainConfig(image_size=320), 800, 200, runs)
+    hint = estimate(TrainConfig(image_size=320), 800, 200, runs, machine=TWO_CORES)
     assert hint["seconds_per_epoch"] == pytest.approx(800 / (8.0 * (160 / 320) ** 2))  # 4x the pixels: 4x slower
     assert hint["assumption"].startswith(f"measured: run {cpu.id} trained at 8.0 images/s on this machine")
-    frozen_hint = estimate(TrainConfig(freeze_backbone=True), 800, 200, runs)
+    frozen_hint = estimate(TrainConfig(freeze_backbone=True), 800, 200, runs, machine=TWO_CORES)
     assert frozen_hint["seconds_per_epoch"] == pytest.approx(800 / (80.0 * (64 / 224) ** 2))
 
 
@@ -350,12 +348,12 @@ def test_split_sizes_are_the_runs_own_counts():
     assert split_sizes(TrainConfig(max_samples=100), ids, split) == (80, 20)
 
 
-def test_unlikely_settings_are_doubted_before_start(two_cpu_threads, monkeypatch):
+def test_unlikely_settings_are_doubted_before_start(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     fine = TrainConfig()
-    assert doubts(fine, estimate(fine, 800, 200)) == []
+    assert doubts(fine, estimate(fine, 800, 200, machine=TWO_CORES), TWO_CORES) == []
     absurd = TrainConfig(devices=64, batch_size=4096, lr=50.0, num_workers=16)
-    said = doubts(absurd, estimate(absurd, 800, 200))
+    said = doubts(absurd, estimate(absurd, 800, 200, machine=TWO_CORES), TWO_CORES)
     assert said[0] == "devices=64, but this machine has 2 CPU cores."
     assert said[1] == "16 loader workers, but this machine has 2 CPU cores."
     assert said[2].startswith("About 316.5 GiB of memory per device is needed") and "lower the batch size" in said[2]

@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from core.data.schema import IGNORE_INDEX
-from core.losses import IMBALANCE_STRATEGIES, HeadLoss, effective_number_weights, masked_bce
+from core.model.losses import HeadLoss, effective_number_weights, masked_bce
+from core.model.options import Imbalance
 
 COUNTS = [500, 50, 5]  # a long tail: the strategies must treat these classes differently
 
@@ -54,7 +55,7 @@ def test_none_is_cross_entropy_over_the_labelled_rows_only(batch):
     torch.testing.assert_close(HeadLoss("none", COUNTS)(changed, target), loss)
 
 
-@pytest.mark.parametrize("strategy", IMBALANCE_STRATEGIES)
+@pytest.mark.parametrize("strategy", list(Imbalance))
 def test_all_ignored_batch_gives_zero_with_a_gradient(strategy):
     logits = torch.randn(4, 3, requires_grad=True)
     loss = HeadLoss(strategy, COUNTS)(logits, torch.full((4,), IGNORE_INDEX))

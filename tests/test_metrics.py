@@ -1,12 +1,11 @@
-"""core.metrics equals scikit-learn on the same predictions, and leaves ignored rows out."""
+"""core.evaluation.metrics equals scikit-learn on the same predictions, and leaves ignored rows out."""
 
 import numpy as np
 import pytest
-from sklearn.metrics import classification_report
-from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+from sklearn.metrics import classification_report, confusion_matrix as sk_confusion_matrix
 
 from core.data.schema import IGNORE_INDEX
-from core.metrics import confusion_matrix, report_from_confusion
+from core.evaluation.metrics import confusion_matrix, report_from_confusion
 
 CLASSES = ["Tshirts", "Shirts", "Jeans", "Caps"]
 

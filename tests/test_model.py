@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from core.data.schema import IGNORE_INDEX
-from core.losses import HeadLoss
-from core.model import ConditionedNet, MultiHeadNet, SeedNet, TaggerModule, warmup_cosine
-from core.transforms import Normalise
+from core.images.transforms import Normalise
+from core.model.losses import HeadLoss
+from core.model.module import ConditionedNet, MultiHeadNet, SeedNet, TaggerModule, warmup_cosine
 
 # Two heads, one with a class that never occurs (its count is raised to one by the losses).
 CLASS_COUNTS = {"gender": [40, 25, 5], "usage": [60, 8, 2, 0]}

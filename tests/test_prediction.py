@@ -1,11 +1,11 @@
-"""Prediction on new photos (core.prediction) with a real tiny run: top-k per head equal to the
+"""Prediction on new photos (core.model.predictor) with a real tiny run: top-k per head equal to the
 module's own softmax on the evaluation preprocessing, bad files reported per file in order, and
 `python -m training predict`."""
 
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -19,24 +19,31 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_images import PHOTO, jpeg_bytes, patched_jpeg_size
 from torchvision.transforms import v2
 
 from core import workspace
 from core.data.catalogue import load_catalogue
-from core.imagecache import open_cached
-from core.images import open_rgb
-from core.prediction import (
-    CPU_FORWARD_BATCH, FilePrediction, Guess, Predictor, bucket_size, expand_paths, row_columns,
+from core.images.cache import open_cached
+from core.images.reading import open_rgb
+from core.images.transforms import data_config
+from core.model.predictor import (
+    CPU_FORWARD_BATCH,
+    FilePrediction,
+    Guess,
+    Predictor,
+    bucket_size,
+    expand_paths,
+    row_columns,
 )
-from conftest import REPO, tiny_run_workspace
-from core.transforms import data_config
-from test_images import PHOTO, jpeg_bytes, patched_jpeg_size
-from test_transforms import reference_float
 from training.__main__ import main as cli
 from training.builders import build_datamodule
 from training.checkpoints import load_predictor, load_run_module, predict_device
 from training.config import TrainConfig
 from training.evaluate import predict
+
+from conftest import REPO, tiny_run_workspace
+from test_transforms import reference_float
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 

@@ -11,12 +11,13 @@ from datetime import datetime
 import pytest
 from sqlalchemy import update
 
-from conftest import REPO
-from core import database
-from core.database import DB_URL_ENV, db_engine
-from lock_holder import finishes_within, lock_held
+from core.access import database
+from core.access.database import DB_URL_ENV, db_engine
 from training import registry as registry_module
 from training.registry import LOST_PROCESS_ERROR, RunRegistry, runs_table
+
+from conftest import REPO
+from lock_holder import finishes_within, lock_held
 
 CONFIG = {"recipe": "default", "backbone": "tf_efficientnet_lite0", "epochs": 2}
 

@@ -1,4 +1,4 @@
-"""core.review: queue order, what each head offers and starts at, filters and navigation."""
+"""core.labels.queues: queue order, what each head offers and starts at, filters and navigation."""
 
 from pathlib import Path
 
@@ -9,12 +9,25 @@ from core.data import HEADS
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.schema import OTHER_CLASS
-from core.labelstore import LabelStore
-from core.prediction import FilePrediction, Guess
-from core.review import (
-    BulkPreview, accept_confident, bulk_preview, choices, disagreement, filter_items, label_issue_ids,
-    least_confident_ids, next_item, open_photos, reviewed_count, shown_label, sure_heads, top_proposals, undo_bulk,
+from core.labels.queues import (
+    BulkPreview,
+    accept_confident,
+    bulk_preview,
+    choices,
+    disagreement,
+    filter_items,
+    label_issue_ids,
+    least_confident_ids,
+    next_item,
+    open_photos,
+    reviewed_count,
+    shown_label,
+    sure_heads,
+    top_proposals,
+    undo_bulk,
 )
+from core.labels.store import LabelStore
+from core.model.predictor import FilePrediction, Guess
 
 from conftest import ANN, BOB
 
@@ -92,7 +105,7 @@ def test_next_item_walks_the_order_and_stops_at_the_ends():
 
 
 class ScriptedPredictor:
-    """Stands in for core.prediction.Predictor: fixed top labels per photo file name."""
+    """Stands in for core.model.predictor.Predictor: fixed top labels per photo file name."""
 
     def __init__(self, by_name: dict[str, dict[str, tuple[str, float]]]) -> None:
         self.by_name = by_name
@@ -109,7 +122,7 @@ class ScriptedPredictor:
 @pytest.fixture
 def bulk(tmp_path):
     catalogue = load_catalogue(generate_demo(tmp_path / "demo", n=50, seed=4))
-    store = LabelStore(f"sqlite:///{tmp_path / 'labels.db'}")
+    store = LabelStore(workspace=tmp_path / "workspace", db_url=f"sqlite:///{tmp_path / 'labels.db'}")
     photos = sorted((catalogue.root / "images").glob("*.jpg"))
     for index, photo in enumerate(photos[:5]):  # new photos: the same bytes would be the same item
         (tmp_path / f"new{index}.jpg").write_bytes(photo.read_bytes() + bytes([index]))

@@ -12,19 +12,20 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
-from core.access import DATA_ROOTS_ENV
+from core.access.roles import DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
-from core.abstention import THRESHOLDS, Selection
-from core.labelstore import EXTERNAL_ID_BASE, LabelStore
-from core.review import HISTORY_TABLE_COLUMNS, label_issue_ids
-from core.taxonomy import Taxonomy
-from core.trust import Calibration
+from core.labels.queues import HISTORY_TABLE_COLUMNS, label_issue_ids
+from core.labels.store import LabelStore
+from core.labels.tables import EXTERNAL_ID_BASE
+from core.trust.abstention import THRESHOLDS, Selection
+from core.trust.layer import Calibration
+from core.trust.taxonomy import Taxonomy
+from dashboard.review_queue import TAXONOMY_SOURCE
 from training.checkpoints import add_to_checkpoints, load_predictor
 from training.evaluate import label_issues
 from training.launcher import evaluation_job
 from training.processes import log_tail
 from training.run_folder import RunFolder
-from dashboard.review_queue import TAXONOMY_SOURCE
 
 from conftest import REPO, tiny_run_workspace
 
@@ -113,7 +114,7 @@ def test_upload_correct_undo_correct_export_and_persist(run, tmp_path):
     assert progress_text(at) == "**1 of 2 reviewed**"
     at.button(key="review_undo").click().run()
     assert current_item(at) == item
-    assert LabelStore().current([item])[item]["status"] is None
+    assert LabelStore(workspace=workspace.workspace_dir()).current([item])[item]["status"] is None
     assert at.selectbox(key=f"review.{item}.baseColour").value != wrong  # back to the model's proposal
     right = other_value(at, item, "baseColour", besides=(wrong,))
     at.selectbox(key=f"review.{item}.baseColour").set_value(right).run()
@@ -147,7 +148,7 @@ def test_upload_correct_undo_correct_export_and_persist(run, tmp_path):
     fresh.file_uploader(key="review.uploads").set_value([photo(catalogue, first), photo(catalogue, second)]).run()
     assert fresh.session_state["review.queue"] == queue
     assert fresh.selectbox(key=f"review.{item}.baseColour").value == right
-    assert LabelStore().current([item])[item]["baseColour"] == right
+    assert LabelStore(workspace=workspace.workspace_dir()).current([item])[item]["baseColour"] == right
 
 
 def test_bad_uploads_are_refused_one_by_one(run, tmp_path):
@@ -178,14 +179,15 @@ def test_catalogue_queue_least_confident_then_not_a_product(run, tmp_path):
     assert not at.exception, at.exception
     queue = at.session_state["review.queue"]
     assert len(queue) == 5
-    items = LabelStore().items(queue)
+    items = LabelStore(workspace=workspace.workspace_dir()).items(queue)
     assert all(item.kind == "catalogue" for item in items)
     dropped = items[0]
     at.button(key="review_not_product").click().run()
     assert current_item(at) == queue[1]
     at.selectbox(key="review.filter").set_value("not a product").run()
     assert current_item(at) in queue and at.session_state["review.queue"] == queue
-    assert LabelStore().current([dropped.item])[dropped.item]["status"] == "not_product"
+    status = LabelStore(workspace=workspace.workspace_dir()).current([dropped.item])[dropped.item]["status"]
+    assert status == "not_product"
 
 
 def test_a_new_value_needs_the_confirmation_then_joins_the_vocabulary(run):
@@ -205,9 +207,9 @@ def test_a_new_value_needs_the_confirmation_then_joins_the_vocabulary(run):
     assert at.selectbox(key=f"review.{item}.baseColour").value == "Teal"
     at.button(key="review_save").click().run()
     assert not at.exception, at.exception
-    history = LabelStore().history(item)
+    history = LabelStore(workspace=workspace.workspace_dir()).history(item)
     assert history.loc[history["field"] == "baseColour", ["new", "kind"]].values.tolist() == [["Teal", "new_value"]]
-    assert "Teal" in LabelStore().values(catalogue.root)["baseColour"]
+    assert "Teal" in LabelStore(workspace=workspace.workspace_dir()).values(catalogue.root)["baseColour"]
 
 
 def test_label_issue_queue_of_one_head_follows_the_ranking(run):
@@ -220,7 +222,7 @@ def test_label_issue_queue_of_one_head_follows_the_ranking(run):
     expected = label_issue_ids(label_issues(record.folder), 100, heads=["baseColour"])
     assert expected, "the tiny run flags no baseColour issue: nothing to compare"
     queue = at.session_state.get("review.queue") or []
-    assert [item.product_id for item in LabelStore().items(queue)] == expected
+    assert [item.product_id for item in LabelStore(workspace=workspace.workspace_dir()).items(queue)] == expected
 
 
 @pytest.mark.slow
@@ -242,7 +244,8 @@ def test_predict_every_row_in_the_background_then_queue_from_it(run):
     evaluations.set_value(job.name).run()
     at.number_input(key="review.limit").set_value(len(catalogue.frame)).run()
     at.button(key="review.load_confident").click().run()
-    queue = [item.product_id for item in LabelStore().items(at.session_state["review.queue"])]
+    queued = LabelStore(workspace=workspace.workspace_dir()).items(at.session_state["review.queue"])
+    queue = [item.product_id for item in queued]
     assert sorted(queue) == sorted(catalogue.frame["id"].tolist())  # every row, not only the validation split
 
 
@@ -287,7 +290,7 @@ def test_accept_the_sure_heads_of_new_photos_in_bulk(run, certified):
     assert not at.exception, at.exception
     assert texts(at.success)[0].startswith(f"Accepted {taken} head decisions at ≤ 2% error: 0 photos complete")
     assert progress_text(at) == "**0 of 3 reviewed**"  # the other heads still wait for a person
-    current = LabelStore().current(queue)
+    current = LabelStore(workspace=workspace.workspace_dir()).current(queue)
     for item, heads in zip(queue, accepted):
         assert {head: current[item][head] for head in record.config["heads"] if current[item][head]} == heads
         assert current[item]["status"] is None
@@ -297,7 +300,8 @@ def test_accept_the_sure_heads_of_new_photos_in_bulk(run, certified):
     at.button(key="review.bulk_undo").click().run()
     assert not at.exception, at.exception
     assert texts(at.success) == [f"Undid the bulk acceptance: {sum(map(bool, accepted))} photos are as they were."]
-    assert all(value is None for values in LabelStore().current(queue).values() for value in values.values())
+    current = LabelStore(workspace=workspace.workspace_dir()).current(queue)
+    assert all(value is None for values in current.values() for value in values.values())
     assert "review.bulk_undo" not in [button.key for button in at.button]  # nothing of it left to undo
 
 
@@ -310,7 +314,7 @@ def test_save_on_a_catalogue_row_keeps_its_labels_and_a_proposal_is_one_key_away
     at.number_input(key="review.limit").set_value(8).run()
     at.button(key="review.load_confident").click().run()
     queue = at.session_state["review.queue"]
-    store = LabelStore()
+    store = LabelStore(workspace=workspace.workspace_dir())
     items = store.items(queue)
     first = items[0]
     for head in record.config["heads"]:
@@ -352,7 +356,7 @@ def test_rows_that_break_the_taxonomy_are_a_label_issue_queue(run):
     at.multiselect(key="review.issue_heads").set_value(["usage"]).run()
     at.button(key="review.load_issues").click().run()
     assert not at.exception, at.exception
-    queued = LabelStore().items(at.session_state["review.queue"])
+    queued = LabelStore(workspace=workspace.workspace_dir()).items(at.session_state["review.queue"])
     assert [item.product_id for item in queued] == expected.tolist()
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.access import ACCESS_ENV, DATA_ROOTS_ENV
+from core.access.roles import ACCESS_ENV, DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
-from core.labelstore import LabelStore
+from core.labels.store import LabelStore
+from core.workspace import workspace_dir
 
 from conftest import REPO, shown, tiny_run_workspace
 
@@ -107,7 +108,7 @@ def test_a_reviewer_decides_as_their_login_and_undoes_only_their_own(run):
     [item] = at.session_state["review.queue"]
     at.button(key="review_save").click().run()
     assert not at.exception, at.exception
-    assert LabelStore().history(item)["reviewer"].unique().tolist() == [RITA]
+    assert LabelStore(workspace=workspace_dir()).history(item)["reviewer"].unique().tolist() == [RITA]
 
     # ada, an admin, decides the same photo again; rita may not undo that, only her own.
     admin = team_app(ADA, REVIEW)
@@ -143,7 +144,7 @@ def test_an_admin_opens_folders_exports_trains_and_undoes_anyones_decision(run, 
     assert RITA in choice.options[0] and choice.value is not None
     button(review, "Undo it").click().run()
     assert not review.exception, review.exception
-    history = LabelStore().history(item)
+    history = LabelStore(workspace=workspace_dir()).history(item)
     assert history["reviewer"].tolist()[-2:] == [ADA, ADA] and history["kind"].iloc[-1] == "undo"
     review.session_state["review.section"] = "Export"
     review.run()

@@ -7,7 +7,12 @@ import pytest
 from core.data import HEADS, CatalogueError
 from core.data.catalogue import load_catalogue
 from core.data.schema import (
-    IGNORE_INDEX, OTHER_CLASS, LabelSchema, head_summary, imbalance_table, rare_classes,
+    IGNORE_INDEX,
+    OTHER_CLASS,
+    LabelSchema,
+    head_summary,
+    imbalance_table,
+    rare_classes,
 )
 
 X = IGNORE_INDEX

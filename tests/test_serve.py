@@ -19,13 +19,14 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-
-from conftest import REPO, SAMPLE_DIR, tiny_run_workspace
-from core import workspace
 from test_images import jpeg_bytes, patched_jpeg_size
+
 import training.serve
+from core import workspace
 from training.__main__ import main as cli
 from training.processes import group_alive, start_detached
+
+from conftest import REPO, SAMPLE_DIR, tiny_run_workspace
 
 KEY_ENV, KEY = "FASHION_TAGGER_TEST_SERVE_KEY", "s3cret-key-for-tests"
 MAX_BATCH, MAX_REQUEST_MB = 8, 1

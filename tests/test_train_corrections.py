@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 
 from core import workspace
+from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.split import split_catalogue
-from core.corrections import corrections_snapshot
-from core.labelstore import LabelStore, ReviewStatus
-from core.database import DB_URL_ENV
-from training.builders import run_catalogue, run_split
-from training.evaluate import evaluate_checkpoint
+from core.labels.corrections import corrections_snapshot
+from core.labels.store import LabelStore
+from core.labels.tables import ReviewStatus
 from training.config import TrainConfig
+from training.evaluate import evaluate_checkpoint
+from training.rows import run_catalogue
 from training.run_folder import RunFolder
 from training.train import train
 
@@ -33,7 +34,7 @@ def reviewed(tmp_path, monkeypatch):
     monkeypatch.delenv(DB_URL_ENV, raising=False)
     demo = generate_demo(tmp_path / "demo", n=80, seed=2)
     catalogue = load_catalogue(demo)
-    store = LabelStore()
+    store = LabelStore(workspace=tmp_path / "ws")
     relabelled, dropped, source = (int(i) for i in catalogue.frame["id"].iloc[:3])
     items = store.add_catalogue_items(catalogue, [relabelled, dropped], ANA)
     old_type = items[0].baseline["articleType"]
@@ -63,7 +64,8 @@ def test_a_run_with_corrections_trains_on_the_decisions_frozen_at_its_start(revi
     assert frame.loc[relabelled, "articleType"] == new_type
     assert decisions["dropped"] not in frame.index and decisions["new"] in frame.index
 
-    split = run_split(cfg, run_catalogue(cfg, folder)).set_axis(frame.index)
+    split = RunFolder(folder).read_split()
+    assert split.index.equals(frame.index)  # every row the run trained and validated on, by id
     assert split[decisions["new"]] == "train"
     # The catalogue's own rows keep the split a run without corrections gets, but the relabelled row's stratum.
     plain = split_catalogue(catalogue.frame, val_fraction=cfg.val_fraction, seed=cfg.seed).set_axis(catalogue.frame["id"])

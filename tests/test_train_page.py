@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -12,9 +15,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
-from core.data.demo import generate_demo
+from core.access.database import DB_URL_ENV
 from core.data import HEADS
-from core.database import DB_URL_ENV
+from core.data.demo import generate_demo
 from training.config import RECIPE_SUMMARIES, TrainConfig
 from training.estimate import estimate
 from training.launcher import cancel_run
@@ -55,6 +58,32 @@ def field(at: AppTest, kind: str, name: str, recipe: str = "default"):
 
 def texts(elements) -> list[str]:
     return [element.value for element in elements]
+
+
+CONTROL_PATH = f"""
+import json, sys
+import training.config, training.registry, training.run_folder
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({HOME!r}, default_timeout=120)
+at.run()
+at.switch_page({TRAIN!r}).run()
+shown = [element.value for element in at.info] + [button.label for button in at.button]
+print(json.dumps({{"exception": [str(error.value) for error in at.exception], "shown": shown,
+                  "loaded": sorted(name for name in ("torch", "lightning", "timm", "torchmetrics") if name in sys.modules)}}))
+"""
+
+
+def test_the_control_path_and_the_train_pages_first_view_load_no_torch(registry, demo, tmp_path):
+    """Config, run folder, registry and the Train page's first render (form, estimate, runs) need no
+    torch: a cold torch import costs seconds the page should not pay. In a fresh interpreter, since
+    this one has torch loaded already."""
+    done = subprocess.run([sys.executable, "-c", CONTROL_PATH], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["exception"] == []
+    assert any(text.startswith("Per epoch:") for text in result["shown"]) and "Start training" in result["shown"]
+    assert result["loaded"] == []
 
 
 def test_the_form_is_prefilled_from_the_recipe_with_an_estimate(registry, demo):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,18 +18,22 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
 from core import workspace
+from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.schema import LabelSchema
-from core.evaluation import SUMMARY_COLUMNS, load_evaluation
+from core.evaluation.files import SUMMARY_COLUMNS, load_evaluation
 from training import train as train_module
 from training.__main__ import main as cli
-from training.config import TrainConfig
-from training.registry import LOST_PROCESS_ERROR, RunRegistry
 from training.checkpoints import CHECKPOINT_KEY, load_predictor
+from training.config import TrainConfig
+from training.health import health_split
+from training.registry import LOST_PROCESS_ERROR, RunRegistry
+from training.rows import run_rows, run_split
 from training.run_folder import RunFolder, readable_checkpoint
 from training.train import train
+
+from conftest import REPO
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 
@@ -54,6 +59,26 @@ def finished_run(tiny_demo, tmp_path_factory):
     record = train(cfg)
     yield record, cfg, RunRegistry()
     mp.undo()
+
+
+def test_a_run_keeps_its_split_and_every_later_reader_takes_it(finished_run, tiny_demo):
+    """The split is decided once, when the run starts (split.parquet): evaluation, data health and any
+    later reader see those rows, whatever the catalogue or a second decision says afterwards."""
+    record, cfg, _ = finished_run
+    run = RunFolder(record.folder)
+    split = run.read_split()
+    assert split.value_counts().to_dict() == {"train": record.metrics["train_rows"], "val": record.metrics["val_rows"]}
+    predictions = pd.read_parquet(run.evaluation() / "predictions.parquet")
+    assert sorted(predictions["id"]) == sorted(split.index[split == "val"])
+    catalogue = load_catalogue(tiny_demo)
+    assert health_split(catalogue, record)[0].equals(split)
+    shrunk = dataclasses.replace(catalogue, frame=catalogue.frame.iloc[::2].reset_index(drop=True))
+    assert run_split(cfg, shrunk, run).equals(split)  # the catalogue changed: the run's split did not
+    rows, parts = run_rows(shrunk, split)
+    assert rows.frame["id"].isin(split.index).all() and parts.tolist() == split[rows.frame["id"]].tolist()
+    assert run.keep_split(split.map({"train": "val", "val": "train"})).equals(split)  # decided once
+    with pytest.raises(ValueError, match=r"a split's parts are train, val, got \['test'\]"):
+        RunFolder(run.path / "elsewhere").keep_split(split.map(lambda part: "test"))
 
 
 def test_a_run_writes_config_schema_checkpoints_metrics_and_evaluation(finished_run):
@@ -158,7 +183,7 @@ def test_cli_fit_json_runs_and_show(tiny_demo, home, capsys):
     assert cli(["fit", "--data", str(tiny_demo), "--set", *TINY, "pretrained=none", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["status"] == "finished" and record["weights"] == "random init (pretrained=none)"
-    assert set(record["metrics"]["heads"]["articleType"]) == set(SUMMARY_COLUMNS)  # core.evaluation.head_summary
+    assert set(record["metrics"]["heads"]["articleType"]) == set(SUMMARY_COLUMNS)  # core.evaluation.files.head_summary
     assert cli(["runs", "--json"]) == 0
     assert [run["id"] for run in json.loads(capsys.readouterr().out)] == [record["id"]]
     assert cli(["show", record["id"]]) == 0

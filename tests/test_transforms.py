@@ -3,11 +3,10 @@ import pytest
 import timm
 import torch
 from PIL import Image
-
 from torchvision import transforms as v1
 from torchvision.transforms import v2
 
-from core.transforms import Normalise, data_config, eval_transform, train_transform
+from core.images.transforms import Normalise, data_config, eval_transform, train_transform
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # A config like resnet18's, small so the tests stay fast.

@@ -1,6 +1,6 @@
 """The trust layer on hand-made and synthetic inputs: taxonomy and consistent decoding
-(core.taxonomy), temperature scaling (core.calibration), thresholds with a guarantee
-(core.abstention), and their bundle (core.trust)."""
+(core.trust.taxonomy), temperature scaling (core.trust.calibration), thresholds with a guarantee
+(core.trust.abstention), and their bundle (core.trust.layer)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from core.abstention import DELTA, THRESHOLDS, Selection, check_target, error_upper_bound, risk_coverage
-from core.calibration import expected_calibration_error, fit_temperature, reliability_bins, scale
 from core.data.schema import IGNORE_INDEX, OTHER_CLASS, LabelSchema
-from core.taxonomy import LabelPaths, Taxonomy
-from core.trust import Calibration, Role, Trust, fit_calibration, roles
+from core.trust.abstention import DELTA, THRESHOLDS, Selection, check_target, error_upper_bound, risk_coverage
+from core.trust.calibration import expected_calibration_error, fit_temperature, reliability_bins, scale
+from core.trust.layer import Calibration, Role, Trust, fit_calibration, roles
+from core.trust.taxonomy import LabelPaths, Taxonomy
 
 
 def catalogue_rows() -> pd.DataFrame:

@@ -10,15 +10,15 @@ import re
 import pandas as pd
 import pytest
 
-from core.corrections import CORRECTIONS_FILE, export_dataset
+from core import workspace
+from core.access.database import DB_URL_ENV
 from core.data.__main__ import main as data_cli
 from core.data.catalogue import STYLES_FILE, load_catalogue
 from core.data.demo import generate_demo
-from core.database import DB_URL_ENV
-from core import workspace
-from core.labelstore import LabelStore
-from dashboard.text import WORD_JOINER, plain
+from core.labels.corrections import CORRECTIONS_FILE, export_dataset
+from core.labels.store import LabelStore
 from core.untrusted import check_typed, formula_like, spreadsheet_cell, spreadsheet_csv, spreadsheet_frame
+from dashboard.text import WORD_JOINER, plain
 
 from conftest import ANN, BOB
 
@@ -78,7 +78,7 @@ def test_injection_strings_round_trip_through_review_export_and_inspect_as_inert
     first = int(catalogue.frame["id"].iloc[0])
     assert catalogue.report.formula_values == 3
     assert catalogue.report.formula_examples[0] == f"{first} articleType: +cmd"
-    store = LabelStore()
+    store = LabelStore(workspace=workspace.workspace_dir())
     [item] = store.add_catalogue_items(catalogue, [first], ANN)
     store.review(item.item, {"baseColour": "Red"}, BOB)  # the reviewer fixes the formula away
     with pytest.raises(ValueError, match="must not start with"):

@@ -17,17 +17,17 @@ evaluate or calibrate one, tag photos, serve them over HTTP, rank label issues, 
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
 the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate,
-core.evaluation.head_summary).
-`health --json` ends with core.health.health_summary: {"near_duplicates": [[ids]], "leakage": [[ids]],
+core.evaluation.files.head_summary).
+`health --json` ends with core.health.files.health_summary: {"near_duplicates": [[ids]], "leakage": [[ids]],
 "outliers": [ids], "image_issues": {type: [ids]}, ...}; its progress goes to stderr.
 `predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
 [{"label", "p"}, ...]}, "accepted": {head: label or null}} or {"path", "error"}; it exits 0 when at
 least one image was read, else 1. The first label of a head is its proposal (consistent with the
-taxonomy, calibrated: core.trust); "accepted" holds it where the head needs no person at
+taxonomy, calibrated: core.trust.layer); "accepted" holds it where the head needs no person at
 --target-error, null where a person must decide. `predict --csv FILE` also writes a row per image,
 line by line: path, <head>, <head>_p, <head>_accepted for each head, error; a cell a spreadsheet
 would run as a formula (a label or path starting with = + - @) starts with a single quote.
-The command line acts as the machine's user, an admin (core.access.command_line_actor).
+The command line acts as the machine's user, an admin (core.access.roles.command_line_actor).
 `serve` answers POST /predict with the object one line of `predict --json` holds (training.serve).
 User errors (bad config value, unknown run, bad dataset), and a workspace database kept busy by
 another process, print `error: ...` and exit 2; a run that fails exits 1 after recording the error
@@ -45,11 +45,11 @@ import sys
 import time
 from pathlib import Path
 
-from core.abstention import TARGET_ERROR
+from core.access.database import DatabaseBusy
 from core.data import CatalogueError
-from core.database import DatabaseBusy
-from core.images import ACCEPTED_EXTENSIONS
-from core.similarity import DEFAULT_THRESHOLD
+from core.health.similarity import DEFAULT_THRESHOLD
+from core.images.reading import ACCEPTED_EXTENSIONS
+from core.trust.abstention import TARGET_ERROR
 from training.registry import RunState
 from training.status import summary_frame
 
@@ -165,7 +165,7 @@ def describe(record) -> str:
 
 
 def fit(args: argparse.Namespace) -> int:
-    from core.access import command_line_actor
+    from core.access.roles import command_line_actor
     from training.config import TrainConfig
     from training.registry import RunRegistry
     from training.train import train
@@ -201,7 +201,7 @@ def head_line(head: str, numbers) -> str:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from core.evaluation import head_summary, unknown_names
+    from core.evaluation.files import head_summary, unknown_names
     from training.evaluate import evaluate_checkpoint
     from training.registry import RunRegistry
 
@@ -225,8 +225,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from core.abstention import check_target
-    from core.prediction import expand_paths, row_columns
+    from core.model.predictor import expand_paths, row_columns
+    from core.trust.abstention import check_target
     from core.untrusted import spreadsheet_cell
     from training.checkpoints import load_predictor, predict_device
     from training.registry import RunRegistry
@@ -355,7 +355,7 @@ def crossval(args: argparse.Namespace) -> int:
 def health(args: argparse.Namespace) -> int:
     from core.data import HEADS
     from core.data.catalogue import load_catalogue
-    from core.health import health_summary, leaked_ids
+    from core.health.files import health_summary, leaked_ids
     from training import health as run_health
     from training.checkpoints import predict_device
     from training.registry import RunRegistry

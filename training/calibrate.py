@@ -1,4 +1,4 @@
-"""A run's trust layer (core.trust), fitted after training on its validation rows and kept with it:
+"""A run's trust layer (core.trust.layer), fitted after training on its validation rows and kept with it:
 calibration.json in the run folder and the calibration inside its checkpoints.
 
 `train()` calls `fit_trust` with the validation predictions it has just made. `calibrate_run`
@@ -9,19 +9,18 @@ trust layer existed (it learns their taxonomy from their training rows first), o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
-from core.evaluation import load_evaluation, read_report, write_evaluation
-from core.taxonomy import Taxonomy
-from core.trust import Trust, fit_calibration
-from training.builders import run_catalogue, run_split, training_rows
+from core.evaluation.files import load_evaluation, read_report, write_evaluation
+from core.trust.layer import Trust, fit_calibration
+from core.trust.taxonomy import Taxonomy
 from training.checkpoints import add_to_checkpoints
 from training.config import TrainConfig
+from training.rows import run_catalogue, run_split, training_rows
 from training.run_folder import RunFolder
 
 
@@ -42,14 +41,14 @@ def calibrate_run(folder: str | Path) -> dict:
     complete validation evaluation or no checkpoint."""
     run = RunFolder(folder)
     run.checkpoint("best")  # FileNotFoundError naming what there is
-    cfg = TrainConfig.from_dict(json.loads(run.config.read_text()))
+    cfg = TrainConfig.from_file(run.config)
     schema = LabelSchema.load(run.schema)
     evaluation = load_evaluation(run.evaluation())
     catalogue = run_catalogue(cfg, run.path)
     if run.taxonomy.is_file():
         taxonomy = Taxonomy.load(run.taxonomy)
     else:
-        taxonomy = Taxonomy.fit(training_rows(cfg, catalogue, run_split(cfg, catalogue)))
+        taxonomy = Taxonomy.fit(training_rows(catalogue, run_split(cfg, catalogue, run)))
         taxonomy.save(run.taxonomy)
         add_to_checkpoints(run, {"taxonomy": taxonomy.to_dict()})
     predictions = evaluation.predictions

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from core.abstention import TARGET_ERROR
 from core.data.schema import LabelSchema
-from core.model import TaggerModule
-from core.prediction import Predictor
-from core.taxonomy import Taxonomy
-from core.trust import Calibration, Trust
+from core.model.module import TaggerModule
+from core.model.predictor import Predictor
+from core.trust.abstention import TARGET_ERROR
+from core.trust.layer import Calibration, Trust
+from core.trust.taxonomy import Taxonomy
 from training.builders import build_module
 from training.config import TrainConfig
 from training.run_folder import RunFolder
@@ -105,3 +105,4 @@ def load_predictor(folder: str | Path, which: str = "best", run_id: str | None =
     module, cfg, schema, trust = load_run_module(folder, which)
     return Predictor(module.to(target), schema, cfg.image_size, run_id=run_id, channels_last=True,
                      checkpoint=RunFolder(folder).checkpoint(which).name, trust=trust, target_error=target_error)
+

@@ -25,24 +25,42 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from core.backbones import PRETRAINED_MODES
+from core.choices import Choice
 from core.data import HEADS
-from core.data.schema import RARE_POLICIES
-from core.losses import IMBALANCE_STRATEGIES
-from core.model import LOSSES, SCHEDULERS
-from core.similarity import DEFAULT_THRESHOLD
+from core.data.schema import RarePolicy
+from core.health.similarity import DEFAULT_THRESHOLD
+from core.model.options import HeadType, Imbalance, Loss, Pretrained, Scheduler
+from training.machine import Machine
 
-HEAD_TYPES = ("linear", "conditioned", "seed_mlp")
-# How rows are split: "stratified" (core.data.split.split_catalogue), or "grouped", the same with each
-# near-duplicate group kept on one side (split_catalogue_grouped over core.health.near_duplicate_groups).
-SPLIT_STRATEGIES = ("stratified", "grouped")
+AUTO = "auto"
 # What early stopping and checkpointing watch, and which way is better.
 MONITORS = {"val/loss": "min", "val/mean_macro_f1": "max"}
-ACCELERATORS = ("auto", "cpu", "gpu")
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
-AUTO = "auto"
+
+
+class SplitStrategy(Choice):
+    """How rows are split into training and validation."""
+
+    STRATIFIED = "stratified"  # core.data.split.split_catalogue
+    GROUPED = "grouped"  # the same with each near-duplicate group on one side (split_catalogue_grouped)
+
+
+class Accelerator(Choice):
+    """Lightning's accelerator."""
+
+    AUTO = AUTO
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class Precision(Choice):
+    """Lightning's precision; "auto": resolve_precision."""
+
+    AUTO = AUTO
+    FP32 = "32-true"
+    BF16_MIXED = "bf16-mixed"
+    FP16_MIXED = "16-mixed"
+    BF16 = "bf16-true"
+    FP16 = "16-true"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,21 +74,21 @@ class TrainConfig:
     max_samples: int | None = None  # cap on catalogue rows, for quick runs; None = every row
     corrections: bool = False  # train on the reviewed labels (label store): corrections applied, "not a product" rows dropped, reviewed new photos added to training
     val_fraction: float = 0.2  # share of rows held out for validation (stratified split)
-    split: str = "stratified"  # one of SPLIT_STRATEGIES: "grouped" keeps each group of near-duplicate photos on one side
+    split: str = "stratified"  # a SplitStrategy: "grouped" keeps each group of near-duplicate photos on one side
     group_similarity: float = DEFAULT_THRESHOLD  # split="grouped": photos at least this similar (cosine, pretrained backbone) are one group
     seed: int = 0  # seeds the split, the new layers' initial weights and the data order
-    rare_policy: str = "other"  # what becomes of rare classes: one of RARE_POLICIES
+    rare_policy: str = "other"  # what becomes of rare classes: a core.data.schema.RarePolicy
     rare_min_count: int | str = AUTO  # classes with fewer training rows are rare; "auto": resolve_rare_min_count
     # --- model
     backbone: str = "tf_efficientnet_lite0"  # timm model name
-    pretrained: str = AUTO  # where the backbone's weights come from: one of PRETRAINED_MODES
+    pretrained: str = AUTO  # where the backbone's weights come from: a core.model.options.Pretrained
     head: str = "linear"  # "linear": a Linear per head (MultiHeadNet); "conditioned": child heads also read their parent's probabilities (ConditionedNet); "seed_mlp": the seed's shared MLP (SeedNet)
     freeze_backbone: bool = False  # train the head(s) only
     image_size: int = 224  # side of the square model input, pixels
     augment: bool = True  # random resized crop (mild scale) and horizontal flip; never colour jitter
     # --- loss
     loss: str = "ce"  # "ce": per-head cross-entropy under `imbalance`; "bce": the seed's masked BCE
-    imbalance: str = "logit_adjusted"  # one of IMBALANCE_STRATEGIES (core.losses)
+    imbalance: str = "logit_adjusted"  # a core.model.options.Imbalance (core.model.losses)
     tau: float = 0.5  # logit adjustment strength (imbalance="logit_adjusted"); 0.5 measured best (RESULTS.md, issue 17)
     focal_gamma: float = 2.0  # focusing exponent (imbalance="focal")
     label_smoothing: float = 0.0  # share of each target spread evenly over the head's classes (loss="ce")
@@ -91,11 +109,11 @@ class TrainConfig:
     monitor: str = "val/mean_macro_f1"  # the metric watched: one of MONITORS
     patience: int = 5  # epochs without improvement of `monitor` before stopping
     # --- hardware (Lightning Trainer)
-    accelerator: str = AUTO  # one of ACCELERATORS
+    accelerator: str = AUTO  # an Accelerator
     devices: int | str = AUTO  # devices per node, or "auto"
     num_nodes: int = 1  # machines
     strategy: str = AUTO  # Lightning strategy name ("auto", "ddp", ...)
-    precision: str = AUTO  # one of PRECISIONS; "auto": resolve_precision
+    precision: str = AUTO  # a Precision; "auto": resolve_precision
     channels_last: bool | str = AUTO  # NHWC memory format; "auto": on, except on Apple's MPS
     num_workers: int = min(4, os.cpu_count() or 1)  # DataLoader worker processes (default: 4, at most the cores); 0 = main process
 
@@ -113,16 +131,16 @@ class TrainConfig:
         """Raise ValueError naming every bad value (types are checked at construction)."""
         problems = [
             _choice("recipe", self.recipe, RECIPES),
-            _choice("split", self.split, SPLIT_STRATEGIES),
-            _choice("rare_policy", self.rare_policy, RARE_POLICIES),
-            _choice("pretrained", self.pretrained, PRETRAINED_MODES),
-            _choice("head", self.head, HEAD_TYPES),
-            _choice("loss", self.loss, LOSSES),
-            _choice("imbalance", self.imbalance, IMBALANCE_STRATEGIES),
-            _choice("scheduler", self.scheduler, SCHEDULERS),
+            _choice("split", self.split, SplitStrategy),
+            _choice("rare_policy", self.rare_policy, RarePolicy),
+            _choice("pretrained", self.pretrained, Pretrained),
+            _choice("head", self.head, HeadType),
+            _choice("loss", self.loss, Loss),
+            _choice("imbalance", self.imbalance, Imbalance),
+            _choice("scheduler", self.scheduler, Scheduler),
             _choice("monitor", self.monitor, MONITORS),
-            _choice("accelerator", self.accelerator, ACCELERATORS),
-            _choice("precision", self.precision, PRECISIONS),
+            _choice("accelerator", self.accelerator, Accelerator),
+            _choice("precision", self.precision, Precision),
         ]
         unknown_heads = [head for head in self.heads if head not in HEADS]
         checks = [
@@ -199,6 +217,13 @@ class TrainConfig:
             return cls.from_dict(values)
         except ValueError as err:  # JSON and TOML syntax errors are ValueErrors too
             raise ValueError(f"{path}: {err}") from err
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as a .json file `from_file` reads back (a run folder's config.json), atomically."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        os.replace(temporary, path)
 
     def with_overrides(self, assignments: Iterable[str]) -> TrainConfig:
         """A copy with `key=value` assignments applied, each value parsed to its field's type.
@@ -303,33 +328,29 @@ def resolve_rare_min_count(cfg: TrainConfig, rows: int) -> int:
     return min(500, max(10, round(0.002 * rows)))
 
 
-def uses_cuda(cfg: TrainConfig) -> bool:
-    """Whether the run will use a CUDA GPU: its accelerator allows one and torch sees one."""
-    return cfg.accelerator in (AUTO, "gpu") and torch.cuda.is_available()
+def uses_cuda(cfg: TrainConfig, machine: Machine) -> bool:
+    """Whether the run will use a CUDA GPU: its accelerator allows one and `machine` has one."""
+    return cfg.accelerator in (AUTO, Accelerator.GPU) and bool(machine.gpus)
 
 
-def resolve_precision(cfg: TrainConfig) -> str:
+def resolve_precision(cfg: TrainConfig, machine: Machine) -> str:
     """The Lightning precision: as configured, or for "auto" bf16-mixed on a CUDA GPU that
     supports bf16, 16-mixed on an older one, 32-true elsewhere (CPU)."""
     if cfg.precision != AUTO:
         return cfg.precision
-    if not uses_cuda(cfg):
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if not uses_cuda(cfg, machine):
+        return Precision.FP32.value
+    return (Precision.BF16_MIXED if machine.gpus[0].bf16 else Precision.FP16_MIXED).value
 
 
-def resolve_channels_last(cfg: TrainConfig) -> bool:
+def resolve_channels_last(cfg: TrainConfig, machine: Machine) -> bool:
     """Whether to train in channels_last memory format: as configured, or for "auto" everywhere but
     on Apple's MPS, whose NHWC kernels are incomplete. It speeds up convolutions on tensor cores, and
     on the CPU these depthwise-convolution nets train 1.4-1.6x faster in it (RESULTS.md, issue 17)."""
     if cfg.channels_last != AUTO:
         return cfg.channels_last
-    return not _uses_mps(cfg)
-
-
-def _uses_mps(cfg: TrainConfig) -> bool:
     # Lightning's "auto" and "gpu" take Apple's GPU where there is no CUDA one.
-    return cfg.accelerator in (AUTO, "gpu") and not torch.cuda.is_available() and torch.backends.mps.is_available()
+    return not (cfg.accelerator in (AUTO, Accelerator.GPU) and not machine.gpus and machine.mps)
 
 
 def _head_weight_problems(items: Iterable[str], heads: Iterable[str]) -> list[str]:
@@ -385,7 +406,7 @@ def _typed(name: str, value: Any) -> Any:
     elif isinstance(value, (int, float)) and float in allowed and math.isfinite(value):
         return float(value)
     elif isinstance(value, str) and str in allowed:
-        return value
+        return str(value)  # a Choice member as its plain value: configs travel in checkpoints
     elif isinstance(value, (list, tuple)) and tuple in allowed and all(isinstance(item, str) for item in value):
         return tuple(value)
     raise ValueError(f"{name}={value!r}: expected {_describe(allowed)}")

@@ -14,9 +14,9 @@ A cross-validation folder `<workspace>/crossval/<crossval_id>/` holds:
     schema.json           the label schema, fitted on every row
     folds.parquet         id, fold
     fold<k>/metrics.csv   the fold's training log (Lightning's CSVLogger)
-    evaluation/           core.evaluation's files over every row, out-of-sample: predictions.parquet
+    evaluation/           core.evaluation.files' files over every row, out-of-sample: predictions.parquet
                           (each row once), report.json, confusion.json; read like a run's evaluation
-    label_issues.parquet  core.label_issues.rank_label_issues over those predictions
+    label_issues.parquet  core.evaluation.label_issues.rank_label_issues over those predictions
     progress.json         the fold in progress
     summary.json          the CrossvalResult (written when it ends, finished or failed)
 (names shared with a run folder come from training.run_folder)
@@ -48,14 +48,15 @@ from lightning.pytorch.loggers import CSVLogger
 from core import workspace
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
-from core.data.split import id_uniform
-from core.datamodule import capped_selection
-from core.evaluation import head_summary, load_evaluation, write_evaluation
-from core.label_issues import rank_label_issues, save_issues
-from training.builders import build_datamodule, build_module, class_counts, run_catalogue, with_dataset
+from core.data.split import capped_selection, id_uniform
+from core.evaluation.files import head_summary, load_evaluation, write_evaluation
+from core.evaluation.label_issues import rank_label_issues, save_issues
+from training.builders import build_datamodule, build_module
 from training.config import TrainConfig, resolve_precision, resolve_rare_min_count
 from training.evaluate import predict
+from training.machine import Machine
 from training.registry import RunState
+from training.rows import class_counts, run_catalogue, with_dataset
 from training.run_folder import RunFolder, Stage
 
 CROSSVAL_FOLDER = "crossval"
@@ -75,7 +76,7 @@ class CrossvalResult:
     rows: int  # rows with an out-of-sample prediction (photos that fail to decode are left out)
     fold_rows: list[int]  # held-out rows per fold
     issues: dict[str, int]  # head -> rows cleanlab flags (is_issue)
-    metrics: dict[str, Any]  # core.evaluation.head_summary of the out-of-sample predictions
+    metrics: dict[str, Any]  # core.evaluation.files.head_summary of the out-of-sample predictions
     skipped_images: dict[str, str]  # id -> why its photo could not be used
     timings: dict[str, float]
     error: str | None
@@ -125,7 +126,7 @@ def crossval(cfg: TrainConfig, folds: int, progress: Callable[[int, int], None] 
         frame = catalogue.frame
         schema = LabelSchema.fit(frame, rare_policy=cfg.rare_policy,
                                  rare_min_count=resolve_rare_min_count(cfg, len(frame)), heads=cfg.heads)
-        run.config.write_text(json.dumps({**cfg.to_dict(), "crossval_folds": folds}, indent=2))
+        cfg.save(run.config)
         schema.save(run.schema)
         fold_of = assign_folds(frame, folds, cfg.seed)
         pd.DataFrame({"id": frame["id"], "fold": fold_of}).to_parquet(folder / "folds.parquet", index=False)
@@ -203,13 +204,13 @@ def _fit_and_predict(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("fit")
     trainer = L.Trainer(
-        default_root_dir=folder, accelerator=cfg.accelerator, devices=1, precision=resolve_precision(cfg),
+        default_root_dir=folder, accelerator=cfg.accelerator, devices=1, precision=resolve_precision(cfg, Machine.from_torch()),
         max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip, limit_val_batches=0, num_sanity_val_steps=0,
         enable_checkpointing=False, logger=CSVLogger(folder, name="", version=""), log_every_n_steps=1,
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=datamodule)
-    ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg))
+    ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg, Machine.from_torch()))
     return ids, probs, datamodule.cache_report.as_dict()["failed"]
 
 

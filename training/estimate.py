@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from core.datamodule import capped_selection
-from training.config import TrainConfig, resolve_precision
+from core.data.split import capped_selection
+from training.config import Accelerator, TrainConfig, resolve_precision
+from training.machine import Machine
 from training.registry import RunRecord, RunState
 
 # Rough by design: it says which order of magnitude to expect (seconds, minutes, hours) and
@@ -54,12 +54,16 @@ def _scale(config: Mapping[str, Any]) -> float:
     return (size / 224) ** 2 * activation / BACKBONE_COSTS[REFERENCE_BACKBONE][1]
 
 
-def measured_rate(cfg: TrainConfig, runs: Sequence[RunRecord]) -> tuple[float, RunRecord] | None:
+def _on_gpu(cfg: TrainConfig, machine: Machine) -> bool:
+    return cfg.accelerator != Accelerator.CPU and bool(machine.gpus)
+
+
+def measured_rate(cfg: TrainConfig, runs: Sequence[RunRecord], machine: Machine) -> tuple[float, RunRecord] | None:
     """(training images per second, the run it comes from) for `cfg` on this machine: the newest
     finished run of this host on the same kind of device that recorded its rate (training images
     over the fit's wall time, validation included), scaled to cfg's image size and backbone; None
     without one."""
-    on_cpu = not (cfg.accelerator != "cpu" and torch.cuda.is_available())
+    on_cpu = not _on_gpu(cfg, machine)
     for record in runs:  # newest first
         rate = (record.timings or {}).get("train_images_per_s")
         if (record.status == RunState.FINISHED and rate and record.host == socket.gethostname()
@@ -69,9 +73,10 @@ def measured_rate(cfg: TrainConfig, runs: Sequence[RunRecord]) -> tuple[float, R
     return None
 
 
-def estimate(cfg: TrainConfig, train_images: int, val_images: int, runs: Sequence[RunRecord] = ()) -> dict[str, Any]:
+def estimate(cfg: TrainConfig, train_images: int, val_images: int, runs: Sequence[RunRecord] = (),
+             machine: Machine | None = None) -> dict[str, Any]:
     """A rough time and memory hint for training `cfg` on `train_images` and `val_images` a epoch
-    (`split_sizes`).
+    (`split_sizes`), on `machine` (default: this one, `Machine.probe`).
 
     Time: from the rate a finished run of this machine measured (`measured_rate`, scaled to cfg's
     image size and backbone): seconds per epoch = training images / that rate. Without one, from
@@ -85,11 +90,12 @@ def estimate(cfg: TrainConfig, train_images: int, val_images: int, runs: Sequenc
     """
     if train_images < 0 or val_images < 0:
         raise ValueError(f"image counts must be >= 0, got {train_images} and {val_images}")
+    machine = machine or Machine.probe()
     known = cfg.backbone in BACKBONE_COSTS
     params_m, activation_mib = BACKBONE_COSTS[cfg.backbone if known else REFERENCE_BACKBONE]
     pixels = (cfg.image_size / 224) ** 2
-    on_gpu = cfg.accelerator != "cpu" and torch.cuda.is_available()
-    measured = measured_rate(cfg, runs)
+    on_gpu = _on_gpu(cfg, machine)
+    measured = measured_rate(cfg, runs, machine)
     if measured is not None:
         rate, record = measured
         seconds_per_epoch = train_images / rate
@@ -99,14 +105,14 @@ def estimate(cfg: TrainConfig, train_images: int, val_images: int, runs: Sequenc
     else:
         if on_gpu:
             train_ms, eval_ms = GPU_TRAIN_MS, GPU_EVAL_MS
-            parallel = cfg.devices if isinstance(cfg.devices, int) else torch.cuda.device_count()
+            parallel = cfg.devices if isinstance(cfg.devices, int) else len(machine.gpus)
             assumption = "GPU speed of an H200 in bf16 (DESIGN.md); older GPUs or fp32 are several times slower"
         else:
             train_ms, eval_ms = CPU_TRAIN_MS, CPU_EVAL_MS
-            parallel = torch.get_num_threads() / CPU_CORES_MEASURED
+            parallel = machine.cpu_threads / CPU_CORES_MEASURED
             assumption = f"no run measured on this machine yet: CPU speed of a quiet {CPU_CORES_MEASURED}-core machine"
-            if torch.get_num_threads() != CPU_CORES_MEASURED:
-                assumption += f", scaled to {torch.get_num_threads()} threads (optimistic)"
+            if machine.cpu_threads != CPU_CORES_MEASURED:
+                assumption += f", scaled to {machine.cpu_threads} threads (optimistic)"
         if cfg.freeze_backbone:
             train_ms = eval_ms
         if not known:
@@ -114,7 +120,7 @@ def estimate(cfg: TrainConfig, train_images: int, val_images: int, runs: Sequenc
         seconds_per_epoch = (train_images * train_ms + val_images * eval_ms) * _scale(cfg.to_dict()) / 1000 / parallel
     assumption += "; start-up (imports, weights, building the image cache once) not counted"
     activations = 0.0 if cfg.freeze_backbone else cfg.batch_size * activation_mib * pixels * 2**20
-    if "16" in resolve_precision(cfg):
+    if "16" in resolve_precision(cfg, machine):
         activations /= 2
     return {
         "train_images": train_images, "val_images": val_images,
@@ -125,17 +131,15 @@ def estimate(cfg: TrainConfig, train_images: int, val_images: int, runs: Sequenc
     }
 
 
-def doubts(cfg: TrainConfig, hint: dict[str, Any]) -> list[str]:
+def doubts(cfg: TrainConfig, hint: dict[str, Any], machine: Machine | None = None) -> list[str]:
     """Valid but unlikely settings, one sentence each, to warn about before Start: more devices or
-    workers than the machine has, more memory than it has, a learning rate far above AdamW's usual
-    range, a batch larger than the training rows."""
-    found = []
+    workers than `machine` (default: this one) has, more memory than it has, a learning rate far above
+    AdamW's usual range, a batch larger than the training rows."""
+    machine, found = machine or Machine.probe(), []
     if hint["device"] == "gpu":
-        devices, kind = torch.cuda.device_count(), "GPU(s)"
-        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+        devices, kind, memory = len(machine.gpus), "GPU(s)", machine.gpus[0].memory_gib
     else:
-        devices, kind = os.cpu_count() or 1, "CPU cores"
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        devices, kind, memory = os.cpu_count() or 1, "CPU cores", machine.memory_gib
     if isinstance(cfg.devices, int) and cfg.devices > devices:
         found.append(f"devices={cfg.devices}, but this machine has {devices} {kind}.")
     if cfg.num_workers > (os.cpu_count() or 1):

@@ -1,13 +1,12 @@
 """Evaluate a run: its model's probabilities over a catalogue's rows (`predict`), scored through
-its trust layer and written by core.evaluation, and the label issues they point at.
+its trust layer and written by core.evaluation.files, and the label issues they point at.
 
 `evaluate_checkpoint` evaluates a checkpoint after training (`python -m training evaluate`);
-`train` and `crossval` predict with their module in memory and write through core.evaluation.
+`train` and `crossval` predict with their module in memory and write through core.evaluation.files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import lightning as L
@@ -18,12 +17,14 @@ from torch.utils.data import DataLoader
 
 from core.data.catalogue import load_catalogue
 from core.data.schema import LabelSchema
-from core.evaluation import is_complete, load_evaluation, write_evaluation
-from core.label_issues import rank_evaluation, read_issues
-from core.model import TaggerModule
-from training.builders import build_datamodule, run_catalogue, run_split
+from core.evaluation.files import is_complete, load_evaluation, write_evaluation
+from core.evaluation.label_issues import rank_evaluation, read_issues
+from core.model.module import TaggerModule
+from training.builders import build_datamodule
 from training.checkpoints import load_run_module
 from training.config import resolve_precision
+from training.machine import Machine
+from training.rows import run_catalogue, run_rows, run_split
 from training.run_folder import RunFolder, evaluation_name
 
 
@@ -51,20 +52,21 @@ def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, whic
     module, cfg, schema, trust = load_run_module(folder, which)
     if data is None:  # the run's own rows, with the corrections it trained on
         catalogue = run_catalogue(cfg, run.path)
-        split = run_split(cfg, catalogue)
+        catalogue, split = run_rows(catalogue, run_split(cfg, catalogue, run))
     else:  # every row of another catalogue
-        catalogue, cfg = load_catalogue(data), dataclasses.replace(cfg, max_samples=None)
+        catalogue = load_catalogue(data)
         split = pd.Series("val", index=catalogue.frame.index)
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("validate")
     target = run.evaluation(evaluation_name(data))
-    ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg))
+    ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator,
+                         resolve_precision(cfg, Machine.from_torch()))
     return target, write_evaluation(catalogue, schema, ids, probs, target, checkpoint.name, trust,
                                     validation_split=data is None)
 
 
 def label_issues(folder: str | Path) -> pd.DataFrame:
-    """The ranked label issues (core.label_issues) of a cross-validation folder, as it saved them,
+    """The ranked label issues (core.evaluation.label_issues) of a cross-validation folder, as it saved them,
     or of a run folder, ranked now from its validation evaluation. FileNotFoundError when the
     folder holds neither."""
     run = RunFolder(folder)

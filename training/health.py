@@ -1,4 +1,4 @@
-"""Data health (core.health) under a run's model or the pretrained backbone, and the split whose
+"""Data health (core.health.files) under a run's model or the pretrained backbone, and the split whose
 leakage it counts: what `python -m training health` and the Data health page share.
 
 It lives under training because a run's model and split are training's: the run's best checkpoint
@@ -8,22 +8,22 @@ trained and validated on.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from core import workspace
 from core.data.catalogue import Catalogue, same_dataset
 from core.data.split import split_catalogue
-from core.datamodule import capped_selection
-from core.embeddings import EmbeddingModel, ModelIdentity, pretrained_identity, pretrained_model
-from core.health import Health, HealthFolder, Progress, compute_health, health_folder
-from core.transforms import data_config
-from training.builders import run_catalogue, run_split
-from training.checkpoints import load_run_module
+from core.health.embeddings import ModelIdentity, pretrained_identity
+from core.health.files import Health, HealthFolder, Progress, compute_health, health_folder
 from training.config import TrainConfig
 from training.registry import RunRecord
+from training.rows import run_catalogue, run_split
 from training.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from core.health.embedder import EmbeddingModel
 
 
 def model_identity(record: RunRecord | None) -> ModelIdentity:
@@ -42,6 +42,11 @@ def model_identity(record: RunRecord | None) -> ModelIdentity:
 def embedding_model(record: RunRecord | None) -> EmbeddingModel:
     """The backbone of the run's best checkpoint (or the pretrained one) with the data config the
     run was trained at, in eval mode on the CPU."""
+    # torch: only computing embeddings needs it (core.health.files says why it is imported here)
+    from core.health.embedder import EmbeddingModel, pretrained_model
+    from core.images.transforms import data_config
+    from training.checkpoints import load_run_module
+
     if record is None:
         return pretrained_model()
     module, cfg, *_ = load_run_module(record.folder, "best")
@@ -77,10 +82,10 @@ def health_split(catalogue: Catalogue, record: RunRecord | None) -> tuple[pd.Ser
     if record is None or not same_dataset(record.config["data"], catalogue.root):
         why = "" if record is None else f" (run {record.id} trained on another catalogue)"
         return default_split(catalogue), f"the default split of a new run{why}"
-    cfg = TrainConfig.from_dict(record.config)
-    trained_on = run_catalogue(cfg, Path(record.folder))
-    split = run_split(cfg, trained_on)
-    ids = trained_on.frame["id"].to_numpy()
-    used = capped_selection(ids, split.to_numpy(), cfg.max_samples, cfg.seed)
-    return pd.Series(split.to_numpy()[used], index=ids[used], name="split"), f"the split of run {record.id}"
+    run = RunFolder(record.folder)
+    split = run.read_split()
+    if split is None:  # a run from before runs kept their split: decided now (torch only for a grouped one), and kept
+        cfg = TrainConfig.from_dict(record.config)
+        split = run_split(cfg, run_catalogue(cfg, run.path), run)
+    return split, f"the split of run {record.id}"
 

@@ -8,25 +8,24 @@ group behind. The registry records the child as the run's process (`RunRegistry.
 a child that dies before reporting anything is marked failed by the registry's reconciliation,
 with its exit and the end of its run.log.
 
-Each is asked by an `actor` (core.access.Actor) who must be allowed to (Permission.TRAIN for runs,
+Each is asked by an `actor` (core.access.roles.Actor) who must be allowed to (Permission.TRAIN for runs,
 Permission.EVALUATE for evaluations and data health: an admin), on a dataset folder under their roots; otherwise
-core.access.AccessDenied (FolderRefused), and nothing starts. The registry records who launched,
+core.access.roles.AccessDenied (FolderRefused), and nothing starts. The registry records who launched,
 cancelled or resumed a run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import sys
 from pathlib import Path
 
 from core import workspace
-from core.access import Actor, Permission, require, require_folder
+from core.access.database import DB_URL_ENV
+from core.access.roles import Actor, Permission, require, require_folder
 from core.data.catalogue import Catalogue
-from core.database import DB_URL_ENV
 from training import health
 from training.config import TrainConfig
 from training.processes import BackgroundJob, end, is_alive, leads_group, read_job, start_detached, start_job
@@ -58,7 +57,7 @@ def launch_run(cfg: TrainConfig, actor: Actor, registry: RunRegistry | None = No
     record = registry.create(cfg.to_dict(), actor.identity)
     run = RunFolder(record.folder)
     run.path.mkdir(parents=True, exist_ok=True)
-    run.launch_config.write_text(json.dumps(cfg.to_dict(), indent=2))
+    cfg.save(run.launch_config)
     return _start_training_process(record, ["--run-id", record.id, "--config", str(run.launch_config)], registry)
 
 

@@ -1,6 +1,6 @@
 """The run registry: one row per training run in the workspace database, through SQLAlchemy Core.
 
-The database is the workspace's (`core.database`: SQLite in the workspace, or whatever
+The database is the workspace's (`core.access.database`: SQLite in the workspace, or whatever
 `FASHION_TAGGER_DB_URL` names, e.g. PostgreSQL shared by a team).
 
 A run moves queued -> running -> finished | failed, or to cancelled from queued or running
@@ -13,9 +13,9 @@ reading the registry reconciles liveness first: a queued or running run of this 
 process is gone, or whose pid now belongs to another process, is marked failed, with how its
 process ended when this process started it, and the end of its run.log.
 
-Who asked is recorded with the person's identity (core.access.Actor.identity): who launched a run
+Who asked is recorded with the person's identity (core.access.roles.Actor.identity): who launched a run
 (`create`), who cancelled it and who resumed it last. These columns came after the first version
-of the table: opening an older database adds them (core.database.create_tables), empty for the
+of the table: opening an older database adds them (core.access.database.create_tables), empty for the
 runs it already holds.
 """
 
@@ -38,7 +38,7 @@ from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Tab
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from core.database import DatabaseBusy, create_tables, database_url, db_engine, read_only
+from core.access.database import DatabaseBusy, create_tables, database_url, db_engine, read_only
 from core.workspace import workspace_dir
 from training.processes import describe_exit, is_alive, log_tail, process_start, reap, reap_ended
 from training.run_folder import RunFolder
@@ -121,7 +121,7 @@ class RunRecord:
 
 class RunRegistry:
     """The `runs` table. Every method is one transaction; one that writes raises
-    core.database.DatabaseBusy when another process holds the lock too long, and reading (get,
+    core.access.database.DatabaseBusy when another process holds the lock too long, and reading (get,
     list, running) takes the write lock only to mark lost runs failed."""
 
     def __init__(self, db_url: str | None = None) -> None:
@@ -131,7 +131,7 @@ class RunRegistry:
 
     def create(self, config: Mapping[str, Any], launched_by: str, folder: str | Path | None = None) -> RunRecord:
         """Register a queued run of `config` (`TrainConfig.to_dict()`), owned by this process,
-        launched by the person `launched_by` (an identity, core.access.Actor.identity).
+        launched by the person `launched_by` (an identity, core.access.roles.Actor.identity).
 
         folder: the run folder; default `<workspace>/runs/<run id>` (not created here).
         """

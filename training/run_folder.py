@@ -3,10 +3,12 @@
 A run folder (`<workspace>/runs/<run_id>/`) holds:
     config.json          the TrainConfig (also inside every checkpoint, with the label schema)
     launch_config.json   the exact TrainConfig the dashboard launched the run with
+    split.parquet        the rows the run uses, decided once when it starts (training.rows.run_split):
+                         id, part ("train"/"val"); rows over cfg.max_samples are in neither
     schema.json          the label schema fitted on the run's training rows
-    taxonomy.json        the taxonomy learned from them (core.taxonomy; inside every checkpoint too)
+    taxonomy.json        the taxonomy learned from them (core.trust.taxonomy; inside every checkpoint too)
     calibration.json     temperatures and threshold counts fitted after training on the validation
-                         split (core.trust; added to the checkpoints then)
+                         split (core.trust.layer; added to the checkpoints then)
     corrections.json     with cfg.corrections: the label store's decisions the run trained on
     checkpoints/         epochNNN.ckpt (the best epoch by cfg.monitor), best.ckpt (a hard link to
                          it, once training ended) and last.ckpt; a file cut short (a full disk)
@@ -16,7 +18,7 @@ A run folder (`<workspace>/runs/<run_id>/`) holds:
     tensorboard/         TensorBoard events
     progress.json        where the run is now (`Stage`, epoch, step), for the Train page
     run.log              the training process's output when launched from the dashboard
-    evaluation/          core.evaluation's files: the validation split through the best checkpoint
+    evaluation/          core.evaluation.files' files: the validation split through the best checkpoint
     evaluation-<dataset>/  the same for every row of another catalogue (`python -m training
                          evaluate --data`), with evaluation-<dataset>.log and .launch.json while
                          it runs in the background
@@ -38,8 +40,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from core.data.catalogue import same_dataset
-from core.evaluation import evaluated_dataset, is_complete, read_report
+from core.data.split import SPLITS
+from core.evaluation.files import evaluated_dataset, is_complete, read_report
 
 VALIDATION = "evaluation"  # the validation split's evaluation folder; others add -<dataset>
 CHECKPOINT_CHOICES = ("best", "last")
@@ -97,6 +102,7 @@ class RunFolder:
 
     config = property(lambda self: self.path / "config.json")
     launch_config = property(lambda self: self.path / "launch_config.json")
+    split = property(lambda self: self.path / "split.parquet")
     schema = property(lambda self: self.path / "schema.json")
     taxonomy = property(lambda self: self.path / "taxonomy.json")
     calibration = property(lambda self: self.path / "calibration.json")
@@ -108,7 +114,7 @@ class RunFolder:
     tensorboard = property(lambda self: self.path / "tensorboard")
     progress = property(lambda self: self.path / "progress.json")
     log = property(lambda self: self.path / "run.log")
-    label_issues = property(lambda self: self.path / "label_issues.parquet")  # core.label_issues' ranking
+    label_issues = property(lambda self: self.path / "label_issues.parquet")  # core.evaluation.label_issues' ranking
 
     def earlier_metrics(self) -> list[Path]:
         """A resumed run's earlier attempts' metrics files, oldest first."""
@@ -128,6 +134,39 @@ class RunFolder:
 
     def write_progress(self, stage: Stage, **fields: Any) -> None:
         write_progress(self.progress, stage, **fields)
+
+    # --- the run's rows
+
+    def keep_split(self, parts: pd.Series) -> pd.Series:
+        """Keep `parts` ("train"/"val" by product id, its index) as the run's rows, unless the folder
+        has a split already (decided once: DDP ranks and a resumed run find the first one); returns
+        the split kept. ValueError for a part not in SPLITS."""
+        unknown = sorted(set(parts.unique()) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"a split's parts are {', '.join(SPLITS)}, got {unknown}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame({"id": parts.index.to_numpy(dtype="int64"), "part": parts.to_numpy(dtype=str)})
+        temporary = self.split.with_name(f".{self.split.name}.{os.getpid()}.tmp")
+        frame.to_parquet(temporary, index=False)
+        try:
+            os.link(temporary, self.split)  # whole, and only where there is none yet
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not self.split.exists():
+                os.replace(temporary, self.split)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return self.read_split()
+
+    def read_split(self) -> pd.Series | None:
+        """The run's rows, "train"/"val" by product id (index named "id"), as `keep_split` kept them;
+        None for a run from before runs kept their split."""
+        try:
+            frame = pd.read_parquet(self.split)
+        except FileNotFoundError:
+            return None
+        return pd.Series(frame["part"].to_numpy(), index=pd.Index(frame["id"].to_numpy(), name="id"), name="split")
 
     # --- checkpoints
 

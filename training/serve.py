@@ -4,8 +4,8 @@ requests batched together on the way to the model.
 Every answer is made as one line of `python -m training predict --json` is made: the same
 Predictor (training.checkpoints.load_predictor), the same batch function (Predictor.predict_batch)
 and the same JSON (FilePrediction.as_json). Only the photo differs: it comes as bytes
-(core.prediction.Upload), named by the upload's file name or the request's "name"
-(core.labelstore.display_name), and nothing in a request is ever opened as a path.
+(core.model.predictor.Upload), named by the upload's file name or the request's "name"
+(core.labels.uploads.display_name), and nothing in a request is ever opened as a path.
 
 POST /predict takes multipart/form-data with the photo in the field `file`, or a JSON object
 {"image": "<base64>", "name": "<optional>"}. Answers: 200 with the JSON object; otherwise
@@ -38,9 +38,9 @@ from litserve.loops import BatchedLoop
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from core.abstention import TARGET_ERROR, check_target
-from core.labelstore import display_name
-from core.prediction import FilePrediction, Upload
+from core.labels.uploads import display_name
+from core.model.predictor import FilePrediction, Upload
+from core.trust.abstention import TARGET_ERROR, check_target
 from training.checkpoints import load_predictor, predict_device
 
 PREDICT_PATH = "/predict"
@@ -66,7 +66,7 @@ class ServeSettings:
     port: int = 8000
     device: str = "auto"  # training.checkpoints.PREDICT_DEVICES; on CUDA one model copy per visible GPU
     top_k: int = 3  # labels per head in each answer
-    target_error: float = TARGET_ERROR  # the error an accepted tag may have (core.abstention)
+    target_error: float = TARGET_ERROR  # the error an accepted tag may have (core.trust.abstention)
     max_batch_size: int = 32  # requests answered by one forward pass at most
     batch_timeout: float = 0.01  # seconds a batch waits for more requests before it runs
     max_request_mb: float = 20.0  # larger requests get 413 before the photo is read (1 MB = 2**20 bytes)

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from core.data import HEADS
-from core.evaluation import summary_table
+from core.evaluation.files import summary_table
 from training.processes import log_tail
 from training.registry import RunRecord, RunState
 from training.run_folder import RunFolder, Stage
@@ -134,7 +134,7 @@ def metrics_frame(folder: str | Path) -> pd.DataFrame:
 
 
 def summary_frame(record: RunRecord) -> pd.DataFrame:
-    """A finished run's evaluation per head (`core.evaluation.head_summary`, rows in the run's
+    """A finished run's evaluation per head (`core.evaluation.files.head_summary`, rows in the run's
     head order); empty before the run is evaluated."""
     heads = (record.metrics or {}).get("heads", {})
     # Records written before 2026-11-29 also keep "mean_macro_f1" (a number) among the heads.

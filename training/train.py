@@ -6,7 +6,6 @@ built, training.builders'; the run's record, training.registry's.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
@@ -24,19 +23,19 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from core.access import command_line_actor
+from core.access.roles import command_line_actor
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
-from core.evaluation import head_summary, mean_macro_f1, write_evaluation
-from core.taxonomy import Taxonomy
-from training.builders import (
-    build_datamodule, build_module, class_counts, run_catalogue, run_split, training_rows, with_dataset,
-)
+from core.evaluation.files import head_summary, mean_macro_f1, write_evaluation
+from core.trust.taxonomy import Taxonomy
+from training.builders import build_datamodule, build_module
 from training.calibrate import fit_trust
 from training.checkpoints import CHECKPOINT_KEY, checkpoint_payload, load_weights
 from training.config import TrainConfig, resolve_precision, resolve_rare_min_count
 from training.evaluate import predict
+from training.machine import Machine
 from training.registry import RunRecord, RunRegistry
+from training.rows import class_counts, run_catalogue, run_rows, run_split, training_rows, with_dataset
 from training.run_folder import VALIDATION, RunFolder, Stage
 
 RUN_ID_ENV = "FASHION_TAGGER_RUN_ID"
@@ -46,8 +45,8 @@ RUN_ID_ENV = "FASHION_TAGGER_RUN_ID"
 class PreparedRun:
     """What a run trains on, decided once when it starts."""
 
-    catalogue: Catalogue
-    split: pd.Series  # "train"/"val" per catalogue row
+    catalogue: Catalogue  # the run's rows only (training.rows.run_rows)
+    split: pd.Series  # "train"/"val" per row of it
     schema: LabelSchema  # fitted on the training rows
     taxonomy: Taxonomy  # learned from the training rows
     counts: dict[str, list[int]]  # training rows per class of each head
@@ -113,7 +112,7 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
     run.write_progress(Stage.EVALUATE)
     eval_started = time.perf_counter()
     ids, probs = predict(load_weights(module, run.best), datamodule.val_dataloader(), cfg.accelerator,
-                         resolve_precision(cfg))
+                         resolve_precision(cfg, Machine.from_torch()))
     trust = fit_trust(run, prepared.schema, prepared.taxonomy, prepared.catalogue, ids, probs)
     report = write_evaluation(prepared.catalogue, prepared.schema, ids, probs, run.evaluation(VALIDATION),
                               best_epoch.name, trust, validation_split=True)
@@ -134,18 +133,18 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
 
 def prepare_run(cfg: TrainConfig, run: RunFolder) -> PreparedRun:
     """Load the catalogue, split it, fit the label schema and learn the taxonomy on the training
-    rows; write config.json, schema.json and taxonomy.json."""
+    rows; write config.json, split.parquet, schema.json and taxonomy.json."""
     catalogue = run_catalogue(cfg, run.path)
-    split = run_split(cfg, catalogue)
-    rows = training_rows(cfg, catalogue, split)
+    split = run_split(cfg, catalogue, run)
+    rows = training_rows(catalogue, split)
     schema = LabelSchema.fit(rows, rare_policy=cfg.rare_policy, rare_min_count=resolve_rare_min_count(cfg, len(rows)),
                              heads=cfg.heads)
     taxonomy = Taxonomy.fit(rows)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
-    run.config.write_text(json.dumps(cfg.to_dict(), indent=2))
+    cfg.save(run.config)
     schema.save(run.schema)
     taxonomy.save(run.taxonomy)
-    return PreparedRun(catalogue, split, schema, taxonomy, class_counts(schema, rows))
+    return PreparedRun(*run_rows(catalogue, split), schema, taxonomy, class_counts(schema, rows))
 
 
 class FailOnNonFiniteLoss(Callback):
@@ -214,7 +213,7 @@ def _trainer(cfg: TrainConfig, run: RunFolder, callbacks: list[Callback]) -> tup
     trainer = L.Trainer(
         default_root_dir=run.path,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
-        precision=resolve_precision(cfg), max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip,
+        precision=resolve_precision(cfg, Machine.from_torch()), max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip,
         callbacks=[checkpoint, EarlyStopping(cfg.monitor, patience=cfg.patience, mode=mode),
                    LearningRateMonitor("step"), FailOnNonFiniteLoss(), *callbacks],
         logger=[CSVLogger(run.path, name="", version=""),

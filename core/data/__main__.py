@@ -1,5 +1,5 @@
-"""`python -m core.data inspect|demo|download|export`: look at a catalogue, make a demo one, fetch Kaggle's,
-export a reviewed one.
+"""`python -m core.data inspect|demo|download`: look at a catalogue, make a demo one, fetch Kaggle's.
+(Exporting a reviewed catalogue is the label store's: `python -m core.labels export`.)
 
 A user error (a bad folder, file or argument; no network) prints `error: <message>` on stderr and exits 2.
 """
@@ -60,27 +60,8 @@ def _download(args: argparse.Namespace) -> None:
     print(f"next: python -m core.data inspect {root}")
 
 
-def _export(args: argparse.Namespace) -> None:
-    # PIL and SQLAlchemy: only this command needs them.
-    from core.access import command_line_actor
-    from core.corrections import export_dataset
-    from core.labelstore import LabelStore
-
-    def show_progress(done: int, total: int) -> None:
-        print(f"\rwriting images: {done:,}/{total:,}", end="", file=sys.stderr, flush=True)
-
-    catalogue = load_catalogue(args.data)
-    report = export_dataset(catalogue, LabelStore(), args.out, command_line_actor(), progress=show_progress)
-    print(file=sys.stderr)  # end the progress line
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-        return
-    print(f"exported {report.rows:,} products to {report.out} in {report.seconds:.1f} s: "
-          f"{report.corrected_rows:,} with corrected labels, {report.dropped_rows:,} dropped as not a product, "
-          f"{report.external_rows:,} external images added")
-    for note in report.notes():
-        print(f"note: {note}")
-    print(f"next: python -m core.data inspect {report.out}")
+def _export_moved(args: argparse.Namespace) -> None:
+    raise ValueError("export is the label store's command now: python -m core.labels export --data DIR --out DIR2")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,13 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--variant", choices=KAGGLE_DATASETS, default="small", help="default: small")
     download.set_defaults(run=_download)
 
-    export = commands.add_parser(
-        "export", help="write a catalogue with its reviewed labels (the workspace's label store) to a new folder",
-    )
-    export.add_argument("--data", type=Path, required=True, help="the catalogue folder that was reviewed")
-    export.add_argument("--out", type=Path, required=True, help="a new or empty folder, outside the catalogue")
-    export.add_argument("--json", action="store_true", help="print the export report as one JSON object")
-    export.set_defaults(run=_export)
+    moved = commands.add_parser("export", help="moved: python -m core.labels export", add_help=False)
+    moved.add_argument("rest", nargs=argparse.REMAINDER)
+    moved.set_defaults(run=_export_moved)
     return parser
 
 

@@ -76,7 +76,7 @@ class Catalogue:
     id (int64), the HEADS and productDisplayName (string, NA when missing), year (Int64, NA
     when missing or not an integer).
     extra_images: photos kept outside images_dir, by id (the reviewed external images that
-    `core.corrections.apply_corrections` appends); empty for a catalogue read from disk.
+    `core.labels.corrections.apply_corrections` appends); empty for a catalogue read from disk.
     photo_names: the file names in images_dir of the photos not named exactly <id>.jpg (e.g.
     <id>.JPG), by id.
     """
@@ -98,7 +98,7 @@ class Catalogue:
 def resolve_dataset_dir(path: str | Path) -> Path:
     """The folder holding styles.csv and images/: `path` itself, or its Kaggle folder
     (fashion-dataset/ or myntradataset/), directly or one level deeper (kagglehub extracts
-    into a versioned folder); resolved (`~`, `..` and symlinks), as `dataset_key` names it."""
+    into a versioned folder); resolved (`~`, `..` and symlinks), as `DatasetKey` names it."""
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise CatalogueError(f"{path} does not exist")
@@ -116,18 +116,28 @@ def resolve_dataset_dir(path: str | Path) -> Path:
     return root
 
 
-def dataset_key(folder: str | Path) -> str:
-    """How a dataset folder is named wherever datasets are compared or stored (the label store,
-    a run's config, an evaluation's report): the resolved path, so `workspace/demo`,
-    `./workspace/demo/` and the absolute path are one dataset."""
-    if not isinstance(folder, (str, Path)) or not str(folder):
-        raise ValueError(f"a dataset folder must be a path, got {folder!r}")
-    return str(Path(folder).expanduser().resolve())
+class DatasetKey(str):
+    """A dataset's identity wherever datasets are compared or stored (the label store, a run's
+    config, an evaluation's report): its folder's resolved path, so `workspace/demo`,
+    `./workspace/demo/` and the absolute path are one dataset. A str, so it is stored as one."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, dataset: str | Path | Catalogue) -> DatasetKey:
+        """The key of a dataset folder, or of a Catalogue's root; ValueError for anything else."""
+        folder = dataset.root if isinstance(dataset, Catalogue) else dataset
+        if not isinstance(folder, (str, Path)) or not str(folder):
+            raise ValueError(f"a dataset folder must be a path, got {folder!r}")
+        return cls(Path(folder).expanduser().resolve())
+
+    def __repr__(self) -> str:
+        return f"DatasetKey({str(self)!r})"
 
 
-def same_dataset(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name the same dataset folder (`dataset_key`)."""
-    return dataset_key(a) == dataset_key(b)
+def same_dataset(a: str | Path | Catalogue, b: str | Path | Catalogue) -> bool:
+    """Whether two datasets are one (`DatasetKey`)."""
+    return DatasetKey.of(a) == DatasetKey.of(b)
 
 
 def catalogue_stamp(root: Path) -> tuple[int, int, int]:
@@ -337,3 +347,12 @@ def load_catalogue(path: str | Path) -> Catalogue:
         formula_examples=tuple(risky[:FORMULA_EXAMPLES]),
     )
     return Catalogue(root=root, images_dir=images_dir, frame=kept, report=report, photo_names=photos.photo_names)
+
+
+def write_styles(frame: pd.DataFrame, root: str | Path) -> Path:
+    """Write `root`/styles.csv as `load_catalogue` reads it: STYLES_COLUMNS in Kaggle's order, one row
+    per product, missing values empty, "\n" line ends. The one writer of the file (the demo, an export).
+    Its cells are written as they are (a catalogue is data, not a file for people; core.untrusted)."""
+    path = Path(root) / STYLES_FILE
+    frame[list(STYLES_COLUMNS)].to_csv(path, index=False, lineterminator="\n")
+    return path

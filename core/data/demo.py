@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from core.data import STYLES_COLUMNS
+from core.data.catalogue import write_styles
 
 WIDTH, HEIGHT = 240, 320  # 3:4 portrait, like the real catalogue's photos
 JPEG_QUALITY = 90
@@ -476,7 +477,7 @@ def generate_demo(out: Path, n: int = 1500, seed: int = 0,
     out = Path(out)
     rows = sample_rows(n, seed)  # validates n and seed before anything touches the disk
     _prepare(out)
-    rows.drop(columns="pattern").to_csv(out / "styles.csv", index=False)
+    write_styles(rows, out)
     records = rows.to_dict("records")
     chunk = max(1, math.ceil(n / 40))
     done = 0

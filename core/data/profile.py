@@ -103,11 +103,10 @@ def rare_policy_preview(frame: pd.DataFrame, head: str, rare_policy: str, rare_m
     Columns: `class`, `count`, `rare` (bool), `becomes` (the class itself, `Other`, or `None (ignored)`);
     rarest first, so the classes that change are on top.
     """
-    from core.data.schema import OTHER_CLASS, RARE_POLICIES, rare_classes
+    from core.data.schema import OTHER_CLASS, RarePolicy, rare_classes
 
-    if rare_policy not in RARE_POLICIES:
-        raise ValueError(f"unknown rare policy {rare_policy!r}; valid: {', '.join(RARE_POLICIES)}")
+    rare_policy = RarePolicy.parse(rare_policy, "rare policy")
     preview = rare_classes(frame, head, rare_min_count).sort_values(["count", "class"])
-    replacement = {"ignore": "None (ignored)", "other": OTHER_CLASS}.get(rare_policy)
+    replacement = {RarePolicy.IGNORE: "None (ignored)", RarePolicy.OTHER: OTHER_CLASS}.get(rare_policy)
     preview["becomes"] = preview["class"].where(~preview["rare"] | (replacement is None), replacement)
     return preview.reset_index(drop=True)

@@ -22,9 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.choices import Choice
 from core.data import HEADS, CatalogueError
 
-RARE_POLICIES = ("ignore", "other", "keep")
+
+class RarePolicy(Choice):
+    """What becomes of a rare class (module docstring)."""
+
+    IGNORE = "ignore"
+    OTHER = "other"
+    KEEP = "keep"
+
+
 OTHER_CLASS = "Other"
 IGNORE_INDEX = -100  # torch CrossEntropyLoss's default ignore_index
 FORMAT_VERSION = 1
@@ -42,10 +51,9 @@ def _check_rare_min_count(rare_min_count: int) -> None:
         raise ValueError(f"rare_min_count must be a non-negative integer, got {rare_min_count!r}")
 
 
-def _check_policy(rare_policy: str, rare_min_count: int) -> None:
-    if rare_policy not in RARE_POLICIES:
-        raise ValueError(f"unknown rare_policy {rare_policy!r}; valid: {', '.join(RARE_POLICIES)}")
+def _check_policy(rare_policy: str, rare_min_count: int) -> RarePolicy:
     _check_rare_min_count(rare_min_count)
+    return RarePolicy.parse(rare_policy, "rare_policy")
 
 
 def _class_counts(column: pd.Series) -> dict[str, int]:
@@ -123,7 +131,7 @@ class LabelSchema:
     `other` policy when that class exists, and are ignored (IGNORE_INDEX / NA) otherwise.
     """
 
-    rare_policy: str  # one of RARE_POLICIES
+    rare_policy: str  # a RarePolicy
     rare_min_count: int  # classes with fewer rows than this are rare
     classes: dict[str, list[str]]  # head -> class names in index order
     counts: dict[str, dict[str, int]]  # head -> original value -> rows, before the policy
@@ -146,13 +154,13 @@ class LabelSchema:
         Raises ValueError when a head would be left with no class at all (every value rare
         under `ignore`, or no value at all): lower the threshold or leave the head out.
         """
-        _check_policy(rare_policy, rare_min_count)
+        rare_policy = _check_policy(rare_policy, rare_min_count).value  # a plain str: schemas travel in checkpoints
         require_columns(frame, tuple(heads))
         counts = {head: _class_counts(frame[head]) for head in heads}
         classes = {}
         for head, head_counts in counts.items():
-            kept = [name for name, rows in head_counts.items() if rare_policy == "keep" or rows >= rare_min_count]
-            if rare_policy == "other" and len(kept) < len(head_counts) and OTHER_CLASS not in kept:
+            kept = [name for name, rows in head_counts.items() if rare_policy == RarePolicy.KEEP or rows >= rare_min_count]
+            if rare_policy == RarePolicy.OTHER and len(kept) < len(head_counts) and OTHER_CLASS not in kept:
                 kept.append(OTHER_CLASS)
             if not kept:
                 largest = max(head_counts.values(), default=0)
@@ -173,7 +181,7 @@ class LabelSchema:
 
     def _other_index(self, head: str) -> int:
         """Index rare and unseen values take: OTHER_CLASS under `other`, else IGNORE_INDEX."""
-        if self.rare_policy == "other" and OTHER_CLASS in self.classes[head]:
+        if self.rare_policy == RarePolicy.OTHER and OTHER_CLASS in self.classes[head]:
             return self.classes[head].index(OTHER_CLASS)
         return IGNORE_INDEX
 

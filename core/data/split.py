@@ -9,7 +9,9 @@ A stratum too small to put a row in each split (val_fraction * n < 1 or
 threshold instead: val when the id's number is below val_fraction, so such rows still
 reach val in the right proportion overall.
 
-`split_catalogue_grouped` keeps groups of ids (near-duplicate photos, core.health) on one side:
+`capped_selection` picks the rows a run capped by max_samples uses, each split's share kept.
+
+`split_catalogue_grouped` keeps groups of ids (near-duplicate photos, core.health.files) on one side:
 each group follows its smallest id, so a group lands in val about as often as a single row does
 (following the member with the smallest hash would favour val, which takes the smallest hashes),
 and an id in no group keeps the split it would have had anyway.
@@ -27,6 +29,7 @@ from core.data.schema import require_columns
 
 SPLITS = ("train", "val")
 _MASK64 = (1 << 64) - 1
+_SAMPLE_SALT = 0x6D61785F73616D70  # "max_samp": capped_selection's hash apart from the split's
 
 
 def _splitmix64(values: np.ndarray) -> np.ndarray:
@@ -112,3 +115,22 @@ def split_distribution(frame: pd.DataFrame, split: pd.Series, head: str) -> pd.D
     for name in SPLITS:
         counts[f"{name}_share"] = counts[name] / totals[name] if totals[name] else float("nan")
     return counts
+
+
+def capped_selection(ids: np.ndarray, split: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
+    """Which rows a run uses, bool [n]: all of them, or `max_samples` rows with each split's share kept.
+
+    Within each split the rows with the smallest hash of (seed ^ _SAMPLE_SALT, id) are kept: a
+    uniform sample (so each class keeps about its share), the same for the same seed whatever
+    the row order, and nested (a larger cap keeps every row of a smaller one).
+    """
+    keep = np.ones(len(ids), dtype=bool)
+    if max_samples is None or max_samples >= len(ids):
+        return keep
+    keep[:] = False
+    order_key = id_uniform(ids, seed ^ _SAMPLE_SALT)
+    val = np.flatnonzero(split == "val")
+    n_val = round(max_samples * len(val) / len(ids))
+    for members, quota in ((val, n_val), (np.flatnonzero(split == "train"), max_samples - n_val)):
+        keep[members[np.argsort(order_key[members], kind="stable")[:quota]]] = True
+    return keep

@@ -39,10 +39,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from sample_parts import carve  # noqa: E402
 
 from core.data import HEADS  # noqa: E402
-from core.evaluation import read_report  # noqa: E402
-from sample_parts import carve  # noqa: E402
+from core.evaluation.files import read_report  # noqa: E402
 from training.checkpoints import CHECKPOINT_KEY  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.evaluate import evaluate_checkpoint  # noqa: E402

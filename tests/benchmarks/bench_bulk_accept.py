@@ -24,11 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from core.access import Actor, Role  # noqa: E402
+from core.access.roles import Actor, Role  # noqa: E402
 from core.data.catalogue import load_catalogue  # noqa: E402
-from core.labelstore import LabelStore  # noqa: E402
-from core.prediction import expand_paths  # noqa: E402
-from core.review import accept_confident, sure_enough, top_proposals  # noqa: E402
+from core.labels.queues import accept_confident, sure_enough, top_proposals  # noqa: E402
+from core.labels.store import LabelStore  # noqa: E402
+from core.model.predictor import expand_paths  # noqa: E402
 from training.checkpoints import load_predictor  # noqa: E402
 from training.registry import RunRegistry  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
     catalogue = load_catalogue(record.config["data"])
     scratch = Path(tempfile.mkdtemp(prefix="bench-bulk-"))
     os.environ["FASHION_TAGGER_HOME"] = str(scratch)  # uploads and the store land in the scratch folder
-    store = LabelStore(f"sqlite:///{scratch / 'labels.db'}")
+    store = LabelStore(workspace=scratch, db_url=f"sqlite:///{scratch / 'labels.db'}")
     predictor = load_predictor(record.folder, "best")
     paths = expand_paths([args.photos])
 

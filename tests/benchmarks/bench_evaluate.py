@@ -31,10 +31,11 @@ HEAD = "articleType"
 
 def fabricated_run(registry, catalogue, accuracy: float, seed: int) -> str:
     """Register a finished run whose evaluation of the validation split is fabricated; its id."""
+    from test_evaluation import fake_evaluation
+
     from core.data.schema import LabelSchema
     from core.data.split import split_catalogue
-    from core.evaluation import head_summary, mean_macro_f1
-    from test_evaluation import fake_evaluation
+    from core.evaluation.files import head_summary, mean_macro_f1
     from training.config import TrainConfig, resolve_rare_min_count
     from training.run_folder import RunFolder
 
@@ -75,10 +76,10 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     from core.data.catalogue import load_catalogue
-    from core.evaluation import load_evaluation
-    from core.evaluation_views import top_n_confusion
-    from training.run_folder import RunFolder
+    from core.evaluation.files import load_evaluation
+    from core.evaluation.views import top_n_confusion
     from training.registry import RunRegistry
+    from training.run_folder import RunFolder
 
     registry, catalogue = RunRegistry(), load_catalogue(data)
     fabricated_run(registry, catalogue, 0.70, seed=1)

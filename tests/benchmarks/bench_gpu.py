@@ -51,11 +51,12 @@ from torchvision.transforms import v2  # noqa: E402
 from core.data.catalogue import IMAGES_DIR, STYLES_FILE, load_catalogue  # noqa: E402
 from core.data.schema import LabelSchema  # noqa: E402
 from core.data.split import id_uniform  # noqa: E402
-from core.imagecache import build_image_cache  # noqa: E402
-from core.prediction import Predictor  # noqa: E402
-from core.transforms import data_config  # noqa: E402
-from training.builders import build_datamodule, build_module, class_counts, run_split  # noqa: E402
+from core.images.cache import build_image_cache  # noqa: E402
+from core.images.transforms import data_config  # noqa: E402
+from core.model.predictor import Predictor  # noqa: E402
+from training.builders import build_datamodule, build_module  # noqa: E402
 from training.config import TrainConfig, resolve_precision, resolve_rare_min_count  # noqa: E402
+from training.rows import class_counts, decide_split, run_rows  # noqa: E402
 
 IMAGE_SIZE = 224
 
@@ -117,8 +118,8 @@ def measure(recipe: str, data: Path, workspace: Path, args) -> tuple[float, floa
         f"batch_size={args.batch}", f"num_workers={args.workers}", f"accelerator={args.accelerator}",
         "rare_policy=keep" if recipe == "default" else "rare_min_count=0",  # a subset: every class learnable
     ])
-    catalogue = load_catalogue(data)
-    split = run_split(cfg, catalogue)
+    whole = load_catalogue(data)
+    catalogue, split = run_rows(whole, decide_split(cfg, whole))
     train_rows = catalogue.frame[(split == "train").to_numpy()]
     schema = LabelSchema.fit(train_rows, rare_policy=cfg.rare_policy,
                              rare_min_count=resolve_rare_min_count(cfg, len(train_rows)), heads=cfg.heads)
@@ -157,8 +158,8 @@ def loader_comparison(args) -> None:
         f"data={data}", "backbone=tf_efficientnet_lite0", "pretrained=none", f"image_size={IMAGE_SIZE}",
         f"batch_size={args.batch}", f"num_workers={args.workers}", f"max_samples={args.max_samples}",
         "rare_policy=keep"])
-    catalogue = load_catalogue(data)
-    split = run_split(cfg, catalogue)
+    whole = load_catalogue(data)
+    catalogue, split = run_rows(whole, decide_split(cfg, whole))
     schema = LabelSchema.fit(catalogue.frame, rare_policy="keep", rare_min_count=0, heads=cfg.heads)
     module, _ = build_module(cfg, schema, class_counts(schema, catalogue.frame))  # only its data config is used
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
@@ -211,7 +212,7 @@ def run(args) -> None:
     catalogue = load_catalogue(data)
     workspace = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     cfg = TrainConfig(data=str(data), image_size=IMAGE_SIZE)
-    from core.imagecache import cache_folder
+    from core.images.cache import cache_folder
 
     started = time.perf_counter()
     report = build_image_cache(catalogue, catalogue.frame["id"].tolist(), IMAGE_SIZE,

@@ -48,11 +48,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from core import workspace  # noqa: E402
 from core.data.catalogue import load_catalogue  # noqa: E402
-from core.embeddings import embeddings_file, pretrained_identity, pretrained_model  # noqa: E402
-from core.health import compute_health, leaked_ids, leaking_groups  # noqa: E402
-from core.image_quality import BLURRY_PARAMS, PIXEL_ISSUES  # noqa: E402
-from core.similarity import (  # noqa: E402
-    IndexKind, SimilarityIndex, groups_of_pairs, similar_pairs,
+from core.health.embedder import pretrained_model  # noqa: E402
+from core.health.embeddings import embeddings_file, pretrained_identity  # noqa: E402
+from core.health.files import compute_health, leaked_ids, leaking_groups  # noqa: E402
+from core.health.image_quality import BLURRY_PARAMS, PIXEL_ISSUES  # noqa: E402
+from core.health.similarity import (  # noqa: E402
+    IndexKind,
+    SimilarityIndex,
+    groups_of_pairs,
+    similar_pairs,
 )
 from training.health import default_split  # noqa: E402
 

@@ -4,7 +4,7 @@
 changed, each to another class, in a copy of styles.csv (photos linked, not copied) under
 `<workspace>/bench-label-issues/`. Only classes the label schema keeps are used on both ends,
 so every flip is a wrong label in the schema's terms. Then `crossval` with K folds, and per
-cleanlab score method (core.label_issues.SCORE_METHODS):
+cleanlab score method (core.evaluation.label_issues.SCORE_METHODS):
     top-5% precision  planted flips among the top-ranked k rows (k = the number of flips)
     top-5% recall     planted flips found in those k rows / flips (equal to precision: k = flips)
     flagged           rows find_label_issues flags (is_issue), their precision and recall
@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from core import workspace  # noqa: E402
 from core.data.catalogue import load_catalogue  # noqa: E402
 from core.data.schema import LabelSchema  # noqa: E402
-from core.label_issues import SCORE_METHODS, rank_label_issues  # noqa: E402
+from core.evaluation.label_issues import SCORE_METHODS, rank_label_issues  # noqa: E402
 from training.config import TrainConfig, resolve_rare_min_count  # noqa: E402
 from training.crossval import capped_catalogue, crossval  # noqa: E402
 

@@ -31,10 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from core import workspace  # noqa: E402
 from core.data.catalogue import load_catalogue  # noqa: E402
-from core.evaluation import load_evaluation  # noqa: E402
-from core.health import leaked_ids, near_duplicate_groups  # noqa: E402
-from core.similarity import DEFAULT_THRESHOLD  # noqa: E402
-from training.builders import run_catalogue, run_split, training_rows  # noqa: E402
+from core.evaluation.files import load_evaluation  # noqa: E402
+from core.health.files import leaked_ids, near_duplicate_groups  # noqa: E402
+from core.health.similarity import DEFAULT_THRESHOLD  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.run_folder import RunFolder  # noqa: E402
 from training.train import train  # noqa: E402
@@ -56,8 +55,8 @@ def trained(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series]:
     if record.status != "finished":
         raise SystemExit(f"run {record.id} {record.status}: {record.error}")
     print(f"  run {record.id} ({cfg.split} split): {time.perf_counter() - started:.0f} s", flush=True)
-    catalogue = run_catalogue(cfg, Path(record.folder))
-    training = training_rows(cfg, catalogue, run_split(cfg, catalogue))["id"].to_numpy()
+    split = RunFolder(record.folder).read_split()
+    training = split.index[split == "train"].to_numpy()
     predictions = load_evaluation(RunFolder(record.folder).evaluation()).predictions
     sides = pd.concat([pd.Series("train", index=training), pd.Series("val", index=predictions["id"].to_numpy())])
     return predictions, sides

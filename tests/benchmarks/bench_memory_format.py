@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from core.backbones import create_backbone, offline_backbones  # noqa: E402
+from core.model.backbones import create_backbone, offline_backbones  # noqa: E402
 
 FORMATS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
 

@@ -1,4 +1,4 @@
-"""The image cache, two ways: per-id resized JPEGs (core.imagecache) against LitData's chunked format.
+"""The image cache, two ways: per-id resized JPEGs (core.images.cache) against LitData's chunked format.
 
 Both store the same bytes (draft() decode, longer side cached_side(160), JPEG q90, built by
 2 workers); both are read through a torch DataLoader with 2 workers, batch 64, decoding and
@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from core.data.catalogue import load_catalogue  # noqa: E402
-from core.datamodule import CatalogueImages  # noqa: E402
-from core.images import open_rgb  # noqa: E402
-from core.imagecache import JPEG_QUALITY, MANIFEST, build_image_cache, cached_side  # noqa: E402
-from core.transforms import data_config, eval_transform  # noqa: E402
+from core.images.cache import JPEG_QUALITY, MANIFEST, build_image_cache, cached_side  # noqa: E402
+from core.images.reading import open_rgb  # noqa: E402
+from core.images.transforms import data_config, eval_transform  # noqa: E402
+from core.model.datamodule import CatalogueImages  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "data" / "fashion-sample"
 IMAGE_SIZE, WORKERS, BATCH, ROUNDS = 160, 2, 64, 3

@@ -1,4 +1,4 @@
-"""CPU prediction time (core.prediction) with the offline tf_efficientnet_lite0 weights at 224 px.
+"""CPU prediction time (core.model.predictor) with the offline tf_efficientnet_lite0 weights at 224 px.
 
     python tests/benchmarks/bench_predict.py [DATASET_DIR] [--photos 128] [--rounds 3] [--threads N]
 
@@ -86,9 +86,10 @@ def dataset(path: Path, scratch: Path) -> Path:
 def predictor_for(catalogue):
     """A Predictor with the offline lite0 backbone and untrained heads over a schema fitted on `catalogue`."""
     from core.data.schema import LabelSchema
-    from core.prediction import Predictor
+    from core.model.predictor import Predictor
+    from training.builders import build_module
+    from training.rows import class_counts
     from training.config import TrainConfig, resolve_rare_min_count
-    from training.builders import build_module, class_counts
 
     frame = catalogue.frame
     cfg = TrainConfig.from_recipe("default", {"pretrained": "offline", "image_size": IMAGE_SIZE})
@@ -145,7 +146,7 @@ def main() -> None:
 
     import torch
 
-    from core.prediction import CPU_FORWARD_BATCH
+    from core.model.predictor import CPU_FORWARD_BATCH
 
     if args.threads:
         torch.set_num_threads(args.threads)

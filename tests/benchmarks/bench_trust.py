@@ -32,11 +32,11 @@ sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-
-from core.evaluation import read_report  # noqa: E402
-from core.prediction import expand_paths  # noqa: E402
-from core.trust import TARGETS  # noqa: E402
 from sample_parts import carve  # noqa: E402
+
+from core.evaluation.files import read_report  # noqa: E402
+from core.model.predictor import expand_paths  # noqa: E402
+from core.trust.layer import TARGETS  # noqa: E402
 from training.checkpoints import load_predictor  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.evaluate import evaluate_checkpoint  # noqa: E402

@@ -136,7 +136,7 @@ class Actor:
 def require(actor: Actor, permission: Permission) -> None:
     """AccessDenied unless `actor`'s role allows `permission`."""
     if not isinstance(actor, Actor):
-        raise TypeError(f"expected the acting person (core.access.Actor), got {actor!r}")
+        raise TypeError(f"expected the acting person (core.access.roles.Actor), got {actor!r}")
     if not actor.may(permission):
         needed = next(role for role in Role if permission in PERMISSIONS[role])
         raise AccessDenied(f"{actor.identity} is a {actor.role} and may not {DOING[permission]}: "

@@ -12,7 +12,7 @@ DataLoader this cache reads at 0.8-1.0x LitData's own streaming epoch over a who
 photos) to 4.5-7x (2,000 or fewer) faster, and one changed photo costs ~0.2 s instead of
 optimizing every chunk again (8-17 s here). LitData earns its place once training streams from object storage.
 
-Sources are read as `core.images.read_image_checked` reads a user's file (the same pixel limits,
+Sources are read as `core.images.reading.read_image_checked` reads a user's file (the same pixel limits,
 decoded reduced). A source that cannot be decoded (corrupt, truncated, empty, missing, too large)
 is skipped with a SkippedImageWarning naming the file and counted in `CacheReport.failed`; it is
 retried, and warned about again, on every build, so each run's record counts it.
@@ -37,7 +37,7 @@ from pathlib import Path
 from PIL import Image
 
 from core.data.catalogue import Catalogue, image_names
-from core.images import ImageRejected, open_rgb, read_image_checked
+from core.images.reading import ImageRejected, open_rgb, read_image_checked
 
 # The cached copy's longer side is CACHE_SCALE x image_size: RandomResizedCrop at the default
 # smallest scale (0.7 of the area) keeps ~0.84 of the side, and 1 / 0.84 ~ 1.2, so even such a

@@ -1,4 +1,4 @@
-"""Similar photos over L2-normalised embeddings (core.embeddings), through faiss: nearest neighbours,
+"""Similar photos over L2-normalised embeddings (core.health.embeddings), through faiss: nearest neighbours,
 near-duplicate groups and outliers.
 
 Inner product on unit vectors is cosine similarity. Up to APPROXIMATE_FROM photos the index is
@@ -42,7 +42,7 @@ def check_features(features: np.ndarray) -> np.ndarray:
         raise ValueError(f"features must be [n, dim], got shape {features.shape}")
     norms = np.linalg.norm(features, axis=1)
     if len(norms) and not np.all((np.abs(norms - 1) < 1e-2) | (norms == 0)):
-        raise ValueError("features must be L2-normalised (core.embeddings.normalise)")
+        raise ValueError("features must be L2-normalised (core.health.embeddings.normalise)")
     return features
 
 

@@ -3,7 +3,7 @@
 Labels are int64 class indices with `IGNORE_INDEX` (-100) where a label is ignored (missing,
 or a rare class under the "ignore" policy); every loss here averages over labelled rows only.
 
-Imbalance strategies (`HeadLoss(strategy=...)`):
+Imbalance strategies (`HeadLoss(strategy=...)`, core.model.options.Imbalance):
 
 - ``none``: plain cross-entropy.
 - ``class_weighted``: cross-entropy with each row weighted by its class's effective-number
@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.data.schema import IGNORE_INDEX
-
-IMBALANCE_STRATEGIES = ("none", "class_weighted", "logit_adjusted", "focal")
+from core.model.options import Imbalance
 
 
 def _counts_tensor(counts: Sequence[int]) -> Tensor:
@@ -69,8 +68,7 @@ class HeadLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if strategy not in IMBALANCE_STRATEGIES:
-            raise ValueError(f"unknown imbalance strategy {strategy!r}; valid: {', '.join(IMBALANCE_STRATEGIES)}")
+        strategy = Imbalance.parse(strategy, "imbalance strategy")
         if tau < 0 or gamma < 0:
             raise ValueError(f"tau and gamma must be >= 0, got tau={tau}, gamma={gamma}")
         if not 0 <= label_smoothing < 1:
@@ -90,16 +88,16 @@ class HeadLoss(nn.Module):
         labelled = target != IGNORE_INDEX
         safe_target = target.clamp(min=0)
         logits = logits.float()
-        if self.strategy == "logit_adjusted":
+        if self.strategy == Imbalance.LOGIT_ADJUSTED:
             logits = logits + self.tau * self.log_prior
         log_probs = F.log_softmax(logits, dim=-1)
         log_p = log_probs.gather(1, safe_target[:, None]).squeeze(1)
         loss = -log_p
         if self.label_smoothing:
             loss = (1 - self.label_smoothing) * loss - self.label_smoothing * log_probs.mean(dim=-1)
-        if self.strategy == "focal":
+        if self.strategy == Imbalance.FOCAL:
             loss = loss * (1 - log_p.exp()) ** self.gamma
-        elif self.strategy == "class_weighted":
+        elif self.strategy == Imbalance.CLASS_WEIGHTED:
             loss = loss * self.class_weights[safe_target]
         return torch.where(labelled, loss, 0.0).sum() / labelled.sum().clamp(min=1)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
@@ -38,9 +39,9 @@ class DatabaseBusy(TimeoutError):
     transaction was rolled back. An OSError (TimeoutError), so callers that report OSErrors say so."""
 
 
-def database_url() -> str:
-    """`FASHION_TAGGER_DB_URL`, else the SQLite database in the workspace."""
-    return os.environ.get(DB_URL_ENV) or f"sqlite:///{workspace_dir() / DB_FILE}"
+def database_url(workspace: Path | None = None) -> str:
+    """`FASHION_TAGGER_DB_URL`, else the SQLite database in `workspace` (default: core.workspace.workspace_dir())."""
+    return os.environ.get(DB_URL_ENV) or f"sqlite:///{(workspace or workspace_dir()) / DB_FILE}"
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,25 +6,25 @@ An evaluation folder holds:
                          a class the run never saw, or None when excluded), `<head>_pred` (the
                          proposal), `<head>_p` (its confidence), `<head>_probs` (the raw softmax,
                          float [C], the schema's class order); with a run's trust layer
-                         (core.trust) also `<head>_argmax` (the head decoded on its own),
+                         (core.trust.layer) also `<head>_argmax` (the head decoded on its own),
                          `<head>_accepted` (needs no person at the default target error) and
-                         `trust_role` (a validation row's core.trust.Role, else None)
+                         `trust_role` (a validation row's core.trust.layer.Role, else None)
     report.json          {"checkpoint", "rows", "data" (the catalogue folder scored), "decoding"
                          ("consistent" with the trust layer, else "independent"), "heads": {head:
-                         core.metrics.report_from_confusion + "unknown_classes" {name: rows}}};
+                         core.evaluation.metrics.report_from_confusion + "unknown_classes" {name: rows}}};
                          with the trust layer also "independent" {head: accuracy, macro_f1 of
                          each head decoded on its own}, "impossible" {"independent", "consistent":
                          share of rows whose hierarchy heads form no valid path} and "trust"
-                         (core.trust.assess)
+                         (core.trust.layer.assess)
     confusion.json       {head: {"classes": [...], "matrix": [[true x predicted counts]]}}
 
-With the trust layer the proposal is the consistent, calibrated one (core.trust.Trust.propose),
+With the trust layer the proposal is the consistent, calibrated one (core.trust.layer.Trust.propose),
 as everywhere a label is proposed; without it, each head's argmax and its raw probability.
 
 True values the run's schema never saw are errors of their head, not silently dropped: each
 becomes a class of its own, after the schema's and never predicted, reported by name. Rows
 without a true class (missing, or a rare class the `ignore` policy leaves out) are excluded and
-counted. Conventions are scikit-learn's (core.metrics).
+counted. Conventions are scikit-learn's (core.evaluation.metrics).
 
 Where evaluation folders sit in a run folder is training.run_folder's business.
 """
@@ -41,8 +41,8 @@ import pandas as pd
 
 from core.data.catalogue import Catalogue
 from core.data.schema import IGNORE_INDEX, LabelSchema
-from core.metrics import confusion_matrix, report_from_confusion
-from core.trust import Trust, assess, roles
+from core.evaluation.metrics import confusion_matrix, report_from_confusion
+from core.trust.layer import Trust, assess, roles
 
 PREDICTIONS_FILE, REPORT_FILE, CONFUSION_FILE = "predictions.parquet", "report.json", "confusion.json"
 FILES = (PREDICTIONS_FILE, REPORT_FILE, CONFUSION_FILE)
@@ -66,7 +66,7 @@ def write_evaluation(catalogue: Catalogue, schema: LabelSchema, ids: np.ndarray,
     ids: int64 [n], catalogue ids; probs: head -> raw softmax float [n, C] in the schema's class
     order. checkpoint: what made the predictions, for display. trust: the run's trust layer (its
     proposals are scored, and the assessment added); validation_split: `ids` are the run's own
-    validation rows (core.trust.assess then keeps each number to the half that did not fit it).
+    validation rows (core.trust.layer.assess then keeps each number to the half that did not fit it).
     The report's "data" is the catalogue's folder.
     """
     rows = catalogue.frame.set_index("id").loc[ids].reset_index()

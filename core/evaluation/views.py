@@ -1,8 +1,8 @@
-"""An evaluation (core.evaluation) reshaped for a person: class tables, the photos behind a class's
+"""An evaluation (core.evaluation.files) reshaped for a person: class tables, the photos behind a class's
 or a confusion cell's numbers, misclassified photos, run-vs-run comparisons and CSV exports.
 
 Shapes: `report` is report.json's content and `predictions` predictions.parquet's frame (see
-core.evaluation); functions return small frames the Evaluate page renders as they are.
+core.evaluation.files); functions return small frames the Evaluate page renders as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.data.profile import OTHERS_LABEL
-from core.evaluation import METRICS, check_head, head_summary, summary_table
+from core.evaluation.files import METRICS, check_head, head_summary, summary_table
 from core.untrusted import spreadsheet_csv
 
 CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support", "predicted"]
@@ -193,7 +193,7 @@ def classes_csv(report: dict) -> str:
 
 
 def summary_csv(report: dict) -> str:
-    """The per-head summary (`core.evaluation.head_summary`) as CSV for a spreadsheet (core.untrusted)."""
+    """The per-head summary (`core.evaluation.files.head_summary`) as CSV for a spreadsheet (core.untrusted)."""
     return spreadsheet_csv(summary_table(head_summary(report)))
 
 
@@ -209,7 +209,7 @@ TRUST_COLUMNS = ["accuracy", "accuracy_independent", "macro_f1", "macro_f1_indep
 def trust_table(report: dict, target: float) -> pd.DataFrame:
     """Per head (index `head`), for an evaluation written through a trust layer: accuracy and
     macro-F1 of the proposals and of each head decoded on its own, the temperature, ECE before
-    and after it, and at `target` error (one of core.trust.TARGETS): the threshold (NaN: never
+    and after it, and at `target` error (one of core.trust.layer.TARGETS): the threshold (NaN: never
     accepted), the share of proposals accepted, their realised error, and how many."""
     trust = report["trust"]["heads"]
     rows = {}

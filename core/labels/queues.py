@@ -3,7 +3,7 @@ offers and starts at, which items a filter keeps, where the reviewer goes next, 
 new photos are accepted in bulk (and undone as a whole).
 
 Shapes: `predictions` is an evaluation's predictions.parquet (id, per head `<head>_p`, the top
-probability); `issues` is core.label_issues' ranking (id, head, score, is_issue, rank); `summary`
+probability); `issues` is core.evaluation.label_issues' ranking (id, head, score, is_issue, rank); `summary`
 is LabelStore.summary (index item; status None (unreviewed) or a ReviewStatus;
 corrected: the heads whose current value differs from the catalogue's); a `Proposal` is one
 photo's proposed label and confidence per head (top_proposals, through the run's trust layer).
@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.access import AccessDenied, Actor, Permission, require_folder
+from core.access.roles import AccessDenied, Actor, Permission, require_folder
+from core.data import HEADS
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
-from core.images import ACCEPTED_EXTENSIONS, ImageRejected
-from core.data import HEADS
-from core.labelstore import Action, Item, ItemKind, LabelStore, ReviewStatus
-from core.prediction import Predictor, expand_paths
+from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
+from core.labels.store import LabelStore
+from core.labels.tables import Action, Item, ItemKind, ReviewStatus
+from core.model.predictor import Predictor, expand_paths
 
 # Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
 FILTERS = {
@@ -61,7 +62,7 @@ def label_issue_ids(issues: pd.DataFrame, limit: int, flagged_only: bool = True,
 
 
 def taxonomy_issue_ids(broken: pd.DataFrame, limit: int, heads: Collection[str] = ()) -> list[int]:
-    """Ids of the rows that break the taxonomy (core.taxonomy.Taxonomy.violations), each once, in
+    """Ids of the rows that break the taxonomy (core.trust.taxonomy.Taxonomy.violations), each once, in
     its order; with `heads`, only rows breaking a relation one of those heads is part of."""
     _check_limit(limit)
     if heads:
@@ -72,7 +73,7 @@ def taxonomy_issue_ids(broken: pd.DataFrame, limit: int, heads: Collection[str] 
 def load_photo_folder(store: LabelStore, dataset: str | Path, folder: str, actor: Actor,
                       progress: Callable[[int, int], None] | None = None) -> tuple[list[Item], list[str]]:
     """Add the photos of a folder on the server to `dataset` as new photos to review, by `actor`
-    (an admin: Permission.LOAD_FOLDER, a folder under their roots, core.access.FolderRefused
+    (an admin: Permission.LOAD_FOLDER, a folder under their roots, core.access.roles.FolderRefused
     otherwise); returns add_photo_files'. ValueError naming the folder when it is not one or holds
     no photo."""
     path = require_folder(actor, Permission.LOAD_FOLDER, folder)
@@ -163,7 +164,7 @@ def next_item(order: Sequence[int], current: int | None, step: int = 1) -> int |
 
 
 Proposal = dict[str, tuple[str, float]]  # head -> the model's proposed label and its confidence
-Thresholds = Mapping[str, float | None]  # head -> lowest confidence accepted (core.trust), None: never
+Thresholds = Mapping[str, float | None]  # head -> lowest confidence accepted (core.trust.layer), None: never
 
 
 def top_proposals(predictor: Predictor, photos: Mapping[int, str | Path], batch_size: int = 32) -> dict[int, Proposal | str]:

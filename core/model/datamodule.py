@@ -3,7 +3,7 @@
 Batches are dicts {"image": uint8 [B, 3, H, W] (RGB, 0-255: cropped and resized, not yet
 normalised), "labels": int64 [B, n_heads] (schema.encode: IGNORE_INDEX where ignored, columns in
 schema.heads order), "id": int64 [B]}, the format TaggerModule takes. The workers only decode and
-crop; TaggerModule normalises on the device after the transfer (core.transforms.Normalise), so a
+crop; TaggerModule normalises on the device after the transfer (core.images.transforms.Normalise), so a
 batch is a quarter of float's bytes to collate, pin and copy.
 """
 
@@ -21,13 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
-from core.data.split import SPLITS, id_uniform
-from core.imagecache import CacheReport, build_image_cache, cache_folder, open_cached
-from core.transforms import Transform, eval_transform, train_transform
+from core.data.split import SPLITS, capped_selection
+from core.images.cache import CacheReport, build_image_cache, cache_folder, open_cached
+from core.images.transforms import Transform, eval_transform, train_transform
 
 # Mixed into the seed for the max_samples order, so that order is independent of a split made
 # with the same seed (the split sends each stratum's smallest hashes to val).
-_SAMPLE_SALT = 0x6D61785F73616D70  # "max_samp"
 
 
 class CatalogueImages(Dataset):
@@ -52,25 +51,6 @@ class CatalogueImages(Dataset):
         }
 
 
-def capped_selection(ids: np.ndarray, split: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
-    """Which rows a run uses, bool [n]: all of them, or `max_samples` rows with each split's share kept.
-
-    Within each split the rows with the smallest hash of (seed ^ _SAMPLE_SALT, id) are kept: a
-    uniform sample (so each class keeps about its share), the same for the same seed whatever
-    the row order, and nested (a larger cap keeps every row of a smaller one).
-    """
-    keep = np.ones(len(ids), dtype=bool)
-    if max_samples is None or max_samples >= len(ids):
-        return keep
-    keep[:] = False
-    order_key = id_uniform(ids, seed ^ _SAMPLE_SALT)
-    val = np.flatnonzero(split == "val")
-    n_val = round(max_samples * len(val) / len(ids))
-    for members, quota in ((val, n_val), (np.flatnonzero(split == "train"), max_samples - n_val)):
-        keep[members[np.argsort(order_key[members], kind="stable")[:quota]]] = True
-    return keep
-
-
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -81,7 +61,7 @@ class CatalogueDataModule(L.LightningDataModule):
 
     split: "train"/"val" per catalogue row (index = catalogue.frame.index; `split_catalogue`).
     image_size: the model's input side; data_cfg: the backbone's timm data config at that size
-        (`core.transforms.data_config(model, image_size)`), whose size and interpolation both
+        (`core.images.transforms.data_config(model, image_size)`), whose size and interpolation both
         transforms take (its mean and std are the module's business).
     cache_root: the folder under which the cache lives (the workspace): `cache_folder(cache_root,
         catalogue.root, image_size)`.
@@ -122,7 +102,7 @@ class CatalogueDataModule(L.LightningDataModule):
         if tuple(data_cfg["input_size"][1:]) != (image_size, image_size):
             raise ValueError(
                 f"data_cfg input_size {tuple(data_cfg['input_size'])} does not match image_size={image_size}; "
-                "make it with core.transforms.data_config(model, image_size)"
+                "make it with core.images.transforms.data_config(model, image_size)"
             )
         _positive_int("batch_size", batch_size)
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:

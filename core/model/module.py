@@ -11,9 +11,9 @@ head -> logits [B, C_head]. Three are provided:
   the concatenation of all heads' classes, sliced back into per-head logits.
 
 Batches arrive as dicts {"image": uint8 [B, 3, H, W], "labels": int64 [B, n_heads] (IGNORE_INDEX
-where ignored, columns in `heads` order), "id": int64 [B]} (core.datamodule); after the transfer to
+where ignored, columns in `heads` order), "id": int64 [B]} (core.model.datamodule); after the transfer to
 the device, `on_after_batch_transfer` makes "image" the net's input there: float, normalised
-(core.transforms.Normalise), in the module's memory format. The steps see that batch.
+(core.images.transforms.Normalise), in the module's memory format. The steps see that batch.
 """
 
 import math
@@ -28,12 +28,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from core.data.schema import IGNORE_INDEX
-from core.losses import HeadLoss, masked_bce
-from core.taxonomy import HIERARCHY
-from core.transforms import Normalise
-
-LOSSES = ("ce", "bce")
-SCHEDULERS = ("cosine", "step")
+from core.images.transforms import Normalise
+from core.model.losses import HeadLoss, masked_bce
+from core.model.options import Imbalance, Loss, Scheduler
+from core.trust.taxonomy import HIERARCHY
 
 
 class MultiHeadNet(nn.Module):
@@ -159,7 +157,7 @@ class TaggerModule(L.LightningModule):
     loss: "ce" (per-head softmax cross-entropy under `imbalance`, summed with `head_weights`,
         default 1 each) or "bce" (the seed's masked BCE over the concatenated one-hot labels;
         takes neither imbalance strategy nor head weights).
-    imbalance, tau, focal_gamma, beta: see `core.losses` (`HeadLoss`).
+    imbalance, tau, focal_gamma, beta: see `core.model.losses` (`HeadLoss`).
     lr, weight_decay: AdamW over the trainable parameters.
     scheduler: "cosine" (linear warmup over `warmup_fraction` of the steps, then cosine to 0,
         stepped per batch) or "step" (StepLR(step_size, gamma), stepped per epoch).
@@ -197,15 +195,16 @@ class TaggerModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "normalise"])
-        _check_choice("loss", loss, LOSSES)
-        _check_choice("scheduler", scheduler, SCHEDULERS)
+        # Checked, and kept as the plain str given: hyperparameters travel inside checkpoints.
+        Loss.parse(loss, "loss")
+        Scheduler.parse(scheduler, "scheduler")
         missing = [head for head in heads if head not in class_counts]
         if missing:
             raise ValueError(f"no class counts for heads {missing}; counts given for {sorted(class_counts)}")
         too_few = {head: len(class_counts[head]) for head in heads if len(class_counts[head]) < 2}
         if too_few:
             raise ValueError(f"every head needs at least 2 classes, got {too_few}")
-        if loss == "bce" and (imbalance != "none" or head_weights is not None):
+        if loss == Loss.BCE and (imbalance != Imbalance.NONE or head_weights is not None):
             raise ValueError(
                 f"loss='bce' (the seed's) takes imbalance='none' and no head_weights, "
                 f"got imbalance={imbalance!r}, head_weights={head_weights!r}"
@@ -269,7 +268,7 @@ class TaggerModule(L.LightningModule):
         return {**batch, "image": self.trainer.precision_plugin.convert_input(images)}
 
     def _loss(self, logits: dict[str, Tensor], labels: Tensor) -> Tensor:
-        if self.hparams.loss == "bce":
+        if self.hparams.loss == Loss.BCE:
             return masked_bce({head: logits[head] for head in self.heads}, labels)
         return sum(
             self.head_weights[head] * self.head_losses[head](logits[head], labels[:, i])
@@ -312,7 +311,7 @@ class TaggerModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             [p for p in self.parameters() if p.requires_grad], lr=hp.lr, weight_decay=hp.weight_decay
         )
-        if hp.scheduler == "step":
+        if hp.scheduler == Scheduler.STEP:
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         total_steps = self.trainer.estimated_stepping_batches
@@ -324,11 +323,6 @@ class TaggerModule(L.LightningModule):
             optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def _check_choice(name: str, value: str, valid: Sequence[str]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
 
 
 def _split_metrics(split: str, num_classes: Mapping[str, int]) -> nn.ModuleDict:

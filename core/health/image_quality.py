@@ -2,10 +2,10 @@
 exact duplicates by content.
 
 Only the seven cleanvision issue types of ISSUE_TYPES run (its own duplicate checks are left to
-core.similarity and `exact_duplicates`), in two passes by what they need, so that no source photo is
+core.health.similarity and `exact_duplicates`), in two passes by what they need, so that no source photo is
 ever decoded in full (a 1800x2400 catalogue JPEG costs ~90 ms to decode on one core):
 - PIXEL_ISSUES (blurry, dark, light, low_information) are pixel statistics: computed on the photo's
-  image-cache copy (core.imagecache, a few hundred pixels a side). cleanvision's own blur check
+  image-cache copy (core.images.cache, a few hundred pixels a side). cleanvision's own blur check
   shrinks every photo to 64 px first, brightness percentiles and the histogram's entropy barely
   move with the size; tests/benchmarks/bench_health.py measures the agreement with the sources.
   Their thresholds are per photo, so the photos go through in chunks (progress between them).
@@ -34,7 +34,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from core.data.catalogue import Catalogue
-from core.imagecache import build_image_cache, cache_folder, open_cached
+from core.images.cache import build_image_cache, cache_folder, open_cached
 
 PIXEL_ISSUES = ("blurry", "dark", "light", "low_information")
 SHAPE_ISSUES = ("odd_aspect_ratio", "odd_size", "grayscale")

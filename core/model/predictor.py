@@ -2,11 +2,11 @@
 which heads need no person.
 
 A `Predictor` wraps a TaggerModule, the label schema it was trained with and, for a run with one,
-its trust layer (core.trust): proposals follow the taxonomy, carry calibrated confidence, and a
+its trust layer (core.trust.layer): proposals follow the taxonomy, carry calibrated confidence, and a
 head is accepted when its confidence reaches the head's threshold at the target error. It
-preprocesses exactly as evaluation does: `core.transforms.eval_transform` of the backbone's data
+preprocesses exactly as evaluation does: `core.images.transforms.eval_transform` of the backbone's data
 config to uint8, then the module's own `normalise` on the module's device. Files a user brings
-(paths, or `Upload`s: bytes from an HTTP request) go through `core.images.read_image_checked`: a
+(paths, or `Upload`s: bytes from an HTTP request) go through `core.images.reading.read_image_checked`: a
 bad file becomes a `FilePrediction` with an error naming it and the problem, and the rest of the
 batch goes on.
 """
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.abstention import TARGET_ERROR, check_target
 from core.data.schema import LabelSchema
-from core.images import ACCEPTED_EXTENSIONS, ImageRejected, read_image_checked
-from core.model import TaggerModule
-from core.transforms import data_config, eval_transform
-from core.trust import Trust
+from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected, read_image_checked
+from core.images.transforms import data_config, eval_transform
+from core.model.module import TaggerModule
+from core.trust.abstention import TARGET_ERROR, check_target
+from core.trust.layer import Trust
 
 # Files are decoded to at most this many times the model's input side (JPEGs by DCT scaling,
 # much faster than a full decode): enough detail for the final resize, whatever the photo's size.

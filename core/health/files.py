@@ -1,16 +1,16 @@
 """A catalogue's data health under one embedding model: computed once (`compute_health`), kept in
 the workspace, read (`load_health`) and summarised (`health_summary`).
 
-On the photos' embeddings (core.embeddings, cached on their own): each photo's nearest neighbours
-(core.similarity), a 2-D map of them (UMAP), cleanvision's image-quality issues and exact duplicates
-(core.image_quality). From those, at a similarity threshold a person can move: near-duplicate groups,
+On the photos' embeddings (core.health.embeddings, cached on their own): each photo's nearest neighbours
+(core.health.similarity), a 2-D map of them (UMAP), cleanvision's image-quality issues and exact duplicates
+(core.health.image_quality). From those, at a similarity threshold a person can move: near-duplicate groups,
 the groups a train/validation split cuts in two (leakage), the groups whose members disagree on a
 label, and outliers.
 
 A health folder, `<workspace>/health/<dataset folder name>-<hash of its path>/<model key>/`, holds:
     neighbours.npz          ids int64 [n]; rows int32 [n, k] (-1: none) and similarities float32 [n, k]
     projection.npz          ids int64 [n]; xy float32 [n, 2], the map
-    image_issues.parquet    core.image_quality.image_issues
+    image_issues.parquet    core.health.image_quality.image_issues
     exact_duplicates.json   [[id, ...], ...]
     health.json             written last: what was computed, from what, how long each step took
     health.log, health.launch.json   a background computation's output and process (training.launcher)
@@ -27,15 +27,23 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from core.data.catalogue import Catalogue, catalogue_stamp
-from core.embeddings import EmbeddingModel, Embeddings, ModelIdentity, catalogue_embeddings, pretrained_model
-from core.image_quality import exact_duplicates, image_issues, issue_ids
-from core.similarity import (
-    DEFAULT_THRESHOLD, NEIGHBOURS, Neighbours, SimilarityIndex, groups_of_pairs, nearest_neighbours, outlier_rows, outlier_scores,
+from core.health.embeddings import Embeddings, ModelIdentity
+from core.health.image_quality import exact_duplicates, image_issues, issue_ids
+from core.health.similarity import (
+    DEFAULT_THRESHOLD,
+    NEIGHBOURS,
+    Neighbours,
+    SimilarityIndex,
+    groups_of_pairs,
+    nearest_neighbours,
+    outlier_rows,
+    outlier_scores,
     similar_pairs,
 )
 
@@ -47,6 +55,9 @@ FORMAT_VERSION = 1
 HEALTH_FILE = "health.json"
 
 Progress = Callable[[str, int, int], None]  # (step, done, total)
+
+if TYPE_CHECKING:
+    from core.health.embedder import EmbeddingModel
 
 
 class HealthFolder:
@@ -91,7 +102,7 @@ class Health:
 
     info: health.json ({"model", "stamp", "description", "data", "catalogue_stamp", "photos",
     "index", "computed", "seconds"}); ids: int64 [n], the photos with an embedding; neighbours: over
-    rows of ids; projection: float32 [n, 2]; issues: core.image_quality.image_issues' frame;
+    rows of ids; projection: float32 [n, 2]; issues: core.health.image_quality.image_issues' frame;
     exact_duplicates: groups of ids.
     """
 
@@ -119,7 +130,7 @@ class Health:
         return [sorted(self.ids[group].tolist()) for group in groups]
 
     def outliers(self) -> list[int]:
-        """Ids of photos unlike the others (core.similarity.outlier_rows), most isolated first."""
+        """Ids of photos unlike the others (core.health.similarity.outlier_rows), most isolated first."""
         return self.ids[outlier_rows(outlier_scores(self.neighbours))].tolist()
 
     def outlier_scores(self) -> pd.Series:
@@ -143,6 +154,10 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
     """Compute every photo's embedding (reusing cached ones), neighbours, map position, image issues
     and exact duplicates, and write the health folder; returns it, read. A folder computed from this
     catalogue and model as they are now is read, not computed again."""
+    # Here, not at the top: reading and summarising health folders (the launcher, the pages' first
+    # view) needs no torch; computing embeddings does.
+    from core.health.embedder import catalogue_embeddings
+
     report = progress or (lambda step, done, total: None)
     folder = health_folder(workspace, catalogue.root, model.identity.key)
     if folder.is_complete():
@@ -253,6 +268,8 @@ def near_duplicate_groups(catalogue: Catalogue, workspace: Path, threshold: floa
     """Near-duplicate groups of catalogue `ids` (default: every row) under the offline pretrained
     backbone (embeddings cached in the workspace): what a group-aware split keeps together, the same
     whatever run asks."""
+    from core.health.embedder import catalogue_embeddings, pretrained_model  # torch: see compute_health
+
     embeddings = catalogue_embeddings(catalogue, pretrained_model(), workspace, ids=ids, device=device)
     neighbours = nearest_neighbours(SimilarityIndex(embeddings.features), embeddings.features)
     pairs = similar_pairs(neighbours, threshold)

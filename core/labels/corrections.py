@@ -25,11 +25,13 @@ from typing import Any
 
 import pandas as pd
 
-from core.access import Actor, Permission, require_folder
-from core.data import HEADS, STYLES_COLUMNS
-from core.data.catalogue import IMAGES_DIR, STYLES_FILE, Catalogue
-from core.images import ImageRejected, read_image_checked
-from core.labelstore import STATUS, ItemKind, LabelStore, ReviewStatus, check_heads
+from core.access.roles import Actor, Permission, require_folder
+from core.data import HEADS
+from core.data.catalogue import IMAGES_DIR, Catalogue, write_styles
+from core.images.reading import ImageRejected, read_image_checked
+from core.labels.checks import check_heads
+from core.labels.store import LabelStore
+from core.labels.tables import STATUS, ItemKind, ReviewStatus
 from core.untrusted import spreadsheet_csv
 
 CORRECTIONS_FILE = "corrections.csv"  # written next to styles.csv by export_dataset
@@ -132,7 +134,7 @@ def export_dataset(
     dataset the app reads again, written as it is: its labels were checked where they were typed.
 
     `actor` must be allowed to export (Permission.EXPORT: an admin) into `out`, a folder under
-    their roots (core.access.AccessDenied, FolderRefused otherwise; nothing written).
+    their roots (core.access.roles.AccessDenied, FolderRefused otherwise; nothing written).
 
     Written into a staging folder next to `out`, renamed into place at the end (stale ones that
     killed exports left there are removed first: clear_stale_staging). `out` must be new or empty,
@@ -154,7 +156,7 @@ def export_dataset(
     try:
         with open(staging / STAGING_MARKER, "w") as marker:
             fcntl.flock(marker, fcntl.LOCK_EX)  # held until the export ends: a live export's folder is never cleared
-            corrected.frame[list(STYLES_COLUMNS)].to_csv(staging / STYLES_FILE, index=False, lineterminator="\n")
+            write_styles(corrected.frame, staging)
             skipped = _write_images(corrected, staging / IMAGES_DIR, progress)
             spreadsheet_csv(log, staging / CORRECTIONS_FILE, index=False, lineterminator="\n")
             (staging / STAGING_MARKER).unlink()

@@ -1,6 +1,6 @@
 """Rank catalogue rows by how likely their label is wrong, from out-of-sample probabilities (cleanlab).
 
-Input is the predictions.parquet layout (`core.evaluation`): id; per head
+Input is the predictions.parquet layout (`core.evaluation.files`): id; per head
 `<head>` (the given label, None where the schema ignores it) and `<head>_probs` (float [C], in
 the schema's class order). The probabilities must be out-of-sample: a run's validation
 predictions, or `python -m training crossval` for every catalogue row.
@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
-
 
 ISSUE_COLUMNS = ("id", "head", "given", "suggested", "given_p", "suggested_p", "score", "is_issue", "rank")
 SCORE_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
@@ -129,7 +128,7 @@ def _empty() -> pd.DataFrame:
 
 
 def rank_evaluation(predictions: pd.DataFrame, classes: Mapping[str, Sequence[str]]) -> pd.DataFrame:
-    """`rank_label_issues` over an evaluation's predictions (core.evaluation), leaving out true values
+    """`rank_label_issues` over an evaluation's predictions (core.evaluation.files), leaving out true values
     the run never learned: the evaluation reports them as unknown classes, and they have no
     probability column to be scored against."""
     frame = predictions.copy()

@@ -1,0 +1,156 @@
+"""The label store's tables, the kinds their rows hold, and the records the store returns for them.
+
+Three tables in the workspace database (`core.access.database`: SQLite, or PostgreSQL shared by a team):
+
+  review_items    one row per reviewable photo: a catalogue product, or an external image a
+                  reviewer brought. item (PK, autoincrement), dataset (the resolved dataset
+                  folder, core.data.catalogue.DatasetKey), kind (ItemKind), product_id (the
+                  catalogue id; for an external image EXTERNAL_ID_BASE + item), file (its photo),
+                  name (display name), sha256 (external images: of the bytes), baseline (JSON: the
+                  HEADS before any review), added, added_by. Unique (dataset, product_id) and
+                  (dataset, sha256).
+  corrections     the append-only log: one row per field a user action wrote. seq (PK,
+                  autoincrement: the order of writes), action (uuid4 hex shared by the rows of
+                  one action), item, field (a head, or STATUS), old, new, kind (LogKind), reviewer
+                  (the identity of the person who acted, core.access.roles.Actor), at, run_id /
+                  predicted / p (the model's suggestion shown), undoes (on undo rows: the action
+                  undone). Rows are never updated or deleted.
+  current_labels  the current-labels view: (item, field) -> value and the seq of the log row
+                  that wrote it; written in the same transaction as that log row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from core.data import HEADS
+
+STATUS = "status"  # a pseudo-field logged next to the HEADS: the item's review state
+FIELDS = (*HEADS, STATUS)
+EXTERNAL_ID_BASE = 1_000_000_000  # export ids of external images: EXTERNAL_ID_BASE + item
+
+
+class ReviewStatus(enum.StrEnum):
+    """An item's STATUS once decided; None while unreviewed."""
+
+    REVIEWED = "reviewed"
+    SKIPPED = "skipped"  # look at it later
+    NOT_PRODUCT = "not_product"  # not a product photo: left out of exports and training
+
+
+class ItemKind(enum.StrEnum):
+    CATALOGUE = "catalogue"  # a product of the dataset's styles.csv
+    EXTERNAL = "external"  # a photo a reviewer brought (an upload, a folder)
+
+
+class LogKind(enum.StrEnum):
+    """A log row's kind: a head's row of a review is ACCEPT, CORRECT or NEW_VALUE, its STATUS row
+    REVIEW; `mark` writes one STATUS row, SKIP or NOT_PRODUCT; undo rows are UNDO."""
+
+    ACCEPT = "accept"
+    CORRECT = "correct"
+    NEW_VALUE = "new_value"
+    REVIEW = "review"
+    SKIP = "skip"
+    NOT_PRODUCT = "not_product"
+    UNDO = "undo"
+
+
+class ActionKind(enum.StrEnum):
+    """What a user action was (Action.kind)."""
+
+    REVIEW = "review"
+    SKIP = "skip"
+    NOT_PRODUCT = "not_product"
+    UNDO = "undo"
+
+
+metadata = MetaData()
+items_table = Table(
+    "review_items",
+    metadata,
+    Column("item", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("product_id", BigInteger),  # an external image's is set right after its insert (it needs item)
+    Column("file", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("sha256", String(64)),
+    Column("baseline", Text, nullable=False),  # JSON {head: value | null}
+    Column("added", String(40), nullable=False),  # UTC ISO 8601, microseconds
+    Column("added_by", String(255), nullable=False),
+    UniqueConstraint("dataset", "product_id", name="review_items_dataset_product"),
+    UniqueConstraint("dataset", "sha256", name="review_items_dataset_sha256"),
+)
+log_table = Table(
+    "corrections",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("action", String(32), nullable=False),
+    Column("item", Integer, ForeignKey("review_items.item"), nullable=False),
+    Column("field", String(32), nullable=False),
+    Column("old", Text),
+    Column("new", Text),
+    Column("kind", String(16), nullable=False),
+    Column("reviewer", String(255), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("run_id", String(64)),
+    Column("predicted", Text),
+    Column("p", Float),
+    Column("undoes", String(32)),
+    Index("corrections_item_field_seq", "item", "field", "seq"),
+    Index("corrections_reviewer_seq", "reviewer", "seq"),
+    Index("corrections_action", "action"),
+    Index("corrections_undoes", "undoes"),
+)
+current_table = Table(
+    "current_labels",
+    metadata,
+    Column("item", Integer, ForeignKey("review_items.item"), primary_key=True),
+    Column("field", String(32), primary_key=True),
+    Column("value", Text),
+    Column("seq", Integer, nullable=False),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One reviewable photo of a dataset (a review_items row)."""
+
+    item: int  # the store's id
+    dataset: str  # the resolved dataset folder it belongs to
+    kind: ItemKind
+    product_id: int  # the catalogue id; for an external image EXTERNAL_ID_BASE + item
+    path: Path  # its photo: in the catalogue, or the stored copy under <workspace>/uploads
+    name: str  # display name: the original file name, sanitised, or "<id>.jpg"
+    baseline: dict[str, str | None]  # the HEADS before any review; all None for an external image
+    added: str  # UTC ISO time
+    added_by: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One user action: the log rows it wrote, as field -> (old, new)."""
+
+    action: str  # uuid4 hex shared by its log rows
+    item: int
+    reviewer: str
+    at: str
+    kind: ActionKind
+    changes: dict[str, tuple[str | None, str | None]]
