@@ -37,7 +37,8 @@ def check_typed(value: Any, what: str, max_chars: int = MAX_LABEL_CHARS) -> str:
         raise ValueError(f"{what} must be at most {max_chars} characters, got {len(text):,}: {shown}")
     hidden = next((char for char in text if not char.isprintable()), None)
     if hidden is not None:
-        raise ValueError(f"{what} must not hold control or invisible characters (it holds U+{ord(hidden):04X}): {shown}")
+        raise ValueError(f"{what} must not hold control or invisible characters "
+                         f"(it holds U+{ord(hidden):04X}): {shown}")
     if text.startswith(FORMULA_STARTS):
         raise ValueError(f"{what} must not start with {' '.join(FORMULA_STARTS)} (a spreadsheet would run it as a "
                          f"formula), got {shown}")

@@ -59,6 +59,10 @@ def bulk_accept(store: LabelStore, record: RunRecord, actor: Actor) -> None:
                     f"{preview.photos_open:,} new photos need no person at ≤ {target:.0%} error; "
                     f"**{preview.heads_left:,}** are left for you, and {preview.photos_complete:,} photos "
                     "would be complete.")
+        if preview.photos_unlike:
+            st.caption(f"{preview.photos_unlike:,} of the new photos are unlike the calibration photos (the "
+                       "photos the error rate was certified on): the promise does not cover them, so a person "
+                       "decides every one of their heads.")
         st.caption("Each accepted head is a decision of yours, logged as an accepted proposal with its "
                    "confidence, and can be undone or reviewed again like any other. Catalogue rows are never "
                    "accepted in bulk: a model that disagrees with the catalogue is for a person to see.")

@@ -60,7 +60,8 @@ def loss_curves(epochs: pd.DataFrame) -> go.Figure:
         if column in epochs:
             figure.add_scatter(x=epochs["epoch"], y=epochs[column], name=split, mode="lines+markers",
                                line={"color": SPLIT_COLOURS[split]})
-    figure.update_layout(title="Loss per epoch", xaxis={"title": "epoch", "dtick": 1}, yaxis={"title": "loss"}, height=320)
+    figure.update_layout(title="Loss per epoch", xaxis={"title": "epoch", "dtick": 1}, yaxis={"title": "loss"},
+                         height=320)
     return figure
 
 
@@ -98,7 +99,9 @@ def confusion_heatmap(view, normalised: bool, title: str) -> go.Figure:
     figure = go.Figure(go.Heatmap(
         z=rates if normalised else counts, x=drawn, y=drawn, colorscale="Blues", zmin=0,
         zmax=1 if normalised else None, hoverinfo="skip", colorbar={"title": "rate" if normalised else "rows"},
-        text=np.where(counts > 0, np.vectorize(lambda v: f"{v:.0%}" if normalised else f"{v:d}")(rates if normalised else counts), ""),
+        text=np.where(counts > 0,
+                      np.vectorize(lambda v: f"{v:.0%}" if normalised else f"{v:d}")(rates if normalised else counts),
+                      ""),
         texttemplate="%{text}" if k <= 25 else None,
     ))
     # Streamlit's point selection reports scatter points, not heatmap cells: one invisible square
@@ -182,7 +185,8 @@ def reliability_diagram(before: list[dict], after: list[dict], head: str) -> go.
     for name, bins, colour in (("before", before, "#E45756"), ("after", after, "#4C78A8")):
         figure.add_scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="lines+markers",
                            name=f"{name} scaling", line={"color": colour}, customdata=[b["rows"] for b in bins],
-                           hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata:,} rows<extra></extra>")
+                           hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata:,} rows"
+                                         "<extra></extra>")
     figure.update_layout(title=f"{head}: reliability", xaxis={"title": "confidence", "range": [0, 1]},
                          yaxis={"title": "accuracy", "range": [0, 1]}, height=380)
     return figure
@@ -194,14 +198,17 @@ def risk_coverage(curve: list[dict], target: float, threshold: float | None, hea
     figure = go.Figure()
     figure.add_scatter(x=[point["coverage"] for point in curve], y=[point["error"] for point in curve],
                        mode="lines+markers", name="threshold", customdata=[point["threshold"] for point in curve],
-                       hovertemplate="accept at p ≥ %{customdata:.4f}<br>%{x:.0%} accepted<br>error %{y:.1%}<extra></extra>")
+                       hovertemplate="accept at p ≥ %{customdata:.4f}<br>%{x:.0%} accepted<br>error %{y:.1%}"
+                                     "<extra></extra>")
     figure.add_hline(y=target, line={"dash": "dot", "color": "#E45756"}, annotation_text=f"target {target:.0%}")
     chosen = next((point for point in curve if point["threshold"] == threshold), None)
     if chosen is not None:
         figure.add_scatter(x=[chosen["coverage"]], y=[chosen["error"]], mode="markers", name="chosen threshold",
                            marker={"size": 12, "color": "#E45756"})
-    figure.update_layout(title=f"{head}: error against coverage", xaxis={"title": "share accepted", "tickformat": ".0%"},
-                         yaxis={"title": "error among accepted", "tickformat": ".0%", "rangemode": "tozero"}, height=380)
+    figure.update_layout(title=f"{head}: error against coverage",
+                         xaxis={"title": "share accepted", "tickformat": ".0%"},
+                         yaxis={"title": "error among accepted", "tickformat": ".0%", "rangemode": "tozero"},
+                         height=380)
     return figure
 
 

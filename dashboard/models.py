@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.labels.queues import Proposal, top_proposals
+from core.labels.queues import PhotoProposal, top_proposals
 from core.labels.tables import Item
 from core.model.predictor import Predictor
 from training.checkpoints import load_predictor
@@ -44,10 +44,12 @@ def predictor_of(record: RunRecord) -> Predictor:
 @dataclass(frozen=True)
 class Guesses:
     """One photo's proposals for a reviewer: per head the proposal then the next guesses (label,
-    confidence), and whether the proposal needs no person at the default target error."""
+    confidence), whether the proposal needs no person at the default target error, and whether
+    the photo is like the calibration photos (core.trust.typicality; True without a gate)."""
 
     labels: dict[str, list[tuple[str, float]]]
     accepted: dict[str, bool]
+    typical: bool = True
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
@@ -55,8 +57,10 @@ def _guesses(folder: str, stamp: int, path: str, image_stamp: int) -> Guesses | 
     [result] = _predictor(folder, stamp).predict_files([path], top_k=TOP_K)
     if result.error is not None:
         return result.error
-    return Guesses({head: [(guess.label, guess.p) for guess in guesses] for head, guesses in result.predictions.items()},
-                   {head: (result.accepted or {}).get(head) is not None for head in result.predictions})
+    return Guesses({head: [(guess.label, guess.p) for guess in guesses]
+                    for head, guesses in result.predictions.items()},
+                   {head: (result.accepted or {}).get(head) is not None for head in result.predictions},
+                   result.typicality is None or result.typicality[1])
 
 
 def guesses_for(record: RunRecord, item: Item) -> Guesses | str:
@@ -65,18 +69,20 @@ def guesses_for(record: RunRecord, item: Item) -> Guesses | str:
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
-def _proposals(folder: str, stamp: int, photos: tuple[tuple[int, str, int], ...]) -> dict[int, Proposal | str]:
+def _proposals(folder: str, stamp: int, photos: tuple[tuple[int, str, int], ...]) -> dict[int, PhotoProposal | str]:
     """The run's top proposals for (item, path, file stamp) photos, once per checkpoint and photos."""
     return top_proposals(_predictor(folder, stamp), {item: path for item, path, _ in photos})
 
 
-def proposals_for(record: RunRecord, photos: list[Item], what: str = "Checking the new photos") -> dict[int, Proposal | str]:
+def proposals_for(record: RunRecord, photos: list[Item],
+                  what: str = "Checking the new photos") -> dict[int, PhotoProposal | str]:
     """The run's top proposals for `photos`, computed (and cached) PROPOSAL_CHUNK photos at a time,
     with a progress bar saying `what` is done."""
     stamps = [(item.item, str(item.path), _file_stamp(item.path)) for item in photos]
     bar, proposals = st.empty(), {}
     for start in range(0, len(stamps), PROPOSAL_CHUNK):
         bar.progress(start / len(stamps), text=f"{what}: {start:,} of {len(stamps):,}")
-        proposals.update(_proposals(record.folder, _checkpoint_stamp(record), tuple(stamps[start:start + PROPOSAL_CHUNK])))
+        proposals.update(_proposals(record.folder, _checkpoint_stamp(record),
+                                    tuple(stamps[start:start + PROPOSAL_CHUNK])))
     bar.empty()
     return proposals

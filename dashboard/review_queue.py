@@ -182,7 +182,8 @@ def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunReco
     name = left.selectbox("Ranking from", list(sources), key="review.issues_source",
                           help="python -m training crossval --data DIR --folds K ranks every catalogue row; the "
                                "taxonomy is learned from this catalogue (Explore → Taxonomy).")
-    heads = st.multiselect("Issues of", list(record.config["heads"]), key="review.issue_heads", placeholder="every head")
+    heads = st.multiselect("Issues of", list(record.config["heads"]), key="review.issue_heads",
+                           placeholder="every head")
     if st.button("Load the label issues", key="review.load_issues", on_click=_source_used):
         if name == TAXONOMY_SOURCE:
             _, broken = taxonomy_of(catalogue)
@@ -219,7 +220,8 @@ def follow_evaluation(record: RunRecord, data: str) -> None:
     job = evaluation_job(record, data)
     if job.running:
         st.info(f"Predicting every row in the background for {time.time() - job.started:.0f} s; the queue "
-                "can be loaded from it when it is done. You may leave this page meanwhile.", icon=":material/hourglass_top:")
+                "can be loaded from it when it is done. You may leave this page meanwhile.",
+                icon=":material/hourglass_top:")
     else:
         st.rerun()  # the whole page: the new predictions are listed
 

@@ -16,8 +16,10 @@ def training_curves(epochs: pd.DataFrame, heads: tuple[str, ...], key: str) -> N
     """Loss and per-head validation accuracy / macro-F1 per epoch (`training.status.metrics_frame`), side by side."""
     left, middle, right = st.columns(3)
     left.plotly_chart(charts.loss_curves(epochs), key=f"{key}_loss_curves")
-    middle.plotly_chart(charts.head_curves(epochs, heads, "acc", "Validation accuracy per head"), key=f"{key}_acc_curves")
-    right.plotly_chart(charts.head_curves(epochs, heads, "macro_f1", "Validation macro-F1 per head"), key=f"{key}_f1_curves")
+    middle.plotly_chart(charts.head_curves(epochs, heads, "acc", "Validation accuracy per head"),
+                        key=f"{key}_acc_curves")
+    right.plotly_chart(charts.head_curves(epochs, heads, "macro_f1", "Validation macro-F1 per head"),
+                       key=f"{key}_f1_curves")
 
 
 def open_run_buttons(run_id: str) -> None:

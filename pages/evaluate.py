@@ -52,7 +52,8 @@ def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation
     record = runs[run_id]
     names = RunFolder(record.folder).evaluation_names()
     name = middle.selectbox("Evaluated on", names, key=f"evaluate.name.{run_id}",
-                            format_func=lambda n: "validation split" if n == VALIDATION else n.removeprefix(f"{VALIDATION}-"))
+                            format_func=lambda n: ("validation split" if n == VALIDATION
+                                                   else n.removeprefix(f"{VALIDATION}-")))
     evaluation = evaluation_of(record, name)
     heads = evaluation.heads
     head = st.segmented_control("Head", heads, default="articleType" if "articleType" in heads else heads[0],
@@ -64,7 +65,8 @@ def summary(record: RunRecord, evaluation: Evaluation) -> None:
     report = evaluation.report
     st.caption(f"Checkpoint {code(report['checkpoint'])} · {report['rows']:,} images · "
                f"dataset {code(dataset_of(record, evaluation))}")
-    st.dataframe(summary_table(head_summary(report)), column_config={metric: NUMBER for metric in ("accuracy", "macro_f1", "weighted_f1")})
+    st.dataframe(summary_table(head_summary(report)),
+                 column_config={metric: NUMBER for metric in ("accuracy", "macro_f1", "weighted_f1")})
     for note in exclusion_notes(report):  # names classes: plain text
         st.caption(plain(note))
     columns = st.columns(3)
@@ -99,7 +101,8 @@ def class_images(record: RunRecord, evaluation: Evaluation, head: str, class_nam
     rows = {outcome: class_rows(evaluation.predictions, head, class_name, outcome) for outcome in CLASS_OUTCOMES}
     first_shown = next((index for index, name in enumerate(CLASS_OUTCOMES) if len(rows[name])), 0)
     outcome = st.radio(f"Images of {plain(class_name)}", CLASS_OUTCOMES, index=first_shown, horizontal=True,
-                       key=f"evaluate.outcome.{head}.{class_name}", format_func=lambda name: f"{name} ({len(rows[name]):,})",
+                       key=f"evaluate.outcome.{head}.{class_name}",
+                       format_func=lambda name: f"{name} ({len(rows[name]):,})",
                        help="missed: true class, predicted another (recall's losses) · wrongly given: predicted, "
                             "true another (precision's losses) · right: both")
     gallery(dataset_of(record, evaluation), rows[outcome], lambda row: label_lines(row, evaluation.heads),
@@ -109,7 +112,8 @@ def class_images(record: RunRecord, evaluation: Evaluation, head: str, class_nam
 def confusion(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     names = evaluation.classes(head)
     left, right = st.columns(2)
-    normalised = left.radio("Cells show", ["counts", "row-normalised"], horizontal=True, key="evaluate.norm") != "counts"
+    normalised = left.radio("Cells show", ["counts", "row-normalised"], horizontal=True,
+                            key="evaluate.norm") != "counts"
     top_n = right.slider("Classes shown (by support; the rest grouped)", 1, len(names), min(DEFAULT_TOP_N, len(names)),
                          key=f"evaluate.top_n.{head}")
     view = top_n_confusion(names, evaluation.matrix(head), top_n)
@@ -129,7 +133,8 @@ def confusion(record: RunRecord, evaluation: Evaluation, head: str) -> None:
             st.session_state["evaluate.clicked"] = clicked
             st.session_state[true_key], st.session_state[predicted_key] = clicked
     left, right = st.columns(2)
-    true_class = left.selectbox("True class", view.classes, index=None, key=true_key, placeholder="click a cell or choose")
+    true_class = left.selectbox("True class", view.classes, index=None, key=true_key,
+                                placeholder="click a cell or choose")
     predicted_class = right.selectbox("Predicted class", view.classes, index=None, key=predicted_key,
                                       placeholder="click a cell or choose")
     if true_class is None or predicted_class is None:
@@ -239,7 +244,8 @@ def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluatio
         st.info("Only one evaluation so far: train or evaluate another run to compare.")
         return
     left, right = st.columns([3, 1])
-    chosen = left.selectbox("Compare with (b)", others, key="evaluate.compare_with", format_func=lambda o: f"{o[0]} · {o[1]}")
+    chosen = left.selectbox("Compare with (b)", others, key="evaluate.compare_with",
+                            format_func=lambda o: f"{o[0]} · {o[1]}")
     tolerance = right.number_input("Flag changes larger than", 0.0, 1.0, 0.01, step=0.01, key="evaluate.tolerance")
     other = evaluation_of(runs[chosen[0]], chosen[1])
     st.caption(plain(f"a = {record.id} · {evaluation.name}; b = {chosen[0]} · {chosen[1]}; delta = b − a"))
@@ -253,10 +259,12 @@ def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluatio
         st.info(f"Run b has no {head} head.")
         return
     table = compare_classes(evaluation.report, other.report, head, tolerance)
-    st.markdown(f"**{head}**: F1 per class; {int(table['regression'].sum())} classes dropped by more than {tolerance:.2f}")
+    st.markdown(f"**{head}**: F1 per class; {int(table['regression'].sum())} classes dropped by more than "
+                f"{tolerance:.2f}")
     # A class only one run has leaves the other's support empty (NaN): shown as a dash, counts as whole numbers.
     st.dataframe(table.style.map(partial(highlight, tolerance=tolerance), subset=["delta"]).format(
-        COUNT, subset=supports, na_rep="—"), hide_index=True, column_config={"f1_a": NUMBER, "f1_b": NUMBER, "delta": DELTA})
+        COUNT, subset=supports, na_rep="—"), hide_index=True,
+        column_config={"f1_a": NUMBER, "f1_b": NUMBER, "delta": DELTA})
 
 
 def main() -> None:

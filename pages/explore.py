@@ -57,7 +57,8 @@ def imbalance(catalogue) -> None:
         table, hide_index=True,
         column_config={
             "imbalance_ratio": st.column_config.NumberColumn("largest / smallest", format="%.0f×"),
-            "rows_affected_share": st.column_config.ProgressColumn("share of rows affected", format="percent", min_value=0.0, max_value=1.0),
+            "rows_affected_share": st.column_config.ProgressColumn("share of rows affected", format="percent",
+                                                                   min_value=0.0, max_value=1.0),
         },
     )
     head = head_choice("rare_head", "What happens to each class of")

@@ -198,7 +198,8 @@ def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, 
     if not groups:
         st.info("No group here.")
         return
-    review_button(catalogue, [i for group in groups for i in group], f"{key}.review", "Review every photo of these groups")
+    review_button(catalogue, [i for group in groups for i in group], f"{key}.review",
+                  "Review every photo of these groups")
     table = group_table(groups, split, catalogue.frame, heads)
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"{key}.table")
     chosen = event.selection.rows if event else []

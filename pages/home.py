@@ -23,7 +23,8 @@ def cleaning_report(report) -> None:
     columns[1].metric("Lines repaired", f"{report.lines_repaired + report.quotes_repaired:,}",
                       help=f"{report.lines_repaired:,} with extra commas in the product name, rejoined; "
                            f"{report.quotes_repaired:,} with a quote that does not close, read as a plain character")
-    columns[2].metric("Duplicate ids", f"{report.duplicate_ids:,}", help="Later rows with an id seen before; the first is kept")
+    columns[2].metric("Duplicate ids", f"{report.duplicate_ids:,}",
+                      help="Later rows with an id seen before; the first is kept")
     columns[3].metric("Rows without image", f"{report.rows_without_image:,}", help="Dropped: images/<id>.jpg is absent")
     columns[4].metric("Products kept", f"{report.rows_kept:,}")
     if report.photo_near_misses:  # file names are untrusted: plain text, never markdown

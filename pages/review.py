@@ -15,6 +15,7 @@ from core.labels.corrections import export_dataset
 from core.labels.queues import choices, disagreement, history_table, next_item, shown_label, undo_choices
 from core.labels.store import LabelStore, UndoConflict
 from core.labels.tables import Item, ItemKind, ReviewStatus
+from core.trust.typicality import UNLIKE_CALIBRATION
 from core.untrusted import check_typed, spreadsheet_csv
 from dashboard import pages
 from dashboard.bulk_review import bulk_accept
@@ -59,8 +60,10 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     status = current["status"]
     guesses = guesses_for(record, item)
     picture, labels = st.columns([1, 3])
+    unlike = not isinstance(guesses, str) and not guesses.typical
     picture.caption(f"{position:,} of {len(shown):,} · {plain(item.name)} · "
-                    + (status.replace("_", " ") if status else "unreviewed"))
+                    + (status.replace("_", " ") if status else "unreviewed")
+                    + (f" · :material/help: **{UNLIKE_CALIBRATION}**" if unlike else ""))
     image = thumbnail(str(item.path), 384)
     if isinstance(image, str):  # why it cannot be shown, naming the file: plain text
         picture.text(image)
@@ -119,7 +122,8 @@ def item_history(store: LabelStore, item: Item, actor: Actor) -> None:
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     chosen = left.selectbox("Undo a decision", list(undoable), key=f"review.undo_choice.{item.item}",
                             format_func=undoable.get,
-                            help="Yours, newest first" + ("; as an admin, anyone's" if actor.may(Permission.UNDO_ANY) else ""))
+                            help="Yours, newest first"
+                                 + ("; as an admin, anyone's" if actor.may(Permission.UNDO_ANY) else ""))
     if right.button("Undo it", key=f"review.undo_action.{item.item}", icon=":material/undo:"):
         try:
             undone = store.undo_action(chosen, actor)
@@ -166,7 +170,8 @@ def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], 
     following = columns[2].button("Next", key="review_next", help=SHORTCUTS["review_next"])
     skip = columns[3].button("Skip", key="review_skip", disabled=disabled, help=SHORTCUTS["review_skip"])
     not_product = columns[4].button("Not a product", key="review_not_product", disabled=disabled,
-                                    help=f"Drop it from the catalogue and from training · {SHORTCUTS['review_not_product']}")
+                                    help="Drop it from the catalogue and from training · "
+                                         f"{SHORTCUTS['review_not_product']}")
     undo = columns[5].button("Undo", key="review_undo", disabled=disabled,
                              help=f"Undo your last decision · {SHORTCUTS['review_undo']}")
     keyboard_shortcuts(**SHORTCUTS, **takes)
@@ -252,7 +257,8 @@ def export_section(store: LabelStore, catalogue: Catalogue, actor: Actor) -> Non
         try:
             report = export_dataset(catalogue, store, Path(folder.strip()).expanduser(), actor,
                                     progress=lambda done, total: bar.progress(done / max(total, 1),
-                                                                              text=f"Exporting photos: {done:,} of {total:,}"))
+                                                                              text=f"Exporting photos: {done:,} "
+                                                                                   f"of {total:,}"))
         except (ValueError, OSError, CatalogueError) as error:  # AccessDenied (a folder refused) included
             bar.empty()
             st.error(f"Export failed: {plain(error)}")

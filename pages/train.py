@@ -103,7 +103,8 @@ def config_form(data: Path) -> TrainConfig | None:
 
 
 def advanced_fields(fields: Fields) -> None:
-    fields.values["heads"] = tuple(st.multiselect("Heads", HEADS, default=list(fields.base.heads), key=fields.key("heads")))
+    fields.values["heads"] = tuple(st.multiselect("Heads", HEADS, default=list(fields.base.heads),
+                                                  key=fields.key("heads")))
     columns = st.columns(4)
     fields.number(columns[0], "Validation share", "val_fraction", step=0.05)
     fields.choice(columns[1], "Head", "head", HeadType,
@@ -153,7 +154,8 @@ def estimate_hint(cfg: TrainConfig, catalogue, registry: RunRegistry) -> None:
     hint = estimate(cfg, *sizes, registry.list(limit=50))
     st.info(
         f"Per epoch: {hint['train_images']:,} training and {hint['val_images']:,} validation images "
-        f"({hint['steps_per_epoch']:,} × batch {cfg.batch_size}). Roughly {format_duration(hint['seconds_per_epoch'])} per epoch, "
+        f"({hint['steps_per_epoch']:,} × batch {cfg.batch_size}). "
+        f"Roughly {format_duration(hint['seconds_per_epoch'])} per epoch, "
         f"{format_duration(hint['seconds_total'])} for {plural(cfg.epochs, 'epoch')} on {hint['device'].upper()}, "
         f"~{hint['memory_gib']:.1f} GiB of memory. Rough: {hint['assumption']}.",
         icon=":material/timer:",
@@ -199,7 +201,8 @@ def live_run(record, registry: RunRegistry, actor: Actor) -> None:
     may_train = actor.may(Permission.TRAIN)  # the launcher checks it again
     if record.status in RESUMABLE and may_train:
         record = resume_button(record, registry, has_checkpoint, actor)
-    if record.status in ACTIVE and may_train and st.button("Cancel run", key=f"cancel.{record.id}", icon=":material/stop:"):
+    if record.status in ACTIVE and may_train and st.button("Cancel run", key=f"cancel.{record.id}",
+                                                           icon=":material/stop:"):
         try:
             record = cancel_run(record.id, actor, registry)
         except ValueError as error:  # it ended meanwhile
@@ -213,7 +216,8 @@ def live_run(record, registry: RunRegistry, actor: Actor) -> None:
         st.success(progress.text, icon=":material/check_circle:")
         finished_summary(record, run)
     elif record.status == RunState.CANCELLED:
-        st.warning(f"{progress.text}. " + ("Its last checkpoint is kept." if has_checkpoint else "It ended before saving a checkpoint."))
+        st.warning(f"{progress.text}. " + ("Its last checkpoint is kept." if has_checkpoint
+                                           else "It ended before saving a checkpoint."))
     else:
         st.error(progress.text)
         with st.expander("Details: the error and the end of run.log"):
@@ -242,9 +246,11 @@ def resume_button(record, registry: RunRegistry, has_checkpoint: bool, actor: Ac
 def finished_summary(record, run: RunFolder) -> None:
     if record.best_metric is not None:
         st.write(f"Best **{record.best_metric_name}** = {record.best_metric:.4f} "
-                 f"({(record.metrics or {}).get('best_checkpoint', 'best checkpoint')}), evaluated on the validation split:")
+                 f"({(record.metrics or {}).get('best_checkpoint', 'best checkpoint')}), "
+                 "evaluated on the validation split:")
     st.dataframe(summary_frame(record), column_config={
-        "accuracy": st.column_config.NumberColumn(format="%.3f"), "macro_f1": st.column_config.NumberColumn(format="%.3f"),
+        "accuracy": st.column_config.NumberColumn(format="%.3f"),
+        "macro_f1": st.column_config.NumberColumn(format="%.3f"),
         "weighted_f1": st.column_config.NumberColumn(format="%.3f"),
     })
     st.caption(f"Files in {code(run.path)}: " + ", ".join(code(path.relative_to(run.path)) for path in run.files()))

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from core import workspace
+from core.access.database import DB_FILE, DB_URL_ENV
 
-from conftest import REPO, tiny_run_workspace
+from conftest import REPO
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -74,13 +76,20 @@ def dashboard_server(env: dict[str, str], port: int | None = None, options: tupl
         process.wait(timeout=20)
 
 
+def workspace_env(home: Path) -> dict[str, str]:
+    """The environment of a server on the workspace `home`: no dataset nor database URL from the shell."""
+    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop(workspace.DATA_ENV, None)
+    env.pop(DB_URL_ENV, None)
+    return env
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A dashboard server on a workspace with a small demo dataset; yields its base URL and the demo folder."""
     require_browser()
     home = tmp_path_factory.mktemp("browser-workspace")
-    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop(workspace.DATA_ENV, None)
+    env = workspace_env(home)
     subprocess.run(
         [sys.executable, "-c", "from core import workspace; workspace.ensure_demo(n=150, seed=5)"],
         cwd=REPO, env=env, check=True,
@@ -90,11 +99,17 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run_server(tmp_path_factory):
-    """A dashboard server on a workspace holding one finished tiny run on a small demo; yields (base URL, run folder)."""
+def run_server(in_tiny_run, tmp_path_factory):
+    """A dashboard server on the shared tiny run's workspace and demo; yields (base URL, run folder).
+    It keeps its labels in a copy of the workspace database (the runs as trained): what the page
+    writes there never reaches the other modules sharing the run."""
     require_browser()
-    with tiny_run_workspace(tmp_path_factory) as (record, demo, home):
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the workspace and dataset tiny_run_workspace set
+    record, demo, home = in_tiny_run
+    database = tmp_path_factory.mktemp("browser-db") / DB_FILE
+    with contextlib.closing(sqlite3.connect(home / DB_FILE)) as shared, \
+            contextlib.closing(sqlite3.connect(database)) as copy:
+        shared.backup(copy)
+    env = {**workspace_env(home), workspace.DATA_ENV: str(demo), DB_URL_ENV: f"sqlite:///{database}"}
     with dashboard_server(env) as url:
         yield url, Path(record.folder)
 

@@ -1,8 +1,10 @@
 import contextlib
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -15,11 +17,14 @@ SAMPLE_DIR = SHARED_DATA / "fashion-sample"
 EXTERNAL_DIR = SHARED_DATA / "external" / "clothing"
 
 
-# The people the tests act as (core.access.roles): ann an admin with no folder limits (the command
-# line's kind), the others reviewers.
+from core import workspace  # noqa: E402
+from core.access.database import DB_URL_ENV  # noqa: E402
 from core.access.roles import Actor, Role  # noqa: E402
 from dashboard.text import WORD_JOINER  # noqa: E402
+from training.registry import RunRecord  # noqa: E402
 
+# The people the tests act as (core.access.roles): ann an admin with no folder limits (the command
+# line's kind), the others reviewers.
 ANN = Actor("ann", Role.ADMIN)
 ANA, BEN, BOB = (Actor(name, Role.REVIEWER) for name in ("ana", "ben", "bob"))
 
@@ -32,19 +37,56 @@ def real_sample() -> Path:
     return SAMPLE_DIR
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="run the tests marked slow too (CI always does)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow are skipped unless --slow is given or CI is set (CI systems set CI=true)."""
+    if config.getoption("--slow") or os.environ.get("CI"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow; CI runs them")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
+
+def point_at_workspace(patch: pytest.MonkeyPatch, home: Path, data: Path | None = None) -> Path:
+    """Through `patch`, point the environment at the workspace `home` (created) and the dataset `data`
+    (None: none configured) with no shared database URL, so nothing comes from the developer's shell."""
+    home.mkdir(parents=True, exist_ok=True)
+    patch.setenv(workspace.HOME_ENV, str(home))
+    if data is None:
+        patch.delenv(workspace.DATA_ENV, raising=False)
+    else:
+        patch.setenv(workspace.DATA_ENV, str(data))
+    patch.delenv(DB_URL_ENV, raising=False)
+    return home
+
+
+@pytest.fixture
+def workspace_home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty workspace folder the environment points at; no dataset, no database URL set."""
+    return point_at_workspace(monkeypatch, tmp_path / "workspace")
+
+
 # A run that trains in seconds on the CPU; rare classes kept, so ~100 rows keep several per head.
 TINY_RUN = ("epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=100", "rare_policy=keep")
 
 
+class TinyRun(NamedTuple):
+    """A finished run: its record, the demo folder it trained on, its workspace."""
+    record: RunRecord
+    demo: Path
+    home: Path
+
+
 @contextlib.contextmanager
 def tiny_run_workspace(tmp_path_factory, n: int = 120, seed: int = 3, overrides: Sequence[str] = TINY_RUN,
-                       edit: Callable[[Path], None] | None = None) -> Iterator:
+                       edit: Callable[[Path], None] | None = None) -> Iterator[TinyRun]:
     """A finished default-recipe run on a fresh demo catalogue of `n` photos (`edit`, when given,
     changes the demo folder first, e.g. its labels), in a workspace of its own; inside, the
-    environment points at both (workspace, dataset, no shared database URL).
-    Yields (run record, demo folder, workspace folder)."""
-    from core import workspace
-    from core.access.database import DB_URL_ENV
+    environment points at both (workspace, dataset, no shared database URL)."""
     from core.data.demo import generate_demo
     from training.config import TrainConfig
     from training.train import train
@@ -52,15 +94,35 @@ def tiny_run_workspace(tmp_path_factory, n: int = 120, seed: int = 3, overrides:
     demo = generate_demo(tmp_path_factory.mktemp("data") / "demo", n=n, seed=seed)
     if edit is not None:
         edit(demo)
-    home = tmp_path_factory.mktemp("ws")
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(home))
-    patch.setenv(workspace.DATA_ENV, str(demo))
-    patch.delenv(DB_URL_ENV, raising=False)
-    try:
-        yield train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *overrides])), demo, home
-    finally:
-        patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        home = point_at_workspace(patch, tmp_path_factory.mktemp("ws"), demo)
+        yield TinyRun(train(TrainConfig.from_recipe("default").with_overrides([f"data={demo}", *overrides])),
+                      demo, home)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """One run of tiny_run_workspace's defaults, trained once for the modules that only need "a
+    finished run"; they take it through `in_tiny_run`. The environment is left as it was. A module
+    that writes labels or runs into its workspace database, or changes its files, trains its own."""
+    with tiny_run_workspace(tmp_path_factory) as run:
+        pass
+    return run
+
+
+@pytest.fixture(scope="module")
+def in_tiny_run(tiny_run) -> Iterator[TinyRun]:
+    """The shared tiny run, with the environment pointed at its workspace and demo for the module.
+    Folders the module adds to the workspace or the run's folder (another evaluation, data health,
+    uploads) are removed when it ends, so the next module sees the run as it was trained."""
+    folders = (tiny_run.home, Path(tiny_run.record.folder))
+    before = {path for folder in folders for path in folder.iterdir()}
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_workspace(patch, tiny_run.home, tiny_run.demo)
+        yield tiny_run
+    for path in {path for folder in folders for path in folder.iterdir()} - before:
+        if path.is_dir():  # files left alone: the workspace database's own (-wal, -shm) come and go
+            shutil.rmtree(path)
 
 
 def open_page(page: str, section_key: str | None = None, section: str | None = None, timeout: int = 60):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from core import workspace
-from core.access.database import DB_URL_ENV
 from core.access.roles import (
     ACCESS_ENV,
     DATA_ROOTS_ENV,
@@ -44,13 +43,11 @@ from conftest import ANN, BOB
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
+def home(workspace_home, monkeypatch):
     """An empty workspace of its own, no dataset configured, no extra roots, no access file set."""
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
-    for name in (workspace.DATA_ENV, DATA_ROOTS_ENV, ACCESS_ENV, DB_URL_ENV):
+    for name in (DATA_ROOTS_ENV, ACCESS_ENV):
         monkeypatch.delenv(name, raising=False)
-    (tmp_path / "ws").mkdir()
-    return tmp_path / "ws"
+    return workspace_home
 
 
 def test_each_role_may_what_the_one_before_may_and_more():
@@ -69,7 +66,8 @@ def test_each_role_may_what_the_one_before_may_and_more():
 def test_a_person_is_a_checked_name(home):
     assert Actor("  ann@example.com ", Role.REVIEWER).identity == "ann@example.com"
     for bad, rule in (("", "must not be empty"), ("=cmd|' /C calc'!A0", "must not start with"),
-                      ("ann\nbob", "must not hold control or invisible"), ("a" * 256, "must be at most 255 characters, got 256")):
+                      ("ann\nbob", "must not hold control or invisible"),
+                      ("a" * 256, "must be at most 255 characters, got 256")):
         with pytest.raises(ValueError, match=f"a person's name {rule}"):
             Actor(bad, Role.REVIEWER)
     with pytest.raises(AccessConfigError, match="role: unknown role 'owner'; valid: viewer, reviewer, admin"):
@@ -89,7 +87,8 @@ def test_the_access_file_maps_emails_then_domains_then_the_default(home):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('admin = ["ann@example.com"]\nreviewer = ["ann@example.com"]\n', "'ann@example.com' is listed as both reviewer and admin"),
+    ('admin = ["ann@example.com"]\nreviewer = ["ann@example.com"]\n',
+     "'ann@example.com' is listed as both reviewer and admin"),
     ('owner = ["ann@example.com"]\n',
      "unknown key\\(s\\) owner; valid: admin, data_roots, default_role, email_verified_claim, reviewer, viewer"),
     ('email_verified_claim = "never"\n', "email_verified_claim: 'never' is not one of 'required', 'optional'"),
@@ -114,7 +113,8 @@ def test_a_login_is_its_verified_email(claims):
 
 @pytest.mark.parametrize("claims, message", [
     ({"email": "ann@example.com", "email_verified": False}, "says your email address ann@example.com is not verified"),
-    ({"email": "ann@example.com", "email_verified": "False"}, "says your email address ann@example.com is not verified"),
+    ({"email": "ann@example.com", "email_verified": "False"},
+     "says your email address ann@example.com is not verified"),
     ({"email": "ann@example.com"}, "does not say whether your email address ann@example.com is verified .* "
                                    'email_verified_claim = "optional" in the access file'),
     ({"email": "ann@example.com", "email_verified": "yes"}, "sent email_verified = 'yes' for ann@example.com, "
@@ -187,7 +187,8 @@ def demo(home, tmp_path):
 
 
 def tiny(demo) -> TrainConfig:
-    return TrainConfig.from_recipe("default").with_overrides([f"data={demo}", "epochs=1", "image_size=64", "max_samples=50"])
+    return TrainConfig.from_recipe("default").with_overrides([f"data={demo}", "epochs=1", "image_size=64",
+                                                              "max_samples=50"])
 
 
 def test_only_an_admin_launches_cancels_resumes_and_evaluates_and_the_registry_names_who(home, demo):

@@ -189,7 +189,8 @@ def test_none_is_random_and_recorded():
 
 
 def test_offline_without_offline_weights_lists_the_ones_that_have_them():
-    with pytest.raises(ValueError, match=r"'resnet18'.*\['tf_efficientnet_lite0', 'tf_efficientnet_lite1', 'tf_efficientnet_lite2'\]"):
+    with pytest.raises(ValueError, match=r"'resnet18'.*\['tf_efficientnet_lite0', "
+                                         r"'tf_efficientnet_lite1', 'tf_efficientnet_lite2'\]"):
         create_backbone("resnet18", "offline")
 
 

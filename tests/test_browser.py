@@ -9,7 +9,7 @@ from core.data.profile import filter_rows
 
 from browser_support import ARTIFACTS, page, server, wait_idle  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_explore_filter_in_a_real_browser(server, page):

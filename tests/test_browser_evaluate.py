@@ -14,7 +14,7 @@ from training.run_folder import RunFolder
 
 from browser_support import ARTIFACTS, IDLE, page, run_server as server  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 HEAD = "articleType"
 
@@ -26,7 +26,8 @@ def click_cell(page, plot, true: str, predicted: str) -> None:
     categories are the class names as drawn (dashboard.text.chart_text)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    label = page.locator(".hoverlayer .hovertext").filter(has_text=f"true {true}").filter(has_text=f"predicted {predicted}")
+    label = (page.locator(".hoverlayer .hovertext").filter(has_text=f"true {true}")
+             .filter(has_text=f"predicted {predicted}"))
     for _ in range(10):
         page.wait_for_selector(IDLE)
         box = plot.bounding_box()

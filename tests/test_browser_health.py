@@ -3,7 +3,6 @@ photos inside it. Screenshot: test-artifacts/health-map.png, also kept as docs/h
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,15 +12,21 @@ import numpy as np
 import pytest
 
 from core import workspace
-from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
 from core.health.files import load_health
 from training.health import folder_of
 
-from browser_support import ARTIFACTS, IDLE, dashboard_server, page, require_browser  # noqa: F401 (fixtures)
-from conftest import REPO
+from browser_support import (  # noqa: F401 (fixtures)
+    ARTIFACTS,
+    IDLE,
+    dashboard_server,
+    page,
+    require_browser,
+    workspace_env,
+)
+from conftest import REPO, point_at_workspace
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +35,15 @@ def server(tmp_path_factory):
     (base URL, the demo's health)."""
     require_browser()
     home = tmp_path_factory.mktemp("browser-health")
-    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop(workspace.DATA_ENV, None)
-    env.pop(DB_URL_ENV, None)
+    env = workspace_env(home)
     demo = home / workspace.DEMO_FOLDER
     subprocess.run([sys.executable, "-c", "from core import workspace; workspace.ensure_demo(n=150, seed=5)"],
                    cwd=REPO, env=env, check=True)
     subprocess.run([sys.executable, "-m", "training", "health", str(demo), "--device", "cpu"], cwd=REPO, env=env,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(home))
-    health = load_health(folder_of(load_catalogue(demo), None).path)
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_workspace(patch, home)
+        health = load_health(folder_of(load_catalogue(demo), None).path)
     with dashboard_server(env) as url:
         yield url, health
 

@@ -20,7 +20,7 @@ from dashboard.text import unlinked
 from browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, dashboard_server, free_port, require_browser, wait_idle
 from conftest import tiny_run_workspace
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ADA, RITA = "ada@example.com", "rita@example.com"
 NAMES = {ADA: "Ada Admin", RITA: "Rita Reviewer"}
@@ -30,7 +30,8 @@ EVE = "eve@example.com"  # her provider has not verified her address: were it ve
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
     """A dashboard in team mode (secrets with [auth] pointing at a local OpenID provider, an access
-    file) on a workspace with one finished tiny run; yields (its URL, the demo catalogue)."""
+    file) on a workspace with one finished tiny run of its own (not conftest's shared one: Rita's and
+    Ada's decisions go into its database); yields (its URL, the demo catalogue)."""
     require_browser()
     oidc = pytest.importorskip("oidc_provider_mock", reason="oidc-provider-mock is not installed")
     users = [oidc.User(sub=email, claims={"email": email, "email_verified": True, "name": name})

@@ -23,10 +23,10 @@ from core.evaluation.views import top_n_confusion
 from dashboard.text import unlinked
 from training.run_folder import RunFolder
 
-from browser_support import ARTIFACTS, chromium_page, dashboard_server, require_browser, wait_idle
+from browser_support import ARTIFACTS, chromium_page, dashboard_server, require_browser, wait_idle, workspace_env
 from conftest import REPO, tiny_run_workspace
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TRAP = "http://127.0.0.1:9/tracker.png"  # nothing listens there: only a request would tell
 IMAGE = f"![x]({TRAP})"
@@ -39,7 +39,7 @@ HEAD = "articleType"
 def poisoned_server(tmp_path_factory):
     require_browser()
     home = tmp_path_factory.mktemp("untrusted-workspace")
-    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
+    env = workspace_env(home)
     subprocess.run([sys.executable, "-c", "from core import workspace; workspace.ensure_demo(n=60, seed=5)"],
                    cwd=REPO, env=env, check=True)
     demo = home / workspace.DEMO_FOLDER
@@ -72,7 +72,8 @@ def test_labels_render_as_text_with_no_image_and_no_request(poisoned_server):
         links = page.eval_on_selector_all("a", "elements => elements.map(e => e.href)")
     assert not [src for src in images if "tracker" in src or "127.0.0.1:9" in src]
     assert not [url for url in requested if "127.0.0.1:9" in url]
-    assert not [href for href in links if "127.0.0.1:9" in href or "evil.example" in href]  # no URL in a label made a link
+    # no URL in a label made a link
+    assert not [href for href in links if "127.0.0.1:9" in href or "evil.example" in href]
 
 
 def assert_no_link_in_charts(page) -> None:

@@ -91,7 +91,8 @@ def test_extra_commas_go_to_the_name_column_wherever_it_stands(tmp_path):
 
 def test_extra_fields_without_a_name_column_fail_with_the_line(tmp_path):
     header = "id,gender,masterCategory,subCategory,articleType,baseColour,season,usage"
-    message = load_error(tmp_path, lines(header, "1,Men,Apparel,Topwear,Shirts,Blue,Fall,Casual", "2,Men,A,B,C,D,E,F,G"))
+    message = load_error(tmp_path, lines(header, "1,Men,Apparel,Topwear,Shirts,Blue,Fall,Casual",
+                                         "2,Men,A,B,C,D,E,F,G"))
     assert "line 3" in message and "9 fields" in message and "header has 8" in message
 
 
@@ -272,7 +273,8 @@ def test_nul_bytes_are_not_csv_text(tmp_path):
 # --- folder layouts -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("inner", ["", "fashion-dataset", "myntradataset", "1/myntradataset", "versions/fashion-dataset"])
+@pytest.mark.parametrize("inner", ["", "fashion-dataset", "myntradataset", "1/myntradataset",
+                                   "versions/fashion-dataset"])
 def test_dataset_folder_layouts(tmp_path, inner):
     root = write_dataset(tmp_path / "download" / inner, lines(HEADER, SHIRT))
     assert resolve_dataset_dir(tmp_path / "download") == root
@@ -294,7 +296,8 @@ def test_layout_errors(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     with pytest.raises(CatalogueError) as caught:
         resolve_dataset_dir(tmp_path / "empty")
-    assert f"no styles.csv in {tmp_path / 'empty'} (also looked in fashion-dataset/, myntradataset/" in str(caught.value)
+    assert (f"no styles.csv in {tmp_path / 'empty'} (also looked in fashion-dataset/, myntradataset/"
+            in str(caught.value))
     (tmp_path / "no-images").mkdir()
     (tmp_path / "no-images" / "styles.csv").write_text(lines(HEADER, SHIRT))
     with pytest.raises(CatalogueError, match=f"no images/ folder next to {tmp_path / 'no-images' / 'styles.csv'}"):

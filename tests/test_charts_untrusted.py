@@ -119,7 +119,8 @@ def test_confusion_matrix_draws_labels_as_text_and_a_click_hands_back_the_raw_cl
     heatmap, cells = spec["data"]
     assert heatmap["x"] == heatmap["y"] == [DRAWN, "Shirts", OTHERS_LABEL]
     # The hover draws the cell's drawn names and its numbers, never the raw names in customdata.
-    assert set(re.findall(r"%\{(\w+(?:\[\d\])?)", cells["hovertemplate"])) == {"x", "y", "customdata[0]", "customdata[1]"}
+    assert (set(re.findall(r"%\{(\w+(?:\[\d\])?)", cells["hovertemplate"]))
+            == {"x", "y", "customdata[0]", "customdata[1]"})
     for n, (x, y, customdata) in enumerate(zip(cells["x"], cells["y"], cells["customdata"])):
         true, predicted = charts.clicked_cell({"x": x, "y": y, "customdata": customdata})  # as Streamlit reports it
         assert (true, predicted) == (classes[n // 3], classes[n % 3])
@@ -132,6 +133,7 @@ def hostile_run(tmp_path_factory):
         yield record, load_evaluation(RunFolder(record.folder).evaluation())
 
 
+@pytest.mark.slow  # it trains hostile_run
 def test_a_click_on_a_hostile_cell_of_the_evaluate_page_shows_its_photos(hostile_run):
     record, evaluation = hostile_run
     at = open_page("../pages/evaluate.py", "evaluate.section", "Confusion")

@@ -22,7 +22,8 @@ from training.machine import Gpu, Machine
 COMMON = {
     "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2,
     "split": "stratified", "group_similarity": 0.93, "seed": 0, "pretrained": "auto", "tau": 0.5, "focal_gamma": 2.0,
-    "label_smoothing": 0.0, "head_weights": [], "ema_decay": None, "tta_flip": False, "accelerator": "auto", "devices": "auto",
+    "label_smoothing": 0.0, "head_weights": [], "ema_decay": None, "tta_flip": False, "accelerator": "auto",
+    "devices": "auto",
     "num_nodes": 1, "strategy": "auto", "channels_last": "auto", "num_workers": min(4, os.cpu_count() or 1),
 }
 
@@ -92,7 +93,8 @@ def test_with_overrides_parses_each_field_type():
         "/data/fashion", ("gender", "usage"), 12, 2, True, "bf16-mixed", 2)
     assert type(cfg.lr) is float and type(cfg.epochs) is int
     again = cfg.with_overrides(["rare_min_count=auto", "devices=auto", "channels_last=auto", "max_samples=null"])
-    assert (again.rare_min_count, again.devices, again.channels_last, again.max_samples) == ("auto", "auto", "auto", None)
+    assert (again.rare_min_count, again.devices, again.channels_last,
+            again.max_samples) == ("auto", "auto", "auto", None)
     assert cfg.with_overrides([]) == cfg
 
 
@@ -220,10 +222,12 @@ AMPERE, VOLTA = (Machine(cpu_threads=16, memory_gib=128, gpus=(Gpu("H100", 80.0,
 
 
 def test_auto_precision_and_channels_last_follow_the_hardware():
-    assert (resolve_precision(TrainConfig(), CPU_ONLY), resolve_channels_last(TrainConfig(), CPU_ONLY)) == ("32-true", True)
+    assert (resolve_precision(TrainConfig(), CPU_ONLY),
+            resolve_channels_last(TrainConfig(), CPU_ONLY)) == ("32-true", True)
     assert resolve_channels_last(TrainConfig(), APPLE) is False  # Apple's GPU: NHWC kernels incomplete
     assert resolve_channels_last(TrainConfig(accelerator="cpu"), APPLE) is True
-    assert (resolve_precision(TrainConfig(), AMPERE), resolve_channels_last(TrainConfig(), AMPERE)) == ("bf16-mixed", True)
+    assert (resolve_precision(TrainConfig(), AMPERE),
+            resolve_channels_last(TrainConfig(), AMPERE)) == ("bf16-mixed", True)
     assert resolve_precision(TrainConfig(), VOLTA) == "16-mixed"
     assert uses_cuda(TrainConfig(), AMPERE) and not uses_cuda(TrainConfig(accelerator="cpu"), AMPERE)
     on_cpu = TrainConfig(accelerator="cpu")

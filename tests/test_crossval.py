@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 
-from core import workspace
 from core.data.demo import generate_demo
 from core.data.schema import LabelSchema
 from core.evaluation.label_issues import rank_label_issues
@@ -19,6 +18,8 @@ from training.__main__ import main as cli
 from training.config import TrainConfig
 from training.crossval import SUMMARY_FILE, assign_folds, crossval, list_crossvals
 from training.run_folder import RunFolder
+
+from conftest import point_at_workspace
 
 FLIPPED_HEAD = "articleType"
 # Frozen pretrained lite0 at 96 px, 3 epochs: ~90% out-of-sample articleType accuracy on 600 demo
@@ -52,12 +53,10 @@ def flipped_demo(tmp_path_factory) -> tuple[Path, set[int]]:
 
 @pytest.fixture(scope="module")
 def finished(flipped_demo, one_thread, tmp_path_factory):
-    home = tmp_path_factory.mktemp("ws")
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(home))
-    cfg = TrainConfig().with_overrides([f"data={flipped_demo[0]}", *FAST])
-    yield crossval(cfg, folds=3), cfg
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_workspace(patch, tmp_path_factory.mktemp("ws"))
+        cfg = TrainConfig().with_overrides([f"data={flipped_demo[0]}", *FAST])
+        yield crossval(cfg, folds=3), cfg
 
 
 def test_folds_are_stratified_balanced_and_a_function_of_seed_and_ids():
@@ -70,10 +69,14 @@ def test_folds_are_stratified_balanced_and_a_function_of_seed_and_ids():
     assert np.array_equal(assign_folds(shuffled, 4, seed=0), pd.Series(fold, index=frame.index)[shuffled.index])
     assert not np.array_equal(assign_folds(frame, 4, seed=1), fold)
     for folds in (1, 104, 2.5, True):
-        with pytest.raises(ValueError, match=f"folds must be an int from 2 to the number of rows \\(103\\), got {folds!r}"):
+        with pytest.raises(ValueError, match=f"folds must be an int from 2 to the number of rows \\(103\\), "
+                                             f"got {folds!r}"):
             assign_folds(frame, folds, seed=0)
 
 
+# The tests of `finished` are both slow: whichever runs first waits for its cross-validation
+# (three folds of 600 photos, ~27 s).
+@pytest.mark.slow
 def test_planted_flips_fill_the_top_five_percent(finished, flipped_demo):
     result, _ = finished
     flips = flipped_demo[1]
@@ -85,6 +88,7 @@ def test_planted_flips_fill_the_top_five_percent(finished, flipped_demo):
     assert (top["given"] != top["suggested"]).mean() >= 0.7
 
 
+@pytest.mark.slow
 def test_every_row_gets_one_out_of_sample_prediction_and_the_folder_says_how(finished, flipped_demo):
     result, cfg = finished
     folder = Path(result.folder)
@@ -109,22 +113,20 @@ def test_every_row_gets_one_out_of_sample_prediction_and_the_folder_says_how(fin
     assert [saved.id for saved in list_crossvals()] == [result.id]
 
 
-def test_the_cli_prints_the_result_as_json(flipped_demo, one_thread, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
-    tiny = ["max_samples=40", "rare_min_count=2", "image_size=64", "epochs=1", "batch_size=16", "num_workers=0", "heads=gender,baseColour"]
+def test_the_cli_prints_the_result_as_json(flipped_demo, one_thread, workspace_home, capsys):
+    tiny = ["max_samples=40", "rare_min_count=2", "image_size=64", "epochs=1", "batch_size=16", "num_workers=0",
+            "heads=gender,baseColour"]
     assert cli(["crossval", "--data", str(flipped_demo[0]), "--folds", "2", "--set", *tiny, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["rows"] == 40 and set(printed["issues"]) == {"gender", "baseColour"}
-    assert Path(printed["folder"]) == tmp_path / "crossval" / printed["id"]
+    assert Path(printed["folder"]) == workspace_home / "crossval" / printed["id"]
     assert RunFolder(printed["folder"]).label_issues.is_file()
 
     assert cli(["crossval", "--data", str(flipped_demo[0]), "--folds", "1"]) == 2
     assert "folds must be an int from 2" in capsys.readouterr().err
 
 
-def test_a_failed_crossval_records_its_error_and_raises(flipped_demo, tmp_path, monkeypatch):
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
-
+def test_a_failed_crossval_records_its_error_and_raises(flipped_demo, workspace_home, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 

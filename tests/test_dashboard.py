@@ -22,7 +22,7 @@ from core.labels.tables import ReviewStatus
 from core.trust.taxonomy import Taxonomy
 from training.config import TrainConfig, resolve_rare_min_count
 
-from conftest import ANN, REPO
+from conftest import ANN, REPO, point_at_workspace
 
 HOME = str(REPO / "dashboard" / "Home.py")
 EXPLORE = "../pages/explore.py"
@@ -31,21 +31,26 @@ EXPLORE = "../pages/explore.py"
 @pytest.fixture(scope="session")
 def demo_workspace(tmp_path_factory) -> Path:
     """A workspace holding a small, complete demo dataset (generated once per test session)."""
-    home = tmp_path_factory.mktemp("workspace")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(workspace.HOME_ENV, str(home))
-    workspace.ensure_demo(n=120, seed=3)
-    mp.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        home = point_at_workspace(patch, tmp_path_factory.mktemp("workspace"))
+        workspace.ensure_demo(n=120, seed=3)
     return home
 
 
 @pytest.fixture
 def on_demo(demo_workspace, monkeypatch, tmp_path) -> Path:
     """The demo open in local mode; the test's tmp_path an allowed folder too."""
-    monkeypatch.setenv(workspace.HOME_ENV, str(demo_workspace))
-    monkeypatch.delenv(workspace.DATA_ENV, raising=False)
+    point_at_workspace(monkeypatch, demo_workspace)
     monkeypatch.setenv(DATA_ROOTS_ENV, str(tmp_path))
     return demo_workspace / workspace.DEMO_FOLDER
+
+
+@pytest.fixture
+def configured_demo(demo_workspace, workspace_home, monkeypatch) -> Path:
+    """The demo as the configured dataset (FASHION_TAGGER_DATA) of a fresh, empty workspace."""
+    demo = demo_workspace / workspace.DEMO_FOLDER
+    monkeypatch.setenv(workspace.DATA_ENV, str(demo))
+    return demo
 
 
 def app() -> AppTest:
@@ -85,13 +90,12 @@ def test_home_shows_the_demo_dataset_and_its_cleaning_report(on_demo):
     assert any(str(on_demo) in m.value for m in at.markdown)
 
 
-def test_home_counts_quote_repairs_and_names_misnamed_photos(tmp_path, monkeypatch):
+def test_home_counts_quote_repairs_and_names_misnamed_photos(workspace_home, tmp_path, monkeypatch):
     from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
 
     unterminated = SHIRT.replace("Turtle", '"Turtle')
     root = write_dataset(tmp_path / "data", lines(HEADER, unterminated, JEANS, WATCH), image_ids=(15970, 39386))
     (root / "images" / "059263.jpg").write_bytes(b"")
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
     monkeypatch.setenv(workspace.DATA_ENV, str(root))
     at = app()
     metrics = metric_values(at)
@@ -101,13 +105,12 @@ def test_home_counts_quote_repairs_and_names_misnamed_photos(tmp_path, monkeypat
     ]
 
 
-def test_explore_names_a_photo_too_large_to_show_and_shows_the_others(tmp_path, monkeypatch):
+def test_explore_names_a_photo_too_large_to_show_and_shows_the_others(workspace_home, tmp_path, monkeypatch):
     from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
     from test_images import PHOTO, patched_jpeg_size
 
     root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH))
     (root / "images" / "15970.jpg").write_bytes(patched_jpeg_size(PHOTO, 15_000, 15_000))  # 225 MP
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
     monkeypatch.setenv(workspace.DATA_ENV, str(root))
     at = explore(app())
     assert [t.value for t in at.text] == [
@@ -131,22 +134,18 @@ def test_a_busy_database_is_a_message_on_the_page_not_a_traceback(on_demo, monke
     assert metric_values(at)["Products kept"] == "120"  # what was shown before stays
 
 
-def test_first_run_generates_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
-    monkeypatch.delenv(workspace.DATA_ENV, raising=False)
+def test_first_run_generates_the_demo_with_a_progress_bar(workspace_home, monkeypatch):
     monkeypatch.setattr(workspace, "DEMO_SIZE", 60)
     at = app()
     assert workspace.demo_ready()
     assert metric_values(at)["Products kept"] == "60"
-    assert len(list((tmp_path / "demo" / "images").glob("*.jpg"))) == 60
+    assert len(list((workspace_home / "demo" / "images").glob("*.jpg"))) == 60
 
 
-def test_configured_dataset_is_opened_by_default(on_demo, tmp_path, monkeypatch):
-    monkeypatch.setenv(workspace.DATA_ENV, str(on_demo))
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))  # an empty workspace: no demo is generated
+def test_configured_dataset_is_opened_by_default(configured_demo, workspace_home):
     at = app()
     assert metric_values(at)["Products kept"] == "120"
-    assert not (tmp_path / "demo").exists()
+    assert not (workspace_home / "demo").exists()  # the workspace's own demo is not generated
 
 
 @pytest.mark.parametrize(
@@ -291,8 +290,7 @@ def test_image_grid_filters_and_pages(on_demo):
     assert first_page_ids == [str(i) for i in expected["id"].head(len(captions))]
 
 
-def test_home_and_explore_on_the_real_sample(real_sample, tmp_path, monkeypatch):
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path))
+def test_home_and_explore_on_the_real_sample(real_sample, workspace_home, monkeypatch):
     monkeypatch.setenv(workspace.DATA_ENV, str(real_sample))
     at = app()
     metrics = metric_values(at)
@@ -304,23 +302,23 @@ def test_home_and_explore_on_the_real_sample(real_sample, tmp_path, monkeypatch)
     assert sum(values(bars["x"])) == 11882
 
 
-def test_home_counts_the_reviewed_labels_of_the_open_dataset(on_demo, tmp_path, monkeypatch):
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "workspace"))  # a label store of its own
-    monkeypatch.setenv(workspace.DATA_ENV, str(on_demo))
+def test_home_counts_the_reviewed_labels_of_the_open_dataset(configured_demo):  # a label store of its own
     at = app()
     assert "No corrections yet" in " ".join(caption.value for caption in at.caption)
 
-    catalogue = load_catalogue(on_demo)
+    catalogue = load_catalogue(configured_demo)
     frame = catalogue.frame
     store = LabelStore(workspace=workspace.workspace_dir())
     first, second, third = store.add_catalogue_items(catalogue, frame["id"].iloc[:3], ANN)
-    other_colour = next(value for value in frame["baseColour"].dropna().unique() if value != first.baseline["baseColour"])
+    other_colour = next(value for value in frame["baseColour"].dropna().unique()
+                        if value != first.baseline["baseColour"])
     store.review(first.item, {"baseColour": other_colour}, ANN)  # corrected
     store.review(second.item, {}, ANN)  # accepted as it is: not a correction
     store.mark(third.item, ReviewStatus.NOT_PRODUCT, ANN)
-    photo = store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[3]}.jpg").read_bytes(), "new.jpg", ANN)
+    images = configured_demo / "images"
+    photo = store.add_image(catalogue.root, (images / f"{frame['id'].iloc[3]}.jpg").read_bytes(), "new.jpg", ANN)
     store.review(photo.item, {"gender": "Men"}, ANN)
-    store.add_image(catalogue.root, (on_demo / "images" / f"{frame['id'].iloc[4]}.jpg").read_bytes(), "later.jpg", ANN)
+    store.add_image(catalogue.root, (images / f"{frame['id'].iloc[4]}.jpg").read_bytes(), "later.jpg", ANN)
 
     at = app()
     metrics = metric_values(at)

@@ -75,7 +75,8 @@ def test_inspect_json_on_the_real_sample(real_sample, capsys):
     result = run_json(capsys, str(real_sample))
     assert (result["report"]["lines_read"], result["report"]["rows_kept"]) == (44_446, 11_882)
     gender = result["heads"]["gender"]
-    assert [gender[stat] for stat in ("classes", "missing", "largest", "smallest", "top_class")] == [5, 0, 7004, 86, "Men"]
+    assert ([gender[stat] for stat in ("classes", "missing", "largest", "smallest", "top_class")]
+            == [5, 0, 7004, 86, "Men"])
     assert gender["imbalance_ratio"] == pytest.approx(7004 / 86)
     assert [result["heads"][head]["missing"] for head in ("baseColour", "season", "usage")] == [3, 1, 31]
     assert (result["heads"]["articleType"]["classes"], result["heads"]["articleType"]["top_class"]) == (113, "Tshirts")
@@ -85,6 +86,10 @@ def test_user_errors_exit_2_with_the_message(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nope")]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", f"error: {tmp_path / 'nope'} does not exist\n")
+    # The export moved to the label store's command line; its old spelling says where.
+    assert main(["export", "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("error: export is the label store's command now: python -m core.labels "
+                                       "export --data DIR --out DIR2\n")
 
 
 def test_inspect_names_misnamed_photos_and_counts_stray_quotes(tiny, capsys):
@@ -99,9 +104,11 @@ def test_inspect_names_misnamed_photos_and_counts_stray_quotes(tiny, capsys):
 
 
 @pytest.mark.parametrize(("styles", "problem"), [
-    (f"{HEADER}\r1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,x\r", "line 1: a carriage return without a line feed"),
+    (f"{HEADER}\r1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,x\r",
+     "line 1: a carriage return without a line feed"),
     (f"{HEADER}\n1,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,{'x' * 140_000}\n", "line 2: 140,0"),
-    (f"{HEADER}\n{'9' * 20},Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,x\n", "line 2: id '99999999999999999999' is out"),
+    (f"{HEADER}\n{'9' * 20},Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,x\n",
+     "line 2: id '99999999999999999999' is out"),
 ], ids=["cr-only-line-ends", "long-field", "id-beyond-64-bits"])  # short ids: the test id goes into the environment
 def test_unreadable_files_end_in_an_error_line_not_a_traceback(tmp_path, styles, problem):
     root = write_dataset(tmp_path / "bad", styles, image_ids=(1,))

@@ -28,21 +28,22 @@ from core.evaluation.views import (
 from dashboard.text import plain
 from training.run_folder import RunFolder
 
-from conftest import captioned_ids, chart_spec, open_page, plotly_array, shown, tiny_run_workspace
+from conftest import captioned_ids, chart_spec, open_page, plotly_array, shown
 
 EVALUATE = "../pages/evaluate.py"
 HEAD = "articleType"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One finished run on a tiny demo, plus a fabricated second evaluation of its rows to compare with."""
-    with tiny_run_workspace(tmp_path_factory) as (record, demo, _):
-        run = RunFolder(record.folder)
-        ids = load_evaluation(run.evaluation()).predictions["id"].to_numpy()
-        schema = LabelSchema.load(run.schema)
-        fake_evaluation(load_catalogue(demo), schema, ids, run.evaluation("evaluation-fake"), accuracy=0.9)
-        yield record, load_evaluation(run.evaluation())
+def run(in_tiny_run):
+    """The shared tiny run, plus a fabricated second evaluation of its rows to compare with (removed
+    with the module by in_tiny_run: the other modules sharing the run see its own evaluation only)."""
+    record, demo, _ = in_tiny_run
+    run = RunFolder(record.folder)
+    ids = load_evaluation(run.evaluation()).predictions["id"].to_numpy()
+    schema = LabelSchema.load(run.schema)
+    fake_evaluation(load_catalogue(demo), schema, ids, run.evaluation("evaluation-fake"), accuracy=0.9)
+    return record, load_evaluation(run.evaluation())
 
 
 def page(section: str | None = None) -> AppTest:
@@ -65,7 +66,8 @@ def test_summary_equals_scikit_learn_and_names_the_exclusions(run):
     captions = [shown(c.value) for c in at.caption]
     assert captions[0].startswith(f"Checkpoint `{record.metrics['best_checkpoint']}` · {len(predictions):,} images")
     for head in table.index[table["excluded"] > 0]:
-        assert any(c.startswith(f"{head}: {table.loc[head, 'excluded']:,} of {len(predictions):,} rows excluded") for c in captions)
+        assert any(c.startswith(f"{head}: {table.loc[head, 'excluded']:,} of {len(predictions):,} rows excluded")
+                   for c in captions)
     assert len(at.get("download_button")) == 3
 
 
@@ -172,10 +174,11 @@ def displayed(dataframe) -> pd.DataFrame:
     return pa.ipc.open_stream(dataframe.proto.arrow_data.styler.display_values).read_all().to_pandas()
 
 
-def test_no_evaluated_run_says_so(run, tmp_path, monkeypatch):
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "empty"))
+def test_no_evaluated_run_says_so(in_tiny_run, workspace_home, monkeypatch):
+    monkeypatch.setenv(workspace.DATA_ENV, str(in_tiny_run.demo))  # without one, Home would generate the demo
     at = page()
-    assert [i.value for i in at.info] == ["No evaluated run yet: a run is evaluated on its validation split when training finishes."]
+    assert [i.value for i in at.info] == ["No evaluated run yet: a run is evaluated on its validation split "
+                                          "when training finishes."]
 
 
 def test_label_issues_queue_lists_the_ranked_rows_of_the_head(run):

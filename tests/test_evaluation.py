@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 from sklearn.metrics import classification_report, confusion_matrix
 
-from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.profile import OTHERS_LABEL
@@ -55,6 +54,8 @@ from training.checkpoints import CHECKPOINT_KEY, load_run_module
 from training.config import TrainConfig
 from training.run_folder import VALIDATION, RunFolder, evaluation_name
 from training.train import train
+
+from conftest import point_at_workspace
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 
@@ -121,7 +122,8 @@ def test_reports_and_confusion_matrices_equal_scikit_learns(faked):
         expected = confusion_matrix(scored[head], scored[f"{head}_pred"], labels=schema.classes[head])
         np.testing.assert_array_equal(evaluation.matrix(head), expected)
         assert evaluation.classes(head) == schema.classes[head]
-    assert summary_table(head_summary(evaluation.report)).loc["articleType", "excluded"] == predictions["articleType"].isna().sum() > 0
+    assert (summary_table(head_summary(evaluation.report)).loc["articleType", "excluded"]
+            == predictions["articleType"].isna().sum() > 0)
 
 
 def test_summary_table_and_exclusion_notes(faked):
@@ -176,7 +178,8 @@ def test_class_rows_are_the_images_behind_precision_recall_and_support(faked):
             assert right / entry.support == pytest.approx(entry.recall)
             checked += 1
     assert checked >= 5
-    rows = class_rows(predictions, "articleType", class_table(evaluation.report, "articleType")["class"].iloc[0], "missed")
+    rows = class_rows(predictions, "articleType",
+                      class_table(evaluation.report, "articleType")["class"].iloc[0], "missed")
     assert rows["articleType_p"].is_monotonic_decreasing
     with pytest.raises(ValueError, match="unknown outcome 'all'; choose one of missed, wrongly given, right"):
         class_rows(predictions, "articleType", "Shirts", "all")
@@ -233,7 +236,8 @@ def test_misclassified_top_probabilities_and_label_lines(faked):
 
 
 def _report(**f1: float) -> dict:
-    classes = [{"class": name, "precision": v, "recall": v, "f1": v, "support": 10, "predicted": 10} for name, v in f1.items()]
+    classes = [{"class": name, "precision": v, "recall": v, "f1": v, "support": 10, "predicted": 10}
+               for name, v in f1.items()]
     return {"heads": {"usage": {"accuracy": 0.5, "macro_f1": np.mean(list(f1.values())), "weighted_f1": 0.5,
                                 "support": 10 * len(f1), "excluded": 0, "classes": classes}}}
 
@@ -286,7 +290,8 @@ def test_unknown_classes_count_as_errors_named(tmp_path):
         predictions["usage"][:7], predictions["usage_pred"][:7], labels=confusion["classes"]))
     assert report["data"] == "/elsewhere"
     assert summary_table(head_summary(report)).loc["usage", "unknown"] == 3
-    assert "usage: 3 rows of classes the run never saw, counted as errors: Jumpsuit (2), Kurta (1)." in exclusion_notes(report)
+    assert ("usage: 3 rows of classes the run never saw, counted as errors: Jumpsuit (2), Kurta (1)."
+            in exclusion_notes(report))
     assert class_table(report, "usage")["unknown"].tolist() == [False, False, True, True]
 
 
@@ -296,7 +301,8 @@ def test_confusion_from_labels_names_strays():
 
 
 def test_heatmap_cells_and_png():
-    view = ConfusionView(classes=["a", "b", OTHERS_LABEL], counts=np.array([[4, 1, 0], [0, 2, 2], [1, 0, 0]]), grouped=["c"])
+    view = ConfusionView(classes=["a", "b", OTHERS_LABEL],
+                         counts=np.array([[4, 1, 0], [0, 2, 2], [1, 0, 0]]), grouped=["c"])
     figure = charts.confusion_heatmap(view, normalised=True, title="t")
     heatmap, cells = figure.data
     np.testing.assert_allclose(heatmap.z, view.rates)
@@ -330,12 +336,11 @@ def test_real_sample_reports_equal_scikit_learns(real_sample, tmp_path):
 
 @pytest.fixture(scope="module")
 def finished_run(demo, tmp_path_factory):
-    home = tmp_path_factory.mktemp("ws")
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(home))
-    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={demo}", "rare_policy=keep", *TINY])
-    yield train(cfg), cfg
-    patch.undo()
+    """A run of its own (not conftest's shared one): the tests below add an evaluation and refit its trust layer."""
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_workspace(patch, tmp_path_factory.mktemp("ws"))
+        cfg = TrainConfig.from_recipe("default").with_overrides([f"data={demo}", "rare_policy=keep", *TINY])
+        yield train(cfg), cfg
 
 
 def test_load_run_module_rebuilds_the_checkpointed_net(finished_run):
@@ -353,9 +358,11 @@ def test_load_run_module_rebuilds_the_checkpointed_net(finished_run):
     run = RunFolder(folder)
     assert trust.taxonomy == Taxonomy.load(run.taxonomy) and trust.calibration == Calibration.load(run.calibration)
     last = torch.load(run.last, map_location="cpu", weights_only=True)[CHECKPOINT_KEY]
-    assert last["calibration"] == state[CHECKPOINT_KEY]["calibration"] == trust.calibration.to_dict()
+    assert (Calibration.from_dict(last["calibration"]) == Calibration.from_dict(state[CHECKPOINT_KEY]["calibration"])
+            == trust.calibration)
     assert run.best.stat().st_ino == (run.checkpoints / "epoch000.ckpt").stat().st_ino  # still one file
-    with pytest.raises(FileNotFoundError, match=r"no 'epoch999.ckpt' checkpoint in .*; it holds: best.ckpt, epoch000.ckpt, last.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"no 'epoch999.ckpt' checkpoint in .*; "
+                                                r"it holds: best.ckpt, epoch000.ckpt, last.ckpt"):
         RunFolder(folder).checkpoint("epoch999.ckpt")
 
 
@@ -369,7 +376,8 @@ def test_best_without_best_ckpt_is_the_one_epoch_checkpoint(tmp_path):
     assert run.checkpoint() == checkpoints / "epoch004.ckpt"
     assert run.checkpoint("last") == checkpoints / "last.ckpt"
     torch.save({}, checkpoints / "epoch002.ckpt")
-    with pytest.raises(FileNotFoundError, match="no 'best' checkpoint in .*; it holds: epoch002.ckpt, epoch004.ckpt, last.ckpt"):
+    with pytest.raises(FileNotFoundError, match="no 'best' checkpoint in .*; "
+                                                "it holds: epoch002.ckpt, epoch004.ckpt, last.ckpt"):
         run.checkpoint()
 
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from core import workspace
-from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.health.embedder import catalogue_embeddings, embed_images, pretrained_model
@@ -54,6 +53,7 @@ from training.config import TrainConfig
 from training.health import default_split, folder_of
 from training.rows import decide_split
 
+from conftest import point_at_workspace
 from health_support import COPIES, planted_catalogue
 from test_transforms import reference_float
 
@@ -130,7 +130,8 @@ def test_leakage_is_a_group_on_both_sides_and_its_validation_members():
     assert leaked_ids(groups, split) == [2, 3]
     frame = pd.DataFrame({"id": [1, 2, 3, 5], "gender": ["Men", "Men", "Women", "Men"],
                           "usage": ["Casual", "Casual", "Casual", None]})
-    assert label_disagreements([[1, 2, 3], [2, 5]], frame, ["gender", "usage"]) == [{"ids": [1, 2, 3], "heads": ["gender"]}]
+    assert (label_disagreements([[1, 2, 3], [2, 5]], frame, ["gender", "usage"])
+            == [{"ids": [1, 2, 3], "heads": ["gender"]}])
     table = group_table([[1, 2, 3], [2, 5]], split, frame, ["gender", "usage"])
     assert table.to_dict("records") == [
         {"group": 1, "photos": 3, "train": 1, "val": 2, "disagree_on": "gender"},
@@ -192,7 +193,8 @@ def test_embeddings_are_the_backbones_features_of_the_float_pipeline(demo, small
 # --- planted problems
 
 
-def copy_pairs_found(features: np.ndarray, ids: list[int], originals: dict[int, int], threshold: float) -> tuple[float, float]:
+def copy_pairs_found(features: np.ndarray, ids: list[int], originals: dict[int, int],
+                     threshold: float) -> tuple[float, float]:
     """(recall, precision) of planted copies as near-duplicates at `threshold`: recall, the share of
     copies grouped with their original; precision, the share of pairs found with a copy that join it
     to its original or to a near-duplicate of its original."""
@@ -201,7 +203,8 @@ def copy_pairs_found(features: np.ndarray, ids: list[int], originals: dict[int, 
     groups = groups_of_pairs(len(ids), similar_pairs(found, threshold))
     group_of = {int(member): number for number, group in enumerate(groups) for member in group}
     copies = [row[copy] for copy in originals]
-    recall = np.mean([group_of.get(row[copy], -1) == group_of.get(row[original], -2) for copy, original in originals.items()])
+    recall = np.mean([group_of.get(row[copy], -1) == group_of.get(row[original], -2)
+                      for copy, original in originals.items()])
     pairs = [(a, b) for a, b in similar_pairs(found, threshold).tolist() if a in copies or b in copies]
     right = 0
     for a, b in pairs:
@@ -211,12 +214,14 @@ def copy_pairs_found(features: np.ndarray, ids: list[int], originals: dict[int, 
     return recall, right / max(len(pairs), 1)
 
 
+@pytest.mark.slow
 def test_planted_copies_of_real_photos_are_found_as_near_duplicates(real_sample, tmp_path):
     planted = planted_catalogue(real_sample, tmp_path / "data", rows=160, copies=16, seed=3)
     assert {planted.kind[i] for i in planted.planted(*COPIES)} == set(COPIES)
     catalogue = load_catalogue(planted.folder)
     embeddings = catalogue_embeddings(catalogue, pretrained_model(), tmp_path / "ws")
-    recall, precision = copy_pairs_found(embeddings.features, embeddings.ids.tolist(), planted.originals, DEFAULT_THRESHOLD)
+    recall, precision = copy_pairs_found(embeddings.features, embeddings.ids.tolist(),
+                                         planted.originals, DEFAULT_THRESHOLD)
     assert recall >= 0.9 and precision >= 0.9, (recall, precision)
 
 
@@ -253,33 +258,35 @@ def planted_demo(demo, tmp_path_factory):
     `python -m training health DIR --json` computed it: (planted catalogue, printed lines)."""
     root = tmp_path_factory.mktemp("planted")
     planted = planted_catalogue(demo, root / "data", rows=60, copies=4, seed=5)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(root / "ws"))
-    patch.delenv(DB_URL_ENV, raising=False)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert training_cli(["health", str(planted.folder), "--json", "--device", "cpu"]) == 0
-    yield planted, printed.getvalue().strip().splitlines()
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_workspace(patch, root / "ws")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert training_cli(["health", str(planted.folder), "--json", "--device", "cpu"]) == 0
+        yield planted, printed.getvalue().strip().splitlines()
 
 
 def health_of(planted) -> Health:
     return load_health(folder_of(load_catalogue(planted.folder), None).path)
 
 
+# The tests of planted_demo are all slow: whichever runs first waits for its health (~15 s).
+@pytest.mark.slow
 def test_cli_json_summary(planted_demo):
     planted, lines = planted_demo
     summary = json.loads(lines[-1])
     catalogue = load_catalogue(planted.folder)
     ids = set(catalogue.frame["id"].tolist())
-    assert {"near_duplicates", "leakage", "outliers", "image_issues", "exact_duplicates", "label_disagreements"} <= set(summary)
+    assert ({"near_duplicates", "leakage", "outliers", "image_issues", "exact_duplicates", "label_disagreements"}
+            <= set(summary))
     for key in ("near_duplicates", "leakage", "exact_duplicates"):
         assert all(isinstance(group, list) and len(group) >= 2 and set(group) <= ids for group in summary[key])
     assert set(summary["outliers"]) <= ids
     assert set(summary["image_issues"]) == set(ISSUE_TYPES)
     assert all(set(found) <= ids for found in summary["image_issues"].values())
     split = default_split(catalogue)
-    assert summary["leakage"] == [group for group in summary["near_duplicates"] if set(split[group]) == {"train", "val"}]
+    assert summary["leakage"] == [group for group in summary["near_duplicates"]
+                                  if set(split[group]) == {"train", "val"}]
     together = [any({copy, original} <= set(group) for group in summary["near_duplicates"])
                 for copy, original in planted.originals.items()]
     assert sum(together) >= 3, together
@@ -293,6 +300,7 @@ def test_cli_json_summary(planted_demo):
     assert points["colour"].value_counts().to_dict() == split.value_counts().to_dict()
 
 
+@pytest.mark.slow
 def test_a_second_computation_reads_what_the_first_wrote(planted_demo):
     planted, _ = planted_demo
     before = health_of(planted)
@@ -300,6 +308,7 @@ def test_a_second_computation_reads_what_the_first_wrote(planted_demo):
     assert again.info["computed"] == before.info["computed"]
 
 
+@pytest.mark.slow
 def test_the_grouped_split_keeps_near_duplicates_on_one_side(planted_demo):
     planted, _ = planted_demo
     catalogue = load_catalogue(planted.folder)

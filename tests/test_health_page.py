@@ -11,7 +11,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
-from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
 from core.health.files import leaked_ids, leaking_groups
 from core.health.similarity import DEFAULT_THRESHOLD
@@ -21,7 +20,7 @@ from training import health as run_health
 from training.launcher import health_job
 from training.processes import log_tail
 
-from conftest import captioned_ids, chart_spec, open_page, plotly_array, tiny_run_workspace
+from conftest import captioned_ids, chart_spec, open_page, plotly_array, point_at_workspace
 from health_support import planted_catalogue
 
 HEALTH = "../pages/health.py"
@@ -30,24 +29,22 @@ SECTIONS = ["Map", "Similar photos", "Near-duplicates & leakage", "Label disagre
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """A workspace opening a 60-photo demo with four altered copies; yields (planted catalogue, home)."""
+    """A workspace opening a 60-photo demo with four altered copies; yields the planted catalogue."""
     from core.data.demo import generate_demo
 
     root = tmp_path_factory.mktemp("health-page")
     demo = generate_demo(root / "demo", n=60, seed=7)
     planted = planted_catalogue(demo, root / "data", rows=60, copies=4, seed=1)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(workspace.HOME_ENV, str(root / "ws"))
-    patch.setenv(workspace.DATA_ENV, str(planted.folder))
-    patch.delenv(DB_URL_ENV, raising=False)
-    yield planted
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_workspace(patch, root / "ws", planted.folder)
+        yield planted
 
 
 def page(section: str | None = None) -> AppTest:
     return open_page(HEALTH, "health.section", section, timeout=120)
 
 
+@pytest.mark.slow
 def test_before_computing_the_page_offers_to_compute_it_in_the_background(planted):
     at = page()
     assert any("has not been computed" in info.value for info in at.info)
@@ -59,7 +56,8 @@ def test_before_computing_the_page_offers_to_compute_it_in_the_background(plante
     while health_job(catalogue).running:
         assert time.monotonic() < deadline, log_tail(health_job(catalogue).log)
         time.sleep(2)
-    assert health_job(catalogue).wrote_since_launch(run_health.folder_of(catalogue, None).info), log_tail(health_job(catalogue).log)
+    assert health_job(catalogue).wrote_since_launch(run_health.folder_of(catalogue, None).info), log_tail(
+        health_job(catalogue).log)
     at = page()
     assert not [b for b in at.button if b.label == "Compute the data health"]
     assert any(f"{len(catalogue.frame):,} photos" in c.value for c in at.caption)
@@ -72,19 +70,24 @@ def computed(planted):
     return catalogue, run_health.compute(catalogue, None)
 
 
+# The tests of `computed` are all slow: without the background test before them, whichever
+# runs first computes the health itself (~9 s).
+@pytest.mark.slow
 def test_every_section_renders(computed):
     catalogue, health = computed
     for section in SECTIONS:
         page(section)
 
 
+@pytest.mark.slow
 def test_the_map_shows_every_photo_coloured_by_the_split(computed):
     catalogue, health = computed
     at = page("Map")
     spec = chart_spec(at)
     traces = spec["data"]
     assert all(trace["type"] == "scattergl" for trace in traces)
-    assert sorted(int(i) for trace in traces for i in np.atleast_1d(plotly_array(trace["customdata"]))) == sorted(health.ids.tolist())
+    assert (sorted(int(i) for trace in traces for i in np.atleast_1d(plotly_array(trace["customdata"])))
+            == sorted(health.ids.tolist()))
     split, _ = run_health.health_split(catalogue, None)
     assert [trace["name"] for trace in traces] == [f"{name} ({count:,})" for name, count in
                                                    split.value_counts().reindex(["train", "val"]).items()]
@@ -94,6 +97,7 @@ def test_the_map_shows_every_photo_coloured_by_the_split(computed):
     assert len(chart_spec(at)["data"]) == min(catalogue.frame["articleType"].nunique(), 16)
 
 
+@pytest.mark.slow
 def test_duplicates_and_leakage_are_counted_and_listed(computed):
     catalogue, health = computed
     at = page("Near-duplicates & leakage")
@@ -112,6 +116,7 @@ def test_duplicates_and_leakage_are_counted_and_listed(computed):
     assert {m.label: m.value for m in at.metric}["Near-duplicate groups"] == f"{len(health.near_duplicates(1.0)):,}"
 
 
+@pytest.mark.slow
 def test_outliers_go_to_the_review_queue(computed):
     catalogue, health = computed
     at = page("Outliers")
@@ -127,6 +132,7 @@ def test_outliers_go_to_the_review_queue(computed):
     assert [item.product_id for item in items] == outliers
 
 
+@pytest.mark.slow
 def test_image_quality_lists_each_issue_type_worst_first(computed):
     catalogue, health = computed
     at = page("Image quality")
@@ -137,6 +143,7 @@ def test_image_quality_lists_each_issue_type_worst_first(computed):
         assert captioned_ids(at) == flagged[:24]
 
 
+@pytest.mark.slow
 def test_similar_photos_for_a_catalogue_id_and_for_an_upload(computed):
     catalogue, health = computed
     at = page("Similar photos")
@@ -154,12 +161,12 @@ def test_similar_photos_for_a_catalogue_id_and_for_an_upload(computed):
 
 
 @pytest.fixture(scope="module")
-def run_health_page(tmp_path_factory):
-    """A finished tiny run on a demo, with the demo's health under the run's own model."""
-    with tiny_run_workspace(tmp_path_factory) as (record, demo, home):
-        catalogue = load_catalogue(demo)
-        health = run_health.compute(catalogue, record)
-        yield record, catalogue, health
+def run_health_page(in_tiny_run):
+    """The shared tiny run, with its demo's health under the run's own model (in the run's workspace,
+    removed with the module by in_tiny_run)."""
+    record, demo, _ = in_tiny_run
+    catalogue = load_catalogue(demo)
+    return record, catalogue, run_health.compute(catalogue, record)
 
 
 def test_a_runs_model_colours_the_map_by_its_split_and_its_right_and_wrong(run_health_page):
@@ -173,7 +180,8 @@ def test_a_runs_model_colours_the_map_by_its_split_and_its_right_and_wrong(run_h
     at.selectbox(key="health.colour").select("right or wrong").run()
     assert not at.exception, at.exception
     traces = chart_spec(at)["data"]
-    evaluated = {trace["name"].split(" (")[0]: len(np.atleast_1d(plotly_array(trace["customdata"]))) for trace in traces}
+    evaluated = {trace["name"].split(" (")[0]: len(np.atleast_1d(plotly_array(trace["customdata"])))
+                 for trace in traces}
     split, name = run_health.health_split(catalogue, record)
     assert name == f"the split of run {record.id}"
     assert evaluated["right"] + evaluated["wrong"] == (split == "val").sum()

@@ -40,13 +40,6 @@ def demo(tmp_path_factory) -> Path:
     return generate_demo(tmp_path_factory.mktemp("demo") / "demo", n=N, seed=0)
 
 
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FASHION_TAGGER_HOME", str(tmp_path / "workspace"))
-    monkeypatch.delenv(DB_URL_ENV, raising=False)
-    return tmp_path / "workspace"
-
-
 def png(colour: tuple[int, int, int], size=(48, 64), mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, colour).save(buffer, format="PNG")
@@ -54,11 +47,11 @@ def png(colour: tuple[int, int, int], size=(48, 64), mode: str = "RGB") -> bytes
 
 
 @pytest.fixture()
-def reviewed(workspace, demo):
+def reviewed(workspace_home, demo):
     """The demo catalogue with reviews: id0 corrected, id1 accepted, id2 not a product, id3 skipped,
     id4 corrected then undone; a reviewed external PNG (with alpha) and an unreviewed one."""
     catalogue = load_catalogue(demo)
-    store = LabelStore(workspace=workspace)
+    store = LabelStore(workspace=workspace_home)
     ids = catalogue.frame["id"].tolist()[:5]
     item = {found.product_id: found.item for found in store.add_catalogue_items(catalogue, ids, ANN)}
     store.review(item[ids[0]], {"baseColour": "Teal", "articleType": "Tops, cropped"}, ANN, new_values=["articleType"])
@@ -80,7 +73,8 @@ def test_export_round_trips_through_load_catalogue(reviewed, tmp_path):
     calls = []
     report = export_dataset(catalogue, store, tmp_path / "export", ANN, progress=lambda *call: calls.append(call))
     out = tmp_path / "export"
-    assert (report.out, report.rows, report.corrected_rows, report.dropped_rows, report.external_rows) == (out, N, 1, 1, 1)
+    assert (report.out, report.rows, report.corrected_rows,
+            report.dropped_rows, report.external_rows) == (out, N, 1, 1, 1)
     assert calls[-1] == (N, N)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["export", "workspace"]  # no staging folder left
 
@@ -158,8 +152,8 @@ def run_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_export_command(reviewed, workspace, demo, tmp_path):
-    done = run_cli(workspace, "--data", str(demo), "--out", str(tmp_path / "cli"), "--json")
+def test_export_command(reviewed, workspace_home, demo, tmp_path):
+    done = run_cli(workspace_home, "--data", str(demo), "--out", str(tmp_path / "cli"), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert {key: report[key] for key in ("out", "rows", "corrected_rows", "dropped_rows", "external_rows")} == {
@@ -168,11 +162,11 @@ def test_export_command(reviewed, workspace, demo, tmp_path):
     assert done.stderr.rstrip().endswith(f"writing images: {N}/{N}")
     assert len(load_catalogue(tmp_path / "cli").frame) == N
 
-    text = run_cli(workspace, "--data", str(demo), "--out", str(tmp_path / "text"))
+    text = run_cli(workspace_home, "--data", str(demo), "--out", str(tmp_path / "text"))
     assert text.stdout.splitlines()[0].startswith(f"exported {N} products to {tmp_path / 'text'} in ")
     assert "1 with corrected labels, 1 dropped as not a product, 1 external images added" in text.stdout
 
-    again = run_cli(workspace, "--data", str(demo), "--out", str(tmp_path / "cli"))
+    again = run_cli(workspace_home, "--data", str(demo), "--out", str(tmp_path / "cli"))
     assert again.returncode == 2 and again.stderr.startswith(f"error: {tmp_path / 'cli'} exists and is not an empty")
 
 
@@ -185,11 +179,11 @@ def private_copy(demo: Path, root: Path) -> Path:
     return root
 
 
-def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path):
+def test_export_skips_and_names_photos_it_cannot_write(workspace_home, demo, tmp_path):
     """A folder named <id>.jpg, an empty file, a symbolic link loop and an upload gone bad: each
     skipped with its reason, the rest exported; the rows stay in styles.csv, without a photo."""
     catalogue = load_catalogue(private_copy(demo, tmp_path / "data"))
-    store = LabelStore(workspace=workspace)
+    store = LabelStore(workspace=workspace_home)
     hat = store.add_image(catalogue, png((0, 0, 200)), "hat.png", ANN)
     store.review(hat.item, {head: "x" for head in HEADS}, ANN)
     ids = catalogue.frame["id"].tolist()[:3]
@@ -206,7 +200,8 @@ def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path
         ids[0]: f"{ids[0]}.jpg: a folder, not a photo",
         ids[1]: f"{ids[1]}.jpg: the file is empty (0 bytes)",
         ids[2]: f"{ids[2]}.jpg: Too many levels of symbolic links",
-        hat.product_id: f"{hat.path.name}: not an image, or a format that cannot be read (accepted: JPEG, PNG, WEBP, AVIF)",
+        hat.product_id: f"{hat.path.name}: not an image, or a format that cannot be read "
+                        "(accepted: JPEG, PNG, WEBP, AVIF)",
     }
     assert report.notes()[0] == f"photo of {ids[0]} not written: {ids[0]}.jpg: a folder, not a photo"
     assert json.loads(json.dumps(report.as_dict()))["skipped_images"][str(ids[1])].endswith("(0 bytes)")
@@ -216,12 +211,12 @@ def test_export_skips_and_names_photos_it_cannot_write(workspace, demo, tmp_path
     exported = load_catalogue(tmp_path / "export").report
     assert (exported.lines_read, exported.rows_without_image, exported.rows_kept) == (N + 1, 4, N - 3)
 
-    done = run_cli(workspace, "--data", str(catalogue.root), "--out", str(tmp_path / "cli"))
+    done = run_cli(workspace_home, "--data", str(catalogue.root), "--out", str(tmp_path / "cli"))
     assert done.returncode == 0, done.stderr
     assert f"note: photo of {ids[1]} not written: {ids[1]}.jpg: the file is empty (0 bytes)" in done.stdout.splitlines()
 
 
-def test_an_export_killed_midway_leaves_debris_the_next_one_clears(reviewed, workspace, demo, tmp_path):
+def test_an_export_killed_midway_leaves_debris_the_next_one_clears(reviewed, workspace_home, demo, tmp_path):
     killed = subprocess.run([sys.executable, "-c", (
         "import os, signal, sys\n"
         "from core.access.roles import command_line_actor\n"
@@ -231,7 +226,7 @@ def test_an_export_killed_midway_leaves_debris_the_next_one_clears(reviewed, wor
         "from core.labels.store import LabelStore\n"
         "def die(done, total):\n"
         "    if done >= total // 2: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"store = LabelStore(workspace=Path({str(workspace)!r}))\n"
+        f"store = LabelStore(workspace=Path({str(workspace_home)!r}))\n"
         f"export_dataset(load_catalogue({str(demo)!r}), store, {str(tmp_path / 'first')!r}, command_line_actor(), "
         "progress=die)\n"
     )], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
@@ -271,9 +266,9 @@ def test_stale_staging_is_cleared_only_when_no_export_holds_it(tmp_path):
     assert clear_stale_staging(tmp_path) == [held.name]  # its export has ended
 
 
-def test_labels_with_quotes_round_trip_and_line_breaks_are_refused(workspace, demo, tmp_path):
+def test_labels_with_quotes_round_trip_and_line_breaks_are_refused(workspace_home, demo, tmp_path):
     catalogue = load_catalogue(demo)
-    store = LabelStore(workspace=workspace)
+    store = LabelStore(workspace=workspace_home)
     (item,) = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist()[:1], ANN)
     with pytest.raises(ValueError, match=r"the articleType label must be one line of text, got 'Tops\\nlong'"):
         store.review(item.item, {"articleType": "Tops\nlong"}, ANN)

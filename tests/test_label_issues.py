@@ -65,7 +65,8 @@ def test_is_issue_and_score_are_cleanlabs_on_the_same_rows():
     assert 0 < expected_issue.sum() < 200
     assert np.array_equal(issues["is_issue"].to_numpy(), expected_issue)
     assert np.allclose(issues["score"], get_label_quality_scores(labels, probs))
-    margin = rank_label_issues(frame, {"colour": CLASSES["colour"]}, method="normalized_margin").set_index("id").loc[ids]
+    margin = rank_label_issues(frame, {"colour": CLASSES["colour"]},
+                               method="normalized_margin").set_index("id").loc[ids]
     assert np.allclose(margin["score"], get_label_quality_scores(labels, probs, method="normalized_margin"))
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
 
 from core.access import database
-from core.access.database import DB_FILE, DB_URL_ENV, DatabaseBusy, db_engine
+from core.access.database import DB_FILE, DatabaseBusy, db_engine
 from core.access.roles import AccessDenied, Actor, FolderRefused, Role
 from core.data import HEADS
 from core.data.catalogue import load_catalogue
@@ -43,18 +43,10 @@ SHIRT_LABELS = {
 }
 
 
-@pytest.fixture()
-def workspace(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FASHION_TAGGER_HOME", str(tmp_path / "workspace"))
-    monkeypatch.delenv(DB_URL_ENV, raising=False)
-    (tmp_path / "workspace").mkdir()
-    return tmp_path / "workspace"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, workspace) -> str:
+def db_url(request, workspace_home) -> str:
     if request.param == "sqlite":
-        return f"sqlite:///{workspace / 'fashion_tagger.db'}"
+        return f"sqlite:///{workspace_home / 'fashion_tagger.db'}"
     url = os.environ.get(PG_URL_ENV)
     if not url:
         pytest.skip(f"{PG_URL_ENV} is unset: no PostgreSQL to test against (.ci/run starts one)")
@@ -64,8 +56,8 @@ def db_url(request, workspace) -> str:
 
 
 @pytest.fixture()
-def store(db_url, workspace) -> LabelStore:
-    return LabelStore(workspace=workspace, db_url=db_url)
+def store(db_url, workspace_home) -> LabelStore:
+    return LabelStore(workspace=workspace_home, db_url=db_url)
 
 
 @pytest.fixture()
@@ -247,14 +239,14 @@ def test_undo_conflicts_with_a_later_change_by_someone_else(store, items):
     assert_history_consistent(store, [shirt])
 
 
-def test_labels_persist_for_a_new_process(store, db_url, workspace, items):
+def test_labels_persist_for_a_new_process(store, db_url, workspace_home, items):
     store.review(items[WATCH_ID], {"baseColour": " Gold ", "usage": ""}, ANN)
     code = (
         "import json, sys; from pathlib import Path; from core.labels.store import LabelStore; "
         "store = LabelStore(workspace=Path(sys.argv[1]), db_url=sys.argv[2]); "
         f"print(json.dumps(store.current([{items[WATCH_ID]}])))"
     )
-    command = [sys.executable, "-c", code, str(workspace), db_url]
+    command = [sys.executable, "-c", code, str(workspace_home), db_url]
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
     # Blank text is a missing label, like an empty styles.csv field.
     assert pd.read_json(io.StringIO(out), typ="series").iloc[0] == {
@@ -268,7 +260,8 @@ def test_labels_persist_for_a_new_process(store, db_url, workspace, items):
 
 def tree(root: Path) -> set[Path]:
     """Every file under root, but the SQLite database (its -wal and -shm files come and go)."""
-    return {path.relative_to(root) for path in root.rglob("*") if path.is_file() and "fashion_tagger.db" not in path.name}
+    return {path.relative_to(root) for path in root.rglob("*")
+            if path.is_file() and "fashion_tagger.db" not in path.name}
 
 
 @pytest.mark.parametrize("data, problem", [
@@ -285,7 +278,7 @@ def test_bad_images_are_rejected_naming_the_file_and_nothing_is_written(store, c
     assert tree(tmp_path) == before and store.dataset_items(catalogue) == []
 
 
-def test_names_never_choose_where_the_copy_goes(store, catalogue, workspace, tmp_path):
+def test_names_never_choose_where_the_copy_goes(store, catalogue, workspace_home, tmp_path):
     names = {
         "../../escape.jpg": ("escape.jpg", "JPEG"), "a/b.png": ("b.png", "PNG"),
         str(tmp_path / "absolute.png"): ("absolute.png", "PNG"), "nul\x00name.png": ("nulname.png", "PNG"),
@@ -304,20 +297,20 @@ def test_names_never_choose_where_the_copy_goes(store, catalogue, workspace, tmp
     assert [found.path.suffix for found in added] == [".jpg", ".png", ".png", ".png", ".webp", ".png"]
     for found in added:
         assert found.kind == "external" and found.product_id == EXTERNAL_ID_BASE + found.item
-        assert found.baseline == dict.fromkeys(HEADS) and found.path.parent == workspace / UPLOADS_FOLDER
+        assert found.baseline == dict.fromkeys(HEADS) and found.path.parent == workspace_home / UPLOADS_FOLDER
 
 
 def test_uploads_and_the_default_database_stay_in_the_workspace_given_not_the_current_folder(
-    workspace, catalogue, tmp_path, monkeypatch,
+    workspace_home, catalogue, tmp_path, monkeypatch,
 ):
     monkeypatch.delenv(HOME_ENV)  # no workspace from the environment: only the one given may be used
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     data = image_bytes("PNG")
-    found = LabelStore(workspace=workspace).add_image(catalogue, data, "look.png", ANN)
-    assert found.path.parent == workspace / UPLOADS_FOLDER and found.path.read_bytes() == data
-    assert (workspace / DB_FILE).is_file()  # without FASHION_TAGGER_DB_URL, the given workspace's database
+    found = LabelStore(workspace=workspace_home).add_image(catalogue, data, "look.png", ANN)
+    assert found.path.parent == workspace_home / UPLOADS_FOLDER and found.path.read_bytes() == data
+    assert (workspace_home / DB_FILE).is_file()  # without FASHION_TAGGER_DB_URL, the given workspace's database
     assert list(elsewhere.iterdir()) == []
 
 
@@ -429,7 +422,8 @@ def test_a_reviewer_undoes_their_own_decisions_only_and_an_admin_anyones(store, 
     bobs = store.review(shirt, {"baseColour": "Red"}, BOB)
     anns = store.review(jeans, {"season": "Winter"}, ANN)
     assert [action.action for action in store.open_actions(shirt)] == [bobs.action]
-    with pytest.raises(AccessDenied, match="bob is a reviewer and may not undo another person's decision: that needs the admin role"):
+    with pytest.raises(AccessDenied, match="bob is a reviewer and may not undo another person's decision: "
+                                           "that needs the admin role"):
         store.undo_action(anns.action, BOB)
     assert store.current([jeans])[jeans]["season"] == "Winter"  # nothing written
     undone = store.undo_action(bobs.action, ANN)  # an admin undoes bob's decision; the undo is ann's
@@ -446,7 +440,8 @@ def test_a_reviewer_undoes_their_own_decisions_only_and_an_admin_anyones(store, 
 def test_a_typed_label_breaking_a_rule_is_refused_naming_it(store, items):
     shirt = items[SHIRT_ID]
     for value, rule in (('=HYPERLINK("http://evil.example","click")', "must not start with = \\+ - @"),
-                        ("Red\x1b[31m", "must not hold control or invisible characters \\(it holds U\\+001B\\): 'Red\\\\x1b\\[31m'"),
+                        ("Red\x1b[31m",
+                         "must not hold control or invisible characters \\(it holds U\\+001B\\): 'Red\\\\x1b\\[31m'"),
                         ("x" * 101, "must be at most 100 characters, got 101: 'x{40}'…")):
         with pytest.raises(ValueError, match=f"the baseColour label {rule}"):
             store.review(shirt, {"baseColour": value}, ANN, new_values=["baseColour"])

@@ -17,8 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import workspace
-from core.access.database import DB_URL_ENV
 from core.data.demo import generate_demo
 from training.config import TrainConfig
 from training.estimate import BACKBONE_COSTS, doubts, estimate, split_sizes
@@ -41,9 +39,7 @@ def demo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
-def registry(tmp_path, monkeypatch) -> RunRegistry:
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "workspace"))
-    monkeypatch.delenv(DB_URL_ENV, raising=False)
+def registry(workspace_home) -> RunRegistry:
     return RunRegistry()
 
 
@@ -215,7 +211,8 @@ def test_run_progress_follows_progress_json(demo, registry):
     assert (status.stage, status.cache_fraction, status.fraction) == ("cache", 0.25, 0.0)
     assert status.text == "Building the image cache: 30 of 120 photos"
 
-    write_progress(progress, stage="train", epoch=2, epochs=4, step=5, steps_per_epoch=10, global_step=15, train_loss=1.25)
+    write_progress(progress, stage="train", epoch=2, epochs=4, step=5, steps_per_epoch=10,
+                   global_step=15, train_loss=1.25)
     status = run_progress(record)
     assert status.fraction == pytest.approx((1 + 5 / 10) / 4)
     assert status.cache_fraction is None
@@ -294,14 +291,16 @@ TWO_CORES = Machine(cpu_threads=2, memory_gib=24)
 
 def test_estimate_follows_its_documented_formula():
     hint = estimate(TrainConfig(), 800, 200, machine=TWO_CORES)
-    assert (hint["train_images"], hint["val_images"], hint["steps_per_epoch"], hint["device"]) == (800, 200, 25, "cpu")  # batch 32
+    # batch 32
+    assert (hint["train_images"], hint["val_images"], hint["steps_per_epoch"], hint["device"]) == (800, 200, 25, "cpu")
     assert hint["seconds_per_epoch"] == pytest.approx((800 * 0.074 + 200 * 0.026))  # lite0, 224 px, 2 cores
     assert hint["seconds_total"] == pytest.approx(10 * hint["seconds_per_epoch"])
     assert hint["memory_gib"] == pytest.approx((3.37e6 * 16 + 32 * 79.1 * 2**20) / 2**30)
     assert hint["assumption"].startswith("no run measured on this machine yet")
 
     bigger = estimate(TrainConfig(image_size=448, batch_size=10), 80, 20, machine=TWO_CORES)
-    assert bigger["steps_per_epoch"] == 8 and bigger["seconds_per_epoch"] == pytest.approx(4 * (80 * 0.074 + 20 * 0.026))
+    assert (bigger["steps_per_epoch"] == 8
+            and bigger["seconds_per_epoch"] == pytest.approx(4 * (80 * 0.074 + 20 * 0.026)))
 
     b3 = estimate(TrainConfig(backbone="efficientnet_b3", freeze_backbone=True, precision="bf16-mixed"), 800, 200,
                   machine=TWO_CORES)

@@ -48,7 +48,8 @@ def test_ignored_rows_are_excluded_and_counted():
     assert article["report"]["accuracy"] == pytest.approx(2 / 3)
     colour = reports["baseColour"]["report"]
     assert colour["support"] == 2 and colour["excluded"] == 2 and colour["accuracy"] == 1.0
-    assert colour["classes"][0] == {"class": "Red", "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1, "predicted": 1}
+    assert colour["classes"][0] == {"class": "Red", "precision": 1.0, "recall": 1.0, "f1": 1.0,
+                                    "support": 1, "predicted": 1}
 
 
 def test_an_all_ignored_head_reports_zero_support():

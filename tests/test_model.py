@@ -102,7 +102,8 @@ def test_seed_net_freezes_its_backbone_and_slices_one_output_into_heads():
     concatenated = net.head(net.backbone(NORMALISE(batch["image"])))
     assert {head: tuple(out.shape) for head, out in logits.items()} == {"gender": (6, 3), "usage": (6, 4)}
     assert concatenated.shape == (6, 7)
-    TaggerModule(net, HEADS, CLASS_COUNTS, NORMALISE, loss="bce", imbalance="none")._loss(logits, batch["labels"]).backward()
+    TaggerModule(net, HEADS, CLASS_COUNTS, NORMALISE, loss="bce",
+                 imbalance="none")._loss(logits, batch["labels"]).backward()
     assert all(p.grad is None for p in net.backbone.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.head.parameters())
 

@@ -36,23 +36,22 @@ from core.model.predictor import (
     expand_paths,
     row_columns,
 )
+from core.trust.typicality import UNLIKE_CALIBRATION
 from training.__main__ import main as cli
 from training.builders import build_datamodule
 from training.checkpoints import load_predictor, load_run_module, predict_device
 from training.config import TrainConfig
 from training.evaluate import predict
 
-from conftest import REPO, tiny_run_workspace
+from conftest import REPO
 from test_transforms import reference_float
-
-TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One real run of the default recipe on a tiny demo; its workspace is `home`."""
-    with tiny_run_workspace(tmp_path_factory, n=100, seed=7, overrides=TINY) as (record, demo, home):
-        yield SimpleNamespace(record=record, cfg=TrainConfig.from_dict(record.config), home=home, demo=demo)
+def run(in_tiny_run):
+    """The shared tiny run of the default recipe (any finished run does); its workspace is `home`."""
+    record, demo, home = in_tiny_run
+    return SimpleNamespace(record=record, cfg=TrainConfig.from_dict(record.config), home=home, demo=demo)
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +138,16 @@ def test_evaluation_path_gives_the_float_pipelines_probabilities(run, predictor,
     split = pd.Series("train", index=catalogue.frame.index)
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     wanted = catalogue.frame["id"].tolist()[:6]
-    ids, probs = predict(module, datamodule.predict_dataloader(wanted), accelerator="cpu")
+    ids, probs, features = predict(module, datamodule.predict_dataloader(wanted), accelerator="cpu")
     assert ids.tolist() == wanted
     data_cfg = data_config(module.net.backbone, cfg.image_size)
     batch = torch.stack([reference_float(data_cfg, open_cached(datamodule.cache_folder, i)) for i in wanted])
     with torch.no_grad():
-        expected = module.eval()(batch)
+        expected, pooled = module.eval()(batch), module.net.backbone(batch)
     for head in module.heads:
         np.testing.assert_allclose(probs[head], expected[head].softmax(dim=-1).numpy(), atol=1e-5)
+    # What the typicality gate compares, at the half precision an evaluation keeps them in.
+    np.testing.assert_allclose(features, pooled.numpy(), rtol=2e-3, atol=1e-3)
 
 
 def test_predictions_go_through_the_runs_trust_layer(run, predictor, demo):
@@ -299,7 +300,11 @@ def test_file_prediction_as_json_has_exactly_its_keys():
     bad = FilePrediction("b.txt", error="b.txt: not an image")
     assert bad.as_json() == {"path": "b.txt", "error": "b.txt: not an image"}
     trusted = FilePrediction("a.jpg", predictions={"gender": [Guess("Men", 0.99)]}, accepted={"gender": "Men"})
-    assert trusted.as_json()["accepted"] == {"gender": "Men"}
+    assert trusted.as_json()["accepted"] == {"gender": "Men"} and "typical" not in trusted.as_json()
+    gated = FilePrediction("a.jpg", predictions={"gender": [Guess("Men", 0.99)]}, accepted={"gender": None},
+                           typicality=(0.42, False))
+    assert gated.as_json() == {**trusted.as_json(), "accepted": {"gender": None}, "typicality": 0.42,
+                               "typical": False, "note": UNLIKE_CALIBRATION}
 
 
 def test_file_prediction_as_row_is_flat_with_the_top_label_per_head():
@@ -307,7 +312,8 @@ def test_file_prediction_as_row_is_flat_with_the_top_label_per_head():
     assert row_columns(heads) == ["path", "gender", "gender_p", "gender_accepted", "usage", "usage_p",
                                   "usage_accepted", "error"]
     good = FilePrediction("a.jpg", predictions={"gender": [Guess("Men", 0.75), Guess("Women", 0.25)],
-                                                "usage": [Guess("Casual", 0.5)]}, accepted={"gender": "Men", "usage": None})
+                                                "usage": [Guess("Casual", 0.5)]},
+                          accepted={"gender": "Men", "usage": None})
     assert good.as_row(heads) == {"path": "a.jpg", "gender": "Men", "gender_p": 0.75, "gender_accepted": "Men",
                                   "usage": "Casual", "usage_p": 0.5, "usage_accepted": "", "error": ""}
     bad = FilePrediction("b.txt", error="b.txt: not an image")
@@ -327,6 +333,7 @@ def test_expand_paths_keeps_files_and_expands_folders_to_their_images(tmp_path):
     assert expand_paths([]) == [] and expand_paths([str(folder / "b" / "deeper")]) == [folder / "b/deeper/d.JPEG"]
 
 
+@pytest.mark.slow
 def test_cli_predict_json_prints_one_line_per_input(run, demo, predictor, tmp_path):
     shutil.copy(demo_photos(demo, 1)[0], tmp_path / "good.jpg")
     (tmp_path / "bad.txt").write_text("hello")
@@ -338,7 +345,9 @@ def test_cli_predict_json_prints_one_line_per_input(run, demo, predictor, tmp_pa
     )
     assert done.returncode == 0, done.stderr
     good, bad = [json.loads(line) for line in done.stdout.splitlines()]
-    assert set(good) == {"path", "predictions", "accepted"} and good["path"] == str(tmp_path / "good.jpg")
+    # The shared run is calibrated with a typicality gate: every line says how typical its photo is.
+    assert set(good) - {"note"} == {"path", "predictions", "accepted", "typicality", "typical"}
+    assert good["path"] == str(tmp_path / "good.jpg") and ("note" in good) == (not good["typical"])
     assert list(good["predictions"]) == list(good["accepted"]) == list(run.cfg.heads)
     assert all(label in (None, good["predictions"][head][0]["label"]) for head, label in good["accepted"].items())
     for guesses in good["predictions"].values():
@@ -347,6 +356,7 @@ def test_cli_predict_json_prints_one_line_per_input(run, demo, predictor, tmp_pa
     # always the most probable label), then the most probable other.
     (expected,) = predictor.predict_files([tmp_path / "good.jpg"], top_k=2)
     assert good["accepted"] == expected.accepted
+    assert (good["typicality"], good["typical"]) == pytest.approx(expected.typicality, abs=1e-6)
     assert {head: [guess["label"] for guess in guesses] for head, guesses in good["predictions"].items()} == {
         head: [guess.label for guess in guesses] for head, guesses in expected.predictions.items()}
     assert [guess["p"] for guesses in good["predictions"].values() for guess in guesses] == pytest.approx(
@@ -365,7 +375,7 @@ def test_cli_predict_a_folder_reads_its_images(run, demo, tmp_path, in_workspace
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     expected = [tmp_path / "shop" / name for name in ("new/p1.jpg", "new/p2.jpg", "p0.jpg")]  # sorted by path
     assert [line["path"] for line in lines] == list(map(str, expected))
-    assert all(set(line) == {"path", "predictions", "accepted"} for line in lines)
+    assert all(set(line) - {"note"} == {"path", "predictions", "accepted", "typicality", "typical"} for line in lines)
 
 
 def test_cli_predict_csv_writes_a_row_per_image_matching_the_json(run, demo, tmp_path, in_workspace, capsys):
@@ -376,7 +386,8 @@ def test_cli_predict_csv_writes_a_row_per_image_matching_the_json(run, demo, tmp
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     rows = pd.read_csv(table, keep_default_na=False)
     assert list(rows.columns) == row_columns(run.cfg.heads)
-    assert rows["path"].tolist() == [str(tmp_path / "broken.jpg"), *map(str, photos)] == [line["path"] for line in lines]
+    assert (rows["path"].tolist() == [str(tmp_path / "broken.jpg"), *map(str, photos)]
+            == [line["path"] for line in lines])
     assert rows["error"].iloc[0] == lines[0]["error"] and rows["gender"].iloc[0] == ""
     for (_, row), line in zip(rows.iloc[1:].iterrows(), lines[1:]):
         assert row["error"] == ""

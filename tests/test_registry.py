@@ -37,14 +37,7 @@ if sys.argv[1] == "train":
 
 
 @pytest.fixture()
-def workspace(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASHION_TAGGER_HOME", str(tmp_path / "workspace"))
-    monkeypatch.delenv(DB_URL_ENV, raising=False)
-    return tmp_path / "workspace"
-
-
-@pytest.fixture()
-def registry(workspace):
+def registry(workspace_home):
     return RunRegistry()
 
 
@@ -61,27 +54,27 @@ def set_columns(registry: RunRegistry, run_id: str, **values) -> None:
         connection.execute(update(runs_table).where(runs_table.c.id == run_id).values(**values))
 
 
-def test_database_is_sqlite_wal_in_the_workspace(workspace, registry):
-    assert (workspace / "fashion_tagger.db").is_file()
+def test_database_is_sqlite_wal_in_the_workspace(workspace_home, registry):
+    assert (workspace_home / "fashion_tagger.db").is_file()
     with registry.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
 
 
-def test_database_url_from_the_environment(workspace, tmp_path, monkeypatch):
+def test_database_url_from_the_environment(workspace_home, tmp_path, monkeypatch):
     monkeypatch.setenv(DB_URL_ENV, f"sqlite:///{tmp_path / 'team.db'}")
     run = RunRegistry().create(CONFIG, "tester")
-    assert (tmp_path / "team.db").is_file() and not (workspace / "fashion_tagger.db").exists()
+    assert (tmp_path / "team.db").is_file() and not (workspace_home / "fashion_tagger.db").exists()
     assert RunRegistry(f"sqlite:///{tmp_path / 'team.db'}").get(run.id).id == run.id
 
 
-def test_lifecycle_to_finished(workspace, registry):
+def test_lifecycle_to_finished(workspace_home, registry):
     run = registry.create(CONFIG, "tester")
     assert re.fullmatch(r"\d{8}-\d{6}-lite0-[0-9a-f]{4}", run.id)
     created = datetime.fromisoformat(run.created)
     assert run.id.startswith(f"{created:%Y%m%d-%H%M%S}") and created.utcoffset().total_seconds() == 0
     assert (run.status, run.config, run.pid, run.host) == ("queued", CONFIG, os.getpid(), socket.gethostname())
-    assert run.folder == str(workspace.resolve() / "runs" / run.id)
+    assert run.folder == str(workspace_home.resolve() / "runs" / run.id)
     assert (run.started, run.finished, run.metrics) == (None, None, None)
 
     running = registry.mark_running(run.id, os.getpid(), "cuda:0 NVIDIA H100", "offline: lite0.pth")
@@ -131,7 +124,8 @@ def test_unknown_run_lists_recent_ids(registry):
 
 
 def test_list_is_newest_first_with_a_limit(registry):
-    ids = [registry.create({**CONFIG, "backbone": name}, "tester").id for name in ("resnet50", "efficientnet_b3", "convnext_tiny")]
+    ids = [registry.create({**CONFIG, "backbone": name}, "tester").id
+           for name in ("resnet50", "efficientnet_b3", "convnext_tiny")]
     assert [run.id for run in registry.list()] == ids[::-1]
     assert [run.id for run in registry.list(limit=2)] == ids[:0:-1]
     assert [run.id.split("-")[2:-1] for run in registry.list()] == [["convnext", "tiny"], ["b3"], ["resnet50"]]
@@ -165,7 +159,7 @@ def test_an_id_drawn_twice_is_drawn_again(registry, monkeypatch):
 
 
 @pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
-def test_killed_training_process_shows_failed(workspace, registry, reaped):
+def test_killed_training_process_shows_failed(workspace_home, registry, reaped):
     child, run_id = start_child("train")
     try:
         assert registry.get(run_id).status == "running"
@@ -207,7 +201,7 @@ def test_runs_of_another_host_are_left_alone(registry):
     assert registry.get(run.id).status == "running"
 
 
-def test_runs_are_listed_while_another_process_holds_the_write_lock(workspace, registry):
+def test_runs_are_listed_while_another_process_holds_the_write_lock(workspace_home, registry):
     """Reads never take the write lock: `runs` answers at once while another process writes."""
     run = registry.mark_cancelled(registry.create(CONFIG, "tester").id)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -221,7 +215,7 @@ def test_runs_are_listed_while_another_process_holds_the_write_lock(workspace, r
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "cancelled"
 
 
-def test_a_lost_run_is_marked_failed_once_the_lock_is_free(workspace, registry, monkeypatch):
+def test_a_lost_run_is_marked_failed_once_the_lock_is_free(workspace_home, registry, monkeypatch):
     child, run_id = start_child("exit")
     assert child.wait() == 0
     monkeypatch.setattr(database, "LOCK_TIMEOUT_MS", 500)

@@ -1,5 +1,6 @@
 """core.labels.queues: queue order, what each head offers and starts at, filters and navigation."""
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from core.data.demo import generate_demo
 from core.data.schema import OTHER_CLASS
 from core.labels.queues import (
     BulkPreview,
+    PhotoProposal,
     accept_confident,
     bulk_preview,
     choices,
@@ -139,13 +141,15 @@ def test_top_proposals_give_each_heads_top_label_or_the_reason_in_order(bulk):
     photos = {gone.item: gone.path, sure.item: sure.path, unsure.item: unsure.path}
     proposals = top_proposals(predictor, photos)
     assert list(proposals) == [gone.item, sure.item, unsure.item]
-    assert proposals[sure.item] == {"gender": ("Men", 0.97), "usage": ("Casual", 0.5)}
+    assert proposals[sure.item] == PhotoProposal({"gender": ("Men", 0.97), "usage": ("Casual", 0.5)})
     assert proposals[gone.item] == f"{gone.path}: no such file or folder"
     thresholds = {"gender": 0.95, "usage": None}
     assert sure_heads(proposals[sure.item], thresholds) == {"gender": ("Men", 0.97)}  # usage: never accepted
     assert sure_heads(proposals[unsure.item], thresholds) == {}
-    bucket = {"gender": (OTHER_CLASS, 0.99)}
+    bucket = PhotoProposal({"gender": (OTHER_CLASS, 0.99)})
     assert sure_heads(bucket, {"gender": 0.0}) == {}  # the rare-class bucket is never a label to accept
+    unlike = PhotoProposal({"gender": ("Men", 0.99)}, typical=False)
+    assert sure_heads(unlike, {"gender": 0.0}) == {}  # unlike the calibration photos: a person decides
 
 
 def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leaves_the_rest(bulk):
@@ -153,27 +157,29 @@ def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leav
     store.review(decided.item, {"gender": "Women"}, BOB)  # already decided: left alone
     store.review(partly.item, {"usage": "Sports"}, BOB, complete=False)  # a head decided by a person earlier
     thresholds = {"gender": 0.9, "baseColour": 0.9, "usage": 0.5}
-    heads = ("gender", "baseColour", "usage")
     proposals = {
-        complete.item: {"gender": ("Men", 0.97), "baseColour": ("Blue", 0.91), "usage": ("Casual", 0.6)},
-        partly.item: {"gender": ("Men", 0.99), "baseColour": ("Blue", 0.89), "usage": ("Casual", 0.99)},
-        other.item: {"gender": ("Men", 0.5), "baseColour": (OTHER_CLASS, 0.95), "usage": ("Casual", 0.1)},
+        complete.item: PhotoProposal({"gender": ("Men", 0.97), "baseColour": ("Blue", 0.91), "usage": ("Casual", 0.6)}),
+        partly.item: PhotoProposal({"gender": ("Men", 0.99), "baseColour": ("Blue", 0.89), "usage": ("Casual", 0.99)}),
+        other.item: PhotoProposal({"gender": ("Men", 0.5), "baseColour": (OTHER_CLASS, 0.95),
+                                   "usage": ("Casual", 0.1)}),
         gone.item: f"{gone.path}: no such file or folder",
-        decided.item: {"gender": ("Men", 0.99)},
-        row.item: {"gender": ("Men", 0.99)},  # a catalogue row: never accepted in bulk
+        decided.item: PhotoProposal({"gender": ("Men", 0.99)}),
+        row.item: PhotoProposal({"gender": ("Men", 0.99)}),  # a catalogue row: never accepted in bulk
     }
     everything = [row, complete, partly, other, gone, decided]
-    only = lambda proposal: {h: g for h, g in proposal.items() if h in heads}  # noqa: E731
     assert [photo.item for photo in open_photos(store, everything, proposals)] == [
         complete.item, partly.item, other.item, gone.item]
     undecided = {photo.item: photo.undecided for photo in open_photos(store, everything, proposals)}
     assert "usage" not in undecided[partly.item] and "usage" in undecided[complete.item]
     seven = len(undecided[complete.item])  # every head of a new photo starts undecided
     # What the page shows before accepting: head decisions, not only photos.
-    preview = bulk_preview(store, everything, {k: (only(v) if isinstance(v, dict) else v) for k, v in proposals.items()},
-                           thresholds)
+    preview = bulk_preview(store, everything, proposals, thresholds)
     assert preview == BulkPreview(heads_accepted=3 + 1, heads_open=seven + (seven - 1) + seven, photos_complete=0,
-                                  photos_open=3)
+                                  photos_open=3, photos_unlike=0)
+    # A photo unlike the calibration photos gives nothing, however sure; it is counted as such.
+    unlike = {**proposals, complete.item: dataclasses.replace(proposals[complete.item], typical=False)}
+    assert bulk_preview(store, everything, unlike, thresholds) == dataclasses.replace(
+        preview, heads_accepted=1, photos_unlike=1)
 
     result = accept_confident(store, everything, proposals, thresholds, ANN, run_id="run-1")
     assert (result.completed, result.partial, result.untouched, result.unreadable) == (
@@ -193,7 +199,7 @@ def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leav
 
 def test_a_photo_whose_every_head_is_sure_is_reviewed(bulk):
     store, new, _ = bulk
-    sure = {head: ("Casual" if head == "usage" else "x", 0.99) for head in HEADS}
+    sure = PhotoProposal({head: ("Casual" if head == "usage" else "x", 0.99) for head in HEADS})
     result = accept_confident(store, new[:1], {new[0].item: sure}, dict.fromkeys(HEADS, 0.9), ANN)
     assert result.completed == [new[0].item] and result.heads_left == 0
     assert store.current([new[0].item])[new[0].item]["status"] == "reviewed"
@@ -203,7 +209,7 @@ def test_undo_bulk_walks_back_the_accepted_photos_and_stops_at_another_decision(
     store, new, _ = bulk
     first, second, third, fourth, _ = new
     store.review(first.item, {"gender": "Women"}, ANN)  # by hand, before
-    proposals = {item.item: {"gender": ("Men", 0.95)} for item in (second, third, fourth)}
+    proposals = {item.item: PhotoProposal({"gender": ("Men", 0.95)}) for item in (second, third, fourth)}
     result = accept_confident(store, [second, third, fourth], proposals, {"gender": 0.9}, ANN)
     assert result.partial == [second.item, third.item, fourth.item]
     store.review(fourth.item, {"gender": "Boys"}, ANN)  # a later decision by hand, on a bulk one

@@ -20,14 +20,15 @@ from core.labels.tables import EXTERNAL_ID_BASE
 from core.trust.abstention import THRESHOLDS, Selection
 from core.trust.layer import Calibration
 from core.trust.taxonomy import Taxonomy
+from core.trust.typicality import UNLIKE_CALIBRATION
 from dashboard.review_queue import TAXONOMY_SOURCE
-from training.checkpoints import add_to_checkpoints, load_predictor
+from training.checkpoints import add_to_checkpoints, load_predictor, stored_calibration
 from training.evaluate import label_issues
 from training.launcher import evaluation_job
 from training.processes import log_tail
 from training.run_folder import RunFolder
 
-from conftest import REPO, tiny_run_workspace
+from conftest import EXTERNAL_DIR, REPO, shown, tiny_run_workspace
 
 HOME = str(REPO / "dashboard" / "Home.py")
 REVIEW = "../pages/review.py"
@@ -35,7 +36,8 @@ REVIEW = "../pages/review.py"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A finished tiny run on a small demo catalogue, in a workspace of its own."""
+    """A finished tiny run on a small demo catalogue, in a workspace of its own (not conftest's shared
+    run: these tests write labels into its database and an evaluation of every row into its folder)."""
     with tiny_run_workspace(tmp_path_factory, seed=4) as (record, demo, _):
         yield record, load_catalogue(demo)
 
@@ -252,16 +254,18 @@ def test_predict_every_row_in_the_background_then_queue_from_it(run):
 @pytest.fixture
 def certified(run):
     """The run's calibration with gender and masterCategory certified at any confidence (no error
-    at any threshold on plenty of rows): the tiny run's own has too few rows to certify any head."""
+    at any threshold on plenty of rows): the tiny run's own has too few rows to certify any head.
+    Without its typicality gate, which a dozen reference rows make strict: bulk acceptance is what
+    is tested here (the gate's refusal, in test_a_photo_unlike_the_calibration_photos_is_said_so)."""
     record, _ = run
     folder = RunFolder(record.folder)
     original = Calibration.load(folder.calibration)
     sure = Selection(tuple([1000] * len(THRESHOLDS)), tuple([0] * len(THRESHOLDS)), 1000)
     heads = ("gender", "masterCategory")
-    add_to_checkpoints(folder, {"calibration": dataclasses.replace(
-        original, selections={**original.selections, **dict.fromkeys(heads, sure)}).to_dict()})
+    add_to_checkpoints(folder, {"calibration": stored_calibration(dataclasses.replace(
+        original, selections={**original.selections, **dict.fromkeys(heads, sure)}, typicality=None))})
     yield heads
-    add_to_checkpoints(folder, {"calibration": original.to_dict()})
+    add_to_checkpoints(folder, {"calibration": stored_calibration(original)})
 
 
 def test_accept_the_sure_heads_of_new_photos_in_bulk(run, certified):
@@ -322,7 +326,8 @@ def test_save_on_a_catalogue_row_keeps_its_labels_and_a_proposal_is_one_key_away
     at.button(key="review_save").click().run()
     assert not at.exception, at.exception
     after = store.current([first.item])[first.item]
-    assert {head: after[head] for head in record.config["heads"]} == {h: first.baseline[h] for h in record.config["heads"]}
+    assert ({head: after[head] for head in record.config["heads"]}
+            == {h: first.baseline[h] for h in record.config["heads"]})
     assert after["status"] == "reviewed"
     history = store.history(first.item)
     assert set(history[history["action"] == history["action"].iloc[-1]]["kind"]) == {"accept", "review"}  # kept
@@ -392,3 +397,22 @@ def test_the_reviewer_name_survives_a_reload(run):
     reloaded.run()
     reloaded.switch_page(REVIEW).run()
     assert reloaded.text_input(key="review.reviewer").value == "dee"
+
+
+def test_a_photo_unlike_the_calibration_photos_is_said_so(run):
+    """A street photo under a model calibrated on generated studio shots: the typicality gate refuses
+    it, so the page says why nothing of it is accepted, and the predictor accepts none of its heads."""
+    record, catalogue = run
+    if not EXTERNAL_DIR.is_dir():
+        pytest.skip(f"the external photos are not present at {EXTERNAL_DIR}")
+    street = sorted((EXTERNAL_DIR / "shoes").glob("*.jpg"))[0]
+    studio = int(catalogue.frame["id"].iloc[0])  # one of the run's own photos
+    (result,) = load_predictor(record.folder).predict_files([street])
+    assert result.typicality is not None and result.typicality[1] is False
+    assert not any(result.accepted.values())
+    at = review_page()
+    at.file_uploader(key="review.uploads").set_value([
+        ("street.jpg", street.read_bytes(), "image/jpeg"), photo(catalogue, studio)]).run()
+    captions = shown(" ".join(texts(at.caption)))
+    assert f"street.jpg · unreviewed · :material/help: **{UNLIKE_CALIBRATION}**" in captions
+    assert not at.exception, at.exception

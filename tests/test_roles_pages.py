@@ -28,7 +28,8 @@ ADA, RITA, VIC = "ada@example.com", "rita@example.com", "vic@partner.org"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A finished tiny run on a small demo, and an access file: ada an admin, example.com reviewers."""
+    """A finished tiny run on a small demo, and an access file: ada an admin, example.com reviewers.
+    The run is its own, not conftest's shared one: the tests write labels into its database."""
     with tiny_run_workspace(tmp_path_factory, seed=6) as (record, demo, home):
         access = home / "team-access.toml"
         access.write_text(f'admin = ["{ADA}"]\nreviewer = ["@example.com"]\n')

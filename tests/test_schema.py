@@ -150,7 +150,8 @@ def test_unseen_values(frame):
 def test_encode_then_decode_applies_the_policy(frame):
     schema = LabelSchema.fit(frame, "other", 2)
     encoded = schema.encode(frame)
-    assert schema.decode("gender", encoded[:, 0]) == ["Men", "Men", "Men", "Women", "Women", "Women", OTHER_CLASS, "Men"]
+    assert schema.decode("gender", encoded[:, 0]) == ["Men", "Men", "Men", "Women", "Women", "Women",
+                                                      OTHER_CLASS, "Men"]
     usage = schema.decode("usage", encoded[:, HEADS.index("usage")])
     assert [value is None for value in usage] == [False] * 5 + [True, False, True]
 

@@ -26,7 +26,7 @@ from core import workspace
 from training.__main__ import main as cli
 from training.processes import group_alive, start_detached
 
-from conftest import REPO, SAMPLE_DIR, tiny_run_workspace
+from conftest import REPO, SAMPLE_DIR
 
 KEY_ENV, KEY = "FASHION_TAGGER_TEST_SERVE_KEY", "s3cret-key-for-tests"
 MAX_BATCH, MAX_REQUEST_MB = 8, 1
@@ -45,9 +45,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    with tiny_run_workspace(tmp_path_factory) as (record, demo, home):
-        yield SimpleNamespace(record=record, demo=demo, home=home)
+def run(in_tiny_run):
+    """The shared tiny run (record, demo, home); the module's environment points at it."""
+    return in_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +151,15 @@ def expected_for(cli_answers, path: Path) -> dict:
     return {**cli_answers[path.name], "path": path.name}
 
 
+# The tests of the running server are all slow: whichever runs first waits ~20 s for it to start
+# and for predict --json to answer the same photos.
+@pytest.mark.slow
 def test_a_photo_as_upload_or_json_gets_the_line_predict_json_prints(server, photos, cli_answers):
     for path in photos:
         expected = expected_for(cli_answers, path)
         assert "predictions" in expected, expected
+        # The shared run has a typicality gate: its verdict, and the note where it refuses, come along.
+        assert isinstance(expected["typical"], bool) and ("note" in expected) == (not expected["typical"])
         for body in (multipart(path), as_json(path.read_bytes(), path.name)):
             response = post(server, **body)
             assert response.status_code == 200, response.text
@@ -162,6 +167,7 @@ def test_a_photo_as_upload_or_json_gets_the_line_predict_json_prints(server, pho
             assert_same(response.json(), expected, path.name)
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched_and_answered_alike(server, photos, cli_answers):
     order = [photos[index % len(photos)] for index in range(4 * MAX_BATCH)]
     with ThreadPoolExecutor(2 * MAX_BATCH) as pool:
@@ -173,6 +179,7 @@ def test_concurrent_requests_are_batched_and_answered_alike(server, photos, cli_
     assert all(1 <= size <= MAX_BATCH for size in sizes) and max(sizes) > 1, sizes
 
 
+@pytest.mark.slow
 def test_a_refused_photo_gets_422_with_the_message_predict_gives(server, bad_files, cli_answers):
     for name, path in bad_files.items():
         expected = cli_answers[name]["error"].replace(str(path), name)
@@ -182,6 +189,7 @@ def test_a_refused_photo_gets_422_with_the_message_predict_gives(server, bad_fil
     assert "megapixel limit" in cli_answers["bomb.jpg"]["error"]
 
 
+@pytest.mark.slow
 def test_bad_requests_in_a_batch_leave_the_good_ones_answered(server, photos, bad_files, cli_answers):
     requests_ = [(path, multipart(path)) for path in photos] + [(None, multipart(bad_files["notes.txt"])),
                                                                  (None, {"json": {"image": "%%%"}})] * 4
@@ -195,6 +203,7 @@ def test_bad_requests_in_a_batch_leave_the_good_ones_answered(server, photos, ba
             assert_same(response.json(), expected_for(cli_answers, path), path.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body, status, detail", [
     ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "the body is not JSON ("),
     ({}, 400, "the body is not JSON ("),  # an empty POST, what /docs sends without a form
@@ -216,6 +225,7 @@ def test_a_bad_request_is_refused_with_what_is_wrong_and_the_server_goes_on(serv
     assert post(server, **multipart(photos[0])).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_requests_name_is_only_a_name_never_a_path(server, photos, bad_files):
     """A name that is a path to a real photo still names the bytes sent (not an image here)."""
     response = post(server, **as_json(b"not a photo", str(photos[0])))
@@ -229,6 +239,7 @@ def test_a_requests_name_is_only_a_name_never_a_path(server, photos, bad_files):
     assert post(server, json={"image": base64.b64encode(photos[1].read_bytes()).decode()}).json()["path"] == "upload"
 
 
+@pytest.mark.slow
 def test_without_the_api_key_only_health_answers(server, photos):
     assert post(server, key=None, **multipart(photos[0])).status_code == 401
     wrong = post(server, key="not-the-key", **multipart(photos[0]))
@@ -242,6 +253,7 @@ def test_without_the_api_key_only_health_answers(server, photos):
     assert info["model"]["checkpoint"] == "best.ckpt" and info["model"]["top_k"] == 3
 
 
+@pytest.mark.slow
 def test_docs_offer_a_file_upload_and_a_json_body(server):
     assert "swagger" in requests.get(f"{server.url}/docs", timeout=30).text.lower()
     spec = requests.get(f"{server.url}/openapi.json", timeout=30).json()

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from core import workspace
-from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.split import split_catalogue
@@ -22,19 +21,17 @@ from training.rows import run_catalogue
 from training.run_folder import RunFolder
 from training.train import train
 
-TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "rare_policy=keep"]
-
 from conftest import ANA, BEN
+
+TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "rare_policy=keep"]
 
 
 @pytest.fixture
-def reviewed(tmp_path, monkeypatch):
+def reviewed(workspace_home, tmp_path):
     """A demo catalogue with three decisions: one row relabelled, one not a product, one new photo reviewed."""
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
-    monkeypatch.delenv(DB_URL_ENV, raising=False)
     demo = generate_demo(tmp_path / "demo", n=80, seed=2)
     catalogue = load_catalogue(demo)
-    store = LabelStore(workspace=tmp_path / "ws")
+    store = LabelStore(workspace=workspace_home)
     relabelled, dropped, source = (int(i) for i in catalogue.frame["id"].iloc[:3])
     items = store.add_catalogue_items(catalogue, [relabelled, dropped], ANA)
     old_type = items[0].baseline["articleType"]
@@ -42,7 +39,8 @@ def reviewed(tmp_path, monkeypatch):
     store.review(items[0].item, {"articleType": new_type}, ANA)
     store.mark(items[1].item, ReviewStatus.NOT_PRODUCT, ANA)
     photo = store.add_image(demo, catalogue.image_path(source).read_bytes(), "new-arrival.jpg", ANA)
-    store.review(photo.item, catalogue.frame.set_index("id").loc[source, ["gender", "articleType", "baseColour"]].to_dict(), ANA)
+    store.review(photo.item,
+                 catalogue.frame.set_index("id").loc[source, ["gender", "articleType", "baseColour"]].to_dict(), ANA)
     return demo, catalogue, store, {"relabelled": (relabelled, new_type), "dropped": dropped, "new": photo.product_id}
 
 
@@ -68,7 +66,8 @@ def test_a_run_with_corrections_trains_on_the_decisions_frozen_at_its_start(revi
     assert split.index.equals(frame.index)  # every row the run trained and validated on, by id
     assert split[decisions["new"]] == "train"
     # The catalogue's own rows keep the split a run without corrections gets, but the relabelled row's stratum.
-    plain = split_catalogue(catalogue.frame, val_fraction=cfg.val_fraction, seed=cfg.seed).set_axis(catalogue.frame["id"])
+    plain = split_catalogue(catalogue.frame, val_fraction=cfg.val_fraction,
+                            seed=cfg.seed).set_axis(catalogue.frame["id"])
     kept = [i for i in frame.index if i in plain.index and i != relabelled]
     moved = (split[kept] != plain[kept]).sum()
     assert moved <= 2, f"{moved} rows changed split"

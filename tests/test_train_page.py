@@ -15,7 +15,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
-from core.access.database import DB_URL_ENV
 from core.data import HEADS
 from core.data.demo import generate_demo
 from training.config import RECIPE_SUMMARIES, TrainConfig
@@ -36,11 +35,9 @@ def demo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
-def registry(demo, tmp_path, monkeypatch) -> RunRegistry:
+def registry(demo, workspace_home, monkeypatch) -> RunRegistry:
     """A fresh workspace with `demo` as the dataset the dashboard opens."""
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "workspace"))
     monkeypatch.setenv(workspace.DATA_ENV, str(demo))
-    monkeypatch.delenv(DB_URL_ENV, raising=False)
     return RunRegistry()
 
 
@@ -69,7 +66,8 @@ at.run()
 at.switch_page({TRAIN!r}).run()
 shown = [element.value for element in at.info] + [button.label for button in at.button]
 print(json.dumps({{"exception": [str(error.value) for error in at.exception], "shown": shown,
-                  "loaded": sorted(name for name in ("torch", "lightning", "timm", "torchmetrics") if name in sys.modules)}}))
+                  "loaded": sorted(name for name in ("torch", "lightning", "timm", "torchmetrics")
+                                   if name in sys.modules)}}))
 """
 
 
@@ -94,7 +92,8 @@ def test_the_form_is_prefilled_from_the_recipe_with_an_estimate(registry, demo):
     assert field(at, "text_input", "rare_min_count").value == "auto"
     hint = estimate(TrainConfig(data=str(demo)), 64, 16)
     assert (hint["train_images"], hint["val_images"]) == (64, 16)
-    assert any(text.startswith("Per epoch: 64 training and 16 validation images (2 × batch 32). Roughly ") for text in texts(at.info))
+    assert any(text.startswith("Per epoch: 64 training and 16 validation images (2 × batch 32). Roughly ")
+               for text in texts(at.info))
     assert "No runs yet: start one above." in texts(at.info)
     assert not at.button(key="train.start").disabled
 
@@ -148,7 +147,8 @@ def test_the_model_options_reach_the_config_and_a_bad_head_weight_is_refused(reg
     assert not at.exception, at.exception
     [record] = registry.list()
     cancel_run(record.id, ANN)
-    assert {key: record.config[key] for key in ("head", "label_smoothing", "ema_decay", "tta_flip", "head_weights")} == {
+    assert {key: record.config[key]
+            for key in ("head", "label_smoothing", "ema_decay", "tta_flip", "head_weights")} == {
         "head": "conditioned", "label_smoothing": 0.1, "ema_decay": 0.998, "tta_flip": True,
         "head_weights": ["gender:2", "season:2"]}
 
@@ -260,7 +260,8 @@ def test_start_runs_a_tiny_model_that_ends_finished_with_its_summary(registry, d
     [record] = registry.list()
     assert f"Started run {record.id}." in texts(at.success)
     # Every field the form did not touch keeps the recipe's value.
-    expected = TrainConfig.from_recipe("default", {**numbers, "rare_policy": "keep", "corrections": True, "data": str(demo)})
+    expected = TrainConfig.from_recipe("default", {**numbers, "rare_policy": "keep", "corrections": True,
+                                                   "data": str(demo)})
     assert record.config == expected.to_dict()
     assert at.selectbox(key="train_run_id").value == record.id
     runs = at.dataframe[-1].value

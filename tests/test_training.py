@@ -33,7 +33,7 @@ from training.rows import run_rows, run_split
 from training.run_folder import RunFolder, readable_checkpoint
 from training.train import train
 
-from conftest import REPO
+from conftest import REPO, point_at_workspace
 
 TINY = ["epochs=1", "image_size=64", "batch_size=16", "num_workers=0", "max_samples=80"]
 
@@ -43,22 +43,14 @@ def tiny_demo(tmp_path_factory) -> Path:
     return generate_demo(tmp_path_factory.mktemp("data") / "demo", n=100, seed=7)
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
-    return tmp_path / "ws"
-
-
 @pytest.fixture(scope="module")
 def finished_run(tiny_demo, tmp_path_factory):
     """One real run of the default recipe on the tiny demo, shared by the assertions below."""
-    home = tmp_path_factory.mktemp("ws")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(workspace.HOME_ENV, str(home))
-    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY])
-    record = train(cfg)
-    yield record, cfg, RunRegistry()
-    mp.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_workspace(patch, tmp_path_factory.mktemp("ws"))
+        cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY])
+        record = train(cfg)
+        yield record, cfg, RunRegistry()
 
 
 def test_a_run_keeps_its_split_and_every_later_reader_takes_it(finished_run, tiny_demo):
@@ -90,7 +82,8 @@ def test_a_run_writes_config_schema_checkpoints_metrics_and_evaluation(finished_
     assert schema.rare_policy == "other" and schema.heads == cfg.heads
     assert run.last.is_file() and (run.checkpoints / record.metrics["best_checkpoint"]).is_file()
     metrics = pd.read_csv(run.metrics)
-    assert {"train/loss", "val/loss", "val/articleType/acc", "val/articleType/macro_f1", "val/mean_macro_f1"} <= set(metrics.columns)
+    assert ({"train/loss", "val/loss", "val/articleType/acc", "val/articleType/macro_f1", "val/mean_macro_f1"}
+            <= set(metrics.columns))
     assert list(Path(record.folder, "tensorboard").glob("events.out.tfevents.*"))
     report = json.loads((run.evaluation() / "report.json").read_text())
     predictions = pd.read_parquet(run.evaluation() / "predictions.parquet")
@@ -125,7 +118,7 @@ def test_the_registry_records_device_weights_best_metric_and_timings(finished_ru
     assert stored.timings["fit_s"] > 0 and stored.timings["train_images_per_s"] > 0
 
 
-def test_the_seed_recipe_runs_with_a_frozen_backbone(tiny_demo, home):
+def test_the_seed_recipe_runs_with_a_frozen_backbone(tiny_demo, workspace_home):
     cfg = TrainConfig.from_recipe("seed").with_overrides(
         [f"data={tiny_demo}", "backbone=tf_efficientnet_lite0", "rare_min_count=5", *TINY])
     record = train(cfg)
@@ -135,7 +128,8 @@ def test_the_seed_recipe_runs_with_a_frozen_backbone(tiny_demo, home):
     assert state["hyper_parameters"]["loss"] == "bce"
 
 
-def test_the_gpu_recipe_fits_on_the_cpu_in_bf16(tiny_demo, home):
+@pytest.mark.slow
+def test_the_gpu_recipe_fits_on_the_cpu_in_bf16(tiny_demo, workspace_home):
     """The gpu recipe's network and precision, tiny and on the CPU: no hub (random weights), 64 px."""
     cfg = TrainConfig.from_recipe("gpu").with_overrides(
         [f"data={tiny_demo}", "pretrained=none", "precision=bf16-mixed", "accelerator=cpu", "rare_min_count=5", *TINY])
@@ -146,7 +140,8 @@ def test_the_gpu_recipe_fits_on_the_cpu_in_bf16(tiny_demo, home):
     assert state[CHECKPOINT_KEY]["config"]["recipe"] == "gpu"
 
 
-def test_conditioned_heads_ema_flip_smoothing_and_head_weights_fit_and_predict_from_the_checkpoint(tiny_demo, home):
+def test_conditioned_heads_ema_flip_smoothing_and_head_weights_fit_and_predict_from_the_checkpoint(
+        tiny_demo, workspace_home):
     """Every candidate of the recipe search at once: the run trains, its checkpoint reloads with the
     moving average and the conditioned heads, and the Predictor gives what the evaluation wrote on
     the same (cached) photos."""
@@ -161,13 +156,14 @@ def test_conditioned_heads_ema_flip_smoothing_and_head_weights_fit_and_predict_f
     assert module.head_weights["gender"] == 2.0 and module.head_weights["usage"] == 1.0
     assert module.net.heads["articleType"].in_features > module.net.heads["gender"].in_features
     predictions = load_evaluation(RunFolder(record.folder).evaluation()).predictions.head(4)
-    images = [Image.open(next(home.glob(f"image-cache/*/*/{image_id}.jpg"))) for image_id in predictions["id"]]
+    cached = [next(workspace_home.glob(f"image-cache/*/*/{image_id}.jpg")) for image_id in predictions["id"]]
+    images = [Image.open(path) for path in cached]
     probs = predictor.probabilities(images)
     for head in ("gender", "articleType"):
         assert np.allclose(probs[head], np.stack(predictions[f"{head}_probs"].to_numpy()), atol=1e-4)
 
 
-def test_a_crash_marks_the_run_failed_with_the_error(tiny_demo, home, monkeypatch):
+def test_a_crash_marks_the_run_failed_with_the_error(tiny_demo, workspace_home, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory while building the model")
 
@@ -179,7 +175,7 @@ def test_a_crash_marks_the_run_failed_with_the_error(tiny_demo, home, monkeypatc
     assert record.status == "failed" and "out of memory while building the model" in record.error
 
 
-def test_cli_fit_json_runs_and_show(tiny_demo, home, capsys):
+def test_cli_fit_json_runs_and_show(tiny_demo, workspace_home, capsys):
     assert cli(["fit", "--data", str(tiny_demo), "--set", *TINY, "pretrained=none", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["status"] == "finished" and record["weights"] == "random init (pretrained=none)"
@@ -200,14 +196,15 @@ def test_cli_fit_json_runs_and_show(tiny_demo, home, capsys):
         (["fit", "--resume", "nope"], "nope"),
     ],
 )
-def test_cli_user_errors_exit_2_with_the_bad_value(argv, message, home, capsys):
+def test_cli_user_errors_exit_2_with_the_bad_value(argv, message, workspace_home, capsys):
     assert cli(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error
 
 
-def test_a_killed_fit_is_listed_as_failed(tiny_demo, home):
-    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
+@pytest.mark.slow
+def test_a_killed_fit_is_listed_as_failed(tiny_demo, workspace_home):
+    env = {**os.environ, workspace.HOME_ENV: str(workspace_home), "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "training", "fit", "--data", str(tiny_demo), "--set",
          "epochs=50", "image_size=64", "batch_size=8", "num_workers=0", "pretrained=none"],
@@ -225,9 +222,9 @@ def test_a_killed_fit_is_listed_as_failed(tiny_demo, home):
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_is_one_run(tiny_demo, home):
+def test_ddp_on_two_cpu_processes_is_one_run(tiny_demo, workspace_home):
     """Lightning's DDP launcher re-runs the command for rank 1; it must adopt rank 0's run, not register its own."""
-    env = {**os.environ, workspace.HOME_ENV: str(home), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, workspace.HOME_ENV: str(workspace_home), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "training", "fit", "--data", str(tiny_demo), "--json", "--set", *TINY,
          "pretrained=none", "accelerator=cpu", "devices=2", "strategy=ddp"],
@@ -249,14 +246,14 @@ def failed_after_training(tiny_demo, home, monkeypatch):
     cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
     with pytest.raises(OSError):
         train(cfg)
-    monkeypatch.undo()
-    monkeypatch.setenv(workspace.HOME_ENV, str(home))
+    monkeypatch.undo()  # the workspace fixture's settings too: set again
+    point_at_workspace(monkeypatch, home)
     (failed,) = RunRegistry().list()
     return failed
 
 
-def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home, monkeypatch, capsys):
-    failed = failed_after_training(tiny_demo, home, monkeypatch)
+def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, workspace_home, monkeypatch, capsys):
+    failed = failed_after_training(tiny_demo, workspace_home, monkeypatch)
     assert failed.status == "failed" and "disk full" in failed.error
     assert RunFolder(failed.folder).last.is_file()
 
@@ -271,7 +268,7 @@ def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, home,
         RunRegistry().reopen(failed.id, "tester")
 
 
-def test_a_diverging_run_fails_naming_the_step_and_the_likely_cause(tiny_demo, home):
+def test_a_diverging_run_fails_naming_the_step_and_the_likely_cause(tiny_demo, workspace_home):
     cfg = TrainConfig.from_recipe("default").with_overrides(
         [f"data={tiny_demo}", *TINY, "epochs=3", "pretrained=none", "lr=1e9"])
     with pytest.raises(FloatingPointError):
@@ -300,7 +297,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_is_recorded_and_the_cut_checkpoint_never_offered(tiny_demo, small_disk, monkeypatch, capsys):
     """The checkpoint is moved from the temporary folder onto the full disk and cut short there;
     the run's record still gets the OS error, and the cut file is neither kept nor offered."""
-    monkeypatch.setenv(workspace.HOME_ENV, str(small_disk / "ws"))
+    point_at_workspace(monkeypatch, small_disk / "ws")
     cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
     with pytest.raises(OSError):
         train(cfg)
@@ -341,9 +338,9 @@ def test_checkpoint_takes_a_file_name_of_the_run_only(finished_run, which, capsy
     assert "not a path" in capsys.readouterr().err
 
 
-def test_resume_never_unpickles_code_from_a_checkpoint(tiny_demo, home, monkeypatch, tmp_path, capsys):
+def test_resume_never_unpickles_code_from_a_checkpoint(tiny_demo, workspace_home, monkeypatch, tmp_path, capsys):
     """With torch's default flipped to full unpickling, a last.ckpt carrying code is still refused."""
-    failed = failed_after_training(tiny_demo, home, monkeypatch)
+    failed = failed_after_training(tiny_demo, workspace_home, monkeypatch)
     last = RunFolder(failed.folder).last
     marker = tmp_path / "code-ran"
     state = torch.load(last, map_location="cpu", weights_only=True)

@@ -10,7 +10,8 @@ from core.images.transforms import Normalise, data_config, eval_transform, train
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # A config like resnet18's, small so the tests stay fast.
-CFG = {"input_size": (3, 64, 64), "interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875}
+CFG = {"input_size": (3, 64, 64), "interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+       "crop_pct": 0.875}
 
 
 def pixel(rgb: tuple[int, int, int]) -> torch.Tensor:
@@ -175,7 +176,8 @@ def test_normalise_keeps_or_sets_the_memory_format():
     nchw, nhwc = normalise(batch), normalise(batch, torch.channels_last)
     assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(nchw, nhwc)
-    assert normalise(batch.contiguous(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
+    assert normalise(batch.contiguous(memory_format=torch.channels_last)).is_contiguous(
+        memory_format=torch.channels_last)
 
 
 def test_normalise_refuses_what_is_not_a_uint8_batch():

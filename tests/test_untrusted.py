@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from core import workspace
-from core.access.database import DB_URL_ENV
 from core.data.__main__ import main as data_cli
 from core.data.catalogue import STYLES_FILE, load_catalogue
 from core.data.demo import generate_demo
@@ -32,7 +31,8 @@ IMAGE = "![x](http://127.0.0.1:9/x)"  # the issue's markdown image
     ("x" * 101, "must be at most 100 characters, got 101"),
     ("Red\u200b", "must not hold control or invisible characters \\(it holds U\\+200B\\)"),
     ("Red\tBlue", "must not hold control or invisible characters \\(it holds U\\+0009\\)"),
-    *((f"{start}1+1", f"must not start with = \\+ - @ \\(a spreadsheet would run it as a formula\\), got '\\{start}1\\+1'")
+    *((f"{start}1+1", f"must not start with = \\+ - @ \\(a spreadsheet would run it as a formula\\), "
+                      f"got '\\{start}1\\+1'")
       for start in "=+-@"),
 ])
 def test_typed_values_breaking_a_rule_are_refused_naming_rule_and_value(value, rule):
@@ -62,10 +62,8 @@ def test_spreadsheet_cells_get_a_quote_only_when_a_spreadsheet_would_run_them():
 
 
 @pytest.fixture
-def poisoned(tmp_path, monkeypatch):
+def poisoned(workspace_home, tmp_path):
     """A demo catalogue whose first row carries the issue's injection strings, in a workspace of its own."""
-    monkeypatch.setenv(workspace.HOME_ENV, str(tmp_path / "ws"))
-    monkeypatch.delenv(DB_URL_ENV, raising=False)
     demo = generate_demo(tmp_path / "demo", n=50, seed=5)
     frame = pd.read_csv(demo / STYLES_FILE, dtype=str, keep_default_na=False)
     frame.loc[0, ["baseColour", "articleType", "productDisplayName"]] = [LINK, "+cmd", f"-2+3 {IMAGE}"]

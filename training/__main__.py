@@ -50,6 +50,7 @@ from core.data import CatalogueError
 from core.health.similarity import DEFAULT_THRESHOLD
 from core.images.reading import ACCEPTED_EXTENSIONS
 from core.trust.abstention import TARGET_ERROR
+from core.trust.typicality import UNLIKE_CALIBRATION
 from training.registry import RunState
 from training.status import summary_frame
 
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_id")
     evaluate.add_argument("--data", help="catalogue folder (reports go to <run>/evaluation-<folder name>/); "
                                          "default: the run's validation split (<run>/evaluation/)")
-    evaluate.add_argument("--checkpoint", default="best", help="best (default), last, or a file in the run's checkpoints/")
+    evaluate.add_argument("--checkpoint", default="best",
+                          help="best (default), last, or a file in the run's checkpoints/")
     evaluate.add_argument("--json", action="store_true", help="print the per-head summary as JSON on the last line")
     predict = commands.add_parser("predict", help="tag image files (or folders of them) with a run's model")
     predict.add_argument("run_id")
@@ -116,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require the API key held by environment variable NAME in each request's X-API-Key header")
     serve.add_argument("--max-request-mb", type=float, default=20.0,
                        help="larger requests are refused with 413 (default 20; 1 MB = 2**20 bytes)")
-    crossval = commands.add_parser("crossval", help="out-of-sample probabilities for every row (K models) and label issues")
+    crossval = commands.add_parser(
+        "crossval", help="out-of-sample probabilities for every row (K models) and label issues")
     crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
     crossval.add_argument("--data", help="dataset folder, as for fit")
     crossval.add_argument("--recipe", help="preset, as for fit")
@@ -127,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser(
         "health", help="near-duplicates, split leakage, outliers and image-quality issues of a catalogue")
     health.add_argument("data", metavar="DIR", help="catalogue folder (styles.csv + images/)")
-    health.add_argument("--run", metavar="RUN_ID", help="embed with this run's best checkpoint and count leakage over "
-                                                        "its split (default: the pretrained backbone, the default split)")
+    health.add_argument("--run", metavar="RUN_ID",
+                        help="embed with this run's best checkpoint and count leakage over its split (default: the "
+                             "pretrained backbone, the default split)")
     health.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                         help=f"cosine similarity at which photos are near-duplicates (default {DEFAULT_THRESHOLD})")
     health.add_argument("--device", default="auto", help="auto (default: a CUDA GPU when there is one), cpu or cuda")
@@ -253,13 +257,15 @@ def predict(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         rows = None
         if args.csv:  # a file for people: cells made safe for a spreadsheet (core.untrusted)
-            rows = csv.DictWriter(stack.enter_context(open(args.csv, "w", newline="", buffering=1)), row_columns(predictor.heads))
+            rows = csv.DictWriter(stack.enter_context(open(args.csv, "w", newline="", buffering=1)),
+                                  row_columns(predictor.heads))
             rows.writeheader()
         for result in predictor.iter_predict_files(paths, args.top_k, args.batch_size):
             read += result.error is None
             print(json.dumps(result.as_json()) if args.json else describe_prediction(result), flush=True)
             if rows is not None:
-                rows.writerow({column: spreadsheet_cell(value) for column, value in result.as_row(predictor.heads).items()})
+                rows.writerow({column: spreadsheet_cell(value)
+                               for column, value in result.as_row(predictor.heads).items()})
     summary = (f"run {record.id}, checkpoint {predictor.checkpoint}, on {predictor.device.type}: "
                f"{read:,} of {len(paths):,} images read")
     if args.csv:
@@ -274,6 +280,8 @@ def describe_prediction(result) -> str:
     if result.error is not None:
         return f"{result.path}\n  error: {result.error}"
     lines = [result.path]
+    if result.typicality is not None and not result.typicality[1]:
+        lines.append(f"  {UNLIKE_CALIBRATION} (typicality {result.typicality[0]:.3f})")
     for head, guesses in result.predictions.items():
         accepted = "  accepted" if (result.accepted or {}).get(head) else ""
         lines.append(f"  {head:15s} " + "  ".join(f"{guess.label} {guess.p:.3f}" for guess in guesses) + accepted)
@@ -376,12 +384,14 @@ def health(args: argparse.Namespace) -> int:
     print(f"data health of {catalogue.root}: {computed.info['photos']:,} photos, {computed.info['description']}")
     print(f"  folder               {computed.folder.path}")
     print(f"  exact duplicates     {len(summary['exact_duplicates']):,} groups")
-    print(f"  near-duplicates      {len(groups):,} groups ({sum(map(len, groups)):,} photos) at similarity >= {args.threshold}")
+    print(f"  near-duplicates      {len(groups):,} groups ({sum(map(len, groups)):,} photos) "
+          f"at similarity >= {args.threshold}")
     print(f"  leakage              {len(summary['leakage']):,} groups span training and validation of {split_name}; "
           f"{len(leaked_ids(groups, split)):,} validation photos have a near-duplicate in training")
     print(f"  label disagreements  {len(summary['label_disagreements']):,} groups")
     print(f"  outliers             {len(summary['outliers']):,} photos")
-    print("  image issues         " + ", ".join(f"{name} {len(ids):,}" for name, ids in summary["image_issues"].items()))
+    print("  image issues         " + ", ".join(f"{name} {len(ids):,}"
+                                                for name, ids in summary["image_issues"].items()))
     if args.json:
         print(json.dumps(summary))
     return 0

@@ -3,8 +3,10 @@ calibration.json in the run folder and the calibration inside its checkpoints.
 
 `train()` calls `fit_trust` with the validation predictions it has just made. `calibrate_run`
 (`python -m training calibrate RUN_ID`) does the same for a run that already has its validation
-evaluation, from the saved probabilities, without a forward pass: for runs trained before the
-trust layer existed (it learns their taxonomy from their training rows first), or to refit.
+evaluation, from the saved probabilities and features, without a forward pass: for runs trained
+before the trust layer existed (it learns their taxonomy from their training rows first), or to
+refit. An evaluation written before features were kept gives no typicality gate: evaluate the run
+again (`python -m training evaluate RUN_ID`) first.
 """
 
 from __future__ import annotations
@@ -15,23 +17,24 @@ import numpy as np
 
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
-from core.evaluation.files import load_evaluation, read_report, write_evaluation
+from core.evaluation.files import load_evaluation, read_features, read_report, write_evaluation
 from core.trust.layer import Trust, fit_calibration
 from core.trust.taxonomy import Taxonomy
-from training.checkpoints import add_to_checkpoints
+from training.checkpoints import add_to_checkpoints, stored_calibration
 from training.config import TrainConfig
 from training.rows import run_catalogue, run_split, training_rows
 from training.run_folder import RunFolder
 
 
 def fit_trust(run: RunFolder, schema: LabelSchema, taxonomy: Taxonomy, catalogue: Catalogue, ids: np.ndarray,
-              probs: dict[str, np.ndarray]) -> Trust:
-    """Fit the calibration on validation rows `ids` (probs: head -> raw softmax [n, C]), save it in
-    the run folder and its checkpoints; returns the calibrated trust layer."""
+              probs: dict[str, np.ndarray], features: np.ndarray | None) -> Trust:
+    """Fit the calibration on validation rows `ids` (probs: head -> raw softmax [n, C]; features: their
+    pooled backbone features [n, D], None: no typicality gate), save it in the run folder and its
+    checkpoints; returns the calibrated trust layer."""
     labels = schema.encode(catalogue.frame.set_index("id").loc[ids].reset_index())
-    calibration = fit_calibration(schema, taxonomy, ids, labels, probs)
+    calibration = fit_calibration(schema, taxonomy, ids, labels, probs, features)
     calibration.save(run.calibration)
-    add_to_checkpoints(run, {"calibration": calibration.to_dict()})
+    add_to_checkpoints(run, {"calibration": stored_calibration(calibration)})
     return Trust(schema, taxonomy, calibration)
 
 
@@ -54,6 +57,8 @@ def calibrate_run(folder: str | Path) -> dict:
     predictions = evaluation.predictions
     ids = predictions["id"].to_numpy()
     probs = {head: np.stack(predictions[f"{head}_probs"].to_numpy()) for head in schema.heads}
-    trust = fit_trust(run, schema, taxonomy, catalogue, ids, probs)
-    return write_evaluation(catalogue, schema, ids, probs, run.evaluation(), read_report(run.evaluation())["checkpoint"],
-                            trust, validation_split=True)
+    features = read_features(run.evaluation())
+    trust = fit_trust(run, schema, taxonomy, catalogue, ids, probs, features)
+    checkpoint = read_report(run.evaluation())["checkpoint"]
+    return write_evaluation(catalogue, schema, ids, probs, run.evaluation(), checkpoint, trust, validation_split=True,
+                            features=features)

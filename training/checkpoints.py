@@ -54,6 +54,16 @@ def add_to_checkpoints(run: RunFolder, entries: Mapping[str, Any]) -> None:
         os.replace(temporary, path)
 
 
+def stored_calibration(calibration: Calibration) -> dict:
+    """The calibration as a checkpoint holds it: its dict, the gate's reference features a tensor
+    (a checkpoint loads with weights_only=True, which takes tensors but no numpy array)."""
+    values = calibration.to_dict()
+    if values["typicality"] is not None:
+        values["typicality"] = {**values["typicality"],
+                                "reference": torch.from_numpy(values["typicality"]["reference"])}
+    return values
+
+
 def trust_of(payload: Mapping[str, Any], schema: LabelSchema) -> Trust | None:
     """The trust layer a checkpoint's payload holds: None for a run trained before it existed
     (no taxonomy; `python -m training calibrate` adds it), uncalibrated until calibrated."""

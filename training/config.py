@@ -72,17 +72,22 @@ class TrainConfig:
     data: str | None = None  # dataset folder (styles.csv + images/); None = FASHION_TAGGER_DATA, else the demo
     heads: tuple[str, ...] = HEADS  # label heads to learn, a subset of core.data.HEADS
     max_samples: int | None = None  # cap on catalogue rows, for quick runs; None = every row
-    corrections: bool = False  # train on the reviewed labels (label store): corrections applied, "not a product" rows dropped, reviewed new photos added to training
+    # train on the reviewed labels (label store): corrections applied, "not a product" rows dropped, reviewed new photos
+    # added to training
+    corrections: bool = False
     val_fraction: float = 0.2  # share of rows held out for validation (stratified split)
     split: str = "stratified"  # a SplitStrategy: "grouped" keeps each group of near-duplicate photos on one side
-    group_similarity: float = DEFAULT_THRESHOLD  # split="grouped": photos at least this similar (cosine, pretrained backbone) are one group
+    # split="grouped": photos at least this similar (cosine, pretrained backbone) are one group
+    group_similarity: float = DEFAULT_THRESHOLD
     seed: int = 0  # seeds the split, the new layers' initial weights and the data order
     rare_policy: str = "other"  # what becomes of rare classes: a core.data.schema.RarePolicy
     rare_min_count: int | str = AUTO  # classes with fewer training rows are rare; "auto": resolve_rare_min_count
     # --- model
     backbone: str = "tf_efficientnet_lite0"  # timm model name
     pretrained: str = AUTO  # where the backbone's weights come from: a core.model.options.Pretrained
-    head: str = "linear"  # "linear": a Linear per head (MultiHeadNet); "conditioned": child heads also read their parent's probabilities (ConditionedNet); "seed_mlp": the seed's shared MLP (SeedNet)
+    # "linear": a Linear per head (MultiHeadNet); "conditioned": child heads also read their parent's probabilities
+    # (ConditionedNet); "seed_mlp": the seed's shared MLP (SeedNet)
+    head: str = "linear"
     freeze_backbone: bool = False  # train the head(s) only
     image_size: int = 224  # side of the square model input, pixels
     augment: bool = True  # random resized crop (mild scale) and horizontal flip; never colour jitter
@@ -92,19 +97,23 @@ class TrainConfig:
     tau: float = 0.5  # logit adjustment strength (imbalance="logit_adjusted"); 0.5 measured best (RESULTS.md, issue 17)
     focal_gamma: float = 2.0  # focusing exponent (imbalance="focal")
     label_smoothing: float = 0.0  # share of each target spread evenly over the head's classes (loss="ce")
-    head_weights: tuple[str, ...] = ()  # "head:weight" loss multipliers (loss="ce"), e.g. gender:2,season:2; other heads weigh 1
+    # "head:weight" loss multipliers (loss="ce"), e.g. gender:2,season:2; other heads weigh 1
+    head_weights: tuple[str, ...] = ()
     # --- optimisation (AdamW)
     epochs: int = 10  # most epochs; early stopping may end sooner
     batch_size: int = 32  # images per step, per device (more steps on small data; raise it on a big GPU)
-    lr: float = 1e-3  # peak learning rate (measured: 3e-4 left baseColour at 0.68 after 3 demo epochs, 1e-3 reached 0.99)
+    # peak learning rate (measured: 3e-4 left baseColour at 0.68 after 3 demo epochs, 1e-3 reached 0.99)
+    lr: float = 1e-3
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     scheduler: str = "cosine"  # "cosine": linear warmup then cosine to 0, per step; "step": StepLR per epoch
     warmup_fraction: float = 0.05  # share of all steps spent warming up (cosine)
     step_size: int = 7  # epochs between learning-rate drops (step)
     gamma: float = 0.1  # learning-rate factor at each drop (step)
     grad_clip: float | None = None  # gradient norm clip; None = no clipping
-    ema_decay: float | None = None  # keep a moving average of the weights (timm ModelEmaV3) to validate and predict with; None = off
-    tta_flip: bool = False  # evaluate and predict on each photo and its mirror image, logits averaged (2x the inference cost)
+    # keep a moving average of the weights (timm ModelEmaV3) to validate and predict with; None = off
+    ema_decay: float | None = None
+    # evaluate and predict on each photo and its mirror image, logits averaged (2x the inference cost)
+    tta_flip: bool = False
     # --- early stopping and best checkpoint
     monitor: str = "val/mean_macro_f1"  # the metric watched: one of MONITORS
     patience: int = 5  # epochs without improvement of `monitor` before stopping
@@ -115,7 +124,8 @@ class TrainConfig:
     strategy: str = AUTO  # Lightning strategy name ("auto", "ddp", ...)
     precision: str = AUTO  # a Precision; "auto": resolve_precision
     channels_last: bool | str = AUTO  # NHWC memory format; "auto": on, except on Apple's MPS
-    num_workers: int = min(4, os.cpu_count() or 1)  # DataLoader worker processes (default: 4, at most the cores); 0 = main process
+    # DataLoader worker processes (default: 4, at most the cores); 0 = main process
+    num_workers: int = min(4, os.cpu_count() or 1)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -161,7 +171,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.loss != "bce" or (not self.head_weights and not self.label_smoothing),
              "loss='bce' (the seed's) takes no head_weights and no label_smoothing"),
-            (self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1) or None, got {self.ema_decay}"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1,
+             f"ema_decay must be in (0, 1) or None, got {self.ema_decay}"),
             (self.focal_gamma >= 0, f"focal_gamma must be >= 0, got {self.focal_gamma}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -291,7 +302,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lr": 1.4e-3,
         "epochs": 15,
         "patience": 3,
-        "num_workers": max(1, min(16, (os.cpu_count() or 2) - 1)),  # the DataLoader fed lite0 too slowly with 12 (RESULTS.md)
+        # the DataLoader fed lite0 too slowly with 12 (RESULTS.md)
+        "num_workers": max(1, min(16, (os.cpu_count() or 2) - 1)),
     },
 }
 

@@ -204,13 +204,16 @@ def _fit_and_predict(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("fit")
     trainer = L.Trainer(
-        default_root_dir=folder, accelerator=cfg.accelerator, devices=1, precision=resolve_precision(cfg, Machine.from_torch()),
+        default_root_dir=folder, accelerator=cfg.accelerator, devices=1,
+        precision=resolve_precision(cfg, Machine.from_torch()),
         max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip, limit_val_batches=0, num_sanity_val_steps=0,
         enable_checkpointing=False, logger=CSVLogger(folder, name="", version=""), log_every_n_steps=1,
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=datamodule)
-    ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator, resolve_precision(cfg, Machine.from_torch()))
+    # Each fold's features are its own model's: no one gate could compare them, so none is kept.
+    ids, probs, _ = predict(module, datamodule.val_dataloader(), cfg.accelerator,
+                            resolve_precision(cfg, Machine.from_torch()))
     return ids, probs, datamodule.cache_report.as_dict()["failed"]
 
 

@@ -29,14 +29,16 @@ from training.run_folder import RunFolder, evaluation_name
 
 
 def predict(module: TaggerModule, loader: DataLoader, accelerator: str = "auto",
-            precision: str = "32-true") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Run `loader` through the module on one device -> (ids int64 [n], head -> probs float32 [n, C])."""
+            precision: str = "32-true") -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Run `loader` through the module on one device -> (ids int64 [n], head -> probs float32 [n, C],
+    the backbone's pooled features float32 [n, D] at the half precision an evaluation keeps them in,
+    so a calibration refitted from the kept ones is the one fitted now)."""
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
                         enable_progress_bar=False, enable_model_summary=False)
     outputs = trainer.predict(module, dataloaders=loader)
     ids = torch.cat([batch["id"] for batch in outputs]).numpy()
     probs = {head: torch.cat([batch["probs"][head].float() for batch in outputs]).numpy() for head in module.heads}
-    return ids, probs
+    return ids, probs, torch.cat([batch["features"].half().float() for batch in outputs]).numpy()
 
 
 def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, which: str = "best") -> tuple[Path, dict]:
@@ -59,10 +61,10 @@ def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, whic
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("validate")
     target = run.evaluation(evaluation_name(data))
-    ids, probs = predict(module, datamodule.val_dataloader(), cfg.accelerator,
-                         resolve_precision(cfg, Machine.from_torch()))
+    ids, probs, features = predict(module, datamodule.val_dataloader(), cfg.accelerator,
+                                   resolve_precision(cfg, Machine.from_torch()))
     return target, write_evaluation(catalogue, schema, ids, probs, target, checkpoint.name, trust,
-                                    validation_split=data is None)
+                                    validation_split=data is None, features=features)
 
 
 def label_issues(folder: str | Path) -> pd.DataFrame:

@@ -75,14 +75,16 @@ def resume_run(run_id: str, actor: Actor, registry: RunRegistry | None = None,
     if record.status not in RESUMABLE:
         raise ValueError(f"run {run_id} is {record.status}; only a failed or cancelled run can be resumed")
     _refuse_when_busy(registry, allow_concurrent)
-    record = registry.reopen(run_id, actor.identity)  # queued at once, so the page shows it and a second click is refused
+    # queued at once, so the page shows it and a second click is refused
+    record = registry.reopen(run_id, actor.identity)
     return _start_training_process(record, ["--resume", run_id, "--run-id", run_id], registry)
 
 
 def _refuse_when_busy(registry: RunRegistry, allow_concurrent: bool) -> None:
     active = registry.running()
     if active is not None and not allow_concurrent:
-        raise RunBusyError(f"run {active.id} is {active.status}; cancel it or wait for it to end before starting another")
+        raise RunBusyError(f"run {active.id} is {active.status}; cancel it or wait for it to end "
+                           "before starting another")
 
 
 def _environment(**extra: str) -> dict[str, str]:

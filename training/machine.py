@@ -40,7 +40,8 @@ class Machine:
         """What torch sees in this process."""
         import torch  # the training process has it loaded already
 
-        gpus = tuple(Gpu(torch.cuda.get_device_name(index), torch.cuda.get_device_properties(index).total_memory / 2**30,
+        gpus = tuple(Gpu(torch.cuda.get_device_name(index),
+                         torch.cuda.get_device_properties(index).total_memory / 2**30,
                          torch.cuda.is_bf16_supported()) for index in range(torch.cuda.device_count())) \
             if torch.cuda.is_available() else ()
         return cls(torch.get_num_threads(), _memory_gib(), gpus, torch.backends.mps.is_available())
@@ -64,7 +65,8 @@ def _nvidia_smi_gpus(timeout_s: float = 5.0) -> tuple[Gpu, ...]:
     if command is None:
         return ()
     try:
-        listing = subprocess.run([command, "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
+        listing = subprocess.run([command, "--query-gpu=name,memory.total,compute_cap",
+                                  "--format=csv,noheader,nounits"],
                                  capture_output=True, text=True, timeout=timeout_s, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return ()

@@ -70,7 +70,8 @@ def decide_split(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:
     split = pd.Series("train", index=frame.index)
     own = frame[~added]
     if cfg.split == SplitStrategy.GROUPED:
-        groups = near_duplicate_groups(catalogue, workspace.workspace_dir(), cfg.group_similarity, ids=own["id"].tolist(),
+        groups = near_duplicate_groups(catalogue, workspace.workspace_dir(), cfg.group_similarity,
+                                       ids=own["id"].tolist(),
                                        device="cuda" if uses_cuda(cfg, Machine.from_torch()) else "cpu")
         split[~added] = split_catalogue_grouped(own, groups, val_fraction=cfg.val_fraction, seed=cfg.seed)
     else:

@@ -7,8 +7,9 @@ A run folder (`<workspace>/runs/<run_id>/`) holds:
                          id, part ("train"/"val"); rows over cfg.max_samples are in neither
     schema.json          the label schema fitted on the run's training rows
     taxonomy.json        the taxonomy learned from them (core.trust.taxonomy; inside every checkpoint too)
-    calibration.json     temperatures and threshold counts fitted after training on the validation
-                         split (core.trust.layer; added to the checkpoints then)
+    calibration.json     temperatures, threshold counts and the typicality gate fitted after training
+                         on the validation split (core.trust.layer; added to the checkpoints then),
+                         with the gate's reference features in calibration.reference.npy
     corrections.json     with cfg.corrections: the label store's decisions the run trained on
     checkpoints/         epochNNN.ckpt (the best epoch by cfg.monitor), best.ckpt (a hard link to
                          it, once training ended) and last.ckpt; a file cut short (a full disk)

@@ -113,6 +113,12 @@ class TagsJSON(BaseModel):
     model_config = ConfigDict(extra="allow")  # whatever else FilePrediction.as_json gives passes through
     path: str
     predictions: dict[str, list[GuessJSON]]
+    accepted: dict[str, str | None] | None = Field(
+        None, description="per head the label that needs no person at the server's target error, else null")
+    typicality: float | None = Field(
+        None, description="the photo's distance to the photos the error rate was certified on (the run's gate)")
+    typical: bool | None = Field(None, description="false: unlike the calibration photos, nothing is accepted")
+    note: str | None = Field(None, description="why nothing is accepted, for a photo unlike the calibration photos")
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,8 @@ def metrics_frame(folder: str | Path) -> pd.DataFrame:
     frame["epoch"] = frame["epoch"].astype(int) + 1
     frame["step"] = frame["step"].astype(int)
     first = ["epoch", "step", "train/loss", "val/loss", "val/mean_macro_f1"]
-    by_head = [f"{split}/{head}/{metric}" for split in ("val", "train") for head in HEADS for metric in ("acc", "macro_f1")]
+    by_head = [f"{split}/{head}/{metric}" for split in ("val", "train") for head in HEADS
+               for metric in ("acc", "macro_f1")]
     order = [column for column in first + by_head if column in frame.columns]
     return frame[order + sorted(set(frame.columns) - set(order))]
 

@@ -59,8 +59,9 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
     run_id: adopt a run already registered as queued (the dashboard registers it before
     launching; `--resume` requeues it); resume=True continues from its last checkpoint.
     Without run_id a new run is registered, launched by the machine's user (train() is the command
-    line's; the dashboard's runs are registered by training.launcher, for the person who asked). Any error marks the run failed and is raised;
-    SIGTERM (Cancel) marks it cancelled and keeps its last checkpoint.
+    line's; the dashboard's runs are registered by training.launcher, for the person who asked).
+    Any error marks the run failed and is raised; SIGTERM (Cancel) marks it cancelled and keeps
+    its last checkpoint.
     """
     registry = registry or RunRegistry()
     cfg = with_dataset(cfg)
@@ -84,7 +85,8 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
     run.write_progress(Stage.LOAD)
     prepared = prepare_run(cfg, run)
     module, weights = build_module(cfg, prepared.schema, prepared.counts)
-    trainer, checkpoint = _trainer(cfg, run, [RunFiles(checkpoint_payload(cfg, prepared.schema, prepared.taxonomy), run)])
+    trainer, checkpoint = _trainer(cfg, run,
+                                   [RunFiles(checkpoint_payload(cfg, prepared.schema, prepared.taxonomy), run)])
     if trainer.is_global_zero:
         record = registry.mark_running(record.id, os.getpid(), device=_device(trainer), weights=weights.detail)
     datamodule = build_datamodule(
@@ -111,11 +113,11 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
         return registry.get(record.id)
     run.write_progress(Stage.EVALUATE)
     eval_started = time.perf_counter()
-    ids, probs = predict(load_weights(module, run.best), datamodule.val_dataloader(), cfg.accelerator,
-                         resolve_precision(cfg, Machine.from_torch()))
-    trust = fit_trust(run, prepared.schema, prepared.taxonomy, prepared.catalogue, ids, probs)
+    ids, probs, features = predict(load_weights(module, run.best), datamodule.val_dataloader(), cfg.accelerator,
+                                   resolve_precision(cfg, Machine.from_torch()))
+    trust = fit_trust(run, prepared.schema, prepared.taxonomy, prepared.catalogue, ids, probs, features)
     report = write_evaluation(prepared.catalogue, prepared.schema, ids, probs, run.evaluation(VALIDATION),
-                              best_epoch.name, trust, validation_split=True)
+                              best_epoch.name, trust, validation_split=True, features=features)
     timings["evaluate_s"] = time.perf_counter() - eval_started
     timings["total_s"] = time.perf_counter() - started
     metrics = {

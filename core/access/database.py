@@ -100,7 +100,8 @@ def create_tables(engine: Engine, metadata: MetaData) -> None:
         for table, columns in _missing(connection, metadata).items():
             for column in columns:
                 if not column.nullable:
-                    raise RuntimeError(f"cannot add the required column {table.name}.{column.name} to an existing table")
+                    raise RuntimeError(f"cannot add the required column {table.name}.{column.name} "
+                                       "to an existing table")
                 kind = column.type.compile(dialect=connection.dialect)
                 exists = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
                 connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN{exists} {column.name} {kind}')
@@ -110,7 +111,8 @@ def _missing(connection, metadata: MetaData) -> dict:
     """{table: [its columns the database lacks]} for `metadata`'s tables (all of them for a missing table)."""
     present, missing = inspect(connection), {}
     for table in metadata.sorted_tables:
-        known = {column["name"] for column in present.get_columns(table.name)} if present.has_table(table.name) else set()
+        known = ({column["name"] for column in present.get_columns(table.name)} if present.has_table(table.name)
+                 else set())
         lacking = [column for column in table.columns if column.name not in known]
         if lacking:
             missing[table] = lacking

@@ -198,7 +198,8 @@ class AccessConfig:
         email = email.strip().lower()
         if email in self.emails:
             return self.emails[email]
-        return self.domains.get("@" + email.rpartition("@")[2], self.default_role) if "@" in email else self.default_role
+        return (self.domains.get("@" + email.rpartition("@")[2], self.default_role) if "@" in email
+                else self.default_role)
 
 
 def login_email(claims: Mapping, config: AccessConfig) -> str:

@@ -159,7 +159,8 @@ class LabelSchema:
         counts = {head: _class_counts(frame[head]) for head in heads}
         classes = {}
         for head, head_counts in counts.items():
-            kept = [name for name, rows in head_counts.items() if rare_policy == RarePolicy.KEEP or rows >= rare_min_count]
+            kept = [name for name, rows in head_counts.items()
+                    if rare_policy == RarePolicy.KEEP or rows >= rare_min_count]
             if rare_policy == RarePolicy.OTHER and len(kept) < len(head_counts) and OTHER_CLASS not in kept:
                 kept.append(OTHER_CLASS)
             if not kept:

@@ -7,8 +7,13 @@ An evaluation folder holds:
                          proposal), `<head>_p` (its confidence), `<head>_probs` (the raw softmax,
                          float [C], the schema's class order); with a run's trust layer
                          (core.trust.layer) also `<head>_argmax` (the head decoded on its own),
-                         `<head>_accepted` (needs no person at the default target error) and
-                         `trust_role` (a validation row's core.trust.layer.Role, else None)
+                         `<head>_accepted` (needs no person at the default target error),
+                         `trust_role` (a validation row's core.trust.layer.Role, else None), and
+                         `typicality` (the gate's score, core.trust.typicality; NaN without a gate)
+                         with `typical` (the gate lets the row through)
+    features.npy         float16 [rows, D], the run's pooled backbone features of each row, in
+                         predictions' order, when the predictions came with them: what a later
+                         calibration fits the typicality gate on
     report.json          {"checkpoint", "rows", "data" (the catalogue folder scored), "decoding"
                          ("consistent" with the trust layer, else "independent"), "heads": {head:
                          core.evaluation.metrics.report_from_confusion + "unknown_classes" {name: rows}}};
@@ -45,6 +50,7 @@ from core.evaluation.metrics import confusion_matrix, report_from_confusion
 from core.trust.layer import Trust, assess, roles
 
 PREDICTIONS_FILE, REPORT_FILE, CONFUSION_FILE = "predictions.parquet", "report.json", "confusion.json"
+FEATURES_FILE = "features.npy"
 FILES = (PREDICTIONS_FILE, REPORT_FILE, CONFUSION_FILE)
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 SUMMARY_COLUMNS = (*METRICS, "support", "excluded", "unknown")
@@ -60,18 +66,19 @@ def check_head(head: str, heads: Sequence[str]) -> None:
 
 def write_evaluation(catalogue: Catalogue, schema: LabelSchema, ids: np.ndarray, probs: Mapping[str, np.ndarray],
                      folder: str | Path, checkpoint: str, trust: Trust | None = None,
-                     validation_split: bool = False) -> dict:
+                     validation_split: bool = False, features: np.ndarray | None = None) -> dict:
     """Score predictions on catalogue `ids` and write the evaluation folder; returns report.json's content.
 
     ids: int64 [n], catalogue ids; probs: head -> raw softmax float [n, C] in the schema's class
     order. checkpoint: what made the predictions, for display. trust: the run's trust layer (its
     proposals are scored, and the assessment added); validation_split: `ids` are the run's own
-    validation rows (core.trust.layer.assess then keeps each number to the half that did not fit it).
+    validation rows (core.trust.layer.assess then keeps each number to the half that did not fit it);
+    features: the rows' pooled backbone features float [n, D], kept and scored by the trust layer's gate.
     The report's "data" is the catalogue's folder.
     """
     rows = catalogue.frame.set_index("id").loc[ids].reset_index()
     labels = schema.encode(rows)
-    proposals = trust.propose(probs) if trust is not None else None
+    proposals = trust.propose(probs, features=features, ids=np.asarray(ids)) if trust is not None else None
     columns: dict[str, object] = {"id": np.asarray(ids)}
     heads, confusion, independent, scored, correct = {}, {}, {}, {}, {}
     for column, head in enumerate(schema.heads):
@@ -100,6 +107,7 @@ def write_evaluation(catalogue: Catalogue, schema: LabelSchema, ids: np.ndarray,
         accepted = trust.accepted(proposals)
         columns.update({f"{head}_accepted": accepted[head] for head in schema.heads})
         columns["trust_role"] = None if role is None else [str(r) for r in role]
+        columns.update({"typicality": proposals.typicality, "typical": proposals.typical})
         report["independent"] = independent
         report["impossible"] = {
             "independent": float(trust.paths.impossible({h: probs[h].argmax(axis=1) for h in schema.heads}).mean()),
@@ -108,6 +116,9 @@ def write_evaluation(catalogue: Catalogue, schema: LabelSchema, ids: np.ndarray,
         report["trust"] = assess(trust, probs, proposals, labels, scored, correct, role)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / FEATURES_FILE).unlink(missing_ok=True)  # an earlier evaluation's, of other rows
+    if features is not None:
+        np.save(folder / FEATURES_FILE, np.asarray(features, dtype=np.float16))
     pd.DataFrame(columns).to_parquet(folder / PREDICTIONS_FILE, index=False)
     (folder / CONFUSION_FILE).write_text(json.dumps(confusion))
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=1))  # last: `version` follows it
@@ -178,6 +189,12 @@ def is_complete(folder: str | Path) -> bool:
 def version(folder: str | Path) -> int:
     """Changes whenever the evaluation is written again (report.json's time, the file written last)."""
     return (Path(folder) / REPORT_FILE).stat().st_mtime_ns
+
+
+def read_features(folder: str | Path) -> np.ndarray | None:
+    """features.npy as float32 [rows, D], in predictions' order; None for an evaluation written without."""
+    path = Path(folder) / FEATURES_FILE
+    return np.load(path).astype(np.float32) if path.is_file() else None
 
 
 def read_report(folder: str | Path) -> dict:

@@ -50,7 +50,8 @@ def report_from_confusion(matrix: np.ndarray, classes: Sequence[str], excluded: 
         "support": total,
         "excluded": int(excluded),
         "classes": [
-            {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s), "predicted": int(n)}
+            {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s),
+             "predicted": int(n)}
             for name, p, r, f, s, n in zip(classes, precision, recall, f1, support, predicted)
         ],
     }

@@ -101,7 +101,8 @@ def top_n_confusion(classes: Sequence[str], matrix: np.ndarray, top_n: int) -> C
     return ConfusionView(classes=labels, counts=counts, grouped=[classes[index] for index in rest])
 
 
-def cell_rows(predictions: pd.DataFrame, head: str, view: ConfusionView, true_class: str, predicted_class: str) -> pd.DataFrame:
+def cell_rows(predictions: pd.DataFrame, head: str, view: ConfusionView, true_class: str,
+              predicted_class: str) -> pd.DataFrame:
     """The predictions in cell (true_class, predicted_class) of `view`, most confident first;
     OTHERS_LABEL stands for every grouped class. Their number equals the cell's count."""
     for label in (true_class, predicted_class):
@@ -229,7 +230,8 @@ def trust_sentences(report: dict, target: float) -> list[str]:
     """What a catalogue lead wants to read, per head and for whole products: "at ≤ 2 % error,
     71 % of subCategory tags need no person"."""
     trust = report["trust"]
-    sentences = [f"At ≤ {target:.0%} error, {entry['targets'][str(target)]['coverage']:.0%} of {head} tags need no person."
+    sentences = [f"At ≤ {target:.0%} error, {entry['targets'][str(target)]['coverage']:.0%} of {head} tags "
+                 "need no person."
                  if entry["targets"][str(target)]["threshold"] is not None else
                  f"At ≤ {target:.0%} error, every {head} tag needs a person: too few held-out rows, or too many errors "
                  "even among its surest, to certify it."

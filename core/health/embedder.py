@@ -81,7 +81,8 @@ def _forward(backbone: nn.Module, normalise_images: Normalise, batch: torch.Tens
     return backbone(images).float().cpu().numpy()
 
 
-def embed_images(model: EmbeddingModel, images: Sequence[Image.Image], device: str | torch.device = "cpu") -> np.ndarray:
+def embed_images(model: EmbeddingModel, images: Sequence[Image.Image],
+                 device: str | torch.device = "cpu") -> np.ndarray:
     """L2-normalised features (float32 [n, dim]) of RGB PIL images, preprocessed as catalogue photos
     are (through the image cache's copy, then the eval transform)."""
     device = torch.device(device)

@@ -44,7 +44,8 @@ class ModelIdentity:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.key):
-            raise ValueError(f"an embedding model key may hold letters, digits, '.', '_' and '-' only, got {self.key!r}")
+            raise ValueError("an embedding model key may hold letters, digits, '.', '_' and '-' only, "
+                             f"got {self.key!r}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -116,7 +117,8 @@ def cached_embeddings(workspace: Path, dataset_root: Path, identity: ModelIdenti
     the photos or computed): what a search for an uploaded photo runs over. Empty when there is none."""
     entries = read_cache(embeddings_file(workspace, dataset_root, identity.key), identity.stamp)
     ids = np.fromiter(entries, dtype=np.int64, count=len(entries))
-    features = np.stack([entries[i][1] for i in ids.tolist()]).astype(np.float32) if len(ids) else np.zeros((0, 0), np.float32)
+    features = (np.stack([entries[i][1] for i in ids.tolist()]).astype(np.float32) if len(ids)
+                else np.zeros((0, 0), np.float32))
     return Embeddings(ids, normalise(features), identity.key)
 
 

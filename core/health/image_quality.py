@@ -112,7 +112,8 @@ def image_issues(
             progress(start + len(chunk), len(readable))
     pixels = pd.concat(pixel_parts, ignore_index=True)
     sources = [catalogue.image_path(i) for i in readable]
-    shapes = _find_issues(_Photos(len(sources), lambda i: _header_only(sources[i])), {name: {} for name in SHAPE_ISSUES})
+    shapes = _find_issues(_Photos(len(sources), lambda i: _header_only(sources[i])),
+                          {name: {} for name in SHAPE_ISSUES})
     for name, found in [*((name, pixels) for name in PIXEL_ISSUES), *((name, shapes) for name in SHAPE_ISSUES)]:
         columns[name] = found[f"is_{name}_issue"].to_numpy(dtype=bool)
         columns[f"{name}_score"] = found[f"{name}_score"].to_numpy(dtype=float)

@@ -27,7 +27,8 @@ HNSW_SEARCH_DEPTH = 128  # efSearch: candidates kept while searching (>= the k a
 DEFAULT_THRESHOLD = 0.93
 NEIGHBOURS = 20  # neighbours kept per photo: near-duplicate groups, outliers, "more like this", the map
 OUTLIER_K = 10  # an outlier's score is its distance to its OUTLIER_K-th nearest neighbour
-OUTLIER_FENCE = 1.5  # outliers score above Q3 + OUTLIER_FENCE x IQR of all scores (Tukey's fence; 3.0 flagged none of 1,148 sample photos)
+# outliers score above Q3 + OUTLIER_FENCE x IQR of all scores (Tukey's fence; 3.0 flagged none of 1,148 sample photos)
+OUTLIER_FENCE = 1.5
 
 
 class IndexKind(enum.StrEnum):

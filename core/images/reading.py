@@ -128,7 +128,8 @@ def read_image_checked(
 
 
 def _too_large(label: str, size: str, limit: int) -> str:
-    return f"{label}: {size}, more than the {limit // 1_000_000} megapixel limit (refused as a possible decompression bomb)"
+    return (f"{label}: {size}, more than the {limit // 1_000_000} megapixel limit "
+            "(refused as a possible decompression bomb)")
 
 
 # Identified only to say which format a refused file is, never decoded.

@@ -113,7 +113,8 @@ class Normalise:
         """The normalisation of a timm data config (`data_config`)."""
         return cls(cfg["mean"], cfg["std"])
 
-    def __call__(self, images: torch.Tensor, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor,
+                 memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
         """images: uint8 [B, 3, H, W] -> float32 [B, 3, H, W] in `memory_format` (channels_last for
         an NHWC net: converted in the same copy as the dtype)."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:

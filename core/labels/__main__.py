@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 from core.access.roles import command_line_actor
+from core.commands import run_command
 from core.data.catalogue import load_catalogue
 from core.labels.corrections import export_dataset
 from core.labels.store import LabelStore
 from core.workspace import workspace_dir
-
-USER_ERROR_EXIT = 2
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -53,15 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0, or USER_ERROR_EXIT after `error: ...` on stderr)."""
-    args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    # ValueError: the library's input checks; OSError: unwritable folders; AccessDenied is a PermissionError.
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return USER_ERROR_EXIT
-    return 0
+    """Run one command; returns the exit status (core.commands)."""
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

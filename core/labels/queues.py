@@ -164,22 +164,35 @@ def next_item(order: Sequence[int], current: int | None, step: int = 1) -> int |
 
 
 Proposal = dict[str, tuple[str, float]]  # head -> the model's proposed label and its confidence
+
+
+@dataclass(frozen=True)
+class PhotoProposal:
+    """A new photo's proposal, and whether it is like the photos the run's thresholds were certified
+    on (core.trust.typicality): of a photo unlike them no head is accepted without a person."""
+
+    heads: Proposal
+    typical: bool = True
 Thresholds = Mapping[str, float | None]  # head -> lowest confidence accepted (core.trust.layer), None: never
 
 
-def top_proposals(predictor: Predictor, photos: Mapping[int, str | Path], batch_size: int = 32) -> dict[int, Proposal | str]:
+def top_proposals(predictor: Predictor, photos: Mapping[int, str | Path],
+                  batch_size: int = 32) -> dict[int, PhotoProposal | str]:
     """Per item of `photos` (item -> its photo, in order): each head's proposal and its
-    confidence, or the reason the photo could not be read."""
+    confidence with the gate's verdict, or the reason the photo could not be read."""
     results = predictor.iter_predict_files(list(photos.values()), top_k=1, batch_size=batch_size)
-    return {item: result.error if result.error is not None else {
-                head: (guesses[0].label, guesses[0].p) for head, guesses in result.predictions.items()}
+    return {item: result.error if result.error is not None else PhotoProposal(
+                {head: (guesses[0].label, guesses[0].p) for head, guesses in result.predictions.items()},
+                result.typicality is None or result.typicality[1])
             for item, result in zip(photos, results)}
 
 
-def sure_heads(proposal: Proposal, thresholds: Thresholds) -> Proposal:
-    """The heads of `proposal` that need no person: confidence at or above the head's threshold,
-    and a real label (OTHER_CLASS is a bucket of rare classes, never a label to accept)."""
-    return {head: (label, p) for head, (label, p) in proposal.items()
+def sure_heads(proposal: PhotoProposal, thresholds: Thresholds) -> Proposal:
+    """The heads of `proposal` that need no person: of a typical photo, confidence at or above the
+    head's threshold, and a real label (OTHER_CLASS is a bucket of rare classes, never a label to accept)."""
+    if not proposal.typical:
+        return {}
+    return {head: (label, p) for head, (label, p) in proposal.heads.items()
             if label != OTHER_CLASS and thresholds.get(head) is not None and p >= thresholds[head]}
 
 
@@ -188,11 +201,12 @@ class OpenPhoto:
     """A new photo bulk acceptance considers: its proposal, and the heads still without a label."""
 
     item: int
-    proposal: Proposal | str  # str: the photo could not be read
+    proposal: PhotoProposal | str  # str: the photo could not be read
     undecided: tuple[str, ...]
 
 
-def open_photos(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str]) -> list[OpenPhoto]:
+def open_photos(store: LabelStore, items: Sequence[Item],
+                proposals: Mapping[int, PhotoProposal | str]) -> list[OpenPhoto]:
     """The new photos (external items) of `items`, in order, that are unreviewed and have a
     proposal. A confident model that disagrees with a catalogue row is a label issue for a person
     to see, not to accept in bulk; a head decided since (by a person or an earlier acceptance)
@@ -212,6 +226,7 @@ class BulkPreview:
     heads_open: int  # undecided heads of the open, readable photos
     photos_complete: int  # photos whose every open head would be accepted
     photos_open: int
+    photos_unlike: int  # open photos unlike the calibration photos: every head for a person
 
     @property
     def heads_left(self) -> int:
@@ -219,12 +234,13 @@ class BulkPreview:
         return self.heads_open - self.heads_accepted
 
 
-def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
+def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, PhotoProposal | str],
                  thresholds: Thresholds) -> BulkPreview:
     readable = [photo for photo in open_photos(store, items, proposals) if not isinstance(photo.proposal, str)]
     taken = [set(sure_heads(photo.proposal, thresholds)) & set(photo.undecided) for photo in readable]
     return BulkPreview(sum(map(len, taken)), sum(len(photo.undecided) for photo in readable),
-                       sum(heads == set(photo.undecided) for heads, photo in zip(taken, readable)), len(readable))
+                       sum(heads == set(photo.undecided) for heads, photo in zip(taken, readable)), len(readable),
+                       sum(not photo.proposal.typical for photo in readable))
 
 
 @dataclass(frozen=True)
@@ -240,7 +256,7 @@ class BulkAcceptance:
     heads_left: int  # for a person
 
 
-def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, Proposal | str],
+def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, PhotoProposal | str],
                      thresholds: Thresholds, actor: Actor, run_id: str | None = None) -> BulkAcceptance:
     """For each of the `open_photos`, accept every undecided head that is `sure_heads` at
     `thresholds`: one store.review per photo, logged as accepted proposals with `run_id` and their
@@ -250,7 +266,8 @@ def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mappin
         if isinstance(photo.proposal, str):
             unreadable.append(photo.item)
             continue
-        sure = {head: guess for head, guess in sure_heads(photo.proposal, thresholds).items() if head in photo.undecided}
+        sure = {head: guess for head, guess in sure_heads(photo.proposal, thresholds).items()
+                if head in photo.undecided}
         accepted, left = accepted + len(sure), left + len(photo.undecided) - len(sure)
         if not sure:
             untouched.append(photo.item)
@@ -281,8 +298,8 @@ def _check_limit(limit: int) -> None:
 
 
 HISTORY_TABLE_COLUMNS = ["when (UTC)", "reviewer", "field", "old", "new", "what", "model proposed", "run"]
-_WHAT = {"accept": "kept or took the proposal", "correct": "corrected", "new_value": "a new value", "review": "reviewed",
-         "skip": "skipped", "not_product": "not a product", "undo": "undone"}
+_WHAT = {"accept": "kept or took the proposal", "correct": "corrected", "new_value": "a new value",
+         "review": "reviewed", "skip": "skipped", "not_product": "not a product", "undo": "undone"}
 
 
 def history_table(history: pd.DataFrame) -> pd.DataFrame:
@@ -305,6 +322,7 @@ def undo_choices(actions: Sequence[Action], actor: Actor) -> dict[str, str]:
     what}; the label store checks it again when one is undone."""
     return {
         action.action: f"{action.at[:19].replace('T', ' ')} · {action.reviewer} · {action.kind}: "
-                       + ", ".join(f"{field} {old or '–'} → {new or '–'}" for field, (old, new) in action.changes.items())
+                       + ", ".join(f"{field} {old or '–'} → {new or '–'}"
+                                   for field, (old, new) in action.changes.items())
         for action in actions if action.reviewer == actor.identity or actor.may(Permission.UNDO_ANY)
     }

@@ -37,7 +37,8 @@ _EXPANDING_BLOCK = {
     "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3",
 }
 _DEPTHWISE_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_OUTSIDE_BLOCKS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_OUTSIDE_BLOCKS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+                   "_fc": "classifier"}
 
 
 @dataclasses.dataclass(frozen=True)

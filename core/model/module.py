@@ -73,8 +73,10 @@ class ConditionedNet(nn.Module):
         # Parents before children, the other heads after, each head once.
         self.order = [*learned, *(head for head in num_classes if head not in learned)]
         width = backbone.head_hidden_size
-        self.heads = nn.ModuleDict({head: nn.Linear(width + (num_classes[self.parents[head]] if head in self.parents else 0), n)
-                                    for head, n in num_classes.items()})
+        self.heads = nn.ModuleDict(
+            {head: nn.Linear(width + (num_classes[self.parents[head]] if head in self.parents else 0), n)
+             for head, n in num_classes.items()}
+        )
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         """images: float [B, 3, H, W]; labels: int64 [B, n_heads] (IGNORE_INDEX where ignored) to
@@ -98,8 +100,8 @@ class ConditionedNet(nn.Module):
 class SeedNet(nn.Module):
     """The seed's network: backbone -> Linear(head_hidden_size, hidden)-ReLU-Dropout-Linear(hidden, sum of classes).
 
-    backbone: as for `MultiHeadNet`. With `freeze_backbone` the backbone is fixed: no gradients, and it stays in eval mode so
-    its batch-norm statistics do not drift either.
+    backbone: as for `MultiHeadNet`. With `freeze_backbone` the backbone is fixed: no gradients, and it stays in eval
+    mode so its batch-norm statistics do not drift either.
     """
 
     def __init__(
@@ -166,8 +168,8 @@ class TaggerModule(L.LightningModule):
         ModelEmaV3, decay warming up to `ema_decay`) and validate and predict with it.
     tta_flip: outside training, each head's logits are the mean of the photo's and its mirror's.
 
-    Logs `train/loss`, `val/loss`, `val/mean_macro_f1` (mean over heads) and, per head, `<split>/<head>/acc` (micro accuracy) and
-    `<split>/<head>/macro_f1`, all over labelled rows only, from the raw logits.
+    Logs `train/loss`, `val/loss`, `val/mean_macro_f1` (mean over heads) and, per head, `<split>/<head>/acc` (micro
+    accuracy) and `<split>/<head>/macro_f1`, all over labelled rows only, from the raw logits.
     """
 
     def __init__(
@@ -223,7 +225,8 @@ class TaggerModule(L.LightningModule):
         self.heads = tuple(heads)
         self.head_weights = {head: (head_weights or {}).get(head, 1.0) for head in self.heads}
         self.head_losses = nn.ModuleDict(
-            {head: HeadLoss(imbalance, class_counts[head], tau, focal_gamma, beta, label_smoothing) for head in self.heads}
+            {head: HeadLoss(imbalance, class_counts[head], tau, focal_gamma, beta, label_smoothing)
+             for head in self.heads}
         )
         # warmup_power 3/4: the average covers the run so far early on and reaches ema_decay later.
         self.ema = None if ema_decay is None else ModelEmaV3(net, decay=ema_decay, use_warmup=True, warmup_power=0.75)
@@ -250,6 +253,19 @@ class TaggerModule(L.LightningModule):
             mirrored = net(images.flip(dims=[3]))
             logits = {head: (values + mirrored[head]) / 2 for head, values in logits.items()}
         return logits
+
+    def predict_with_features(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Outside training: (head -> raw logits [B, C_head], the backbone's pooled features [B, D]) of
+        normalised images, the features averaged over the photo and its mirror like the logits
+        (core.trust.typicality compares photos on them)."""
+        captured: list[Tensor] = []
+        net = self.inference_net
+        hook = net.backbone.register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            logits = self(images)
+        finally:
+            hook.remove()
+        return logits, torch.stack(captured).mean(dim=0)
 
     @property
     def inference_net(self) -> nn.Module:
@@ -298,13 +314,15 @@ class TaggerModule(L.LightningModule):
         self.log("val/mean_macro_f1", macro_f1.mean(), prog_bar=True)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict:
-        """-> {"id": int64 [B], "probs": head -> float [B, C_head]}.
+        """-> {"id": int64 [B], "probs": head -> float [B, C_head], "features": float [B, D]}.
 
         Probabilities are the softmax of each head's raw logits, for the seed's BCE-trained net
-        too (its per-head slice is normalised the same way, so every head's probs sum to 1).
+        too (its per-head slice is normalised the same way, so every head's probs sum to 1);
+        features are the backbone's pooled output (`predict_with_features`).
         """
-        logits = self(batch["image"])
-        return {"id": batch["id"], "probs": {head: logits[head].softmax(dim=-1) for head in self.heads}}
+        logits, features = self.predict_with_features(batch["image"])
+        return {"id": batch["id"], "probs": {head: logits[head].softmax(dim=-1) for head in self.heads},
+                "features": features}
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams

@@ -28,6 +28,7 @@ from core.images.transforms import data_config, eval_transform
 from core.model.module import TaggerModule
 from core.trust.abstention import TARGET_ERROR, check_target
 from core.trust.layer import Trust
+from core.trust.typicality import UNLIKE_CALIBRATION
 
 # Files are decoded to at most this many times the model's input side (JPEGs by DCT scaling,
 # much faster than a full decode): enough detail for the final resize, whatever the photo's size.
@@ -73,10 +74,12 @@ class Guess:
 class ImagePrediction:
     """One image's proposals: per head the top-k guesses (the proposal first), and per head the
     accepted label (the proposal, when it needs no person) or None; accepted is None altogether
-    for a model without a trust layer."""
+    for a model without a trust layer. typicality: the gate's score and whether it let the photo
+    through (core.trust.typicality), None without a gate."""
 
     guesses: dict[str, list[Guess]]
     accepted: dict[str, str | None] | None = None
+    typicality: tuple[float, bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,13 @@ class FilePrediction:
     predictions: dict[str, list[Guess]] | None = None
     accepted: dict[str, str | None] | None = None
     error: str | None = None
+    typicality: tuple[float, bool] | None = None  # (score, typical), as ImagePrediction's
 
     def as_json(self) -> dict:
         """{"path", "predictions": {head: [{"label", "p"}, ...]}, "accepted": {head: label | null}}
-        ("accepted" only with a trust layer), or {"path", "error"}."""
+        ("accepted" only with a trust layer) and, with a typicality gate, "typicality" (the score),
+        "typical" (the gate let it through) and, where it did not, "note": UNLIKE_CALIBRATION; or
+        {"path", "error"}."""
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         answer = {"path": self.path, "predictions": {
@@ -107,6 +113,11 @@ class FilePrediction:
             for head, guesses in (self.predictions or {}).items()}}
         if self.accepted is not None:
             answer["accepted"] = dict(self.accepted)
+        if self.typicality is not None:
+            score, typical = self.typicality
+            answer.update({"typicality": score, "typical": typical})
+            if not typical:
+                answer["note"] = UNLIKE_CALIBRATION
         return answer
 
     def as_row(self, heads: Sequence[str]) -> dict[str, str | float]:
@@ -176,29 +187,37 @@ class Predictor:
 
         batch_size: images per forward pass; on the CPU at most CPU_FORWARD_BATCH.
         """
+        return self.outputs(images, batch_size)[0]
+
+    def outputs(self, images: Sequence[Image.Image], batch_size: int = 32) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(`probabilities`, the backbone's pooled features float32 [n, D]), from one forward pass."""
         _check_positive("batch_size", batch_size)
         for index, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise TypeError(f"images[{index}] is a {type(image).__name__}, not a PIL image")
         chunks: dict[str, list[np.ndarray]] = {head: [] for head in self.heads}
+        features = []
         step = min(batch_size, CPU_FORWARD_BATCH) if self.device.type == "cpu" else batch_size
         for start in range(0, len(images), step):
-            logits = self._forward(torch.stack([self.transform(image) for image in images[start:start + step]]))
+            logits, pooled = self._forward(torch.stack([self.transform(image) for image in images[start:start + step]]))
             for head in self.heads:
                 chunks[head].append(logits[head].float().softmax(dim=-1).cpu().numpy())
-        return {head: np.concatenate(chunks[head]) if chunks[head]
-                else np.zeros((0, len(self.schema.classes[head])), dtype=np.float32) for head in self.heads}
+            features.append(pooled.float().cpu().numpy())
+        probs = {head: np.concatenate(chunks[head]) if chunks[head]
+                 else np.zeros((0, len(self.schema.classes[head])), dtype=np.float32) for head in self.heads}
+        return probs, np.concatenate(features) if features else np.zeros((0, 0), dtype=np.float32)
 
-    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """head -> logits [n, C] of a preprocessed uint8 batch [n, 3, H, W], normalised on the module's
-        device; on a GPU (or when `pad_batches` is set) through a batch padded to `bucket_size(n)`
-        with blank images."""
+    def _forward(self, batch: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(head -> logits [n, C], pooled features [n, D]) of a preprocessed uint8 batch [n, 3, H, W],
+        normalised on the module's device; on a GPU (or when `pad_batches` is set) through a batch
+        padded to `bucket_size(n)` with blank images."""
         rows = len(batch)
         if self.pad_batches and bucket_size(rows) > rows:
             batch = torch.cat([batch, batch.new_zeros((bucket_size(rows) - rows, *batch.shape[1:]))])
         with torch.inference_mode(), exact_convolutions(self.device):
-            logits = self.module(self.module.normalise(batch.to(self.device), self.memory_format))
-        return {head: values[:rows] for head, values in logits.items()}
+            logits, features = self.module.predict_with_features(
+                self.module.normalise(batch.to(self.device), self.memory_format))
+        return {head: values[:rows] for head, values in logits.items()}, features[:rows]
 
     def warm_up(self, max_batch: int) -> None:
         """One forward pass at each batch shape up to `max_batch` that predictions can take, so
@@ -212,14 +231,18 @@ class Predictor:
         """Per image: per head the proposal, then the next most probable labels, top_k in all (fewer
         when a head has fewer classes; ties in class order), and the accepted labels."""
         _check_positive("top_k", top_k)
-        probs = self.probabilities(images, batch_size)
+        if not images:
+            return []
+        probs, features = self.outputs(images, batch_size)
         if self.trust is None:
             return [ImagePrediction(guesses) for guesses in self._top(probs, None, len(images), top_k)]
-        proposals = self.trust.propose(probs)
+        proposals = self.trust.propose(probs, features=features)
         accepted = self.trust.accepted(proposals, self.target_error)
         names = self.schema.classes
-        return [ImagePrediction(guesses, {head: names[head][proposals.labels[head][row]] if accepted[head][row] else None
-                                          for head in self.heads})
+        gated = self.trust.gate is not None
+        return [ImagePrediction(guesses, {head: names[head][proposals.labels[head][row]] if accepted[head][row]
+                                          else None for head in self.heads},
+                                (float(proposals.typicality[row]), bool(proposals.typical[row])) if gated else None)
                 for row, guesses in enumerate(self._top(proposals.probs, proposals.labels, len(images), top_k))]
 
     def predict_files(self, paths: Iterable[str | Path], top_k: int = 3, batch_size: int = 32) -> list[FilePrediction]:
@@ -292,7 +315,8 @@ class Predictor:
 
 
 def _file_prediction(path: str, predicted: ImagePrediction) -> FilePrediction:
-    return FilePrediction(path, predictions=predicted.guesses, accepted=predicted.accepted)
+    return FilePrediction(path, predictions=predicted.guesses, accepted=predicted.accepted,
+                          typicality=predicted.typicality)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

@@ -144,7 +144,8 @@ def _composed_parents(taxonomy: Taxonomy, child: str, parent: str) -> dict[str, 
     step = taxonomy.valid_parents(levels[0], levels[1])
     for lower, upper in zip(levels[1:], levels[2:]):
         above = taxonomy.valid_parents(lower, upper)
-        step = {value: set().union(*(above.get(middle, set()) for middle in middles)) for value, middles in step.items()}
+        step = {value: set().union(*(above.get(middle, set()) for middle in middles))
+                for value, middles in step.items()}
     return step
 
 

@@ -152,7 +152,8 @@ def print_table(results: list[dict], reference: str = "base") -> None:
         per_epoch = f"{result['fit_s'] / result['epochs_run']:.0f}"
         cells = [f"{result['test'][head]['acc']:.3f} / {result['test'][head]['f1']:.3f}" for head in HEADS]
         print(f"| {result['name']} | " + " | ".join(cells)
-              + f" | {mean['val']:.3f} | {mean['test']:.3f} | {delta} | {up} | {per_epoch} | {result['accepted_2pct']:.1%} |")
+              + f" | {mean['val']:.3f} | {mean['test']:.3f} | {delta} | {up} | {per_epoch} | "
+                f"{result['accepted_2pct']:.1%} |")
 
 
 def main() -> None:
@@ -165,7 +166,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("ablation.jsonl"))
     parser.add_argument("--table", action="store_true", help="print the table of --results only")
     parser.add_argument("--min-support", type=int, default=1, metavar="N",
-                        help="test macro-F1 over the classes with at least N test rows (1: every class in the test part)")
+                        help="test macro-F1 over the classes with at least N test rows "
+                             "(1: every class in the test part)")
     parser.add_argument("--reference", default="base", choices=list(CANDIDATES), metavar="NAME",
                         help="the candidate the table compares the others with (default: base)")
     args = parser.parse_args()

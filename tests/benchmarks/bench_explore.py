@@ -48,11 +48,16 @@ def main() -> None:
     rerun = statistics.median(reruns)
     print(f"dataset: {data} ({os.cpu_count()} cores)")
     print(f"{'step':38s} {'seconds':>8s} {'target':>7s} {'ratio':>6s}")
-    print(f"{'Home first render (load + clean)':38s} {home_first:8.2f} {FIRST_TARGET_S:7.1f} {home_first / FIRST_TARGET_S:6.2f}")
-    print(f"{'Explore first render (after Home)':38s} {explore_first:8.2f} {FIRST_TARGET_S:7.1f} {explore_first / FIRST_TARGET_S:6.2f}")
-    print(f"{'Home + Explore first, together':38s} {home_first + explore_first:8.2f} {FIRST_TARGET_S:7.1f} {(home_first + explore_first) / FIRST_TARGET_S:6.2f}")
-    print(f"{'Explore cached rerun (median of 5)':38s} {rerun:8.2f} {RERUN_TARGET_S:7.1f} {rerun / RERUN_TARGET_S:6.2f}")
-    print(f"{'Photo grid: next page (24 new thumbs)':38s} {page_two:8.2f} {RERUN_TARGET_S:7.1f} {page_two / RERUN_TARGET_S:6.2f}")
+    print(f"{'Home first render (load + clean)':38s} {home_first:8.2f} {FIRST_TARGET_S:7.1f} "
+          f"{home_first / FIRST_TARGET_S:6.2f}")
+    print(f"{'Explore first render (after Home)':38s} {explore_first:8.2f} {FIRST_TARGET_S:7.1f} "
+          f"{explore_first / FIRST_TARGET_S:6.2f}")
+    print(f"{'Home + Explore first, together':38s} {home_first + explore_first:8.2f} {FIRST_TARGET_S:7.1f} "
+          f"{(home_first + explore_first) / FIRST_TARGET_S:6.2f}")
+    print(f"{'Explore cached rerun (median of 5)':38s} {rerun:8.2f} {RERUN_TARGET_S:7.1f} "
+          f"{rerun / RERUN_TARGET_S:6.2f}")
+    print(f"{'Photo grid: next page (24 new thumbs)':38s} {page_two:8.2f} {RERUN_TARGET_S:7.1f} "
+          f"{page_two / RERUN_TARGET_S:6.2f}")
 
 
 if __name__ == "__main__":

@@ -226,7 +226,8 @@ def run(args) -> None:
     for recipe in ("default", "seed"):
         loader, end_to_end, model_only = measure(recipe, data, workspace, args)
         print(f"{recipe:8s} {loader:13,.0f} {end_to_end:17,.0f} {model_only:17,.0f} {end_to_end / model_only:6.2f}")
-    print(f"\nprediction (predict's path: files -> top-3, one process, fp32): {prediction_rate(data, args):,.0f} images/s")
+    print(f"\nprediction (predict's path: files -> top-3, one process, fp32): "
+          f"{prediction_rate(data, args):,.0f} images/s")
     shutil.rmtree(workspace, ignore_errors=True)
 
 
@@ -251,7 +252,8 @@ def main() -> None:
     loading.add_argument("--batch", type=int, default=64)
     loading.add_argument("--steps", type=int, default=20)
     loading.add_argument("--warmup", type=int, default=3)
-    loading.add_argument("--workspace", help="keep the image cache here (reused by a later call); default: a temporary one")
+    loading.add_argument("--workspace",
+                         help="keep the image cache here (reused by a later call); default: a temporary one")
     args = parser.parse_args()
     if args.command == "subset":
         make_subset(Path(args.source), Path(args.out), args.mib)

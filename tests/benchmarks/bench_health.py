@@ -3,7 +3,8 @@ similarity search scales, and whether planted copies are found.
 
     python tests/benchmarks/bench_health.py pipeline [--data DIR] [--home WS] [--device auto] [--agreement 2000]
     python tests/benchmarks/bench_health.py page     [--data DIR] [--home WS]
-    python tests/benchmarks/bench_health.py search   [--sizes 10000,44000,100000,300000,1000000] [--dim 1280] [--queries 500]
+    python tests/benchmarks/bench_health.py search   [--sizes 10000,44000,100000,300000,1000000] [--dim 1280]
+                                                     [--queries 500]
     python tests/benchmarks/bench_health.py planted  [--data DIR] [--home WS] [--copies 400] [--bad 100]
 
 pipeline  `compute_health` with the pretrained backbone, each step timed (embeddings with their image
@@ -100,14 +101,16 @@ def pipeline(args) -> None:
     print(f"{'total':22s} {total:9.1f}   (index: {health.info['index']})")
 
     split = default_split(catalogue)
-    print(f"\n{'threshold':>9s} {'groups':>7s} {'photos':>7s} {'largest':>8s} {'leaking':>8s} {'val leaked':>10s} {'seconds':>8s}")
+    print(f"\n{'threshold':>9s} {'groups':>7s} {'photos':>7s} {'largest':>8s} {'leaking':>8s} {'val leaked':>10s} "
+          f"{'seconds':>8s}")
     for threshold in THRESHOLDS:
         started = time.perf_counter()
         groups = health.near_duplicates(threshold)
         spent = time.perf_counter() - started
         print(f"{threshold:9.2f} {len(groups):7,} {sum(map(len, groups)):7,} {max(map(len, groups), default=0):8,} "
               f"{len(leaking_groups(groups, split)):8,} {len(leaked_ids(groups, split)):10,} {spent:8.2f}")
-    print(f"exact duplicates: {len(health.exact_duplicates):,} groups ({sum(map(len, health.exact_duplicates)):,} photos); "
+    print(f"exact duplicates: {len(health.exact_duplicates):,} groups "
+          f"({sum(map(len, health.exact_duplicates)):,} photos); "
           f"outliers: {len(health.outliers()):,}; image issues: "
           + ", ".join(f"{name} {int(health.issues[name].sum()):,}" for name in health.issues.columns
                       if not name.endswith("_score") and name != "id"))
@@ -214,7 +217,8 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
 def search(args) -> None:
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"dim {args.dim}, {args.queries} queries of k=20 per size; all-photos = per-query time x n")
-    print(f"{'n':>9s} {'index':>12s} {'build s':>8s} {'ms/query':>9s} {'all-photos s':>12s} {'memory MB':>10s} {'recall@20':>9s}")
+    print(f"{'n':>9s} {'index':>12s} {'build s':>8s} {'ms/query':>9s} {'all-photos s':>12s} {'memory MB':>10s} "
+          f"{'recall@20':>9s}")
     for n in sizes:
         vectors = clustered(n, args.dim)
         queries = vectors[np.random.default_rng(1).choice(n, min(args.queries, n), replace=False)]
@@ -261,12 +265,14 @@ def planted(args) -> None:
     health = compute_health(catalogue, pretrained_model(), home, device=args.device, progress=progress_lines())
     row = {int(product_id): index for index, product_id in enumerate(health.ids.tolist())}
     copies = {copy: original for copy, original in plant.originals.items() if plant.kind[copy] in COPIES}
-    print(f"\n{'threshold':>9s} {'recall':>7s} {'direct':>7s} {'precision':>9s} {'pairs with a copy':>17s}   recall by alteration")
+    print(f"\n{'threshold':>9s} {'recall':>7s} {'direct':>7s} {'precision':>9s} {'pairs with a copy':>17s}   "
+          "recall by alteration")
     for threshold in THRESHOLDS:
         pairs = similar_pairs(health.neighbours, threshold)
         groups = groups_of_pairs(len(health.ids), pairs)
         group_of = {int(member): number for number, group in enumerate(groups) for member in group}
-        found = {copy: group_of.get(row[copy], -1) == group_of.get(row[original], -2) for copy, original in copies.items()}
+        found = {copy: group_of.get(row[copy], -1) == group_of.get(row[original], -2)
+                 for copy, original in copies.items()}
         pair_set = {tuple(pair) for pair in pairs.tolist()}
         direct = np.mean([tuple(sorted((row[copy], row[original]))) in pair_set for copy, original in copies.items()])
         with_copy = [(a, b) for a, b in pairs.tolist() if health.ids[a] in copies or health.ids[b] in copies]
@@ -277,7 +283,8 @@ def planted(args) -> None:
             right += other == original or other in set(health.neighbours.rows[original][
                 health.neighbours.similarities[original] >= threshold].tolist())
         by_kind = {kind: np.mean([found[copy] for copy in copies if plant.kind[copy] == kind]) for kind in COPIES}
-        print(f"{threshold:9.2f} {np.mean(list(found.values())):7.3f} {direct:7.3f} {right / max(len(with_copy), 1):9.3f} "
+        print(f"{threshold:9.2f} {np.mean(list(found.values())):7.3f} {direct:7.3f} "
+              f"{right / max(len(with_copy), 1):9.3f} "
               f"{len(with_copy):17,}   " + ", ".join(f"{kind} {share:.2f}" for kind, share in by_kind.items()))
     flagged = {name: set(health.issues.loc[health.issues[name], "id"].tolist()) for name in BAD_PHOTOS}
     for name in BAD_PHOTOS:

@@ -81,9 +81,11 @@ def main() -> None:
     folder, flips = flipped_copy(args.data, cfg, args.head, args.seed)
     prepare_s = time.perf_counter() - started
     cfg = cfg.with_overrides([f"data={folder}"])
-    print(f"{args.data}: {len(flips)} of {args.head} flipped; {args.folds} folds; torch threads {torch.get_num_threads()}")
+    print(f"{args.data}: {len(flips)} of {args.head} flipped; {args.folds} folds; "
+          f"torch threads {torch.get_num_threads()}")
     print("settings: " + " ".join(f"{key}={value}" for key, value in cfg.to_dict().items() if key in
-                                  ("max_samples", "image_size", "freeze_backbone", "lr", "imbalance", "epochs", "batch_size", "backbone")))
+                                  ("max_samples", "image_size", "freeze_backbone", "lr", "imbalance", "epochs",
+                                   "batch_size", "backbone")))
 
     started = time.perf_counter()
     result = crossval(cfg, args.folds, progress=lambda done, folds: print(f"  fold {done}/{folds}", flush=True))
@@ -96,7 +98,8 @@ def main() -> None:
 
     print(f"\nout-of-sample {args.head} accuracy {result.metrics[args.head]['accuracy']:.3f}, "
           f"macro-F1 {result.metrics[args.head]['macro_f1']:.3f} over {result.rows:,} rows ({result.folder})")
-    print(f"{'method':28s} {'top-5% precision':>16s} {'top-5% recall':>13s} {'flagged':>8s} {'precision':>9s} {'recall':>7s}")
+    print(f"{'method':28s} {'top-5% precision':>16s} {'top-5% recall':>13s} {'flagged':>8s} {'precision':>9s} "
+          f"{'recall':>7s}")
     for method in SCORE_METHODS:
         ranked = rank_label_issues(predictions, classes, heads=[args.head], method=method)
         hits = ranked["id"][ranked["rank"] <= len(flips)].isin(flips).sum()
@@ -108,7 +111,8 @@ def main() -> None:
     print(f"\ntimings: prepare {prepare_s:.1f} s; crossval {crossval_s:.1f} s "
           f"(folds {', '.join(f'{s:.1f}' for s in fold_s)} s; {result.rows / crossval_s:.1f} rows/s); "
           f"rank every head {rank_s:.2f} s ({len(predictions) / rank_s:,.0f} rows/s)")
-    print(json.dumps({"flips": len(flips), "rows": result.rows, "crossval_s": round(crossval_s, 1), "rank_s": round(rank_s, 3)}))
+    print(json.dumps({"flips": len(flips), "rows": result.rows, "crossval_s": round(crossval_s, 1),
+                      "rank_s": round(rank_s, 3)}))
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.home:
         os.environ[workspace.HOME_ENV] = args.home
-    base = TrainConfig().with_overrides([*SETTINGS, f"data={args.data}", f"group_similarity={args.threshold}", *args.set])
+    base = TrainConfig().with_overrides([*SETTINGS, f"data={args.data}", f"group_similarity={args.threshold}",
+                                         *args.set])
     catalogue = load_catalogue(args.data)
 
     started = time.perf_counter()
@@ -87,18 +88,23 @@ def main() -> None:
     grouped_leaks = leaked_ids(groups, grouped_sides)
     assert not grouped_leaks, f"the grouped split leaked {len(grouped_leaks)} validation photos"
 
-    print(f"\nstratified split: {len(stratified):,} validation photos, {is_leaked.sum():,} of them with a near-duplicate "
+    print(f"\nstratified split: {len(stratified):,} validation photos, "
+          f"{is_leaked.sum():,} of them with a near-duplicate "
           f"in training ({is_leaked.mean():.1%}); grouped split: {len(grouped):,} validation photos, none leaked")
     print(f"{'head':16s} {'stratified':>10s} {'leaked':>7s} {'clean':>7s} {'leaked-clean':>12s} {'grouped':>8s} "
           f"{'stratified-grouped':>18s}")
     for head in base.heads:
-        every, dirty, clean = (accuracy(frame, head) for frame in (stratified, stratified[is_leaked], stratified[~is_leaked]))
+        every, dirty, clean = (accuracy(frame, head)
+                               for frame in (stratified, stratified[is_leaked], stratified[~is_leaked]))
         other = accuracy(grouped, head)
-        print(f"{head:16s} {every:10.3f} {dirty:7.3f} {clean:7.3f} {dirty - clean:+12.3f} {other:8.3f} {every - other:+18.3f}")
+        print(f"{head:16s} {every:10.3f} {dirty:7.3f} {clean:7.3f} {dirty - clean:+12.3f} {other:8.3f} "
+              f"{every - other:+18.3f}")
     mean = {name: np.nanmean([accuracy(frame, head) for head in base.heads]) for name, frame in
-            (("stratified", stratified), ("leaked", stratified[is_leaked]), ("clean", stratified[~is_leaked]), ("grouped", grouped))}
+            (("stratified", stratified), ("leaked", stratified[is_leaked]), ("clean", stratified[~is_leaked]),
+             ("grouped", grouped))}
     print(f"{'mean':16s} {mean['stratified']:10.3f} {mean['leaked']:7.3f} {mean['clean']:7.3f} "
-          f"{mean['leaked'] - mean['clean']:+12.3f} {mean['grouped']:8.3f} {mean['stratified'] - mean['grouped']:+18.3f}")
+          f"{mean['leaked'] - mean['clean']:+12.3f} {mean['grouped']:8.3f} "
+          f"{mean['stratified'] - mean['grouped']:+18.3f}")
 
 
 if __name__ == "__main__":

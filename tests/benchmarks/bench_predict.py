@@ -88,8 +88,8 @@ def predictor_for(catalogue):
     from core.data.schema import LabelSchema
     from core.model.predictor import Predictor
     from training.builders import build_module
-    from training.rows import class_counts
     from training.config import TrainConfig, resolve_rare_min_count
+    from training.rows import class_counts
 
     frame = catalogue.frame
     cfg = TrainConfig.from_recipe("default", {"pretrained": "offline", "image_size": IMAGE_SIZE})
@@ -132,7 +132,8 @@ def first_prediction(data: Path, photo: Path, home: Path, threads: int) -> dict:
     done = subprocess.run([sys.executable, "-c", FIRST_PREDICTION, record.folder, str(photo), str(threads)],
                           cwd=REPO, env=env, capture_output=True, text=True, check=True)
     page = subprocess.run([sys.executable, "-c", PAGE_FIRST, str(REPO / "dashboard" / "Home.py"), str(photo)],
-                          cwd=REPO, env={**env, "FASHION_TAGGER_DATA": str(data)}, capture_output=True, text=True, check=True)
+                          cwd=REPO, env={**env, "FASHION_TAGGER_DATA": str(data)}, capture_output=True, text=True,
+                          check=True)
     return json.loads(done.stdout.strip().splitlines()[-1]) | json.loads(page.stdout.strip().splitlines()[-1])
 
 

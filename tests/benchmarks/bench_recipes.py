@@ -72,7 +72,8 @@ def common_ground(data: str, seed_folder: Path, default_folder: Path) -> None:
                       for p in (predicted[name].loc[ids, f"{head}_pred"][rows].astype(str).to_numpy()
                                 for name in ("seed", "default"))]
             means[space].append([f1 for _, f1 in scores])
-            cells.append(f"{int(rows.sum()):5d} {scores[0][0]:6.3f}/{scores[1][0]:6.3f} {scores[0][1]:6.3f}/{scores[1][1]:6.3f}")
+            cells.append(f"{int(rows.sum()):5d} {scores[0][0]:6.3f}/{scores[1][0]:6.3f} "
+                         f"{scores[0][1]:6.3f}/{scores[1][1]:6.3f}")
         print(f"{head:15s} | {'':14s}{cells[0]} | {'':20s}{cells[1]}")
     for space, values in means.items():
         seed_mean, default_mean = np.mean(values, axis=0)

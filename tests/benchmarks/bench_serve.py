@@ -17,8 +17,8 @@ once, in a subprocess, and warmed up first. Printed per level: requests answered
 p50 and p99 latency, and the batches the server formed (size: count, from the X-Batch-Size header
 of each answer: requests answered in batches of n / n). Then `predict`'s batch path on the same
 photos in this process (load_predictor + Predictor.predict_files, batch 32, warm): images/s, the
-server's throughput over it, and how far the server's answers (the first per photo) are from predict's. The client threads share the machine with the server: on a small CPU
-they take a visible part of it.
+server's throughput over it, and how far the server's answers (the first per photo) are from predict's.
+The client threads share the machine with the server: on a small CPU they take a visible part of it.
 """
 
 from __future__ import annotations
@@ -201,11 +201,13 @@ def main() -> None:
 
     print(f"\nserve, run {run_id} on {device}: max batch {args.max_batch_size}, batch timeout {args.batch_timeout} s, "
           f"{args.requests} requests per level")
-    print(f"{'concurrency':>11s} {'ok':>5s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'vs predict':>10s}  batches formed (size: count)")
+    print(f"{'concurrency':>11s} {'ok':>5s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'vs predict':>10s}  "
+          "batches formed (size: count)")
     for concurrency, result in levels.items():
         throughput = args.requests / result["wall_s"]
         formed = ", ".join(f"{size}: {count}" for size, count in batches_formed(result["sizes"]).items())
-        print(f"{concurrency:11d} {result['ok']:5d} {throughput:7.1f} {1000 * percentile(result['latencies'], 50):7.1f} "
+        print(f"{concurrency:11d} {result['ok']:5d} {throughput:7.1f} "
+              f"{1000 * percentile(result['latencies'], 50):7.1f} "
               f"{1000 * percentile(result['latencies'], 99):7.1f} {throughput / rate:10.2f}  {formed}")
     print(f"\npredict (Predictor.predict_files, batch {PREDICT_BATCH}, same photos, in-process, warm): "
           f"{rate:.1f} images/s on {device}")

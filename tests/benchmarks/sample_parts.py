@@ -12,7 +12,6 @@ on OUT/test (bench_trust.py, bench_model.py).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -22,8 +21,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from core.data import STYLES_COLUMNS  # noqa: E402
-from core.data.catalogue import IMAGES_DIR, STYLES_FILE, load_catalogue  # noqa: E402
+from core.data.catalogue import IMAGES_DIR, STYLES_FILE, load_catalogue, write_styles  # noqa: E402
 from core.data.split import id_uniform  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "data" / "fashion-sample"
@@ -41,7 +39,7 @@ def carve(out: Path, data: Path = SAMPLE) -> tuple[Path, Path]:
     test = id_uniform(frame["id"].to_numpy(dtype=np.int64), TEST_SEED) < TEST_SHARE
     for part, rows in zip(parts, (frame[~test], frame[test])):
         part.mkdir(parents=True, exist_ok=True)
-        rows[list(STYLES_COLUMNS)].to_csv(part / STYLES_FILE, index=False, quoting=csv.QUOTE_MINIMAL)
+        write_styles(rows, part)
         link = part / IMAGES_DIR
         if not link.exists():
             os.symlink(catalogue.images_dir.resolve(), link)
