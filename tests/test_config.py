@@ -271,3 +271,29 @@ def test_head_weights_parse_to_a_map_and_bad_items_are_named():
         TrainConfig.from_recipe("seed").with_overrides(["label_smoothing=0.1"])
     with pytest.raises(ValueError, match="ema_decay must be in"):
         TrainConfig().with_overrides(["ema_decay=1"])
+
+
+def test_the_probe_reads_nvidia_smi_and_honours_the_visible_devices_and_threads(tmp_path, monkeypatch):
+    """The Train page's machine, without torch: from nvidia-smi's listing (a line it cannot read is
+    left out, not a crash), the GPUs CUDA_VISIBLE_DEVICES leaves, and OMP_NUM_THREADS."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf 'NVIDIA H100 80GB HBM3, 81559, 9.0\\nWARNING: infoROM is corrupted\\n"
+                   "Tesla V100-SXM2-16GB, 16384, 7.0\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    probe = Machine.probe.__func__  # cached per process: read afresh here, and again after the test
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    try:
+        probe.cache_clear()
+        machine = Machine.probe()
+        assert [(gpu.name, round(gpu.memory_gib), gpu.bf16) for gpu in machine.gpus] == [
+            ("NVIDIA H100 80GB HBM3", 80, True), ("Tesla V100-SXM2-16GB", 16, False)]
+        assert machine.cpu_threads == 3 and uses_cuda(TrainConfig(), machine)
+        assert resolve_precision(TrainConfig(), machine) == "bf16-mixed"
+        for visible, names in (("1", ["Tesla V100-SXM2-16GB"]), ("", []), ("-1", [])):
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+            probe.cache_clear()
+            assert [gpu.name for gpu in Machine.probe().gpus] == names
+    finally:
+        probe.cache_clear()

@@ -78,7 +78,10 @@ def test_load_predictor_takes_the_runs_size_schema_and_checkpoint(run, predictor
     assert (predictor.run_id, predictor.checkpoint, predictor.image_size) == (run.record.id, "best.ckpt", 64)
     assert predictor.heads == run.cfg.heads and predictor.schema.heads == run.cfg.heads
     assert not predictor.module.training
-    assert load_predictor(run.record.folder, "last").checkpoint == "last.ckpt"
+    last = load_predictor(run.record.folder, "last")
+    assert last.checkpoint == "last.ckpt"
+    # The calibration was fitted on best's predictions: with last's weights it certifies nothing.
+    assert predictor.trust.calibration is not None and last.trust.calibration is None
 
 
 def module_probabilities(predictor: Predictor, images, image_size: int) -> dict:

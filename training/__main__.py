@@ -24,9 +24,11 @@ core.evaluation.files.head_summary).
 [{"label", "p"}, ...]}, "accepted": {head: label or null}} or {"path", "error"}; it exits 0 when at
 least one image was read, else 1. The first label of a head is its proposal (consistent with the
 taxonomy, calibrated: core.trust.layer); "accepted" holds it where the head needs no person at
---target-error, null where a person must decide. `predict --csv FILE` also writes a row per image,
-line by line: path, <head>, <head>_p, <head>_accepted for each head, error; a cell a spreadsheet
-would run as a formula (a label or path starting with = + - @) starts with a single quote.
+--target-error, null where a person must decide; with the run's typicality gate also "typicality"
+(the score), "typical" and, for a photo unlike the calibration photos, "note". `predict --csv FILE`
+also writes a row per image, line by line: path, <head>, <head>_p, <head>_accepted for each head,
+error; a cell a spreadsheet would run as a formula (a label or path starting with = + - @) starts
+with a single quote.
 The command line acts as the machine's user, an admin (core.access.roles.command_line_actor).
 `serve` answers POST /predict with the object one line of `predict --json` holds (training.serve).
 User errors (bad config value, unknown run, bad dataset), and a workspace database kept busy by

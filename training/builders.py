@@ -18,7 +18,7 @@ from core.model.backbones import LoadedWeights, create_backbone
 from core.model.datamodule import CatalogueDataModule
 from core.model.module import ConditionedNet, MultiHeadNet, SeedNet, TaggerModule
 from core.model.options import HeadType
-from training.config import TrainConfig, resolve_channels_last
+from training.config import AUTO, TrainConfig, resolve_channels_last, resolve_precision
 from training.machine import Machine
 
 
@@ -44,7 +44,7 @@ def build_module(cfg: TrainConfig, schema: LabelSchema, counts: dict[str, list[i
         loss=cfg.loss, head_weights=cfg.head_weight_map() or None, tau=cfg.tau, focal_gamma=cfg.focal_gamma,
         lr=cfg.lr, weight_decay=cfg.weight_decay, scheduler=cfg.scheduler, warmup_fraction=cfg.warmup_fraction,
         step_size=cfg.step_size, gamma=cfg.gamma, label_smoothing=cfg.label_smoothing, ema_decay=cfg.ema_decay,
-        tta_flip=cfg.tta_flip, channels_last=resolve_channels_last(cfg, Machine.from_torch()),
+        tta_flip=cfg.tta_flip, channels_last=resolve_channels_last(cfg, Machine.from_torch(details=False)),
     )
     return module, weights
 
@@ -63,3 +63,9 @@ def build_datamodule(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
         seed=cfg.seed, train_scale=(0.7, 1.0) if cfg.augment else (1.0, 1.0),
         progress=progress,
     )
+
+
+def run_precision(cfg: TrainConfig) -> str:
+    """The Lightning precision `cfg` trains and predicts in on this machine (`resolve_precision`);
+    CUDA is initialised only when "auto" needs to know whether the GPU runs bf16."""
+    return resolve_precision(cfg, Machine.from_torch(details=cfg.precision == AUTO))

@@ -77,14 +77,22 @@ def load_run_module(folder: str | Path, which: str = "best"
                     ) -> tuple[TaggerModule, TrainConfig, LabelSchema, Trust | None]:
     """The run's TaggerModule with the weights of checkpoint `which` (`RunFolder.checkpoint`), in
     eval mode on the CPU, with the config, label schema and trust layer (`trust_of`) the
-    checkpoint holds."""
-    checkpoint = torch.load(RunFolder(folder).checkpoint(which), map_location="cpu", weights_only=True)
+    checkpoint holds. The calibration (temperatures, thresholds, the gate's reference features) was
+    fitted on the best checkpoint's predictions and is written into every checkpoint; with another
+    checkpoint's weights it certifies nothing, so it is left out there: proposals follow the taxonomy,
+    nothing is accepted without a person."""
+    run = RunFolder(folder)
+    path = run.checkpoint(which)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     payload = checkpoint[CHECKPOINT_KEY]
     cfg = TrainConfig.from_dict(payload["config"])
     schema = LabelSchema.from_dict(payload["schema"])
     module, _ = build_module(cfg, schema, checkpoint["hyper_parameters"]["class_counts"], pretrained="none")
     module.load_state_dict(checkpoint["state_dict"], strict=True)
-    return module.eval(), cfg, schema, trust_of(payload, schema)
+    trust = trust_of(payload, schema)
+    if trust is not None and run.best.exists() and not os.path.samefile(path, run.best):
+        trust = Trust(schema, trust.taxonomy)
+    return module.eval(), cfg, schema, trust
 
 
 def load_weights(module: TaggerModule, checkpoint: Path) -> TaggerModule:

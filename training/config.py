@@ -21,6 +21,7 @@ import os
 import tomllib
 import types
 import typing
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,7 @@ class TrainConfig:
     def save(self, path: str | Path) -> None:
         """Write the config as a .json file `from_file` reads back (a run folder's config.json), atomically."""
         path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # DDP ranks on several hosts write it too
         temporary.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
         os.replace(temporary, path)
 

@@ -51,10 +51,9 @@ from core.data.schema import LabelSchema
 from core.data.split import capped_selection, id_uniform
 from core.evaluation.files import head_summary, load_evaluation, write_evaluation
 from core.evaluation.label_issues import rank_label_issues, save_issues
-from training.builders import build_datamodule, build_module
-from training.config import TrainConfig, resolve_precision, resolve_rare_min_count
+from training.builders import build_datamodule, build_module, run_precision
+from training.config import TrainConfig, resolve_rare_min_count
 from training.evaluate import predict
-from training.machine import Machine
 from training.registry import RunState
 from training.rows import class_counts, run_catalogue, with_dataset
 from training.run_folder import RunFolder, Stage
@@ -205,7 +204,7 @@ def _fit_and_predict(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
     datamodule.setup("fit")
     trainer = L.Trainer(
         default_root_dir=folder, accelerator=cfg.accelerator, devices=1,
-        precision=resolve_precision(cfg, Machine.from_torch()),
+        precision=run_precision(cfg),
         max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip, limit_val_batches=0, num_sanity_val_steps=0,
         enable_checkpointing=False, logger=CSVLogger(folder, name="", version=""), log_every_n_steps=1,
         enable_model_summary=False,
@@ -213,7 +212,7 @@ def _fit_and_predict(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
     trainer.fit(module, datamodule=datamodule)
     # Each fold's features are its own model's: no one gate could compare them, so none is kept.
     ids, probs, _ = predict(module, datamodule.val_dataloader(), cfg.accelerator,
-                            resolve_precision(cfg, Machine.from_torch()))
+                            run_precision(cfg))
     return ids, probs, datamodule.cache_report.as_dict()["failed"]
 
 

@@ -40,7 +40,7 @@ MAX_USUAL_LR = 0.1  # above this, AdamW on these nets diverges (lr=50 gave NaN l
 
 def split_sizes(cfg: TrainConfig, ids: np.ndarray, split: np.ndarray) -> tuple[int, int]:
     """(training images, validation images) a run of `cfg` uses of a catalogue whose rows are
-    `ids` split as `split` ("train"/"val" per row, training.builders.run_split's): the same
+    `ids` split as `split` ("train"/"val" per row, as training.rows.decide_split splits): the same
     counts as the run's, max_samples' cap included."""
     used = capped_selection(np.asarray(ids), np.asarray(split), cfg.max_samples, cfg.seed)
     return int((used & (split == "train")).sum()), int((used & (split == "val")).sum())

@@ -20,10 +20,8 @@ from core.data.schema import LabelSchema
 from core.evaluation.files import is_complete, load_evaluation, write_evaluation
 from core.evaluation.label_issues import rank_evaluation, read_issues
 from core.model.module import TaggerModule
-from training.builders import build_datamodule
+from training.builders import build_datamodule, run_precision
 from training.checkpoints import load_run_module
-from training.config import resolve_precision
-from training.machine import Machine
 from training.rows import run_catalogue, run_rows, run_split
 from training.run_folder import RunFolder, evaluation_name
 
@@ -61,8 +59,7 @@ def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, whic
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("validate")
     target = run.evaluation(evaluation_name(data))
-    ids, probs, features = predict(module, datamodule.val_dataloader(), cfg.accelerator,
-                                   resolve_precision(cfg, Machine.from_torch()))
+    ids, probs, features = predict(module, datamodule.val_dataloader(), cfg.accelerator, run_precision(cfg))
     return target, write_evaluation(catalogue, schema, ids, probs, target, checkpoint.name, trust,
                                     validation_split=data is None, features=features)
 

@@ -23,7 +23,7 @@ class Gpu:
 
     name: str
     memory_gib: float
-    bf16: bool  # supports bf16 natively
+    bf16: bool  # supports bf16 natively (compute capability 8.0 or newer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,24 +36,31 @@ class Machine:
     mps: bool = False  # Apple's GPU (Metal), taken by Lightning's "auto" where there is no CUDA GPU
 
     @classmethod
-    def from_torch(cls) -> Machine:
-        """What torch sees in this process."""
+    def from_torch(cls, details: bool = True) -> Machine:
+        """What torch sees in this process. details=False leaves each GPU's name, memory and bf16
+        unread (empty, 0, False): reading them initialises CUDA, which a process that only asks how
+        many GPUs there are (a CPU predictor, a fork-based strategy before it starts) must not do."""
         import torch  # the training process has it loaded already
 
-        gpus = tuple(Gpu(torch.cuda.get_device_name(index),
-                         torch.cuda.get_device_properties(index).total_memory / 2**30,
-                         torch.cuda.is_bf16_supported()) for index in range(torch.cuda.device_count())) \
-            if torch.cuda.is_available() else ()
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        def gpu(index: int) -> Gpu:
+            return Gpu(torch.cuda.get_device_name(index), torch.cuda.get_device_properties(index).total_memory / 2**30,
+                       torch.cuda.get_device_capability(index) >= (8, 0))
+
+        gpus = tuple(gpu(index) if details else Gpu("", 0.0, False) for index in range(count))
         return cls(torch.get_num_threads(), _memory_gib(), gpus, torch.backends.mps.is_available())
 
     @classmethod
     @functools.cache
     def probe(cls) -> Machine:
-        """Read without torch, once per process: the cores this process may use (torch's default
-        thread count), and the GPUs nvidia-smi lists (none where it is absent or fails)."""
+        """Read without torch, once per process: the threads torch would take (OMP_NUM_THREADS, else
+        the cores this process may use), and the GPUs nvidia-smi lists that CUDA_VISIBLE_DEVICES
+        leaves visible (none where nvidia-smi is absent or fails)."""
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        omp = os.environ.get("OMP_NUM_THREADS", "")
         mps = platform.system() == "Darwin" and platform.machine() == "arm64"
-        return cls(threads, _memory_gib(), _nvidia_smi_gpus(), mps)
+        return cls(int(omp) if omp.isdigit() and int(omp) > 0 else threads, _memory_gib(), _visible(_nvidia_smi_gpus()),
+                   mps)
 
 
 def _memory_gib() -> float:
@@ -72,9 +79,19 @@ def _nvidia_smi_gpus(timeout_s: float = 5.0) -> tuple[Gpu, ...]:
         return ()
     gpus = []
     for line in listing.splitlines():
-        name, memory_mib, capability = (part.strip() for part in line.rsplit(",", 2))
         try:
+            name, memory_mib, capability = (part.strip() for part in line.rsplit(",", 2))
             gpus.append(Gpu(name, float(memory_mib) / 1024, float(capability) >= BF16_COMPUTE_CAPABILITY))
-        except ValueError:  # "[N/A]" and the like: a GPU it cannot describe is no GPU to plan for
+        except ValueError:  # "[N/A]", a warning line: a GPU it cannot describe is no GPU to plan for
             continue
     return tuple(gpus)
+
+
+def _visible(gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...]:
+    """The GPUs CUDA_VISIBLE_DEVICES leaves to torch: all when it is unset, those it lists by index,
+    none when it is empty or names none of them (-1, or UUIDs this does not resolve)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return gpus
+    indices = [int(part) for part in visible.split(",") if part.strip().isdigit()]
+    return tuple(gpus[index] for index in indices if index < len(gpus))

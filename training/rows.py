@@ -72,7 +72,7 @@ def decide_split(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:
     if cfg.split == SplitStrategy.GROUPED:
         groups = near_duplicate_groups(catalogue, workspace.workspace_dir(), cfg.group_similarity,
                                        ids=own["id"].tolist(),
-                                       device="cuda" if uses_cuda(cfg, Machine.from_torch()) else "cpu")
+                                       device="cuda" if uses_cuda(cfg, Machine.from_torch(details=False)) else "cpu")
         split[~added] = split_catalogue_grouped(own, groups, val_fraction=cfg.val_fraction, seed=cfg.seed)
     else:
         split[~added] = split_catalogue(own, val_fraction=cfg.val_fraction, seed=cfg.seed)

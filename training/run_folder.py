@@ -37,6 +37,7 @@ import json
 import os
 import re
 import time
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ class RunFolder:
             raise ValueError(f"a split's parts are {', '.join(SPLITS)}, got {unknown}")
         self.path.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame({"id": parts.index.to_numpy(dtype="int64"), "part": parts.to_numpy(dtype=str)})
-        temporary = self.split.with_name(f".{self.split.name}.{os.getpid()}.tmp")
+        temporary = self.split.with_name(f".{self.split.name}.{uuid.uuid4().hex}.tmp")  # DDP ranks on several hosts
         frame.to_parquet(temporary, index=False)
         try:
             os.link(temporary, self.split)  # whole, and only where there is none yet

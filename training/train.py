@@ -28,12 +28,11 @@ from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
 from core.evaluation.files import head_summary, mean_macro_f1, write_evaluation
 from core.trust.taxonomy import Taxonomy
-from training.builders import build_datamodule, build_module
+from training.builders import build_datamodule, build_module, run_precision
 from training.calibrate import fit_trust
 from training.checkpoints import CHECKPOINT_KEY, checkpoint_payload, load_weights
-from training.config import TrainConfig, resolve_precision, resolve_rare_min_count
+from training.config import TrainConfig, resolve_rare_min_count
 from training.evaluate import predict
-from training.machine import Machine
 from training.registry import RunRecord, RunRegistry
 from training.rows import class_counts, run_catalogue, run_rows, run_split, training_rows, with_dataset
 from training.run_folder import VALIDATION, RunFolder, Stage
@@ -114,7 +113,7 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
     run.write_progress(Stage.EVALUATE)
     eval_started = time.perf_counter()
     ids, probs, features = predict(load_weights(module, run.best), datamodule.val_dataloader(), cfg.accelerator,
-                                   resolve_precision(cfg, Machine.from_torch()))
+                                   run_precision(cfg))
     trust = fit_trust(run, prepared.schema, prepared.taxonomy, prepared.catalogue, ids, probs, features)
     report = write_evaluation(prepared.catalogue, prepared.schema, ids, probs, run.evaluation(VALIDATION),
                               best_epoch.name, trust, validation_split=True, features=features)
@@ -215,7 +214,7 @@ def _trainer(cfg: TrainConfig, run: RunFolder, callbacks: list[Callback]) -> tup
     trainer = L.Trainer(
         default_root_dir=run.path,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
-        precision=resolve_precision(cfg, Machine.from_torch()), max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip,
+        precision=run_precision(cfg), max_epochs=cfg.epochs, gradient_clip_val=cfg.grad_clip,
         callbacks=[checkpoint, EarlyStopping(cfg.monitor, patience=cfg.patience, mode=mode),
                    LearningRateMonitor("step"), FailOnNonFiniteLoss(), *callbacks],
         logger=[CSVLogger(run.path, name="", version=""),

@@ -78,7 +78,10 @@ def write_evaluation(catalogue: Catalogue, schema: LabelSchema, ids: np.ndarray,
     """
     rows = catalogue.frame.set_index("id").loc[ids].reset_index()
     labels = schema.encode(rows)
-    proposals = trust.propose(probs, features=features, ids=np.asarray(ids)) if trust is not None else None
+    # The run's own validation rows may be the gate's reference rows (scored leaving themselves out);
+    # another catalogue's ids name other photos.
+    own = np.asarray(ids) if validation_split else None
+    proposals = trust.propose(probs, features=features, ids=own) if trust is not None else None
     columns: dict[str, object] = {"id": np.asarray(ids)}
     heads, confusion, independent, scored, correct = {}, {}, {}, {}, {}
     for column, head in enumerate(schema.heads):

@@ -6,17 +6,19 @@ The rule (Learn-then-Test's fixed-sequence procedure, Angelopoulos, Bates, Cande
 chose nothing else, each threshold lambda accepts the n(lambda) proposals with confidence >= lambda,
 k(lambda) of them wrong. For each lambda, "its true error is above E" is a null hypothesis, with a
 valid p-value from the binomial tail (equivalently: rejected when the one-sided Clopper-Pearson upper
-bound at level DELTA is <= E). The hypotheses are tested in an order fixed before the data, the
-strictest threshold first, each at the full DELTA, stopping at the first that is not rejected;
-the chosen threshold is the last one rejected, the lowest certified. Fixed-sequence testing controls
-the family-wise error at DELTA (Bauer 1991; LTT's Proposition on sequential graphs): the first true
+bound at level DELTA is <= E). The hypotheses are tested in an order fixed before these rows are
+counted, from strict to loose, each at the full DELTA, stopping at the first that is not rejected;
+the chosen threshold is the last one rejected, the lowest certified. The first one tested is the
+strictest threshold that other rows (`Selection.guide`) expect to accept enough proposals.
+Fixed-sequence testing controls the family-wise error at DELTA (Bauer 1991; LTT's Proposition on
+sequential graphs): the first true
 null reached is rejected with probability at most DELTA, and nothing after it is tested. So with
 probability at least 1 - DELTA over the draw of those rows, every certified threshold, the chosen
 one included, has a true error rate (on rows exchangeable with them) at most E. It needs no
 monotone error curve; it gives up only thresholds that come after a failure, which near a good
 head's top are few, where Bonferroni over the grid (what was used before) tested every threshold
-at DELTA / 60 and certified far fewer. A head where not even the strictest threshold is certified
-(too few rows, or too many errors among its surest) never auto-accepts: a person decides.
+at DELTA / 60 and certified far fewer. A head where the first threshold tested fails, or where the
+guide expects too few rows at every threshold, never auto-accepts: a person decides.
 
 Only the counts n and k per threshold are kept (`Selection`), so a threshold for any E can be
 chosen later from them.
@@ -122,6 +124,8 @@ class Selection:
         if len(values["accepted"]) != len(THRESHOLDS) or len(values["errors"]) != len(THRESHOLDS):
             raise ValueError(f"a selection needs counts for the {len(THRESHOLDS)} thresholds")
         guide = values.get("guide")
+        if guide is not None and len(guide) != len(THRESHOLDS):
+            raise ValueError(f"a selection's guide needs counts for the {len(THRESHOLDS)} thresholds")
         return cls(tuple(values["accepted"]), tuple(values["errors"]), int(values["rows"]),
                    None if guide is None else tuple(guide), int(values.get("guide_rows", 0)))
 

@@ -236,7 +236,8 @@ def assess(trust: Trust, probs: Mapping[str, np.ndarray], proposals: Proposals, 
     correct: head -> bool [n], the proposal equals it; role:
     the rows' Role when they are the run's own validation rows (then each number comes from the
     half that did not fit it: ECE after scaling from SELECTION rows, errors at a target from
-    CALIBRATION rows), else None (every row counts).
+    CALIBRATION rows, which chose no threshold; they did fit the temperatures and the gate, and say
+    where the tests of thresholds start, a mild optimism), else None (every row counts).
 
     Returns {"rows": {"ece", "targets"} (rows used), "typical" (share of the target rows the gate lets
     through; 1.0 without a gate), "heads": {head: {"temperature", "ece_before", "ece_after",
