@@ -60,7 +60,7 @@ def _guesses(folder: str, stamp: int, path: str, image_stamp: int) -> Guesses | 
     return Guesses({head: [(guess.label, guess.p) for guess in guesses]
                     for head, guesses in result.predictions.items()},
                    {head: (result.accepted or {}).get(head) is not None for head in result.predictions},
-                   result.typicality is None or result.typicality[1])
+                   result.typical)
 
 
 def guesses_for(record: RunRecord, item: Item) -> Guesses | str:

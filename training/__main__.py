@@ -282,7 +282,7 @@ def describe_prediction(result) -> str:
     if result.error is not None:
         return f"{result.path}\n  error: {result.error}"
     lines = [result.path]
-    if result.typicality is not None and not result.typicality[1]:
+    if not result.typical:
         lines.append(f"  {UNLIKE_CALIBRATION} (typicality {result.typicality[0]:.3f})")
     for head, guesses in result.predictions.items():
         accepted = "  accepted" if (result.accepted or {}).get(head) else ""

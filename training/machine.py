@@ -14,7 +14,7 @@ import platform
 import shutil
 import subprocess
 
-BF16_COMPUTE_CAPABILITY = 8.0  # Ampere and newer run bf16 natively
+BF16_COMPUTE_CAPABILITY = (8, 0)  # Ampere and newer run bf16 natively
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Machine:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         def gpu(index: int) -> Gpu:
             return Gpu(torch.cuda.get_device_name(index), torch.cuda.get_device_properties(index).total_memory / 2**30,
-                       torch.cuda.get_device_capability(index) >= (8, 0))
+                       torch.cuda.get_device_capability(index) >= BF16_COMPUTE_CAPABILITY)
 
         gpus = tuple(gpu(index) if details else Gpu("", 0.0, False) for index in range(count))
         return cls(torch.get_num_threads(), _memory_gib(), gpus, torch.backends.mps.is_available())
@@ -81,7 +81,8 @@ def _nvidia_smi_gpus(timeout_s: float = 5.0) -> tuple[Gpu, ...]:
     for line in listing.splitlines():
         try:
             name, memory_mib, capability = (part.strip() for part in line.rsplit(",", 2))
-            gpus.append(Gpu(name, float(memory_mib) / 1024, float(capability) >= BF16_COMPUTE_CAPABILITY))
+            bf16 = tuple(map(int, capability.split("."))) >= BF16_COMPUTE_CAPABILITY
+            gpus.append(Gpu(name, float(memory_mib) / 1024, bf16))
         except ValueError:  # "[N/A]", a warning line: a GPU it cannot describe is no GPU to plan for
             continue
     return tuple(gpus)

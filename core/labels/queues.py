@@ -183,7 +183,7 @@ def top_proposals(predictor: Predictor, photos: Mapping[int, str | Path],
     results = predictor.iter_predict_files(list(photos.values()), top_k=1, batch_size=batch_size)
     return {item: result.error if result.error is not None else PhotoProposal(
                 {head: (guesses[0].label, guesses[0].p) for head, guesses in result.predictions.items()},
-                result.typicality is None or result.typicality[1])
+                result.typical)
             for item, result in zip(photos, results)}
 
 

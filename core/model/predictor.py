@@ -101,6 +101,11 @@ class FilePrediction:
     error: str | None = None
     typicality: tuple[float, bool] | None = None  # (score, typical), as ImagePrediction's
 
+    @property
+    def typical(self) -> bool:
+        """Whether the run's gate let the photo through (True without a gate)."""
+        return self.typicality is None or self.typicality[1]
+
     def as_json(self) -> dict:
         """{"path", "predictions": {head: [{"label", "p"}, ...]}, "accepted": {head: label | null}}
         ("accepted" only with a trust layer) and, with a typicality gate, "typicality" (the score),
