@@ -1,12 +1,14 @@
 """Accept in one go the heads the model is sure of for the Review queue's new photos, at a chosen
-error rate, and undo that as a whole; the other heads wait for a person."""
+error rate, each source's photos under their own rules (core.labels.sources), and undo that as a
+whole; the other heads wait for a person."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from core.access.roles import Actor
-from core.labels.queues import accept_confident, bulk_preview, undo_bulk
+from core.labels.queues import accept_confident, bulk_preview
+from core.labels.sources import SourceTrust, source_policy
 from core.labels.store import LabelStore
 from core.labels.tables import ItemKind
 from core.trust.abstention import TARGET_ERROR
@@ -15,7 +17,7 @@ from dashboard.review_queue import QUEUE_KEY
 from training.registry import RunRecord
 
 BULK_MESSAGE_KEY = "review.bulk_message"  # what the last bulk acceptance did, shown once after its rerun
-BULK_UNDO_KEY = "review.bulk_undo_actions"  # the store actions of this session's last bulk acceptance
+BULK_UNDO_KEY = "review.bulk_undo_batch"  # (batch id, photos) of this session's last bulk acceptance
 BULK_CHECKED_KEY = "review.bulk_checked"  # (run, new photos) the user asked the model to check for bulk acceptance
 TARGET_ERRORS = (0.01, 0.02, 0.05, 0.1)  # the choices offered, TARGET_ERROR by default
 
@@ -54,7 +56,10 @@ def bulk_accept(store: LabelStore, record: RunRecord, actor: Actor) -> None:
             help="Per head, the proposals at or above the confidence that keeps this error rate, certified on "
                  "held-out rows (95 % guarantee); a head that cannot be certified always goes to a person.",
         ) or TARGET_ERROR
-        preview = bulk_preview(store, photos, proposals, trust.thresholds(target))
+        policy, standing = source_policy(store, photos[0].dataset, [item.source for item in photos], record.id,
+                                         trust, target)
+        stopped_heads(standing)
+        preview = bulk_preview(store, photos, proposals, policy)
         st.markdown(f"**{preview.heads_accepted:,} of {preview.heads_open:,}** open head decisions on "
                     f"{preview.photos_open:,} new photos need no person at ≤ {target:.0%} error; "
                     f"**{preview.heads_left:,}** are left for you, and {preview.photos_complete:,} photos "
@@ -63,35 +68,43 @@ def bulk_accept(store: LabelStore, record: RunRecord, actor: Actor) -> None:
             st.caption(f"{preview.photos_unlike:,} of the new photos are unlike the calibration photos (the "
                        "photos the error rate was certified on): the promise does not cover them, so a person "
                        "decides every one of their heads.")
-        st.caption("Each accepted head is a decision of yours, logged as an accepted proposal with its "
-                   "confidence, and can be undone or reviewed again like any other. Catalogue rows are never "
-                   "accepted in bulk: a model that disagrees with the catalogue is for a person to see.")
+        st.caption("Each accepted head is logged as the model's, with the run, its confidence, the threshold it met "
+                   "and the photo's typicality, and the whole acceptance can be undone at once. Catalogue rows are "
+                   "never accepted in bulk: a model that disagrees with the catalogue is for a person to see.")
         if not st.button(f"Accept {preview.heads_accepted:,} head decisions", key="review.bulk_accept",
                          disabled=not preview.heads_accepted, icon=":material/done_all:"):
             return
-        result = accept_confident(store, photos, proposals, trust.thresholds(target), actor, run_id=record.id)
+        result = accept_confident(store, photos, proposals, policy, actor, run_id=record.id)
     left = f"{result.heads_left:,} head decisions left for you"
     if result.unreadable:
         left += f", {len(result.unreadable):,} photos unreadable"
     st.session_state[BULK_MESSAGE_KEY] = (
         f"Accepted {result.heads_accepted:,} head decisions at ≤ {target:.0%} error: {len(result.completed):,} photos "
         f"complete, {len(result.partial):,} in part; {left}.")
-    st.session_state[BULK_UNDO_KEY] = result.actions
+    if result.actions:
+        st.session_state[BULK_UNDO_KEY] = (result.batch, len(result.actions))
     st.rerun()
 
 
+def stopped_heads(standing: dict[str, SourceTrust]) -> None:
+    """Say which heads a source's alarm stopped, and why."""
+    for source, entry in standing.items():
+        for head, rule in entry.rules.items():
+            if head in entry.alarms and entry.alarms[head].fired:
+                st.warning(f"{head} of the photos from {source!r} is not accepted without a person: {rule.why}.",
+                           icon=":material/notifications_active:")
+
+
 def undo_bulk_button(store: LabelStore, actor: Actor) -> None:
-    """Undo this session's last bulk acceptance, as far as it is still what the reviewer did last."""
-    actions = st.session_state.get(BULK_UNDO_KEY)
-    if not actions or not st.button(f"Undo the bulk acceptance ({len(actions):,} photos)", key="review.bulk_undo",
-                                    icon=":material/undo:"):
+    """Undo this session's last bulk acceptance, but where a person decided a photo since."""
+    last = st.session_state.get(BULK_UNDO_KEY)
+    if not last or not st.button(f"Undo the bulk acceptance ({last[1]:,} photos)", key="review.bulk_undo",
+                                 icon=":material/undo:"):
         return
-    undone = {action.action for action in undo_bulk(store, actor, actions)}
-    left = [action for action in actions if action not in undone]
-    st.session_state[BULK_UNDO_KEY] = left
-    if left:
-        st.warning(f"Undid {len(undone):,} of {len(actions):,} photos: you decided something else since, "
-                   "and that comes first. Undo it (Ctrl+Z), then this again.")
-    else:
-        st.session_state[BULK_MESSAGE_KEY] = f"Undid the bulk acceptance: {len(undone):,} photos are as they were."
-        st.rerun()
+    undone, kept = store.undo_batch(last[0], actor)
+    st.session_state.pop(BULK_UNDO_KEY)
+    message = f"Undid the bulk acceptance: {len(undone):,} photos are as they were."
+    if kept:
+        message += f" {len(kept):,} were decided by a person since, and keep that decision."
+    st.session_state[BULK_MESSAGE_KEY] = message
+    st.rerun()

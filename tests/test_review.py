@@ -13,11 +13,13 @@ from core.data.schema import OTHER_CLASS
 from core.labels.queues import (
     BulkPreview,
     PhotoProposal,
+    SourcePolicy,
     accept_confident,
     bulk_preview,
     choices,
     disagreement,
     filter_items,
+    gated_rules,
     label_issue_ids,
     least_confident_ids,
     next_item,
@@ -30,6 +32,7 @@ from core.labels.queues import (
 )
 from core.labels.store import LabelStore
 from core.model.predictor import FilePrediction, Guess
+from core.trust.sources import HeadRule
 
 from conftest import ANN, BOB
 
@@ -143,20 +146,22 @@ def test_top_proposals_give_each_heads_top_label_or_the_reason_in_order(bulk):
     assert list(proposals) == [gone.item, sure.item, unsure.item]
     assert proposals[sure.item] == PhotoProposal({"gender": ("Men", 0.97), "usage": ("Casual", 0.5)})
     assert proposals[gone.item] == f"{gone.path}: no such file or folder"
-    thresholds = {"gender": 0.95, "usage": None}
-    assert sure_heads(proposals[sure.item], thresholds) == {"gender": ("Men", 0.97)}  # usage: never accepted
-    assert sure_heads(proposals[unsure.item], thresholds) == {}
+    rules = gated_rules({"gender": 0.95, "usage": None})
+    assert sure_heads(proposals[sure.item], rules) == {"gender": ("Men", 0.97, 0.95)}  # usage: never accepted
+    assert sure_heads(proposals[unsure.item], rules) == {}
     bucket = PhotoProposal({"gender": (OTHER_CLASS, 0.99)})
-    assert sure_heads(bucket, {"gender": 0.0}) == {}  # the rare-class bucket is never a label to accept
+    assert sure_heads(bucket, gated_rules({"gender": 0.0})) == {}  # the rare-class bucket is never a label to accept
     unlike = PhotoProposal({"gender": ("Men", 0.99)}, typical=False)
-    assert sure_heads(unlike, {"gender": 0.0}) == {}  # unlike the calibration photos: a person decides
+    assert sure_heads(unlike, gated_rules({"gender": 0.0})) == {}  # unlike the calibration photos: a person decides
+    # ... unless the source's own reviewed photos certified the head: no gate then.
+    assert sure_heads(unlike, {"gender": HeadRule(0.9, False, "")}) == {"gender": ("Men", 0.99, 0.9)}
 
 
 def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leaves_the_rest(bulk):
     store, (complete, partly, other, gone, decided), row = bulk
     store.review(decided.item, {"gender": "Women"}, BOB)  # already decided: left alone
     store.review(partly.item, {"usage": "Sports"}, BOB, complete=False)  # a head decided by a person earlier
-    thresholds = {"gender": 0.9, "baseColour": 0.9, "usage": 0.5}
+    thresholds = SourcePolicy.everywhere({"gender": 0.9, "baseColour": 0.9, "usage": 0.5}, audit_share=0.0)
     proposals = {
         complete.item: PhotoProposal({"gender": ("Men", 0.97), "baseColour": ("Blue", 0.91), "usage": ("Casual", 0.6)}),
         partly.item: PhotoProposal({"gender": ("Men", 0.99), "baseColour": ("Blue", 0.89), "usage": ("Casual", 0.99)}),
@@ -167,9 +172,9 @@ def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leav
         row.item: PhotoProposal({"gender": ("Men", 0.99)}),  # a catalogue row: never accepted in bulk
     }
     everything = [row, complete, partly, other, gone, decided]
-    assert [photo.item for photo in open_photos(store, everything, proposals)] == [
+    assert [photo.item.item for photo in open_photos(store, everything, proposals)] == [
         complete.item, partly.item, other.item, gone.item]
-    undecided = {photo.item: photo.undecided for photo in open_photos(store, everything, proposals)}
+    undecided = {photo.item.item: photo.undecided for photo in open_photos(store, everything, proposals)}
     assert "usage" not in undecided[partly.item] and "usage" in undecided[complete.item]
     seven = len(undecided[complete.item])  # every head of a new photo starts undecided
     # What the page shows before accepting: head decisions, not only photos.
@@ -192,7 +197,7 @@ def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leav
     assert current[other.item]["gender"] is None and current[decided.item]["gender"] == "Women"
     assert current[row.item]["status"] is None
     history = store.history(complete.item)
-    assert history["kind"].tolist() == ["accept"] * 3 and set(history["run_id"]) == {"run-1"}
+    assert history["kind"].tolist() == ["auto_accept"] * 3 and set(history["run_id"]) == {"run-1"}
     assert sorted(history["p"].tolist()) == pytest.approx([0.6, 0.91, 0.97])
     assert store.undo_last(ANN).item == partly.item  # undoable like any decision
 
@@ -200,7 +205,8 @@ def test_accept_confident_takes_the_sure_heads_of_unreviewed_new_photos_and_leav
 def test_a_photo_whose_every_head_is_sure_is_reviewed(bulk):
     store, new, _ = bulk
     sure = PhotoProposal({head: ("Casual" if head == "usage" else "x", 0.99) for head in HEADS})
-    result = accept_confident(store, new[:1], {new[0].item: sure}, dict.fromkeys(HEADS, 0.9), ANN)
+    result = accept_confident(store, new[:1], {new[0].item: sure}, SourcePolicy.everywhere(dict.fromkeys(HEADS, 0.9)),
+                              ANN)
     assert result.completed == [new[0].item] and result.heads_left == 0
     assert store.current([new[0].item])[new[0].item]["status"] == "reviewed"
 
@@ -210,7 +216,8 @@ def test_undo_bulk_walks_back_the_accepted_photos_and_stops_at_another_decision(
     first, second, third, fourth, _ = new
     store.review(first.item, {"gender": "Women"}, ANN)  # by hand, before
     proposals = {item.item: PhotoProposal({"gender": ("Men", 0.95)}) for item in (second, third, fourth)}
-    result = accept_confident(store, [second, third, fourth], proposals, {"gender": 0.9}, ANN)
+    result = accept_confident(store, [second, third, fourth], proposals, SourcePolicy.everywhere({"gender": 0.9}),
+                              ANN)
     assert result.partial == [second.item, third.item, fourth.item]
     store.review(fourth.item, {"gender": "Boys"}, ANN)  # a later decision by hand, on a bulk one
 

@@ -67,6 +67,7 @@ class Permission(enum.StrEnum):
     OPEN_FOLDER = "open_folder"
     LOAD_FOLDER = "load_folder"
     EXPORT = "export"
+    CALIBRATE = "calibrate"
 
 
 DOING = {  # what a permission lets a person do, for messages
@@ -78,6 +79,7 @@ DOING = {  # what a permission lets a person do, for messages
     Permission.OPEN_FOLDER: "open a folder as the dataset",
     Permission.LOAD_FOLDER: "load photos from a folder on the server",
     Permission.EXPORT: "export a corrected catalogue",
+    Permission.CALIBRATE: "certify a source's heads from its reviewed photos, and set its audit share",
 }
 PERMISSIONS = {
     Role.VIEWER: frozenset({Permission.READ}),

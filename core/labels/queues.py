@@ -11,8 +11,9 @@ photo's proposed label and confidence per head (top_proposals, through the run's
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
 from core.labels.store import LabelStore
 from core.labels.tables import Action, Item, ItemKind, ReviewStatus
 from core.model.predictor import Predictor, expand_paths
+from core.trust.sources import AUDIT_SHARE, HeadRule, audit_draw
 
 # Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
 FILTERS = {
@@ -74,15 +76,17 @@ def load_photo_folder(store: LabelStore, dataset: str | Path, folder: str, actor
                       progress: Callable[[int, int], None] | None = None) -> tuple[list[Item], list[str]]:
     """Add the photos of a folder on the server to `dataset` as new photos to review, by `actor`
     (an admin: Permission.LOAD_FOLDER, a folder under their roots, core.access.roles.FolderRefused
-    otherwise); returns add_photo_files'. ValueError naming the folder when it is not one or holds
-    no photo."""
+    otherwise), their source (core.trust.sources) the folder's name unless they came before;
+    returns add_photo_files'. ValueError naming the folder when it is not one or holds no photo."""
     path = require_folder(actor, Permission.LOAD_FOLDER, folder)
     if not path.is_dir():
         raise ValueError(f"not a folder: {folder}")
     paths = expand_paths([path])
     if not paths:
         raise ValueError(f"{folder} holds no {', '.join(ACCEPTED_EXTENSIONS)} files")
-    return add_photo_files(store, dataset, paths, actor, progress)
+    items, refused = add_photo_files(store, dataset, paths, actor, progress)
+    store.set_source([item.item for item in items], path.name or str(path), actor)
+    return store.items([item.item for item in items]), refused
 
 
 def add_photo_files(store: LabelStore, dataset: str | Path, paths: Sequence[Path], actor: Actor,
@@ -169,11 +173,44 @@ Proposal = dict[str, tuple[str, float]]  # head -> the model's proposed label an
 @dataclass(frozen=True)
 class PhotoProposal:
     """A new photo's proposal, and whether it is like the photos the run's thresholds were certified
-    on (core.trust.typicality): of a photo unlike them no head is accepted without a person."""
+    on (core.trust.typicality): of a photo unlike them no gated head is accepted without a person."""
 
     heads: Proposal
     typical: bool = True
-Thresholds = Mapping[str, float | None]  # head -> lowest confidence accepted (core.trust.layer), None: never
+    typicality: float | None = None  # the gate's score; None without a gate
+
+
+Rules = Mapping[str, HeadRule]  # head -> how it is accepted with no person (core.trust.sources.head_rules)
+
+
+def gated_rules(thresholds: Mapping[str, float | None]) -> dict[str, HeadRule]:
+    """Rules from a run's thresholds alone (head -> lowest confidence accepted, None: never), of
+    photos the typicality gate lets through: what a source without its own certification gets."""
+    return {head: HeadRule(threshold, True, "certified on the run's validation photos")
+            for head, threshold in thresholds.items()}
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """How bulk acceptance treats each source's photos (Item.source): its heads' rules and its
+    audit share; a source not named gets `default` and `default_share`."""
+
+    rules: Mapping[str, Rules] = field(default_factory=dict)
+    default: Rules = field(default_factory=dict)
+    audit_shares: Mapping[str, float] = field(default_factory=dict)
+    default_share: float = AUDIT_SHARE
+
+    @classmethod
+    def everywhere(cls, thresholds: Mapping[str, float | None], audit_share: float = AUDIT_SHARE) -> SourcePolicy:
+        """The run's gated thresholds for every source, at one audit share."""
+        return cls(default=gated_rules(thresholds), default_share=audit_share)
+
+    def rules_of(self, item: Item) -> Rules:
+        return self.rules.get(item.source, self.default)
+
+    def audited(self, item: Item) -> bool:
+        """Whether `item` is drawn for an audit at its source's share (core.trust.sources.audit_draw)."""
+        return bool(audit_draw([item.item], self.audit_shares.get(item.source, self.default_share))[0])
 
 
 def top_proposals(predictor: Predictor, photos: Mapping[int, str | Path],
@@ -183,24 +220,29 @@ def top_proposals(predictor: Predictor, photos: Mapping[int, str | Path],
     results = predictor.iter_predict_files(list(photos.values()), top_k=1, batch_size=batch_size)
     return {item: result.error if result.error is not None else PhotoProposal(
                 {head: (guesses[0].label, guesses[0].p) for head, guesses in result.predictions.items()},
-                result.typical)
+                result.typical, None if result.typicality is None else float(result.typicality[0]))
             for item, result in zip(photos, results)}
 
 
-def sure_heads(proposal: PhotoProposal, thresholds: Thresholds) -> Proposal:
-    """The heads of `proposal` that need no person: of a typical photo, confidence at or above the
-    head's threshold, and a real label (OTHER_CLASS is a bucket of rare classes, never a label to accept)."""
-    if not proposal.typical:
-        return {}
-    return {head: (label, p) for head, (label, p) in proposal.heads.items()
-            if label != OTHER_CLASS and thresholds.get(head) is not None and p >= thresholds[head]}
+def sure_heads(proposal: PhotoProposal, rules: Rules) -> dict[str, tuple[str, float, float]]:
+    """The heads of `proposal` that need no person under `rules`: confidence at or above the head's
+    threshold, of a photo the gate lets through where the rule is gated, and a real label
+    (OTHER_CLASS is a bucket of rare classes, never a label to accept); head -> (label,
+    confidence, the threshold it met)."""
+    sure = {}
+    for head, (label, p) in proposal.heads.items():
+        rule = rules.get(head)
+        if (rule is not None and rule.threshold is not None and label != OTHER_CLASS and p >= rule.threshold
+                and (proposal.typical or not rule.gated)):
+            sure[head] = (label, p, rule.threshold)
+    return sure
 
 
 @dataclass(frozen=True)
 class OpenPhoto:
     """A new photo bulk acceptance considers: its proposal, and the heads still without a label."""
 
-    item: int
+    item: Item
     proposal: PhotoProposal | str  # str: the photo could not be read
     undecided: tuple[str, ...]
 
@@ -212,8 +254,8 @@ def open_photos(store: LabelStore, items: Sequence[Item],
     to see, not to accept in bulk; a head decided since (by a person or an earlier acceptance)
     keeps that decision."""
     current = store.current([item.item for item in items])
-    return [OpenPhoto(item.item, proposals[item.item], tuple(head for head, value in current[item.item].items()
-                                                              if head in HEADS and value is None))
+    return [OpenPhoto(item, proposals[item.item], tuple(head for head, value in current[item.item].items()
+                                                         if head in HEADS and value is None))
             for item in items
             if item.kind == ItemKind.EXTERNAL and current[item.item]["status"] is None and item.item in proposals]
 
@@ -226,7 +268,7 @@ class BulkPreview:
     heads_open: int  # undecided heads of the open, readable photos
     photos_complete: int  # photos whose every open head would be accepted
     photos_open: int
-    photos_unlike: int  # open photos unlike the calibration photos: every head for a person
+    photos_unlike: int  # open photos unlike the calibration photos: their gated heads for a person
 
     @property
     def heads_left(self) -> int:
@@ -235,9 +277,11 @@ class BulkPreview:
 
 
 def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, PhotoProposal | str],
-                 thresholds: Thresholds) -> BulkPreview:
+                 policy: SourcePolicy) -> BulkPreview:
+    """What accept_confident would accept, audits aside (they are not announced)."""
     readable = [photo for photo in open_photos(store, items, proposals) if not isinstance(photo.proposal, str)]
-    taken = [set(sure_heads(photo.proposal, thresholds)) & set(photo.undecided) for photo in readable]
+    taken = [set(sure_heads(photo.proposal, policy.rules_of(photo.item))) & set(photo.undecided)
+             for photo in readable]
     return BulkPreview(sum(map(len, taken)), sum(len(photo.undecided) for photo in readable),
                        sum(heads == set(photo.undecided) for heads, photo in zip(taken, readable)), len(readable),
                        sum(not photo.proposal.typical for photo in readable))
@@ -247,37 +291,48 @@ def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[in
 class BulkAcceptance:
     """What accept_confident did, by item id, in the order given."""
 
+    batch: str  # the log's batch id of every acceptance it wrote (LabelStore.undo_batch)
     completed: list[int]  # every head now labelled: reviewed
     partial: list[int]  # some heads accepted, the others wait for a person
     actions: list[str]  # the store actions of both, in order (undo_bulk takes them)
-    untouched: list[int]  # no head sure enough
+    untouched: list[int]  # no head sure enough, or drawn for an audit: a person decides
     unreadable: list[int]  # the photo could not be read: left as it was
     heads_accepted: int
     heads_left: int  # for a person
+    audited: list[int] = field(default_factory=list)  # left for a person as an audit (core.trust.sources)
 
 
 def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mapping[int, PhotoProposal | str],
-                     thresholds: Thresholds, actor: Actor, run_id: str | None = None) -> BulkAcceptance:
-    """For each of the `open_photos`, accept every undecided head that is `sure_heads` at
-    `thresholds`: one store.review per photo, logged as accepted proposals with `run_id` and their
-    confidence, undoable like any other decision; the photo is reviewed once no head is left."""
-    completed, partial, actions, untouched, unreadable, accepted, left = [], [], [], [], [], 0, 0
-    for photo in open_photos(store, items, proposals):
+                     policy: SourcePolicy, actor: Actor, run_id: str | None = None) -> BulkAcceptance:
+    """For each of the `open_photos`, accept every undecided head that is `sure_heads` under its
+    source's rules (`policy`): one LabelStore.auto_accept per photo (logged as the model's, with
+    `run_id`, each head's confidence and threshold, the photo's typicality, and one batch id for
+    all), the photo reviewed once no head is left. A photo drawn for an audit at its source's share
+    (none without a `run_id`) is left for a person instead, unannounced, and what would have been
+    accepted is recorded."""
+    batch = uuid.uuid4().hex
+    completed, partial, actions, untouched, unreadable, audited, accepted, left = [], [], [], [], [], [], 0, 0
+    photos = open_photos(store, items, proposals)
+    for photo in photos:
         if isinstance(photo.proposal, str):
-            unreadable.append(photo.item)
+            unreadable.append(photo.item.item)
             continue
-        sure = {head: guess for head, guess in sure_heads(photo.proposal, thresholds).items()
+        sure = {head: guess for head, guess in sure_heads(photo.proposal, policy.rules_of(photo.item)).items()
                 if head in photo.undecided}
+        if sure and run_id is not None and policy.audited(photo.item):
+            store.add_audit(photo.item.item, sure, photo.proposal.typicality, run_id, batch)
+            audited.append(photo.item.item)
+            sure = {}
         accepted, left = accepted + len(sure), left + len(photo.undecided) - len(sure)
         if not sure:
-            untouched.append(photo.item)
+            untouched.append(photo.item.item)
             continue
         complete = set(sure) == set(photo.undecided)
-        action = store.review(photo.item, {head: label for head, (label, _) in sure.items()}, actor, run_id=run_id,
-                              predicted=sure, complete=complete)
-        (completed if complete else partial).append(photo.item)
+        action = store.auto_accept(photo.item.item, sure, photo.proposal.typicality, actor, run_id or "", batch,
+                                   complete)
+        (completed if complete else partial).append(photo.item.item)
         actions.append(action.action)
-    return BulkAcceptance(completed, partial, actions, untouched, unreadable, accepted, left)
+    return BulkAcceptance(batch, completed, partial, actions, untouched, unreadable, accepted, left, audited)
 
 
 def undo_bulk(store: LabelStore, actor: Actor, actions: Collection[str]) -> list[Action]:

@@ -32,6 +32,7 @@ from core.data.catalogue import Catalogue, DatasetKey
 from core.images.reading import ImageRejected, read_image_checked
 from core.labels.checks import catalogue_value, check_heads, check_id, check_prediction, clean_label
 from core.labels.tables import (
+    DEFAULT_SOURCES,
     EXTERNAL_ID_BASE,
     STATUS,
     Action,
@@ -40,12 +41,14 @@ from core.labels.tables import (
     ItemKind,
     LogKind,
     ReviewStatus,
+    audits_table,
     current_table,
     items_table,
     log_table,
     metadata,
 )
 from core.labels.uploads import display_name, store_upload
+from core.trust.sources import check_source
 from core.untrusted import check_typed
 
 _MARKS = {ReviewStatus.SKIPPED: (LogKind.SKIP, ActionKind.SKIP),
@@ -58,6 +61,9 @@ LOG_COLUMNS = (
     "seq", "at", "reviewer", "product_id", "name", "field", "old", "new", "kind", "run_id", "predicted", "p",
     "action", "undoes",
 )
+
+
+Accepted = Mapping[str, tuple[str, float, float]]  # head -> the model's label, its confidence, the threshold it met
 
 
 class UndoConflict(RuntimeError):
@@ -169,6 +175,19 @@ class LabelStore:
         with self.reader.begin() as connection:
             return [found for found, _ in self._state(connection, item_ids)]
 
+    def set_source(self, item_ids: Iterable[int], source: str, actor: Actor) -> None:
+        """Name the source the items `item_ids` arrived in (a folder's name, an upload batch) where
+        none is set yet: a photo keeps the source it first came in, whose promise covers it
+        (core.trust.sources). The name is text a person types (core.untrusted.check_typed)."""
+        require(actor, Permission.REVIEW)
+        source = check_source(source)
+        check_typed(source, "the source's name")
+        item_ids = sorted({check_id(item, "item") for item in item_ids})
+        with self.engine.begin() as connection:
+            for chunk in _chunks(item_ids):
+                connection.execute(update(items_table).where(items_table.c.item.in_(chunk),
+                                                             items_table.c.source.is_(None)).values(source=source))
+
     def dataset_items(self, dataset: str | Path | Catalogue, kind: ItemKind | None = None) -> list[Item]:
         """Every item of `dataset` (of `kind`, when given), in the order added."""
         if kind is not None and kind not in tuple(ItemKind):
@@ -251,6 +270,65 @@ class LabelStore:
             current = self._state(connection, [item])[0][1]
             row = {"field": STATUS, "new": ReviewStatus(status), "kind": log_kind, "run_id": run_id}
             return _append(connection, item, current, [row], actor.identity, action_kind)
+
+    def auto_accept(self, item: int, accepted: Accepted, typicality: float | None, actor: Actor, run_id: str,
+                    batch: str, complete: bool) -> Action:
+        """Write the heads the model decided with no person: one AUTO_ACCEPT log row per head of
+        `accepted` (head -> label, confidence, the threshold it met), with `run_id`, the photo's
+        `typicality` and the `batch` of acceptances it belongs to (undo_batch); STATUS -> REVIEWED
+        too when `complete`. `actor` is who started the acceptance (Permission.REVIEW). A head
+        decided since the proposal was made (its current value is set) is left as it is."""
+        require(actor, Permission.REVIEW)
+        item = check_id(item, "item")
+        accepted = {head: (*check_prediction(head, guess[:2]), float(guess[2]))
+                    for head, guess in check_heads(accepted, "accepted").items()}
+        with self.engine.begin() as connection:
+            _lock(connection, item)
+            current = self._state(connection, [item])[0][1]
+            rows = [{"field": head, "new": clean_label(head, label), "kind": LogKind.AUTO_ACCEPT, "run_id": run_id,
+                     "predicted": label, "p": p, "threshold": threshold, "typicality": typicality, "batch": batch}
+                    for head, (label, p, threshold) in accepted.items() if current[head] is None]
+            if complete:
+                rows.append({"field": STATUS, "new": ReviewStatus.REVIEWED, "kind": LogKind.AUTO_ACCEPT,
+                             "run_id": run_id, "batch": batch})
+            return _append(connection, item, current, rows, actor.identity, ActionKind.AUTO_ACCEPT)
+
+    def add_audit(self, item: int, audited: Accepted, typicality: float | None, run_id: str, batch: str) -> None:
+        """Record that the heads `audited` (head -> label, confidence, threshold) of `item` would
+        have been accepted and were left for a person instead (core.trust.sources): their decision
+        will say whether the accepted tag would have been right."""
+        item, at = check_id(item, "item"), _now()
+        rows = [{"batch": batch, "item": item, "field": head, "run_id": run_id, "predicted": str(label), "p": float(p),
+                 "threshold": float(threshold), "typicality": typicality, "at": at}
+                for head, (label, p, threshold) in check_heads(audited, "audited").items()]
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(insert(audits_table), rows)
+
+    def undo_batch(self, batch: str, actor: Actor) -> tuple[list[Action], list[str]]:
+        """Undo every action of an auto-acceptance `batch` still in force, newest first: by the
+        person who started it, or anyone with Permission.UNDO_ANY. Returns (the undo actions, one
+        line per action kept because a person changed its photo since: their decision comes first)."""
+        require(actor, Permission.REVIEW)
+        undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+        with self.reader.begin() as connection:
+            targets = connection.execute(
+                select(log_table.c.action, log_table.c.item, log_table.c.reviewer, func.max(log_table.c.seq))
+                .where(log_table.c.batch == batch, log_table.c.action.not_in(undone))
+                .group_by(log_table.c.action, log_table.c.item, log_table.c.reviewer)
+                .order_by(func.max(log_table.c.seq).desc())
+            ).all()
+        if any(reviewer != actor.identity for _, _, reviewer, _ in targets):
+            require(actor, Permission.UNDO_ANY)
+        actions, kept = [], []
+        for action, item, _, _ in targets:
+            try:
+                with self.engine.begin() as connection:
+                    _lock(connection, item)
+                    actions.append(self._undo(connection, action, item, actor))
+            except UndoConflict as conflict:
+                kept.append(str(conflict))
+        return actions, kept
 
     def undoable(self, actor: Actor) -> Action | None:
         """The action undo_last(actor) would undo now, or None."""
@@ -507,6 +585,7 @@ def _item(row: Row) -> Item:
     return Item(
         item=row.item, dataset=row.dataset, kind=ItemKind(row.kind), product_id=row.product_id, path=Path(row.file),
         name=row.name, baseline=json.loads(row.baseline), added=row.added, added_by=row.added_by,
+        source=row.source or DEFAULT_SOURCES[ItemKind(row.kind)],
     )
 
 

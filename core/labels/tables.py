@@ -17,6 +17,19 @@ Three tables in the workspace database (`core.access.database`: SQLite, or Postg
                   undone). Rows are never updated or deleted.
   current_labels  the current-labels view: (item, field) -> value and the seq of the log row
                   that wrote it; written in the same transaction as that log row.
+
+And the trust layer's per-source records (core.trust.sources, core.labels.sources):
+
+  review_items.source  where the photo came from (a folder's name, an upload batch; NULL: the
+                  kind's default, DEFAULT_SOURCES); corrections.threshold / typicality / batch:
+                  on AUTO_ACCEPT rows, the threshold that accepted the tag, the photo's
+                  typicality, and the batch of acceptances it belongs to (undone as one).
+  source_settings (dataset, source) -> audit_share (NULL: core.trust.sources.AUDIT_SHARE).
+  source_calibrations  append-only: a source's certification from its reviewed decisions for a run
+                  (selections: JSON head -> core.trust.abstention.Selection), by whom and when; the
+                  latest per (dataset, source, run_id) holds, and resets the source's alarms.
+  audits          one row per head an auto-acceptance left for a person instead (an audit): item,
+                  field, the run's proposal (predicted, p), threshold, typicality, batch, at.
 """
 
 from __future__ import annotations
@@ -59,6 +72,9 @@ class ItemKind(enum.StrEnum):
     EXTERNAL = "external"  # a photo a reviewer brought (an upload, a folder)
 
 
+DEFAULT_SOURCES = {ItemKind.CATALOGUE: "catalogue", ItemKind.EXTERNAL: "uploads"}  # an item's source when none was set
+
+
 class LogKind(enum.StrEnum):
     """A log row's kind: a head's row of a review is ACCEPT, CORRECT or NEW_VALUE, its STATUS row
     REVIEW; `mark` writes one STATUS row, SKIP or NOT_PRODUCT; undo rows are UNDO."""
@@ -70,6 +86,10 @@ class LogKind(enum.StrEnum):
     SKIP = "skip"
     NOT_PRODUCT = "not_product"
     UNDO = "undo"
+    AUTO_ACCEPT = "auto_accept"  # a head the model's certified proposal decided, with no person
+
+
+PERSON_DECISIONS = (LogKind.ACCEPT, LogKind.CORRECT, LogKind.NEW_VALUE)  # a head's rows a person decided
 
 
 class ActionKind(enum.StrEnum):
@@ -79,6 +99,7 @@ class ActionKind(enum.StrEnum):
     SKIP = "skip"
     NOT_PRODUCT = "not_product"
     UNDO = "undo"
+    AUTO_ACCEPT = "auto_accept"
 
 
 metadata = MetaData()
@@ -95,6 +116,7 @@ items_table = Table(
     Column("baseline", Text, nullable=False),  # JSON {head: value | null}
     Column("added", String(40), nullable=False),  # UTC ISO 8601, microseconds
     Column("added_by", String(255), nullable=False),
+    Column("source", Text),  # NULL: DEFAULT_SOURCES of its kind
     UniqueConstraint("dataset", "product_id", name="review_items_dataset_product"),
     UniqueConstraint("dataset", "sha256", name="review_items_dataset_sha256"),
 )
@@ -114,10 +136,14 @@ log_table = Table(
     Column("predicted", Text),
     Column("p", Float),
     Column("undoes", String(32)),
+    Column("threshold", Float),
+    Column("typicality", Float),
+    Column("batch", String(32)),
     Index("corrections_item_field_seq", "item", "field", "seq"),
     Index("corrections_reviewer_seq", "reviewer", "seq"),
     Index("corrections_action", "action"),
     Index("corrections_undoes", "undoes"),
+    Index("corrections_batch", "batch"),
 )
 current_table = Table(
     "current_labels",
@@ -126,6 +152,42 @@ current_table = Table(
     Column("field", String(32), primary_key=True),
     Column("value", Text),
     Column("seq", Integer, nullable=False),
+)
+source_settings_table = Table(
+    "source_settings",
+    metadata,
+    Column("dataset", Text, primary_key=True),
+    Column("source", Text, primary_key=True),
+    Column("audit_share", Float),
+    Column("set_by", String(255), nullable=False),
+    Column("at", String(40), nullable=False),
+)
+source_calibrations_table = Table(
+    "source_calibrations",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("selections", Text, nullable=False),  # JSON head -> Selection.to_dict()
+    Column("by", String(255), nullable=False),
+    Column("at", String(40), nullable=False),
+    Index("source_calibrations_source", "dataset", "source", "run_id", "seq"),
+)
+audits_table = Table(
+    "audits",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("batch", String(32), nullable=False),
+    Column("item", Integer, ForeignKey("review_items.item"), nullable=False),
+    Column("field", String(32), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("predicted", Text, nullable=False),
+    Column("p", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("typicality", Float),
+    Column("at", String(40), nullable=False),
+    Index("audits_item_field", "item", "field"),
 )
 
 
@@ -142,6 +204,7 @@ class Item:
     baseline: dict[str, str | None]  # the HEADS before any review; all None for an external image
     added: str  # UTC ISO time
     added_by: str
+    source: str  # where it came from (DEFAULT_SOURCES where none was set)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""Trust per source: photos arrive in sources (an upload batch, a folder, the catalogue), and a
+promise certified on one kind of photo says nothing of another. Three pieces, all torch-free:
+
+- **Certification from people's decisions** (`source_selection`, `more_rows_needed`): the heads a
+  person decided on photos of a source, with the model's proposal and confidence logged beside
+  them, are that source's calibration rows. They are counted per threshold as the run's own
+  SELECTION rows are (core.trust.abstention.Selection), and tested in the same fixed sequence, whose
+  start the run's own guide rows set (ordered before these rows are counted, as the guarantee
+  needs). A source certified so needs no typicality gate: its thresholds were certified on its own
+  kind of photo. Valid while the decisions counted are exchangeable with the source's later photos:
+  true of a source reviewed whole before it is certified (every photo of an uncertified source
+  goes to a person); after that, people see the photos under the threshold and the audit share
+  above it, a random draw of the accepted ones, so the error among accepted rows stays unbiased.
+- **Audits** (`audit_draw`): a share of the photos whose heads would be accepted (AUDIT_SHARE by
+  default, set per source) is drawn by a hash of the item and left for a person instead,
+  unannounced: the queue shows it like any other photo. The person's decision on each head that
+  would have been accepted is an audit outcome.
+- **The alarm** (`watch`): a test of "the accepted tags' error is at most the target" on the audit
+  outcomes as they arrive, which may be looked at after every decision. Its statistic is a mixture
+  of betting martingales (Waudby-Smith and Ramdas 2023; Shafer and Vovk's testing by betting): for
+  each lambda in BETS, prod_t (1 + lambda (x_t - E)), x_t = 1 when the audited tag was wrong. Under
+  the null (error <= E) each factor has expectation <= 1, so the average is a nonnegative
+  supermartingale starting at 1 and, by Ville's inequality, it ever reaches 1 / ALARM_FALSE_RATE
+  with probability at most ALARM_FALSE_RATE, however long the stream and however often it is
+  checked. When it does, the head stops auto-accepting for that source until an admin recalibrates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import beta
+
+from core.data.split import id_uniform
+from core.trust.abstention import DELTA, Selection, check_target
+
+AUDIT_SHARE = 0.05  # the share of accepted photos a person sees anyway, unless a source sets its own
+ALARM_FALSE_RATE = 0.05  # the alarm fires on a source whose accepted error is within target at most this often
+# The mixture's bets, as lambda * E: from a small excess of errors (patient) to a large one (quick).
+BETS = (0.02, 0.05, 0.1, 0.2, 0.4)
+_AUDIT_SALT = 0x61756474  # "audt": audit draws independent of the split's and the trust roles' hashes
+MAX_EXTRA_ROWS = 100_000  # more_rows_needed looks no further
+
+
+def check_share(share: float) -> float:
+    """An audit share: a rate in [0, 1]; ValueError naming the value otherwise."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"the audit share must be a rate between 0 and 1 (0.05 = 5 %), got {share!r}")
+    return float(share)
+
+
+def check_source(name: str) -> str:
+    """A source's name as people type it: 1 to 100 characters after trimming."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a source needs a name, got {name!r}")
+    if len(name.strip()) > 100:
+        raise ValueError(f"a source's name has at most 100 characters, got {len(name.strip())}")
+    return name.strip()
+
+
+def audit_draw(items: Sequence[int], share: float) -> np.ndarray:
+    """bool [n]: which of `items` (label store item ids) are audited at `share`: a hash of the id,
+    so the draw is the same whoever asks and whenever, and about `share` of any set of items."""
+    share = check_share(share)
+    return id_uniform(np.asarray(items, dtype=np.int64), _AUDIT_SALT) < share
+
+
+def source_selection(confidence: np.ndarray, correct: np.ndarray, run_selection: Selection) -> Selection:
+    """A head's Selection on a source's decisions: confidence float [n] of the proposals people
+    saw, correct bool [n] (their decision kept the proposal), tested in the fixed sequence whose
+    start the run's own guide rows set (`run_selection.guide`; None keeps Bonferroni)."""
+    counted = Selection.count(confidence, correct)
+    return Selection(counted.accepted, counted.errors, counted.rows, run_selection.guide, run_selection.guide_rows)
+
+
+def more_rows_needed(selection: Selection, target_error: float, delta: float = DELTA) -> int | None:
+    """How many more decided photos of the source would certify the head at `target_error`, if they
+    go as those so far did (per threshold, the same share accepted and the same error among them;
+    before any, as the run's own rows guide); 0 when it is certified, None when no number of rows
+    like these would do (their error is above the target)."""
+    check_target(target_error)
+    if selection.threshold(target_error, delta) is not None:
+        return 0
+    accepted, errors = np.array(selection.accepted, dtype=np.float64), np.array(selection.errors, dtype=np.float64)
+    if selection.rows:
+        share, error = accepted / selection.rows, np.divide(errors, accepted, out=np.zeros_like(errors),
+                                                          where=accepted > 0)
+    elif selection.guide is not None and selection.guide_rows:
+        share, error = np.array(selection.guide, dtype=np.float64) / selection.guide_rows, np.zeros_like(errors)
+    else:
+        return None
+
+    def certified(rows: int) -> bool:
+        taken = np.round(share * rows)
+        projected = Selection(tuple(int(n) for n in taken), tuple(int(k) for k in np.round(taken * error)), rows,
+                              selection.guide, selection.guide_rows)
+        return projected.threshold(target_error, delta) is not None
+
+    low, high = selection.rows, selection.rows + MAX_EXTRA_ROWS
+    if not certified(high):
+        return None
+    while high - low > 1:  # the fewest rows that certify: more rows like these only help
+        middle = (low + high) // 2
+        low, high = (low, middle) if certified(middle) else (middle, high)
+    return high - selection.rows
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """The alarm's state on one source's and head's audit outcomes, oldest first."""
+
+    audited: int
+    wrong: int
+    wealth: float  # the test statistic now: evidence against "error <= target", 1 at the start
+    fired_at: int | None  # how many audits it took to fire; None: it has not
+    target: float
+    false_rate: float = ALARM_FALSE_RATE
+
+    @property
+    def fired(self) -> bool:
+        return self.fired_at is not None
+
+    @property
+    def error(self) -> float | None:
+        """The realised error among the audited tags; None before any."""
+        return self.wrong / self.audited if self.audited else None
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Two-sided Clopper-Pearson interval of the accepted tags' error at `level`; (0, 1) before any."""
+        if not self.audited:
+            return 0.0, 1.0
+        tail = (1 - level) / 2
+        low = beta.ppf(tail, self.wrong, self.audited - self.wrong + 1) if self.wrong else 0.0
+        high = beta.ppf(1 - tail, self.wrong + 1, self.audited - self.wrong) if self.wrong < self.audited else 1.0
+        return float(low), float(high)
+
+
+def watch(wrong: Sequence[bool], target_error: float, false_rate: float = ALARM_FALSE_RATE) -> Alarm:
+    """The alarm on audit outcomes `wrong` (bool, oldest first: the audited tag was wrong), testing
+    "the accepted tags' error is at most `target_error`" (module docstring); it fires once the
+    mixture's wealth reaches 1 / `false_rate`, and stays fired."""
+    target = check_target(target_error)
+    if not 0 < false_rate < 1:
+        raise ValueError(f"the alarm's false-alarm rate must be between 0 and 1, got {false_rate!r}")
+    outcomes = np.asarray(wrong, dtype=np.float64)
+    bets = np.asarray(BETS) / target  # lambda; each < 1 / E keeps every factor positive
+    wealth = np.cumprod(1 + bets[None, :] * (outcomes[:, None] - target), axis=0).mean(axis=1)
+    over = np.flatnonzero(wealth >= 1 / false_rate)
+    return Alarm(len(outcomes), int(outcomes.sum()), float(wealth[-1]) if len(wealth) else 1.0,
+                 int(over[0]) + 1 if len(over) else None, target, false_rate)
+
+
+@dataclass(frozen=True)
+class HeadRule:
+    """How a head of one source's photos is accepted with no person: at `threshold` (None: never),
+    only of photos the typicality gate lets through when `gated`; `why` says where the rule comes
+    from, for the page."""
+
+    threshold: float | None
+    gated: bool
+    why: str
+
+
+def head_rules(run_thresholds: Mapping[str, float | None], source_thresholds: Mapping[str, float | None],
+               alarms: Mapping[str, Alarm]) -> dict[str, HeadRule]:
+    """Per head of `run_thresholds` (the run's, certified on its validation rows, gated): the rule
+    for one source, whose own certified thresholds (`source_thresholds`, from its decisions) replace
+    the run's where they exist, ungated, and whose fired alarms stop a head whatever certified it."""
+    rules = {}
+    for head, threshold in run_thresholds.items():
+        alarm = alarms.get(head)
+        if alarm is not None and alarm.fired:
+            rules[head] = HeadRule(None, True, f"stopped: {alarm.wrong} of {alarm.audited} audited tags were wrong, "
+                                               f"above the {alarm.target:.0%} promised; an admin recalibrates it")
+        elif source_thresholds.get(head) is not None:
+            rules[head] = HeadRule(source_thresholds[head], False, "certified on this source's reviewed photos")
+        elif threshold is not None:
+            rules[head] = HeadRule(threshold, True, "certified on the run's validation photos; "
+                                                    "only photos like them")
+        else:
+            rules[head] = HeadRule(None, True, "not certified: a person decides")
+    return rules
