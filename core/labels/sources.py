@@ -221,7 +221,7 @@ def source_trust(store: LabelStore, dataset: Dataset, source: str, run_id: str,
     """The source's rule per head at `target_error`: its own certification where an admin recorded
     one, else the run's (gated), stopped where its alarm fired since that certification."""
     calibration = source_calibration(store, dataset, source, run_id)
-    certified = {} if calibration is None else {
+    certified = None if calibration is None else {
         head: selection.threshold(target_error, delta) for head, selection in calibration.selections.items()}
     fired = alarms(store, dataset, source, run_id, target_error, None if calibration is None else calibration.at)
     return SourceTrust(source, head_rules(run_thresholds, certified, fired), fired, calibration,

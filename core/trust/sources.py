@@ -163,19 +163,22 @@ class HeadRule:
     why: str
 
 
-def head_rules(run_thresholds: Mapping[str, float | None], source_thresholds: Mapping[str, float | None],
+def head_rules(run_thresholds: Mapping[str, float | None], source_thresholds: Mapping[str, float | None] | None,
                alarms: Mapping[str, Alarm]) -> dict[str, HeadRule]:
     """Per head of `run_thresholds` (the run's, certified on its validation rows, gated): the rule
-    for one source, whose own certified thresholds (`source_thresholds`, from its decisions) replace
-    the run's where they exist, ungated, and whose fired alarms stop a head whatever certified it."""
+    for one source. Once the source is certified on its own decisions (`source_thresholds`, None
+    before), its thresholds replace the run's, ungated, and a head they do not certify goes to a
+    person; a fired alarm stops a head whatever certified it."""
     rules = {}
     for head, threshold in run_thresholds.items():
         alarm = alarms.get(head)
         if alarm is not None and alarm.fired:
             rules[head] = HeadRule(None, True, f"stopped: {alarm.wrong} of {alarm.audited} audited tags were wrong, "
                                                f"above the {alarm.target:.0%} promised; an admin recalibrates it")
-        elif source_thresholds.get(head) is not None:
-            rules[head] = HeadRule(source_thresholds[head], False, "certified on this source's reviewed photos")
+        elif source_thresholds is not None:
+            own = source_thresholds.get(head)
+            rules[head] = (HeadRule(own, False, "certified on this source's reviewed photos") if own is not None
+                           else HeadRule(None, False, "not certified on this source's reviewed photos: a person decides"))
         elif threshold is not None:
             rules[head] = HeadRule(threshold, True, "certified on the run's validation photos; "
                                                     "only photos like them")
