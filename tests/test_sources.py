@@ -26,10 +26,11 @@ from core.labels.sources import (
     source_policy,
     sources,
 )
+from core.labels.store import LabelStore
 from core.trust.abstention import THRESHOLDS, Selection, rows_needed
 from core.trust.sources import ALARM_FALSE_RATE, AUDIT_SHARE, audit_draw, more_rows_needed, watch
 
-from conftest import ANN, BEN, BOB
+from conftest import ANN, BEN, BOB, point_at_workspace
 from test_labelstore import db_url, store  # noqa: F401  (the store on both databases)
 
 RUN = "run-1"
@@ -221,3 +222,32 @@ def test_a_sources_own_decisions_certify_its_heads_without_the_gate(store, datas
     assert sure_heads(unlike, policy.rules_of(items[35])) == {"gender": ("Men", 0.999, rule.threshold)}
     elsewhere = dataclasses.replace(items[0], source="elsewhere")  # another source: the run's rule, none here
     assert policy.rules_of(elsewhere)["gender"].threshold is None
+
+
+@pytest.mark.slow
+def test_calibrate_a_source_from_the_command_line(tiny_run, monkeypatch, tmp_path, capsys):
+    """`python -m training calibrate RUN_ID --source NAME`: the source's heads certified on its
+    reviewed photos, with the rows still needed where they are not; an unknown source named with
+    the ones there are."""
+    from training.__main__ import main
+    from training.calibrate import calibrate_source_run
+
+    point_at_workspace(monkeypatch, tmp_path / "workspace", tiny_run.demo)  # labels of this test's own
+    demo = load_catalogue(tiny_run.demo)
+    store = LabelStore(workspace=tmp_path / "workspace")
+    items = new_photos(store, demo, tmp_path / "lookbook", 8)
+    for item in items:
+        store.review(item.item, {"gender": "Men"}, BOB, run_id=tiny_run.record.id, predicted={"gender": ("Men", 0.99)})
+    report = calibrate_source_run(tiny_run.record.folder, "lookbook", ANN)
+    gender = report["heads"]["gender"]
+    assert report["source"] == "lookbook" and gender["decisions"] == 8
+    assert all(at["threshold"] is None and at["more_needed"] > 0 for at in gender["targets"].values())
+    assert gender["targets"]["0.05"]["more_needed"] < gender["targets"]["0.01"]["more_needed"]
+
+    monkeypatch.setattr("training.registry.RunRegistry.get", lambda self, run_id: tiny_run.record)
+    assert main(["calibrate", tiny_run.record.id, "--source", "lookbook"]) == 0
+    out = capsys.readouterr().out
+    assert "source 'lookbook'" in out and "more reviewed photos certify it" in out
+    assert main(["calibrate", tiny_run.record.id, "--source", "catalog"]) == 2
+    error = capsys.readouterr().err
+    assert "no photo of the source 'catalog'" in error and "its sources: lookbook" in error

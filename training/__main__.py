@@ -8,7 +8,7 @@ evaluate or calibrate one, tag photos, serve them over HTTP, rank label issues, 
     python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--json]
     python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32]
                                           [--device auto|cpu|cuda] [--target-error 0.02] [--json] [--csv FILE]
-    python -m training calibrate RUN_ID [--json]
+    python -m training calibrate RUN_ID [--source NAME [--dataset DIR]] [--json]
     python -m training serve RUN_ID [--checkpoint best|last|FILE] [--host 127.0.0.1] [--port 8000]
                                 [--device auto|cpu|cuda] [--top-k 3] [--target-error 0.02] [--max-batch-size 32]
                                 [--batch-timeout 0.01] [--api-key-env NAME] [--max-request-mb 20]
@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="fit (or refit) a run's trust layer from its validation evaluation: taxonomy, "
                           "temperatures, thresholds")
     calibrate.add_argument("run_id")
+    calibrate.add_argument("--source", help="certify this source's heads on the decisions people made on its photos "
+                                            "(a folder's name, 'uploads', 'catalogue') instead")
+    calibrate.add_argument("--dataset", help="with --source: the dataset the photos were reviewed in (default: "
+                                             "the run's)")
     calibrate.add_argument("--json", action="store_true", help="print the trust assessment as JSON on the last line")
     serve = commands.add_parser("serve", help="serve a run's model over HTTP (LitServe): POST /predict, one photo "
                                               "per request, batched")
@@ -295,6 +299,10 @@ def calibrate(args: argparse.Namespace) -> int:
     from training.registry import RunRegistry
 
     record = RunRegistry().get(args.run_id)
+    if args.source is not None:
+        return calibrate_source(record, args)
+    if args.dataset is not None:
+        raise ValueError("--dataset goes with --source: the run's own calibration is on its own dataset")
     try:
         report = calibrate_run(record.folder)
     except FileNotFoundError as error:
@@ -307,6 +315,32 @@ def calibrate(args: argparse.Namespace) -> int:
               f"{entry['ece_after'] or 0:.3f}  at 2 % error: {at['coverage']:.0%} need no person")
     if args.json:
         print(json.dumps(report["trust"]))
+    return 0
+
+
+def calibrate_source(record, args: argparse.Namespace) -> int:
+    """`calibrate RUN_ID --source NAME`: certify a source's heads on its reviewed photos."""
+    from core.access.roles import command_line_actor
+    from training.calibrate import calibrate_source_run
+
+    try:
+        report = calibrate_source_run(record.folder, args.source, command_line_actor(), args.dataset)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"run {record.id}, source {report['source']!r}: certified on its reviewed photos (of {report['dataset']})")
+    for head, entry in report["heads"].items():
+        parts = []
+        for target, at in entry["targets"].items():
+            if at["threshold"] is not None:
+                parts.append(f"{float(target):.0%}: from confidence {at['threshold']:.3f}")
+            elif at["more_needed"] is None:
+                parts.append(f"{float(target):.0%}: no (its decisions' error is above it)")
+            else:
+                parts.append(f"{float(target):.0%}: {at['more_needed']:,} more reviewed photos certify it")
+        print(f"  {head:15s} {entry['decisions']:,} decisions  " + "  ".join(parts))
+    if args.json:
+        print(json.dumps(report))
     return 0
 
 

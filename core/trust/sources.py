@@ -177,8 +177,8 @@ def head_rules(run_thresholds: Mapping[str, float | None], source_thresholds: Ma
                                                f"above the {alarm.target:.0%} promised; an admin recalibrates it")
         elif source_thresholds is not None:
             own = source_thresholds.get(head)
-            rules[head] = (HeadRule(own, False, "certified on this source's reviewed photos") if own is not None
-                           else HeadRule(None, False, "not certified on this source's reviewed photos: a person decides"))
+            rules[head] = (HeadRule(own, False, "certified on this source's reviewed photos") if own is not None else
+                           HeadRule(None, False, "not certified on this source's reviewed photos: a person decides"))
         elif threshold is not None:
             rules[head] = HeadRule(threshold, True, "certified on the run's validation photos; "
                                                     "only photos like them")
