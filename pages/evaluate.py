@@ -31,7 +31,9 @@ from dashboard import charts, pages
 from dashboard.datasets import open_catalogue
 from dashboard.evaluations import dataset_of, evaluated_runs, evaluation_of, label_issues_of
 from dashboard.gallery import photo_grid
+from dashboard.identity import person
 from dashboard.runs import EVALUATE_RUN_KEY, training_curves
+from dashboard.source_trust import source_section
 from dashboard.text import code, plain
 from training.crossval import list_crossvals
 from training.registry import RunRecord, RunState
@@ -188,7 +190,7 @@ def label_issues(record: RunRecord, evaluation: Evaluation, head: str) -> None:
             key=f"issues.{head}.{only_flagged}")
 
 
-def trust(evaluation: Evaluation, head: str) -> None:
+def trust(record: RunRecord, evaluation: Evaluation, head: str) -> None:
     report = evaluation.report
     if "trust" not in report:
         st.info("This evaluation was written without a trust layer (taxonomy, calibration, thresholds). For a run "
@@ -221,6 +223,7 @@ def trust(evaluation: Evaluation, head: str) -> None:
                       key=f"evaluate.reliability.{head}")
     right.plotly_chart(charts.risk_coverage(entry["risk_coverage"], target, entry["targets"][str(target)]["threshold"],
                                             head), key=f"evaluate.risk.{head}.{target}")
+    source_section(record, dataset_of(record, evaluation), target, person())
 
 
 def curves(record: RunRecord) -> None:
@@ -280,7 +283,7 @@ def main() -> None:
         "Classes": partial(classes, record, evaluation, head),
         "Confusion": partial(confusion, record, evaluation, head),
         "Misclassified": partial(misclassified_section, record, evaluation, head),
-        "Trust": partial(trust, evaluation, head),
+        "Trust": partial(trust, record, evaluation, head),
         "Label issues": partial(label_issues, record, evaluation, head),
         "Curves": partial(curves, record),
         "Compare": partial(compare, runs, record, evaluation, head),

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core import workspace
 from core.access.roles import DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
-from core.labels.queues import HISTORY_TABLE_COLUMNS, label_issue_ids
+from core.labels.queues import HISTORY_TABLE_COLUMNS, label_issue_ids, load_photo_folder
 from core.labels.store import LabelStore
 from core.labels.tables import EXTERNAL_ID_BASE
 from core.trust.abstention import THRESHOLDS, Selection
@@ -29,7 +29,7 @@ from training.launcher import evaluation_job
 from training.processes import log_tail
 from training.run_folder import RunFolder
 
-from conftest import EXTERNAL_DIR, REPO, shown, tiny_run_workspace
+from conftest import ANN, EXTERNAL_DIR, REPO, shown, tiny_run_workspace
 
 HOME = str(REPO / "dashboard" / "Home.py")
 REVIEW = "../pages/review.py"
@@ -421,3 +421,45 @@ def test_a_photo_unlike_the_calibration_photos_is_said_so(run):
     captions = shown(" ".join(texts(at.caption)))
     assert f"street.jpg · unreviewed · :material/help: **{UNLIKE_CALIBRATION}**" in captions
     assert not at.exception, at.exception
+
+
+def test_the_trust_view_shows_each_source_and_an_admin_sets_its_audit_share_and_recalibrates_it(run, tmp_path):
+    record, catalogue = run
+    store = LabelStore(workspace=workspace.workspace_dir())
+    folder = tmp_path / "lookbook"
+    folder.mkdir()
+    for product_id in catalogue.frame["id"].iloc[3:6]:
+        (folder / f"look-{product_id}.jpg").write_bytes(catalogue.image_path(int(product_id)).read_bytes() + b"\0")
+    items, _ = load_photo_folder(store, catalogue.root, str(folder), ANN)
+    for item in items:  # reviewed with the run's proposal shown, and kept
+        store.review(item.item, {"gender": "Men"}, ANN, run_id=record.id, predicted={"gender": ("Men", 0.97)})
+    at = AppTest.from_file(HOME, default_timeout=90)
+    at.run()
+    at.switch_page("../pages/evaluate.py").run()
+    at.session_state["evaluate.section"] = "Trust"
+    at.run()
+    assert not at.exception, at.exception
+    table = source_frame(at)
+    lookbook = table[table["source"] == "lookbook"].set_index("head")
+    assert lookbook.loc["gender", "decisions"] == 3 and lookbook.loc["gender", "photos"] == 3
+    assert lookbook.loc["gender", "more_needed"] > 0 and lookbook.loc["gender", "audit_share"] == AUDIT_SHARE
+
+    at.selectbox(key="trust.source").set_value("lookbook")
+    at.number_input(key="trust.audit_share").set_value(20.0)
+    next(button for button in at.button if button.label == "Set the audit share").click().run()
+    assert not at.exception, at.exception
+    assert texts(at.success) == ["Audit share of lookbook set to 20 %."]
+    table = source_frame(at)
+    assert set(table.loc[table["source"] == "lookbook", "audit_share"]) == {0.2}
+    at.selectbox(key="trust.source").set_value("lookbook")
+    next(button for button in at.button if button.label == "Recalibrate from its reviewed photos").click().run()
+    assert not at.exception, at.exception
+    assert texts(at.success)[0].startswith("lookbook recalibrated on 3 reviewed photos")
+    table = source_frame(at)
+    gender = table[(table["source"] == "lookbook") & (table["head"] == "gender")].iloc[0]
+    assert gender["rule"] == "not certified on this source's reviewed photos: a person decides"
+
+
+def source_frame(at: AppTest) -> pd.DataFrame:
+    """The Trust view's table per source and head."""
+    return next(frame.value for frame in at.dataframe if "source" in frame.value.columns)

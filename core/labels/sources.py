@@ -34,7 +34,7 @@ from core.labels.tables import (
     source_settings_table,
 )
 from core.trust.abstention import DELTA, Selection
-from core.trust.layer import Trust
+from core.trust.layer import Calibration, Trust
 from core.trust.sources import (
     AUDIT_SHARE,
     Alarm,
@@ -265,3 +265,35 @@ def source_policy(store: LabelStore, dataset: Dataset, source_names: Iterable[st
     policy = SourcePolicy({name: entry.rules for name, entry in standing.items()}, gated_rules(run_thresholds),
                           {name: entry.audit_share for name, entry in standing.items()})
     return policy, standing
+
+
+SOURCE_TABLE_COLUMNS = ["source", "photos", "head", "rule", "threshold", "decisions", "more_needed", "audit_share",
+                        "audited", "wrong", "error", "error_low", "error_high", "alarm"]
+
+
+def source_table(store: LabelStore, dataset: Dataset, run_id: str, calibration: Calibration | None,
+                 target_error: float) -> pd.DataFrame:
+    """The Trust view per source and head of `dataset` for run `run_id` (its `calibration`; None:
+    nothing certified) at `target_error`, columns SOURCE_TABLE_COLUMNS: the rule in force and its
+    threshold; the source's decisions and how many more would certify the head (0: a
+    recalibration would now); its audit share; the audited accepted tags, how many were wrong, the
+    realised error with its 95 % Clopper-Pearson interval; and the alarm's verdict."""
+    run_selections = {} if calibration is None else calibration.selections
+    delta = DELTA if calibration is None else calibration.delta
+    run_thresholds = {head: selection.threshold(target_error, delta) for head, selection in run_selections.items()}
+    records = []
+    for name, photos in sources(store, dataset).items():
+        standing = source_trust(store, dataset, name, run_id, run_thresholds, run_selections, target_error, delta)
+        for head, rule in standing.rules.items():
+            alarm = standing.alarms.get(head)
+            low, high = alarm.interval() if alarm is not None else (None, None)
+            records.append({
+                "source": name, "photos": photos, "head": head, "rule": rule.why, "threshold": rule.threshold,
+                "decisions": standing.selections[head].rows, "more_needed": standing.more_needed(head, target_error),
+                "audit_share": standing.audit_share, "audited": 0 if alarm is None else alarm.audited,
+                "wrong": 0 if alarm is None else alarm.wrong, "error": None if alarm is None else alarm.error,
+                "error_low": low, "error_high": high,
+                "alarm": ("—" if alarm is None else f"fired after {alarm.fired_at} audits" if alarm.fired
+                          else "quiet"),
+            })
+    return pd.DataFrame(records, columns=SOURCE_TABLE_COLUMNS)
