@@ -18,11 +18,13 @@ promise certified on one kind of photo says nothing of another. Three pieces, al
 - **The alarm** (`watch`): a test of "the accepted tags' error is at most the target" on the audit
   outcomes as they arrive, which may be looked at after every decision. Its statistic is a mixture
   of betting martingales (Waudby-Smith and Ramdas 2023; Shafer and Vovk's testing by betting): for
-  each lambda in BETS, prod_t (1 + lambda (x_t - E)), x_t = 1 when the audited tag was wrong. Under
-  the null (error <= E) each factor has expectation <= 1, so the average is a nonnegative
-  supermartingale starting at 1 and, by Ville's inequality, it ever reaches 1 / ALARM_FALSE_RATE
-  with probability at most ALARM_FALSE_RATE, however long the stream and however often it is
-  checked. When it does, the head stops auto-accepting for that source until an admin recalibrates.
+  each lambda in BETS, prod_t (1 + lambda (x_t - E)), x_t = 1 when the audited tag was wrong,
+  mixed over start times too (`watch`), so that a source that turns bad after a long good run is
+  caught as soon as one that starts bad. Under the null (error <= E) each factor has expectation
+  <= 1, so the mixture is a nonnegative supermartingale starting at 1 and, by Ville's inequality,
+  it ever reaches 1 / ALARM_FALSE_RATE with probability at most ALARM_FALSE_RATE, however long the
+  stream and however often it is checked. When it does, the head stops auto-accepting for that
+  source until an admin recalibrates.
 """
 
 from __future__ import annotations
@@ -140,16 +142,26 @@ class Alarm:
 def watch(wrong: Sequence[bool], target_error: float, false_rate: float = ALARM_FALSE_RATE) -> Alarm:
     """The alarm on audit outcomes `wrong` (bool, oldest first: the audited tag was wrong), testing
     "the accepted tags' error is at most `target_error`" (module docstring); it fires once the
-    mixture's wealth reaches 1 / `false_rate`, and stays fired."""
+    wealth reaches 1 / `false_rate`, and stays fired.
+
+    The wealth is a mixture over bets (BETS) and over start times: the bettor starting at audit j
+    has the weight 1 / (j (j + 1)) (they sum to 1), kept as cash until then. A long run of good
+    audits makes a bettor who started at the beginning poor; one who starts at the change is
+    not, so a source that turns bad is caught in about as many audits whatever its history (at
+    the cost of log j(j + 1) in wealth). Each bettor's wealth is a test supermartingale under the
+    null, so the mixture is one too, and Ville's inequality holds for it as for each."""
     target = check_target(target_error)
     if not 0 < false_rate < 1:
         raise ValueError(f"the alarm's false-alarm rate must be between 0 and 1, got {false_rate!r}")
     outcomes = np.asarray(wrong, dtype=np.float64)
     bets = np.asarray(BETS) / target  # lambda; each < 1 / E keeps every factor positive
-    wealth = np.cumprod(1 + bets[None, :] * (outcomes[:, None] - target), axis=0).mean(axis=1)
-    over = np.flatnonzero(wealth >= 1 / false_rate)
-    return Alarm(len(outcomes), int(outcomes.sum()), float(wealth[-1]) if len(wealth) else 1.0,
-                 int(over[0]) + 1 if len(over) else None, target, false_rate)
+    started, wealth, fired_at = np.zeros(len(bets)), 1.0, None
+    for audit, outcome in enumerate(outcomes, 1):
+        started = (started + 1 / (audit * (audit + 1))) * (1 + bets * (outcome - target))
+        wealth = float(started.mean()) + 1 / (audit + 1)  # the cash of the bettors yet to start: sum_{j>t} w_j
+        if fired_at is None and wealth >= 1 / false_rate:
+            fired_at = audit
+    return Alarm(len(outcomes), int(outcomes.sum()), wealth, fired_at, target, false_rate)
 
 
 @dataclass(frozen=True)
