@@ -14,6 +14,7 @@ from core.labels.tables import ItemKind
 from core.trust.abstention import TARGET_ERROR
 from dashboard.models import predictor_of, proposals_for
 from dashboard.review_queue import QUEUE_KEY
+from dashboard.text import plain
 from training.registry import RunRecord
 
 BULK_MESSAGE_KEY = "review.bulk_message"  # what the last bulk acceptance did, shown once after its rerun
@@ -59,6 +60,7 @@ def bulk_accept(store: LabelStore, record: RunRecord, actor: Actor) -> None:
         policy, standing = source_policy(store, photos[0].dataset, [item.source for item in photos], record.id,
                                          trust, target)
         stopped_heads(standing)
+        rows_to_certify(standing, target)
         preview = bulk_preview(store, photos, proposals, policy)
         st.markdown(f"**{preview.heads_accepted:,} of {preview.heads_open:,}** open head decisions on "
                     f"{preview.photos_open:,} new photos need no person at ≤ {target:.0%} error; "
@@ -93,6 +95,21 @@ def stopped_heads(standing: dict[str, SourceTrust]) -> None:
             if head in entry.alarms and entry.alarms[head].fired:
                 st.warning(f"{head} of the photos from {source!r} is not accepted without a person: {rule.why}.",
                            icon=":material/notifications_active:")
+
+
+def rows_to_certify(standing: dict[str, SourceTrust], target: float) -> None:
+    """Per source not yet certified on its own photos, the heads its next reviewed photos would certify."""
+    for source, entry in standing.items():
+        if entry.calibration is not None:
+            continue
+        needed = {head: entry.more_needed(head, target) for head in entry.selections}
+        near = sorted((count, head) for head, count in needed.items() if count is not None)[:2]
+        if near:
+            st.caption(plain("; ".join(
+                (f"{head} of {source} can be certified now on its reviewed photos (an admin recalibrates it: "
+                 "Evaluate → Trust)" if count == 0 else
+                 f"{count:,} more reviewed photos of {source} certify {head} at {target:.0%}") for count, head in near)
+                + "."))
 
 
 def undo_bulk_button(store: LabelStore, actor: Actor) -> None:

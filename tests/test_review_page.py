@@ -292,6 +292,8 @@ def test_accept_the_sure_heads_of_new_photos_in_bulk(run, certified):
     at.run()
     at.button(key="review.bulk_check").click().run()
     assert not at.exception, at.exception
+    # The source's own reviewed photos would certify its heads: how many more, for the nearest two.
+    assert any(re.search(r"\d+ more reviewed photos of uploads certify \w+ at 2", c.value) for c in at.caption)
     assert any(f"**{taken} of {open_heads}** open head decisions on 3 new photos need no person at ≤ 2% error; "
                f"**{open_heads - taken}** are left for you" in text for text in texts(at.markdown)), texts(at.markdown)
     at.button(key="review.bulk_accept").click().run()
