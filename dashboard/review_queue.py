@@ -28,7 +28,7 @@ from core.labels.queues import (
     taxonomy_issue_ids,
 )
 from core.labels.store import LabelStore
-from core.labels.tables import Item
+from core.labels.tables import DEFAULT_SOURCES, Item, ItemKind
 from dashboard import pages
 from dashboard.datasets import taxonomy_of
 from dashboard.evaluations import label_issues_of
@@ -44,6 +44,7 @@ from training.run_folder import VALIDATION, RunFolder
 QUEUE_KEY, CURRENT_KEY = "review.queue", "review.current"
 SOURCE_OPEN_KEY = "review.source_open"  # the sources' expander is open
 NOTES_KEY = "review.queue_notes"  # (level, text) of what the last use of a source has to say
+UPLOAD_SOURCE_KEY = "review.upload_source"  # the source new uploads are named after
 SOURCES = ("Photos (upload or folder)", "Catalogue: least confident first", "Catalogue: label issues")
 TAXONOMY_SOURCE = "rows that break the catalogue's taxonomy"
 
@@ -99,6 +100,10 @@ def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, act
 
 
 def photo_source(store: LabelStore, catalogue: Catalogue, actor: Actor) -> None:
+    st.text_input("Source of the uploads", DEFAULT_SOURCES[ItemKind.EXTERNAL], key=UPLOAD_SOURCE_KEY, max_chars=100,
+                  help="Where these photos come from (an upload batch, a supplier): the promise of accepted tags is "
+                       "kept per source (Evaluate → Trust). A photo keeps the source it first came in; a folder's "
+                       "photos take the folder's name.")
     uploads = st.file_uploader("Photos", type=list(ACCEPTED_EXTENSIONS), accept_multiple_files=True,
                                key="review.uploads", help="JPEG, PNG, WebP or AVIF; several at once.",
                                on_change=_source_used)
@@ -111,6 +116,7 @@ def photo_source(store: LabelStore, catalogue: Catalogue, actor: Actor) -> None:
             added[upload.file_id] = str(error)
     if fresh:
         current = [added[upload.file_id] for upload in uploads or []]
+        name_source(store, [entry for entry in current if isinstance(entry, int)], actor)
         items = store.items([entry for entry in current if isinstance(entry, int)])
         if items:  # nothing readable: the queue under review stays
             start_queue(items)
@@ -126,6 +132,14 @@ def photo_source(store: LabelStore, catalogue: Catalogue, actor: Actor) -> None:
         load = right.form_submit_button("Load folder", on_click=_source_used)
     if load:
         load_folder(store, catalogue, folder.strip(), actor)
+
+
+def name_source(store: LabelStore, items: list[int], actor: Actor) -> None:
+    """The uploads' source, as typed (a photo keeps the source it first came in)."""
+    try:
+        store.set_source(items, st.session_state.get(UPLOAD_SOURCE_KEY) or DEFAULT_SOURCES[ItemKind.EXTERNAL], actor)
+    except ValueError as error:  # a name that breaks a rule: the photos keep the default source
+        _note("error", f"Source of the uploads: {error}; they were added as {DEFAULT_SOURCES[ItemKind.EXTERNAL]}.")
 
 
 def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, actor: Actor) -> None:

@@ -465,3 +465,19 @@ def test_the_trust_view_shows_each_source_and_an_admin_sets_its_audit_share_and_
 def source_frame(at: AppTest) -> pd.DataFrame:
     """The Trust view's table per source and head."""
     return next(frame.value for frame in at.dataframe if "source" in frame.value.columns)
+
+
+def test_uploads_take_the_source_typed_and_a_bad_name_is_refused_with_the_default_kept(run):
+    _, catalogue = run
+    first, second = (int(i) for i in catalogue.frame["id"].iloc[6:8])
+    at = review_page()
+    at.text_input(key="review.upload_source").set_value("Spring drop 2027").run()
+    at.file_uploader(key="review.uploads").set_value([photo(catalogue, first)]).run()
+    assert not at.exception, at.exception
+    store = LabelStore(workspace=workspace.workspace_dir())
+    assert [item.source for item in store.items(at.session_state["review.queue"])] == ["Spring drop 2027"]
+    at.text_input(key="review.upload_source").set_value("=cmd|' /C calc'!A0").run()
+    at.file_uploader(key="review.uploads").set_value([photo(catalogue, first), photo(catalogue, second)]).run()
+    assert not at.exception, at.exception
+    assert any("Source of the uploads" in text and "uploads" in text for text in texts(at.error))
+    assert [item.source for item in store.items(at.session_state["review.queue"])] == ["Spring drop 2027", "uploads"]
