@@ -68,6 +68,7 @@ class Permission(enum.StrEnum):
     LOAD_FOLDER = "load_folder"
     EXPORT = "export"
     CALIBRATE = "calibrate"
+    LEAD = "lead"
 
 
 DOING = {  # what a permission lets a person do, for messages
@@ -80,6 +81,7 @@ DOING = {  # what a permission lets a person do, for messages
     Permission.LOAD_FOLDER: "load photos from a folder on the server",
     Permission.EXPORT: "export a corrected catalogue",
     Permission.CALIBRATE: "certify a source's heads from its reviewed photos, and set its audit share",
+    Permission.LEAD: "set gold items and double review, settle disagreements, and see every reviewer's numbers",
 }
 PERMISSIONS = {
     Role.VIEWER: frozenset({Permission.READ}),

@@ -215,15 +215,17 @@ class LabelStore:
         predicted: Mapping[str, tuple[str, float]] | None = None,
         new_values: Collection[str] = (),
         complete: bool = True,
+        seconds: float | None = None,
     ) -> Action:
         """Record `actor`'s labels of `item` and, when `complete`, mark it reviewed.
 
         One log row per head in `labels`: NEW_VALUE for the heads in `new_values` (a value the
         schema did not know), else ACCEPT when the label keeps the current value or takes the
         model's prediction (predicted[head][0]), else CORRECT. `run_id`, the predicted label and
-        its probability are kept on the rows. Then, when `complete`, STATUS -> REVIEWED; without it
-        the item stays open for a person to decide its other heads (bulk acceptance of the heads
-        the model is sure of).
+        its probability are kept on the rows, and `seconds`, how long the item was shown before this
+        decision (the effort a Team page measures). Then, when `complete`, STATUS -> REVIEWED;
+        without it the item stays open for a person to decide its other heads (bulk acceptance of
+        the heads the model is sure of).
 
         A label that changes a head's value is text a person may type (core.untrusted.check_typed:
         no control characters, no leading formula character, at most MAX_LABEL_CHARS); ValueError
@@ -235,6 +237,9 @@ class LabelStore:
         predicted = {
             head: check_prediction(head, guess) for head, guess in check_heads(predicted or {}, "predicted").items()
         }
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not 0 <= seconds < 86_400 * 365):
+            raise ValueError(f"seconds must be a duration in seconds, got {seconds!r}")
         if isinstance(new_values, str):  # "usage" would read as the heads u, s, a, g, e
             raise ValueError(f"new_values must be a collection of heads, got the text {new_values!r}")
         new_values = set(new_values)
@@ -251,11 +256,11 @@ class LabelStore:
                     check_typed(labels[head], f"the {head} label")
                 kind = (LogKind.NEW_VALUE if head in new_values else
                         LogKind.ACCEPT if labels[head] in (current[head], guess) else LogKind.CORRECT)
-                rows.append(
-                    {"field": head, "new": labels[head], "kind": kind, "run_id": run_id, "predicted": guess, "p": p}
-                )
+                rows.append({"field": head, "new": labels[head], "kind": kind, "run_id": run_id, "predicted": guess,
+                             "p": p, "seconds": seconds})
             if complete:
-                rows.append({"field": STATUS, "new": ReviewStatus.REVIEWED, "kind": LogKind.REVIEW, "run_id": run_id})
+                rows.append({"field": STATUS, "new": ReviewStatus.REVIEWED, "kind": LogKind.REVIEW, "run_id": run_id,
+                             "seconds": seconds})
             return _append(connection, item, current, rows, actor.identity, ActionKind.REVIEW)
 
     def mark(self, item: int, status: ReviewStatus, actor: Actor, run_id: str | None = None) -> Action:

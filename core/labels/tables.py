@@ -30,6 +30,10 @@ And the trust layer's per-source records (core.trust.sources, core.labels.source
                   latest per (dataset, source, run_id) holds, and resets the source's alarms.
   audits          one row per head an auto-acceptance left for a person instead (an audit): item,
                   field, the run's proposal (predicted, p), threshold, typicality, batch, at.
+
+And a review team's (core.labels.team): corrections.seconds (a person's action: seconds from the
+item shown to the decision, measured on the server), gold_items (item -> the trusted labels a
+lead set; reviewers' decisions on it are scored against them).
 """
 
 from __future__ import annotations
@@ -139,6 +143,7 @@ log_table = Table(
     Column("threshold", Float),
     Column("typicality", Float),
     Column("batch", String(32)),
+    Column("seconds", Float),  # a person's action: from the item shown to the decision, measured by the server
     Index("corrections_item_field_seq", "item", "field", "seq"),
     Index("corrections_reviewer_seq", "reviewer", "seq"),
     Index("corrections_action", "action"),
@@ -173,6 +178,14 @@ source_calibrations_table = Table(
     Column("by", String(255), nullable=False),
     Column("at", String(40), nullable=False),
     Index("source_calibrations_source", "dataset", "source", "run_id", "seq"),
+)
+gold_table = Table(
+    "gold_items",
+    metadata,
+    Column("item", Integer, ForeignKey("review_items.item"), primary_key=True),
+    Column("labels", Text, nullable=False),  # JSON {head: the trusted value}
+    Column("set_by", String(255), nullable=False),
+    Column("at", String(40), nullable=False),
 )
 audits_table = Table(
     "audits",

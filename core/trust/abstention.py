@@ -55,6 +55,17 @@ def error_upper_bound(errors: np.ndarray, accepted: np.ndarray, level: float) ->
     return bound
 
 
+def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval at `level` of a rate with `successes` of `trials`; (0, 1)
+    for no trial."""
+    if not trials:
+        return 0.0, 1.0
+    tail = (1 - level) / 2
+    low = beta.ppf(tail, successes, trials - successes + 1) if successes else 0.0
+    high = beta.ppf(1 - tail, successes + 1, trials - successes) if successes < trials else 1.0
+    return float(low), float(high)
+
+
 def rows_needed(target_error: float, delta: float = DELTA) -> int:
     """The fewest accepted proposals, all right, whose error is certified at `target_error`:
     (1 - E)^n <= DELTA (149 at 2 %)."""

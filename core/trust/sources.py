@@ -33,10 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
 
 from core.data.split import id_uniform
-from core.trust.abstention import DELTA, Selection, check_target
+from core.trust.abstention import DELTA, Selection, check_target, clopper_pearson
 
 AUDIT_SHARE = 0.05  # the share of accepted photos a person sees anyway, unless a source sets its own
 ALARM_FALSE_RATE = 0.05  # the alarm fires on a source whose accepted error is within target at most this often
@@ -131,12 +130,7 @@ class Alarm:
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
         """Two-sided Clopper-Pearson interval of the accepted tags' error at `level`; (0, 1) before any."""
-        if not self.audited:
-            return 0.0, 1.0
-        tail = (1 - level) / 2
-        low = beta.ppf(tail, self.wrong, self.audited - self.wrong + 1) if self.wrong else 0.0
-        high = beta.ppf(1 - tail, self.wrong + 1, self.audited - self.wrong) if self.wrong < self.audited else 1.0
-        return float(low), float(high)
+        return clopper_pearson(self.wrong, self.audited, level)
 
 
 def watch(wrong: Sequence[bool], target_error: float, false_rate: float = ALARM_FALSE_RATE) -> Alarm:

@@ -1,0 +1,104 @@
+"""A review team's numbers (core.labels.team) on a real store (SQLite, and PostgreSQL when
+configured): effort per reviewer and day, gold accuracy, Cohen's kappa against a hand-computed
+case, Krippendorff's alpha, disagreements and their settling, and the reviewer-hours saved."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.access.roles import AccessDenied
+from core.data.catalogue import load_catalogue
+from core.data.demo import generate_demo
+from core.labels.queues import PhotoProposal, SourcePolicy, accept_confident
+from core.labels.team import (
+    agreement,
+    decisions,
+    disagreements,
+    effort,
+    gold_accuracy,
+    gold_labels,
+    set_gold,
+    team_totals,
+)
+
+from conftest import ANA, ANN, BEN, BOB
+from test_labelstore import db_url, store  # noqa: F401  (the store on both databases)
+
+
+@pytest.fixture()
+def rows(store, tmp_path):
+    catalogue = load_catalogue(generate_demo(tmp_path / "demo", n=50, seed=6))
+    items = store.add_catalogue_items(catalogue, [int(i) for i in catalogue.frame["id"].iloc[:8]], ANN)
+    return catalogue, items
+
+
+def test_kappa_equals_the_hand_computed_case_and_alpha_is_reported(store, rows):
+    _, items = rows
+    ana = ["Men", "Men", "Women", "Women", "Men", "Women"]
+    ben = ["Men", "Women", "Women", "Women", "Men", "Women"]
+    for item, a, b in zip(items, ana, ben):
+        store.review(item.item, {"gender": a}, ANA, seconds=12.0)
+        store.review(item.item, {"gender": b}, BEN, seconds=8.0)
+    pairs, alphas = agreement(decisions(store, rows[0].root))
+    [pair] = pairs.to_dict("records")
+    # observed 5/6; chance (3/6 * 2/6) + (3/6 * 4/6) = 1/2; kappa = (5/6 - 1/2) / (1 - 1/2) = 2/3
+    assert (pair["reviewer_a"], pair["reviewer_b"], pair["items"]) == ("ana", "ben", 6)
+    assert pair["agree"] == pytest.approx(5 / 6) and pair["kappa"] == pytest.approx(2 / 3)
+    # Krippendorff's alpha, nominal, two coders, no missing value: 12 values (7 Women, 5 Men), one
+    # unit disagreeing; observed disagreement 2/12, expected 2 * 7 * 5 / (12 * 11); alpha = 1 - Do / De.
+    assert alphas["gender"] == pytest.approx(1 - (2 / 12) / (70 / 132))
+
+
+def test_disagreements_wait_for_a_third_person_whose_decision_the_catalogue_takes(store, rows):
+    catalogue, items = rows
+    first, second = items[:2]
+    store.review(first.item, {"baseColour": "Red"}, ANA)
+    store.review(first.item, {"baseColour": "Blue"}, BEN)
+    store.review(second.item, {"baseColour": "Red"}, ANA)
+    store.review(second.item, {"baseColour": "Red"}, BEN)  # they agree: nothing to settle
+    open_ = disagreements(decisions(store, catalogue.root))
+    assert open_.to_dict("records") == [{"item": first.item, "field": "baseColour",
+                                        "values": {"ana": "Red", "ben": "Blue"}}]
+    store.review(first.item, {"baseColour": "Navy Blue"}, ANN)  # the admin settles it
+    assert disagreements(decisions(store, catalogue.root)).empty
+    assert store.current([first.item])[first.item]["baseColour"] == "Navy Blue"
+
+
+def test_effort_gold_accuracy_and_hours_saved(store, rows, tmp_path):
+    catalogue, items = rows
+    with pytest.raises(AccessDenied):
+        set_gold(store, [items[0].item], BOB)
+    assert set_gold(store, [item.item for item in items[:4]], ANN) == 4
+    gold = gold_labels(store, catalogue.root)
+    assert gold[items[0].item]["gender"] == items[0].baseline["gender"]
+    for index, item in enumerate(items[:4]):  # bob gets 3 of 4 gold genders right, in 10 s each
+        value = item.baseline["gender"] if index else ("Women" if item.baseline["gender"] != "Women" else "Men")
+        store.review(item.item, {"gender": value}, BOB, seconds=10.0,
+                     predicted={"gender": (item.baseline["gender"], 0.9)})
+    store.review(items[4].item, {"gender": items[4].baseline["gender"]}, ANA, seconds=30.0)
+    decided = decisions(store, catalogue.root)
+    table = effort(decided, gold).set_index("reviewer")
+    assert table.loc["bob", "decisions"] == 4 and table.loc["bob", "head_decisions"] == 4
+    assert table.loc["bob", "seconds_per_decision"] == 10.0 and table.loc["ana", "seconds_per_decision"] == 30.0
+    assert table.loc["bob", "gold_decisions"] == 4 and table.loc["bob", "gold_accuracy"] == 0.75
+    assert (table.loc["bob", "kept"], table.loc["bob", "changed"]) == (0.75, 0.25)  # 3 took the proposal
+    accuracy = gold_accuracy(decided, gold).set_index(["reviewer", "head"]).loc[("bob", "gender")]
+    assert (accuracy["gold_decisions"], accuracy["right"]) == (4, 3)
+    assert accuracy["accuracy_low"] < 0.75 < accuracy["accuracy_high"]
+
+    photo = tmp_path / "new.png"
+    photo.write_bytes(catalogue.image_path(int(catalogue.frame["id"].iloc[-1])).read_bytes())
+    new = store.add_image_file(catalogue.root, photo, ANN)
+    accept_confident(store, [new], {new.item: PhotoProposal({"gender": ("Men", 0.99), "usage": ("Casual", 0.99)})},
+                     SourcePolicy.everywhere({"gender": 0.5, "usage": 0.5}, audit_share=0.0), ANN, run_id="r")
+    totals = team_totals(store, catalogue.root, decided)
+    # 4 x 10 s + 30 s over 5 head decisions; two tags accepted with no person at that pace.
+    assert totals["auto_accepted"] == 2 and totals["people"] == 5
+    assert totals["seconds_per_tag"] == pytest.approx(70 / 5)
+    assert totals["hours_saved"] == pytest.approx(2 * 70 / 5 / 3600)
+
+
+def test_seconds_must_be_a_duration(store, rows):
+    _, items = rows
+    with pytest.raises(ValueError, match="seconds must be a duration"):
+        store.review(items[0].item, {"gender": "Men"}, BOB, seconds=-1)
