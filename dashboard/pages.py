@@ -21,7 +21,8 @@ HEALTH = PageInfo("../pages/health.py", "Data health", ":material/health_and_saf
 TRAIN = PageInfo("../pages/train.py", "Train", ":material/model_training:")
 EVALUATE = PageInfo("../pages/evaluate.py", "Evaluate", ":material/analytics:")
 REVIEW = PageInfo("../pages/review.py", "Review", ":material/fact_check:")
-PAGES = (HOME, EXPLORE, HEALTH, TRAIN, EVALUATE, REVIEW)  # in the navigation's order
+TEAM = PageInfo("../pages/team.py", "Team", ":material/groups:")
+PAGES = (HOME, EXPLORE, HEALTH, TRAIN, EVALUATE, REVIEW, TEAM)  # in the navigation's order
 
 
 def navigation():

@@ -24,6 +24,7 @@ from dashboard.identity import person
 from dashboard.labels import label_store
 from dashboard.models import Guesses, guesses_for, predictor_of
 from dashboard.review_queue import CURRENT_KEY, QUEUE_KEY, queue_sources, queue_view
+from dashboard.review_timer import seconds_on, start_clock
 from dashboard.runs import REVIEW_RUN_KEY
 from dashboard.shortcuts import keyboard_shortcuts
 from dashboard.text import code, plain
@@ -56,6 +57,7 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     shows its current value (the catalogue's, or a decision); where the model proposes something
     else, the proposal and its calibrated confidence stand beside it, one key away."""
     position = shown.index(item.item) + 1
+    start_clock(item.item)
     current = store.current([item.item])[item.item]
     status = current["status"]
     guesses = guesses_for(record, item)
@@ -186,7 +188,8 @@ def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], 
             st.error(f"Choose a label for {', '.join(missing)} first.")
             return
         store.review(item.item, chosen, actor, run_id=record.id, predicted=predicted,
-                     new_values=[head for head in chosen if new_values.get((item.item, head)) == chosen[head]])
+                     new_values=[head for head in chosen if new_values.get((item.item, head)) == chosen[head]],
+                     seconds=seconds_on(item.item))
         step = 1
     elif skip or not_product:
         store.mark(item.item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, actor, run_id=record.id)

@@ -114,6 +114,8 @@ def test_upload_correct_undo_correct_export_and_persist(run, tmp_path):
     at.selectbox(key=f"review.{item}.baseColour").set_value(wrong).run()
     at.button(key="review_save").click().run()
     assert current_item(at) == queue[1]  # auto-advance
+    seconds = LabelStore(workspace=workspace.workspace_dir()).history(item)["seconds"]
+    assert seconds.notna().all() and (seconds > 0).all()  # the effort, measured on the server
     assert progress_text(at) == "**1 of 2 reviewed**"
     at.button(key="review_undo").click().run()
     assert current_item(at) == item

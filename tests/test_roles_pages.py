@@ -196,3 +196,24 @@ def test_a_login_without_a_verified_email_sees_nothing_but_why_and_may_log_out(r
     monkeypatch.setenv(ACCESS_ENV, str(access))
     assert texts(team_app(ADA, claims={"email_verified": None}).sidebar.text) == ["Ada (ada@example.com) · admin"]
     assert "is not verified" in texts(team_app(ADA, claims={"email_verified": False}).error)[0]
+
+
+def test_the_team_page_shows_a_reviewer_their_own_numbers_and_an_admin_everyones(run):
+    from core.access.roles import Actor, Role
+
+    _, catalogue, _ = run
+    store = LabelStore(workspace=workspace_dir())
+    items = store.add_catalogue_items(catalogue, [int(i) for i in catalogue.frame["id"].iloc[-4:]],
+                                      Actor(ADA, Role.ADMIN))
+    for item in items:
+        store.review(item.item, {"usage": "Casual"}, Actor(RITA, Role.REVIEWER), seconds=5.0)
+        store.review(item.item, {"usage": "Sports"}, Actor("sam@example.com", Role.REVIEWER), seconds=7.0)
+    rita = team_app(RITA, "../pages/team.py")
+    effort = next(frame.value for frame in rita.dataframe if "seconds_per_decision" in frame.value.columns)
+    assert set(effort["reviewer"]) == {RITA}
+    assert not any("kappa" in frame.value.columns for frame in rita.dataframe)  # agreement: a lead's view
+    assert "team.gold_count" not in [box.key for box in rita.number_input]
+    ada = team_app(ADA, "../pages/team.py")
+    effort = next(frame.value for frame in ada.dataframe if "seconds_per_decision" in frame.value.columns)
+    assert {RITA, "sam@example.com"} <= set(effort["reviewer"])
+    assert any("kappa" in frame.value.columns for frame in ada.dataframe)

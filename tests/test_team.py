@@ -10,6 +10,7 @@ from core.access.roles import AccessDenied
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.labels.queues import PhotoProposal, SourcePolicy, accept_confident
+from core.labels.store import LabelStore
 from core.labels.team import (
     agreement,
     decisions,
@@ -102,3 +103,39 @@ def test_seconds_must_be_a_duration(store, rows):
     _, items = rows
     with pytest.raises(ValueError, match="seconds must be a duration"):
         store.review(items[0].item, {"gender": "Men"}, BOB, seconds=-1)
+
+
+def test_the_team_page_shows_the_numbers_and_a_lead_adds_gold_items(tmp_path, monkeypatch):
+    """Local mode (the person is an admin, a lead): totals, effort with its CSV, agreement, the
+    disagreements to settle, and gold items drawn from the catalogue."""
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import REPO, point_at_workspace
+
+    demo = generate_demo(tmp_path / "demo", n=50, seed=7)
+    home = point_at_workspace(monkeypatch, tmp_path / "workspace", demo)
+    catalogue = load_catalogue(demo)
+    store = LabelStore(workspace=home)
+    items = store.add_catalogue_items(catalogue, [int(i) for i in catalogue.frame["id"].iloc[:6]], ANN)
+    for index, item in enumerate(items):
+        store.review(item.item, {"gender": "Men"}, ANA, seconds=6.0)
+        store.review(item.item, {"gender": "Men" if index else "Women"}, BEN, seconds=9.0)
+    at = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=60)
+    at.run()
+    at.switch_page("../pages/team.py").run()
+    assert not at.exception, at.exception
+    assert [metric.value for metric in at.metric] == ["0", "12", "7.5", "0.0"]
+    effort_table = next(frame.value for frame in at.dataframe if "seconds_per_decision" in frame.value.columns)
+    assert sorted(effort_table["reviewer"]) == ["ana", "ben"]
+    assert set(effort_table["decisions"]) == {6}
+    pairs = next(frame.value for frame in at.dataframe if "kappa" in frame.value.columns)
+    assert pairs[["reviewer_a", "reviewer_b", "items"]].values.tolist() == [["ana", "ben", 6]]
+    assert any("1 head decisions on 1 photos were decided differently" in w.value for w in at.warning)
+    at.number_input(key="team.gold_count").set_value(5)
+    next(button for button in at.button if button.label == "Add gold items from the catalogue").click().run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == ["5 catalogue rows are gold items now (5 in all)."]
+    assert len(gold_labels(store, catalogue.root)) == 5
+    at.button(key="team.settle").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["review.queue"] == [items[0].item]

@@ -55,7 +55,7 @@ _MARKS = {ReviewStatus.SKIPPED: (LogKind.SKIP, ActionKind.SKIP),
           ReviewStatus.NOT_PRODUCT: (LogKind.NOT_PRODUCT, ActionKind.NOT_PRODUCT)}  # what `mark` logs
 _CHUNK = 5_000  # ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits
 HISTORY_COLUMNS = (
-    "seq", "action", "at", "reviewer", "field", "old", "new", "kind", "run_id", "predicted", "p", "undoes",
+    "seq", "action", "at", "reviewer", "field", "old", "new", "kind", "run_id", "predicted", "p", "undoes", "seconds",
 )
 LOG_COLUMNS = (
     "seq", "at", "reviewer", "product_id", "name", "field", "old", "new", "kind", "run_id", "predicted", "p",

@@ -73,6 +73,20 @@ def set_gold(store: LabelStore, items: Iterable[int], actor: Actor,
     return len(rows)
 
 
+def add_gold_rows(store: LabelStore, catalogue: Catalogue, count: int, actor: Actor) -> int:
+    """Make `count` catalogue rows gold that are not yet (Permission.LEAD), drawn at random (seeded
+    by how many there are, so a retried draw is the same); their labels are trusted as they are.
+    Returns how many were added (fewer when the catalogue runs out)."""
+    require(actor, Permission.LEAD)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"the number of gold items must be a positive whole number, got {count!r}")
+    gold = gold_labels(store, catalogue)
+    rows = np.random.default_rng(len(gold)).permutation(catalogue.frame["id"].to_numpy())
+    known = {item.product_id: item.item for item in store.dataset_items(catalogue)}
+    fresh = [int(product_id) for product_id in rows if known.get(int(product_id)) not in gold][:count]
+    return set_gold(store, [item.item for item in store.add_catalogue_items(catalogue, fresh, actor)], actor)
+
+
 def gold_labels(store: LabelStore, dataset: Dataset) -> dict[int, dict[str, str]]:
     """item -> its trusted labels, for `dataset`'s gold items."""
     query = (select(gold_table.c.item, gold_table.c.labels)
