@@ -40,16 +40,19 @@ from core.labels.tables import (
     ItemKind,
     LogKind,
     ReviewStatus,
+    SavedQueue,
     current_table,
     items_table,
     log_table,
     metadata,
+    queues_table,
 )
 from core.labels.uploads import display_name, store_upload
 from core.untrusted import check_typed
 
 _MARKS = {ReviewStatus.SKIPPED: (LogKind.SKIP, ActionKind.SKIP),
           ReviewStatus.NOT_PRODUCT: (LogKind.NOT_PRODUCT, ActionKind.NOT_PRODUCT)}  # what `mark` logs
+MAX_FILTER_CHARS, MAX_SOURCE_CHARS = 32, 1_000  # a queue's filter name and its source's description
 _CHUNK = 5_000  # ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits
 HISTORY_COLUMNS = (
     "seq", "action", "at", "reviewer", "field", "old", "new", "kind", "run_id", "predicted", "p", "undoes",
@@ -410,6 +413,57 @@ class LabelStore:
             ).all()
             return self._state(connection, [row.item for row in rows], rows)
 
+    # --- queues ------------------------------------------------------------------------------
+
+    def keep_queue(self, dataset: str | Path | Catalogue, queue: SavedQueue, actor: Actor) -> None:
+        """Keep `queue` as `actor`'s review queue on `dataset`, replacing the one kept before; it
+        comes back with `saved_queue` in any later session of the same person, on any device.
+        ValueError naming what is wrong with it (nothing written)."""
+        require(actor, Permission.REVIEW)
+        items = [check_id(item, "item") for item in queue.items]
+        if queue.current is not None and queue.current not in items:
+            raise ValueError(f"the current item {queue.current!r} is not in the queue")
+        unknown = sorted(set(queue.corrected_in) - set(HEADS))
+        if unknown:
+            raise ValueError(f"corrected_in names unknown head(s) {', '.join(map(str, unknown))}")
+        if not isinstance(queue.filter, str) or not 0 < len(queue.filter) <= MAX_FILTER_CHARS:
+            raise ValueError(f"the filter must be a name of at most {MAX_FILTER_CHARS} characters, "
+                             f"got {queue.filter!r}")
+        if not isinstance(queue.source, str) or len(queue.source) > MAX_SOURCE_CHARS:
+            raise ValueError(f"the source must be a text of at most {MAX_SOURCE_CHARS} characters")
+        row = {"reviewer": actor.identity, "dataset": DatasetKey.of(dataset), "source": queue.source,
+               "items": json.dumps(items), "filter": queue.filter, "corrected_in": json.dumps(list(queue.corrected_in)),
+               "current": queue.current, "saved": _now()}
+        with self.engine.begin() as connection:
+            dialect_insert = _dialect_insert(connection)
+            if dialect_insert is not None:  # one statement: two tabs saving at once never clash
+                upsert = dialect_insert(queues_table).values(row)
+                keys = ("reviewer", "dataset")
+                connection.execute(upsert.on_conflict_do_update(
+                    index_elements=list(keys), set_={key: upsert.excluded[key] for key in row if key not in keys}))
+                return
+            where = (queues_table.c.reviewer == row["reviewer"], queues_table.c.dataset == row["dataset"])
+            if connection.execute(update(queues_table).where(*where).values(row)).rowcount == 0:
+                connection.execute(insert(queues_table).values(row))
+
+    def saved_queue(self, dataset: str | Path | Catalogue, actor: Actor) -> SavedQueue | None:
+        """`actor`'s review queue on `dataset` as last kept (`keep_queue`), without the items that are
+        no longer in the store; None when they kept none."""
+        where = (queues_table.c.reviewer == actor.identity, queues_table.c.dataset == DatasetKey.of(dataset))
+        with self.reader.begin() as connection:
+            row = connection.execute(select(queues_table).where(*where)).first()
+            if row is None:
+                return None
+            items = json.loads(row.items)
+            known: set[int] = set()
+            for chunk in _chunks(sorted(set(items))):
+                known.update(connection.execute(select(items_table.c.item).where(items_table.c.item.in_(chunk)))
+                             .scalars())
+        items = tuple(item for item in items if item in known)
+        return SavedQueue(source=row.source, items=items, filter=row.filter,
+                          corrected_in=tuple(json.loads(row.corrected_in)),
+                          current=row.current if row.current in known else None)
+
     def _state(
         self, connection: Connection, item_ids: list[int], rows: list[Row] | None = None,
     ) -> list[tuple[Item, dict[str, str | None]]]:
@@ -490,17 +544,24 @@ def _insert_ignore(connection: Connection, rows: list[dict[str, Any]], unique: t
     """Insert `rows`, skipping those that clash on the `unique` columns (concurrent adds included)."""
     if not rows:
         return
-    name = connection.dialect.name
-    if name in ("sqlite", "postgresql"):
-        from importlib import import_module
-
-        dialect_insert = import_module(f"sqlalchemy.dialects.{name}").insert
+    dialect_insert = _dialect_insert(connection)
+    if dialect_insert is not None:
         connection.execute(dialect_insert(items_table).on_conflict_do_nothing(index_elements=list(unique)), rows)
         return
     for row in rows:  # another database: look first (a concurrent add may still clash: IntegrityError)
         same = (items_table.c[column] == row[column] for column in unique)
         if connection.execute(select(items_table.c.item).where(*same)).first() is None:
             connection.execute(insert(items_table).values(row))
+
+
+def _dialect_insert(connection: Connection):
+    """SQLite's or PostgreSQL's own insert (with ON CONFLICT), None for another database."""
+    name = connection.dialect.name
+    if name not in ("sqlite", "postgresql"):
+        return None
+    from importlib import import_module
+
+    return import_module(f"sqlalchemy.dialects.{name}").insert
 
 
 def _item(row: Row) -> Item:

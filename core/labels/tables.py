@@ -17,6 +17,10 @@ Three tables in the workspace database (`core.access.database`: SQLite, or Postg
                   undone). Rows are never updated or deleted.
   current_labels  the current-labels view: (item, field) -> value and the seq of the log row
                   that wrote it; written in the same transaction as that log row.
+  review_queues   each person's review queue per dataset, so that it comes back on a reload and on
+                  another device: (reviewer, dataset) -> source (what filled it, said for a
+                  person), items (JSON list of item ids, in order), filter and corrected_in (the
+                  view over it), current (the item shown), saved. Replaced whole on every save.
 """
 
 from __future__ import annotations
@@ -127,6 +131,29 @@ current_table = Table(
     Column("value", Text),
     Column("seq", Integer, nullable=False),
 )
+queues_table = Table(
+    "review_queues",
+    metadata,
+    Column("reviewer", String(255), primary_key=True),
+    Column("dataset", Text, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("items", Text, nullable=False),  # JSON [item, ...]
+    Column("filter", String(32), nullable=False),
+    Column("corrected_in", Text, nullable=False),  # JSON [head, ...]
+    Column("current", Integer),
+    Column("saved", String(40), nullable=False),  # UTC ISO 8601, microseconds
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedQueue:
+    """A person's review queue on a dataset as the store keeps it (a review_queues row)."""
+
+    source: str  # what filled it, for a person: "uploads", "label issues of run …", …
+    items: tuple[int, ...]  # item ids, in review order
+    filter: str = "all"  # the view's filter (core.labels.queues.FILTERS)
+    corrected_in: tuple[str, ...] = ()  # the view's heads (HEADS)
+    current: int | None = None  # the item shown
 
 
 @dataclasses.dataclass(frozen=True)
