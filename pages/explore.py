@@ -19,7 +19,7 @@ from dashboard import charts
 from dashboard.datasets import current_catalogue, current_split, taxonomy_of
 from dashboard.gallery import photo_grid
 from dashboard.identity import person
-from dashboard.review_queue import queue_for_review
+from dashboard.review_queue import TAXONOMY_SOURCE, queue_for_review
 from dashboard.text import code
 from training.config import TrainConfig, resolve_rare_min_count
 
@@ -132,7 +132,7 @@ def taxonomy(catalogue) -> None:
         "id": st.column_config.NumberColumn(format="%d"), "valid_parents": "expected"})
     if st.button(f"Review these {rows:,} rows", key="taxonomy_review", icon=":material/fact_check:",
                  disabled=not person().may(Permission.REVIEW), help="For reviewers and admins"):
-        queue_for_review(catalogue, broken["id"].drop_duplicates().tolist())
+        queue_for_review(catalogue, broken["id"].drop_duplicates().tolist(), TAXONOMY_SOURCE)
 
 
 def main() -> None:

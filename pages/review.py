@@ -23,7 +23,14 @@ from dashboard.datasets import current_catalogue, fitted_width, head_values, thu
 from dashboard.identity import person
 from dashboard.labels import label_store
 from dashboard.models import Guesses, guesses_for, predictor_of
-from dashboard.review_queue import CURRENT_KEY, QUEUE_KEY, queue_sources, queue_view
+from dashboard.review_queue import (
+    CURRENT_KEY,
+    QUEUE_KEY,
+    queue_sources,
+    queue_view,
+    remember_queue,
+    restore_queue,
+)
 from dashboard.runs import REVIEW_RUN_KEY
 from dashboard.shortcuts import keyboard_shortcuts
 from dashboard.text import code, plain
@@ -297,14 +304,15 @@ def main() -> None:
             st.info(f"You are a {actor.role}: you can read the decisions (Export tab) but not make them. "
                     "An admin gives you the reviewer role in the access file.")
             return
+        restore_queue(store, catalogue, actor)
         queue_sources(store, catalogue, record, actor)
         if not st.session_state.get(QUEUE_KEY):
             st.info("Upload photos, load a folder, or load a catalogue queue to start reviewing.")
             return
         shown, _ = queue_view(store, list(record.config["heads"]))
+        remember_queue(store, catalogue, actor, shown)
         if shown:
-            current = st.session_state.get(CURRENT_KEY)
-            [item] = store.items([current if current in shown else shown[0]])
+            [item] = store.items([st.session_state[CURRENT_KEY]])
             item_view(store, record, catalogue, item, shown, actor)
         else:
             st.info("No item in this view: change the filter.")

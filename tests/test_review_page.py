@@ -416,3 +416,51 @@ def test_a_photo_unlike_the_calibration_photos_is_said_so(run):
     captions = shown(" ".join(texts(at.caption)))
     assert f"street.jpg · unreviewed · :material/help: **{UNLIKE_CALIBRATION}**" in captions
     assert not at.exception, at.exception
+
+
+def reloaded_review(reviewer: str) -> AppTest:
+    """The Review page as a reload (or another device) opens it: a new session, the name in the address."""
+    at = AppTest.from_file(HOME, default_timeout=90)
+    at.query_params["review.reviewer"] = reviewer
+    at.run()
+    at.switch_page(REVIEW).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_queue_its_view_and_position_come_back_on_a_reload(run):
+    record, catalogue = run
+    at = review_page(reviewer="eve")
+    at.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    at.number_input(key="review.limit").set_value(4).run()
+    at.button(key="review.load_confident").click().run()
+    queue = at.session_state["review.queue"]
+    at.selectbox(key="review.filter").set_value("unreviewed").run()
+    first = current_item(at)
+    at.button(key="review_next").click().run()
+    where = current_item(at)
+    assert where != first and where in queue and not at.exception
+
+    reloaded = reloaded_review("eve")
+    assert reloaded.session_state["review.queue"] == queue and current_item(reloaded) == where
+    assert reloaded.selectbox(key="review.filter").value == "unreviewed"
+    assert f"Queue: the least confident rows of run {record.id}, its validation split" in shown(
+        " ".join(texts(reloaded.caption)))
+    assert reloaded.selectbox(key=f"review.{where}.gender")  # the item is on screen
+
+
+def test_photos_uploaded_in_an_earlier_session_can_be_queued_again(run):
+    _, catalogue = run
+    at = review_page(reviewer="gil")
+    at.file_uploader(key="review.uploads").set_value([photo(catalogue, int(catalogue.frame["id"].iloc[9]))]).run()
+    [uploaded] = at.session_state["review.queue"]
+    at.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    at.button(key="review.load_confident").click().run()  # another queue replaces it
+    assert uploaded not in at.session_state["review.queue"]
+
+    later = reloaded_review("gil")
+    later.segmented_control(key="review.source").set_value("Photos (upload or folder)").run()
+    later.button(key="review.queue_added").click().run()
+    photos = LabelStore(workspace=workspace.workspace_dir()).dataset_items(catalogue.root, "external")
+    assert later.session_state["review.queue"] == [item.item for item in photos]
+    assert uploaded in later.session_state["review.queue"] and not later.exception, later.exception
