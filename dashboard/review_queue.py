@@ -33,15 +33,16 @@ from core.labels.store import LabelStore
 from core.labels.tables import Item, ItemKind, SavedQueue
 from dashboard import pages
 from dashboard.datasets import taxonomy_of
-from dashboard.evaluations import label_issues_of
+from dashboard.evaluations import dataset_predictions, label_issues_of
 from dashboard.identity import person
 from dashboard.labels import label_store
+from dashboard.runs import heads_of
 from dashboard.text import plain
 from training.crossval import list_crossvals
 from training.launcher import EvaluationJob, evaluation_job, launch_evaluation
 from training.processes import log_tail
 from training.registry import RunRecord, RunState
-from training.run_folder import VALIDATION, RunFolder
+from training.run_folder import RunFolder
 
 QUEUE_KEY, CURRENT_KEY = "review.queue", "review.current"
 QUEUE_SOURCE_KEY = "review.queue_source"  # what filled the queue, said for a person
@@ -125,7 +126,7 @@ def show_notes() -> None:
         (st.error if level == "error" else st.warning)(plain(text))
 
 
-def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
+def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
     """The sources, in an expander open while there is no queue, then its notes."""
     st.session_state.setdefault(SOURCE_OPEN_KEY, not st.session_state.get(QUEUE_KEY))
     with st.expander("Queue: photos or catalogue rows to review", key=SOURCE_OPEN_KEY, on_change="rerun",
@@ -134,7 +135,7 @@ def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord, ac
     show_notes()
 
 
-def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
+def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
     """The choice of source and its controls; filling the queue replaces it."""
     source = st.segmented_control("Source", SOURCES, default=SOURCES[0], key="review.source") or SOURCES[0]
     if source == SOURCES[0]:
@@ -213,36 +214,39 @@ def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, actor: Act
     start_queue(catalogue, items, f"the photos of the folder {folder}")
 
 
-def least_confident_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
+def least_confident_source(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
+    """Catalogue rows by the model's confidence, from any run's predictions on this catalogue (the
+    chosen run's first); the chosen run can predict every row."""
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
-    run = RunFolder(record.folder)
-    evaluations = run.evaluations_of(catalogue.root, record.config["data"])
-    job = evaluation_job(record, catalogue.root)
-    if job.name not in evaluations:
-        predict_every_row(record, catalogue, job, actor)
-    if not evaluations:
+    found = dataset_predictions(str(catalogue.root), record)
+    if record is not None:
+        job = evaluation_job(record, catalogue.root)
+        if (record, job.name) not in found.values():
+            predict_every_row(record, catalogue, job, actor)
+    if not found:
+        if record is None:
+            st.info("Ranking rows by confidence needs a model: no run has predicted this catalogue yet.")
         return
-    name = left.selectbox("Predictions from", evaluations, key="review.evaluation",
-                          format_func=lambda n: "the run's validation split" if n == VALIDATION else f"every row ({n})")
+    what = left.selectbox("Predictions from", list(found), key="review.evaluation")
     if st.button("Load the least confident rows", key="review.load_confident", on_click=_source_used):
-        predictions = load_evaluation(run.evaluation(name)).predictions
-        queue_catalogue(store, catalogue, least_confident_ids(predictions, record.config["heads"], int(limit)), actor,
-                        f"the least confident rows of run {record.id}, "
-                        + ("its validation split" if name == VALIDATION else f"every row ({name})"))
+        run, name = found[what]
+        predictions = load_evaluation(RunFolder(run.folder).evaluation(name)).predictions
+        queue_catalogue(store, catalogue, least_confident_ids(predictions, run.config["heads"], int(limit)), actor,
+                        f"the least confident rows of {what}")
 
 
-def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
+def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
-    sources = {f"run {record.id} (its validation split)": record.folder}
+    sources = {f"run {record.id} (its validation split)": record.folder} if record is not None else {}
     sources |= {f"cross-validation {c.id} ({c.rows:,} rows)": c.folder for c in list_crossvals()
                 if c.status == RunState.FINISHED and same_dataset(c.config["data"], catalogue.root)}
     sources[TAXONOMY_SOURCE] = None
     name = left.selectbox("Ranking from", list(sources), key="review.issues_source",
                           help="python -m training crossval --data DIR --folds K ranks every catalogue row; the "
                                "taxonomy is learned from this catalogue (Explore → Taxonomy).")
-    heads = st.multiselect("Issues of", list(record.config["heads"]), key="review.issue_heads",
+    heads = st.multiselect("Issues of", heads_of(record), key="review.issue_heads",
                            placeholder="every head")
     if st.button("Load the label issues", key="review.load_issues", on_click=_source_used):
         if name == TAXONOMY_SOURCE:

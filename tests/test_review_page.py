@@ -12,11 +12,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
-from core.access.roles import DATA_ROOTS_ENV
+from core.access.roles import DATA_ROOTS_ENV, Actor, Role
 from core.data.catalogue import load_catalogue
 from core.labels.queues import HISTORY_TABLE_COLUMNS, label_issue_ids
 from core.labels.store import LabelStore
-from core.labels.tables import EXTERNAL_ID_BASE
+from core.labels.tables import EXTERNAL_ID_BASE, SavedQueue
 from core.trust.abstention import THRESHOLDS, Selection
 from core.trust.layer import Calibration
 from core.trust.taxonomy import Taxonomy
@@ -28,7 +28,7 @@ from training.launcher import evaluation_job
 from training.processes import log_tail
 from training.run_folder import RunFolder
 
-from conftest import EXTERNAL_DIR, REPO, shown, tiny_run_workspace
+from conftest import EXTERNAL_DIR, REPO, point_at_workspace, shown, tiny_run_workspace
 
 HOME = str(REPO / "dashboard" / "Home.py")
 REVIEW = "../pages/review.py"
@@ -464,3 +464,57 @@ def test_photos_uploaded_in_an_earlier_session_can_be_queued_again(run):
     photos = LabelStore(workspace=workspace.workspace_dir()).dataset_items(catalogue.root, "external")
     assert later.session_state["review.queue"] == [item.item for item in photos]
     assert uploaded in later.session_state["review.queue"] and not later.exception, later.exception
+
+
+def test_without_a_model_a_data_health_list_is_reviewed_from_the_catalogue_values(tmp_path, monkeypatch):
+    """No finished run: a queue Data health made (here as the store keeps it for the person) opens
+    on the catalogue's values, and a decision is saved without a model."""
+    from core.data.demo import generate_demo
+
+    demo = generate_demo(tmp_path / "demo", n=50, seed=6)
+    point_at_workspace(monkeypatch, tmp_path / "ws", demo)
+    catalogue = load_catalogue(demo)
+    store = LabelStore(workspace=workspace.workspace_dir())
+    hal = Actor("hal", Role.ADMIN)
+    items = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist()[:3], hal)
+    store.keep_queue(demo, SavedQueue("Data health: outliers", tuple(item.item for item in items)), hal)
+
+    at = reloaded_review("hal")
+    assert "No finished run yet" in " ".join(texts(at.caption))
+    first = items[0]
+    assert current_item(at) == first.item
+    for head in ("articleType", "baseColour"):
+        assert at.selectbox(key=f"review.{first.item}.{head}").value == first.baseline[head]
+    at.button(key="review_save").click().run()
+    assert not at.exception, at.exception
+    assert current_item(at) == items[1].item
+    history = store.history(first.item)
+    assert store.current([first.item])[first.item]["status"] == "reviewed" and history["run_id"].isna().all()
+
+
+def test_the_model_defaults_to_the_best_run_on_the_dataset_and_every_runs_predictions_stay_listed(run, tmp_path):
+    """A newer run that scores worse is not the default; chosen by hand, the older run's predictions
+    are still offered for a least-confident queue."""
+    import os
+    import shutil
+
+    from training.registry import RunRegistry
+
+    record, catalogue = run
+    registry = RunRegistry()
+    folder = tmp_path / "worse-run"
+    shutil.copytree(record.folder, folder, ignore=shutil.ignore_patterns("evaluation*"))
+    worse = registry.create(record.config, "tester", folder=folder)
+    registry.mark_running(worse.id, os.getpid(), "cpu", "random")
+    score = record.metrics["mean_macro_f1"]
+    registry.mark_finished(worse.id, 0.0, "val/mean_macro_f1", {**record.metrics, "mean_macro_f1": score / 2}, {})
+
+    at = review_page()
+    assert at.selectbox(key="review.run").value == record.id
+    assert (f"Proposals from run {record.id}: the best run on this dataset by mean macro-F1 on held-out rows, "
+            f"{score:.3f}.") in texts(at.sidebar.caption)
+    at.selectbox(key="review.run").set_value(worse.id).run()
+    at.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    assert f"run {record.id}: its validation split" in at.selectbox(key="review.evaluation").options
+    assert f"the best on this dataset is {record.id}" in " ".join(texts(at.sidebar.caption))
+    assert not at.exception, at.exception
