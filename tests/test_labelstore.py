@@ -500,3 +500,41 @@ def test_a_queue_that_does_not_hold_together_is_refused_and_unknown_items_are_dr
         store.keep_queue(catalogue.root, good, Actor("vic", Role.VIEWER))
     store.keep_queue(catalogue.root, dataclasses.replace(good, items=(items[WATCH_ID], 999_999), current=999_999), ANN)
     assert store.saved_queue(catalogue.root, ANN) == SavedQueue("uploads", (items[WATCH_ID],))
+
+
+# --- bulk edits -------------------------------------------------------------------------------
+
+
+def test_a_label_set_on_many_items_is_one_batch_undone_as_a_whole(store, items):
+    shirt, jeans, watch = items[SHIRT_ID], items[JEANS_ID], items[WATCH_ID]
+    store.review(jeans, {"season": "Summer"}, ANN, complete=False)
+    batch = store.label_many([shirt, jeans, watch, shirt], "season", " Summer ", ANN)
+    assert batch.value == "Summer" and batch.changed == (shirt, watch) and batch.unchanged == (jeans,)
+    current = store.current([shirt, jeans, watch])
+    assert {item: values["season"] for item, values in current.items()} == dict.fromkeys((shirt, jeans, watch),
+                                                                                         "Summer")
+    assert current[shirt][STATUS] is None  # one head is not a review
+    assert kinds(store, shirt)[-1] == ("season", "Fall", "Summer", "correct")
+    store.review(jeans, {"usage": "Sports"}, BOB, complete=False)  # someone else, on another item: no conflict
+    undo = store.undo_last(ANN)
+    assert undo.kind == "undo"
+    current = store.current([shirt, jeans, watch])
+    assert (current[shirt]["season"], current[jeans]["season"], current[watch]["season"]) == ("Fall", "Summer",
+                                                                                             "Winter")
+    assert store.undo_last(ANN).item == jeans  # the review before the batch is next
+    assert_history_consistent(store, [shirt, jeans, watch])
+
+
+def test_a_batch_changed_since_is_not_undone_in_part(store, items):
+    shirt, watch = items[SHIRT_ID], items[WATCH_ID]
+    batch = store.label_many([shirt, watch], "usage", "Formal", ANN)
+    store.review(watch, {"usage": "Casual"}, BOB, complete=False)
+    with pytest.raises(UndoConflict, match="bob"):
+        store.undo_action(store.open_actions(shirt)[0].action, ANN)
+    assert store.current([shirt])[shirt]["usage"] == "Formal"  # nothing undone
+    assert batch.changed == (shirt, watch)
+    assert store.label_many([shirt], "usage", "Formal", ANN).batch == ""  # nothing to change: nothing written
+    with pytest.raises(ValueError, match="formula"):
+        store.label_many([shirt], "usage", "=HYPERLINK(1)", ANN)
+    with pytest.raises(AccessDenied):
+        store.label_many([shirt], "usage", "Casual", Actor("vic", Role.VIEWER))

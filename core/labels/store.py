@@ -36,6 +36,7 @@ from core.labels.tables import (
     STATUS,
     Action,
     ActionKind,
+    Batch,
     Item,
     ItemKind,
     LogKind,
@@ -255,6 +256,31 @@ class LabelStore:
             row = {"field": STATUS, "new": ReviewStatus(status), "kind": log_kind, "run_id": run_id}
             return _append(connection, item, current, [row], actor.identity, action_kind)
 
+    def label_many(self, item_ids: Iterable[int], head: str, value: str | None, actor: Actor) -> Batch:
+        """Set `head` to `value` on every item of `item_ids` that holds another value, as one bulk
+        edit: one transaction, one action (a CORRECT row) per item changed, all sharing one batch id,
+        so that undoing any of them (undo_last, undo_action) undoes the whole batch. The items stay
+        as reviewed or unreviewed as they were: one head is not a review. `value` is checked as
+        `review` checks a typed label; ValueError naming the rule, KeyError naming unknown items,
+        nothing written."""
+        require(actor, Permission.REVIEW)
+        item_ids = list(dict.fromkeys(check_id(item, "item") for item in item_ids))
+        value = clean_label(head, check_heads({head: value}, "labels")[head])
+        if value is not None:
+            check_typed(value, f"the {head} label")
+        batch, changed, unchanged = uuid.uuid4().hex, [], []
+        with self.engine.begin() as connection:
+            for item in sorted(item_ids):  # one order for every writer: two batches never deadlock
+                _lock(connection, item)
+            for found, current in self._state(connection, item_ids):
+                if current[head] == value:
+                    unchanged.append(found.item)
+                    continue
+                row = {"field": head, "new": value, "kind": LogKind.CORRECT, "batch": batch}
+                _append(connection, found.item, current, [row], actor.identity, ActionKind.REVIEW)
+                changed.append(found.item)
+        return Batch(batch if changed else "", head, value, tuple(changed), tuple(unchanged))
+
     def undoable(self, actor: Actor) -> Action | None:
         """The action undo_last(actor) would undo now, or None."""
         require(actor, Permission.REVIEW)
@@ -271,14 +297,16 @@ class LabelStore:
         """
         require(actor, Permission.REVIEW)
         with self.engine.begin() as connection:
-            while True:  # lock the candidate's item, then make sure it is still the candidate
+            while True:  # lock the candidate's items, then make sure it is still the candidate
                 candidate = _undo_candidate(connection, actor.identity)
                 if candidate is None:
                     return None
-                _lock(connection, candidate[1])
+                targets = _with_batch(connection, *candidate)
+                for item in sorted({item for _, item in targets}):
+                    _lock(connection, item)
                 if _undo_candidate(connection, actor.identity) == candidate:
                     break
-            return self._undo(connection, *candidate, actor)
+            return [self._undo(connection, action, item, actor) for action, item in targets][-1]
 
     def undo_action(self, action: str, actor: Actor) -> Action:
         """Undo the given `action` (an Action's id), as undo_last does: one's own with
@@ -294,12 +322,15 @@ class LabelStore:
                 raise KeyError(f"no action {action!r} in the label store")
             if first.reviewer != actor.identity:
                 require(actor, Permission.UNDO_ANY)
-            _lock(connection, first.item)
+            targets = _with_batch(connection, action, first.item)
+            for item in sorted({item for _, item in targets}):
+                _lock(connection, item)
             if first.kind == LogKind.UNDO:
                 raise ValueError(f"action {action} is an undo itself: decide again instead")
             if connection.execute(select(log_table.c.seq).where(log_table.c.undoes == action).limit(1)).first():
                 raise ValueError(f"action {action} was undone already")
-            return self._undo(connection, action, first.item, actor)
+            undone = [self._undo(connection, other, item, actor) for other, item in targets]
+            return next(found for found, (other, _) in zip(undone, targets) if other == action)
 
     def open_actions(self, item: int) -> list[Action]:
         """The actions on `item` that can still be undone (neither an undo nor undone), newest first."""
@@ -527,6 +558,20 @@ def _undo_candidate(connection: Connection, reviewer: str) -> tuple[str, int] | 
         .order_by(log_table.c.seq.desc()).limit(1)
     ).first()
     return None if row is None else (row.action, row.item)
+
+
+def _with_batch(connection: Connection, action: str, item: int) -> list[tuple[str, int]]:
+    """(action, item) of every action of `action`'s bulk edit (LabelStore.label_many) in log order,
+    or of `action` alone when it is none's; an action undone already is left out."""
+    batch = connection.execute(select(log_table.c.batch).where(log_table.c.action == action).limit(1)).scalar()
+    if batch is None:
+        return [(action, item)]
+    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    rows = connection.execute(
+        select(log_table.c.action, log_table.c.item)
+        .where(log_table.c.batch == batch, log_table.c.action.not_in(undone)).order_by(log_table.c.seq)
+    ).all()
+    return [(row.action, row.item) for row in rows]
 
 
 def _action(connection: Connection, action: str) -> Action:

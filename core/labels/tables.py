@@ -14,7 +14,8 @@ Three tables in the workspace database (`core.access.database`: SQLite, or Postg
                   one action), item, field (a head, or STATUS), old, new, kind (LogKind), reviewer
                   (the identity of the person who acted, core.access.roles.Actor), at, run_id /
                   predicted / p (the model's suggestion shown), undoes (on undo rows: the action
-                  undone). Rows are never updated or deleted.
+                  undone), batch (uuid4 hex shared by the actions of one bulk edit: one label set on
+                  many items, undone as a whole). Rows are never updated or deleted.
   current_labels  the current-labels view: (item, field) -> value and the seq of the log row
                   that wrote it; written in the same transaction as that log row.
   review_queues   each person's review queue per dataset, so that it comes back on a reload and on
@@ -118,10 +119,12 @@ log_table = Table(
     Column("predicted", Text),
     Column("p", Float),
     Column("undoes", String(32)),
+    Column("batch", String(32)),  # added later: older rows read as None
     Index("corrections_item_field_seq", "item", "field", "seq"),
     Index("corrections_reviewer_seq", "reviewer", "seq"),
     Index("corrections_action", "action"),
     Index("corrections_undoes", "undoes"),
+    Index("corrections_batch", "batch"),
 )
 current_table = Table(
     "current_labels",
@@ -154,6 +157,17 @@ class SavedQueue:
     filter: str = "all"  # the view's filter (core.labels.queues.FILTERS)
     corrected_in: tuple[str, ...] = ()  # the view's heads (HEADS)
     current: int | None = None  # the item shown
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One bulk edit (LabelStore.label_many): `head` set to `value` on the items that held another value."""
+
+    batch: str  # uuid4 hex shared by its actions' log rows; "" when nothing changed (nothing written)
+    head: str
+    value: str | None
+    changed: tuple[int, ...]  # items whose value it changed, one action each
+    unchanged: tuple[int, ...]  # items that held the value already: no row written
 
 
 @dataclasses.dataclass(frozen=True)
