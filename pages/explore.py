@@ -16,6 +16,7 @@ from core.data.profile import (
 from core.data.schema import imbalance_table
 from core.data.split import split_distribution
 from dashboard import charts
+from dashboard.bulk_labels import bulk_label
 from dashboard.datasets import current_catalogue, current_split, taxonomy_of
 from dashboard.gallery import photo_grid
 from dashboard.identity import person
@@ -113,6 +114,7 @@ def image_grid(catalogue) -> None:
     if rows.empty:
         st.info("No product matches these filters.")
         return
+    bulk_label(catalogue, rows["id"].tolist(), "grid")
     photo_grid(rows, catalogue, lambda row: [labels_text(row)], key="grid", page_size=page_size)
 
 

@@ -16,6 +16,7 @@ from core.health.image_quality import ISSUE_TYPES, issue_ids
 from core.health.similarity import DEFAULT_THRESHOLD
 from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
 from dashboard import pages
+from dashboard.bulk_labels import bulk_label
 from dashboard.datasets import current_catalogue, thumbnail
 from dashboard.gallery import photo_grid
 from dashboard.health import (
@@ -137,6 +138,7 @@ def map_section(catalogue: Catalogue, health: Health, record: RunRecord | None) 
     elif region:
         st.markdown(f"**{len(ids):,} photos selected**")
         review_button(catalogue, ids, "health.review_selection", "a selection on the map")
+        bulk_label(catalogue, ids, "health.selection")
         grid(catalogue, pd.DataFrame({"id": ids}), "health.selection")
     else:
         photo_and_neighbours(catalogue, health, ids[0])
@@ -207,6 +209,7 @@ def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, 
     if not chosen:
         st.caption("Select a group to see its photos.")
         return
+    bulk_label(catalogue, groups[chosen[0]], f"{key}.group")
     members = pd.DataFrame({"id": groups[chosen[0]]})
     members["split"] = split.reindex(members["id"]).fillna("not in the split").to_numpy()
     grid(catalogue, members, f"{key}.photos", lambda row: [row["split"]])

@@ -23,6 +23,7 @@ from core.data import HEADS
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
 from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
+from core.labels.checks import catalogue_value
 from core.labels.store import LabelStore
 from core.labels.tables import Action, Item, ItemKind, ReviewStatus
 from core.model.predictor import Predictor, expand_paths
@@ -105,6 +106,18 @@ def in_catalogue(catalogue: Catalogue, ids: Sequence[int]) -> list[int]:
     """`ids` (in order) that the catalogue holds: a ranking made earlier may name rows since removed."""
     known = set(catalogue.frame["id"].tolist())
     return [product_id for product_id in ids if product_id in known]
+
+
+def label_changes(store: LabelStore, catalogue: Catalogue, ids: Sequence[int], head: str,
+                  value: str | None) -> list[int]:
+    """Of catalogue rows `ids`, those a bulk edit setting `head` to `value` would change: their
+    current value (a decision in the store, else the catalogue's) is another."""
+    decided = {item.product_id: values[head] for item, values in store.dataset_state(catalogue.root)
+               if item.kind == ItemKind.CATALOGUE}
+    catalogue_values = dict(zip(catalogue.frame["id"].tolist(), catalogue.frame[head].tolist()))
+    return [product_id for product_id in ids
+            if (decided[product_id] if product_id in decided else catalogue_value(catalogue_values.get(product_id)))
+            != value]
 
 
 def choices(classes: Sequence[str], catalogue_values: Collection[str], current: str | None) -> list[str]:

@@ -268,7 +268,7 @@ class LabelStore:
         value = clean_label(head, check_heads({head: value}, "labels")[head])
         if value is not None:
             check_typed(value, f"the {head} label")
-        batch, changed, unchanged = uuid.uuid4().hex, [], []
+        batch, changed, actions, unchanged = uuid.uuid4().hex, [], [], []
         with self.engine.begin() as connection:
             for item in sorted(item_ids):  # one order for every writer: two batches never deadlock
                 _lock(connection, item)
@@ -277,9 +277,10 @@ class LabelStore:
                     unchanged.append(found.item)
                     continue
                 row = {"field": head, "new": value, "kind": LogKind.CORRECT, "batch": batch}
-                _append(connection, found.item, current, [row], actor.identity, ActionKind.REVIEW)
+                action = _append(connection, found.item, current, [row], actor.identity, ActionKind.REVIEW)
+                actions.append(action.action)
                 changed.append(found.item)
-        return Batch(batch if changed else "", head, value, tuple(changed), tuple(unchanged))
+        return Batch(batch if changed else "", head, value, tuple(changed), tuple(actions), tuple(unchanged))
 
     def undoable(self, actor: Actor) -> Action | None:
         """The action undo_last(actor) would undo now, or None."""

@@ -167,6 +167,7 @@ class Batch:
     head: str
     value: str | None
     changed: tuple[int, ...]  # items whose value it changed, one action each
+    actions: tuple[str, ...]  # those actions, in the same order (undo_action of any undoes the batch)
     unchanged: tuple[int, ...]  # items that held the value already: no row written
 
 
