@@ -444,7 +444,7 @@ def test_the_queue_its_view_and_position_come_back_on_a_reload(run):
     reloaded = reloaded_review("eve")
     assert reloaded.session_state["review.queue"] == queue and current_item(reloaded) == where
     assert reloaded.selectbox(key="review.filter").value == "unreviewed"
-    assert f"Queue: the least confident rows of run {record.id}, its validation split" in shown(
+    assert f"Queue: the least confident rows of run {record.id}: its validation split" in shown(
         " ".join(texts(reloaded.caption)))
     assert reloaded.selectbox(key=f"review.{where}.gender")  # the item is on screen
 
