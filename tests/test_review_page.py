@@ -242,8 +242,9 @@ def test_predict_every_row_in_the_background_then_queue_from_it(run):
     assert job.finished_since_launch(record.folder), log_tail(job.log)
     at.run()
     evaluations = at.selectbox(key="review.evaluation")
-    assert f"every row ({job.name})" in evaluations.options
-    evaluations.set_value(job.name).run()
+    every_row = f"run {record.id}: every row ({job.name})"
+    assert every_row in evaluations.options
+    evaluations.set_value(every_row).run()
     at.number_input(key="review.limit").set_value(len(catalogue.frame)).run()
     at.button(key="review.load_confident").click().run()
     queued = LabelStore(workspace=workspace.workspace_dir()).items(at.session_state["review.queue"])
