@@ -9,7 +9,7 @@ import streamlit as st
 from core.evaluation.files import Evaluation, evaluated_dataset, load_evaluation, version
 from training.evaluate import label_issues
 from training.registry import RunRecord, RunRegistry
-from training.run_folder import RunFolder
+from training.run_folder import VALIDATION, RunFolder
 
 
 @st.cache_resource(show_spinner="Reading the evaluation…", max_entries=16)
@@ -26,6 +26,19 @@ def evaluation_of(record: RunRecord, name: str) -> Evaluation:
 def dataset_of(record: RunRecord, evaluation: Evaluation) -> str:
     """The catalogue folder the evaluation scored."""
     return evaluated_dataset(evaluation.report, record.config["data"])
+
+
+def dataset_predictions(dataset: str, first: RunRecord | None, limit: int = 200) -> dict[str, tuple[RunRecord, str]]:
+    """Every run's complete predictions on catalogue `dataset` (its validation split, or every row),
+    the run `first`'s first, then the other runs' newest first: {what, said for a person: (run, evaluation)}.
+    A run finishing never hides another's "Predict all rows"."""
+    runs = evaluated_runs(limit)
+    if first is not None and first.id in runs:
+        runs = {first.id: runs[first.id], **runs}
+    return {f"run {record.id}: " + ("its validation split" if name == VALIDATION else f"every row ({name})"):
+            (record, name)
+            for record in runs.values()
+            for name in RunFolder(record.folder).evaluations_of(dataset, record.config["data"])}
 
 
 def evaluated_runs(limit: int = 200) -> dict[str, RunRecord]:

@@ -1,6 +1,8 @@
 """The Review page's queue: where its items come from (uploads, a folder, catalogue rows by
 confidence or by label issue), and the filters over it. The queue lives in the session: item ids
-in QUEUE_KEY, the item shown in CURRENT_KEY.
+in QUEUE_KEY, the item shown in CURRENT_KEY, what filled it in QUEUE_SOURCE_KEY; and it is kept in the
+label store per person and dataset (`remember_queue`), so it comes back on a reload or on another
+device (`restore_queue`).
 
 The sources sit in an expander that closes when a source is used, so that the item under review
 sits high on the page; what a source has to say (refused files, rows gone) is kept in NOTES_KEY
@@ -14,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from core.access.roles import AccessDenied, Actor, Permission
-from core.data.catalogue import Catalogue, same_dataset
+from core.data.catalogue import Catalogue, DatasetKey, same_dataset
 from core.evaluation.files import load_evaluation
 from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
 from core.labels.queues import (
@@ -28,20 +30,25 @@ from core.labels.queues import (
     taxonomy_issue_ids,
 )
 from core.labels.store import LabelStore
-from core.labels.tables import DEFAULT_SOURCES, Item, ItemKind
+from core.labels.tables import DEFAULT_SOURCES, Item, ItemKind, SavedQueue
 from dashboard import pages
 from dashboard.datasets import taxonomy_of
-from dashboard.evaluations import label_issues_of
+from dashboard.evaluations import dataset_predictions, label_issues_of
 from dashboard.identity import person
 from dashboard.labels import label_store
+from dashboard.runs import heads_of
 from dashboard.text import plain
 from training.crossval import list_crossvals
 from training.launcher import EvaluationJob, evaluation_job, launch_evaluation
 from training.processes import log_tail
 from training.registry import RunRecord, RunState
-from training.run_folder import VALIDATION, RunFolder
+from training.run_folder import RunFolder
 
 QUEUE_KEY, CURRENT_KEY = "review.queue", "review.current"
+QUEUE_SOURCE_KEY = "review.queue_source"  # what filled the queue, said for a person
+QUEUE_OWNER_KEY = "review.queue_owner"  # (identity, dataset) whose queue the session holds
+QUEUE_KEPT_KEY = "review.queue_kept"  # the SavedQueue last kept in the store: saved again only when it changes
+FILTER_KEY, CORRECTED_IN_KEY = "review.filter", "review.corrected_in"
 SOURCE_OPEN_KEY = "review.source_open"  # the sources' expander is open
 NOTES_KEY = "review.queue_notes"  # (level, text) of what the last use of a source has to say
 UPLOAD_SOURCE_KEY = "review.upload_source"  # the source new uploads are named after
@@ -49,15 +56,56 @@ SOURCES = ("Photos (upload or folder)", "Catalogue: least confident first", "Cat
 TAXONOMY_SOURCE = "rows that break the catalogue's taxonomy"
 
 
-def start_queue(items: list[Item]) -> None:
-    """Review `items` from the first; the same photo twice is one item, queued once."""
+def start_queue(catalogue: Catalogue, items: list[Item], source: str) -> None:
+    """Review `items` of `catalogue` from the first; the same photo twice is one item, queued once.
+    `source` says what they are (shown above the queue, kept with it); the view shows all of them."""
+    st.session_state.update({FILTER_KEY: "all", CORRECTED_IN_KEY: []})
     st.session_state[QUEUE_KEY] = list(dict.fromkeys(item.item for item in items))
     st.session_state[CURRENT_KEY] = items[0].item if items else None
+    st.session_state[QUEUE_SOURCE_KEY] = source
+    st.session_state[QUEUE_OWNER_KEY] = (person().identity, DatasetKey.of(catalogue))
 
 
-def queue_for_review(catalogue: Catalogue, ids: list[int]) -> None:
+def restore_queue(store: LabelStore, catalogue: Catalogue, actor: Actor) -> None:
+    """The queue `actor` kept on `catalogue` (a reload, another device, another name typed, another
+    dataset opened) in place of the session's; with none kept, the session's queue stays when it is
+    of this dataset."""
+    owner = (actor.identity, DatasetKey.of(catalogue))
+    if st.session_state.get(QUEUE_OWNER_KEY) == owner:
+        return
+    held = st.session_state.get(QUEUE_OWNER_KEY)
+    st.session_state[QUEUE_OWNER_KEY] = owner
+    saved = store.saved_queue(catalogue.root, actor)
+    if saved is None:
+        if held is not None and held[1] != owner[1]:
+            st.session_state[QUEUE_KEY] = []
+        return
+    st.session_state.update({QUEUE_KEY: list(saved.items), CURRENT_KEY: saved.current,
+                             QUEUE_SOURCE_KEY: saved.source, QUEUE_KEPT_KEY: saved,
+                             FILTER_KEY: saved.filter if saved.filter in FILTERS else "all",
+                             CORRECTED_IN_KEY: list(saved.corrected_in)})
+
+
+def remember_queue(store: LabelStore, catalogue: Catalogue, actor: Actor, shown: list[int]) -> None:
+    """The item to show (CURRENT_KEY: the first of `shown`, the items the view keeps, when the
+    current one is not among them); then the session's queue, its view and that item kept in the
+    label store, when they changed."""
+    queue = st.session_state.get(QUEUE_KEY) or []
+    current = st.session_state.get(CURRENT_KEY)
+    if shown and current not in shown:
+        current = st.session_state[CURRENT_KEY] = shown[0]
+    kept = SavedQueue(st.session_state.get(QUEUE_SOURCE_KEY) or "", tuple(queue),
+                      st.session_state.get(FILTER_KEY) or "all", tuple(st.session_state.get(CORRECTED_IN_KEY) or ()),
+                      current if current in queue else None)
+    if st.session_state.get(QUEUE_KEPT_KEY) != kept:
+        store.keep_queue(catalogue.root, kept, actor)
+        st.session_state[QUEUE_KEPT_KEY] = kept
+
+
+def queue_for_review(catalogue: Catalogue, ids: list[int], source: str) -> None:
     """Make catalogue rows `ids` the Review page's queue and go there (from another page's finding)."""
-    start_queue(label_store().add_catalogue_items(catalogue, in_catalogue(catalogue, ids), person()))
+    start_queue(catalogue, label_store().add_catalogue_items(catalogue, in_catalogue(catalogue, ids), person()),
+                source)
     st.session_state[SOURCE_OPEN_KEY] = False
     pages.switch_to(pages.REVIEW)
 
@@ -79,7 +127,7 @@ def show_notes() -> None:
         (st.error if level == "error" else st.warning)(plain(text))
 
 
-def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
+def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
     """The sources, in an expander open while there is no queue, then its notes."""
     st.session_state.setdefault(SOURCE_OPEN_KEY, not st.session_state.get(QUEUE_KEY))
     with st.expander("Queue: photos or catalogue rows to review", key=SOURCE_OPEN_KEY, on_change="rerun",
@@ -88,7 +136,7 @@ def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord, ac
     show_notes()
 
 
-def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
+def queue_source(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
     """The choice of source and its controls; filling the queue replaces it."""
     source = st.segmented_control("Source", SOURCES, default=SOURCES[0], key="review.source") or SOURCES[0]
     if source == SOURCES[0]:
@@ -119,10 +167,11 @@ def photo_source(store: LabelStore, catalogue: Catalogue, actor: Actor) -> None:
         name_source(store, [entry for entry in current if isinstance(entry, int)], actor)
         items = store.items([entry for entry in current if isinstance(entry, int)])
         if items:  # nothing readable: the queue under review stays
-            start_queue(items)
+            start_queue(catalogue, items, f"{len(items):,} uploaded photos")
         for entry in current:
             if isinstance(entry, str):
                 _note("error", entry)
+    added_before(store, catalogue)
     if not actor.may(Permission.LOAD_FOLDER):  # a folder on the server: admins only
         return
     with st.form("review.folder_form", border=False):
@@ -140,6 +189,16 @@ def name_source(store: LabelStore, items: list[int], actor: Actor) -> None:
         store.set_source(items, st.session_state.get(UPLOAD_SOURCE_KEY) or DEFAULT_SOURCES[ItemKind.EXTERNAL], actor)
     except ValueError as error:  # a name that breaks a rule: the photos keep the default source
         _note("error", f"Source of the uploads: {error}; they were added as {DEFAULT_SOURCES[ItemKind.EXTERNAL]}.")
+
+
+def added_before(store: LabelStore, catalogue: Catalogue) -> None:
+    """Every new photo added to this dataset before (uploads and folders, by anyone), queued again."""
+    photos = store.dataset_items(catalogue.root, ItemKind.EXTERNAL)
+    if photos and st.button(f"Queue the {len(photos):,} new photos added to this dataset so far",
+                            key="review.queue_added", icon=":material/history:", on_click=_source_used,
+                            help="Uploads and folders of every session, oldest first; the filter shows the "
+                                 "unreviewed ones."):
+        start_queue(catalogue, photos, f"the {len(photos):,} new photos added to this dataset")
 
 
 def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, actor: Actor) -> None:
@@ -166,37 +225,42 @@ def load_folder(store: LabelStore, catalogue: Catalogue, folder: str, actor: Act
         _note("warning", f"No photo of {folder} could be read: the queue is as it was.")
         return
     st.toast(f"{len(items):,} photos queued" + (f", {len(refused):,} refused" if refused else ""))
-    start_queue(items)
+    start_queue(catalogue, items, f"the photos of the folder {folder}")
 
 
-def least_confident_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
+def least_confident_source(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
+    """Catalogue rows by the model's confidence, from any run's predictions on this catalogue (the
+    chosen run's first); the chosen run can predict every row."""
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
-    run = RunFolder(record.folder)
-    evaluations = run.evaluations_of(catalogue.root, record.config["data"])
-    job = evaluation_job(record, catalogue.root)
-    if job.name not in evaluations:
-        predict_every_row(record, catalogue, job, actor)
-    if not evaluations:
+    found = dataset_predictions(str(catalogue.root), record)
+    if record is not None:
+        job = evaluation_job(record, catalogue.root)
+        if (record, job.name) not in found.values():
+            predict_every_row(record, catalogue, job, actor)
+    if not found:
+        if record is None:
+            st.info("Ranking rows by confidence needs a model: no run has predicted this catalogue yet.")
         return
-    name = left.selectbox("Predictions from", evaluations, key="review.evaluation",
-                          format_func=lambda n: "the run's validation split" if n == VALIDATION else f"every row ({n})")
+    what = left.selectbox("Predictions from", list(found), key="review.evaluation")
     if st.button("Load the least confident rows", key="review.load_confident", on_click=_source_used):
-        predictions = load_evaluation(run.evaluation(name)).predictions
-        queue_catalogue(store, catalogue, least_confident_ids(predictions, record.config["heads"], int(limit)), actor)
+        run, name = found[what]
+        predictions = load_evaluation(RunFolder(run.folder).evaluation(name)).predictions
+        queue_catalogue(store, catalogue, least_confident_ids(predictions, run.config["heads"], int(limit)), actor,
+                        f"the least confident rows of {what}")
 
 
-def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunRecord, actor: Actor) -> None:
+def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     limit = right.number_input("Queue length", 1, 5000, 100, key="review.limit")
-    sources = {f"run {record.id} (its validation split)": record.folder}
+    sources = {f"run {record.id} (its validation split)": record.folder} if record is not None else {}
     sources |= {f"cross-validation {c.id} ({c.rows:,} rows)": c.folder for c in list_crossvals()
                 if c.status == RunState.FINISHED and same_dataset(c.config["data"], catalogue.root)}
     sources[TAXONOMY_SOURCE] = None
     name = left.selectbox("Ranking from", list(sources), key="review.issues_source",
                           help="python -m training crossval --data DIR --folds K ranks every catalogue row; the "
                                "taxonomy is learned from this catalogue (Explore → Taxonomy).")
-    heads = st.multiselect("Issues of", list(record.config["heads"]), key="review.issue_heads",
+    heads = st.multiselect("Issues of", heads_of(record), key="review.issue_heads",
                            placeholder="every head")
     if st.button("Load the label issues", key="review.load_issues", on_click=_source_used):
         if name == TAXONOMY_SOURCE:
@@ -208,7 +272,8 @@ def label_issues_source(store: LabelStore, catalogue: Catalogue, record: RunReco
             except FileNotFoundError as error:
                 _note("error", str(error))
                 return
-        queue_catalogue(store, catalogue, ids, actor)
+        queue_catalogue(store, catalogue, ids, actor,
+                        f"label issues: {name}" + (f", of {', '.join(heads)}" if heads else ""))
 
 
 def predict_every_row(record: RunRecord, catalogue: Catalogue, job: EvaluationJob, actor: Actor) -> None:
@@ -240,11 +305,11 @@ def follow_evaluation(record: RunRecord, data: str) -> None:
         st.rerun()  # the whole page: the new predictions are listed
 
 
-def queue_catalogue(store: LabelStore, catalogue: Catalogue, ids: list[int], actor: Actor) -> None:
+def queue_catalogue(store: LabelStore, catalogue: Catalogue, ids: list[int], actor: Actor, source: str) -> None:
     present = in_catalogue(catalogue, ids)
     if len(present) < len(ids):
         _note("warning", f"{len(ids) - len(present):,} ranked ids are no longer in this catalogue and are left out.")
-    start_queue(store.add_catalogue_items(catalogue, present, actor))
+    start_queue(catalogue, store.add_catalogue_items(catalogue, present, actor), source)
 
 
 def queue_view(store: LabelStore, heads: list[str]) -> tuple[list[int], pd.DataFrame]:
@@ -253,7 +318,10 @@ def queue_view(store: LabelStore, heads: list[str]) -> tuple[list[int], pd.DataF
     summary = store.summary(queue).reindex(queue)
     done = reviewed_count(summary)
     left, middle, right = st.columns([1, 2, 2], vertical_alignment="bottom")
-    which = left.selectbox("Show", list(FILTERS), key="review.filter")
-    corrected_in = middle.multiselect("Corrected in", heads, key="review.corrected_in", placeholder="any head")
+    which = left.selectbox("Show", list(FILTERS), key=FILTER_KEY)
+    corrected_in = middle.multiselect("Corrected in", heads, key=CORRECTED_IN_KEY, placeholder="any head")
     right.progress(done / len(queue) if queue else 0.0, text=f"**{done:,} of {len(queue):,} reviewed**")
+    source = st.session_state.get(QUEUE_SOURCE_KEY)
+    if source:
+        st.caption(f"Queue: {plain(source)}")
     return filter_items(summary, which, corrected_in), summary

@@ -5,11 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.data import HEADS
 from dashboard import charts
 from dashboard.pages import EVALUATE, REVIEW, switch_to
+from training.registry import RunRecord
 
 EVALUATE_RUN_KEY = "evaluate.run"  # the run the Evaluate page shows
 REVIEW_RUN_KEY = "review.run"  # the run whose model the Review page proposes with
+
+
+def heads_of(record: RunRecord | None) -> list[str]:
+    """The heads a run proposes; every head without a run (people decide them all)."""
+    return list(record.config["heads"]) if record is not None else list(HEADS)
 
 
 def training_curves(epochs: pd.DataFrame, heads: tuple[str, ...], key: str) -> None:

@@ -80,7 +80,7 @@ def agreement_section(decided: pd.DataFrame) -> None:
                                                         "kappa": st.column_config.NumberColumn(format="%.3f")})
 
 
-def disagreements_section(store: LabelStore, decided: pd.DataFrame) -> None:
+def disagreements_section(store: LabelStore, catalogue: Catalogue, decided: pd.DataFrame) -> None:
     open_ = disagreements(decided)
     if open_.empty:
         return
@@ -88,7 +88,7 @@ def disagreements_section(store: LabelStore, decided: pd.DataFrame) -> None:
     st.warning(f"{len(open_):,} head decisions on {len(items):,} photos were decided differently by two reviewers "
                "and wait for a third person: the catalogue takes what they decide.", icon=":material/balance:")
     if st.button("Settle them in the Review queue", key="team.settle", icon=":material/fact_check:"):
-        start_queue(store.items(items))
+        start_queue(catalogue, store.items(items), f"the {len(items):,} photos two reviewers disagree on")
         pages.switch_to(pages.REVIEW)
 
 

@@ -9,11 +9,14 @@ from core.data import CatalogueError
 from core.evaluation.files import Evaluation, exclusion_notes, head_summary, summary_table
 from core.evaluation.views import (
     CLASS_OUTCOMES,
+    SIGNIFICANCE,
+    Change,
     cell_rows,
     class_rows,
     class_table,
     classes_csv,
     compare_classes,
+    compare_shared,
     compare_summaries,
     filter_classes,
     label_lines,
@@ -44,6 +47,7 @@ DEFAULT_TOP_N = 20
 NUMBER = st.column_config.NumberColumn(format="%.3f")
 DELTA = st.column_config.NumberColumn(format="%+.3f")
 COUNT = "{:,.0f}"  # a Styler format: a row count
+SIGNIFICANCE_LEVELS = (0.01, 0.05, 0.1)  # the levels a comparison may flag changes at
 
 
 def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation, str]:
@@ -234,13 +238,13 @@ def curves(record: RunRecord) -> None:
     training_curves(epochs, tuple(record.config["heads"]), key="evaluate")
 
 
-def highlight(value: float, tolerance: float) -> str:
-    if pd.isna(value) or abs(value) <= tolerance:
-        return ""
-    return "color: #C62828; font-weight: 600" if value < 0 else "color: #2E7D32"
+def change_colour(change: str) -> str:
+    return {Change.WORSE: "color: #C62828; font-weight: 600", Change.BETTER: "color: #2E7D32"}.get(change, "")
 
 
 def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluation, head: str) -> None:
+    """Two evaluations like for like: on the rows both scored, a change flagged only where McNemar's
+    test on those rows makes it significant."""
     others = [(run_id, name) for run_id, other in runs.items() for name in RunFolder(other.folder).evaluation_names()
               if (run_id, name) != (record.id, evaluation.name)]
     if not others:
@@ -249,25 +253,41 @@ def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluatio
     left, right = st.columns([3, 1])
     chosen = left.selectbox("Compare with (b)", others, key="evaluate.compare_with",
                             format_func=lambda o: f"{o[0]} · {o[1]}")
-    tolerance = right.number_input("Flag changes larger than", 0.0, 1.0, 0.01, step=0.01, key="evaluate.tolerance")
+    alpha = right.selectbox("Flag a change at", SIGNIFICANCE_LEVELS, index=SIGNIFICANCE_LEVELS.index(SIGNIFICANCE),
+                            key="evaluate.significance", format_func=lambda level: f"p < {level:g}",
+                            help="McNemar's exact test on the rows both evaluations scored: a change is flagged "
+                                 "only when the rows one got right and the other wrong make it unlikely by chance.")
     other = evaluation_of(runs[chosen[0]], chosen[1])
     st.caption(plain(f"a = {record.id} · {evaluation.name}; b = {chosen[0]} · {chosen[1]}; delta = b − a"))
-    heads = compare_summaries(evaluation.report, other.report)
-    deltas = [column for column in heads.columns if column.endswith("_delta")]
-    supports = ["support_a", "support_b"]
-    st.dataframe(heads.style.map(partial(highlight, tolerance=tolerance), subset=deltas).format(
-        "{:+.3f}", subset=deltas).format("{:.3f}", subset=[c for c in heads.columns if c.endswith(("_a", "_b"))
-                                                            and c not in supports]).format(COUNT, subset=supports))
+    heads = compare_shared(evaluation.predictions, other.predictions,
+                           [name for name in evaluation.heads if name in other.heads], alpha)
+    shared = int(heads["rows"].max()) if len(heads) else 0
+    st.markdown(f"Like for like on the **{shared:,} rows both scored** (a scored {len(evaluation.predictions):,}, "
+                f"b {len(other.predictions):,}); a head's rows are those with the same true class in both.")
+    if not shared:
+        st.warning("The two evaluations share no row: they cannot be compared like for like. Evaluate both "
+                   "runs on the same catalogue (Review → Predict all rows, or python -m training evaluate).")
+        return
+    counts = ["rows", "only_a_right", "only_b_right"]
+    st.dataframe(heads.style.map(change_colour, subset=["change"]).format(COUNT, subset=counts), column_config={
+        "accuracy_a": NUMBER, "accuracy_b": NUMBER, "delta": DELTA, "p_value": st.column_config.NumberColumn(
+            format="%.3g")})
+    with st.expander("Each evaluation on all its own rows (not like for like)"):
+        summaries = compare_summaries(evaluation.report, other.report)
+        supports = ["support_a", "support_b"]
+        st.dataframe(summaries.style.format("{:+.3f}", subset=[c for c in summaries.columns if c.endswith("_delta")])
+                     .format("{:.3f}", subset=[c for c in summaries.columns if c.endswith(("_a", "_b"))
+                                               and c not in supports]).format(COUNT, subset=supports))
     if head not in other.heads:
         st.info(f"Run b has no {head} head.")
         return
-    table = compare_classes(evaluation.report, other.report, head, tolerance)
-    st.markdown(f"**{head}**: F1 per class; {int(table['regression'].sum())} classes dropped by more than "
-                f"{tolerance:.2f}")
-    # A class only one run has leaves the other's support empty (NaN): shown as a dash, counts as whole numbers.
-    st.dataframe(table.style.map(partial(highlight, tolerance=tolerance), subset=["delta"]).format(
-        COUNT, subset=supports, na_rep="—"), hide_index=True,
-        column_config={"f1_a": NUMBER, "f1_b": NUMBER, "delta": DELTA})
+    table = compare_classes(evaluation.predictions, other.predictions, head, alpha)
+    worse, better = int((table["change"] == Change.WORSE).sum()), int((table["change"] == Change.BETTER).sum())
+    st.markdown(f"**{head}**: accuracy on each true class's shared rows; {worse} classes significantly worse, "
+                f"{better} better (p < {alpha:g}); a class with few rows is never flagged on its own.")
+    st.dataframe(table.style.map(change_colour, subset=["change"]).format(COUNT, subset=counts), hide_index=True,
+                 column_config={"accuracy_a": NUMBER, "accuracy_b": NUMBER, "delta": DELTA,
+                                "p_value": st.column_config.NumberColumn(format="%.3g")})
 
 
 def main() -> None:

@@ -16,10 +16,11 @@ from core.data.profile import (
 from core.data.schema import imbalance_table
 from core.data.split import split_distribution
 from dashboard import charts
+from dashboard.bulk_labels import bulk_label
 from dashboard.datasets import current_catalogue, current_split, taxonomy_of
 from dashboard.gallery import photo_grid
 from dashboard.identity import person
-from dashboard.review_queue import queue_for_review
+from dashboard.review_queue import TAXONOMY_SOURCE, queue_for_review
 from dashboard.text import code
 from training.config import TrainConfig, resolve_rare_min_count
 
@@ -113,6 +114,7 @@ def image_grid(catalogue) -> None:
     if rows.empty:
         st.info("No product matches these filters.")
         return
+    bulk_label(catalogue, rows["id"].tolist(), "grid")
     photo_grid(rows, catalogue, lambda row: [labels_text(row)], key="grid", page_size=page_size)
 
 
@@ -132,7 +134,7 @@ def taxonomy(catalogue) -> None:
         "id": st.column_config.NumberColumn(format="%d"), "valid_parents": "expected"})
     if st.button(f"Review these {rows:,} rows", key="taxonomy_review", icon=":material/fact_check:",
                  disabled=not person().may(Permission.REVIEW), help="For reviewers and admins"):
-        queue_for_review(catalogue, broken["id"].drop_duplicates().tolist())
+        queue_for_review(catalogue, broken["id"].drop_duplicates().tolist(), TAXONOMY_SOURCE)
 
 
 def main() -> None:

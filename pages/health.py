@@ -16,6 +16,7 @@ from core.health.image_quality import ISSUE_TYPES, issue_ids
 from core.health.similarity import DEFAULT_THRESHOLD
 from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
 from dashboard import pages
+from dashboard.bulk_labels import bulk_label
 from dashboard.datasets import current_catalogue, thumbnail
 from dashboard.gallery import photo_grid
 from dashboard.health import (
@@ -94,14 +95,15 @@ def follow(catalogue: Catalogue, record: RunRecord | None) -> None:
     st.text(log_tail(job.log, 1))
 
 
-def review_button(catalogue: Catalogue, ids: list[int], key: str, label: str = "Review these photos") -> None:
-    """Queue the catalogue photos `ids` on the Review page and go there."""
+def review_button(catalogue: Catalogue, ids: list[int], key: str, source: str,
+                  label: str = "Review these photos") -> None:
+    """Queue the catalogue photos `ids` (`source` says what they are) on the Review page and go there."""
     actor: Actor = person()
     if st.button(f"{label} ({len(ids):,})", key=key, icon=pages.REVIEW.icon,
                  disabled=not ids or not actor.may(Permission.REVIEW),
                  help="Opens them in the Review page's queue: keep, relabel, or mark 'not a product' "
                       "(reviewers and admins)."):
-        queue_catalogue(label_store(), catalogue, ids, actor)
+        queue_catalogue(label_store(), catalogue, ids, actor, f"Data health: {source}")
         pages.switch_to(pages.REVIEW)
 
 
@@ -135,7 +137,8 @@ def map_section(catalogue: Catalogue, health: Health, record: RunRecord | None) 
                    "the photo and its nearest neighbours. Photos close on the map look alike to the model.")
     elif region:
         st.markdown(f"**{len(ids):,} photos selected**")
-        review_button(catalogue, ids, "health.review_selection")
+        review_button(catalogue, ids, "health.review_selection", "a selection on the map")
+        bulk_label(catalogue, ids, "health.selection")
         grid(catalogue, pd.DataFrame({"id": ids}), "health.selection")
     else:
         photo_and_neighbours(catalogue, health, ids[0])
@@ -190,15 +193,15 @@ def duplicates_section(catalogue: Catalogue, health: Health, record: RunRecord |
     which = st.segmented_control("Show", ["leaking groups", "all groups", "exact duplicates"], default="leaking groups",
                                  key="health.groups_shown") or "leaking groups"
     shown = {"leaking groups": leaking, "all groups": groups, "exact duplicates": health.exact_duplicates}[which]
-    group_list(catalogue, shown, split, HEADS, f"health.groups.{which}")
+    group_list(catalogue, shown, split, HEADS, f"health.groups.{which}", which)
 
 
-def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, heads, key: str) -> None:
-    """A table of groups; selecting one shows its photos with their split and labels."""
+def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, heads, key: str, what: str) -> None:
+    """A table of groups (`what` they are); selecting one shows its photos with their split and labels."""
     if not groups:
         st.info("No group here.")
         return
-    review_button(catalogue, [i for group in groups for i in group], f"{key}.review",
+    review_button(catalogue, [i for group in groups for i in group], f"{key}.review", what,
                   "Review every photo of these groups")
     table = group_table(groups, split, catalogue.frame, heads)
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"{key}.table")
@@ -206,6 +209,7 @@ def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, 
     if not chosen:
         st.caption("Select a group to see its photos.")
         return
+    bulk_label(catalogue, groups[chosen[0]], f"{key}.group")
     members = pd.DataFrame({"id": groups[chosen[0]]})
     members["split"] = split.reindex(members["id"]).fillna("not in the split").to_numpy()
     grid(catalogue, members, f"{key}.photos", lambda row: [row["split"]])
@@ -218,7 +222,8 @@ def disagreements_section(catalogue: Catalogue, health: Health, record: RunRecor
     groups = [entry["ids"] for entry in label_disagreements(near_duplicates(health, threshold), catalogue.frame, heads)]
     st.caption(f"{len(groups):,} near-duplicate groups whose members disagree on at least one of these labels: "
                "one of them is likely mislabelled.")
-    group_list(catalogue, groups, split_of(catalogue, record)[0], heads, "health.disagreements")
+    group_list(catalogue, groups, split_of(catalogue, record)[0], heads, "health.disagreements",
+               "near-duplicates whose labels disagree")
 
 
 def outliers_section(catalogue: Catalogue, health: Health) -> None:
@@ -226,7 +231,7 @@ def outliers_section(catalogue: Catalogue, health: Health) -> None:
     scores = health.outlier_scores()
     st.caption(f"{len(ids):,} photos unlike any other (far from even their nearest neighbours), most isolated first: "
                "often a photo of something that is not a product, or a rare class.")
-    review_button(catalogue, ids, "health.review_outliers")
+    review_button(catalogue, ids, "health.review_outliers", "outliers")
     grid(catalogue, pd.DataFrame({"id": ids, "score": scores.reindex(ids).to_numpy()}), "health.outliers",
          lambda row: [f"distance {row['score']:.3f}"])
 
@@ -238,7 +243,7 @@ def image_issues_section(catalogue: Catalogue, health: Health) -> None:
     ids = found[kind]
     st.caption("cleanvision's checks, worst first (the score: lower is worse). Mark the ones that are not a product "
                "photo as 'not a product' in Review.")
-    review_button(catalogue, ids, f"health.review_issue.{kind}")
+    review_button(catalogue, ids, f"health.review_issue.{kind}", f"{kind.replace('_', ' ')} photos")
     scores = health.issues.set_index("id")[f"{kind}_score"]
     grid(catalogue, pd.DataFrame({"id": ids, "score": scores.reindex(ids).to_numpy()}), f"health.issue.{kind}",
          lambda row: [f"score {row['score']:.3f}"])

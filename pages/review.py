@@ -23,12 +23,27 @@ from dashboard.datasets import current_catalogue, fitted_width, head_values, thu
 from dashboard.identity import person
 from dashboard.labels import label_store
 from dashboard.models import Guesses, guesses_for, predictor_of
-from dashboard.review_queue import CURRENT_KEY, QUEUE_KEY, queue_sources, queue_view
+from dashboard.review_queue import (
+    CURRENT_KEY,
+    QUEUE_KEY,
+    queue_sources,
+    queue_view,
+    remember_queue,
+    restore_queue,
+)
 from dashboard.review_timer import seconds_on, start_clock
-from dashboard.runs import REVIEW_RUN_KEY
+from dashboard.runs import REVIEW_RUN_KEY, heads_of
 from dashboard.shortcuts import keyboard_shortcuts
 from dashboard.text import code, plain
-from training.registry import RunRecord, RunRegistry, RunState
+from training.registry import (
+    DATASET_SCORE,
+    RunRecord,
+    RunRegistry,
+    RunState,
+    best_first,
+    dataset_score,
+    trained_on,
+)
 from training.run_folder import RunFolder
 
 # Keyboard: modifier combinations, so typing in a text field never triggers an action.
@@ -38,20 +53,46 @@ LOW_CONFIDENCE = 0.5  # a proposal below this probability is marked "unsure": lo
 PHOTO_BOX = (280, 330)  # the item's photo at most this wide and tall (px): the item fits a 1400 x 900 window
 
 
-def choose_run() -> RunRecord | None:
-    runs = {record.id: record for record in RunRegistry().list(limit=200)
-            if record.status == RunState.FINISHED and RunFolder(record.folder).has_checkpoint()}
+def choose_run(catalogue: Catalogue) -> RunRecord | None:
+    """The model whose proposals stand beside the labels: by default the best run on this catalogue
+    (training.registry.best_first), said in the sidebar; None without a finished run (people decide
+    from the catalogue's values alone)."""
+    finished = [record for record in RunRegistry().list(limit=200)
+                if record.status == RunState.FINISHED and RunFolder(record.folder).has_checkpoint()]
+    runs = {record.id: record for record in best_first(finished, catalogue.root)}
     if not runs:
-        st.info("No finished run yet: the model's proposals come from a trained run.")
-        pages.link(pages.TRAIN, "Train a model")
+        st.sidebar.caption("No finished run yet: you decide from the catalogue's values, without a model's "
+                           "proposals.")
+        with st.sidebar:
+            pages.link(pages.TRAIN, "Train a model")
         return None
     run_id = st.sidebar.selectbox("Model (a finished run's best checkpoint)", list(runs), key=REVIEW_RUN_KEY,
                                   format_func=lambda i: f"{i} · {runs[i].config.get('backbone')} · "
-                                                        f"{runs[i].best_metric_name} {runs[i].best_metric or 0:.3f}")
+                                                        + run_score(runs[i], catalogue))
+    st.sidebar.caption(model_choice_note(runs[run_id], next(iter(runs.values())), catalogue))
     return runs[run_id]
 
 
-def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: Item, shown: list[int],
+def run_score(record: RunRecord, catalogue: Catalogue) -> str:
+    if not trained_on(record, catalogue.root):
+        return "another dataset"
+    score = dataset_score(record)
+    return "no score" if score is None else f"{score:.3f}"
+
+
+def model_choice_note(chosen: RunRecord, best: RunRecord, catalogue: Catalogue) -> str:
+    """Which model proposes, and why it is the default."""
+    if run_score(best, catalogue) == "another dataset":
+        return (f"Proposals from run {chosen.id}. No run was trained on this dataset: the newest run of another "
+                "dataset proposes.")
+    ranked = f"by {DATASET_SCORE}, {run_score(best, catalogue)}"
+    if chosen.id == best.id:
+        return f"Proposals from run {chosen.id}: the best run on this dataset {ranked}."
+    return (f"Proposals from run {chosen.id} ({run_score(chosen, catalogue)}); the best on this dataset is "
+            f"{best.id} ({ranked}).")
+
+
+def item_view(store: LabelStore, record: RunRecord | None, catalogue: Catalogue, item: Item, shown: list[int],
               actor: Actor) -> None:
     """The photo, one choice per head and the actions, sized to fit a 1400 x 900 window. Each head
     shows its current value (the catalogue's, or a decision); where the model proposes something
@@ -60,7 +101,7 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     start_clock(item.item)
     current = store.current([item.item])[item.item]
     status = current["status"]
-    guesses = guesses_for(record, item)
+    guesses = guesses_for(record, item) if record is not None else Guesses({}, {})  # no model: no proposal
     picture, labels = st.columns([1, 3])
     unlike = not isinstance(guesses, str) and not guesses.typical
     picture.caption(f"{position:,} of {len(shown):,} · {plain(item.name)} · "
@@ -74,8 +115,8 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     if isinstance(guesses, str):
         picture.error(plain(guesses))
         guesses = Guesses({}, {})
-    heads = list(record.config["heads"])
-    schema = predictor_of(record).schema
+    heads = heads_of(record)
+    classes = predictor_of(record).schema.classes if record is not None else {}
     chosen, predicted, takes = {}, {}, {}
     new_values = st.session_state.setdefault("review.new_values", {})
     reviewer_values = store.values(catalogue.root)
@@ -83,7 +124,7 @@ def item_view(store: LabelStore, record: RunRecord, catalogue: Catalogue, item: 
     for index, (head, cell) in enumerate(zip(heads, grid)):
         with cell:
             vocabulary = [*head_values(catalogue, head), *reviewer_values[head]]
-            offered = choices(schema.classes[head], vocabulary, current[head])
+            offered = choices(classes.get(head, ()), vocabulary, current[head])
             extra = new_values.get((item.item, head))
             if extra is not None:
                 offered.append(extra)
@@ -162,7 +203,7 @@ def model_note(guesses: list[tuple[str, float]], sure: bool | None, proposed: bo
             + (" · sure" if sure else " · unsure" if p < LOW_CONFIDENCE else ""))
 
 
-def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], actor: Actor,
+def actions(store: LabelStore, record: RunRecord | None, item: Item, shown: list[int], actor: Actor,
             chosen: dict, predicted: dict, new_values: dict, takes: dict[str, str]) -> None:
     columns = st.columns(6)
     disabled = not actor.may(Permission.REVIEW)
@@ -181,18 +222,19 @@ def actions(store: LabelStore, record: RunRecord, item: Item, shown: list[int], 
                "Keys: Ctrl+Enter save & next · Ctrl+← / Ctrl+→ previous / next · Ctrl+↓ skip · "
                "Ctrl+X not a product · Ctrl+Z undo · Alt+n take the model's proposal for head n")
     step = 1 if following else -1 if previous else 0
+    run_id = record.id if record is not None else None
     if save:
         missing = [head for head, value in chosen.items()
                    if value is None and (item.kind == ItemKind.EXTERNAL or item.baseline.get(head) is not None)]
         if missing:  # a catalogue row may keep a label it never had missing
             st.error(f"Choose a label for {', '.join(missing)} first.")
             return
-        store.review(item.item, chosen, actor, run_id=record.id, predicted=predicted,
+        store.review(item.item, chosen, actor, run_id=run_id, predicted=predicted,
                      new_values=[head for head in chosen if new_values.get((item.item, head)) == chosen[head]],
                      seconds=seconds_on(item.item))
         step = 1
     elif skip or not_product:
-        store.mark(item.item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, actor, run_id=record.id)
+        store.mark(item.item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, actor, run_id=run_id)
         step = 1
     elif undo:
         try:
@@ -285,9 +327,7 @@ def main() -> None:
     catalogue = current_catalogue()
     if catalogue is None:
         return
-    record = choose_run()
-    if record is None:
-        return
+    record = choose_run(catalogue)
     store = label_store()
     review_tab, export_tab = st.tabs(["Review", "Export"], key="review.section", on_change="rerun")
     if export_tab.open:
@@ -300,18 +340,20 @@ def main() -> None:
             st.info(f"You are a {actor.role}: you can read the decisions (Export tab) but not make them. "
                     "An admin gives you the reviewer role in the access file.")
             return
+        restore_queue(store, catalogue, actor)
         queue_sources(store, catalogue, record, actor)
         if not st.session_state.get(QUEUE_KEY):
             st.info("Upload photos, load a folder, or load a catalogue queue to start reviewing.")
             return
-        shown, _ = queue_view(store, list(record.config["heads"]))
+        shown, _ = queue_view(store, heads_of(record))
+        remember_queue(store, catalogue, actor, shown)
         if shown:
-            current = st.session_state.get(CURRENT_KEY)
-            [item] = store.items([current if current in shown else shown[0]])
+            [item] = store.items([st.session_state[CURRENT_KEY]])
             item_view(store, record, catalogue, item, shown, actor)
         else:
             st.info("No item in this view: change the filter.")
-        bulk_accept(store, record, actor)
+        if record is not None:
+            bulk_accept(store, record, actor)
 
 
 main()

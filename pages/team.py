@@ -39,7 +39,7 @@ def main() -> None:
     gold_section(own_rows(decided, actor), gold)
     if lead:
         agreement_section(decided)
-        disagreements_section(store, decided)
+        disagreements_section(store, catalogue, decided)
         gold_controls(store, catalogue, gold, actor)
 
 

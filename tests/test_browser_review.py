@@ -97,3 +97,32 @@ def test_review_three_external_photos_with_the_keyboard(server, page):
         wait_idle(page)
         assert header.inner_text() == before, f"{keys} in a text field changed the item: {header.inner_text()}"
         assert page.get_by_text("3 of 3 reviewed").is_visible()
+
+
+def test_the_queue_and_the_item_under_review_come_back_on_a_reload(server, page):
+    photos = external_photos(3)
+    url, _ = server
+    page.set_viewport_size(WINDOW)
+    page.goto(f"{url}/review")
+    page.get_by_role("heading", name="Review", exact=True).wait_for()
+    wait_idle(page)
+    name = page.get_by_label("Your name")
+    name.fill("reload tester")
+    name.press("Tab")
+    wait_idle(page)
+    page.locator('input[type="file"]').set_input_files(photos)
+    page.get_by_text("0 of 3 reviewed").wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="Next", exact=True).click()
+    header = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="2 of 3 · ")
+    header.wait_for()
+    wait_idle(page)
+    shown = header.inner_text()
+
+    page.reload()
+    page.get_by_role("heading", name="Review", exact=True).wait_for()
+    header.wait_for()
+    wait_idle(page)
+    assert header.inner_text() == shown
+    assert page.get_by_text("Queue: 3 uploaded photos").is_visible()
+    assert page.get_by_label("Your name").input_value() == "reload tester"

@@ -17,6 +17,7 @@ from core.access.roles import DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
 from core.data.profile import filter_rows
 from core.data.split import split_catalogue
+from core.labels.checks import catalogue_value
 from core.labels.store import LabelStore
 from core.labels.tables import ReviewStatus
 from core.trust.taxonomy import Taxonomy
@@ -323,3 +324,35 @@ def test_home_counts_the_reviewed_labels_of_the_open_dataset(configured_demo):  
     at = app()
     metrics = metric_values(at)
     assert (metrics["Corrected rows"], metrics["Not a product"], metrics["New photos labelled"]) == ("1", "1", "1")
+
+
+def test_a_filtered_grid_gets_one_label_as_one_bulk_edit_with_a_count_a_confirmation_and_an_undo(configured_demo):
+    frame = load_catalogue(configured_demo).frame
+    article = frame["articleType"].value_counts().index[0]
+    ids = filter_rows(frame, {"articleType": [article]})["id"].tolist()
+    at = explore(app())
+    at.multiselect(key="filter_articleType").set_value([article]).run()
+    at.session_state["grid.bulk_open"] = True  # open the form (closed, it costs nothing)
+    at.run()
+    at.selectbox(key="grid.bulk_head").set_value("season").run()
+    at.selectbox(key="grid.bulk_value").set_value("Spring").run()
+    springs = int((frame.set_index("id").loc[ids, "season"] == "Spring").sum())
+    changing = len(ids) - springs
+    assert any(m.value.startswith(f"**{changing:,} of {len(ids):,} photos** would change to season = Spring")
+               for m in at.markdown)
+    assert at.button(key="grid.bulk_apply").disabled  # not confirmed yet
+    at.checkbox(key="grid.bulk_confirm").check().run()
+    at.button(key="grid.bulk_apply").click().run()
+    assert not at.exception, at.exception
+    assert f"Set season to Spring on {changing:,} photos." in [s.value for s in at.success]
+    store = LabelStore(workspace=workspace.workspace_dir())
+    state = {item.product_id: values["season"] for item, values in store.dataset_state(configured_demo)}
+    assert len(state) == changing and set(state.values()) == {"Spring"} and set(state) <= set(ids)
+    assert store.log_frame(configured_demo)["action"].nunique() == changing  # one action per photo, one batch
+
+    at.button(key="grid.bulk_undo").click().run()
+    assert not at.exception, at.exception
+    after = {item.product_id: values["season"] for item, values in store.dataset_state(configured_demo)}
+    assert after == {product_id: catalogue_value(frame.set_index("id").loc[product_id, "season"])
+                     for product_id in state}
+    assert not at.success

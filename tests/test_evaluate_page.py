@@ -20,6 +20,7 @@ from core.evaluation.views import (
     CLASS_OUTCOMES,
     class_rows,
     class_table,
+    compare_shared,
     compare_summaries,
     misclassified,
     trust_sentences,
@@ -152,21 +153,27 @@ def test_training_curves(run):
     assert {trace["name"] for trace in chart_spec(at, 0)["data"]} == {"train", "val"}
 
 
-def test_compare_with_another_evaluation(run):
+def test_compare_with_another_evaluation_like_for_like(run):
     record, evaluation = run
     at = page("Compare")
     assert at.selectbox(key="evaluate.compare_with").value == (record.id, "evaluation-fake")
     other = load_evaluation(RunFolder(record.folder).evaluation("evaluation-fake"))
-    expected = compare_summaries(evaluation.report, other.report)
-    shown = at.dataframe[0].value  # a Styler's data
-    pd.testing.assert_frame_equal(shown, expected)
-    classes = at.dataframe[1].value
+    expected = compare_shared(evaluation.predictions, other.predictions, evaluation.heads)
+    pd.testing.assert_frame_equal(at.dataframe[0].value, expected)  # a Styler's data
+    shared = int(expected["rows"].max())
+    assert any(m.value.startswith(f"Like for like on the **{shared:,} rows both scored**") for m in at.markdown)
+    pd.testing.assert_frame_equal(at.dataframe[1].value, compare_summaries(evaluation.report, other.report))
+    classes = at.dataframe[2].value
     assert classes["delta"].dropna().is_monotonic_increasing
-    for table in at.dataframe[:2]:  # supports read as whole numbers, a class one run lacks as a dash
-        shown_support = displayed(table)[["support_a", "support_b"]].stack()
-        assert shown_support.str.fullmatch(r"[\d,]+|—").all(), shown_support.tolist()
-    regressed = int(classes["regression"].sum())
-    assert any(m.value.startswith(f"**{HEAD}**: F1 per class; {regressed} classes dropped") for m in at.markdown)
+    worse = int((classes["change"] == "worse").sum())
+    assert any(m.value.startswith(f"**{HEAD}**: accuracy on each true class's shared rows; {worse} classes "
+                                  "significantly worse") for m in at.markdown)
+    for table, columns in ((at.dataframe[0], ["rows", "only_a_right"]), (at.dataframe[1], ["support_a", "support_b"]),
+                           (at.dataframe[2], ["rows", "only_b_right"])):  # counts read as whole numbers
+        shown_counts = displayed(table)[columns].stack()
+        assert shown_counts.str.fullmatch(r"[\d,]+").all(), shown_counts.tolist()
+    at.selectbox(key="evaluate.significance").set_value(0.1).run()
+    assert not at.exception, at.exception
 
 
 def displayed(dataframe) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from scipy.stats import binomtest
 from sklearn.metrics import classification_report, confusion_matrix
 
 from core.data.catalogue import load_catalogue
@@ -30,18 +31,22 @@ from core.evaluation.files import (
     write_evaluation,
 )
 from core.evaluation.views import (
+    Change,
     ConfusionView,
     cell_rows,
     class_rows,
     class_table,
     classes_csv,
     compare_classes,
+    compare_shared,
     compare_summaries,
     filter_classes,
     label_lines,
+    mcnemar_p,
     misclassified,
     report_json,
     row_normalised,
+    shared_outcomes,
     summary_csv,
     top_n_confusion,
     top_probabilities,
@@ -247,12 +252,34 @@ def test_compare_two_reports():
     heads = compare_summaries(a, b)
     assert heads.loc["usage", "macro_f1_delta"] == pytest.approx(np.mean([0.9, 0.42, 0.1]) - np.mean([0.8, 0.5, 0.3]))
     assert heads.loc["usage", "accuracy_delta"] == 0
-    table = compare_classes(a, b, "usage", tolerance=0.05).set_index("class")
-    assert list(table.index) == ["Sports", "Casual", "Ethnic", "Party"]  # biggest drop first, no delta last
-    assert table.loc["Sports", "delta"] == pytest.approx(-0.08) and table.loc["Sports", "regression"]
-    assert table.loc["Casual", "delta"] == pytest.approx(0.1) and not table.loc["Casual", "regression"]
-    assert np.isnan(table.loc["Party", "f1_a"]) and not table.loc["Party", "regression"]
-    assert not compare_classes(a, b, "usage", tolerance=0.1)["regression"].any()
+
+
+def _predictions(ids, true, predicted) -> pd.DataFrame:
+    return pd.DataFrame({"id": list(ids), "usage": list(true), "usage_pred": list(predicted)})
+
+
+def test_runs_compare_on_the_rows_they_share_and_flag_only_significant_changes():
+    # a scored ids 0-199, b ids 100-299: 100 shared rows, one of them with a label changed in between.
+    true = ["Casual"] * 97 + ["Sports"] * 3
+    a = _predictions(range(200), ["Casual"] * 100 + true, ["Casual"] * 100 + true)  # a: all right
+    b_pred = ["Formal"] * 30 + ["Casual"] * 67 + ["Casual"] * 3  # b: 30 Casual rows and the 3 Sports rows wrong
+    b_true = [*true[:-1], "Formal"]  # the last shared row's label changed: left out
+    b = _predictions(range(100, 300), [*b_true, *["Casual"] * 100], [*b_pred, *["Casual"] * 100])
+    outcomes = shared_outcomes(a, b, "usage")
+    assert outcomes.index.tolist() == list(range(100, 199))
+    heads = compare_shared(a, b, ["usage"])
+    row = heads.loc["usage"]
+    assert (row["rows"], row["only_a_right"], row["only_b_right"]) == (99, 32, 0)
+    assert row["accuracy_a"] == 1 and row["accuracy_b"] == pytest.approx(67 / 99)
+    assert row["p_value"] == pytest.approx(binomtest(0, 32, 0.5).pvalue) and row["change"] == Change.WORSE
+    classes = compare_classes(a, b, "usage").set_index("class")
+    assert list(classes.index) == ["Sports", "Casual"]  # largest drop first
+    assert classes.loc["Sports", "rows"] == 2 and classes.loc["Sports", "delta"] == -1
+    assert classes.loc["Sports", "change"] == Change.UNSURE  # 2 rows: never significant on their own
+    assert classes.loc["Casual", "change"] == Change.WORSE
+    assert mcnemar_p(3, 3) == 1 and mcnemar_p(0, 0) == 1
+    assert mcnemar_p(20, 7) == pytest.approx(binomtest(7, 27, 0.5).pvalue)
+    assert compare_shared(a, b, ["usage"], alpha=1e-12).loc["usage", "change"] == Change.UNSURE
 
 
 def test_csv_and_json_exports_hold_the_report(faked):

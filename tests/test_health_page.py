@@ -185,3 +185,23 @@ def test_a_runs_model_colours_the_map_by_its_split_and_its_right_and_wrong(run_h
     split, name = run_health.health_split(catalogue, record)
     assert name == f"the split of run {record.id}"
     assert evaluated["right"] + evaluated["wrong"] == (split == "val").sum()
+
+
+@pytest.mark.slow
+def test_a_near_duplicate_group_gets_one_label_as_one_bulk_edit(computed):
+    catalogue, health = computed
+    at = page("Near-duplicates & leakage")
+    at.segmented_control(key="health.groups_shown").set_value("all groups").run()
+    group = health.near_duplicates(DEFAULT_THRESHOLD)[0]
+    at.session_state["health.groups.all groups.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.session_state["health.groups.all groups.group.bulk_open"] = True
+    at.run()
+    at.selectbox(key="health.groups.all groups.group.bulk_head").set_value("usage").run()
+    at.selectbox(key="health.groups.all groups.group.bulk_value").set_value("Sports").run()
+    at.checkbox(key="health.groups.all groups.group.bulk_confirm").check().run()
+    at.button(key="health.groups.all groups.group.bulk_apply").click().run()
+    assert not at.exception, at.exception
+    store = LabelStore(workspace=workspace.workspace_dir())
+    state = {item.product_id: values["usage"] for item, values in store.dataset_state(catalogue.root)}
+    assert set(group) == set(state) | set(catalogue.frame.loc[catalogue.frame["usage"] == "Sports", "id"]) & set(group)
+    assert set(state.values()) == {"Sports"}

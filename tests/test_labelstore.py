@@ -6,6 +6,7 @@ names one (.ci/run starts one; the tests drop the store's tables first, so rerun
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import subprocess
@@ -25,7 +26,7 @@ from core.data.catalogue import load_catalogue
 from core.images.reading import ImageRejected
 from core.labels import tables
 from core.labels.store import HISTORY_COLUMNS, LabelStore, UndoConflict
-from core.labels.tables import EXTERNAL_ID_BASE, FIELDS, STATUS, ReviewStatus
+from core.labels.tables import EXTERNAL_ID_BASE, FIELDS, STATUS, ReviewStatus, SavedQueue
 from core.labels.uploads import UPLOADS_FOLDER
 from core.workspace import HOME_ENV
 
@@ -462,3 +463,78 @@ def test_photo_files_on_the_server_need_an_admin_and_a_path_under_their_roots(st
     # The same words whether the file exists or not, but for the path typed.
     assert str(refused.value).replace("look.png", "gone.png") == str(missing.value)
     assert store.add_image_file(catalogue, photo, ANN).added_by == "ann"  # no roots: the command line
+
+
+# --- queues -----------------------------------------------------------------------------------
+
+
+def test_a_persons_queue_comes_back_for_them_alone_on_each_dataset(store, db_url, workspace_home, items, catalogue,
+                                                                    tmp_path):
+    queue = SavedQueue("label issues of run r1", (items[WATCH_ID], items[SHIRT_ID]), "unreviewed",
+                       ("baseColour",), items[SHIRT_ID])
+    assert store.saved_queue(catalogue.root, ANN) is None
+    store.keep_queue(catalogue.root, queue, ANN)
+    # Another process (a reload, another device) sees it; another person and another dataset do not.
+    fresh = LabelStore(workspace=workspace_home, db_url=db_url)
+    assert fresh.saved_queue(str(catalogue.root) + "/", ANN) == queue
+    assert fresh.saved_queue(catalogue.root, BOB) is None
+    assert fresh.saved_queue(tmp_path / "other", ANN) is None
+    moved = dataclasses.replace(queue, current=items[WATCH_ID], filter="all", corrected_in=())
+    fresh.keep_queue(catalogue.root, moved, ANN)  # replaced whole
+    assert store.saved_queue(catalogue.root, ANN) == moved
+    bobs = SavedQueue("uploads", (items[JEANS_ID],))
+    store.keep_queue(catalogue.root, bobs, BOB)
+    assert store.saved_queue(catalogue.root, BOB) == bobs and store.saved_queue(catalogue.root, ANN) == moved
+
+
+def test_a_queue_that_does_not_hold_together_is_refused_and_unknown_items_are_dropped(store, items, catalogue):
+    good = SavedQueue("uploads", (items[WATCH_ID],), current=items[WATCH_ID])
+    for bad, says in ((dataclasses.replace(good, current=items[SHIRT_ID]), "not in the queue"),
+                      (dataclasses.replace(good, corrected_in=("colour",)), r"unknown head\(s\) colour"),
+                      (dataclasses.replace(good, filter=""), "filter"),
+                      (dataclasses.replace(good, items=("one",)), "item")):
+        with pytest.raises(ValueError, match=says):
+            store.keep_queue(catalogue.root, bad, ANN)
+    assert store.saved_queue(catalogue.root, ANN) is None
+    with pytest.raises(AccessDenied):
+        store.keep_queue(catalogue.root, good, Actor("vic", Role.VIEWER))
+    store.keep_queue(catalogue.root, dataclasses.replace(good, items=(items[WATCH_ID], 999_999), current=999_999), ANN)
+    assert store.saved_queue(catalogue.root, ANN) == SavedQueue("uploads", (items[WATCH_ID],))
+
+
+# --- bulk edits -------------------------------------------------------------------------------
+
+
+def test_a_label_set_on_many_items_is_one_batch_undone_as_a_whole(store, items):
+    shirt, jeans, watch = items[SHIRT_ID], items[JEANS_ID], items[WATCH_ID]
+    store.review(jeans, {"season": "Summer"}, ANN, complete=False)
+    batch = store.label_many([shirt, jeans, watch, shirt], "season", " Summer ", ANN)
+    assert batch.value == "Summer" and batch.changed == (shirt, watch) and batch.unchanged == (jeans,)
+    current = store.current([shirt, jeans, watch])
+    assert {item: values["season"] for item, values in current.items()} == dict.fromkeys((shirt, jeans, watch),
+                                                                                         "Summer")
+    assert current[shirt][STATUS] is None  # one head is not a review
+    assert kinds(store, shirt)[-1] == ("season", "Fall", "Summer", "correct")
+    store.review(jeans, {"usage": "Sports"}, BOB, complete=False)  # someone else, on another item: no conflict
+    undo = store.undo_last(ANN)
+    assert undo.kind == "undo"
+    current = store.current([shirt, jeans, watch])
+    assert (current[shirt]["season"], current[jeans]["season"], current[watch]["season"]) == ("Fall", "Summer",
+                                                                                             "Winter")
+    assert store.undo_last(ANN).item == jeans  # the review before the batch is next
+    assert_history_consistent(store, [shirt, jeans, watch])
+
+
+def test_a_batch_changed_since_is_not_undone_in_part(store, items):
+    shirt, watch = items[SHIRT_ID], items[WATCH_ID]
+    batch = store.label_many([shirt, watch], "usage", "Formal", ANN)
+    store.review(watch, {"usage": "Casual"}, BOB, complete=False)
+    with pytest.raises(UndoConflict, match="bob"):
+        store.undo_action(store.open_actions(shirt)[0].action, ANN)
+    assert store.current([shirt])[shirt]["usage"] == "Formal"  # nothing undone
+    assert batch.changed == (shirt, watch)
+    assert store.label_many([shirt], "usage", "Formal", ANN).batch == ""  # nothing to change: nothing written
+    with pytest.raises(ValueError, match="formula"):
+        store.label_many([shirt], "usage", "=HYPERLINK(1)", ANN)
+    with pytest.raises(AccessDenied):
+        store.label_many([shirt], "usage", "Casual", Actor("vic", Role.VIEWER))

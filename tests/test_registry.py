@@ -14,7 +14,7 @@ from sqlalchemy import update
 from core.access import database
 from core.access.database import DB_URL_ENV, db_engine
 from training import registry as registry_module
-from training.registry import LOST_PROCESS_ERROR, RunRegistry, runs_table
+from training.registry import LOST_PROCESS_ERROR, RunRegistry, best_first, dataset_score, runs_table
 
 from conftest import REPO
 from lock_holder import finishes_within, lock_held
@@ -225,3 +225,20 @@ def test_a_lost_run_is_marked_failed_once_the_lock_is_free(workspace_home, regis
         with pytest.raises(database.DatabaseBusy, match="busy.*try again"):
             finishes_within(30, lambda: registry.mark_cancelled(run_id))
     assert (registry.get(run_id).status, registry.get(run_id).error) == ("failed", LOST_PROCESS_ERROR)
+
+
+def test_runs_of_a_dataset_rank_by_their_held_out_score_before_newer_and_other_runs(registry, tmp_path):
+    data, other = tmp_path / "data", tmp_path / "other"
+    ids = {}
+    for name, folder, score in (("old_best", data, 0.61), ("unscored", data, None), ("elsewhere", other, 0.99),
+                                ("newest", data, 0.42)):
+        run = registry.create({**CONFIG, "data": str(folder)}, "tester")
+        registry.mark_running(run.id, os.getpid(), "cpu", "random")
+        metrics = {} if score is None else {"mean_macro_f1": score}
+        registry.mark_finished(run.id, 0.5, "val/mean_macro_f1", metrics, {})
+        ids[run.id] = name
+    newest_first = registry.list()
+    assert [ids[record.id] for record in newest_first] == ["newest", "elsewhere", "unscored", "old_best"]
+    ranked = best_first(newest_first, str(data) + "/")
+    assert [ids[record.id] for record in ranked] == ["old_best", "newest", "unscored", "elsewhere"]
+    assert [dataset_score(record) for record in ranked] == [0.61, 0.42, None, 0.99]

@@ -28,7 +28,6 @@ from core.labels.queues import (
     shown_label,
     sure_heads,
     top_proposals,
-    undo_bulk,
 )
 from core.labels.store import LabelStore
 from core.model.predictor import FilePrediction, Guess
@@ -211,22 +210,19 @@ def test_a_photo_whose_every_head_is_sure_is_reviewed(bulk):
     assert store.current([new[0].item])[new[0].item]["status"] == "reviewed"
 
 
-def test_undo_bulk_walks_back_the_accepted_photos_and_stops_at_another_decision(bulk):
+def test_an_auto_acceptance_is_undone_as_a_whole_after_the_decisions_made_since(bulk):
     store, new, _ = bulk
     first, second, third, fourth, _ = new
     store.review(first.item, {"gender": "Women"}, ANN)  # by hand, before
     proposals = {item.item: PhotoProposal({"gender": ("Men", 0.95)}) for item in (second, third, fourth)}
-    result = accept_confident(store, [second, third, fourth], proposals, SourcePolicy.everywhere({"gender": 0.9}),
-                              ANN)
+    result = accept_confident(store, [second, third, fourth], proposals,
+                              SourcePolicy.everywhere({"gender": 0.9}, audit_share=0.0), ANN)
     assert result.partial == [second.item, third.item, fourth.item]
-    store.review(fourth.item, {"gender": "Boys"}, ANN)  # a later decision by hand, on a bulk one
+    store.review(fourth.item, {"gender": "Boys"}, ANN)  # a later decision by hand, on an accepted one
 
-    assert undo_bulk(store, ANN, result.actions) == []  # the later decision comes first
-    store.undo_last(ANN)
-    undone = undo_bulk(store, ANN, result.actions)
-    assert [action.item for action in undone] == [fourth.item, third.item, second.item]
-    assert [action.action for action in undone] == result.actions[::-1]
+    assert store.undo_last(ANN).item == fourth.item  # the later decision comes first
+    store.undo_last(ANN)  # then the whole acceptance at once
     current = store.current([item.item for item in new])
     assert [current[item.item]["gender"] for item in (second, third, fourth)] == [None, None, None]
     assert current[first.item]["status"] == "reviewed" and current[first.item]["gender"] == "Women"
-    assert undo_bulk(store, ANN, result.actions) == []  # nothing of it is left to undo
+    assert store.undo_batch(result.batch, ANN) == ([], [])  # nothing of it is left to undo

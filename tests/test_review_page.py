@@ -12,11 +12,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import workspace
-from core.access.roles import DATA_ROOTS_ENV
+from core.access.roles import DATA_ROOTS_ENV, Actor, Role
 from core.data.catalogue import load_catalogue
 from core.labels.queues import HISTORY_TABLE_COLUMNS, label_issue_ids, load_photo_folder
 from core.labels.store import LabelStore
-from core.labels.tables import EXTERNAL_ID_BASE
+from core.labels.tables import EXTERNAL_ID_BASE, SavedQueue
 from core.trust.abstention import THRESHOLDS, Selection
 from core.trust.layer import Calibration
 from core.trust.sources import AUDIT_SHARE, audit_draw
@@ -29,7 +29,7 @@ from training.launcher import evaluation_job
 from training.processes import log_tail
 from training.run_folder import RunFolder
 
-from conftest import ANN, EXTERNAL_DIR, REPO, shown, tiny_run_workspace
+from conftest import ANN, EXTERNAL_DIR, REPO, point_at_workspace, shown, tiny_run_workspace
 
 HOME = str(REPO / "dashboard" / "Home.py")
 REVIEW = "../pages/review.py"
@@ -245,8 +245,9 @@ def test_predict_every_row_in_the_background_then_queue_from_it(run):
     assert job.finished_since_launch(record.folder), log_tail(job.log)
     at.run()
     evaluations = at.selectbox(key="review.evaluation")
-    assert f"every row ({job.name})" in evaluations.options
-    evaluations.set_value(job.name).run()
+    every_row = f"run {record.id}: every row ({job.name})"
+    assert every_row in evaluations.options
+    evaluations.set_value(every_row).run()
     at.number_input(key="review.limit").set_value(len(catalogue.frame)).run()
     at.button(key="review.load_confident").click().run()
     queued = LabelStore(workspace=workspace.workspace_dir()).items(at.session_state["review.queue"])
@@ -483,3 +484,105 @@ def test_uploads_take_the_source_typed_and_a_bad_name_is_refused_with_the_defaul
     assert not at.exception, at.exception
     assert any("Source of the uploads" in text and "uploads" in text for text in texts(at.error))
     assert [item.source for item in store.items(at.session_state["review.queue"])] == ["Spring drop 2027", "uploads"]
+
+
+def reloaded_review(reviewer: str) -> AppTest:
+    """The Review page as a reload (or another device) opens it: a new session, the name in the address."""
+    at = AppTest.from_file(HOME, default_timeout=90)
+    at.query_params["review.reviewer"] = reviewer
+    at.run()
+    at.switch_page(REVIEW).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_queue_its_view_and_position_come_back_on_a_reload(run):
+    record, catalogue = run
+    at = review_page(reviewer="eve")
+    at.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    at.number_input(key="review.limit").set_value(4).run()
+    at.button(key="review.load_confident").click().run()
+    queue = at.session_state["review.queue"]
+    at.selectbox(key="review.filter").set_value("unreviewed").run()
+    first = current_item(at)
+    at.button(key="review_next").click().run()
+    where = current_item(at)
+    assert where != first and where in queue and not at.exception
+
+    reloaded = reloaded_review("eve")
+    assert reloaded.session_state["review.queue"] == queue and current_item(reloaded) == where
+    assert reloaded.selectbox(key="review.filter").value == "unreviewed"
+    assert f"Queue: the least confident rows of run {record.id}: its validation split" in shown(
+        " ".join(texts(reloaded.caption)))
+    assert reloaded.selectbox(key=f"review.{where}.gender")  # the item is on screen
+
+
+def test_photos_uploaded_in_an_earlier_session_can_be_queued_again(run):
+    _, catalogue = run
+    at = review_page(reviewer="gil")
+    at.file_uploader(key="review.uploads").set_value([photo(catalogue, int(catalogue.frame["id"].iloc[9]))]).run()
+    [uploaded] = at.session_state["review.queue"]
+    at.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    at.button(key="review.load_confident").click().run()  # another queue replaces it
+    assert uploaded not in at.session_state["review.queue"]
+
+    later = reloaded_review("gil")
+    later.segmented_control(key="review.source").set_value("Photos (upload or folder)").run()
+    later.button(key="review.queue_added").click().run()
+    photos = LabelStore(workspace=workspace.workspace_dir()).dataset_items(catalogue.root, "external")
+    assert later.session_state["review.queue"] == [item.item for item in photos]
+    assert uploaded in later.session_state["review.queue"] and not later.exception, later.exception
+
+
+def test_without_a_model_a_data_health_list_is_reviewed_from_the_catalogue_values(tmp_path, monkeypatch):
+    """No finished run: a queue Data health made (here as the store keeps it for the person) opens
+    on the catalogue's values, and a decision is saved without a model."""
+    from core.data.demo import generate_demo
+
+    demo = generate_demo(tmp_path / "demo", n=50, seed=6)
+    point_at_workspace(monkeypatch, tmp_path / "ws", demo)
+    catalogue = load_catalogue(demo)
+    store = LabelStore(workspace=workspace.workspace_dir())
+    hal = Actor("hal", Role.ADMIN)
+    items = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist()[:3], hal)
+    store.keep_queue(demo, SavedQueue("Data health: outliers", tuple(item.item for item in items)), hal)
+
+    at = reloaded_review("hal")
+    assert "No finished run yet" in " ".join(texts(at.caption))
+    first = items[0]
+    assert current_item(at) == first.item
+    for head in ("articleType", "baseColour"):
+        assert at.selectbox(key=f"review.{first.item}.{head}").value == first.baseline[head]
+    at.button(key="review_save").click().run()
+    assert not at.exception, at.exception
+    assert current_item(at) == items[1].item
+    history = store.history(first.item)
+    assert store.current([first.item])[first.item]["status"] == "reviewed" and history["run_id"].isna().all()
+
+
+def test_the_model_defaults_to_the_best_run_on_the_dataset_and_every_runs_predictions_stay_listed(run, tmp_path):
+    """A newer run that scores worse is not the default; chosen by hand, the older run's predictions
+    are still offered for a least-confident queue."""
+    import os
+    import shutil
+
+    from training.registry import RunRegistry
+
+    record, catalogue = run
+    registry = RunRegistry()
+    folder = tmp_path / "worse-run"
+    shutil.copytree(record.folder, folder, ignore=shutil.ignore_patterns("evaluation*"))
+    worse = registry.create(record.config, "tester", folder=folder)
+    registry.mark_running(worse.id, os.getpid(), "cpu", "random")
+    score = record.metrics["mean_macro_f1"]
+    registry.mark_finished(worse.id, 0.0, "val/mean_macro_f1", {**record.metrics, "mean_macro_f1": score / 2}, {})
+
+    at = review_page()
+    assert at.selectbox(key="review.run").value == record.id
+    assert (f"Proposals from run {record.id}: the best run on this dataset by mean macro-F1 on held-out rows, "
+            f"{score:.3f}.") in texts(at.sidebar.caption)
+    at.selectbox(key="review.run").set_value(worse.id).run()
+    at.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    assert f"run {record.id}: its validation split" in at.selectbox(key="review.evaluation").options
+    assert f"the best on this dataset is {record.id}" in " ".join(texts(at.sidebar.caption))
+    assert not at.exception, at.exception

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from core.access.database import DatabaseBusy, create_tables, database_url, db_engine, read_only
+from core.data.catalogue import same_dataset
 from core.workspace import workspace_dir
 from training.processes import describe_exit, is_alive, log_tail, process_start, reap, reap_ended
 from training.run_folder import RunFolder
@@ -117,6 +118,31 @@ class RunRecord:
     def as_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready."""
         return dataclasses.asdict(self)
+
+
+DATASET_SCORE = "mean macro-F1 on held-out rows"  # what `dataset_score` is, said for a person
+
+
+def dataset_score(record: RunRecord) -> float | None:
+    """What the runs of one dataset are ranked by: every head's macro-F1 averaged over the run's
+    proposals on its held-out rows (its evaluation when it finished); None for a run without one."""
+    value = (record.metrics or {}).get("mean_macro_f1")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def trained_on(record: RunRecord, dataset: str | Path) -> bool:
+    """Whether the run was trained on catalogue `dataset`."""
+    return bool(record.config.get("data")) and same_dataset(record.config["data"], dataset)
+
+
+def best_first(records: list[RunRecord], dataset: str | Path) -> list[RunRecord]:
+    """`records` trained on `dataset`, best `dataset_score` first (those without a score after them),
+    then the others; each part in the order given (the registry lists newest first)."""
+    own = [record for record in records if trained_on(record, dataset)]
+    others = [record for record in records if record not in own]
+    scored = sorted((record for record in own if dataset_score(record) is not None),
+                    key=lambda record: -dataset_score(record))
+    return [*scored, *(record for record in own if dataset_score(record) is None), *others]
 
 
 class RunRegistry:

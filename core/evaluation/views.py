@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.choices import Choice
 from core.data.profile import OTHERS_LABEL
 from core.evaluation.files import METRICS, check_head, head_summary, summary_table
 from core.untrusted import spreadsheet_csv
@@ -168,22 +169,69 @@ def compare_summaries(report_a: dict, report_b: dict) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("head")
 
 
-def compare_classes(report_a: dict, report_b: dict, head: str, tolerance: float = 0.0) -> pd.DataFrame:
-    """Class-wise F1 of `head` in two reports, matched by class name (a class only one run has
-    gets NaN on the other side): class, f1_a, f1_b, delta (b - a), support_a, support_b,
-    regression (delta < -tolerance). Largest drop first, classes without a delta last."""
-    for report in (report_a, report_b):
-        check_head(head, tuple(report["heads"]))
-    sides = [
-        pd.DataFrame(report["heads"][head]["classes"], columns=CLASS_COLUMNS)
-        .set_index("class")[["f1", "support"]].add_suffix(suffix)
-        for report, suffix in ((report_a, "_a"), (report_b, "_b"))
-    ]
-    table = sides[0].join(sides[1], how="outer", sort=False).reset_index()
-    table["delta"] = table["f1_b"] - table["f1_a"]
-    table["regression"] = table["delta"] < -tolerance
-    table = table[["class", "f1_a", "f1_b", "delta", "support_a", "support_b", "regression"]]
-    return table.sort_values("delta", kind="stable", na_position="last").reset_index(drop=True)
+SIGNIFICANCE = 0.05  # a change is flagged when McNemar's test on the shared rows gives p below this
+SHARED_COLUMNS = ["rows", "accuracy_a", "accuracy_b", "delta", "only_a_right", "only_b_right", "p_value", "change"]
+
+
+class Change(Choice):
+    """What a comparison on shared rows says of a head or a class."""
+
+    BETTER = "better"
+    WORSE = "worse"
+    UNSURE = "no meaningful change"  # the discordant rows are too few, or too evenly split, to tell
+
+
+def shared_outcomes(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame, head: str) -> pd.DataFrame:
+    """The rows both evaluations scored for `head` with the same true class (a label changed between
+    them is another question): index id; columns true, right_a, right_b."""
+    sides = [predictions[predictions[head].notna()].set_index("id")[[head, f"{head}_pred"]]
+             for predictions in (predictions_a, predictions_b)]
+    both = sides[0].join(sides[1], how="inner", suffixes=("_a", "_b"))
+    both = both[both[f"{head}_a"] == both[f"{head}_b"]]
+    return pd.DataFrame({"true": both[f"{head}_a"], "right_a": both[f"{head}_a"] == both[f"{head}_pred_a"],
+                         "right_b": both[f"{head}_b"] == both[f"{head}_pred_b"]}, index=both.index)
+
+
+def mcnemar_p(only_a_right: int, only_b_right: int) -> float:
+    """Two-sided exact McNemar p-value: the chance of discordant rows splitting at least this
+    unevenly if both models were equally good on these rows (each discordant row a fair coin)."""
+    discordant = only_a_right + only_b_right
+    if discordant == 0:
+        return 1.0
+    from scipy.stats import binom  # scipy comes with scikit-learn; imported when a comparison is made
+
+    return float(min(1.0, 2 * binom.cdf(min(only_a_right, only_b_right), discordant, 0.5)))
+
+
+def _compared(outcomes: pd.DataFrame, alpha: float) -> dict:
+    only_a = int((outcomes["right_a"] & ~outcomes["right_b"]).sum())
+    only_b = int((~outcomes["right_a"] & outcomes["right_b"]).sum())
+    rows, p = len(outcomes), mcnemar_p(only_a, only_b)
+    accuracy_a = float(outcomes["right_a"].mean()) if rows else np.nan
+    accuracy_b = float(outcomes["right_b"].mean()) if rows else np.nan
+    change = Change.UNSURE if p >= alpha else Change.BETTER if only_b > only_a else Change.WORSE
+    return {"rows": rows, "accuracy_a": accuracy_a, "accuracy_b": accuracy_b, "delta": accuracy_b - accuracy_a,
+            "only_a_right": only_a, "only_b_right": only_b, "p_value": p, "change": change}
+
+
+def compare_shared(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame, heads: Sequence[str],
+                   alpha: float = SIGNIFICANCE) -> pd.DataFrame:
+    """Two evaluations like for like: per head (index `head`), on the rows both scored with the same
+    true class, each one's accuracy, the delta (b - a), the rows only one got right, McNemar's p and
+    the `Change` it supports at level `alpha` (SHARED_COLUMNS)."""
+    rows = {head: _compared(shared_outcomes(predictions_a, predictions_b, head), alpha) for head in heads}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=SHARED_COLUMNS).rename_axis("head")
+
+
+def compare_classes(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame, head: str,
+                    alpha: float = SIGNIFICANCE) -> pd.DataFrame:
+    """Per true class of `head` on the shared rows (`shared_outcomes`): class, then SHARED_COLUMNS
+    with accuracy as the class's recall; a class is WORSE or BETTER only where its own rows make
+    the change significant, so a few rows never raise a flag. Largest drop first."""
+    outcomes = shared_outcomes(predictions_a, predictions_b, head)
+    table = pd.DataFrame([{"class": name, **_compared(rows, alpha)} for name, rows in outcomes.groupby("true")],
+                         columns=["class", *SHARED_COLUMNS])
+    return table.sort_values(["delta", "class"], kind="stable").reset_index(drop=True)
 
 
 def classes_csv(report: dict) -> str:

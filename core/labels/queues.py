@@ -24,6 +24,7 @@ from core.data import HEADS
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
 from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
+from core.labels.checks import catalogue_value
 from core.labels.store import LabelStore
 from core.labels.tables import Action, Item, ItemKind, ReviewStatus
 from core.model.predictor import Predictor, expand_paths
@@ -109,6 +110,18 @@ def in_catalogue(catalogue: Catalogue, ids: Sequence[int]) -> list[int]:
     """`ids` (in order) that the catalogue holds: a ranking made earlier may name rows since removed."""
     known = set(catalogue.frame["id"].tolist())
     return [product_id for product_id in ids if product_id in known]
+
+
+def label_changes(store: LabelStore, catalogue: Catalogue, ids: Sequence[int], head: str,
+                  value: str | None) -> list[int]:
+    """Of catalogue rows `ids`, those a bulk edit setting `head` to `value` would change: their
+    current value (a decision in the store, else the catalogue's) is another."""
+    decided = {item.product_id: values[head] for item, values in store.dataset_state(catalogue.root)
+               if item.kind == ItemKind.CATALOGUE}
+    catalogue_values = dict(zip(catalogue.frame["id"].tolist(), catalogue.frame[head].tolist()))
+    return [product_id for product_id in ids
+            if (decided[product_id] if product_id in decided else catalogue_value(catalogue_values.get(product_id)))
+            != value]
 
 
 def choices(classes: Sequence[str], catalogue_values: Collection[str], current: str | None) -> list[str]:
@@ -294,7 +307,7 @@ class BulkAcceptance:
     batch: str  # the log's batch id of every acceptance it wrote (LabelStore.undo_batch)
     completed: list[int]  # every head now labelled: reviewed
     partial: list[int]  # some heads accepted, the others wait for a person
-    actions: list[str]  # the store actions of both, in order (undo_bulk takes them)
+    actions: list[str]  # the store actions of both, in order
     untouched: list[int]  # no head sure enough, or drawn for an audit: a person decides
     unreadable: list[int]  # the photo could not be read: left as it was
     heads_accepted: int
@@ -333,18 +346,6 @@ def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mappin
         (completed if complete else partial).append(photo.item.item)
         actions.append(action.action)
     return BulkAcceptance(batch, completed, partial, actions, untouched, unreadable, accepted, left, audited)
-
-
-def undo_bulk(store: LabelStore, actor: Actor, actions: Collection[str]) -> list[Action]:
-    """Undo `actor`'s latest actions while each is one of a bulk acceptance's `actions`
-    (BulkAcceptance.actions), latest first; stops at any other action, which comes first.
-    Returns the actions undone, latest first."""
-    pending, undone = set(actions), []
-    while (latest := store.undoable(actor)) is not None and latest.action in pending:
-        store.undo_last(actor)
-        pending.discard(latest.action)
-        undone.append(latest)
-    return undone
 
 
 def _check_limit(limit: int) -> None:

@@ -37,15 +37,18 @@ from core.labels.tables import (
     STATUS,
     Action,
     ActionKind,
+    Batch,
     Item,
     ItemKind,
     LogKind,
     ReviewStatus,
+    SavedQueue,
     audits_table,
     current_table,
     items_table,
     log_table,
     metadata,
+    queues_table,
 )
 from core.labels.uploads import display_name, store_upload
 from core.trust.sources import check_source
@@ -53,6 +56,7 @@ from core.untrusted import check_typed
 
 _MARKS = {ReviewStatus.SKIPPED: (LogKind.SKIP, ActionKind.SKIP),
           ReviewStatus.NOT_PRODUCT: (LogKind.NOT_PRODUCT, ActionKind.NOT_PRODUCT)}  # what `mark` logs
+MAX_FILTER_CHARS, MAX_SOURCE_CHARS = 32, 1_000  # a queue's filter name and its source's description
 _CHUNK = 5_000  # ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits
 HISTORY_COLUMNS = (
     "seq", "action", "at", "reviewer", "field", "old", "new", "kind", "run_id", "predicted", "p", "undoes", "seconds",
@@ -334,6 +338,31 @@ class LabelStore:
             except UndoConflict as conflict:
                 kept.append(str(conflict))
         return actions, kept
+    def label_many(self, item_ids: Iterable[int], head: str, value: str | None, actor: Actor) -> Batch:
+        """Set `head` to `value` on every item of `item_ids` that holds another value, as one bulk
+        edit: one transaction, one action (a CORRECT row) per item changed, all sharing one batch id,
+        so that undoing any of them (undo_last, undo_action) undoes the whole batch. The items stay
+        as reviewed or unreviewed as they were: one head is not a review. `value` is checked as
+        `review` checks a typed label; ValueError naming the rule, KeyError naming unknown items,
+        nothing written."""
+        require(actor, Permission.REVIEW)
+        item_ids = list(dict.fromkeys(check_id(item, "item") for item in item_ids))
+        value = clean_label(head, check_heads({head: value}, "labels")[head])
+        if value is not None:
+            check_typed(value, f"the {head} label")
+        batch, changed, actions, unchanged = uuid.uuid4().hex, [], [], []
+        with self.engine.begin() as connection:
+            for item in sorted(item_ids):  # one order for every writer: two batches never deadlock
+                _lock(connection, item)
+            for found, current in self._state(connection, item_ids):
+                if current[head] == value:
+                    unchanged.append(found.item)
+                    continue
+                row = {"field": head, "new": value, "kind": LogKind.CORRECT, "batch": batch}
+                action = _append(connection, found.item, current, [row], actor.identity, ActionKind.REVIEW)
+                actions.append(action.action)
+                changed.append(found.item)
+        return Batch(batch if changed else "", head, value, tuple(changed), tuple(actions), tuple(unchanged))
 
     def undoable(self, actor: Actor) -> Action | None:
         """The action undo_last(actor) would undo now, or None."""
@@ -351,14 +380,16 @@ class LabelStore:
         """
         require(actor, Permission.REVIEW)
         with self.engine.begin() as connection:
-            while True:  # lock the candidate's item, then make sure it is still the candidate
+            while True:  # lock the candidate's items, then make sure it is still the candidate
                 candidate = _undo_candidate(connection, actor.identity)
                 if candidate is None:
                     return None
-                _lock(connection, candidate[1])
+                targets = _with_batch(connection, *candidate)
+                for item in sorted({item for _, item in targets}):
+                    _lock(connection, item)
                 if _undo_candidate(connection, actor.identity) == candidate:
                     break
-            return self._undo(connection, *candidate, actor)
+            return [self._undo(connection, action, item, actor) for action, item in targets][-1]
 
     def undo_action(self, action: str, actor: Actor) -> Action:
         """Undo the given `action` (an Action's id), as undo_last does: one's own with
@@ -374,12 +405,15 @@ class LabelStore:
                 raise KeyError(f"no action {action!r} in the label store")
             if first.reviewer != actor.identity:
                 require(actor, Permission.UNDO_ANY)
-            _lock(connection, first.item)
+            targets = _with_batch(connection, action, first.item)
+            for item in sorted({item for _, item in targets}):
+                _lock(connection, item)
             if first.kind == LogKind.UNDO:
                 raise ValueError(f"action {action} is an undo itself: decide again instead")
             if connection.execute(select(log_table.c.seq).where(log_table.c.undoes == action).limit(1)).first():
                 raise ValueError(f"action {action} was undone already")
-            return self._undo(connection, action, first.item, actor)
+            undone = [self._undo(connection, other, item, actor) for other, item in targets]
+            return next(found for found, (other, _) in zip(undone, targets) if other == action)
 
     def open_actions(self, item: int) -> list[Action]:
         """The actions on `item` that can still be undone (neither an undo nor undone), newest first."""
@@ -493,6 +527,57 @@ class LabelStore:
             ).all()
             return self._state(connection, [row.item for row in rows], rows)
 
+    # --- queues ------------------------------------------------------------------------------
+
+    def keep_queue(self, dataset: str | Path | Catalogue, queue: SavedQueue, actor: Actor) -> None:
+        """Keep `queue` as `actor`'s review queue on `dataset`, replacing the one kept before; it
+        comes back with `saved_queue` in any later session of the same person, on any device.
+        ValueError naming what is wrong with it (nothing written)."""
+        require(actor, Permission.REVIEW)
+        items = [check_id(item, "item") for item in queue.items]
+        if queue.current is not None and queue.current not in items:
+            raise ValueError(f"the current item {queue.current!r} is not in the queue")
+        unknown = sorted(set(queue.corrected_in) - set(HEADS))
+        if unknown:
+            raise ValueError(f"corrected_in names unknown head(s) {', '.join(map(str, unknown))}")
+        if not isinstance(queue.filter, str) or not 0 < len(queue.filter) <= MAX_FILTER_CHARS:
+            raise ValueError(f"the filter must be a name of at most {MAX_FILTER_CHARS} characters, "
+                             f"got {queue.filter!r}")
+        if not isinstance(queue.source, str) or len(queue.source) > MAX_SOURCE_CHARS:
+            raise ValueError(f"the source must be a text of at most {MAX_SOURCE_CHARS} characters")
+        row = {"reviewer": actor.identity, "dataset": DatasetKey.of(dataset), "source": queue.source,
+               "items": json.dumps(items), "filter": queue.filter, "corrected_in": json.dumps(list(queue.corrected_in)),
+               "current": queue.current, "saved": _now()}
+        with self.engine.begin() as connection:
+            dialect_insert = _dialect_insert(connection)
+            if dialect_insert is not None:  # one statement: two tabs saving at once never clash
+                upsert = dialect_insert(queues_table).values(row)
+                keys = ("reviewer", "dataset")
+                connection.execute(upsert.on_conflict_do_update(
+                    index_elements=list(keys), set_={key: upsert.excluded[key] for key in row if key not in keys}))
+                return
+            where = (queues_table.c.reviewer == row["reviewer"], queues_table.c.dataset == row["dataset"])
+            if connection.execute(update(queues_table).where(*where).values(row)).rowcount == 0:
+                connection.execute(insert(queues_table).values(row))
+
+    def saved_queue(self, dataset: str | Path | Catalogue, actor: Actor) -> SavedQueue | None:
+        """`actor`'s review queue on `dataset` as last kept (`keep_queue`), without the items that are
+        no longer in the store; None when they kept none."""
+        where = (queues_table.c.reviewer == actor.identity, queues_table.c.dataset == DatasetKey.of(dataset))
+        with self.reader.begin() as connection:
+            row = connection.execute(select(queues_table).where(*where)).first()
+            if row is None:
+                return None
+            items = json.loads(row.items)
+            known: set[int] = set()
+            for chunk in _chunks(sorted(set(items))):
+                known.update(connection.execute(select(items_table.c.item).where(items_table.c.item.in_(chunk)))
+                             .scalars())
+        items = tuple(item for item in items if item in known)
+        return SavedQueue(source=row.source, items=items, filter=row.filter,
+                          corrected_in=tuple(json.loads(row.corrected_in)),
+                          current=row.current if row.current in known else None)
+
     def _state(
         self, connection: Connection, item_ids: list[int], rows: list[Row] | None = None,
     ) -> list[tuple[Item, dict[str, str | None]]]:
@@ -558,12 +643,26 @@ def _undo_candidate(connection: Connection, reviewer: str) -> tuple[str, int] | 
     return None if row is None else (row.action, row.item)
 
 
+def _with_batch(connection: Connection, action: str, item: int) -> list[tuple[str, int]]:
+    """(action, item) of every action of `action`'s bulk edit (LabelStore.label_many) in log order,
+    or of `action` alone when it is none's; an action undone already is left out."""
+    batch = connection.execute(select(log_table.c.batch).where(log_table.c.action == action).limit(1)).scalar()
+    if batch is None:
+        return [(action, item)]
+    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    rows = connection.execute(
+        select(log_table.c.action, log_table.c.item)
+        .where(log_table.c.batch == batch, log_table.c.action.not_in(undone)).order_by(log_table.c.seq)
+    ).all()
+    return list(dict.fromkeys((row.action, row.item) for row in rows))  # an action writes one row per field
+
+
 def _action(connection: Connection, action: str) -> Action:
     rows = connection.execute(select(log_table).where(log_table.c.action == action).order_by(log_table.c.seq)).all()
     kinds = {row.kind for row in rows}
-    # An action's rows: a review's head rows and its REVIEW row, one mark row, or undo rows.
-    kind = next((ActionKind(kind) for kind in (LogKind.UNDO, LogKind.REVIEW, LogKind.SKIP, LogKind.NOT_PRODUCT)
-                 if kind in kinds), ActionKind.REVIEW)
+    # An action's rows: a review's head rows and its REVIEW row, one mark row, undo rows, or the model's.
+    kind = next((ActionKind(kind) for kind in (LogKind.UNDO, LogKind.REVIEW, LogKind.SKIP, LogKind.NOT_PRODUCT,
+                                               LogKind.AUTO_ACCEPT) if kind in kinds), ActionKind.REVIEW)
     first = rows[0]
     return Action(action=action, item=first.item, reviewer=first.reviewer, at=first.at, kind=kind,
                   changes={row.field: (row.old, row.new) for row in rows})
@@ -573,17 +672,24 @@ def _insert_ignore(connection: Connection, rows: list[dict[str, Any]], unique: t
     """Insert `rows`, skipping those that clash on the `unique` columns (concurrent adds included)."""
     if not rows:
         return
-    name = connection.dialect.name
-    if name in ("sqlite", "postgresql"):
-        from importlib import import_module
-
-        dialect_insert = import_module(f"sqlalchemy.dialects.{name}").insert
+    dialect_insert = _dialect_insert(connection)
+    if dialect_insert is not None:
         connection.execute(dialect_insert(items_table).on_conflict_do_nothing(index_elements=list(unique)), rows)
         return
     for row in rows:  # another database: look first (a concurrent add may still clash: IntegrityError)
         same = (items_table.c[column] == row[column] for column in unique)
         if connection.execute(select(items_table.c.item).where(*same)).first() is None:
             connection.execute(insert(items_table).values(row))
+
+
+def _dialect_insert(connection: Connection):
+    """SQLite's or PostgreSQL's own insert (with ON CONFLICT), None for another database."""
+    name = connection.dialect.name
+    if name not in ("sqlite", "postgresql"):
+        return None
+    from importlib import import_module
+
+    return import_module(f"sqlalchemy.dialects.{name}").insert
 
 
 def _item(row: Row) -> Item:

@@ -14,7 +14,8 @@ Three tables in the workspace database (`core.access.database`: SQLite, or Postg
                   one action), item, field (a head, or STATUS), old, new, kind (LogKind), reviewer
                   (the identity of the person who acted, core.access.roles.Actor), at, run_id /
                   predicted / p (the model's suggestion shown), undoes (on undo rows: the action
-                  undone). Rows are never updated or deleted.
+                  undone), batch (uuid4 hex shared by the actions of one bulk edit: one label set on
+                  many items, undone as a whole). Rows are never updated or deleted.
   current_labels  the current-labels view: (item, field) -> value and the seq of the log row
                   that wrote it; written in the same transaction as that log row.
 
@@ -34,6 +35,10 @@ And the trust layer's per-source records (core.trust.sources, core.labels.source
 And a review team's (core.labels.team): corrections.seconds (a person's action: seconds from the
 item shown to the decision, measured on the server), gold_items (item -> the trusted labels a
 lead set; reviewers' decisions on it are scored against them).
+  review_queues   each person's review queue per dataset, so that it comes back on a reload and on
+                  another device: (reviewer, dataset) -> source (what filled it, said for a
+                  person), items (JSON list of item ids, in order), filter and corrected_in (the
+                  view over it), current (the item shown), saved. Replaced whole on every save.
 """
 
 from __future__ import annotations
@@ -202,6 +207,41 @@ audits_table = Table(
     Column("at", String(40), nullable=False),
     Index("audits_item_field", "item", "field"),
 )
+queues_table = Table(
+    "review_queues",
+    metadata,
+    Column("reviewer", String(255), primary_key=True),
+    Column("dataset", Text, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("items", Text, nullable=False),  # JSON [item, ...]
+    Column("filter", String(32), nullable=False),
+    Column("corrected_in", Text, nullable=False),  # JSON [head, ...]
+    Column("current", Integer),
+    Column("saved", String(40), nullable=False),  # UTC ISO 8601, microseconds
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedQueue:
+    """A person's review queue on a dataset as the store keeps it (a review_queues row)."""
+
+    source: str  # what filled it, for a person: "uploads", "label issues of run …", …
+    items: tuple[int, ...]  # item ids, in review order
+    filter: str = "all"  # the view's filter (core.labels.queues.FILTERS)
+    corrected_in: tuple[str, ...] = ()  # the view's heads (HEADS)
+    current: int | None = None  # the item shown
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One bulk edit (LabelStore.label_many): `head` set to `value` on the items that held another value."""
+
+    batch: str  # uuid4 hex shared by its actions' log rows; "" when nothing changed (nothing written)
+    head: str
+    value: str | None
+    changed: tuple[int, ...]  # items whose value it changed, one action each
+    actions: tuple[str, ...]  # those actions, in the same order (undo_action of any undoes the batch)
+    unchanged: tuple[int, ...]  # items that held the value already: no row written
 
 
 @dataclasses.dataclass(frozen=True)
