@@ -34,7 +34,9 @@ And the trust layer's per-source records (core.trust.sources, core.labels.source
 
 And a review team's (core.labels.team): corrections.seconds (a person's action: seconds from the
 item shown to the decision, measured on the server), gold_items (item -> the trusted labels a
-lead set; reviewers' decisions on it are scored against them).
+lead set; reviewers' decisions on it are scored against them), leases (item -> the reviewer it
+is shown to, until when: a shared queue's items go to one person at a time, core.labels.leases),
+team_settings (dataset -> the shares of gold items mixed into queues and of items reviewed twice).
   review_queues   each person's review queue per dataset, so that it comes back on a reload and on
                   another device: (reviewer, dataset) -> source (what filled it, said for a
                   person), items (JSON list of item ids, in order), filter and corrected_in (the
@@ -189,6 +191,22 @@ gold_table = Table(
     metadata,
     Column("item", Integer, ForeignKey("review_items.item"), primary_key=True),
     Column("labels", Text, nullable=False),  # JSON {head: the trusted value}
+    Column("set_by", String(255), nullable=False),
+    Column("at", String(40), nullable=False),
+)
+leases_table = Table(
+    "leases",
+    metadata,
+    Column("item", Integer, ForeignKey("review_items.item"), primary_key=True),
+    Column("reviewer", String(255), nullable=False),
+    Column("until", String(40), nullable=False),  # UTC ISO 8601: free again after this
+)
+team_settings_table = Table(
+    "team_settings",
+    metadata,
+    Column("dataset", Text, primary_key=True),
+    Column("gold_share", Float, nullable=False),
+    Column("double_share", Float, nullable=False),
     Column("set_by", String(255), nullable=False),
     Column("at", String(40), nullable=False),
 )
