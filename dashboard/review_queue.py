@@ -37,6 +37,7 @@ from dashboard.evaluations import dataset_predictions, label_issues_of
 from dashboard.identity import person
 from dashboard.labels import label_store
 from dashboard.runs import heads_of
+from dashboard.shared_queue import mixed_with_gold
 from dashboard.text import plain
 from training.crossval import list_crossvals
 from training.launcher import EvaluationJob, evaluation_job, launch_evaluation
@@ -60,6 +61,7 @@ def start_queue(catalogue: Catalogue, items: list[Item], source: str) -> None:
     """Review `items` of `catalogue` from the first; the same photo twice is one item, queued once.
     `source` says what they are (shown above the queue, kept with it); the view shows all of them."""
     st.session_state.update({FILTER_KEY: "all", CORRECTED_IN_KEY: []})
+    items = mixed_with_gold(label_store(), catalogue, items, person())
     st.session_state[QUEUE_KEY] = list(dict.fromkeys(item.item for item in items))
     st.session_state[CURRENT_KEY] = items[0].item if items else None
     st.session_state[QUEUE_SOURCE_KEY] = source

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.access.roles import Actor, Permission
 from core.data.catalogue import Catalogue
+from core.labels.leases import TeamSettings, set_team_settings, team_settings
 from core.labels.store import LabelStore
 from core.labels.team import add_gold_rows, agreement, disagreements, effort, gold_accuracy, team_totals
 from core.untrusted import spreadsheet_csv
@@ -90,6 +91,26 @@ def disagreements_section(store: LabelStore, catalogue: Catalogue, decided: pd.D
     if st.button("Settle them in the Review queue", key="team.settle", icon=":material/fact_check:"):
         start_queue(catalogue, store.items(items), f"the {len(items):,} photos two reviewers disagree on")
         pages.switch_to(pages.REVIEW)
+
+
+def share_controls(store: LabelStore, catalogue: Catalogue, actor: Actor) -> None:
+    """A lead sets the shares of gold items mixed into new queues and of items two people review."""
+    settings = team_settings(store, catalogue.root)
+    with st.form("team.share_form", border=False):
+        left, middle, right = st.columns([1, 1, 2], vertical_alignment="bottom")
+        gold = left.number_input("Gold items per queue item (%)", 0.0, 50.0, settings.gold_share * 100, 1.0,
+                                 key="team.gold_share")
+        double = middle.number_input("Reviewed twice (%)", 0.0, 100.0, settings.double_share * 100, 1.0,
+                                     key="team.double_share")
+        save = right.form_submit_button("Set the shares", icon=":material/tune:")
+    if save:
+        set_team_settings(store, catalogue.root, TeamSettings(gold / 100, double / 100), actor)
+        st.session_state[TEAM_MESSAGE_KEY] = (f"New queues mix in {gold:.0f} % gold items; {double:.0f} % of items "
+                                              "are reviewed by two people.")
+        st.rerun()
+    st.caption("In team mode a queue is shared: each photo shown is held for its reviewer for 5 minutes, so two "
+               "people never see the same one, but for the share reviewed twice, which goes to two different "
+               "people; gold items look like any other catalogue row.")
 
 
 def gold_controls(store: LabelStore, catalogue: Catalogue, gold: dict, actor: Actor) -> None:

@@ -33,6 +33,7 @@ from dashboard.review_queue import (
 )
 from dashboard.review_timer import seconds_on, start_clock
 from dashboard.runs import REVIEW_RUN_KEY, heads_of
+from dashboard.shared_queue import leased_item, shared
 from dashboard.shortcuts import keyboard_shortcuts
 from dashboard.text import code, plain
 from training.registry import (
@@ -347,7 +348,16 @@ def main() -> None:
             return
         shown, _ = queue_view(store, heads_of(record))
         remember_queue(store, catalogue, actor, shown)
-        if shown:
+        if shown and shared():  # a team's queue: the next item nobody else is looking at
+            queue = st.session_state[QUEUE_KEY]
+            current = leased_item(store, catalogue, queue, st.session_state.get(CURRENT_KEY), actor)
+            if current is None:
+                st.info("Every open photo of this queue is being reviewed by someone else right now, or is "
+                        "decided. Photos come back here when their reviewer moves on without deciding them.")
+            else:
+                st.session_state[CURRENT_KEY] = current
+                item_view(store, record, catalogue, store.items([current])[0], queue, actor)
+        elif shown:
             [item] = store.items([st.session_state[CURRENT_KEY]])
             item_view(store, record, catalogue, item, shown, actor)
         else:

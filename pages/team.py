@@ -17,6 +17,7 @@ from dashboard.team import (
     gold_section,
     message,
     own_rows,
+    share_controls,
     totals,
 )
 
@@ -40,6 +41,7 @@ def main() -> None:
     if lead:
         agreement_section(decided)
         disagreements_section(store, catalogue, decided)
+        share_controls(store, catalogue, actor)
         gold_controls(store, catalogue, gold, actor)
 
 

@@ -217,3 +217,38 @@ def test_the_team_page_shows_a_reviewer_their_own_numbers_and_an_admin_everyones
     effort = next(frame.value for frame in ada.dataframe if "seconds_per_decision" in frame.value.columns)
     assert {RITA, "sam@example.com"} <= set(effort["reviewer"])
     assert any("kappa" in frame.value.columns for frame in ada.dataframe)
+
+
+def test_two_reviewers_on_one_shared_queue_see_different_photos_and_gold_is_mixed_in(run):
+    from core.access.roles import Actor, Role
+    from core.labels.leases import TeamSettings, holders, set_team_settings
+    from core.labels.team import set_gold
+
+    _, catalogue, _ = run
+    store = LabelStore(workspace=workspace_dir())
+    ada = Actor(ADA, Role.ADMIN)
+    ids = [int(i) for i in catalogue.frame["id"].iloc[:6]]
+    items = [item.item for item in store.add_catalogue_items(catalogue, ids, ada)]
+    sessions = []
+    for email in (RITA, "sam@example.com"):
+        at = AppTest.from_file(HOME, default_timeout=90)
+        at.secrets["auth"] = AUTH
+        at.user = {"is_logged_in": True, "email": email, "email_verified": True, "name": email}
+        at.session_state["review.queue"] = items
+        at.session_state["review.current"] = items[0]
+        at.run()
+        at.switch_page(REVIEW).run()
+        assert not at.exception, at.exception
+        sessions.append(at)
+    shown = [at.session_state["review.current"] for at in sessions]
+    assert shown[0] != shown[1] and holders(store, items) == dict(zip(shown, [RITA, "sam@example.com"]))
+
+    gold = [item.item for item in store.add_catalogue_items(catalogue, [int(catalogue.frame["id"].iloc[-1])], ada)]
+    set_gold(store, gold, ada)
+    set_team_settings(store, catalogue.root, TeamSettings(gold_share=0.5, double_share=0.0), ada)
+    rita = sessions[0]
+    rita.segmented_control(key="review.source").set_value("Catalogue: least confident first").run()
+    rita.number_input(key="review.limit").set_value(4).run()
+    rita.button(key="review.load_confident").click().run()
+    assert not rita.exception, rita.exception
+    assert gold[0] in rita.session_state["review.queue"] and len(rita.session_state["review.queue"]) == 5

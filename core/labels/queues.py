@@ -23,6 +23,7 @@ from core.access.roles import AccessDenied, Actor, Permission, require_folder
 from core.data import HEADS
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
+from core.data.split import id_uniform
 from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
 from core.labels.checks import catalogue_value
 from core.labels.store import LabelStore
@@ -382,3 +383,23 @@ def undo_choices(actions: Sequence[Action], actor: Actor) -> dict[str, str]:
                                    for field, (old, new) in action.changes.items())
         for action in actions if action.reviewer == actor.identity or actor.may(Permission.UNDO_ANY)
     }
+
+
+def with_gold(items: Sequence[int], gold: Sequence[int], share: float, seen: Collection[int] = ()) -> list[int]:
+    """`items` with gold items mixed in at `share` (one after every round(1 / share) items, at a place
+    drawn by a hash so they look like any other), each gold item once, none already in `items` or
+    `seen` (decided by this reviewer before); `items` unchanged at share 0 or without gold."""
+    fresh = [item for item in dict.fromkeys(gold) if item not in set(items) | set(seen)]
+    if not share or not fresh or not items:
+        return list(items)
+    every = max(1, round(1 / share))
+    mixed, extra = [], iter(fresh)
+    for position, item in enumerate(items):
+        mixed.append(item)
+        if position % every == every - 1 or (position == len(items) - 1 and len(items) < every):
+            gold_item = next(extra, None)
+            if gold_item is not None:
+                # Not always last in its stretch: a hash of the item chooses where.
+                slot = len(mixed) - 1 - int(id_uniform(np.array([gold_item]), 0x676f6c64)[0] * min(every, len(mixed)))
+                mixed.insert(max(slot, 0), gold_item)
+    return mixed

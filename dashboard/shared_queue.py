@@ -1,0 +1,42 @@
+"""A team's shared Review queue (core.labels.leases): in team mode each item shown is leased to the
+person looking at it, so that two reviewers on one queue never see the same item at once (unless
+it is drawn for double review), and a lead's gold items are mixed into a new queue. Alone on one
+machine (local mode) none of it shows: the queue is the person's own."""
+
+from __future__ import annotations
+
+from core.access.roles import Actor
+from core.data.catalogue import Catalogue
+from core.labels.leases import next_leased, team_settings
+from core.labels.queues import with_gold
+from core.labels.store import LabelStore
+from core.labels.tables import Item
+from core.labels.team import decisions, gold_labels
+from dashboard.identity import login_configured
+
+
+def shared() -> bool:
+    """Whether queues are shared: team mode (a login)."""
+    return login_configured()
+
+
+def leased_item(store: LabelStore, catalogue: Catalogue, queue: list[int], current: int | None,
+                actor: Actor) -> int | None:
+    """The item `actor` reviews now: `current` if still open to them and free, else the next one
+    that is; None when someone else holds every open item."""
+    return next_leased(store, queue, actor, team_settings(store, catalogue.root).double_share, start=current)
+
+
+def mixed_with_gold(store: LabelStore, catalogue: Catalogue, items: list[Item], actor: Actor) -> list[Item]:
+    """A new queue's items with the lead's gold items mixed in (team mode, a gold share set), those
+    `actor` decided before left out."""
+    share = team_settings(store, catalogue.root).gold_share
+    if not shared() or not share:
+        return items
+    gold = gold_labels(store, catalogue.root)
+    if not gold:
+        return items
+    decided = decisions(store, catalogue.root)
+    seen = set(decided.loc[decided["reviewer"] == actor.identity, "item"])
+    order = with_gold([item.item for item in items], sorted(gold), share, seen)
+    return store.items(order)
