@@ -33,7 +33,8 @@ The command line acts as the machine's user, an admin (core.access.roles.command
 `serve` answers POST /predict with the object one line of `predict --json` holds (training.serve).
 User errors (bad config value, unknown run, bad dataset), and a workspace database kept busy by
 another process, print `error: ...` and exit 2; a run that fails exits 1 after recording the error
-in the registry.
+in the registry; `serve` exits 1 after one `error: ...` line when its model worker dies (for a
+supervisor to restart it).
 """
 
 from __future__ import annotations

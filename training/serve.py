@@ -277,11 +277,10 @@ class TaggerAPI(ls.LitAPI):
     def predict(self, requests: list, context: list[dict]) -> list[FilePrediction | Refusal]:
         started = time.perf_counter()
         uploads = [request for request in requests if isinstance(request, Upload)]
-        results = list(self.predictor.predict_batch(uploads, self.settings.top_k))
+        results = iter(self.predictor.predict_batch(uploads, self.settings.top_k))  # a list: done by now
+        seconds = time.perf_counter() - started
         for request_context in context:
-            request_context["batch_size"] = len(requests)
-            request_context["batch_seconds"] = time.perf_counter() - started
-        results = iter(results)
+            request_context.update(batch_size=len(requests), batch_seconds=seconds)
         return [next(results) if isinstance(request, Upload) else request for request in requests]
 
     def encode_response(self, output: FilePrediction | Refusal, context: dict) -> TagsJSON:
