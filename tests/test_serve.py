@@ -349,15 +349,15 @@ def test_serve_names_an_unknown_run_and_a_port_in_use(run, in_workspace, capsys)
 
 
 def test_the_load_gauge_sheds_what_the_timeout_cannot_serve():
-    gauge = LoadGauge(timeout=10.0, max_batch_size=8)
+    gauge = LoadGauge(timeout=2.0)
     assert gauge.retry_after(ahead=1_000) is None  # nothing measured yet: nothing refused
-    gauge.record(batch_seconds=4.0, batch_size=8)
-    assert gauge.batch_seconds == 4.0
-    # 16 ahead: 2 batches, 8 s; 17: 3 batches, 12 s, 2 s over the timeout; 40: 5 batches, 20 s.
-    assert [gauge.retry_after(ahead) for ahead in (0, 8, 16, 17, 24, 40)] == [None, None, None, 2, 2, 10]
-    for _ in range(8):  # the 8 answers of one batch of 2 s: the average moves by SMOOTHING once
+    gauge.record(batch_seconds=4.0, batch_size=8)  # 0.5 s a request
+    assert gauge.seconds_per_request == 0.5
+    # 4 ahead: 2 s, within the timeout; 5: 2.5 s, 1 s after; 9: 4.5 s, 3 s after (rounded up); 40: 20 s.
+    assert [gauge.retry_after(ahead) for ahead in (0, 3, 4, 5, 9, 40)] == [None, None, None, 1, 3, 18]
+    for _ in range(8):  # the 8 answers of one batch at 0.25 s a request: the average moves by SMOOTHING once
         gauge.record(batch_seconds=2.0, batch_size=8)
-    assert gauge.batch_seconds == pytest.approx(4.0 - 2.0 * (1 - (1 - LoadGauge.SMOOTHING / 8) ** 8))
+    assert gauge.seconds_per_request == pytest.approx(0.5 - 0.25 * (1 - (1 - LoadGauge.SMOOTHING / 8) ** 8))
 
 
 @pytest.fixture

@@ -161,37 +161,39 @@ def parse_photo_json(value) -> PhotoJSON | Refusal:
 
 class LoadGauge:
     """Sheds load early: how long a new /predict request would wait for the model, estimated as the
-    batches ahead of it (the requests this HTTP process holds, waiting or being answered, over the
-    largest batch) times the time a batch takes in the worker (a moving average of the last ones);
-    over the timeout, it would get 504 after waiting that long, so it gets 503 with Retry-After at
-    once instead (after the excess wait: then the queue ahead fits the timeout, if nothing is added).
+    requests ahead of it (those this HTTP process holds, waiting or being answered) times the time
+    a request takes in the worker (each batch's time over its size, a moving average of the last
+    batches); over the timeout, it would get 504 after waiting that long, so it gets 503 with
+    Retry-After at once instead (after the excess wait: then the queue ahead fits the timeout, if
+    nothing is added).
 
     LitServe runs one HTTP process per model worker, all feeding one queue: N processes each holding
-    about 1/N of the requests, served by N workers, so one process's share gives the wait. Batches are
-    full under load, where the estimate matters; after a quiet spell the last batches were small and
-    faster, so a sudden burst is underestimated (a few 504s) rather than refused while it could be served."""
+    about 1/N of the requests, served by N workers, so one process's share gives the wait. Under load
+    batches are full and the time per request is that of a full batch; after a quiet spell it is that
+    of the small batches then, higher: a sudden burst is refused a little early (a retry a second
+    later) rather than left to wait for a 504."""
 
     SMOOTHING = 0.2  # weight of each new batch in the moving average
 
-    def __init__(self, timeout: float, max_batch_size: int) -> None:
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.max_batch_size = max_batch_size
         self.in_flight = 0
-        self.batch_seconds: float | None = None  # None until a first batch answered
+        self.seconds_per_request: float | None = None  # None until a first batch answered
 
     def record(self, batch_seconds: float, batch_size: int) -> None:
         """One answer of a batch of `batch_size` that took `batch_seconds` (each of its answers counts 1/size)."""
-        if self.batch_seconds is None:
-            self.batch_seconds = batch_seconds
+        sample = batch_seconds / batch_size
+        if self.seconds_per_request is None:
+            self.seconds_per_request = sample
         else:
-            self.batch_seconds += (batch_seconds - self.batch_seconds) * self.SMOOTHING / batch_size
+            self.seconds_per_request += (sample - self.seconds_per_request) * self.SMOOTHING / batch_size
 
     def retry_after(self, ahead: int) -> int | None:
         """Seconds to come back in (at least 1) when `ahead` requests before a new one would make it wait
         longer than the timeout, else None."""
-        if self.batch_seconds is None:
+        if self.seconds_per_request is None:
             return None
-        wait = math.ceil(ahead / self.max_batch_size) * self.batch_seconds
+        wait = ahead * self.seconds_per_request
         return max(1, math.ceil(wait - self.timeout)) if wait > self.timeout else None
 
 
@@ -245,7 +247,7 @@ class TaggerAPI(ls.LitAPI):
                          api_path=PREDICT_PATH, loop=BatchedLoop())
         self.settings = settings
         self.predictor = None
-        self.gauge = LoadGauge(settings.timeout, settings.max_batch_size)  # one per HTTP process (a fork: its copy)
+        self.gauge = LoadGauge(settings.timeout)  # one per HTTP process (a fork: its own copy)
 
     def setup(self, device: str) -> None:
         """Load the run's Predictor on `device` (LitServe's "cpu" or "cuda:<i>", one worker each); on a GPU,
