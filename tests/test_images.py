@@ -3,12 +3,14 @@ that cannot be read is rejected with a message naming it and the problem."""
 
 import io
 import re
+import struct
+import time
 import zlib
 
 import numpy as np
 import PIL
 import pytest
-from PIL import Image, features
+from PIL import Image, ImageFile, features
 
 from core.images.reading import ImageRejected, open_rgb, read_image_checked, thumbnail_jpeg, to_rgb
 
@@ -188,3 +190,78 @@ def test_max_side_drafts_a_large_jpeg_and_keeps_the_pixel_check(tmp_path):
         read_image_checked(tmp_path / "bomb.png", max_side=448)
     with pytest.raises(ValueError, match="max_side must be a positive int or None, got 0"):
         read_image_checked(tmp_path / "big.jpg", max_side=0)
+
+
+PNG_COLOUR_TYPES = {"L": (0, 1), "RGB": (2, 3), "LA": (4, 2), "RGBA": (6, 4)}  # PNG colour type, channels
+
+
+def png_of_zeros(width: int, height: int, bits: int, colour: str = "L", rows: int | None = None) -> bytes:
+    """A valid PNG of `width` x `height` black pixels at `bits` per sample, small whatever its canvas
+    (its rows of zeros compress ~1000:1); with `rows`, only that many rows of data follow the header
+    (enough to open it and read its header, never to decode it)."""
+    colour_type, channels = PNG_COLOUR_TYPES[colour]
+    row = bytes(1 + width * channels * bits // 8)  # filter byte 0, then the samples
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height if rows is None else rows)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def never_decoded(monkeypatch):
+    """Decoding any image fails the test: what is refused is refused from its header."""
+    def load(self):
+        raise AssertionError(f"a {self.size} {self.mode} image was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+
+def test_the_probes_16_bit_bomb_is_refused_from_its_header(tmp_path, never_decoded):
+    """The probe's file: 8900 x 8900 16-bit grey (79 MP, under MAX_PIXELS), ~150 KB, 10 s and 1.5 GB to decode."""
+    data = png_of_zeros(8_900, 8_900, 16)
+    assert len(data) < 200_000 and Image.open(io.BytesIO(data)).mode == "I;16"
+    (tmp_path / "grey16.png").write_bytes(data)
+    expected = ("grey16.png: 8900x8900 pixels of 16 bits per sample, more than the 20 megapixel limit for images "
+                "of more than 8 bits per sample (refused as a possible decompression bomb)")
+    for source in (tmp_path / "grey16.png", data):
+        started = time.process_time()
+        with pytest.raises(ImageRejected) as refused:
+            read_image_checked(source, name="grey16.png")
+        assert str(refused.value) == expected and time.process_time() - started < 1
+    with pytest.raises(ImageRejected, match="^grey16.png: 8900x8900 pixels of 16 bits"):
+        thumbnail_jpeg(tmp_path / "grey16.png", max_side=96)  # the catalogue's thumbnails and training cache
+
+
+@pytest.mark.parametrize(("width", "height", "bits", "colour", "problem"), [
+    (5_000, 5_000, 16, "RGB", "5000x5000 pixels of 16 bits per sample, more than the 20 megapixel limit for images "
+                              "of more than 8 bits per sample"),
+    (4_500, 4_500, 16, "LA", "4500x4500 pixels of 16 bits per sample"),
+    (8_000, 8_000, 8, "RGBA", "8000x8000 pixels of 4 x 8 bits (256 MB decoded), more than the 240 MB decoding limit"),
+])
+def test_decoding_cost_is_bounded_by_bytes_not_only_pixels(width, height, bits, colour, problem, never_decoded):
+    data = png_of_zeros(width, height, bits, colour, rows=1)
+    with pytest.raises(ImageRejected, match=f"^photo.png: {re.escape(problem)}"):
+        read_image_checked(data, name="photo.png")
+
+
+@pytest.mark.parametrize(("width", "height", "bits", "colour"), [
+    (8_900, 8_900, 8, "L"),  # 79 MP of 1 byte: under both limits
+    (8_900, 8_900, 8, "RGB"),  # 79 MP of 3 bytes: what MAX_DECODE_BYTES was sized for
+    (7_700, 7_700, 8, "RGBA"),  # 59 MP of 4 bytes
+    (4_400, 4_400, 16, "L"),  # 19 MP of 16 bits
+])
+def test_images_within_the_decoding_limits_go_on_to_be_decoded(width, height, bits, colour, never_decoded):
+    with pytest.raises(AssertionError, match=f"a \\({width}, {height}\\) .* image was decoded"):
+        read_image_checked(png_of_zeros(width, height, bits, colour, rows=1), name="photo.png")
+
+
+def test_a_16_bit_png_under_the_limit_decodes_cheaply():
+    """4000 x 4000 16-bit grey (16 MP): decoded to RGB black, its 16-bit greys mapped through a table."""
+    started = time.process_time()
+    image = read_image_checked(png_of_zeros(4_000, 4_000, 16), name="grey16.png")
+    assert image.mode == "RGB" and image.size == (4_000, 4_000) and image.getextrema() == ((0, 0),) * 3
+    assert time.process_time() - started < 5  # was ~0.7 s with 8-byte arithmetic per pixel, ~0.25 s now

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from test_catalogue import HEADER, JEANS, SHIRT, WATCH, lines, write_dataset
+from test_images import png_of_zeros
 
 from core.access import database
 from core.access.database import DB_FILE, DatabaseBusy, db_engine
@@ -270,6 +271,7 @@ def tree(root: Path) -> set[Path]:
     (b"name,colour\nshirt,red\n", "not an image"),
     (image_bytes("GIF"), "a GIF image; accepted formats are JPEG, PNG, WEBP, AVIF"),
     (image_bytes("PNG")[:60], "truncated or corrupt"),
+    (png_of_zeros(8_900, 8_900, 16, rows=1), "8900x8900 pixels of 16 bits per sample, more than the 20 megapixel"),
 ])
 def test_bad_images_are_rejected_naming_the_file_and_nothing_is_written(store, catalogue, tmp_path, data, problem):
     before = tree(tmp_path)

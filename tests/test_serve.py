@@ -1,7 +1,9 @@
 """`python -m training serve` (training.serve) on a tiny real run, started in a subprocess on a free
 port: answers equal to `predict --json` for the same photos (multipart and JSON, alone and under
-concurrent load), bad requests refused with the command line's message while the server goes on,
-the API key, the size limit, /health and /docs; and the command line's own refusals."""
+concurrent load), bad requests (malformed bodies included) refused with a message while the server
+goes on, the API key, the size limit, /health and /docs; and the command line's own refusals. Around
+a fake model (tests/fake_serve.py): a queue longer than the timeout can serve gets 503, and a dead
+model worker stops the server with one line."""
 
 from __future__ import annotations
 
@@ -19,12 +21,14 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from test_images import jpeg_bytes, patched_jpeg_size
+import urllib3
+from test_images import jpeg_bytes, patched_jpeg_size, png_of_zeros
 
 import training.serve
 from core import workspace
 from training.__main__ import main as cli
 from training.processes import group_alive, start_detached
+from training.serve import LoadGauge
 
 from conftest import REPO, SAMPLE_DIR
 
@@ -63,7 +67,8 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad")
     contents = {"notes.txt": b"not a photo", "empty.jpg": b"",
                 "bomb.jpg": patched_jpeg_size(jpeg_bytes((64, 64)), 20_000, 10_000),  # 200 MP claimed: over any limit
-                "cut.jpg": jpeg_bytes()[:400]}
+                "cut.jpg": jpeg_bytes()[:400],
+                "grey16.png": png_of_zeros(8_900, 8_900, 16)}  # 150 KB, 79 MP of 16 bits: 10 s and 1.5 GB to decode
     for name, data in contents.items():
         (folder / name).write_bytes(data)
     return {name: folder / name for name in contents}
@@ -187,6 +192,7 @@ def test_a_refused_photo_gets_422_with_the_message_predict_gives(server, bad_fil
             response = post(server, **body)
             assert (response.status_code, response.json()) == (422, {"detail": expected}), name
     assert "megapixel limit" in cli_answers["bomb.jpg"]["error"]
+    assert "megapixel limit for images of more than 8 bits per sample" in cli_answers["grey16.png"]["error"]
 
 
 @pytest.mark.slow
@@ -218,11 +224,44 @@ def test_bad_requests_in_a_batch_leave_the_good_ones_answered(server, photos, ba
      f"the request is 1.0 MB, more than this server's {MAX_REQUEST_MB} MB limit"),
     ({"data": iter([b"x" * 2**20, b"x" * 2**20]), "headers": {"Content-Type": "application/json"}}, 413,
      "Payload too large"),  # sent in chunks, without a length: LitServe's own limit
-])
+    ({"data": iter([b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n', b"x" * 2**20,
+                    b"x" * 2**20]), "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+     413, "Payload too large"),
+    ({"data": b"--x\r\n", "headers": {"Content-Type": "multipart/form-data"}}, 400,
+     "the multipart form cannot be read (Missing boundary in multipart.); send the photo as a file in the "
+     "multipart form field 'file', or JSON"),
+    ({"data": b"no boundary here", "headers": {"Content-Type": "multipart/form-data; boundary=x"}}, 400,
+     "the multipart form cannot be read (Invalid multipart data.)"),
+    ({"data": b"--x\r\nbroken header\r\n\r\nxx\r\n--x--\r\n", "headers": {
+        "Content-Type": "multipart/form-data; boundary=x"}}, 400, "the multipart form cannot be read ("),
+    ({"data": {f"field{index}": "x" for index in range(1_001)}, "files": {"file": ("a.jpg", b"x")}}, 400,
+     "the multipart form cannot be read (Too many fields. Maximum number of fields is 1000.)"),
+    ({"data": "file=x", "headers": {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}}, 422,
+     "no photo: send it as a file in the multipart form field 'file'"),
+    ({"data": "[" * 100_000 + "]" * 100_000, "headers": {"Content-Type": "application/json"}}, 400,
+     "the body is JSON nested too deeply to read; send the photo as a file"),  # json.loads: RecursionError
+    ({"data": '{"image": ' + "[" * 900 + "]" * 900 + "}", "headers": {"Content-Type": "application/json"}}, 422,
+     "expected JSON {\"image\": \"<base64>\", \"name\": \"<optional>\"}: image: Input should be a valid string"),
+], ids=["not-json", "empty", "a-list", "no-image", "bad-base64", "no-file-field", "text-field", "over-limit",
+        "chunked-json", "chunked-form", "no-boundary", "other-boundary", "broken-part", "1001-fields",
+        "urlencoded-charset", "deep-json", "deep-in-object"])
 def test_a_bad_request_is_refused_with_what_is_wrong_and_the_server_goes_on(server, photos, body, status, detail):
     response = post(server, **body)
     assert response.status_code == status and response.json()["detail"].startswith(detail), response.text
     assert post(server, **multipart(photos[0])).status_code == 200
+
+
+@pytest.mark.slow
+def test_the_media_type_is_matched_whatever_its_case(server, photos, cli_answers):
+    body, content_type = urllib3.encode_multipart_formdata({"file": (photos[0].name, photos[0].read_bytes())})
+    for media_type in ("Multipart/Form-Data", "MULTIPART/FORM-DATA"):
+        response = post(server, data=body, headers={"Content-Type": content_type.replace("multipart/form-data",
+                                                                                          media_type)})
+        assert response.status_code == 200, response.text
+        assert_same(response.json(), expected_for(cli_answers, photos[0]), media_type)
+    response = post(server, json={"image": base64.b64encode(photos[0].read_bytes()).decode()},
+                    headers={"Content-Type": "Application/JSON"})
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.slow
@@ -284,6 +323,8 @@ def in_workspace(run, monkeypatch):
     (["--target-error", "1.5"], "the target error must be a rate between 0 and 1 (0.02 = 2 %), got 1.5"),
     (["--batch-timeout", "0"], "--batch-timeout must be more than 0 seconds, got 0.0"),
     (["--max-request-mb", "0"], "--max-request-mb must be more than 0, got 0.0"),
+    (["--timeout", "0.005"], "--timeout must be more than --batch-timeout (0.01 s), got 0.005"),
+    (["--timeout", "0.2", "--batch-timeout", "0.5"], "--timeout must be more than --batch-timeout (0.5 s), got 0.2"),
     (["--host", "10.1.2.3"], "--host must be one of 127.0.0.1, 0.0.0.0, ::, got '10.1.2.3'"),
     (["--port", "80"], "--port must be from 1024 to 65535, got 80"),
     (["--device", "gpu"], "device must be one of auto, cpu, cuda, got 'gpu'"),
@@ -305,3 +346,83 @@ def test_serve_names_an_unknown_run_and_a_port_in_use(run, in_workspace, capsys)
         port = taken.getsockname()[1]
         assert cli(["serve", run.record.id, "--port", str(port)]) == 2
     assert capsys.readouterr().err == f"error: cannot listen on 127.0.0.1 port {port}: Address already in use\n"
+
+
+def test_the_load_gauge_sheds_what_the_timeout_cannot_serve():
+    gauge = LoadGauge(timeout=2.0)
+    assert gauge.retry_after(ahead=1_000) is None  # nothing measured yet: nothing refused
+    gauge.record(batch_seconds=4.0, batch_size=8)  # 0.5 s a request
+    assert gauge.seconds_per_request == 0.5
+    # 4 ahead: 2 s, within the timeout; 5: 2.5 s, 1 s after; 9: 4.5 s, 3 s after (rounded up); 40: 20 s.
+    assert [gauge.retry_after(ahead) for ahead in (0, 3, 4, 5, 9, 40)] == [None, None, None, 1, 3, 18]
+    for _ in range(8):  # the 8 answers of one batch at 0.25 s a request: the average moves by SMOOTHING once
+        gauge.record(batch_seconds=2.0, batch_size=8)
+    assert gauge.seconds_per_request == pytest.approx(0.5 - 0.25 * (1 - (1 - LoadGauge.SMOOTHING / 8) ** 8))
+
+
+@pytest.fixture
+def fake_server(tmp_path):
+    """Start tests/fake_serve.py (a fake model taking `seconds` per batch) with `options`; wait for /health;
+    on teardown stop what is left of its process group."""
+    started = []
+
+    def start(seconds: float, *options: str) -> SimpleNamespace:
+        port, log = free_port(), tmp_path / "server.log"
+        env = dict(os.environ, FAKE_SERVE_SECONDS=str(seconds), FAKE_SERVE_PID_FILE=str(tmp_path / "worker.pid"))
+        process = start_detached([sys.executable, "tests/fake_serve.py", str(port), *options], log, env, append=False)
+        started.append(process)
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if requests.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, f"not ready after 300 s:\n{log.read_text()}"
+            time.sleep(0.3)
+        return SimpleNamespace(process=process, url=url, log=log, worker=int((tmp_path / "worker.pid").read_text()))
+
+    yield start
+    for process in started:
+        if group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_queue_longer_than_the_timeout_can_serve_gets_503_with_retry_after(fake_server):
+    """0.5 s a request, one at a time, 1 s timeout: of 12 sent at once, those with 3 or more ahead are refused."""
+    server = fake_server(0.5, "--timeout", "1", "--max-batch-size", "1")
+    photo = {"files": {"file": ("a.jpg", b"x")}}
+    assert requests.post(f"{server.url}/predict", timeout=60, **photo).json() == {"detail": "a.jpg"}  # measured
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(lambda _: requests.post(f"{server.url}/predict", timeout=60, **photo), range(12)))
+    statuses = [response.status_code for response in responses]
+    assert set(statuses) <= {200, 503, 504} and 1 <= statuses.count(200) <= 4 and statuses.count(503) >= 8, statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.json()["detail"].startswith("too many requests waiting: more than this server's 1 s "
+                                                        "timeout can serve; retry in ")
+    assert requests.post(f"{server.url}/predict", timeout=60, **photo).status_code == 200  # the queue drained
+
+
+@pytest.mark.slow
+def test_a_dead_model_worker_stops_the_server_with_one_line_and_exit_1(fake_server):
+    """The documented behaviour: the server stops promptly, exit 1, its last line says why, no traceback,
+    nothing of it left running; a supervisor (systemd, a container's restart policy) restarts it."""
+    server = fake_server(0.1)
+    assert requests.post(f"{server.url}/predict", timeout=60, files={"file": ("a.jpg", b"x")}).status_code == 200
+    os.kill(server.worker, signal.SIGKILL)
+    killed = time.monotonic()
+    assert server.process.wait(timeout=60) == 1, server.log.read_text()
+    log = server.log.read_text()
+    assert time.monotonic() - killed < 30, log
+    assert log.splitlines()[-1] == (f"error: the model worker (pid {server.worker}) ended (killed by SIGKILL); the "
+                                    "server stopped (exit 1) so that its supervisor restarts it")
+    assert "Traceback" not in log and "EOFError" not in log, log
+    deadline = time.monotonic() + 10
+    while group_alive(server.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not group_alive(server.process.pid), "processes of the server still running after it exited"

@@ -11,7 +11,7 @@ evaluate or calibrate one, tag photos, serve them over HTTP, rank label issues, 
     python -m training calibrate RUN_ID [--source NAME [--dataset DIR]] [--json]
     python -m training serve RUN_ID [--checkpoint best|last|FILE] [--host 127.0.0.1] [--port 8000]
                                 [--device auto|cpu|cuda] [--top-k 3] [--target-error 0.02] [--max-batch-size 32]
-                                [--batch-timeout 0.01] [--api-key-env NAME] [--max-request-mb 20]
+                                [--batch-timeout 0.01] [--api-key-env NAME] [--max-request-mb 20] [--timeout 30]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
     python -m training health DIR [--run RUN_ID] [--threshold 0.93] [--device auto|cpu|cuda] [--json]
 
@@ -33,7 +33,8 @@ The command line acts as the machine's user, an admin (core.access.roles.command
 `serve` answers POST /predict with the object one line of `predict --json` holds (training.serve).
 User errors (bad config value, unknown run, bad dataset), and a workspace database kept busy by
 another process, print `error: ...` and exit 2; a run that fails exits 1 after recording the error
-in the registry.
+in the registry; `serve` exits 1 after one `error: ...` line when its model worker dies (for a
+supervisor to restart it).
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require the API key held by environment variable NAME in each request's X-API-Key header")
     serve.add_argument("--max-request-mb", type=float, default=20.0,
                        help="larger requests are refused with 413 (default 20; 1 MB = 2**20 bytes)")
+    serve.add_argument("--timeout", type=float, default=30.0,
+                       help="seconds a request may wait for the model: then 504; when more are waiting than that "
+                            "can serve, new ones get 503 with Retry-After (default 30)")
     crossval = commands.add_parser(
         "crossval", help="out-of-sample probabilities for every row (K models) and label issues")
     crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
@@ -371,9 +375,8 @@ def serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         run_id=record.id, run_folder=record.folder, checkpoint=checkpoint, host=args.host, port=args.port,
         device=args.device, top_k=args.top_k, target_error=args.target_error, max_batch_size=args.max_batch_size,
-        batch_timeout=args.batch_timeout, max_request_mb=args.max_request_mb, api_key=api_key)
-    run_server(settings)
-    return 0
+        batch_timeout=args.batch_timeout, max_request_mb=args.max_request_mb, timeout=args.timeout, api_key=api_key)
+    return run_server(settings)
 
 
 def crossval(args: argparse.Namespace) -> int:

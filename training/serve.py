@@ -9,11 +9,14 @@ and the same JSON (FilePrediction.as_json). Only the photo differs: it comes as 
 
 POST /predict takes multipart/form-data with the photo in the field `file`, or a JSON object
 {"image": "<base64>", "name": "<optional>"}. Answers: 200 with the JSON object; otherwise
-{"detail": "<message>"} with 400 (a body that is not JSON), 401 / 403 (API key missing / wrong),
-413 (a request over the size limit), 422 (no photo in the request, bad base64, or a photo the command
-line refuses as well: its ImageRejected message). Each answer from the model's worker carries
-X-Batch-Size, the number of requests batched with it. GET /health answers "ok" once the model is
-loaded (no API key needed); /docs is the OpenAPI page.
+{"detail": "<message>"} with 400 (a body that is not JSON, or a form that cannot be read), 401 / 403
+(API key missing / wrong), 413 (a request over the size limit), 422 (no photo in the request, bad
+base64, a JSON body other than that object, or a photo the command line refuses as well: its
+ImageRejected message), 503 with Retry-After (more requests waiting than --timeout can serve: see
+LoadGauge), 504 (a request that waited longer than --timeout for the model). Each answer from the
+model's worker carries X-Batch-Size, the number of requests batched with it, and X-Batch-Seconds, the
+time that batch took in the worker. GET /health answers "ok" once the model is loaded (no API key
+needed); /docs is the OpenAPI page.
 
 No `from __future__ import annotations` in this module: LitServe reads decode_request's and
 encode_response's annotations as live types to build the /predict route and its OpenAPI entry.
@@ -22,10 +25,13 @@ encode_response's annotations as live types to build the /predict route and its 
 import base64
 import binascii
 import hmac
+import math
 import os
 import signal
 import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 
 import litserve as ls
@@ -37,6 +43,8 @@ from fastapi.security import APIKeyHeader
 from litserve.loops import BatchedLoop
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.labels.uploads import display_name
 from core.model.predictor import FilePrediction, Upload
@@ -47,12 +55,20 @@ PREDICT_PATH = "/predict"
 HEALTH_PATH = "/health"
 API_KEY_HEADER = "X-API-Key"
 BATCH_SIZE_HEADER = "X-Batch-Size"
+BATCH_SECONDS_HEADER = "X-Batch-Seconds"
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to: this machine only, or every interface
 MB = 1024 * 1024
-REFUSALS = {400: "the body is neither a form nor JSON", 401: "no API key (X-API-Key)", 403: "a wrong API key",
+REFUSALS = {400: "a body that cannot be read: not JSON, JSON nested too deeply, or a broken multipart form",
+            401: "no API key (X-API-Key)", 403: "a wrong API key",
             413: "the request is over the size limit",
-            422: "no photo in the request, or a photo that cannot be read (the message predict gives)"}
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # LitServe parses these as a form
+            422: "no photo in the request, or a photo that cannot be read (the message predict gives)",
+            503: "more requests waiting than the timeout can serve: retry after Retry-After seconds",
+            504: "the request waited longer than the timeout for the model"}
+MULTIPART, URLENCODED = "multipart/form-data", "application/x-www-form-urlencoded"  # LitServe parses these as forms
+WORKER_DIED = 1  # serve's exit status when a model worker died
+WATCH_SECONDS = 0.5  # how often the model workers are checked
+NO_PHOTO = "no photo: send it as a file in the multipart form field 'file'"
+SEND_A_PHOTO = "send the photo as a file in the multipart form field 'file', or JSON {\"image\": \"<base64>\"}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,7 @@ class ServeSettings:
     max_batch_size: int = 32  # requests answered by one forward pass at most
     batch_timeout: float = 0.01  # seconds a batch waits for more requests before it runs
     max_request_mb: float = 20.0  # larger requests get 413 before the photo is read (1 MB = 2**20 bytes)
+    timeout: float = 30.0  # seconds a request may wait for the model: then 504; more waiting than that: 503
     api_key: str | None = field(default=None, repr=False)  # when set, X-API-Key must equal it
 
     def __post_init__(self) -> None:
@@ -84,6 +101,9 @@ class ServeSettings:
         check_target(self.target_error)
         if self.batch_timeout <= 0:  # at 0 LitServe's batching loop polls without pause, a CPU core at 100 %
             raise ValueError(f"--batch-timeout must be more than 0 seconds, got {self.batch_timeout}")
+        if not self.timeout > self.batch_timeout:  # LitServe's own condition
+            raise ValueError(f"--timeout must be more than --batch-timeout ({self.batch_timeout:g} s), "
+                             f"got {self.timeout:g}")
         if self.max_request_mb <= 0:
             raise ValueError(f"--max-request-mb must be more than 0, got {self.max_request_mb}")
         if self.api_key is not None and not self.api_key:
@@ -129,6 +149,92 @@ class Refusal:
     detail: str
 
 
+def parse_photo_json(value) -> PhotoJSON | Refusal:
+    """A JSON value as PhotoJSON, or the 422 saying what is wrong with it (any other shape, however nested)."""
+    try:
+        return PhotoJSON.model_validate(value)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, problem['loc'])) or 'body'}: {problem['msg']}"
+                             for problem in error.errors())
+        return Refusal(422, f'expected JSON {{"image": "<base64>", "name": "<optional>"}}: {problems}')
+
+
+class LoadGauge:
+    """Sheds load early: how long a new /predict request would wait for the model, estimated as the
+    requests ahead of it (those this HTTP process holds, waiting or being answered) times the time
+    a request takes in the worker (each batch's time over its size, a moving average of the last
+    batches); over the timeout, it would get 504 after waiting that long, so it gets 503 with
+    Retry-After at once instead (after the excess wait: then the queue ahead fits the timeout, if
+    nothing is added).
+
+    LitServe runs one HTTP process per model worker, all feeding one queue: N processes each holding
+    about 1/N of the requests, served by N workers, so one process's share gives the wait. Under load
+    batches are full and the time per request is that of a full batch; after a quiet spell it is that
+    of the small batches then, higher: a sudden burst is refused a little early (a retry a second
+    later) rather than left to wait for a 504."""
+
+    SMOOTHING = 0.2  # weight of each new batch in the moving average
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.in_flight = 0
+        self.seconds_per_request: float | None = None  # None until a first batch answered
+
+    def record(self, batch_seconds: float, batch_size: int) -> None:
+        """One answer of a batch of `batch_size` that took `batch_seconds` (each of its answers counts 1/size)."""
+        sample = batch_seconds / batch_size
+        if self.seconds_per_request is None:
+            self.seconds_per_request = sample
+        else:
+            self.seconds_per_request += (sample - self.seconds_per_request) * self.SMOOTHING / batch_size
+
+    def retry_after(self, ahead: int) -> int | None:
+        """Seconds to come back in (at least 1) when `ahead` requests before a new one would make it wait
+        longer than the timeout, else None."""
+        if self.seconds_per_request is None:
+            return None
+        wait = ahead * self.seconds_per_request
+        return max(1, math.ceil(wait - self.timeout)) if wait > self.timeout else None
+
+
+class PredictGate:
+    """ASGI middleware, for /predict: counts the requests in flight in this HTTP process and measures each
+    batch's time from its answers' headers, for `gauge`; and gives Content-Type's media type in lower case
+    (it is case-insensitive, RFC 9110; LitServe recognises a form by a case-sensitive prefix), its
+    parameters (the boundary) as sent."""
+
+    def __init__(self, app: ASGIApp, gauge: LoadGauge) -> None:
+        self.app = app
+        self.gauge = gauge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PREDICT_PATH:
+            await self.app(scope, receive, send)
+            return
+        scope = {**scope, "headers": [(name, lower_media_type(value) if name == b"content-type" else value)
+                                      for name, value in scope["headers"]]}
+
+        async def measure(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                size, seconds = headers.get(BATCH_SIZE_HEADER.lower().encode()), headers.get(
+                    BATCH_SECONDS_HEADER.lower().encode())
+                if size and seconds:
+                    self.gauge.record(float(seconds), int(size))
+            await send(message)
+
+        self.gauge.in_flight += 1
+        try:
+            await self.app(scope, receive, measure)
+        finally:
+            self.gauge.in_flight -= 1
+
+
+def lower_media_type(value: bytes) -> bytes:
+    media_type, separator, parameters = value.partition(b";")
+    return media_type.strip().lower() + separator + parameters
+
+
 class TaggerAPI(ls.LitAPI):
     """The LitAPI: a request -> an Upload -> a batch through Predictor.predict_batch -> the JSON answer.
 
@@ -141,6 +247,7 @@ class TaggerAPI(ls.LitAPI):
                          api_path=PREDICT_PATH, loop=BatchedLoop())
         self.settings = settings
         self.predictor = None
+        self.gauge = LoadGauge(settings.timeout)  # one per HTTP process (a fork: its own copy)
 
     def setup(self, device: str) -> None:
         """Load the run's Predictor on `device` (LitServe's "cpu" or "cuda:<i>", one worker each); on a GPU,
@@ -159,14 +266,11 @@ class TaggerAPI(ls.LitAPI):
         if isinstance(request, FormData):
             photo = request.get("file")
             if not isinstance(photo, UploadFile):
-                return Refusal(422, "no photo: send it as a file in the multipart form field 'file'")
+                return Refusal(422, NO_PHOTO)
             return Upload(display_name(photo.filename or ""), photo.file.read())
-        try:
-            body = PhotoJSON.model_validate(request)
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, problem['loc'])) or 'body'}: {problem['msg']}"
-                                 for problem in error.errors())
-            return Refusal(422, f'expected JSON {{"image": "<base64>", "name": "<optional>"}}: {problems}')
+        body = parse_photo_json(request)
+        if isinstance(body, Refusal):
+            return body
         try:
             data = base64.b64decode(body.image, validate=True)
         except binascii.Error as error:
@@ -174,16 +278,19 @@ class TaggerAPI(ls.LitAPI):
         return Upload(display_name(body.name or ""), data)
 
     def predict(self, requests: list, context: list[dict]) -> list[FilePrediction | Refusal]:
+        started = time.perf_counter()
         uploads = [request for request in requests if isinstance(request, Upload)]
-        results = iter(self.predictor.predict_batch(uploads, self.settings.top_k))
+        results = iter(self.predictor.predict_batch(uploads, self.settings.top_k))  # a list: done by now
+        seconds = time.perf_counter() - started
         for request_context in context:
-            request_context["batch_size"] = len(requests)
+            request_context.update(batch_size=len(requests), batch_seconds=seconds)
         return [next(results) if isinstance(request, Upload) else request for request in requests]
 
     def encode_response(self, output: FilePrediction | Refusal, context: dict) -> TagsJSON:
         """The response itself, so that it carries its status and X-Batch-Size; the annotation gives
         /docs the schema of a 200 answer (FastAPI passes a Response through unchanged)."""
-        headers = {BATCH_SIZE_HEADER: str(context["batch_size"])}
+        headers = {BATCH_SIZE_HEADER: str(context["batch_size"]),
+                   BATCH_SECONDS_HEADER: f"{context['batch_seconds']:.4f}"}
         if isinstance(output, Refusal):
             return JSONResponse({"detail": output.detail}, status_code=output.status, headers=headers)
         if output.error is not None:
@@ -193,8 +300,8 @@ class TaggerAPI(ls.LitAPI):
     async def authorize(self, request: Request,
                         api_key: str | None = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))) -> None:
         """Run by LitServe before each of its routes (it calls this hook `authorize`): the API key,
-        when the server has one (not for /health); then, for /predict, a body LitServe can parse
-        (it answers 500 to a JSON body it cannot parse) within the size limit."""
+        when the server has one (not for /health); then, for /predict, room in the queue (LoadGauge)
+        and a body LitServe can parse (it answers 500 to a body it cannot parse) within the size limit."""
         key = self.settings.api_key
         if key is not None and request.url.path != HEALTH_PATH:
             if api_key is None:
@@ -202,30 +309,57 @@ class TaggerAPI(ls.LitAPI):
             if not hmac.compare_digest(api_key.encode(), key.encode()):
                 raise HTTPException(403, f"wrong API key ({API_KEY_HEADER})")
         if request.method == "POST" and request.url.path == PREDICT_PATH:
+            retry_after = self.gauge.retry_after(ahead=self.gauge.in_flight - 1)  # PredictGate counted this one
+            if retry_after is not None:
+                raise HTTPException(503, f"too many requests waiting: more than this server's "
+                                         f"{self.settings.timeout:g} s timeout can serve; retry in {retry_after} s",
+                                    headers={"Retry-After": str(retry_after)})
             await self._check_body(request)
 
     async def _check_body(self, request: Request) -> None:
+        """Parse the body here, where a failure can be answered 400 or 422 with a message: the form or JSON
+        is cached on the request, and LitServe's own parse reuses it (PredictGate made the media type
+        lower case, as LitServe expects it)."""
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > self.settings.max_request_bytes:
             raise HTTPException(413, f"the request is {int(length) / MB:.1f} MB, more than this server's "
                                      f"{self.settings.max_request_mb:g} MB limit")
-        if not request.headers.get("content-type", "").startswith(FORM_TYPES):
+        media_type = request.headers.get("content-type", "").partition(";")[0]
+        if media_type == URLENCODED:  # a form of text fields never holds a file
+            raise HTTPException(422, NO_PHOTO)
+        if media_type == MULTIPART:
             try:
-                await request.json()  # cached on the request: LitServe's own parse reuses it
-            except ValueError as error:
-                raise HTTPException(400, f"the body is not JSON ({error}); send a multipart form with the "
-                                         "photo in 'file', or JSON {\"image\": \"<base64>\"}") from error
+                await request.form()
+            except HTTPException:  # FastAPI's: LitServe's 413 for a body sent without a length
+                raise
+            except StarletteHTTPException as error:  # Starlette's 400: no boundary, too many fields or files
+                raise HTTPException(400, f"the multipart form cannot be read ({error.detail}); "
+                                         f"{SEND_A_PHOTO}") from error
+            except ValueError as error:  # python-multipart's: a broken part or boundary
+                raise HTTPException(400, f"the multipart form cannot be read ({error}); {SEND_A_PHOTO}") from error
+            return
+        try:
+            body = await request.json()
+        except ValueError as error:
+            raise HTTPException(400, f"the body is not JSON ({error}); {SEND_A_PHOTO}") from error
+        except RecursionError as error:
+            raise HTTPException(400, f"the body is JSON nested too deeply to read; {SEND_A_PHOTO}") from error
+        refusal = parse_photo_json(body)  # here, so that only a flat object goes on to the model's queue
+        if isinstance(refusal, Refusal):
+            raise HTTPException(refusal.status, refusal.detail)
 
 
 def build_server(settings: ServeSettings) -> ls.LitServer:
     """The LitServer for `settings`: one worker on the CPU, or one per visible GPU."""
     on_gpu = predict_device(settings.device).type == "cuda"
+    api = TaggerAPI(settings)
     server = ls.LitServer(
-        TaggerAPI(settings), accelerator="cuda" if on_gpu else "cpu",
-        devices=torch.cuda.device_count() if on_gpu else 1, workers_per_device=1,
+        api, accelerator="cuda" if on_gpu else "cpu",
+        devices=torch.cuda.device_count() if on_gpu else 1, workers_per_device=1, timeout=settings.timeout,
         healthcheck_path=HEALTH_PATH, max_payload_size=settings.max_request_bytes,  # also bodies sent without a length
+        middlewares=[(PredictGate, {"gauge": api.gauge})],
         model_metadata={"run": settings.run_id, "checkpoint": settings.checkpoint, "top_k": settings.top_k,
-                        "target_error": settings.target_error})
+                        "target_error": settings.target_error, "timeout": settings.timeout})
     document_predict_route(server, settings.run_id)
     return server
 
@@ -258,8 +392,10 @@ def check_listen(host: str, port: int) -> None:
             raise ValueError(f"cannot listen on {host} port {port}: {error.strerror or error}") from error
 
 
-def serve(settings: ServeSettings) -> None:
-    """Run the server until Ctrl+C or SIGTERM, then stop its processes (HTTP servers, model workers)."""
+def serve(settings: ServeSettings) -> int:
+    """Run the server until Ctrl+C or SIGTERM (0), or until a model worker dies (WORKER_DIED, after one line on
+    stderr saying so: a supervisor restarts the server, see the README); then stop its processes (HTTP
+    servers, model workers)."""
     check_listen(settings.host, settings.port)
     address = f"http://{'[::1]' if settings.host == '::' else '127.0.0.1'}:{settings.port}"
     print(f"serving run {settings.run_id}, checkpoint {settings.checkpoint}, at {address}: POST {PREDICT_PATH}, "
@@ -268,15 +404,61 @@ def serve(settings: ServeSettings) -> None:
     if settings.host != "127.0.0.1" and settings.api_key is None:
         print(f"warning: listening on {settings.host} without an API key: anyone who can reach this machine can use "
               "the model (--api-key-env)", file=sys.stderr, flush=True)
-    interrupt_on_sigterm()
-    build_server(settings).run(host=settings.host, port=settings.port, generate_client_file=False,
-                               access_log=False)
+    stopping = threading.Event()
+    interrupt_on_signals(stopping)
+    server = build_server(settings)
+    deaths = watch_workers(server, stopping)
+    try:
+        server.run(host=settings.host, port=settings.port, generate_client_file=False, access_log=False)
+    except KeyboardInterrupt:  # while the model loads: LitServe stops its processes only once serving
+        pass
+    finally:
+        stopping.set()
+        for worker in getattr(server, "inference_workers", []):
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(timeout=10)
+    if deaths:
+        print(f"error: {deaths[0]}; the server stopped (exit {WORKER_DIED}) so that its supervisor restarts it",
+              file=sys.stderr, flush=True)
+        return WORKER_DIED
+    return 0
 
 
-def interrupt_on_sigterm() -> None:
-    """Make SIGTERM (a plain `kill`, `docker stop`) raise KeyboardInterrupt in this process, as Ctrl+C
-    does, so that LitServe shuts down the processes it started; in those forked from this one the
-    signal keeps its default action (uvicorn re-raises it after its own graceful shutdown)."""
+def watch_workers(server: ls.LitServer, stopping: threading.Event) -> list[str]:
+    """Watch the model workers from a thread: when one ends while the server is not stopping, say why in the
+    list returned and interrupt the main thread, as Ctrl+C does, so that LitServe stops the rest.
+
+    In place of LitServe's own watch (LitServer._monitor_workers): that one stops the server from its
+    thread, and the main thread then dies on the manager it shut down (an EOFError traceback, 5 s
+    later). Its restart_workers (0.2.19) restarts the worker, but the requests it held are never
+    answered (it fails them only in the main process, not in the HTTP processes that wait for them) and
+    a worker that cannot load restarts forever: a supervisor restarting the whole server does better."""
+    server._monitor_workers = False
+    deaths: list[str] = []
+
+    def watch() -> None:
+        while not stopping.wait(WATCH_SECONDS):
+            dead = [worker for worker in getattr(server, "inference_workers", []) if worker.exitcode is not None]
+            if dead and not stopping.is_set():
+                code = dead[0].exitcode
+                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                deaths.append(f"the model worker (pid {dead[0].pid}) ended ({how})")
+                stopping.set()
+                # Its HTTP servers' requests wait for answers that will not come: do not wait 30 s for them.
+                server.uvicorn_graceful_timeout = 1
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # the main thread's wait ends
+                return
+
+    threading.Thread(target=watch, name="model-worker-watch", daemon=True).start()
+    return deaths
+
+
+def interrupt_on_signals(stopping: threading.Event) -> None:
+    """Make SIGTERM (a plain `kill`, `docker stop`) and SIGINT raise KeyboardInterrupt in this process,
+    so that LitServe shuts down the processes it started, and set `stopping` (the workers then end
+    by design); in those forked from this one the signal keeps its default action (uvicorn re-raises
+    it after its own graceful shutdown)."""
     owner = os.getpid()
 
     def handle(signum, frame) -> None:
@@ -284,6 +466,8 @@ def interrupt_on_sigterm() -> None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        stopping.set()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handle)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handle)

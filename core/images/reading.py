@@ -28,6 +28,15 @@ ACCEPTED_EXTENSIONS = tuple(ext for exts in ACCEPTED_FORMATS.values() for ext in
 # Both are below Pillow's own error threshold (~179 MP), so every refusal says the same thing.
 MAX_PIXELS = 80_000_000
 MAX_REDUCED_PIXELS = 160_000_000
+# What a decode may cost is bounded too, from the header: pixels x bands x bytes per sample, at most
+# MAX_DECODE_BYTES (what an 80 MP 8-bit RGB photo holds); and images of more than 8 bits per sample
+# (16-bit PNGs) at most MAX_HIGH_DEPTH_PIXELS: their samples are converted to 8 bits after decoding, a
+# second pass over the whole image, and a catalogue photo is never such a master. A 154 KB 16-bit
+# greyscale PNG of 8900 x 8900 (79 MP, under MAX_PIXELS) took 10 s of CPU and 1.5 GB to decode.
+MAX_DECODE_BYTES = 240_000_000
+MAX_HIGH_DEPTH_PIXELS = 20_000_000
+# 16-bit grey level -> 8-bit, rounded: a look-up per pixel costs 1 byte, where arithmetic took 8-byte temporaries.
+_GREY_16_TO_8 = ((np.arange(65_536, dtype=np.uint32) * 255 + 32_767) // 65_535).astype(np.uint8)
 
 
 class ImageRejected(ValueError):
@@ -53,8 +62,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image.copy()
     if image.mode == "I" or image.mode.startswith("I;16"):  # convert() would clip every value over 255 to white
-        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65_535) * 255 + 32_767) // 65_535
-        return Image.fromarray(grey.astype(np.uint8), mode="L").convert("RGB")
+        levels = np.asarray(image)
+        if image.mode == "I":  # 32-bit signed: what 16 bits hold, and nothing else
+            levels = np.clip(levels, 0, 65_535)
+        return Image.fromarray(_GREY_16_TO_8[levels]).convert("RGB")  # a table, not arithmetic on big temporaries
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, BACKGROUND)
@@ -78,8 +89,9 @@ def read_image_checked(
 ) -> Image.Image:
     """Decode a user's image (a path, or the bytes of an upload) as RGB, transparency on white,
     EXIF rotation applied; raise ImageRejected naming `name` (default: the path) and the problem:
-    an empty file, not an image, a format other than ACCEPTED_FORMATS, too many pixels (checked
-    from the header, before decoding: see MAX_PIXELS), or a truncated or corrupt file.
+    an empty file, not an image, a format other than ACCEPTED_FORMATS, too many pixels or too costly
+    a decode (checked from the header, before decoding: see MAX_PIXELS and MAX_DECODE_BYTES), or a
+    truncated or corrupt file.
 
     With `max_side`, a JPEG is decoded with `draft()` straight to about that size or a little
     more (as `open_rgb`), and a baseline JPEG's header may then say up to MAX_REDUCED_PIXELS;
@@ -121,15 +133,42 @@ def read_image_checked(
                 image.draft("RGB", (max_side, max_side))
                 if image.width * image.height > MAX_PIXELS:  # a max_side too large to reduce it enough
                     raise ImageRejected(_too_large(label, f"{image.width}x{image.height} pixels decoded", MAX_PIXELS))
+            _check_decode_cost(label, image)
             image.load()
             return to_rgb(ImageOps.exif_transpose(image))
+        except ImageRejected:
+            raise
         except (OSError, SyntaxError, ValueError) as err:  # truncated data, broken chunks
             raise ImageRejected(f"{label}: the image data is truncated or corrupt ({err})") from err
 
 
-def _too_large(label: str, size: str, limit: int) -> str:
-    return (f"{label}: {size}, more than the {limit // 1_000_000} megapixel limit "
+def _too_large(label: str, size: str, limit: int, what: str = "megapixel limit") -> str:
+    return (f"{label}: {size}, more than the {limit // 1_000_000} {what} "
             "(refused as a possible decompression bomb)")
+
+
+def bits_per_sample(image: Image.Image) -> int:
+    """The bits of each sample the decoder will produce, from an opened (not yet decoded) image's header:
+    32 for modes I and F, 16 for 16-bit files (mode I;16, or a raw mode such as PNG's "RGB;16B"), else 8."""
+    if image.mode in ("I", "F"):
+        return 32
+    raw_modes = [tile.args if isinstance(tile.args, str) else tile.args[0] for tile in image.tile
+                 if tile.args and isinstance(tile.args, str | tuple)]
+    return 16 if image.mode.startswith("I;16") or any(";16" in str(raw) for raw in raw_modes) else 8
+
+
+def _check_decode_cost(label: str, image: Image.Image) -> None:
+    """ImageRejected when decoding `image` at its current size (after any draft) would cost more than
+    MAX_DECODE_BYTES, or it has more than 8 bits per sample and more than MAX_HIGH_DEPTH_PIXELS."""
+    pixels, bits = image.width * image.height, bits_per_sample(image)
+    size = f"{image.width}x{image.height} pixels"
+    if bits > 8 and pixels > MAX_HIGH_DEPTH_PIXELS:
+        raise ImageRejected(_too_large(label, f"{size} of {bits} bits per sample", MAX_HIGH_DEPTH_PIXELS,
+                                       "megapixel limit for images of more than 8 bits per sample"))
+    cost = pixels * len(image.getbands()) * max(bits, 8) // 8
+    if cost > MAX_DECODE_BYTES:
+        raise ImageRejected(_too_large(label, f"{size} of {len(image.getbands())} x {max(bits, 8)} bits "
+                                              f"({cost / 1e6:,.0f} MB decoded)", MAX_DECODE_BYTES, "MB decoding limit"))
 
 
 # Identified only to say which format a refused file is, never decoded.

@@ -3,7 +3,7 @@ with `predict` on the same photos.
 
     python tests/benchmarks/bench_serve.py [RUN_ID] [--data DIR] [--requests 500] [--concurrency 1 8 32]
                                            [--device auto|cpu|cuda] [--max-batch-size 32] [--batch-timeout 0.01]
-                                           [--body multipart|json]
+                                           [--body multipart|json] [--timeout 30]
 
 RUN_ID: a run of the workspace (FASHION_TAGGER_HOME); without one, a tiny real run (the default recipe,
 offline ImageNet backbone, 224 px, 1 epoch on 64 rows) is trained in a temporary workspace first:
@@ -13,9 +13,12 @@ through them in turn.
 
 For each concurrency c, `--requests` POST /predict requests (one photo each, multipart or base64
 JSON) are sent by c client threads, each with its own keep-alive connection; the server is started
-once, in a subprocess, and warmed up first. Printed per level: requests answered 200, throughput,
-p50 and p99 latency, and the batches the server formed (size: count, from the X-Batch-Size header
-of each answer: requests answered in batches of n / n). Then `predict`'s batch path on the same
+once, in a subprocess, and warmed up first. Printed per level: requests answered 200, refused early
+with 503 (more waiting than --timeout can serve) and timed out with 504, throughput, p50 and p99
+latency (of all answers; a 503 comes at once), and the batches the server formed (size: count, from
+the X-Batch-Size header of each answer: requests answered in batches of n / n). To see load shed,
+give a concurrency the model cannot serve within a short timeout, e.g. `--concurrency 64 --timeout 2`
+on a CPU: 503s instead of 504s, the 200s' latency within the timeout. Then `predict`'s batch path on the same
 photos in this process (load_predictor + Predictor.predict_files, batch 32, warm): images/s, the
 server's throughput over it, and how far the server's answers (the first per photo) are from predict's.
 The client threads share the machine with the server: on a small CPU they take a visible part of it.
@@ -83,7 +86,8 @@ def start_server(run_id: str, args, log: Path) -> tuple[subprocess.Popen, str]:
 
     port = free_port()
     command = [sys.executable, "-m", "training", "serve", run_id, "--port", str(port), "--device", args.device,
-               "--max-batch-size", str(args.max_batch_size), "--batch-timeout", str(args.batch_timeout)]
+               "--max-batch-size", str(args.max_batch_size), "--batch-timeout", str(args.batch_timeout),
+               "--timeout", str(args.timeout)]
     process = start_detached(command, log, os.environ, append=False)
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
@@ -124,7 +128,8 @@ def load(url: str, bodies: list[dict], n: int, concurrency: int) -> dict:
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, range(n)))
     return {"wall_s": time.perf_counter() - started, "latencies": [r[0] for r in results],
-            "ok": sum(r[1] == 200 for r in results), "sizes": [r[2] for r in results if r[1] == 200],
+            "ok": sum(r[1] == 200 for r in results), "shed": sum(r[1] == 503 for r in results),
+            "timed_out": sum(r[1] == 504 for r in results), "sizes": [r[2] for r in results if r[1] == 200],
             "answers": {index: r[3] for index, r in enumerate(results) if r[3] is not None}}
 
 
@@ -180,6 +185,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout", type=float, default=0.01)
     parser.add_argument("--body", choices=("multipart", "json"), default="multipart")
+    parser.add_argument("--timeout", type=float, default=30.0, help="the server's --timeout (503 and 504)")
     args = parser.parse_args()
 
     from training.processes import end
@@ -200,13 +206,13 @@ def main() -> None:
     scratch.cleanup()
 
     print(f"\nserve, run {run_id} on {device}: max batch {args.max_batch_size}, batch timeout {args.batch_timeout} s, "
-          f"{args.requests} requests per level")
-    print(f"{'concurrency':>11s} {'ok':>5s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'vs predict':>10s}  "
-          "batches formed (size: count)")
+          f"{args.requests} requests per level, timeout {args.timeout:g} s")
+    print(f"{'concurrency':>11s} {'ok':>5s} {'503':>5s} {'504':>5s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} "
+          f"{'vs predict':>10s}  batches formed (size: count)")
     for concurrency, result in levels.items():
-        throughput = args.requests / result["wall_s"]
+        throughput = result["ok"] / result["wall_s"]  # answered (200) per second
         formed = ", ".join(f"{size}: {count}" for size, count in batches_formed(result["sizes"]).items())
-        print(f"{concurrency:11d} {result['ok']:5d} {throughput:7.1f} "
+        print(f"{concurrency:11d} {result['ok']:5d} {result['shed']:5d} {result['timed_out']:5d} {throughput:7.1f} "
               f"{1000 * percentile(result['latencies'], 50):7.1f} "
               f"{1000 * percentile(result['latencies'], 99):7.1f} {throughput / rate:10.2f}  {formed}")
     print(f"\npredict (Predictor.predict_files, batch {PREDICT_BATCH}, same photos, in-process, warm): "
