@@ -130,10 +130,12 @@ def show_notes() -> None:
 
 
 def queue_sources(store: LabelStore, catalogue: Catalogue, record: RunRecord | None, actor: Actor) -> None:
-    """The sources, in an expander open while there is no queue, then its notes."""
+    """The sources, in an expander open while there is no queue and titled with what fills the queue
+    (no line of its own: the item under review stays in the window), then its notes."""
     st.session_state.setdefault(SOURCE_OPEN_KEY, not st.session_state.get(QUEUE_KEY))
-    with st.expander("Queue: photos or catalogue rows to review", key=SOURCE_OPEN_KEY, on_change="rerun",
-                     icon=":material/list:"):
+    source = st.session_state.get(QUEUE_SOURCE_KEY) if st.session_state.get(QUEUE_KEY) else None
+    with st.expander(f"Queue: {plain(source)}" if source else "Queue: photos or catalogue rows to review",
+                     key=SOURCE_OPEN_KEY, on_change="rerun", icon=":material/list:"):
         queue_source(store, catalogue, record, actor)
     show_notes()
 
@@ -323,7 +325,4 @@ def queue_view(store: LabelStore, heads: list[str]) -> tuple[list[int], pd.DataF
     which = left.selectbox("Show", list(FILTERS), key=FILTER_KEY)
     corrected_in = middle.multiselect("Corrected in", heads, key=CORRECTED_IN_KEY, placeholder="any head")
     right.progress(done / len(queue) if queue else 0.0, text=f"**{done:,} of {len(queue):,} reviewed**")
-    source = st.session_state.get(QUEUE_SOURCE_KEY)
-    if source:
-        st.caption(f"Queue: {plain(source)}")
     return filter_items(summary, which, corrected_in), summary

@@ -139,7 +139,7 @@ def item_view(store: LabelStore, record: RunRecord | None, catalogue: Catalogue,
             proposal = disagreement(head_guesses, chosen[head])
             if proposal is not None and proposal[0] in offered:
                 takes[f"review_take_{index + 1}"] = take_button(key, proposal, index + 1, guesses.accepted.get(head))
-            else:
+            elif record is not None:  # without a model the head shows the catalogue's value alone
                 st.caption(model_note(head_guesses, guesses.accepted.get(head), proposed=current[head] is None))
     actions(store, record, item, shown, actor, chosen, predicted, new_values, takes)
     if actor.may(Permission.REVIEW):

@@ -160,6 +160,26 @@ def test_similar_photos_for_a_catalogue_id_and_for_an_upload(computed):
         similar_to_photo(catalogue, None, b"not a photo", "notes.txt")
 
 
+@pytest.mark.slow
+def test_a_near_duplicate_group_gets_one_label_as_one_bulk_edit(computed):
+    catalogue, health = computed
+    at = page("Near-duplicates & leakage")
+    at.segmented_control(key="health.groups_shown").set_value("all groups").run()
+    group = health.near_duplicates(DEFAULT_THRESHOLD)[0]
+    at.session_state["health.groups.all groups.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.session_state["health.groups.all groups.group.bulk_open"] = True
+    at.run()
+    at.selectbox(key="health.groups.all groups.group.bulk_head").set_value("usage").run()
+    at.selectbox(key="health.groups.all groups.group.bulk_value").set_value("Sports").run()
+    at.checkbox(key="health.groups.all groups.group.bulk_confirm").check().run()
+    at.button(key="health.groups.all groups.group.bulk_apply").click().run()
+    assert not at.exception, at.exception
+    store = LabelStore(workspace=workspace.workspace_dir())
+    state = {item.product_id: values["usage"] for item, values in store.dataset_state(catalogue.root)}
+    assert set(group) == set(state) | set(catalogue.frame.loc[catalogue.frame["usage"] == "Sports", "id"]) & set(group)
+    assert set(state.values()) == {"Sports"}
+
+
 @pytest.fixture(scope="module")
 def run_health_page(in_tiny_run):
     """The shared tiny run, with its demo's health under the run's own model (in the run's workspace,
@@ -186,22 +206,3 @@ def test_a_runs_model_colours_the_map_by_its_split_and_its_right_and_wrong(run_h
     assert name == f"the split of run {record.id}"
     assert evaluated["right"] + evaluated["wrong"] == (split == "val").sum()
 
-
-@pytest.mark.slow
-def test_a_near_duplicate_group_gets_one_label_as_one_bulk_edit(computed):
-    catalogue, health = computed
-    at = page("Near-duplicates & leakage")
-    at.segmented_control(key="health.groups_shown").set_value("all groups").run()
-    group = health.near_duplicates(DEFAULT_THRESHOLD)[0]
-    at.session_state["health.groups.all groups.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
-    at.session_state["health.groups.all groups.group.bulk_open"] = True
-    at.run()
-    at.selectbox(key="health.groups.all groups.group.bulk_head").set_value("usage").run()
-    at.selectbox(key="health.groups.all groups.group.bulk_value").set_value("Sports").run()
-    at.checkbox(key="health.groups.all groups.group.bulk_confirm").check().run()
-    at.button(key="health.groups.all groups.group.bulk_apply").click().run()
-    assert not at.exception, at.exception
-    store = LabelStore(workspace=workspace.workspace_dir())
-    state = {item.product_id: values["usage"] for item, values in store.dataset_state(catalogue.root)}
-    assert set(group) == set(state) | set(catalogue.frame.loc[catalogue.frame["usage"] == "Sports", "id"]) & set(group)
-    assert set(state.values()) == {"Sports"}

@@ -23,6 +23,7 @@ from core.trust.sources import AUDIT_SHARE, audit_draw
 from core.trust.taxonomy import Taxonomy
 from core.trust.typicality import UNLIKE_CALIBRATION
 from dashboard.review_queue import TAXONOMY_SOURCE
+from dashboard.text import plain
 from training.checkpoints import add_to_checkpoints, load_predictor, stored_calibration
 from training.evaluate import label_issues
 from training.launcher import evaluation_job
@@ -512,8 +513,8 @@ def test_the_queue_its_view_and_position_come_back_on_a_reload(run):
     reloaded = reloaded_review("eve")
     assert reloaded.session_state["review.queue"] == queue and current_item(reloaded) == where
     assert reloaded.selectbox(key="review.filter").value == "unreviewed"
-    assert f"Queue: the least confident rows of run {record.id}: its validation split" in shown(
-        " ".join(texts(reloaded.caption)))
+    assert reloaded.expander[0].label == "Queue: " + plain(f"the least confident rows of run {record.id}: "
+                                                "its validation split")
     assert reloaded.selectbox(key=f"review.{where}.gender")  # the item is on screen
 
 
