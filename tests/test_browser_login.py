@@ -2,12 +2,14 @@
 (oidc-provider-mock), in headless Chromium. Rita logs in as a reviewer, decides a photo, may not
 train, load a server folder or export, and logs out; Ada logs in as an admin, sees Rita's decision
 under Rita's name in the history, undoes it (the undo under her own name) and may train and
-export. Eve's provider says her email is not verified: she is refused, sees why, and may log out.
-Screenshots land in `test-artifacts/` (login-*.png)."""
+export. Eve's provider says her email is not verified: she is refused, sees why, and may log out. Rita
+and Sam work one shared queue at once and never see the same photo; Ada reads their effort on
+the Team page. Screenshots land in `test-artifacts/` (login-*.png, team.png)."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -22,8 +24,8 @@ from conftest import tiny_run_workspace
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ADA, RITA = "ada@example.com", "rita@example.com"
-NAMES = {ADA: "Ada Admin", RITA: "Rita Reviewer"}
+ADA, RITA, SAM = "ada@example.com", "rita@example.com", "sam@example.com"
+NAMES = {ADA: "Ada Admin", RITA: "Rita Reviewer", SAM: "Sam Second"}
 EVE = "eve@example.com"  # her provider has not verified her address: were it verified, she would be a reviewer
 
 
@@ -169,3 +171,48 @@ def test_a_login_whose_email_is_not_verified_is_refused(team, browser):
     page.get_by_role("button", name="End session").click()
     page.get_by_role("button", name="Log in").wait_for()
     page.context.close()
+
+
+def test_two_reviewers_share_a_queue_without_collisions_and_the_lead_reads_their_effort(team, browser):
+    import re
+
+    from core.access.roles import Actor, Role
+    from core.labels.leases import holders
+
+    url, catalogue = team
+    store = LabelStore(workspace=workspace_dir())
+    for product_id in catalogue.frame["id"].iloc[1:5]:  # four new photos, in the dataset before anyone opens it
+        store.add_image(catalogue.root, catalogue.image_path(int(product_id)).read_bytes() + b"\0",
+                        f"new-{product_id}.jpg", Actor(ADA, Role.ADMIN))
+    pages = {}
+    for email in (RITA, SAM):
+        page = log_in(browser, url, email)
+        go_to(page, url, "review", "Review")
+        page.get_by_role("button", name=re.compile(r"Queue the \d+ new photos added to this dataset")).click()
+        page.get_by_text("reviewed").first.wait_for()
+        wait_idle(page)
+        pages[email] = page
+    queue = [item.item for item in store.dataset_items(catalogue.root) if item.kind == "external"]
+    held = holders(store, queue)
+    assert sorted(held.values()) == [RITA, SAM]  # one photo each, never the same one
+    for email in (RITA, SAM):
+        pages[email].get_by_role("button", name="Save & next").click()
+        wait_idle(pages[email])
+        pages[email].screenshot(path=str(ARTIFACTS / f"login-shared-queue-{email.split('@')[0]}.png"), full_page=True)
+    for _ in range(60):  # the saves land as their reruns finish
+        decided = store.log_frame(catalogue.root)
+        decided = decided[(decided["field"] == "status") & decided["reviewer"].isin([RITA, SAM])]
+        if set(decided["reviewer"]) == {RITA, SAM}:
+            break
+        time.sleep(0.5)
+    assert set(decided["reviewer"]) == {RITA, SAM} and decided["product_id"].is_unique  # nobody decided one twice
+    for page in pages.values():
+        page.context.close()
+
+    ada = log_in(browser, url, ADA)
+    go_to(ada, url, "team", "Team")
+    ada.get_by_text("Effort per reviewer and day").wait_for()
+    wait_idle(ada)
+    ada.screenshot(path=str(ARTIFACTS / "team.png"), full_page=True)
+    assert ada.get_by_text("Traceback").count() == 0
+    ada.context.close()
