@@ -43,6 +43,7 @@ PART_SIZE = 1000  # input paths per Parquet part: what a restarted job may redo 
 PATH_LISTS = ("txt", "lst")  # a SRC file with one of these extensions lists photo paths, one a line
 SUMMARY_FILE = "summary.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RAY_ADDRESS_ENV = "FASHION_TAGGER_RAY_ADDRESS"  # the dashboard's evaluations and health run there (training.launcher)
 CACHED_BATCH = 64  # cached photos per map_batches call: enough to amortise Ray's per-batch cost
 
 
@@ -77,11 +78,15 @@ class RayCluster:
         """Join the cluster (once per process); ValueError saying what to do when Ray is not installed."""
         try:
             import ray
+            import ray.data
         except ImportError:
             raise ValueError("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, logging_level="WARNING",
-                     log_to_driver=False)
+            ray.init(address=self.address, runtime_env=job_runtime_env(), include_dashboard=False,
+                     logging_level="WARNING", log_to_driver=False)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # progress is ours: ProgressLines, summary.json
+        context.execution_options.preserve_order = True  # results in input order, as the local engine's
 
     def gpus(self) -> int:
         import ray
@@ -92,11 +97,9 @@ class RayCluster:
         return self.workers or max(1, self.gpus())
 
     def remote_args(self) -> dict:
-        """map_batches' arguments for the model actors: how many, and what each holds. The workers
-        import this repository's packages from a copy Ray ships to every node (py_modules)."""
+        """map_batches' arguments for the model actors: how many, and what each holds."""
         return {"concurrency": self.actors(), "num_gpus": 1 if self.gpus() else 0, "num_cpus": self.cpus_per_worker,
-                "runtime_env": {"py_modules": [str(REPO_ROOT / "core"), str(REPO_ROOT / "training")],
-                                "env_vars": {"OMP_NUM_THREADS": str(self.cpus_per_worker)}}}
+                "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(self.cpus_per_worker)}}}
 
     def describe(self) -> str:
         """Which engine and cluster, in words (after `connect`)."""
@@ -107,6 +110,12 @@ class RayCluster:
         return (f"ray at {address}: {self.actors()} workers of {self.cpus_per_worker} CPU"
                 f"{' and 1 GPU' if self.gpus() else ''} on {len(ray.nodes())} nodes "
                 f"({int(resources.get('CPU', 0))} CPUs, {self.gpus()} GPUs)")
+
+
+def job_runtime_env() -> dict:
+    """ray.init's runtime_env: the workers import this repository's packages from a copy Ray ships to
+    every node (py_modules; the nodes install requirements.txt themselves)."""
+    return {"py_modules": [str(REPO_ROOT / "core"), str(REPO_ROOT / "training")]}
 
 
 def engine_of(name: str, address: str | None, workers: int | None, cpus_per_worker: int = 1) -> RayCluster | None:
@@ -305,7 +314,7 @@ class _PartWriter:
 
 
 def _ray_parts(job: PredictJob, parts: Sequence[Part], folder: Path, cluster: RayCluster) -> Iterator[str]:
-    import ray
+    import ray.data
 
     if not parts:
         return
@@ -351,14 +360,11 @@ def map_cached(cluster: RayCluster, load: ForwardLoader, folder: Path, ids: np.n
                ) -> Iterator[dict[str, np.ndarray]]:
     """Batches {"id": int64 [b], name: array [b, ...]} of cached photos `ids` through the model
     `load` gives, in `ids` order."""
-    import ray
+    import ray.data
 
     cluster.connect()
     if not len(ids):
         return
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
     dataset = ray.data.from_numpy(np.asarray(ids, dtype=np.int64)).rename_columns({"data": "id"}).map_batches(
         _CachedPhotos, fn_constructor_kwargs={"load": load, "folder": str(Path(folder).resolve()),
                                               "data_cfg": data_cfg},
