@@ -223,9 +223,13 @@ def test_ray_embeddings_and_evaluation_equal_the_local_ones(in_tiny_run, ray_clu
     target, ray_report = evaluate_checkpoint(folder, in_tiny_run.demo, cluster=ray_cluster)
     predictions = load_evaluation(target).predictions
     assert ray_report["rows"] == report["rows"] == len(catalogue.frame)
-    assert predictions["id"].tolist() == expected["id"].tolist()
-    assert predictions.select_dtypes("object").equals(expected.select_dtypes("object"))  # labels, proposals
-    numbers = expected.select_dtypes("number").columns
-    np.testing.assert_allclose(predictions[numbers].to_numpy(float), expected[numbers].to_numpy(float),
-                               rtol=0, atol=1e-6)
+    assert list(predictions.columns) == list(expected.columns)
+    for column in expected.columns:  # labels and proposals identical; probabilities, typicality within 1e-6
+        values, wanted = predictions[column], expected[column]
+        if column.endswith("_probs"):
+            np.testing.assert_allclose(np.stack(values), np.stack(wanted), rtol=0, atol=1e-6, err_msg=column)
+        elif wanted.dtype.kind == "f":
+            np.testing.assert_allclose(values, wanted, rtol=0, atol=1e-6, err_msg=column)
+        else:
+            assert values.tolist() == wanted.tolist(), column
     shutil.rmtree(target)

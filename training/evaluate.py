@@ -68,7 +68,8 @@ def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, whic
     else:
         rows = datamodule.val_set
         ids, probs, features = ray_evaluation(cluster, folder, which, rows.folder, rows.ids,
-                                              data_config(module.net.backbone, cfg.image_size), module.heads)
+                                              data_config(module.net.backbone, cfg.image_size), module.heads,
+                                              cfg.batch_size)
     return target, write_evaluation(catalogue, schema, ids, probs, target, checkpoint.name, trust,
                                     validation_split=data is None, features=features)
 

@@ -44,7 +44,8 @@ PATH_LISTS = ("txt", "lst")  # a SRC file with one of these extensions lists pho
 SUMMARY_FILE = "summary.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAY_ADDRESS_ENV = "FASHION_TAGGER_RAY_ADDRESS"  # the dashboard's evaluations and health run there (training.launcher)
-CACHED_BATCH = 64  # cached photos per map_batches call: enough to amortise Ray's per-batch cost
+CACHED_BATCH = 64  # cached photos per map_batches call at least: enough to amortise Ray's per-batch cost
+BLOCKS_BATCHES = 8  # map_batches calls per block of ids: blocks spread over the workers
 
 
 class Engine(Choice):
@@ -333,9 +334,10 @@ ForwardLoader = Callable[["torch.device"], Callable[["torch.Tensor"], dict[str, 
 
 class _CachedPhotos:
     """A Ray actor: a model (`load(device)` -> uint8 images [b, 3, H, W] -> named arrays [b, ...])
-    over cached photos by id, on this worker's GPU or CPU."""
+    over cached photos by id, on this worker's GPU or CPU, `step` photos per forward pass (None: the
+    local engine's, CPU_FORWARD_BATCH on a CPU, CACHED_BATCH on a GPU)."""
 
-    def __init__(self, load: ForwardLoader, folder: str, data_cfg: dict) -> None:
+    def __init__(self, load: ForwardLoader, folder: str, data_cfg: dict, step: int | None) -> None:
         import torch
 
         from core.images.transforms import eval_transform
@@ -343,7 +345,7 @@ class _CachedPhotos:
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.forward, self.folder, self.transform = load(device), Path(folder), eval_transform(data_cfg)
-        self.step = CPU_FORWARD_BATCH if device.type == "cpu" else CACHED_BATCH
+        self.step = step or (CPU_FORWARD_BATCH if device.type == "cpu" else CACHED_BATCH)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -357,18 +359,27 @@ class _CachedPhotos:
 
 
 def map_cached(cluster: RayCluster, load: ForwardLoader, folder: Path, ids: np.ndarray, data_cfg: dict,
-               ) -> Iterator[dict[str, np.ndarray]]:
+               step: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Batches {"id": int64 [b], name: array [b, ...]} of cached photos `ids` through the model
-    `load` gives, in `ids` order."""
+    `load` gives, in `ids` order, `step` photos per forward pass (see _CachedPhotos). Forward passes
+    take the same photos together as the local engine's (batches and blocks are multiples of `step`,
+    from the first id): on a CPU, another grouping moves a probability by about 1e-6."""
+    import pyarrow as pa
     import ray.data
 
     cluster.connect()
     if not len(ids):
         return
-    dataset = ray.data.from_numpy(np.asarray(ids, dtype=np.int64)).rename_columns({"data": "id"}).map_batches(
+    # In-memory blocks: no read task competes with the actors for the cluster's CPUs (with every CPU
+    # held by an actor, a task upstream of them never ran and the job waited for ever).
+    column = np.asarray(ids, dtype=np.int64)
+    batch = -(-CACHED_BATCH // (step or CACHED_BATCH)) * (step or CACHED_BATCH)  # a multiple of CPU_FORWARD_BATCH too
+    rows = BLOCKS_BATCHES * batch
+    blocks = [pa.table({"id": column[start:start + rows]}) for start in range(0, len(column), rows)]
+    dataset = ray.data.from_arrow(blocks).map_batches(
         _CachedPhotos, fn_constructor_kwargs={"load": load, "folder": str(Path(folder).resolve()),
-                                              "data_cfg": data_cfg},
-        batch_size=CACHED_BATCH, **cluster.remote_args())
+                                              "data_cfg": data_cfg, "step": step},
+        batch_size=batch, **cluster.remote_args())
     yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
 
 
@@ -410,9 +421,12 @@ def _evaluation_forward(run_folder: str, which: str,
 
 
 def ray_evaluation(cluster: RayCluster, run_folder: str | Path, which: str, folder: Path, ids: np.ndarray,
-                   data_cfg: dict, heads: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """training.evaluate.predict's (ids, head -> probs, features) of cached photos `ids`, on the cluster."""
-    batches = list(map_cached(cluster, partial(_evaluation_forward, str(run_folder), which), folder, ids, data_cfg))
+                   data_cfg: dict, heads: Sequence[str], batch_size: int,
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """training.evaluate.predict's (ids, head -> probs, features) of cached photos `ids`, on the
+    cluster, `batch_size` photos per forward pass (the run's, as its loader gives them locally)."""
+    batches = list(map_cached(cluster, partial(_evaluation_forward, str(run_folder), which), folder, ids, data_cfg,
+                              step=batch_size))
     if not batches:
         raise ValueError("no photo of the catalogue could be read")
     joined = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
