@@ -187,7 +187,7 @@ def test_ray_records_equal_the_local_engines_and_a_resumed_job_writes_no_part_tw
     job = job_of(in_tiny_run)
     local = predict_to_parts(job, photos, tmp_path / "local", device="cpu", part_size=4)
     summary = predict_to_parts(job, photos, tmp_path / "ray", ray_cluster, part_size=4)
-    assert summary["engine"].startswith("ray at a local cluster: 2 workers of 1 CPU on 1 nodes")
+    assert summary["engine"].startswith("ray at a local cluster: 2 workers of 1 CPU on 1 nodes (2 CPUs, 0 GPUs)")
     assert (summary["read"], summary["errors"]) == (local["read"], local["errors"]) == (11, 1)
     records = read_records(tmp_path / "ray")
     assert_same_records(records, read_records(tmp_path / "local"))

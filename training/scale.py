@@ -108,7 +108,8 @@ class RayCluster:
 
         address = self.address or os.environ.get("RAY_ADDRESS") or "a local cluster"
         resources = ray.cluster_resources()
-        return (f"ray at {address}: {self.actors()} workers of {self.cpus_per_worker} CPU"
+        workers = self.actors()
+        return (f"ray at {address}: {workers} worker{'s' * (workers > 1)} of {self.cpus_per_worker} CPU"
                 f"{' and 1 GPU' if self.gpus() else ''} on {len(ray.nodes())} nodes "
                 f"({int(resources.get('CPU', 0))} CPUs, {self.gpus()} GPUs)")
 
