@@ -183,8 +183,8 @@ def assert_same_records(ray_records: list[dict], local_records: list[dict]) -> N
 
 @pytest.mark.slow
 def test_ray_records_equal_the_local_engines_and_a_resumed_job_writes_no_part_twice(
-        in_tiny_run, ray_cluster, photos, tmp_path, one_thread):
-    job = job_of(in_tiny_run)
+        in_workspace, ray_cluster, photos, tmp_path, one_thread, capsys):
+    job = job_of(in_workspace)
     local = predict_to_parts(job, photos, tmp_path / "local", device="cpu", part_size=4)
     summary = predict_to_parts(job, photos, tmp_path / "ray", ray_cluster, part_size=4)
     assert summary["engine"].startswith("ray at a local cluster: 2 workers of 1 CPU on 1 nodes (2 CPUs, 0 GPUs)")
@@ -196,8 +196,11 @@ def test_ray_records_equal_the_local_engines_and_a_resumed_job_writes_no_part_tw
     parts = sorted((tmp_path / "ray").glob("part-*.parquet"))
     parts[0].unlink()
     kept = {part.name: part.stat().st_mtime_ns for part in parts[1:]}
-    again = predict_to_parts(job, photos, tmp_path / "ray", ray_cluster, part_size=4)
-    assert again["written"] == [parts[0].name]
+    # Started again from the command line, on the same cluster.
+    assert cli(["predict", in_workspace.record.id, *map(str, photos), "--engine", "ray", "--workers", "2",
+                "--out", str(tmp_path / "ray"), "--part-size", "4", "--batch-size", "4", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert again["written"] == [parts[0].name] and again["engine"] == summary["engine"]
     assert {name: (tmp_path / "ray" / name).stat().st_mtime_ns for name in kept} == kept
     assert read_records(tmp_path / "ray") == records
 
