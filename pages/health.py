@@ -259,7 +259,7 @@ def main() -> None:
     if health is None:
         return
     st.caption(f"{health.info['photos']:,} photos · {health.info['description']} · "
-               f"{health.info['index']} similarity search")
+               f"{health.info['index']} similarity search · embeddings by {health.info.get('engine', 'this machine')}")
     threshold = st.slider("Near-duplicate similarity", 0.80, 1.0, DEFAULT_THRESHOLD, 0.005, key="health.threshold",
                           help="Photos at least this similar (cosine of their embeddings) are near-duplicates.")
     sections = {

@@ -76,7 +76,8 @@ def computed(planted):
 def test_every_section_renders(computed):
     catalogue, health = computed
     for section in SECTIONS:
-        page(section)
+        at = page(section)
+    assert any("embeddings by local (cpu)" in c.value for c in at.caption)  # which engine computed them
 
 
 @pytest.mark.slow

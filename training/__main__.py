@@ -5,15 +5,18 @@ evaluate or calibrate one, tag photos, serve them over HTTP, rank label issues, 
     python -m training fit --resume RUN_ID [--json]
     python -m training runs [--json]
     python -m training show RUN_ID [--json]
-    python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--json]
-    python -m training predict RUN_ID PATH... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32]
-                                          [--device auto|cpu|cuda] [--target-error 0.02] [--json] [--csv FILE]
+    python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--engine local|ray] [--json]
+    python -m training predict RUN_ID SRC... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32]
+                                         [--device auto|cpu|cuda] [--target-error 0.02] [--json] [--csv FILE]
+                                         [--out DIR [--part-size 1000]] [--engine local|ray]
     python -m training calibrate RUN_ID [--source NAME [--dataset DIR]] [--json]
     python -m training serve RUN_ID [--checkpoint best|last|FILE] [--host 127.0.0.1] [--port 8000]
                                 [--device auto|cpu|cuda] [--top-k 3] [--target-error 0.02] [--max-batch-size 32]
                                 [--batch-timeout 0.01] [--api-key-env NAME] [--max-request-mb 20] [--timeout 30]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
-    python -m training health DIR [--run RUN_ID] [--threshold 0.93] [--device auto|cpu|cuda] [--json]
+    python -m training health DIR [--run RUN_ID] [--threshold 0.93] [--device auto|cpu|cuda] [--engine local|ray]
+                                  [--json]
+    --engine ray [--address ADDR] [--workers N] [--cpus-per-worker 1]: on a Ray cluster (training.scale).
 
 With --json the last line printed is JSON: the run record (fit, show), a list of them (runs), or
 the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate,
@@ -29,6 +32,10 @@ taxonomy, calibrated: core.trust.layer); "accepted" holds it where the head need
 also writes a row per image, line by line: path, <head>, <head>_p, <head>_accepted for each head,
 error; a cell a spreadsheet would run as a formula (a label or path starting with = + - @) starts
 with a single quote.
+`predict --out DIR` writes the same records as Parquet parts (one per --part-size inputs; a job
+started again skips the parts already there) and DIR/summary.json, whose JSON `--json` then prints;
+`--engine ray` needs --out. SRC: image files, folders, catalogue folders (styles.csv + images/), or
+.txt/.lst files listing paths one a line (training.scale.source_paths).
 The command line acts as the machine's user, an admin (core.access.roles.command_line_actor).
 `serve` answers POST /predict with the object one line of `predict --json` holds (training.serve).
 User errors (bad config value, unknown run, bad dataset), and a workspace database kept busy by
@@ -55,6 +62,7 @@ from core.images.reading import ACCEPTED_EXTENSIONS
 from core.trust.abstention import TARGET_ERROR
 from core.trust.typicality import UNLIKE_CALIBRATION
 from training.registry import RunState
+from training.scale import PART_SIZE, PATH_LISTS, Engine
 from training.status import summary_frame
 
 
@@ -83,10 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", default="best",
                           help="best (default), last, or a file in the run's checkpoints/")
     evaluate.add_argument("--json", action="store_true", help="print the per-head summary as JSON on the last line")
+    add_engine_options(evaluate)
     predict = commands.add_parser("predict", help="tag image files (or folders of them) with a run's model")
     predict.add_argument("run_id")
-    predict.add_argument("paths", nargs="+", metavar="PATH",
-                         help="image files, or folders searched recursively for ." + ", .".join(ACCEPTED_EXTENSIONS))
+    predict.add_argument("paths", nargs="+", metavar="SRC",
+                         help="image files, folders searched recursively for ." + ", .".join(ACCEPTED_EXTENSIONS)
+                         + ", catalogue folders (styles.csv + images/), or ." + "/.".join(PATH_LISTS)
+                         + " files listing paths, one a line")
     predict.add_argument("--checkpoint", default="best",
                          help="best (default), last, or a file in the run's checkpoints/")
     predict.add_argument("--top-k", type=int, default=3, help="labels per head (default 3)")
@@ -98,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line, nothing else")
     predict.add_argument("--csv", metavar="FILE", help="also write one row per image to FILE: path, each head's top "
                                                        "label and p, error (written as batches finish)")
+    predict.add_argument("--out", metavar="DIR", help="write the records as Parquet parts and summary.json in DIR; a "
+                                                      "job started again skips the parts already there")
+    predict.add_argument("--part-size", type=int, default=PART_SIZE,
+                         help=f"input photos per Parquet part (default {PART_SIZE})")
+    add_engine_options(predict)
     calibrate = commands.add_parser(
         "calibrate", help="fit (or refit) a run's trust layer from its validation evaluation: taxonomy, "
                           "temperatures, thresholds")
@@ -147,7 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"cosine similarity at which photos are near-duplicates (default {DEFAULT_THRESHOLD})")
     health.add_argument("--device", default="auto", help="auto (default: a CUDA GPU when there is one), cpu or cuda")
     health.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    add_engine_options(health)
     return parser
+
+
+def add_engine_options(command: argparse.ArgumentParser) -> None:
+    """--engine and the Ray cluster's options (training.scale.engine_of reads them)."""
+    command.add_argument("--engine", default=Engine.LOCAL, choices=list(Engine),
+                         help="local (default: this process) or ray (a Ray cluster; "
+                              "pip install -r requirements-ray.txt)")
+    command.add_argument("--address", help="the Ray cluster's address (ray start --head prints it; default: "
+                                           "RAY_ADDRESS, else a cluster started for this command)")
+    command.add_argument("--workers", type=int, help="model copies on the cluster (default: one per GPU, or 1)")
+    command.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per worker (default 1)")
+
+
+def cluster_of(args: argparse.Namespace):
+    """The RayCluster the options name, None for the local engine."""
+    from training.scale import engine_of
+
+    return engine_of(args.engine, args.address, args.workers, args.cpus_per_worker)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -219,13 +254,15 @@ def evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_checkpoint
     from training.registry import RunRegistry
 
+    cluster = cluster_of(args)
     record = RunRegistry().get(args.run_id)
     try:
-        folder, report = evaluate_checkpoint(record.folder, args.data, args.checkpoint)
+        folder, report = evaluate_checkpoint(record.folder, args.data, args.checkpoint, cluster)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"run {record.id}, checkpoint {report['checkpoint']}: {report['rows']:,} images of {report['data']}")
+    engine = "" if cluster is None else f", on {cluster.describe()}"
+    print(f"run {record.id}, checkpoint {report['checkpoint']}: {report['rows']:,} images of {report['data']}{engine}")
     print(f"  reports  {folder}")
     if "trust" in report:
         print(f"  {trust_summary(report)}")
@@ -239,11 +276,12 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from core.model.predictor import expand_paths, row_columns
+    from core.model.predictor import row_columns
     from core.trust.abstention import check_target
     from core.untrusted import spreadsheet_cell
     from training.checkpoints import load_predictor, predict_device
     from training.registry import RunRegistry
+    from training.scale import source_paths
 
     for option, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
         if value < 1:  # checked before the model loads: a typo fails at once
@@ -252,6 +290,13 @@ def predict(args: argparse.Namespace) -> int:
     check_target(args.target_error)
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         raise ValueError(f"--csv: the folder {Path(args.csv).resolve().parent} does not exist")
+    cluster = cluster_of(args)
+    if args.out:
+        if args.csv:
+            raise ValueError("--out writes Parquet parts; --csv is for a run without --out")
+        return predict_to_parts(args, cluster)
+    if cluster is not None:
+        raise ValueError("--engine ray writes Parquet parts: give --out DIR")
     record = RunRegistry().get(args.run_id)
     try:
         predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id, device=args.device,
@@ -259,7 +304,7 @@ def predict(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    paths = expand_paths(args.paths)
+    paths = source_paths(args.paths)
     if not paths:
         print(f"error: no image files ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(args.paths)}", file=sys.stderr)
         return 1
@@ -282,6 +327,34 @@ def predict(args: argparse.Namespace) -> int:
         summary += f"; rows in {args.csv}"
     print(summary, file=sys.stderr if args.json else sys.stdout)
     return 0 if read else 1
+
+
+def predict_to_parts(args: argparse.Namespace, cluster) -> int:
+    """`predict --out`: the records as Parquet parts and a summary (training.scale), here or on the cluster."""
+    from training.registry import RunRegistry
+    from training.run_folder import RunFolder
+    from training.scale import PredictJob, predict_to_parts as write_parts, source_paths
+
+    record = RunRegistry().get(args.run_id)
+    try:
+        checkpoint = RunFolder(record.folder).checkpoint(args.checkpoint).name
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    paths = source_paths(args.paths)
+    if not paths:
+        print(f"error: no image files ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    job = PredictJob(record.id, record.folder, checkpoint, args.top_k, args.batch_size, args.target_error)
+    summary = write_parts(job, paths, args.out, cluster, device=args.device, part_size=args.part_size,
+                          progress=ProgressLines())
+    print(f"run {record.id}, checkpoint {checkpoint}, on {summary['engine']}: {summary['read']:,} of "
+          f"{summary['records']:,} images read; {summary['parts']:,} parts in {args.out} "
+          f"({len(summary['written']):,} written now, {summary['skipped_parts']:,} were there)",
+          file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(summary))
+    return 0 if summary["read"] else 1
 
 
 def describe_prediction(result) -> str:
@@ -410,10 +483,11 @@ def health(args: argparse.Namespace) -> int:
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold is a cosine similarity in (0, 1], got {args.threshold}")
     device = predict_device(args.device)
+    cluster = cluster_of(args)
     catalogue = load_catalogue(args.data)
     record = RunRegistry().get(args.run) if args.run else None
     try:
-        computed = run_health.compute(catalogue, record, device=device.type, progress=ProgressLines())
+        computed = run_health.compute(catalogue, record, device=device.type, progress=ProgressLines(), cluster=cluster)
     except FileNotFoundError as error:  # the run has no best checkpoint
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -422,6 +496,7 @@ def health(args: argparse.Namespace) -> int:
     groups = summary["near_duplicates"]
     print(f"data health of {catalogue.root}: {computed.info['photos']:,} photos, {computed.info['description']}")
     print(f"  folder               {computed.folder.path}")
+    print(f"  embeddings by        {computed.info.get('engine', 'this machine')}")
     print(f"  exact duplicates     {len(summary['exact_duplicates']):,} groups")
     print(f"  near-duplicates      {len(groups):,} groups ({sum(map(len, groups)):,} photos) "
           f"at similarity >= {args.threshold}")

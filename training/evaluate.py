@@ -19,11 +19,13 @@ from core.data.catalogue import load_catalogue
 from core.data.schema import LabelSchema
 from core.evaluation.files import is_complete, load_evaluation, write_evaluation
 from core.evaluation.label_issues import rank_evaluation, read_issues
+from core.images.transforms import data_config
 from core.model.module import TaggerModule
 from training.builders import build_datamodule, run_precision
 from training.checkpoints import load_run_module
 from training.rows import run_catalogue, run_rows, run_split
 from training.run_folder import RunFolder, evaluation_name
+from training.scale import RayCluster, ray_evaluation
 
 
 def predict(module: TaggerModule, loader: DataLoader, accelerator: str = "auto",
@@ -39,8 +41,10 @@ def predict(module: TaggerModule, loader: DataLoader, accelerator: str = "auto",
     return ids, probs, torch.cat([batch["features"].half().float() for batch in outputs]).numpy()
 
 
-def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, which: str = "best") -> tuple[Path, dict]:
-    """Evaluate the run's checkpoint `which` through its trust layer and write the evaluation files.
+def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, which: str = "best",
+                        cluster: RayCluster | None = None) -> tuple[Path, dict]:
+    """Evaluate the run's checkpoint `which` through its trust layer and write the evaluation files;
+    its probabilities computed here, or on the Ray cluster (training.scale; in float32 there).
 
     data: None evaluates the run's own validation split (the same rows as at training time) into
     `<run>/evaluation/`; a catalogue folder evaluates every row of it into
@@ -59,7 +63,13 @@ def evaluate_checkpoint(folder: str | Path, data: str | Path | None = None, whic
     datamodule = build_datamodule(cfg, catalogue, schema, split, module)
     datamodule.setup("validate")
     target = run.evaluation(evaluation_name(data))
-    ids, probs, features = predict(module, datamodule.val_dataloader(), cfg.accelerator, run_precision(cfg))
+    if cluster is None:
+        ids, probs, features = predict(module, datamodule.val_dataloader(), cfg.accelerator, run_precision(cfg))
+    else:
+        rows = datamodule.val_set
+        ids, probs, features = ray_evaluation(cluster, folder, which, rows.folder, rows.ids,
+                                              data_config(module.net.backbone, cfg.image_size), module.heads,
+                                              cfg.batch_size)
     return target, write_evaluation(catalogue, schema, ids, probs, target, checkpoint.name, trust,
                                     validation_split=data is None, features=features)
 

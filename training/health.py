@@ -21,6 +21,7 @@ from training.config import TrainConfig
 from training.registry import RunRecord
 from training.rows import run_catalogue, run_split
 from training.run_folder import RunFolder
+from training.scale import RayCluster, ray_embedder
 
 if TYPE_CHECKING:
     from core.health.embedder import EmbeddingModel
@@ -60,10 +61,15 @@ def folder_of(catalogue: Catalogue, record: RunRecord | None) -> HealthFolder:
 
 
 def compute(catalogue: Catalogue, record: RunRecord | None, device: str = "cpu",
-            progress: Progress | None = None) -> Health:
-    """Compute and write the catalogue's health under the run's model (or the pretrained one)."""
-    return compute_health(catalogue, embedding_model(record), workspace.workspace_dir(), device=device,
-                          progress=progress)
+            progress: Progress | None = None, cluster: RayCluster | None = None) -> Health:
+    """Compute and write the catalogue's health under the run's model (or the pretrained one), its
+    embeddings here (on `device`) or on the Ray cluster."""
+    if cluster is None:
+        return compute_health(catalogue, embedding_model(record), workspace.workspace_dir(), device=device,
+                              progress=progress, engine=f"local ({device})")
+    cluster.connect()
+    return compute_health(catalogue, embedding_model(record), workspace.workspace_dir(), progress=progress,
+                          embed=ray_embedder(cluster), engine=cluster.describe())
 
 
 def default_split(catalogue: Catalogue) -> pd.Series:

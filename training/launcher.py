@@ -12,6 +12,9 @@ Each is asked by an `actor` (core.access.roles.Actor) who must be allowed to (Pe
 Permission.EVALUATE for evaluations and data health: an admin), on a dataset folder under their roots; otherwise
 core.access.roles.AccessDenied (FolderRefused), and nothing starts. The registry records who launched,
 cancelled or resumed a run.
+
+With FASHION_TAGGER_RAY_ADDRESS set (training.scale.RAY_ADDRESS_ENV), evaluations and data-health
+computations run with `--engine ray --address <it>` (their progress lines and logs as a local one's).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from training.config import TrainConfig
 from training.processes import BackgroundJob, end, is_alive, leads_group, read_job, start_detached, start_job
 from training.registry import ACTIVE, RESUMABLE, RunRecord, RunRegistry
 from training.run_folder import RunFolder, evaluation_name
+from training.scale import RAY_ADDRESS_ENV, Engine
 
 CANCEL_TIMEOUT_S = 30.0  # SIGTERM lets Lightning finish the batch and save last.ckpt; then SIGKILL
 
@@ -85,6 +89,12 @@ def _refuse_when_busy(registry: RunRegistry, allow_concurrent: bool) -> None:
     if active is not None and not allow_concurrent:
         raise RunBusyError(f"run {active.id} is {active.status}; cancel it or wait for it to end "
                            "before starting another")
+
+
+def engine_arguments() -> list[str]:
+    """The command-line options of the engine background evaluations and health computations run on."""
+    address = os.environ.get(RAY_ADDRESS_ENV)
+    return ["--engine", Engine.RAY, "--address", address] if address else []
 
 
 def _environment(**extra: str) -> dict[str, str]:
@@ -148,7 +158,7 @@ def launch_evaluation(record: RunRecord, data: str | Path, actor: Actor) -> Eval
     job = evaluation_job(record, data)
     if job.running:
         return job
-    command = [sys.executable, "-m", "training", "evaluate", record.id, "--data", str(data)]
+    command = [sys.executable, "-m", "training", "evaluate", record.id, "--data", str(data), *engine_arguments()]
     started = start_job(command, job.log, RunFolder(record.folder).evaluation_launch(job.name), _environment())
     return EvaluationJob(**dataclasses.asdict(started), name=job.name)
 
@@ -170,7 +180,7 @@ def launch_health(catalogue: Catalogue, actor: Actor, record: RunRecord | None =
         return job
     folder = health.folder_of(catalogue, record)
     folder.path.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "training", "health", str(catalogue.root)]
+    command = [sys.executable, "-m", "training", "health", str(catalogue.root), *engine_arguments()]
     if record is not None:
         command += ["--run", record.id]
     return start_job(command, folder.log, folder.launch, _environment())

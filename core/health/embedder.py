@@ -38,6 +38,9 @@ from core.model.backbones import create_backbone
 from core.model.datamodule import CatalogueImages
 from core.model.predictor import CPU_FORWARD_BATCH
 
+# Computes the features of cached photos: (model, cache folder, ids) -> (ids, normalised features) per batch.
+CachedEmbedder = Callable[["EmbeddingModel", Path, np.ndarray], Iterator[tuple[np.ndarray, np.ndarray]]]
+
 SAVE_EVERY_S = 300  # a long embedding run saves what it has this often: an interruption loses at most this much
 
 
@@ -81,6 +84,14 @@ def _forward(backbone: nn.Module, normalise_images: Normalise, batch: torch.Tens
     return backbone(images).float().cpu().numpy()
 
 
+def feature_extractor(model: EmbeddingModel, device: torch.device) -> Callable[[torch.Tensor], np.ndarray]:
+    """uint8 batch [b, 3, H, W] (the eval transform's) -> L2-normalised features float32 [b, dim], on `device`:
+    what `catalogue_embeddings` computes per batch, here or on a Ray worker (training.scale)."""
+    backbone = model.backbone.eval().to(device, memory_format=torch.channels_last)
+    normalise_images = Normalise.from_config(model.data_cfg)
+    return lambda batch: normalise(_forward(backbone, normalise_images, batch, device))
+
+
 def embed_images(model: EmbeddingModel, images: Sequence[Image.Image],
                  device: str | torch.device = "cpu") -> np.ndarray:
     """L2-normalised features (float32 [n, dim]) of RGB PIL images, preprocessed as catalogue photos
@@ -104,6 +115,7 @@ def catalogue_embeddings(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    embed: CachedEmbedder | None = None,
 ) -> Embeddings:
     """The embeddings of catalogue `ids` (default: every row), in that order, from the cache file
     where fresh and computed (then cached) where not.
@@ -113,6 +125,8 @@ def catalogue_embeddings(
     not cached), after their image cache is built; what is done is saved every SAVE_EVERY_S seconds,
     so an interrupted run goes on from there next time. batch_size: photos per forward pass on a GPU (on
     the CPU, CPU_FORWARD_BATCH: faster there); num_workers: DataLoader processes decoding photos.
+    embed: computes the features of cached photos elsewhere (training.scale.ray_embedder: on a Ray
+    cluster); None: here, on `device`.
     """
     device = torch.device(device)
     wanted = list(dict.fromkeys(int(i) for i in (catalogue.frame["id"].tolist() if ids is None else ids)))
@@ -127,7 +141,9 @@ def catalogue_embeddings(
         saved, done = time.monotonic(), 0
         if progress is not None:
             progress(0, len(readable))
-        for batch_ids, features in _embed_cached(model, folder, readable, device, batch_size, num_workers):
+        batches = (embed(model, folder, readable) if embed is not None
+                   else _embed_cached(model, folder, readable, device, batch_size, num_workers))
+        for batch_ids, features in batches:
             for product_id, row in zip(batch_ids.tolist(), features.astype(np.float16)):
                 entries[product_id] = (stats[product_id], row)
             done += len(batch_ids)
@@ -145,11 +161,10 @@ def catalogue_embeddings(
 def _embed_cached(model: EmbeddingModel, folder: Path, ids: np.ndarray, device: torch.device, batch_size: int,
                   num_workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids int64 [b], normalised features float32 [b, dim]) of cached photos `ids`, batch by batch, in order."""
-    backbone = model.backbone.eval().to(device, memory_format=torch.channels_last)
+    extract = feature_extractor(model, device)
     step = CPU_FORWARD_BATCH if device.type == "cpu" else batch_size
     # No labels: the dataset's label columns are empty ([n, 0]).
     dataset = CatalogueImages(folder, ids, np.zeros((len(ids), 0), dtype=np.int64), eval_transform(model.data_cfg))
     loader = DataLoader(dataset, batch_size=step, num_workers=num_workers, pin_memory=device.type == "cuda")
-    normalise_images = Normalise.from_config(model.data_cfg)
     for batch in loader:
-        yield batch["id"].numpy(), normalise(_forward(backbone, normalise_images, batch["image"], device))
+        yield batch["id"].numpy(), extract(batch["image"])

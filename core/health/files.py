@@ -57,7 +57,7 @@ HEALTH_FILE = "health.json"
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 
 if TYPE_CHECKING:
-    from core.health.embedder import EmbeddingModel
+    from core.health.embedder import CachedEmbedder, EmbeddingModel
 
 
 class HealthFolder:
@@ -101,7 +101,8 @@ class Health:
     """A computed health folder, read.
 
     info: health.json ({"model", "stamp", "description", "data", "catalogue_stamp", "photos",
-    "index", "computed", "seconds"}); ids: int64 [n], the photos with an embedding; neighbours: over
+    "index", "computed", "seconds", "engine"}: engine says where the embeddings were computed, absent in
+    folders from before there were engines); ids: int64 [n], the photos with an embedding; neighbours: over
     rows of ids; projection: float32 [n, 2]; issues: core.health.image_quality.image_issues' frame;
     exact_duplicates: groups of ids.
     """
@@ -150,10 +151,14 @@ class Health:
 
 
 def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path, device: str = "cpu",
-                   progress: Progress | None = None) -> Health:
+                   progress: Progress | None = None, embed: CachedEmbedder | None = None,
+                   engine: str = "local") -> Health:
     """Compute every photo's embedding (reusing cached ones), neighbours, map position, image issues
     and exact duplicates, and write the health folder; returns it, read. A folder computed from this
-    catalogue and model as they are now is read, not computed again."""
+    catalogue and model as they are now is read, not computed again.
+
+    embed: where the embeddings are computed (core.health.embedder.catalogue_embeddings; None: here,
+    on `device`); engine: that, in words, kept in health.json."""
     # Here, not at the top: reading and summarising health folders (the launcher, the pages' first
     # view) needs no torch; computing embeddings does.
     from core.health.embedder import catalogue_embeddings
@@ -169,7 +174,7 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
     stamp = catalogue_stamp(catalogue.root)  # before: a change while this runs makes the result stale
 
     start = time.perf_counter()
-    embeddings = catalogue_embeddings(catalogue, model, workspace, device=device,
+    embeddings = catalogue_embeddings(catalogue, model, workspace, device=device, embed=embed,
                                       progress=lambda done, total: report("embeddings", done, total))
     seconds["embeddings"] = time.perf_counter() - start
 
@@ -202,7 +207,7 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
         "format_version": FORMAT_VERSION, "model": model.identity.key, "stamp": model.identity.stamp,
         "description": model.identity.description, "data": str(catalogue.root),
         "catalogue_stamp": list(stamp), "photos": len(embeddings),
-        "rows": len(ids), "index": str(index.kind), "computed": time.time(), "seconds": seconds,
+        "rows": len(ids), "index": str(index.kind), "computed": time.time(), "seconds": seconds, "engine": engine,
     }
     _atomic_write(folder.info, lambda path: path.write_text(json.dumps(info, indent=1)))  # last: `version` follows it
     return load_health(folder.path)
