@@ -4,8 +4,9 @@
 In team mode a person is their provider's email, shown and never typed, with the role the access
 file gives it (core.access.roles); nobody reads a page before logging in. In local mode the dashboard
 listens on this machine only (.streamlit/config.toml) and its user is an admin, named by the name
-field in the sidebar (kept in the page's address, `review.reviewer`, across reloads) or, left
-empty, by their login name on the machine. The checks live in core: a page hides or disables what
+field in the sidebar or, left empty, by their login name on the machine. The name is kept in the
+session apart from the field (a jump between pages, st.switch_page, drops the field's state and the
+address's parameters) and in the page's address, `review.reviewer`, for reloads. The checks live in core: a page hides or disables what
 a refusal would say no to, no more.
 """
 
@@ -28,6 +29,7 @@ from core.access.roles import (
 from dashboard.text import plain
 
 REVIEWER_KEY = "review.reviewer"  # local mode: the name field's key, and its query parameter
+KEPT_NAME_KEY = "identity.kept_name"  # local mode: the name as last typed, kept across page jumps
 
 
 def login_configured() -> bool:
@@ -71,12 +73,17 @@ def local_name() -> str:
     """Local mode: the name typed in the sidebar (or kept in the address), checked as any identity
     (core.untrusted.check_typed); '' when none, or when it breaks a rule (the sidebar says which)."""
     typed = st.session_state.get(REVIEWER_KEY)
-    if typed is None:  # the first run of a session: a reload or a link keeps the name in the address
-        typed = st.query_params.get(REVIEWER_KEY, "")
+    if typed is None:  # the field's state is gone (a new session, or a jump): the name as kept
+        typed = kept_name()
     try:
         return Actor(typed, Role.ADMIN).identity if typed.strip() else ""
     except ValueError:
         return ""
+
+
+def kept_name() -> str:
+    """Local mode: the name typed last in this session, else the one in the page's address (a reload, a link)."""
+    return st.session_state.get(KEPT_NAME_KEY, st.query_params.get(REVIEWER_KEY, ""))
 
 
 def person() -> Actor:
@@ -127,8 +134,8 @@ def identity_sidebar(actor: Actor) -> None:
             st.text(f"{actor.shown} · {actor.role}")
             logout_button()
             return
-        if REVIEWER_KEY not in st.session_state:  # a reload: the name comes back from the address
-            st.session_state[REVIEWER_KEY] = st.query_params.get(REVIEWER_KEY, "")
+        if REVIEWER_KEY not in st.session_state:  # a reload or a jump: the name comes back
+            st.session_state[REVIEWER_KEY] = kept_name()
         typed = st.text_input("Your name", key=REVIEWER_KEY,
                               placeholder=f"{command_line_actor().identity} when left empty").strip()
         try:
@@ -136,6 +143,7 @@ def identity_sidebar(actor: Actor) -> None:
         except ValueError as error:
             st.error(f"{plain(error)}. Decisions are recorded as {plain(actor.identity)} meanwhile.")
             name = ""
+        st.session_state[KEPT_NAME_KEY] = typed
         if name:
             st.query_params[REVIEWER_KEY] = name
         else:
