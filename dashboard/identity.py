@@ -6,8 +6,8 @@ file gives it (core.access.roles); nobody reads a page before logging in. In loc
 listens on this machine only (.streamlit/config.toml) and its user is an admin, named by the name
 field in the sidebar or, left empty, by their login name on the machine. The name is kept in the
 session apart from the field (a jump between pages, st.switch_page, drops the field's state and the
-address's parameters) and in the page's address, `review.reviewer`, for reloads. The checks live in core: a page hides or disables what
-a refusal would say no to, no more.
+address's parameters) and in the page's address, `review.reviewer`, for reloads. The checks live in
+core: a page hides or disables what a refusal would say no to, no more.
 """
 
 from __future__ import annotations
