@@ -74,7 +74,9 @@ def metric_values(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def explore(at: AppTest) -> AppTest:
+def explore(at: AppTest, section: str = "Distributions") -> AppTest:
+    """The Explore page with its tab `section` open (only the open tab is drawn)."""
+    at.session_state["explore.section"] = section
     at.switch_page(EXPLORE).run()
     assert not at.exception, at.exception
     return at
@@ -112,7 +114,7 @@ def test_explore_names_a_photo_too_large_to_show_and_shows_the_others(workspace_
     root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH))
     (root / "images" / "15970.jpg").write_bytes(patched_jpeg_size(PHOTO, 15_000, 15_000))  # 225 MP
     monkeypatch.setenv(workspace.DATA_ENV, str(root))
-    at = explore(app())
+    at = explore(app(), "Photos")
     assert [t.value for t in at.text] == [
         "15970.jpg: 225,000,000 pixels, more than the 160 megapixel limit (refused as a possible decompression bomb)"
     ]
@@ -209,19 +211,27 @@ def values(array) -> list:
     return list(array)
 
 
-def test_explore_renders_every_section_on_the_demo(on_demo):
+def test_explore_renders_every_section_on_the_demo_one_open_tab_at_a_time(on_demo):
     at = explore(app())
     frame = load_catalogue(on_demo).frame
-    titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
-    assert titles == ["articleType: rows per class", "The catalogue's taxonomy (rows per articleType)",
-                      "articleType: share of each class per split", "Products per year"]
     bars = chart_specs(at)[0]["data"][0]
     counts = frame["articleType"].value_counts()
     assert dict(zip(bars["y"], values(bars["x"]))) == {name: int(count) for name, count in counts.items()}
-    subheaders = [s.value for s in at.subheader]
-    for section in ["Label distributions", "Class imbalance", "Missing and unique values per column", "Taxonomy",
-                    "Train / validation split", "Photos"]:
-        assert section in subheaders
+    expected = {  # per tab: its subheaders and its charts' titles, and nothing of the other tabs
+        "Distributions": (["Label distributions", "Missing and unique values per column"],
+                          ["articleType: rows per class"]),
+        "Imbalance": (["Class imbalance"], []),
+        "Taxonomy": (["Taxonomy"], ["The catalogue's taxonomy (rows per articleType)"]),
+        "Split & years": (["Train / validation split"],
+                          ["articleType: share of each class per split", "Products per year"]),
+        "Photos": (["Photos"], []),
+    }
+    for section, (subheaders, titles) in expected.items():
+        at.session_state["explore.section"] = section
+        at.run()
+        assert not at.exception, at.exception
+        assert [s.value for s in at.main.subheader] == subheaders, section
+        assert [spec["layout"]["title"]["text"] for spec in chart_specs(at)] == titles, section
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
 
 
@@ -234,7 +244,7 @@ def test_explore_taxonomy_lists_the_rows_that_break_it_and_queues_them_for_revie
     frame = load_catalogue(on_demo).frame
     broken = Taxonomy.fit(frame).violations(frame)
     assert stray in broken["id"].tolist()
-    at = explore(app())
+    at = explore(app(), "Taxonomy")
     assert any(m.value.startswith(f"**{broken['id'].nunique():,} rows break it**") for m in at.markdown)
     sunburst = next(spec for spec in chart_specs(at) if spec["data"][0]["type"] == "sunburst")["data"][0]
     leaves = [rows for node, rows in zip(values(sunburst["ids"]), values(sunburst["values"])) if node.count("/") == 2]
@@ -258,7 +268,7 @@ def test_explore_log_scale_and_top_n(on_demo):
 
 
 def test_rare_threshold_shows_live_what_becomes_none_or_other(on_demo):
-    at = explore(app())
+    at = explore(app(), "Imbalance")
     frame = load_catalogue(on_demo).frame
     # It starts from what a new run of the default recipe does: merge into Other under its automatic threshold.
     train_rows = int((split_catalogue(frame, val_fraction=0.2, seed=0) == "train").sum())
@@ -277,7 +287,7 @@ def test_rare_threshold_shows_live_what_becomes_none_or_other(on_demo):
 
 
 def test_image_grid_filters_and_pages(on_demo):
-    at = explore(app())
+    at = explore(app(), "Photos")
     frame = load_catalogue(on_demo).frame
     article = frame["articleType"].value_counts().index[0]
     at.multiselect(key="filter_articleType").set_value([article]).run()

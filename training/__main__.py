@@ -231,7 +231,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from core.model.predictor import expand_paths, row_columns
+    from core.images.reading import expand_paths
+    from core.model.predictor import row_columns
     from core.trust.abstention import check_target
     from core.untrusted import spreadsheet_cell
     from training.checkpoints import load_predictor, predict_device

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,10 +23,12 @@ from core.access.roles import AccessDenied, Actor, Permission, require_folder
 from core.data import HEADS
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
-from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
+from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected, expand_paths
 from core.labels.store import LabelStore
 from core.labels.tables import Action, Item, ItemKind, ReviewStatus
-from core.model.predictor import Predictor, expand_paths
+
+if TYPE_CHECKING:  # the predictor brings torch: the queues load with the dashboard, torch-free
+    from core.model.predictor import Predictor
 
 # Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
 FILTERS = {
