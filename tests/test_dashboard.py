@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -333,3 +336,28 @@ def test_home_counts_the_reviewed_labels_of_the_open_dataset(configured_demo):  
     at = app()
     metrics = metric_values(at)
     assert (metrics["Corrected rows"], metrics["Not a product"], metrics["New photos labelled"]) == ("1", "1", "1")
+
+
+HEAVY_MODULES = ("torch", "lightning", "timm", "torchmetrics", "cleanlab", "scipy.stats", "sklearn")
+HOME_AND_EXPLORE = f"""
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({HOME!r}, default_timeout=120)
+at.run()
+for section in ("Distributions", "Imbalance", "Taxonomy", "Split & years", "Photos"):
+    at.session_state["explore.section"] = section
+    at.switch_page({EXPLORE!r}).run()
+print(json.dumps({{"exception": [str(error.value) for error in at.exception],
+                  "loaded": sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules)}}))
+"""
+
+
+@pytest.mark.slow
+def test_home_and_every_tab_of_explore_load_no_model_library(on_demo):
+    """What every session runs first (Home) and Explore import none of torch, Lightning, timm,
+    cleanlab or scipy.stats: seconds each, cold. In a fresh interpreter, since this one has them."""
+    done = subprocess.run([sys.executable, "-c", HOME_AND_EXPLORE], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"exception": [], "loaded": []}
