@@ -230,7 +230,8 @@ OUTCOME_COLOURS = {"right": "#54A24B", "wrong": "#E45756", "not evaluated": "#BA
 def embedding_map(points: pd.DataFrame, title: str, colours: dict[str, str] | None = None) -> go.Figure:
     """The photos' 2-D map as WebGL scatter, one trace per value of the categorical column `colour`
     (in its category order; `colours` fixes some values' colours), hovering `id` and `label`. Each
-    point carries its id as customdata, so a selection names photos; dragging selects a box."""
+    point carries its id as customdata, so a selection names photos. Dragging zooms and a click picks a
+    point; the toolbar's box and lasso select a region (in plotly's select drag mode, a click picks nothing)."""
     figure = go.Figure()
     palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
     for index, value in enumerate(points["colour"].cat.categories):
@@ -243,6 +244,6 @@ def embedding_map(points: pd.DataFrame, title: str, colours: dict[str, str] | No
             marker={"size": 6, "color": (colours or {}).get(value, palette[index % len(palette)]), "opacity": 0.8},
             hovertemplate="%{customdata}<br>%{text}<extra></extra>",
         ))
-    figure.update_layout(title=title, height=640, dragmode="select", legend={"itemsizing": "constant"},
+    figure.update_layout(title=title, height=640, dragmode="zoom", legend={"itemsizing": "constant"},
                          xaxis={"visible": False}, yaxis={"visible": False}, margin={"t": 50, "l": 10, "r": 10})
     return figure
