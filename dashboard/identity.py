@@ -3,7 +3,8 @@
 
 In team mode a person is their provider's email, shown and never typed, with the role the access
 file gives it (core.access.roles); nobody reads a page before logging in. In local mode the dashboard
-listens on this machine only (.streamlit/config.toml) and its user is an admin, named by the name
+listens on this machine only (.streamlit/config.toml) and its user is an admin who may open any
+folder the machine lets them read (listening on the network, the allowed roots apply), named by the name
 field in the sidebar or, left empty, by their login name on the machine. The name is kept in the
 session apart from the field (a jump between pages, st.switch_page, drops the field's state and the
 address's parameters) and in the page's address, `review.reviewer`, for reloads. The checks live in
@@ -12,6 +13,7 @@ core: a page hides or disables what a refusal would say no to, no more.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 
 import streamlit as st
@@ -66,7 +68,20 @@ def current_actor() -> Actor | None:
             return None
         email = login_email(st.user, config)
         return Actor(email, config.role_of(email), name=str(st.user.get("name") or ""), roots=roots)
-    return Actor(local_name() or command_line_actor().identity, Role.ADMIN, roots=roots)
+    # One person on their own machine opens their own folders; listening on the network keeps the roots.
+    return Actor(local_name() or command_line_actor().identity, Role.ADMIN,
+                 roots=None if listens_on_this_machine_only() else roots)
+
+
+def listens_on_this_machine_only() -> bool:
+    """Whether the server listens on a loopback address only (local mode's 127.0.0.1, .streamlit/config.toml)."""
+    address = st.get_option("server.address")
+    if address == "localhost":
+        return True
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name: it may be reachable from elsewhere
+        return False
 
 
 def local_name() -> str:

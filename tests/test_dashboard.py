@@ -179,13 +179,38 @@ def test_a_folder_with_wrong_columns_is_refused(on_demo, tmp_path):
     assert metric_values(at)["Products kept"] == "120"
 
 
-def test_switching_to_another_folder_and_back_to_the_demo(on_demo, tmp_path):
-    other = tmp_path / "shop"
-    (other / "images").mkdir(parents=True)
+def a_shop(on_demo: Path, folder: Path) -> Path:
+    """A 7-row catalogue in `folder`, from the demo's rows and photos."""
+    (folder / "images").mkdir(parents=True)
     frame = pd.read_csv(on_demo / "styles.csv").head(7)
-    frame.to_csv(other / "styles.csv", index=False)
+    frame.to_csv(folder / "styles.csv", index=False)
     for product_id in frame["id"]:
-        (other / "images" / f"{product_id}.jpg").write_bytes((on_demo / "images" / f"{product_id}.jpg").read_bytes())
+        (folder / "images" / f"{product_id}.jpg").write_bytes((on_demo / "images" / f"{product_id}.jpg").read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("address, opens", [("127.0.0.1", True), ("localhost", True), ("0.0.0.0", False)])
+def test_local_mode_on_this_machine_opens_any_folder_of_the_user(on_demo, tmp_path_factory, monkeypatch, address,
+                                                                 opens):
+    """Local mode listening on this machine only: its one user's own folders open, no allowed roots
+    (the workspace and the test's tmp_path are the roots here; the shop lies outside both). Listening
+    on the network without a login keeps the refusal."""
+    import streamlit as st
+
+    shop = a_shop(on_demo, tmp_path_factory.mktemp("elsewhere") / "shop")
+    monkeypatch.setattr(st, "get_option",
+                        lambda key, get=st.get_option: address if key == "server.address" else get(key))
+    at = app()
+    open_folder(at, shop)
+    if opens:
+        assert metric_values(at)["Products kept"] == "7" and not at.sidebar.error
+    else:
+        assert "not a folder this dashboard may use" in sidebar_errors(at)
+        assert metric_values(at)["Products kept"] == "120"
+
+
+def test_switching_to_another_folder_and_back_to_the_demo(on_demo, tmp_path):
+    other = a_shop(on_demo, tmp_path / "shop")
     at = app()
     open_folder(at, other)
     assert metric_values(at)["Products kept"] == "7"
