@@ -28,6 +28,6 @@ def test_docs_load_swagger_ui_from_the_server_itself():
     for asset in assets:
         answer = client.get(asset)
         assert answer.status_code == 200 and len(answer.content) > 1000, asset
-    assert re.search(r'"5\.\d+\.\d+"', client.get("/docs-assets/swagger-ui-bundle.js").text)  # Swagger UI 5: OpenAPI 3.1
+    assert re.search(r'"5\.\d+\.\d+"', client.get("/docs-assets/swagger-ui-bundle.js").text)  # UI 5: OpenAPI 3.1
     assert [route.path for route in app.routes].count("/docs") == 1
     assert "/docs" not in client.get("/openapi.json").json()["paths"]
