@@ -381,6 +381,8 @@ def test_a_folder_with_no_readable_photo_leaves_the_queue_and_says_so(run, tmp_p
     shown = [re.sub(r"\\(.)", r"\1", w.value) for w in at.warning]
     assert f"No photo of {bad} could be read: the queue is as it was." in shown
     assert any("broken.jpg" in re.sub(r"\\(.)", r"\1", e.value) for e in at.error)
+    at.button(key="review_next").click().run()  # a later action: the folder's messages are gone
+    assert not [w for w in at.warning if "could be read" in w.value] and not at.error
     # Its history reads as a person reads it: seconds, words, the model's proposal with its p.
     at.run()
     table = at.dataframe[-1].value
