@@ -363,7 +363,7 @@ def test_home_counts_the_reviewed_labels_of_the_open_dataset(configured_demo):  
     assert (metrics["Corrected rows"], metrics["Not a product"], metrics["New photos labelled"]) == ("1", "1", "1")
 
 
-HEAVY_MODULES = ("torch", "lightning", "timm", "torchmetrics", "cleanlab", "scipy.stats", "sklearn")
+HEAVY_MODULES = ("torch", "lightning", "timm", "torchmetrics", "cleanlab", "sklearn", "scipy")
 HOME_AND_EXPLORE = f"""
 import json, sys
 from streamlit.testing.v1 import AppTest
@@ -380,7 +380,7 @@ print(json.dumps({{"exception": [str(error.value) for error in at.exception],
 @pytest.mark.slow
 def test_home_and_every_tab_of_explore_load_no_model_library(on_demo):
     """What every session runs first (Home) and Explore import none of torch, Lightning, timm,
-    cleanlab or scipy.stats: seconds each, cold. In a fresh interpreter, since this one has them."""
+    cleanlab or SciPy: seconds each, cold. In a fresh interpreter, since this one has them."""
     done = subprocess.run([sys.executable, "-c", HOME_AND_EXPLORE], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
