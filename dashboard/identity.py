@@ -32,6 +32,7 @@ from dashboard.text import plain
 
 REVIEWER_KEY = "review.reviewer"  # local mode: the name field's key, and its query parameter
 KEPT_NAME_KEY = "identity.kept_name"  # local mode: the name as last typed, kept across page jumps
+NAMED_KEY = "identity.named"  # local mode: a name was given in this session
 
 
 def login_configured() -> bool:
@@ -161,7 +162,11 @@ def identity_sidebar(actor: Actor) -> None:
         st.session_state[KEPT_NAME_KEY] = typed
         if name:
             st.query_params[REVIEWER_KEY] = name
+            st.session_state[NAMED_KEY] = True
         else:
             st.query_params.pop(REVIEWER_KEY, None)
+        if not typed and st.session_state.get(NAMED_KEY):  # emptied, e.g. by the browser's own undo (Ctrl+Z)
+            st.warning(f"Your name is empty: decisions are recorded as {plain(actor.identity)} until you type it "
+                       "again.", icon=":material/person_off:")
         st.caption(f"Local mode: recorded with every decision as {plain(actor.identity)}, admin of this "
                    "machine's dashboard.")

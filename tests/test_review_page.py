@@ -399,6 +399,10 @@ def test_the_reviewer_name_survives_a_reload(run):
     reloaded.run()
     reloaded.switch_page(REVIEW).run()
     assert reloaded.text_input(key="review.reviewer").value == "dee"
+    assert not reloaded.sidebar.warning
+    reloaded.text_input(key="review.reviewer").set_value("").run()  # emptied (the browser's undo does it too)
+    [warning] = [w.value for w in reloaded.sidebar.warning]
+    assert warning.startswith("Your name is empty: decisions are recorded as ")
 
 
 def test_a_photo_unlike_the_calibration_photos_is_said_so(run):
