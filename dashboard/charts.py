@@ -2,7 +2,11 @@
 
 Labels are untrusted, and plotly reads HTML in every text it draws: each label-derived string a
 figure draws goes through `dashboard.text.chart_text`. Where a page reads a click back (the
-confusion matrix), the raw class names travel as customdata, never drawn."""
+confusion matrix), the raw class names travel as customdata, never drawn.
+
+The Explore page's figures are built once per input and shared by every session (st.cache_resource:
+plotly express takes about a second for them, and every visit is a new session); they are never
+changed after they are returned."""
 
 from __future__ import annotations
 
@@ -12,14 +16,18 @@ import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
 
 from dashboard.text import chart_text
+
+SHARED_FIGURE = st.cache_resource(show_spinner=False, max_entries=64)  # see the module docstring
 
 # Colours of the train and validation splits, the same on every chart.
 SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "not used": "#BAB0AC"}
 
 
+@SHARED_FIGURE
 def counts_bar(counts: pd.DataFrame, title: str, log_scale: bool) -> go.Figure:
     """Horizontal bars of `value`/`count` (from `core.data.profile.top_n_counts`), largest on top."""
     figure = px.bar(
@@ -30,6 +38,7 @@ def counts_bar(counts: pd.DataFrame, title: str, log_scale: bool) -> go.Figure:
     return figure
 
 
+@SHARED_FIGURE
 def split_bars(distribution: pd.DataFrame, head: str) -> go.Figure:
     """Grouped bars of each class's share in train and in val (from `split_distribution`)."""
     shares = distribution[["train_share", "val_share"]].rename(index=chart_text,
@@ -46,6 +55,7 @@ def split_bars(distribution: pd.DataFrame, head: str) -> go.Figure:
     return figure
 
 
+@SHARED_FIGURE
 def year_histogram(years: pd.DataFrame) -> go.Figure:
     figure = px.bar(years, x="year", y="count", title="Products per year", labels={"count": "rows"})
     figure.update_layout(xaxis={"dtick": 1}, height=320)
@@ -167,6 +177,7 @@ def confusion_png(view, normalised: bool, title: str) -> bytes:
     return buffer.getvalue()
 
 
+@SHARED_FIGURE
 def taxonomy_sunburst(tree: pd.DataFrame) -> go.Figure:
     """masterCategory > subCategory > articleType with their rows (core.trust.taxonomy.Taxonomy.tree)."""
     path = ["masterCategory", "subCategory", "articleType"]
@@ -219,7 +230,8 @@ OUTCOME_COLOURS = {"right": "#54A24B", "wrong": "#E45756", "not evaluated": "#BA
 def embedding_map(points: pd.DataFrame, title: str, colours: dict[str, str] | None = None) -> go.Figure:
     """The photos' 2-D map as WebGL scatter, one trace per value of the categorical column `colour`
     (in its category order; `colours` fixes some values' colours), hovering `id` and `label`. Each
-    point carries its id as customdata, so a selection names photos; dragging selects a box."""
+    point carries its id as customdata, so a selection names photos. Dragging zooms and a click picks a
+    point; the toolbar's box and lasso select a region (in plotly's select drag mode, a click picks nothing)."""
     figure = go.Figure()
     palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
     for index, value in enumerate(points["colour"].cat.categories):
@@ -232,6 +244,6 @@ def embedding_map(points: pd.DataFrame, title: str, colours: dict[str, str] | No
             marker={"size": 6, "color": (colours or {}).get(value, palette[index % len(palette)]), "opacity": 0.8},
             hovertemplate="%{customdata}<br>%{text}<extra></extra>",
         ))
-    figure.update_layout(title=title, height=640, dragmode="select", legend={"itemsizing": "constant"},
+    figure.update_layout(title=title, height=640, dragmode="zoom", legend={"itemsizing": "constant"},
                          xaxis={"visible": False}, yaxis={"visible": False}, margin={"t": 50, "l": 10, "r": 10})
     return figure

@@ -151,8 +151,9 @@ def dataset_picker(actor: Actor, catalogue: Catalogue | None) -> None:
                 "Dataset folder",
                 key="dataset.folder",
                 placeholder="/data/fashion-dataset",
-                help="A folder with styles.csv and images/<id>.jpg (Kaggle's full or small layout), under "
-                     "the workspace, FASHION_TAGGER_DATA or FASHION_TAGGER_DATA_ROOTS.",
+                help="A folder with styles.csv and images/<id>.jpg (Kaggle's full or small layout)"
+                     + ("." if actor.roots is None else
+                        ", under the workspace, FASHION_TAGGER_DATA or FASHION_TAGGER_DATA_ROOTS."),
             )
             opened = st.form_submit_button("Open folder")
         if opened:

@@ -7,7 +7,6 @@ import pandas as pd
 import streamlit as st
 
 from core.evaluation.files import Evaluation, evaluated_dataset, load_evaluation, version
-from training.evaluate import label_issues
 from training.registry import RunRecord, RunRegistry
 from training.run_folder import VALIDATION, RunFolder
 
@@ -49,6 +48,8 @@ def evaluated_runs(limit: int = 200) -> dict[str, RunRecord]:
 
 @st.cache_data(show_spinner="Ranking label issues…", max_entries=16)
 def _label_issues(folder: str, stamp: tuple[int, ...]) -> pd.DataFrame:
+    from training.evaluate import label_issues  # torch and cleanlab: only when a page ranks issues
+
     return label_issues(folder)
 
 

@@ -3,14 +3,17 @@
 
 In team mode a person is their provider's email, shown and never typed, with the role the access
 file gives it (core.access.roles); nobody reads a page before logging in. In local mode the dashboard
-listens on this machine only (.streamlit/config.toml) and its user is an admin, named by the name
-field in the sidebar (kept in the page's address, `review.reviewer`, across reloads) or, left
-empty, by their login name on the machine. The checks live in core: a page hides or disables what
-a refusal would say no to, no more.
+listens on this machine only (.streamlit/config.toml) and its user is an admin who may open any
+folder the machine lets them read (listening on the network, the allowed roots apply), named by the name
+field in the sidebar or, left empty, by their login name on the machine. The name is kept in the
+session apart from the field (a jump between pages, st.switch_page, drops the field's state and the
+address's parameters) and in the page's address, `review.reviewer`, for reloads. The checks live in
+core: a page hides or disables what a refusal would say no to, no more.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 
 import streamlit as st
@@ -28,6 +31,8 @@ from core.access.roles import (
 from dashboard.text import plain
 
 REVIEWER_KEY = "review.reviewer"  # local mode: the name field's key, and its query parameter
+KEPT_NAME_KEY = "identity.kept_name"  # local mode: the name as last typed, kept across page jumps
+NAMED_KEY = "identity.named"  # local mode: a name was given in this session
 
 
 def login_configured() -> bool:
@@ -64,19 +69,37 @@ def current_actor() -> Actor | None:
             return None
         email = login_email(st.user, config)
         return Actor(email, config.role_of(email), name=str(st.user.get("name") or ""), roots=roots)
-    return Actor(local_name() or command_line_actor().identity, Role.ADMIN, roots=roots)
+    # One person on their own machine opens their own folders; listening on the network keeps the roots.
+    return Actor(local_name() or command_line_actor().identity, Role.ADMIN,
+                 roots=None if listens_on_this_machine_only() else roots)
+
+
+def listens_on_this_machine_only() -> bool:
+    """Whether the server listens on a loopback address only (local mode's 127.0.0.1, .streamlit/config.toml)."""
+    address = st.get_option("server.address")
+    if address == "localhost":
+        return True
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name: it may be reachable from elsewhere
+        return False
 
 
 def local_name() -> str:
     """Local mode: the name typed in the sidebar (or kept in the address), checked as any identity
     (core.untrusted.check_typed); '' when none, or when it breaks a rule (the sidebar says which)."""
     typed = st.session_state.get(REVIEWER_KEY)
-    if typed is None:  # the first run of a session: a reload or a link keeps the name in the address
-        typed = st.query_params.get(REVIEWER_KEY, "")
+    if typed is None:  # the field's state is gone (a new session, or a jump): the name as kept
+        typed = kept_name()
     try:
         return Actor(typed, Role.ADMIN).identity if typed.strip() else ""
     except ValueError:
         return ""
+
+
+def kept_name() -> str:
+    """Local mode: the name typed last in this session, else the one in the page's address (a reload, a link)."""
+    return st.session_state.get(KEPT_NAME_KEY, st.query_params.get(REVIEWER_KEY, ""))
 
 
 def person() -> Actor:
@@ -127,8 +150,8 @@ def identity_sidebar(actor: Actor) -> None:
             st.text(f"{actor.shown} · {actor.role}")
             logout_button()
             return
-        if REVIEWER_KEY not in st.session_state:  # a reload: the name comes back from the address
-            st.session_state[REVIEWER_KEY] = st.query_params.get(REVIEWER_KEY, "")
+        if REVIEWER_KEY not in st.session_state:  # a reload or a jump: the name comes back
+            st.session_state[REVIEWER_KEY] = kept_name()
         typed = st.text_input("Your name", key=REVIEWER_KEY,
                               placeholder=f"{command_line_actor().identity} when left empty").strip()
         try:
@@ -136,9 +159,14 @@ def identity_sidebar(actor: Actor) -> None:
         except ValueError as error:
             st.error(f"{plain(error)}. Decisions are recorded as {plain(actor.identity)} meanwhile.")
             name = ""
+        st.session_state[KEPT_NAME_KEY] = typed
         if name:
             st.query_params[REVIEWER_KEY] = name
+            st.session_state[NAMED_KEY] = True
         else:
             st.query_params.pop(REVIEWER_KEY, None)
+        if not typed and st.session_state.get(NAMED_KEY):  # emptied, e.g. by the browser's own undo (Ctrl+Z)
+            st.warning(f"Your name is empty: decisions are recorded as {plain(actor.identity)} until you type it "
+                       "again.", icon=":material/person_off:")
         st.caption(f"Local mode: recorded with every decision as {plain(actor.identity)}, admin of this "
                    "machine's dashboard.")

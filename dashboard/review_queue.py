@@ -6,7 +6,7 @@ device (`restore_queue`).
 
 The sources sit in an expander that closes when a source is used, so that the item under review
 sits high on the page; what a source has to say (refused files, rows gone) is kept in NOTES_KEY
-and shown outside it (`show_notes`)."""
+and shown outside it (`show_notes`), once: the next action clears them."""
 
 from __future__ import annotations
 
@@ -124,8 +124,9 @@ def _note(level: str, text: str) -> None:
 
 
 def show_notes() -> None:
-    """What the last use of a source had to say, as errors and warnings."""
-    for level, text in st.session_state.get(NOTES_KEY, []):
+    """What the last use of a source had to say, as errors and warnings, once: no stale message
+    stays on screen after later actions."""
+    for level, text in st.session_state.pop(NOTES_KEY, []):
         (st.error if level == "error" else st.warning)(plain(text))
 
 

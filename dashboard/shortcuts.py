@@ -1,78 +1,60 @@
-"""Keyboard shortcuts for buttons, through the maintained `streamlit-shortcuts` component, with a
-guard so that keys pressed in a text field stay with that field.
+"""Keyboard shortcuts for buttons: one listener on the page's document, bound once per browser tab,
+that looks the button up when the key is pressed.
 
-The component listens for keydown on the whole document and acts wherever the key was pressed:
-Ctrl+X (cut) or Ctrl+Z (undo typing) in the reviewer's name or a new label's field would also
-press "Not a product" or "Undo". `TEXT_FIELD_GUARD` listens on <body>, below the document, and
-stops the shortcut combos that come from a text field before they reach the component. Label
-choices (select boxes) are not text fields: the keyboard flow goes on from them, though their own
-key handling stops a keydown from bubbling, so the guard hands those combos to the component's
-listener during capture.
+The page's shortcuts (widget key -> combos) are written into the document on every render; the
+listener reads them at key time and clicks `.st-key-<key> button` when it is on the page. So
+nothing depends on an element that a rerun replaces: the `streamlit-shortcuts` component this
+replaces bound its listener from inside its first iframe, which Streamlit replaced as soon as the
+set of shortcuts changed (a catalogue queue's Alt+n "Take" buttons differ from row to row), and
+every key stopped after the first move.
 
-The component renders through `st.components.v1.html`, which Streamlit 1.67 deprecates in favour
-of `st.iframe` and logs as such on every call: once per rerun of a page with shortcuts, so a
-review session filled the terminal. Streamlit is pinned in requirements.txt, so the call keeps
-working; only that one message is dropped, and every other deprecation still shows.
+Keys pressed in a text field stay with that field: Ctrl+X (cut) or Ctrl+Z (undo typing) in the
+reviewer's name or a new label's field never press "Not a product" or "Undo". Label choices (select
+boxes) are not text fields: the keyboard flow goes on from them. The listener runs in the capture
+phase, before a select box's own key handling can stop the key.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 
 import streamlit as st
-from streamlit_shortcuts import add_shortcuts
 
-DEPRECATION_LOGGER = "streamlit.deprecation_util"
-DROPPED = "`st.components.v1.html`"  # the deprecated name streamlit-shortcuts calls
-
-# Combos are parsed as the component parses them ("ctrl+arrowleft": modifiers, then the key).
-TEXT_FIELD_GUARD = """<script>
+# Combos as "ctrl+arrowleft": modifiers, then the key (KeyboardEvent.key, lower case).
+SHORTCUTS_SCRIPT = """<script>
 (() => {
-  const parse = (combo) => {
+  window.__fashionTaggerShortcuts = SHORTCUTS;
+  if (window.__fashionTaggerShortcutsBound) return;
+  window.__fashionTaggerShortcutsBound = true;
+  const modifiers = ["ctrl", "alt", "shift", "meta", "cmd"];
+  const matches = (combo, event) => {
     const parts = combo.toLowerCase().split("+");
-    const modifiers = ["ctrl", "alt", "shift", "meta", "cmd"];
-    return {ctrl: parts.includes("ctrl"), alt: parts.includes("alt"), shift: parts.includes("shift"),
-            meta: parts.includes("meta") || parts.includes("cmd"), key: parts.find((p) => !modifiers.includes(p))};
+    return parts.includes("ctrl") === event.ctrlKey && parts.includes("alt") === event.altKey
+      && parts.includes("shift") === event.shiftKey
+      && (parts.includes("meta") || parts.includes("cmd")) === event.metaKey
+      && parts.find((part) => !modifiers.includes(part)) === event.key.toLowerCase();
   };
-  window.__fashionTaggerGuardedCombos = COMBOS.map(parse);
-  if (window.__fashionTaggerGuard) return;
-  window.__fashionTaggerGuard = true;
   const isTextField = (element) => element && (element.isContentEditable || element.tagName === "TEXTAREA"
     || (element.tagName === "INPUT" && element.getAttribute("role") !== "combobox"));
-  const isSelectBox = (element) => element && element.getAttribute && element.getAttribute("role") === "combobox";
-  const isShortcut = (event) => window.__fashionTaggerGuardedCombos.some((combo) => combo.ctrl === event.ctrlKey
-    && combo.alt === event.altKey && combo.shift === event.shiftKey && combo.meta === event.metaKey
-    && combo.key === event.key.toLowerCase());
-  document.body.addEventListener("keydown", (event) => {
-    if (isTextField(event.target) && isShortcut(event)) event.stopPropagation();
-  });
-  // A select box's own key handling stops the keydown before it bubbles to the component's
-  // listener, so a shortcut pressed there is handed to that listener here, once.
   document.addEventListener("keydown", (event) => {
-    const listener = window.__streamlitShortcutsListener;
-    if (!isSelectBox(event.target) || !isShortcut(event) || !listener) return;
-    event.stopPropagation();
-    listener(event);
+    if (isTextField(event.target)) return;
+    for (const [key, combos] of Object.entries(window.__fashionTaggerShortcuts)) {
+      if (!combos.some((combo) => matches(combo, event))) continue;
+      const button = document.querySelector(`.st-key-${key} button`);
+      if (!button) return;
+      event.preventDefault();
+      event.stopPropagation();
+      button.click();
+      button.focus();
+      return;
+    }
   }, true);
 })();
 </script>"""
 
 
-class _DropComponentsHtmlDeprecation(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return DROPPED not in record.getMessage()
-
-
-_FILTER = _DropComponentsHtmlDeprecation()
-
-
 def keyboard_shortcuts(**shortcuts: str | list[str]) -> None:
-    """`streamlit_shortcuts.add_shortcuts(**shortcuts)` (widget key -> "ctrl+enter" or a list of
-    them), none of which fires from a text field."""
-    logger = logging.getLogger(DEPRECATION_LOGGER)
-    if _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
-    combos = [combo for value in shortcuts.values() for combo in ([value] if isinstance(value, str) else value)]
-    st.html(TEXT_FIELD_GUARD.replace("COMBOS", json.dumps(combos)), unsafe_allow_javascript=True)
-    add_shortcuts(**shortcuts)
+    """Shortcuts for this page's buttons, `widget key -> "ctrl+enter"` or a list of combos; none
+    fires from a text field. They replace the shortcuts of the page rendered before."""
+    combos = {key: [value] if isinstance(value, str) else list(value) for key, value in shortcuts.items()}
+    st.html(SHORTCUTS_SCRIPT.replace("SHORTCUTS", json.dumps(combos)), unsafe_allow_javascript=True)

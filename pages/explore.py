@@ -29,7 +29,8 @@ def head_choice(key: str, label: str = "Attribute") -> str:
     return st.segmented_control(label, HEADS, default="articleType", key=key) or "articleType"
 
 
-def distributions(frame) -> None:
+def distributions(catalogue) -> None:
+    frame = catalogue.frame
     st.subheader("Label distributions")
     head = head_choice("dist_head")
     left, right = st.columns(2)
@@ -69,10 +70,10 @@ def imbalance(catalogue) -> None:
     st.dataframe(preview, hide_index=True, height=260)
 
 
-def completeness(frame) -> None:
+def completeness(catalogue) -> None:
     st.subheader("Missing and unique values per column")
     st.dataframe(
-        column_profile(frame),
+        column_profile(catalogue.frame),
         column_config={"missing_share": st.column_config.NumberColumn("missing share", format="percent")},
     )
 
@@ -91,8 +92,8 @@ def split_view(catalogue) -> None:
     st.plotly_chart(charts.split_bars(top, head), key="split_chart")
 
 
-def years(frame) -> None:
-    st.plotly_chart(charts.year_histogram(year_counts(frame)), key="year_chart")
+def years(catalogue) -> None:
+    st.plotly_chart(charts.year_histogram(year_counts(catalogue.frame)), key="year_chart")
 
 
 def grid_filters(frame) -> dict[str, list[str]]:
@@ -144,20 +145,15 @@ def main() -> None:
         return
     frame = catalogue.frame
     st.caption(f"{code(catalogue.root)} · {len(frame):,} products with a photo")
-    overview, balance, tree, split_tab, photos = st.tabs(
-        ["Distributions", "Imbalance", "Taxonomy", "Split & years", "Photos"])
-    with overview:
-        distributions(frame)
-        completeness(frame)
-    with balance:
-        imbalance(catalogue)
-    with tree:
-        taxonomy(catalogue)
-    with split_tab:
-        split_view(catalogue)
-        years(frame)
-    with photos:
-        image_grid(catalogue)
+    # Only the open tab is drawn: the browser draws one tab's charts, tables and photos per visit.
+    tabs = st.tabs(["Distributions", "Imbalance", "Taxonomy", "Split & years", "Photos"], key="explore.section",
+                   on_change="rerun")
+    sections = ((distributions, completeness), (imbalance,), (taxonomy,), (split_view, years), (image_grid,))
+    for tab, parts in zip(tabs, sections):
+        if tab.open:
+            with tab:
+                for part in parts:
+                    part(catalogue)
 
 
 main()

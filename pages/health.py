@@ -133,8 +133,9 @@ def map_section(catalogue: Catalogue, health: Health, record: RunRecord | None) 
                             selection_mode=("points", "box", "lasso"))
     ids, region = selected_ids(event)
     if not ids:
-        st.caption("Drag a box (or pick the lasso in the chart's toolbar) to see those photos; click a point to see "
-                   "the photo and its nearest neighbours. Photos close on the map look alike to the model.")
+        st.caption("Click a point to see the photo and its nearest neighbours; to see a region's photos, pick Box "
+                   "select or Lasso select in the chart's toolbar, then drag (dragging otherwise zooms; a double "
+                   "click zooms out). Photos close on the map look alike to the model.")
     elif region:
         st.markdown(f"**{len(ids):,} photos selected**")
         review_button(catalogue, ids, "health.review_selection", "a selection on the map")

@@ -1,5 +1,6 @@
-"""The Data health page in a real headless Chromium: drag a box over the map and see exactly the
-photos inside it. Screenshot: test-artifacts/health-map.png, also kept as docs/health.png for the README."""
+"""The Data health page in a real headless Chromium: click a point of the map and see that photo and its
+neighbours; pick the toolbar's box select, drag a box over the map and see exactly the photos inside it.
+Screenshot: test-artifacts/health-map.png, also kept as docs/health.png for the README."""
 
 from __future__ import annotations
 
@@ -58,6 +59,26 @@ def test_drag_a_box_over_the_map_to_see_the_photos_in_it(server, page):
     page.wait_for_selector(".js-plotly-plot .legend")  # laid out
     scroll_to_top(page.get_by_text("Colour by"))  # the map, with room for photos below it
     box = plot.bounding_box()
+
+    # A click on a point: that photo and its nearest neighbours.
+    point = page.evaluate(
+        "([x, y]) => { const layout = document.querySelector('.js-plotly-plot')._fullLayout;"
+        " return [layout.xaxis.d2p(x), layout.yaxis.d2p(y)]; }",
+        [float(health.projection[0, 0]), float(health.projection[0, 1])])
+    page.mouse.click(box["x"] + point[0], box["y"] + point[1])
+    clicked = page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="and its nearest neighbours")
+    clicked.wait_for()
+    page.wait_for_selector(IDLE)
+    # The point under the cursor: the first photo, or one drawn at (nearly) the same place over it.
+    shown = int(re.search(r"Photo (\d+)", clicked.inner_text())[1])
+    spread = np.ptp(health.projection, axis=0)
+    assert np.all(np.abs(health.projection[health.ids.tolist().index(shown)] - health.projection[0]) <= spread / 50)
+    assert page.locator('[data-testid="stImage"] img').count() >= 2  # the photo and its neighbours
+    scroll_to_top(page.get_by_text("Colour by"))
+
+    # Box select from the toolbar, then a drag.
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.locator('.js-plotly-plot .modebar-btn[data-title="Box Select"]').click()
     # A box around the middle of the photos' positions, from the map's own coordinates to pixels.
     low, high = np.quantile(health.projection, 0.25, axis=0), np.quantile(health.projection, 0.75, axis=0)
     pixels = page.evaluate(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +78,9 @@ def metric_values(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def explore(at: AppTest) -> AppTest:
+def explore(at: AppTest, section: str = "Distributions") -> AppTest:
+    """The Explore page with its tab `section` open (only the open tab is drawn)."""
+    at.session_state["explore.section"] = section
     at.switch_page(EXPLORE).run()
     assert not at.exception, at.exception
     return at
@@ -113,7 +118,7 @@ def test_explore_names_a_photo_too_large_to_show_and_shows_the_others(workspace_
     root = write_dataset(tmp_path / "data", lines(HEADER, SHIRT, JEANS, WATCH))
     (root / "images" / "15970.jpg").write_bytes(patched_jpeg_size(PHOTO, 15_000, 15_000))  # 225 MP
     monkeypatch.setenv(workspace.DATA_ENV, str(root))
-    at = explore(app())
+    at = explore(app(), "Photos")
     assert [t.value for t in at.text] == [
         "15970.jpg: 225,000,000 pixels, more than the 160 megapixel limit (refused as a possible decompression bomb)"
     ]
@@ -175,13 +180,38 @@ def test_a_folder_with_wrong_columns_is_refused(on_demo, tmp_path):
     assert metric_values(at)["Products kept"] == "120"
 
 
-def test_switching_to_another_folder_and_back_to_the_demo(on_demo, tmp_path):
-    other = tmp_path / "shop"
-    (other / "images").mkdir(parents=True)
+def a_shop(on_demo: Path, folder: Path) -> Path:
+    """A 7-row catalogue in `folder`, from the demo's rows and photos."""
+    (folder / "images").mkdir(parents=True)
     frame = pd.read_csv(on_demo / "styles.csv").head(7)
-    frame.to_csv(other / "styles.csv", index=False)
+    frame.to_csv(folder / "styles.csv", index=False)
     for product_id in frame["id"]:
-        (other / "images" / f"{product_id}.jpg").write_bytes((on_demo / "images" / f"{product_id}.jpg").read_bytes())
+        (folder / "images" / f"{product_id}.jpg").write_bytes((on_demo / "images" / f"{product_id}.jpg").read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("address, opens", [("127.0.0.1", True), ("localhost", True), ("0.0.0.0", False)])
+def test_local_mode_on_this_machine_opens_any_folder_of_the_user(on_demo, tmp_path_factory, monkeypatch, address,
+                                                                 opens):
+    """Local mode listening on this machine only: its one user's own folders open, no allowed roots
+    (the workspace and the test's tmp_path are the roots here; the shop lies outside both). Listening
+    on the network without a login keeps the refusal."""
+    import streamlit as st
+
+    shop = a_shop(on_demo, tmp_path_factory.mktemp("elsewhere") / "shop")
+    monkeypatch.setattr(st, "get_option",
+                        lambda key, get=st.get_option: address if key == "server.address" else get(key))
+    at = app()
+    open_folder(at, shop)
+    if opens:
+        assert metric_values(at)["Products kept"] == "7" and not at.sidebar.error
+    else:
+        assert "not a folder this dashboard may use" in sidebar_errors(at)
+        assert metric_values(at)["Products kept"] == "120"
+
+
+def test_switching_to_another_folder_and_back_to_the_demo(on_demo, tmp_path):
+    other = a_shop(on_demo, tmp_path / "shop")
     at = app()
     open_folder(at, other)
     assert metric_values(at)["Products kept"] == "7"
@@ -210,19 +240,27 @@ def values(array) -> list:
     return list(array)
 
 
-def test_explore_renders_every_section_on_the_demo(on_demo):
+def test_explore_renders_every_section_on_the_demo_one_open_tab_at_a_time(on_demo):
     at = explore(app())
     frame = load_catalogue(on_demo).frame
-    titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
-    assert titles == ["articleType: rows per class", "The catalogue's taxonomy (rows per articleType)",
-                      "articleType: share of each class per split", "Products per year"]
     bars = chart_specs(at)[0]["data"][0]
     counts = frame["articleType"].value_counts()
     assert dict(zip(bars["y"], values(bars["x"]))) == {name: int(count) for name, count in counts.items()}
-    subheaders = [s.value for s in at.subheader]
-    for section in ["Label distributions", "Class imbalance", "Missing and unique values per column", "Taxonomy",
-                    "Train / validation split", "Photos"]:
-        assert section in subheaders
+    expected = {  # per tab: its subheaders and its charts' titles, and nothing of the other tabs
+        "Distributions": (["Label distributions", "Missing and unique values per column"],
+                          ["articleType: rows per class"]),
+        "Imbalance": (["Class imbalance"], []),
+        "Taxonomy": (["Taxonomy"], ["The catalogue's taxonomy (rows per articleType)"]),
+        "Split & years": (["Train / validation split"],
+                          ["articleType: share of each class per split", "Products per year"]),
+        "Photos": (["Photos"], []),
+    }
+    for section, (subheaders, titles) in expected.items():
+        at.session_state["explore.section"] = section
+        at.run()
+        assert not at.exception, at.exception
+        assert [s.value for s in at.main.subheader] == subheaders, section
+        assert [spec["layout"]["title"]["text"] for spec in chart_specs(at)] == titles, section
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
 
 
@@ -235,7 +273,7 @@ def test_explore_taxonomy_lists_the_rows_that_break_it_and_queues_them_for_revie
     frame = load_catalogue(on_demo).frame
     broken = Taxonomy.fit(frame).violations(frame)
     assert stray in broken["id"].tolist()
-    at = explore(app())
+    at = explore(app(), "Taxonomy")
     assert any(m.value.startswith(f"**{broken['id'].nunique():,} rows break it**") for m in at.markdown)
     sunburst = next(spec for spec in chart_specs(at) if spec["data"][0]["type"] == "sunburst")["data"][0]
     leaves = [rows for node, rows in zip(values(sunburst["ids"]), values(sunburst["values"])) if node.count("/") == 2]
@@ -259,7 +297,7 @@ def test_explore_log_scale_and_top_n(on_demo):
 
 
 def test_rare_threshold_shows_live_what_becomes_none_or_other(on_demo):
-    at = explore(app())
+    at = explore(app(), "Imbalance")
     frame = load_catalogue(on_demo).frame
     # It starts from what a new run of the default recipe does: merge into Other under its automatic threshold.
     train_rows = int((split_catalogue(frame, val_fraction=0.2, seed=0) == "train").sum())
@@ -278,7 +316,7 @@ def test_rare_threshold_shows_live_what_becomes_none_or_other(on_demo):
 
 
 def test_image_grid_filters_and_pages(on_demo):
-    at = explore(app())
+    at = explore(app(), "Photos")
     frame = load_catalogue(on_demo).frame
     article = frame["articleType"].value_counts().index[0]
     at.multiselect(key="filter_articleType").set_value([article]).run()
@@ -330,7 +368,7 @@ def test_a_filtered_grid_gets_one_label_as_one_bulk_edit_with_a_count_a_confirma
     frame = load_catalogue(configured_demo).frame
     article = frame["articleType"].value_counts().index[0]
     ids = filter_rows(frame, {"articleType": [article]})["id"].tolist()
-    at = explore(app())
+    at = explore(app(), "Photos")
     at.multiselect(key="filter_articleType").set_value([article]).run()
     at.session_state["grid.bulk_open"] = True  # open the form (closed, it costs nothing)
     at.run()
@@ -356,3 +394,28 @@ def test_a_filtered_grid_gets_one_label_as_one_bulk_edit_with_a_count_a_confirma
     assert after == {product_id: catalogue_value(frame.set_index("id").loc[product_id, "season"])
                      for product_id in state}
     assert not at.success
+
+
+HEAVY_MODULES = ("torch", "lightning", "timm", "torchmetrics", "cleanlab", "sklearn", "scipy")
+HOME_AND_EXPLORE = f"""
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({HOME!r}, default_timeout=120)
+at.run()
+for section in ("Distributions", "Imbalance", "Taxonomy", "Split & years", "Photos"):
+    at.session_state["explore.section"] = section
+    at.switch_page({EXPLORE!r}).run()
+print(json.dumps({{"exception": [str(error.value) for error in at.exception],
+                  "loaded": sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules)}}))
+"""
+
+
+@pytest.mark.slow
+def test_home_and_every_tab_of_explore_load_no_model_library(on_demo):
+    """What every session runs first (Home) and Explore import none of torch, Lightning, timm,
+    cleanlab or SciPy: seconds each, cold. In a fresh interpreter, since this one has them."""
+    done = subprocess.run([sys.executable, "-c", HOME_AND_EXPLORE], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"exception": [], "loaded": []}

@@ -50,6 +50,7 @@ from core.evaluation.views import (
     summary_csv,
     top_n_confusion,
     top_probabilities,
+    trust_sentences,
 )
 from core.trust.layer import Calibration
 from core.trust.taxonomy import Taxonomy
@@ -478,3 +479,19 @@ def test_cli_calibrate_refits_the_trust_layer_of_a_run_that_lacks_it(finished_ru
     report = json.loads((run.evaluation() / "report.json").read_text())
     assert report["decoding"] == "consistent" and report["impossible"]["consistent"] == 0.0
     assert cli(["calibrate", "no-such-run"]) == 2
+
+
+def test_a_head_without_a_threshold_says_how_many_more_held_out_rows_would_certify_it():
+    def report(held_out: int) -> dict:
+        uncertified = {"targets": {"0.02": {"threshold": None, "coverage": 0.0, "error": None, "accepted": 0}}}
+        certified = {"targets": {"0.02": {"threshold": 0.9, "coverage": 0.71, "error": 0.01, "accepted": 85}}}
+        return {"trust": {"rows": {"ece": held_out, "targets": held_out}, "heads": {"usage": uncertified,
+                                                                                      "gender": certified},
+                          "products": {"0.02": 0.0}}}
+
+    few, many = trust_sentences(report(120), 0.02), trust_sentences(report(400), 0.02)
+    assert few[0] == ("At ≤ 2% error, every usage tag needs a person: 120 held-out rows are too few to certify it; at "
+                      "least 29 more (149 in all, more if any of its surest proposals is wrong) would be needed.")
+    assert few[1] == many[1] == "At ≤ 2% error, 71% of gender tags need no person."
+    assert many[0].startswith("At ≤ 2% error, every usage tag needs a person: too many errors even among its surest")
+    assert "at least 149 of them above one threshold must be right" in many[0]

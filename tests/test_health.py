@@ -324,3 +324,21 @@ def test_the_grouped_split_keeps_near_duplicates_on_one_side(planted_demo):
     alone = [i for i in ids if i not in in_groups]
     assert grouped[alone].equals(stratified[alone])
     assert decide_split(cfg, catalogue).equals(grouped)
+
+
+def test_progress_lines_say_the_time_a_step_has_left_at_its_pace(capsys):
+    """What `python -m training health` logs, and the Data health page shows while it computes."""
+    from training.__main__ import ProgressLines
+
+    now = [100.0]
+    progress = ProgressLines(every=10.0, clock=lambda: now[0])
+    for seconds, step, done in ((0, "embeddings", 0), (30, "embeddings", 300), (35, "embeddings", 350),
+                                (200, "embeddings", 1800), (200, "image quality", 0), (206, "image quality", 900)):
+        now[0] = 100.0 + seconds
+        progress(step, done, 1800)
+    assert capsys.readouterr().err.splitlines() == [
+        "embeddings: 0 of 1,800",
+        "embeddings: 300 of 1,800 · about 2 min left",  # 30 s for 300: 150 s for the other 1,500
+        "embeddings: 1,800 of 1,800",
+        "image quality: 0 of 1,800",  # 900 of 1,800 came 6 s later, within 10 s of this line: not shown
+    ]

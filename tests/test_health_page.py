@@ -92,7 +92,7 @@ def test_the_map_shows_every_photo_coloured_by_the_split(computed):
     split, _ = run_health.health_split(catalogue, None)
     assert [trace["name"] for trace in traces] == [f"{name} ({count:,})" for name, count in
                                                    split.value_counts().reindex(["train", "val"]).items()]
-    assert spec["layout"]["dragmode"] == "select"
+    assert spec["layout"]["dragmode"] == "zoom"  # a click picks a point; the toolbar selects regions
     at.selectbox(key="health.colour").select("articleType").run()
     assert not at.exception
     assert len(chart_spec(at)["data"]) == min(catalogue.frame["articleType"].nunique(), 16)

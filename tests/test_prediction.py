@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from core import workspace
 from core.data.catalogue import load_catalogue
 from core.images.cache import open_cached
-from core.images.reading import open_rgb
+from core.images.reading import expand_paths, open_rgb
 from core.images.transforms import data_config
 from core.model.predictor import (
     CPU_FORWARD_BATCH,
@@ -33,7 +33,6 @@ from core.model.predictor import (
     Guess,
     Predictor,
     bucket_size,
-    expand_paths,
     row_columns,
 )
 from core.trust.typicality import UNLIKE_CALIBRATION

@@ -392,6 +392,8 @@ def test_a_folder_with_no_readable_photo_leaves_the_queue_and_says_so(run, tmp_p
     shown = [re.sub(r"\\(.)", r"\1", w.value) for w in at.warning]
     assert f"No photo of {bad} could be read: the queue is as it was." in shown
     assert any("broken.jpg" in re.sub(r"\\(.)", r"\1", e.value) for e in at.error)
+    at.button(key="review_next").click().run()  # a later action: the folder's messages are gone
+    assert not [w for w in at.warning if "could be read" in w.value] and not at.error
     # Its history reads as a person reads it: seconds, words, the model's proposal with its p.
     at.run()
     table = at.dataframe[-1].value
@@ -408,6 +410,10 @@ def test_the_reviewer_name_survives_a_reload(run):
     reloaded.run()
     reloaded.switch_page(REVIEW).run()
     assert reloaded.text_input(key="review.reviewer").value == "dee"
+    assert not reloaded.sidebar.warning
+    reloaded.text_input(key="review.reviewer").set_value("").run()  # emptied (the browser's undo does it too)
+    [warning] = [w.value for w in reloaded.sidebar.warning]
+    assert warning.startswith("Your name is empty: decisions are recorded as ")
 
 
 def test_a_photo_unlike_the_calibration_photos_is_said_so(run):

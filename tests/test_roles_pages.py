@@ -94,6 +94,8 @@ def test_a_viewer_reads_and_can_do_nothing_else(run):
     assert "review.export_to" not in keys(review.text_input)
     assert "Exporting the corrected catalogue is for admins; you are a viewer." in texts(review.caption)
     explore = team_app(VIC, EXPLORE)
+    explore.session_state["explore.section"] = "Taxonomy"
+    explore.run()
     assert explore.button(key="taxonomy_review").disabled
 
 

@@ -294,7 +294,9 @@ def test_without_the_api_key_only_health_answers(server, photos):
 
 @pytest.mark.slow
 def test_docs_offer_a_file_upload_and_a_json_body(server):
-    assert "swagger" in requests.get(f"{server.url}/docs", timeout=30).text.lower()
+    page = requests.get(f"{server.url}/docs", timeout=30).text
+    assert "swagger" in page.lower() and "cdn" not in page  # offline too: the server hands out Swagger UI itself
+    assert requests.get(f"{server.url}/docs-assets/swagger-ui-bundle.js", timeout=30).status_code == 200
     spec = requests.get(f"{server.url}/openapi.json", timeout=30).json()
     operation = spec["paths"]["/predict"]["post"]
     content = operation["requestBody"]["content"]

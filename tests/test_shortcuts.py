@@ -1,41 +1,31 @@
-"""dashboard.shortcuts: the keyboard shortcuts render with their text-field guard, and only the
-one deprecation message they cause is kept out of the dashboard's log. That keys pressed in a text
-field stay with it is tested in a real browser (test_browser_review.py)."""
+"""dashboard.shortcuts: the page's shortcuts render as one script in the page's document, with the
+page's combos, and without the deprecated components call. That keys keep working when a rerun
+changes the set of shortcuts, and that keys pressed in a text field stay with it, is tested in a
+real browser (test_browser_reviewer_day.py, test_browser_review.py)."""
 
 from __future__ import annotations
 
-import logging
+import json
 
-from streamlit.deprecation_util import show_deprecation_warning
 from streamlit.testing.v1 import AppTest
 
-from dashboard.shortcuts import DEPRECATION_LOGGER
 
-
-def page_with_a_shortcut() -> None:
+def page_with_shortcuts() -> None:
     import streamlit as st
 
     from dashboard.shortcuts import keyboard_shortcuts
 
     st.button("Save", key="save")
-    keyboard_shortcuts(save="ctrl+enter")
+    st.button("Take", key="take_1")
+    keyboard_shortcuts(save="ctrl+enter", take_1=["alt+1", "alt+!"])
 
 
-def test_shortcuts_render_without_their_deprecation_message_and_others_still_log():
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger(DEPRECATION_LOGGER)
-    logger.addHandler(handler)
-    try:
-        at = AppTest.from_function(page_with_a_shortcut).run()
-        at.run()  # a rerun renders the shortcuts again
-        show_deprecation_warning("Please replace `st.old_thing` with `st.new_thing`.", show_in_browser=False)
-    finally:
-        logger.removeHandler(handler)
+def test_shortcuts_render_as_one_script_with_the_page_combos():
+    at = AppTest.from_function(page_with_shortcuts).run()
+    at.run()  # a rerun renders them again, still once
     assert not at.exception, at.exception
-    assert at.button(key="save")
-    assert any("ctrl+enter" in str(element.proto) for element in at.get("iframe"))  # the component's script
-    [guard] = at.get("html")  # the text-field guard, with the same combos
-    assert '["ctrl+enter"]' in guard.proto.body and "stopPropagation" in guard.proto.body
-    assert [record.getMessage() for record in records] == ["Please replace `st.old_thing` with `st.new_thing`."]
+    assert not at.get("iframe")  # no component frame to be replaced
+    [script] = at.get("html")
+    combos = json.dumps({"save": ["ctrl+enter"], "take_1": ["alt+1", "alt+!"]})
+    assert f"window.__fashionTaggerShortcuts = {combos};" in script.proto.body
+    assert 'addEventListener("keydown"' in script.proto.body and "isTextField" in script.proto.body

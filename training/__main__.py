@@ -63,7 +63,7 @@ from core.trust.abstention import TARGET_ERROR
 from core.trust.typicality import UNLIKE_CALIBRATION
 from training.registry import RunState
 from training.scale import PART_SIZE, PATH_LISTS, Engine
-from training.status import summary_frame
+from training.status import format_duration, summary_frame
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -512,16 +512,27 @@ def health(args: argparse.Namespace) -> int:
 
 
 class ProgressLines:
-    """Progress of a long computation on stderr: a line when a step starts or ends, and every 10 s."""
+    """Progress of a long computation on stderr: a line when a step starts or ends, and every 10 s,
+    with the time the step has left at its pace so far (the Data health page shows the last line)."""
 
-    def __init__(self, every: float = 10.0) -> None:
-        self.every, self.step, self.shown = every, None, 0.0
+    def __init__(self, every: float = 10.0, clock=time.monotonic) -> None:
+        self.every, self.clock, self.step, self.shown, self.started = every, clock, None, 0.0, 0.0
 
     def __call__(self, step: str, done: int, total: int) -> None:
-        now = time.monotonic()
+        now = self.clock()
+        if step != self.step:
+            self.started = now
         if step != self.step or done >= total or now - self.shown >= self.every:
             self.step, self.shown = step, now
-            print(f"{step}: {done:,} of {total:,}", file=sys.stderr, flush=True)
+            print(f"{step}: {done:,} of {total:,}{time_left(now - self.started, done, total)}", file=sys.stderr,
+                  flush=True)
+
+
+def time_left(elapsed: float, done: int, total: int) -> str:
+    """" · about 2 min left" at the pace so far; "" before there is a pace or once done."""
+    if done <= 0 or done >= total or elapsed <= 0:
+        return ""
+    return f" · about {format_duration(elapsed / done * (total - done))} left"
 
 
 def main(argv: list[str] | None = None) -> int:

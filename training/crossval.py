@@ -40,20 +40,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
-from lightning.pytorch.loggers import CSVLogger
 
 from core import workspace
 from core.data.catalogue import Catalogue
 from core.data.schema import LabelSchema
 from core.data.split import capped_selection, id_uniform
 from core.evaluation.files import head_summary, load_evaluation, write_evaluation
-from core.evaluation.label_issues import rank_label_issues, save_issues
-from training.builders import build_datamodule, build_module, run_precision
 from training.config import TrainConfig, resolve_rare_min_count
-from training.evaluate import predict
 from training.registry import RunState
 from training.rows import class_counts, run_catalogue, with_dataset
 from training.run_folder import RunFolder, Stage
@@ -111,6 +106,8 @@ def crossval(cfg: TrainConfig, folds: int, progress: Callable[[int, int], None] 
     progress: `progress(done, folds)` after each fold. Returns the finished result; an error
     writes a failed summary.json and is raised.
     """
+    from core.evaluation.label_issues import rank_label_issues, save_issues  # cleanlab: only when one runs
+
     cfg = with_dataset(cfg)
     crossval_id, folder = _new_folder(folds)
     run = RunFolder(folder)
@@ -196,6 +193,12 @@ def _fit_and_predict(cfg: TrainConfig, catalogue: Catalogue, schema: LabelSchema
                      folder: Path, fold: int) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
     """Train on the rows not `held_out` (bool [n]), predict the held-out ones ->
     (ids int64 [m], head -> probs float32 [m, C], skipped photos {id: why})."""
+    import lightning as L  # torch: only when a fold trains, never when the dashboard lists the folders
+    from lightning.pytorch.loggers import CSVLogger
+
+    from training.builders import build_datamodule, build_module, run_precision
+    from training.evaluate import predict
+
     frame = catalogue.frame
     split = pd.Series(np.where(held_out, "val", "train"), index=frame.index)
     L.seed_everything(cfg.seed + fold, workers=True, verbose=False)

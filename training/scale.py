@@ -135,7 +135,7 @@ def source_paths(sources: Sequence[str | Path]) -> list[Path]:
     each of its rows, a .txt/.lst file the paths it lists (one a line, relative to its folder), any
     other folder its image files (core.model.predictor.expand_paths), a file itself."""
     from core.data.catalogue import load_catalogue
-    from core.model.predictor import expand_paths
+    from core.images.reading import expand_paths
 
     paths: list[Path] = []
     for source in map(Path, sources):

@@ -50,6 +50,7 @@ from core.labels.uploads import display_name
 from core.model.predictor import FilePrediction, Upload
 from core.trust.abstention import TARGET_ERROR, check_target
 from training.checkpoints import load_predictor, predict_device
+from training.docs_offline import serve_docs_offline
 
 PREDICT_PATH = "/predict"
 HEALTH_PATH = "/health"
@@ -361,6 +362,7 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
         model_metadata={"run": settings.run_id, "checkpoint": settings.checkpoint, "top_k": settings.top_k,
                         "target_error": settings.target_error, "timeout": settings.timeout})
     document_predict_route(server, settings.run_id)
+    serve_docs_offline(server.app)
     return server
 
 

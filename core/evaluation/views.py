@@ -17,6 +17,7 @@ import pandas as pd
 from core.choices import Choice
 from core.data.profile import OTHERS_LABEL
 from core.evaluation.files import METRICS, check_head, head_summary, summary_table
+from core.trust.abstention import rows_needed
 from core.untrusted import spreadsheet_csv
 
 CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support", "predicted"]
@@ -276,13 +277,25 @@ def trust_table(report: dict, target: float) -> pd.DataFrame:
 
 def trust_sentences(report: dict, target: float) -> list[str]:
     """What a catalogue lead wants to read, per head and for whole products: "at ≤ 2 % error,
-    71 % of subCategory tags need no person"."""
+    71 % of subCategory tags need no person"; for a head with none, how many held-out rows would
+    certify it at the least."""
     trust = report["trust"]
     sentences = [f"At ≤ {target:.0%} error, {entry['targets'][str(target)]['coverage']:.0%} of {head} tags "
                  "need no person."
                  if entry["targets"][str(target)]["threshold"] is not None else
-                 f"At ≤ {target:.0%} error, every {head} tag needs a person: too few held-out rows, or too many errors "
-                 "even among its surest, to certify it."
+                 f"At ≤ {target:.0%} error, every {head} tag needs a person: {uncertified_reason(trust, target)}"
                  for head, entry in trust["heads"].items()]
     sentences.append(f"{trust['products'][str(target)]:.0%} of products need no person in any head.")
     return sentences
+
+
+def uncertified_reason(trust: dict, target: float) -> str:
+    """Why a head has no threshold at `target` error, with the rows it would take at the least: a
+    threshold is certified only by `rows_needed(target)` held-out proposals above it, all right (more
+    when some are wrong)."""
+    needed, held_out = rows_needed(target), trust["rows"]["targets"]
+    if held_out < needed:
+        return (f"{held_out:,} held-out rows are too few to certify it; at least {needed - held_out:,} more "
+                f"({needed:,} in all, more if any of its surest proposals is wrong) would be needed.")
+    return (f"too many errors even among its surest proposals to certify it: at least {needed:,} of them above "
+            "one threshold must be right (more if any is wrong).")

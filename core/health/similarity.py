@@ -13,8 +13,6 @@ import enum
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 # From here on the all-photos neighbour search of an exact index costs minutes on a CPU (it grows
 # with n squared); see tests/benchmarks/bench_health.py for the measured basis.
@@ -118,6 +116,9 @@ def similar_pairs(neighbours: Neighbours, threshold: float) -> np.ndarray:
 def groups_of_pairs(n: int, pairs: np.ndarray) -> list[np.ndarray]:
     """The connected components of `pairs` over rows 0..n-1 with two or more rows: sorted row
     arrays, largest group first (ties by smallest row)."""
+    from scipy.sparse import coo_matrix  # not at import: training.config reads DEFAULT_THRESHOLD from here
+    from scipy.sparse.csgraph import connected_components
+
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,18 @@ def _check_decode_cost(label: str, image: Image.Image) -> None:
 
 # Identified only to say which format a refused file is, never decoded.
 _READABLE_ONLY = ["GIF", "BMP", "TIFF", "ICO", "PPM"]
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given (whatever their extension: an unreadable one gets its own error), folders
+    replaced by their files with an accepted image extension (any case), recursively, sorted; a
+    path that does not exist is kept, so that it gets an error too."""
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            expanded.extend(sorted(
+                file for file in path.rglob("*")
+                if file.suffix.lower().lstrip(".") in ACCEPTED_EXTENSIONS and file.is_file()))
+        else:
+            expanded.append(path)
+    return expanded

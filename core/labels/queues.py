@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,12 +25,14 @@ from core.data import HEADS
 from core.data.catalogue import Catalogue
 from core.data.schema import OTHER_CLASS
 from core.data.split import id_uniform
-from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected
+from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected, expand_paths
 from core.labels.checks import catalogue_value
 from core.labels.store import LabelStore
 from core.labels.tables import Action, Item, ItemKind, ReviewStatus
-from core.model.predictor import Predictor, expand_paths
 from core.trust.sources import AUDIT_SHARE, HeadRule, audit_draw
+
+if TYPE_CHECKING:  # the predictor brings torch: the queues load with the dashboard, torch-free
+    from core.model.predictor import Predictor
 
 # Filters over a queue, by name -> what they keep (given the summary row's status and corrected heads).
 FILTERS = {

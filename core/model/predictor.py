@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from core.data.schema import LabelSchema
-from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected, read_image_checked
+from core.images.reading import ImageRejected, read_image_checked
 from core.images.transforms import data_config, eval_transform
 from core.model.module import TaggerModule
 from core.trust.abstention import TARGET_ERROR, check_target
@@ -322,21 +322,6 @@ class Predictor:
 def _file_prediction(path: str, predicted: ImagePrediction) -> FilePrediction:
     return FilePrediction(path, predictions=predicted.guesses, accepted=predicted.accepted,
                           typicality=predicted.typicality)
-
-
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given (whatever their extension: an unreadable one gets its own error), folders
-    replaced by their files with an accepted image extension (any case), recursively, sorted; a
-    path that does not exist is kept, so that it gets an error too."""
-    expanded: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            expanded.extend(sorted(
-                file for file in path.rglob("*")
-                if file.suffix.lower().lstrip(".") in ACCEPTED_EXTENSIONS and file.is_file()))
-        else:
-            expanded.append(path)
-    return expanded
 
 
 def _check_positive(name: str, value: int) -> None:

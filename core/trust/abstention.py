@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
 
 DELTA = 0.05  # the guarantee's failure probability
 TARGET_ERROR = 0.02  # the default E
@@ -48,6 +47,8 @@ def check_target(target_error: float) -> float:
 def error_upper_bound(errors: np.ndarray, accepted: np.ndarray, level: float) -> np.ndarray:
     """One-sided Clopper-Pearson upper bound on an error rate with `errors` of `accepted`, at
     failure probability `level`; 1.0 where nothing is accepted."""
+    from scipy.stats import beta  # seconds to import: not on the path of every page that reads a run
+
     errors, accepted = np.asarray(errors, dtype=np.float64), np.asarray(accepted, dtype=np.float64)
     bound = np.ones_like(accepted)
     some = (accepted > 0) & (errors < accepted)
@@ -58,6 +59,8 @@ def error_upper_bound(errors: np.ndarray, accepted: np.ndarray, level: float) ->
 def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
     """Two-sided Clopper-Pearson interval at `level` of a rate with `successes` of `trials`; (0, 1)
     for no trial."""
+    from scipy.stats import beta  # lazily, as error_upper_bound
+
     if not trials:
         return 0.0, 1.0
     tail = (1 - level) / 2

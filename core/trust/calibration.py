@@ -10,7 +10,6 @@ the saved probabilities are enough to fit and apply it.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from core.data.schema import IGNORE_INDEX
 
@@ -54,6 +53,8 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
         return float(np.mean(log_norm - logits[np.arange(len(labels)), labels]))
 
     low, high = np.log(TEMPERATURE_RANGE)
+    from scipy.optimize import minimize_scalar  # seconds to import: not on the path of every page that reads a run
+
     return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))
 
 

@@ -27,9 +27,9 @@ import torch  # noqa: E402
 
 from core.access.roles import Actor, Role  # noqa: E402
 from core.data.catalogue import load_catalogue  # noqa: E402
+from core.images.reading import expand_paths  # noqa: E402
 from core.labels.queues import accept_confident, sure_heads, top_proposals  # noqa: E402
 from core.labels.store import LabelStore  # noqa: E402
-from core.model.predictor import expand_paths  # noqa: E402
 from training.checkpoints import load_predictor  # noqa: E402
 from training.registry import RunRegistry  # noqa: E402
 

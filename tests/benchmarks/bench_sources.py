@@ -40,7 +40,7 @@ from sample_parts import carve  # noqa: E402
 
 from core.data.catalogue import load_catalogue  # noqa: E402
 from core.evaluation.files import load_evaluation, read_features, read_report  # noqa: E402
-from core.model.predictor import expand_paths  # noqa: E402
+from core.images.reading import expand_paths  # noqa: E402
 from core.trust.abstention import DELTA, error_upper_bound  # noqa: E402
 from core.trust.sources import ALARM_FALSE_RATE, more_rows_needed, source_selection, watch  # noqa: E402
 from training.checkpoints import load_predictor  # noqa: E402

@@ -46,7 +46,7 @@ from sample_parts import carve  # noqa: E402
 from core.data.catalogue import load_catalogue  # noqa: E402
 from core.data.schema import IGNORE_INDEX, LabelSchema  # noqa: E402
 from core.evaluation.files import load_evaluation, read_features, read_report  # noqa: E402
-from core.model.predictor import expand_paths  # noqa: E402
+from core.images.reading import expand_paths  # noqa: E402
 from core.trust.abstention import DELTA, error_upper_bound  # noqa: E402
 from core.trust.layer import TARGETS, Role, Trust, fit_calibration, roles  # noqa: E402
 from core.trust.taxonomy import Taxonomy  # noqa: E402
