@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from core.access.roles import Actor
 from core.data.catalogue import Catalogue
-from core.labels.leases import next_leased, team_settings
+from core.labels.leases import decided_by, next_leased, open_for, team_settings
 from core.labels.queues import with_gold
 from core.labels.store import LabelStore
 from core.labels.tables import Item
@@ -22,9 +22,16 @@ def shared() -> bool:
 
 def leased_item(store: LabelStore, catalogue: Catalogue, queue: list[int], current: int | None,
                 actor: Actor) -> int | None:
-    """The item `actor` reviews now: `current` if still open to them and free, else the next one
-    that is; None when someone else holds every open item."""
-    return next_leased(store, queue, actor, team_settings(store, catalogue.root).double_share, start=current)
+    """The item `actor` reviews now: `current` when it is decided and theirs (to look back, undo),
+    else the first item from `current` on that is open to them and free (leased to them now), else
+    `current` when it is decided (nothing open is free: looking at a decided item collides with
+    nobody); None when someone else holds every open item."""
+    share = team_settings(store, catalogue.root).double_share
+    decided = current in queue and current not in open_for(store, [current], actor, share)
+    if decided and decided_by(store, current, actor):
+        return current
+    leased = next_leased(store, queue, actor, share, start=current)
+    return current if leased is None and decided else leased
 
 
 def mixed_with_gold(store: LabelStore, catalogue: Catalogue, items: list[Item], actor: Actor) -> list[Item]:

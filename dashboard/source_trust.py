@@ -17,7 +17,7 @@ from core.labels.sources import (
 )
 from core.labels.store import LabelStore
 from core.trust.layer import Calibration
-from core.trust.sources import AUDIT_SHARE
+from core.trust.sources import AUDIT_SHARE, NEW_SOURCE_AUDIT_SHARE
 from dashboard.labels import label_store
 from dashboard.text import plain
 from training.registry import RunRecord
@@ -53,7 +53,8 @@ def source_section(record: RunRecord, dataset: str, target: float, actor: Actor)
     st.caption(f"A source's photos are accepted under the run's thresholds only where they are like the run's "
                f"validation photos, until the source's own reviewed photos certify its heads (an admin "
                f"recalibrates it here, or `python -m training calibrate {record.id} --source NAME`). A share of "
-               f"accepted photos ({AUDIT_SHARE:.0%} unless set) goes to a person unannounced; when the audits show "
+               f"accepted photos ({NEW_SOURCE_AUDIT_SHARE:.0%} until the source is certified, {AUDIT_SHARE:.0%} "
+               f"after, unless an admin sets it) goes to a person unannounced; when the audits show "
                f"the error above the target (a test that raises a false alarm at most 5 % of the time), the head "
                f"stops for that source.")
     for row in table[table["alarm"].str.startswith("fired")].itertuples():

@@ -19,7 +19,7 @@ from core.labels.store import LabelStore
 from core.labels.tables import EXTERNAL_ID_BASE, SavedQueue
 from core.trust.abstention import THRESHOLDS, Selection
 from core.trust.layer import Calibration
-from core.trust.sources import AUDIT_SHARE, audit_draw
+from core.trust.sources import NEW_SOURCE_AUDIT_SHARE, audit_draw
 from core.trust.taxonomy import Taxonomy
 from core.trust.typicality import UNLIKE_CALIBRATION
 from dashboard.review_queue import TAXONOMY_SOURCE
@@ -287,8 +287,9 @@ def test_accept_the_sure_heads_of_new_photos_in_bulk(run, certified):
     taken = sum(map(len, accepted))
     assert taken > 0, "no certified head reached its threshold: nothing to accept"
     open_heads = 3 * len(record.config["heads"])
-    # A photo drawn for an audit (5 % of them, by a hash of its item) is left for a person, unannounced.
-    audited = audit_draw(queue, AUDIT_SHARE)
+    # A photo drawn for an audit (20 % of a source not yet certified on its own photos, by a hash of its
+    # item) is left for a person, unannounced.
+    audited = audit_draw(queue, NEW_SOURCE_AUDIT_SHARE)
     kept = [{} if drawn else heads for heads, drawn in zip(accepted, audited)]
 
     assert not at.get("segmented_control") or "review.bulk_target" not in [c.key for c in at.get("segmented_control")]
@@ -454,7 +455,7 @@ def test_the_trust_view_shows_each_source_and_an_admin_sets_its_audit_share_and_
     table = source_frame(at)
     lookbook = table[table["source"] == "lookbook"].set_index("head")
     assert lookbook.loc["gender", "decisions"] == 3 and lookbook.loc["gender", "photos"] == 3
-    assert lookbook.loc["gender", "more_needed"] > 0 and lookbook.loc["gender", "audit_share"] == AUDIT_SHARE
+    assert lookbook.loc["gender", "more_needed"] > 0 and lookbook.loc["gender", "audit_share"] == NEW_SOURCE_AUDIT_SHARE
 
     at.selectbox(key="trust.source").set_value("lookbook")
     at.number_input(key="trust.audit_share").set_value(20.0)

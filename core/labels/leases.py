@@ -119,6 +119,16 @@ def open_for(store: LabelStore, items: Sequence[int], actor: Actor, double_share
             or (double[item] and len(deciders.get(item, ())) < 2 and actor.identity not in deciders.get(item, ()))]
 
 
+def decided_by(store: LabelStore, item: int, actor: Actor) -> bool:
+    """Whether `actor` wrote a decision on `item` that is not undone (a review or a mark)."""
+    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    query = select(log_table.c.seq).where(log_table.c.item == check_id(item, "item"),
+                                          log_table.c.reviewer == actor.identity, log_table.c.undoes.is_(None),
+                                          log_table.c.action.not_in(undone)).limit(1)
+    with store.reader.begin() as connection:
+        return connection.execute(query).first() is not None
+
+
 def next_leased(store: LabelStore, items: Sequence[int], actor: Actor, double_share: float = 0.0,
                 start: int | None = None) -> int | None:
     """The first item of `items` from `start` (an item id; the first when None or gone) that is open

@@ -37,6 +37,7 @@ from core.trust.abstention import DELTA, Selection
 from core.trust.layer import Calibration, Trust
 from core.trust.sources import (
     AUDIT_SHARE,
+    NEW_SOURCE_AUDIT_SHARE,
     Alarm,
     HeadRule,
     check_share,
@@ -65,13 +66,16 @@ def sources(store: LabelStore, dataset: Dataset) -> dict[str, int]:
         return {name: int(count) for name, count in connection.execute(query)}
 
 
-def audit_share(store: LabelStore, dataset: Dataset, source: str) -> float:
-    """The share of a source's accepted photos left for a person as an audit (AUDIT_SHARE unless set)."""
+def audit_share(store: LabelStore, dataset: Dataset, source: str, certified: bool = False) -> float:
+    """The share of a source's accepted photos left for a person as an audit: the admin's, else
+    AUDIT_SHARE for a source `certified` on its own photos, NEW_SOURCE_AUDIT_SHARE for one that is not."""
     query = select(source_settings_table.c.audit_share).where(
         source_settings_table.c.dataset == DatasetKey.of(dataset), source_settings_table.c.source == source)
     with store.reader.begin() as connection:
         share = connection.execute(query).scalar_one_or_none()
-    return AUDIT_SHARE if share is None else float(share)
+    if share is not None:
+        return float(share)
+    return AUDIT_SHARE if certified else NEW_SOURCE_AUDIT_SHARE
 
 
 def set_audit_share(store: LabelStore, dataset: Dataset, source: str, share: float, actor: Actor) -> None:
@@ -226,7 +230,7 @@ def source_trust(store: LabelStore, dataset: Dataset, source: str, run_id: str,
     fired = alarms(store, dataset, source, run_id, target_error, None if calibration is None else calibration.at)
     return SourceTrust(source, head_rules(run_thresholds, certified, fired), fired, calibration,
                        source_selections(store, dataset, source, run_id, run_selections),
-                       audit_share(store, dataset, source))
+                       audit_share(store, dataset, source, certified=calibration is not None))
 
 
 def auto_accept_batches(store: LabelStore, dataset: Dataset, limit: int = 20) -> pd.DataFrame:
