@@ -174,6 +174,7 @@ def fit(args: argparse.Namespace) -> int:
     from core.access.roles import command_line_actor
     from training.config import TrainConfig
     from training.registry import RunRegistry
+    from training.run_folder import RunFolder
     from training.train import train
 
     registry = RunRegistry()
@@ -183,6 +184,7 @@ def fit(args: argparse.Namespace) -> int:
         record = registry.get(args.resume)
         cfg = TrainConfig.from_dict(record.config)
         if args.run_id != record.id:  # the dashboard requeues the run itself before starting this process
+            RunFolder(record.folder).resume_checkpoint()  # a run that cannot be resumed stays as it was
             registry.reopen(record.id, command_line_actor().identity)
         run_id, resume = record.id, True
     else:
