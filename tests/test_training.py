@@ -393,6 +393,37 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tiny_demo, workspace_home
     assert "Weights only load failed" in RunRegistry().get(failed.id).error
 
 
+@pytest.mark.parametrize("content, problem", [
+    ("code", r"is refused: loading it would need Python objects beyond tensors and plain data \(posix.system\), "
+             r"which could run code"),
+    ("plain pickle", r"cannot be read: the file is cut short or damaged"),
+    ("no payload", r"holds no fashion_tagger entry: not a checkpoint of a Fashion Tagger run"),
+])
+def test_a_crafted_checkpoint_is_refused_in_one_line_and_runs_no_code(finished_run, tmp_path, capsys, content,
+                                                                      problem):
+    record, _, _ = finished_run
+    crafted = RunFolder(record.folder).checkpoints / "crafted.ckpt"
+    marker = tmp_path / "code-ran"
+    if content == "code":
+        torch.save({"state_dict": {}, "payload": RunsCode(f"touch {marker}")}, crafted)
+    elif content == "plain pickle":
+        torch.save({"state_dict": {}, "payload": RunsCode(f"touch {marker}")}, crafted,
+                   _use_new_zipfile_serialization=False)
+    else:
+        torch.save({"state_dict": {}}, crafted)
+    photo = next(Path(record.config["data"], "images").iterdir())
+    try:
+        for command in (["evaluate", record.id, "--checkpoint", "crafted.ckpt"],
+                        ["predict", record.id, str(photo), "--checkpoint", "crafted.ckpt"]):
+            assert cli(command) == 2
+            err = capsys.readouterr().err
+            assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(crafted) in err, err
+            assert re.search(problem, err), err
+    finally:
+        crafted.unlink()
+    assert not marker.exists()
+
+
 class RunsCode:
     """Unpickled, runs a shell command: what a hostile checkpoint would carry."""
 
