@@ -244,6 +244,17 @@ def image_issues_section(catalogue: Catalogue, health: Health) -> None:
          lambda row: [f"score {row['score']:.3f}"])
 
 
+def unreadable_notice(health: Health) -> None:
+    """The photos that could not be read: in no finding, so said before them, with each reason."""
+    unreadable = health.unreadable
+    if not unreadable:
+        return
+    st.warning(f"{len(unreadable):,} photos could not be read: they have no embedding and are in none of the "
+               "findings below.", icon=":material/broken_image:")
+    with st.expander("The photos that could not be read, and why"):
+        st.dataframe(pd.DataFrame({"id": list(unreadable), "why": list(unreadable.values())}), hide_index=True)
+
+
 def main() -> None:
     st.title("Data health")
     catalogue = current_catalogue()
@@ -255,6 +266,7 @@ def main() -> None:
         return
     st.caption(f"{health.info['photos']:,} photos · {health.info['description']} · "
                f"{health.info['index']} similarity search")
+    unreadable_notice(health)
     threshold = st.slider("Near-duplicate similarity", 0.80, 1.0, DEFAULT_THRESHOLD, 0.005, key="health.threshold",
                           help="Photos at least this similar (cosine of their embeddings) are near-duplicates.")
     sections = {

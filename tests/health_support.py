@@ -93,3 +93,20 @@ def planted_catalogue(source: Path, out: Path, rows: int, copies: int, bad: int 
         result.originals[planted], result.kind[planted] = original, kind
     pd.concat([kept, *new_rows]).to_csv(out / STYLES_FILE, index=False)  # missing values as empty fields
     return result
+
+
+def with_unreadable_photos(out: Path, n: int = 16, seed: int = 0) -> tuple[Path, dict[int, str]]:
+    """A generated demo of `n` photos in `out` (few enough that its map needs no UMAP), two of
+    them made unreadable: one not an image at all, one JPEG cut short. Returns (folder, id -> what
+    was done)."""
+    from core.data.demo import generate_demo
+
+    folder = generate_demo(out, n=50, seed=seed)  # its least
+    styles = pd.read_csv(folder / STYLES_FILE, dtype=str, keep_default_na=False)
+    styles.iloc[:n].to_csv(folder / STYLES_FILE, index=False)
+    catalogue = load_catalogue(folder)
+    garbage, cut = catalogue.frame["id"].iloc[[2, 5]].tolist()
+    catalogue.image_path(garbage).write_bytes(b"this is not a photo")
+    data = catalogue.image_path(cut).read_bytes()
+    catalogue.image_path(cut).write_bytes(data[: len(data) // 2])
+    return folder, {garbage: "garbage", cut: "cut"}

@@ -54,7 +54,7 @@ from training.health import default_split, folder_of
 from training.rows import decide_split
 
 from conftest import point_at_workspace
-from health_support import COPIES, planted_catalogue
+from health_support import COPIES, planted_catalogue, with_unreadable_photos
 from test_transforms import reference_float
 
 
@@ -298,6 +298,25 @@ def test_cli_json_summary(planted_demo):
     points = map_frame(health, split, pd.Series(dtype=str), order=("train", "val"))
     assert list(points["colour"].cat.categories) == ["train", "val"]
     assert points["colour"].value_counts().to_dict() == split.value_counts().to_dict()
+
+
+@pytest.mark.slow
+def test_photos_that_cannot_be_read_are_listed_with_the_reason(tmp_path, monkeypatch):
+    folder, broken = with_unreadable_photos(tmp_path / "data")
+    point_at_workspace(monkeypatch, tmp_path / "ws")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert training_cli(["health", str(folder), "--json", "--device", "cpu"]) == 0
+    lines = printed.getvalue().strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert sorted(map(int, summary["unreadable"])) == sorted(broken)
+    for product_id in broken:
+        assert f"{product_id}.jpg" in summary["unreadable"][str(product_id)]
+        assert any(line.startswith(f"    {product_id}: ") and f"{product_id}.jpg" in line for line in lines)
+    assert "  unreadable photos    2 (left out of everything below)" in lines
+    health = load_health(folder_of(load_catalogue(folder), None).path)
+    assert health.unreadable == {int(key): why for key, why in summary["unreadable"].items()}
+    assert health.info["photos"] == 14 and not set(broken) & set(health.ids.tolist())
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ With --json the last line printed is JSON: the run record (fit, show), a list of
 the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate,
 core.evaluation.files.head_summary).
 `health --json` ends with core.health.files.health_summary: {"near_duplicates": [[ids]], "leakage": [[ids]],
-"outliers": [ids], "image_issues": {type: [ids]}, ...}; its progress goes to stderr.
+"outliers": [ids], "image_issues": {type: [ids]}, "unreadable": {id: why}, ...}; its progress goes to stderr.
 `predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
 [{"label", "p"}, ...]}, "accepted": {head: label or null}} or {"path", "error"}; it exits 0 when at
 least one image was read, else 1. The first label of a head is its proposal (consistent with the
@@ -55,6 +55,8 @@ from core.trust.abstention import TARGET_ERROR
 from core.trust.typicality import UNLIKE_CALIBRATION
 from training.registry import RunState
 from training.status import summary_frame
+
+UNREADABLE_SHOWN = 10  # unreadable photos `health` names in its text; --json lists every one
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,6 +389,12 @@ def health(args: argparse.Namespace) -> int:
     groups = summary["near_duplicates"]
     print(f"data health of {catalogue.root}: {computed.info['photos']:,} photos, {computed.info['description']}")
     print(f"  folder               {computed.folder.path}")
+    unreadable = computed.unreadable
+    print(f"  unreadable photos    {len(unreadable):,}" + (" (left out of everything below)" if unreadable else ""))
+    for product_id, why in list(unreadable.items())[:UNREADABLE_SHOWN]:
+        print(f"    {product_id}: {why}")
+    if len(unreadable) > UNREADABLE_SHOWN:
+        print(f"    and {len(unreadable) - UNREADABLE_SHOWN:,} more (--json lists them all)")
     print(f"  exact duplicates     {len(summary['exact_duplicates']):,} groups")
     print(f"  near-duplicates      {len(groups):,} groups ({sum(map(len, groups)):,} photos) "
           f"at similarity >= {args.threshold}")

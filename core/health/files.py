@@ -12,7 +12,8 @@ A health folder, `<workspace>/health/<dataset folder name>-<hash of its path>/<m
     projection.npz          ids int64 [n]; xy float32 [n, 2], the map
     image_issues.parquet    core.health.image_quality.image_issues
     exact_duplicates.json   [[id, ...], ...]
-    health.json             written last: what was computed, from what, how long each step took
+    health.json             written last: what was computed, from what, how long each step took, and
+                            the photos that could not be read (id -> why), left out of everything
     health.log, health.launch.json   a background computation's output and process (training.launcher)
 """
 
@@ -46,12 +47,13 @@ from core.health.similarity import (
     outlier_scores,
     similar_pairs,
 )
+from core.images.cache import build_image_cache, cache_folder
 
 MAP_NEIGHBOURS = 15  # UMAP's n_neighbors: the local structure the map keeps
 MAP_MIN_DIST = 0.3  # UMAP's min_dist: above its 0.1 default, clusters spread enough to select photos in them
 MAP_CLASSES = 15  # values the map gives a colour of their own; the rarer ones share OTHER
 OTHER, MISSING = "other", "missing"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: health.json names the unreadable photos
 HEALTH_FILE = "health.json"
 
 Progress = Callable[[str, int, int], None]  # (step, done, total)
@@ -101,7 +103,7 @@ class Health:
     """A computed health folder, read.
 
     info: health.json ({"model", "stamp", "description", "data", "catalogue_stamp", "photos",
-    "index", "computed", "seconds"}); ids: int64 [n], the photos with an embedding; neighbours: over
+    "unreadable", "index", "computed", "seconds"}); ids: int64 [n], the photos with an embedding; neighbours: over
     rows of ids; projection: float32 [n, 2]; issues: core.health.image_quality.image_issues' frame;
     exact_duplicates: groups of ids.
     """
@@ -113,6 +115,12 @@ class Health:
     projection: np.ndarray
     issues: pd.DataFrame
     exact_duplicates: list[list[int]]
+
+    @property
+    def unreadable(self) -> dict[int, str]:
+        """The catalogue photos that could not be read, id -> why (the image cache's reason, naming
+        the file), by id: they have no embedding and are in no finding."""
+        return {int(product_id): why for product_id, why in self.info.get("unreadable", {}).items()}
 
     def is_stale(self, catalogue: Catalogue, identity: ModelIdentity) -> bool:
         """Whether the catalogue or the model changed since this was computed."""
@@ -172,6 +180,8 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
     embeddings = catalogue_embeddings(catalogue, model, workspace, device=device,
                                       progress=lambda done, total: report("embeddings", done, total))
     seconds["embeddings"] = time.perf_counter() - start
+    unreadable = unreadable_photos(catalogue, sorted(set(ids) - set(embeddings.ids.tolist())), workspace,
+                                   model.image_size)
 
     start = time.perf_counter()
     report("neighbours", 0, 1)
@@ -202,10 +212,20 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
         "format_version": FORMAT_VERSION, "model": model.identity.key, "stamp": model.identity.stamp,
         "description": model.identity.description, "data": str(catalogue.root),
         "catalogue_stamp": list(stamp), "photos": len(embeddings),
+        "unreadable": {str(product_id): why for product_id, why in unreadable.items()},
         "rows": len(ids), "index": str(index.kind), "computed": time.time(), "seconds": seconds,
     }
     _atomic_write(folder.info, lambda path: path.write_text(json.dumps(info, indent=1)))  # last: `version` follows it
     return load_health(folder.path)
+
+
+def unreadable_photos(catalogue: Catalogue, ids: Sequence[int], workspace: Path, image_size: int) -> dict[int, str]:
+    """Why each of catalogue `ids` (photos left without an embedding) could not be read: the image
+    cache's reason ("ExceptionName: message", naming the file), by id."""
+    if not ids:
+        return {}
+    failed = build_image_cache(catalogue, ids, image_size, cache_folder(workspace, catalogue.root, image_size)).failed
+    return {int(product_id): failed.get(product_id, "the photo could not be read") for product_id in sorted(ids)}
 
 
 def project(embeddings: Embeddings, neighbours: Neighbours, seed: int = 0) -> np.ndarray:
@@ -327,7 +347,7 @@ def health_summary(health: Health, catalogue: Catalogue, split: pd.Series, thres
                    heads: Sequence[str] = ()) -> dict:
     """What `python -m training health --json` prints: {"data", "model", "photos", "threshold",
     "exact_duplicates", "near_duplicates", "leakage", "label_disagreements", "outliers",
-    "image_issues": {type: [ids]}}, groups and lists as ids."""
+    "image_issues": {type: [ids]}, "unreadable": {id: why}}, groups and lists as ids."""
     groups = health.near_duplicates(threshold)
     return {
         "data": health.info["data"], "model": health.info["description"], "photos": health.info["photos"],
@@ -335,6 +355,7 @@ def health_summary(health: Health, catalogue: Catalogue, split: pd.Series, thres
         "leakage": leaking_groups(groups, split),
         "label_disagreements": label_disagreements(groups, catalogue.frame, heads),
         "outliers": health.outliers(), "image_issues": issue_ids(health.issues),
+        "unreadable": {str(product_id): why for product_id, why in health.unreadable.items()},
     }
 
 
