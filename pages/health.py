@@ -25,6 +25,7 @@ from dashboard.health import (
     map_figure,
     model_runs,
     near_duplicates,
+    near_duplicates_found_by,
     similar_to_photo,
     split_of,
 )
@@ -190,17 +191,19 @@ def duplicates_section(catalogue: Catalogue, health: Health, record: RunRecord |
     which = st.segmented_control("Show", ["leaking groups", "all groups", "exact duplicates"], default="leaking groups",
                                  key="health.groups_shown") or "leaking groups"
     shown = {"leaking groups": leaking, "all groups": groups, "exact duplicates": health.exact_duplicates}[which]
-    group_list(catalogue, shown, split, HEADS, f"health.groups.{which}")
+    group_list(catalogue, shown, split, HEADS, f"health.groups.{which}", near_duplicates_found_by(health, threshold))
 
 
-def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, heads, key: str) -> None:
-    """A table of groups; selecting one shows its photos with their split and labels."""
+def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, heads, key: str,
+               found_by: dict[tuple[int, ...], str]) -> None:
+    """A table of groups (with what found each: embeddings, hashes, same bytes); selecting one shows
+    its photos with their split and labels."""
     if not groups:
         st.info("No group here.")
         return
     review_button(catalogue, [i for group in groups for i in group], f"{key}.review",
                   "Review every photo of these groups")
-    table = group_table(groups, split, catalogue.frame, heads)
+    table = group_table(groups, split, catalogue.frame, heads, found_by)
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"{key}.table")
     chosen = event.selection.rows if event else []
     if not chosen:
@@ -218,7 +221,8 @@ def disagreements_section(catalogue: Catalogue, health: Health, record: RunRecor
     groups = [entry["ids"] for entry in label_disagreements(near_duplicates(health, threshold), catalogue.frame, heads)]
     st.caption(f"{len(groups):,} near-duplicate groups whose members disagree on at least one of these labels: "
                "one of them is likely mislabelled.")
-    group_list(catalogue, groups, split_of(catalogue, record)[0], heads, "health.disagreements")
+    group_list(catalogue, groups, split_of(catalogue, record)[0], heads, "health.disagreements",
+               near_duplicates_found_by(health, threshold))
 
 
 def outliers_section(catalogue: Catalogue, health: Health) -> None:
@@ -268,7 +272,8 @@ def main() -> None:
                f"{health.info['index']} similarity search")
     unreadable_notice(health)
     threshold = st.slider("Near-duplicate similarity", 0.80, 1.0, DEFAULT_THRESHOLD, 0.005, key="health.threshold",
-                          help="Photos at least this similar (cosine of their embeddings) are near-duplicates.")
+                          help="Photos at least this similar (cosine of their embeddings) are near-duplicates, and "
+                               "so are photos whose perceptual hashes are near (re-encoded copies) at any setting.")
     sections = {
         "Map": partial(map_section, catalogue, health, record),
         "Similar photos": partial(similar_section, catalogue, health, record),

@@ -35,6 +35,7 @@ from core.health.files import (
     load_health,
     map_frame,
 )
+from core.health.hashes import hash_pairs, perceptual_hashes
 from core.health.image_quality import ISSUE_TYPES, exact_duplicates, image_issues, issue_ids
 from core.health.similarity import (
     DEFAULT_THRESHOLD,
@@ -46,7 +47,7 @@ from core.health.similarity import (
     outlier_scores,
     similar_pairs,
 )
-from core.images.cache import as_cached, cache_folder, open_cached
+from core.images.cache import as_cached, build_image_cache, cache_folder, open_cached
 from core.images.reading import open_rgb
 from training.__main__ import main as training_cli
 from training.config import TrainConfig
@@ -54,7 +55,7 @@ from training.health import default_split, folder_of
 from training.rows import decide_split
 
 from conftest import point_at_workspace
-from health_support import COPIES, planted_catalogue, with_unreadable_photos
+from health_support import COPIES, REENCODED, planted_catalogue, with_unreadable_photos
 from test_transforms import reference_float
 
 
@@ -132,10 +133,10 @@ def test_leakage_is_a_group_on_both_sides_and_its_validation_members():
                           "usage": ["Casual", "Casual", "Casual", None]})
     assert (label_disagreements([[1, 2, 3], [2, 5]], frame, ["gender", "usage"])
             == [{"ids": [1, 2, 3], "heads": ["gender"]}])
-    table = group_table([[1, 2, 3], [2, 5]], split, frame, ["gender", "usage"])
+    table = group_table([[1, 2, 3], [2, 5]], split, frame, ["gender", "usage"], {(1, 2, 3): "embedding + hash"})
     assert table.to_dict("records") == [
-        {"group": 1, "photos": 3, "train": 1, "val": 2, "disagree_on": "gender"},
-        {"group": 2, "photos": 2, "train": 0, "val": 2, "disagree_on": ""},
+        {"group": 1, "photos": 3, "found_by": "embedding + hash", "train": 1, "val": 2, "disagree_on": "gender"},
+        {"group": 2, "photos": 2, "found_by": "", "train": 0, "val": 2, "disagree_on": ""},
     ]
 
 
@@ -223,6 +224,22 @@ def test_planted_copies_of_real_photos_are_found_as_near_duplicates(real_sample,
     recall, precision = copy_pairs_found(embeddings.features, embeddings.ids.tolist(),
                                          planted.originals, DEFAULT_THRESHOLD)
     assert recall >= 0.9 and precision >= 0.9, (recall, precision)
+
+
+@pytest.mark.slow
+def test_perceptual_hashes_find_reencoded_copies_of_real_photos_and_pair_no_distinct_ones(real_sample, tmp_path):
+    """Downscaled and saved again at JPEG quality 55 or 40: the copies embeddings miss (issue 25)."""
+    planted = planted_catalogue(real_sample, tmp_path / "data", rows=300, copies=20, seed=11, kinds=REENCODED)
+    catalogue = load_catalogue(planted.folder)
+    ids = catalogue.frame["id"].tolist()
+    folder = cache_folder(tmp_path / "ws", catalogue.root, 224)
+    build_image_cache(catalogue, ids, 224, folder)  # what compute_health hashes: the model's cached copies
+    found = {(ids[a], ids[b]) for a, b in hash_pairs(perceptual_hashes(open_cached(folder, i) for i in ids)).tolist()}
+    missed = [copy for copy, original in planted.originals.items() if tuple(sorted((copy, original))) not in found]
+    assert not missed, [planted.kind[copy] for copy in missed]
+    identical = {tuple(group) for group in exact_duplicates(catalogue, ids)}
+    strays = [pair for pair in found if not set(pair) & set(planted.originals) and pair not in identical]
+    assert not strays, strays
 
 
 @pytest.mark.parametrize("source", ["demo", "real"])

@@ -396,8 +396,9 @@ def health(args: argparse.Namespace) -> int:
     if len(unreadable) > UNREADABLE_SHOWN:
         print(f"    and {len(unreadable) - UNREADABLE_SHOWN:,} more (--json lists them all)")
     print(f"  exact duplicates     {len(summary['exact_duplicates']):,} groups")
+    hash_only = summary["near_duplicates_found_by"].count("hash")
     print(f"  near-duplicates      {len(groups):,} groups ({sum(map(len, groups)):,} photos) "
-          f"at similarity >= {args.threshold}")
+          f"at similarity >= {args.threshold} or near perceptual hashes ({hash_only:,} found by the hashes alone)")
     print(f"  leakage              {len(summary['leakage']):,} groups span training and validation of {split_name}; "
           f"{len(leaked_ids(groups, split)):,} validation photos have a near-duplicate in training")
     print(f"  label disagreements  {len(summary['label_disagreements']):,} groups")
