@@ -25,6 +25,7 @@ from core.data.demo import generate_demo
 from core.health.embedder import catalogue_embeddings, embed_images, pretrained_model
 from core.health.embeddings import ModelIdentity, embeddings_file, normalise
 from core.health.files import (
+    DuplicateMethod,
     Health,
     compute_health,
     group_table,
@@ -307,6 +308,8 @@ def test_cli_json_summary(planted_demo):
     together = [any({copy, original} <= set(group) for group in summary["near_duplicates"])
                 for copy, original in planted.originals.items()]
     assert sum(together) >= 3, together
+    assert len(summary["near_duplicates_found_by"]) == len(summary["near_duplicates"])
+    assert all(set(by.split(" + ")) <= set(DuplicateMethod) for by in summary["near_duplicates_found_by"])
     assert any(line.startswith("  leakage") for line in lines)
 
     health = health_of(planted)

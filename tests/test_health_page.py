@@ -111,6 +111,8 @@ def test_duplicates_and_leakage_are_counted_and_listed(computed):
     at.segmented_control(key="health.groups_shown").set_value("all groups").run()
     table = at.dataframe[0].value
     assert table["photos"].tolist() == [len(group) for group in groups]
+    assert table["found_by"].tolist() == list(health.near_duplicates_found_by(DEFAULT_THRESHOLD).values())
+    assert all(found for found in table["found_by"])  # every group says what found it
     at.slider(key="health.threshold").set_value(1.0).run()
     assert not at.exception
     assert {m.label: m.value for m in at.metric}["Near-duplicate groups"] == f"{len(health.near_duplicates(1.0)):,}"

@@ -150,7 +150,7 @@ class Health:
         """Groups of ids whose photos are at least `threshold` similar to another member, or whose
         perceptual hashes are near (chains included), exact duplicates always among them: largest
         group first, ids sorted within."""
-        return list(self.near_duplicates_found_by(threshold))
+        return [list(group) for group in self.near_duplicates_found_by(threshold)]
 
     def near_duplicates_found_by(self, threshold: float = DEFAULT_THRESHOLD) -> dict[tuple[int, ...], str]:
         """near_duplicates(threshold), in that order, each with the methods that found one of its
@@ -230,8 +230,7 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
 
     start = time.perf_counter()
     report("hashes", 0, 1)
-    hashes = perceptual_hashes(open_cached(cache_folder(workspace, catalogue.root, model.image_size), product_id)
-                               for product_id in embeddings.ids.tolist())
+    hashes = photo_hashes(catalogue, embeddings.ids.tolist(), workspace, model.image_size)
     _save_npz(folder.hashes, ids=embeddings.ids, hashes=hashes, pairs=hash_pairs(hashes))
     seconds["hashes"] = time.perf_counter() - start
 
@@ -261,6 +260,14 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
     }
     _atomic_write(folder.info, lambda path: path.write_text(json.dumps(info, indent=1)))  # last: `version` follows it
     return load_health(folder.path)
+
+
+def photo_hashes(catalogue: Catalogue, ids: Sequence[int], workspace: Path, image_size: int) -> np.ndarray:
+    """The perceptual hashes (core.health.hashes) of catalogue photos `ids`, readable ones (those with
+    an embedding), from their copies in the image cache at `image_size` (reused, or made again)."""
+    folder = cache_folder(workspace, catalogue.root, image_size)
+    build_image_cache(catalogue, ids, image_size, folder)
+    return perceptual_hashes(open_cached(folder, product_id) for product_id in ids)
 
 
 def unreadable_photos(catalogue: Catalogue, ids: Sequence[int], workspace: Path, image_size: int) -> dict[int, str]:
@@ -334,13 +341,15 @@ def load_health(path: str | Path) -> Health:
 def near_duplicate_groups(catalogue: Catalogue, workspace: Path, threshold: float = DEFAULT_THRESHOLD,
                           ids: Sequence[int] | None = None, device: str = "cpu") -> list[list[int]]:
     """Near-duplicate groups of catalogue `ids` (default: every row) under the offline pretrained
-    backbone (embeddings cached in the workspace): what a group-aware split keeps together, the same
-    whatever run asks."""
+    backbone (embeddings cached in the workspace) or their perceptual hashes, as Health.near_duplicates
+    finds them: what a group-aware split keeps together, the same whatever run asks."""
     from core.health.embedder import catalogue_embeddings, pretrained_model  # torch: see compute_health
 
-    embeddings = catalogue_embeddings(catalogue, pretrained_model(), workspace, ids=ids, device=device)
+    model = pretrained_model()
+    embeddings = catalogue_embeddings(catalogue, model, workspace, ids=ids, device=device)
     neighbours = nearest_neighbours(SimilarityIndex(embeddings.features), embeddings.features)
-    pairs = similar_pairs(neighbours, threshold)
+    hashes = photo_hashes(catalogue, embeddings.ids.tolist(), workspace, model.image_size)
+    pairs = np.concatenate([similar_pairs(neighbours, threshold), hash_pairs(hashes)])
     return [sorted(embeddings.ids[group].tolist()) for group in groups_of_pairs(len(embeddings), pairs)]
 
 
