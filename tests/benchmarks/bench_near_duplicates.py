@@ -10,8 +10,9 @@ plus --copies planted copies of as many of them (tests/health_support.REENCODED 
 quality 55, 0.9 scale at quality 40). Embeddings: the offline pretrained backbone, cached in --home
 (a temporary workspace by default). Printed side by side per method: recall (copies in one group with
 their original), per kind and overall; groups; groups without a planted copy (false groups, unless
-the catalogue itself holds a near-copy: listed so they can be looked at); and the hash distances that
-HASH_DISTANCE rests on. No timings: the numbers do not depend on the machine.
+the catalogue itself holds a near-copy: listed so they can be looked at; a copy the hash joins to its
+original can take such a group along); the pairs of catalogue photos the hash alone pairs; and the
+hash distances that HASH_DISTANCE rests on. No timings: the numbers do not depend on the machine.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ def main() -> None:
     for method, result in results.items():
         print(f"groups without a planted copy, {method}: {result['unplanted'][:20]}")
 
+    planted_rows = {index for index, product_id in enumerate(ids) if product_id in planted.originals}
+    embedding_pairs = set(map(tuple, by_embedding.tolist()))
+    hash_alone = [(ids[a], ids[b]) for a, b in by_hash.tolist()
+                  if (a, b) not in embedding_pairs and not {a, b} & planted_rows]
+    print(f"pairs of catalogue photos (no planted copy) the hash alone pairs: {len(hash_alone)} {hash_alone[:20]}")
     row = {product_id: index for index, product_id in enumerate(ids)}
     bits = np.unpackbits(hashes, axis=1).astype(bool)
     copy_distance = [int((bits[row[copy]] != bits[row[original]]).sum())
