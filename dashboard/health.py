@@ -51,13 +51,18 @@ def health_of(folder: HealthFolder) -> Health | None:
 
 
 @st.cache_data(show_spinner="Grouping near-duplicates…", max_entries=32)
-def _groups(path: str, version: int, threshold: float) -> list[list[int]]:
-    return _health(path, version).near_duplicates(threshold)
+def _groups(path: str, version: int, threshold: float) -> dict[tuple[int, ...], str]:
+    return _health(path, version).near_duplicates_found_by(threshold)
+
+
+def near_duplicates_found_by(health: Health, threshold: float) -> dict[tuple[int, ...], str]:
+    """Health.near_duplicates_found_by(threshold), once per computation and threshold."""
+    return _groups(str(health.folder.path), health.folder.version(), threshold)
 
 
 def near_duplicates(health: Health, threshold: float) -> list[list[int]]:
     """Health.near_duplicates(threshold), once per computation and threshold."""
-    return _groups(str(health.folder.path), health.folder.version(), threshold)
+    return [list(group) for group in near_duplicates_found_by(health, threshold)]
 
 
 @st.cache_data(show_spinner="Reading the split…", max_entries=8)

@@ -26,6 +26,7 @@ from dashboard.health import (
     map_figure,
     model_runs,
     near_duplicates,
+    near_duplicates_found_by,
     similar_to_photo,
     split_of,
 )
@@ -194,17 +195,20 @@ def duplicates_section(catalogue: Catalogue, health: Health, record: RunRecord |
     which = st.segmented_control("Show", ["leaking groups", "all groups", "exact duplicates"], default="leaking groups",
                                  key="health.groups_shown") or "leaking groups"
     shown = {"leaking groups": leaking, "all groups": groups, "exact duplicates": health.exact_duplicates}[which]
-    group_list(catalogue, shown, split, HEADS, f"health.groups.{which}", which)
+    group_list(catalogue, shown, split, HEADS, f"health.groups.{which}", which,
+               near_duplicates_found_by(health, threshold))
 
 
-def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, heads, key: str, what: str) -> None:
-    """A table of groups (`what` they are); selecting one shows its photos with their split and labels."""
+def group_list(catalogue: Catalogue, groups: list[list[int]], split: pd.Series, heads, key: str, what: str,
+               found_by: dict[tuple[int, ...], str]) -> None:
+    """A table of groups (`what` they are, with what found each: embeddings, hashes, same bytes);
+    selecting one shows its photos with their split and labels."""
     if not groups:
         st.info("No group here.")
         return
     review_button(catalogue, [i for group in groups for i in group], f"{key}.review", what,
                   "Review every photo of these groups")
-    table = group_table(groups, split, catalogue.frame, heads)
+    table = group_table(groups, split, catalogue.frame, heads, found_by)
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"{key}.table")
     chosen = event.selection.rows if event else []
     if not chosen:
@@ -224,7 +228,7 @@ def disagreements_section(catalogue: Catalogue, health: Health, record: RunRecor
     st.caption(f"{len(groups):,} near-duplicate groups whose members disagree on at least one of these labels: "
                "one of them is likely mislabelled.")
     group_list(catalogue, groups, split_of(catalogue, record)[0], heads, "health.disagreements",
-               "near-duplicates whose labels disagree")
+               "near-duplicates whose labels disagree", near_duplicates_found_by(health, threshold))
 
 
 def outliers_section(catalogue: Catalogue, health: Health) -> None:
@@ -250,6 +254,17 @@ def image_issues_section(catalogue: Catalogue, health: Health) -> None:
          lambda row: [f"score {row['score']:.3f}"])
 
 
+def unreadable_notice(health: Health) -> None:
+    """The photos that could not be read: in no finding, so said before them, with each reason."""
+    unreadable = health.unreadable
+    if not unreadable:
+        return
+    st.warning(f"{len(unreadable):,} photos could not be read: they have no embedding and are in none of the "
+               "findings below.", icon=":material/broken_image:")
+    with st.expander("The photos that could not be read, and why"):
+        st.dataframe(pd.DataFrame({"id": list(unreadable), "why": list(unreadable.values())}), hide_index=True)
+
+
 def main() -> None:
     st.title("Data health")
     catalogue = current_catalogue()
@@ -261,8 +276,10 @@ def main() -> None:
         return
     st.caption(f"{health.info['photos']:,} photos · {health.info['description']} · "
                f"{health.info['index']} similarity search · embeddings by {health.info.get('engine', 'this machine')}")
+    unreadable_notice(health)
     threshold = st.slider("Near-duplicate similarity", 0.80, 1.0, DEFAULT_THRESHOLD, 0.005, key="health.threshold",
-                          help="Photos at least this similar (cosine of their embeddings) are near-duplicates.")
+                          help="Photos at least this similar (cosine of their embeddings) are near-duplicates, and "
+                               "so are photos whose perceptual hashes are near (re-encoded copies) at any setting.")
     sections = {
         "Map": partial(map_section, catalogue, health, record),
         "Similar photos": partial(similar_section, catalogue, health, record),

@@ -200,7 +200,7 @@ def live_run(record, registry: RunRegistry, actor: Actor) -> None:
     has_checkpoint = run.has_checkpoint("last")  # a file cut short (a full disk) is not one
     may_train = actor.may(Permission.TRAIN)  # the launcher checks it again
     if record.status in RESUMABLE and may_train:
-        record = resume_button(record, registry, has_checkpoint, actor)
+        record = resume_button(record, registry, run, actor)
     if record.status in ACTIVE and may_train and st.button("Cancel run", key=f"cancel.{record.id}",
                                                            icon=":material/stop:"):
         try:
@@ -228,9 +228,15 @@ def live_run(record, registry: RunRegistry, actor: Actor) -> None:
     st.code(f"tensorboard --logdir {run.tensorboard}", language="bash")
 
 
-def resume_button(record, registry: RunRegistry, has_checkpoint: bool, actor: Actor):
+def resume_button(record, registry: RunRegistry, run: RunFolder, actor: Actor):
     """Resume a failed or cancelled run; returns its record, requeued when the click launched it."""
-    label = "Resume from the last checkpoint" if has_checkpoint else "Start again from the first epoch"
+    try:
+        resume_from, _ = run.resume_checkpoint()
+    except ValueError as refusal:  # every checkpoint damaged: resume_run would refuse it too
+        st.error(str(refusal))
+        return record
+    label = ("Start again from the first epoch" if resume_from is None else "Resume from the last checkpoint"
+             if resume_from == run.last else f"Resume from {resume_from.name} (last.ckpt cannot be read)")
     if not st.button(label, key=f"resume.{record.id}", icon=":material/replay:",
                      help="The same run, config and id; a new training process continues it"):
         return record

@@ -52,7 +52,16 @@ def _darkened(image: Image.Image) -> bytes:
     return _jpeg(Image.eval(image, lambda value: value // 8))
 
 
+def _downscaled(scale: float, quality: int):
+    def alter(image: Image.Image) -> bytes:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return _jpeg(image.resize(size, Image.Resampling.BICUBIC), quality=quality)
+    return alter
+
+
 COPIES = {"resized": _resized, "recompressed": _recompressed, "cropped": _cropped, "flipped": _flipped}
+# Copies a catalogue holds as the same photo but embeddings miss at the default threshold (issue 25).
+REENCODED = {"0.8 scale, quality 55": _downscaled(0.8, 55), "0.9 scale, quality 40": _downscaled(0.9, 40)}
 BAD_PHOTOS = {"blurry": _blurred, "dark": _darkened}
 
 
@@ -69,20 +78,23 @@ class PlantedCatalogue:
         return [product_id for product_id, made in self.kind.items() if made in kinds]
 
 
-def planted_catalogue(source: Path, out: Path, rows: int, copies: int, bad: int = 0, seed: int = 0) -> PlantedCatalogue:
-    """A catalogue in `out` holding `rows` rows of `source` (a random sample; all of them when
-    `rows` is larger), plus `copies` near-duplicate photos of as many distinct sampled rows (the
-    COPIES alterations in turn) and `bad` blurred or darkened photos (in turn) of other rows."""
+def planted_catalogue(source: Path, out: Path, rows: int, copies: int, bad: int = 0, seed: int = 0,
+                      kinds: dict | None = None, ids: list[int] | None = None) -> PlantedCatalogue:
+    """A catalogue in `out` holding `rows` rows of `source` (a random sample of `ids`, default every
+    row; all of them when `rows` is larger), plus `copies` near-duplicate photos of as many distinct
+    sampled rows (the `kinds` alterations in turn, default COPIES) and `bad` blurred or darkened
+    photos (in turn) of other rows."""
     catalogue = load_catalogue(source)
     rng = np.random.default_rng(seed)
-    frame = catalogue.frame
+    frame = catalogue.frame if ids is None else catalogue.frame[catalogue.frame["id"].isin(ids)]
     kept = frame.iloc[np.sort(rng.permutation(len(frame))[:rows])]
     images = out / IMAGES_DIR
     images.mkdir(parents=True)
     for product_id in kept["id"].tolist():
         os.symlink(catalogue.image_path(product_id), images / f"{product_id}.jpg")
     chosen = rng.permutation(kept["id"].to_numpy())[:copies + bad].tolist()
-    alterations = [list(COPIES.items())[i % len(COPIES)] for i in range(copies)]
+    kinds = COPIES if kinds is None else kinds
+    alterations = [list(kinds.items())[i % len(kinds)] for i in range(copies)]
     alterations += [list(BAD_PHOTOS.items())[i % len(BAD_PHOTOS)] for i in range(bad)]
     result, new_rows = PlantedCatalogue(out), []
     for offset, (original, (kind, alter)) in enumerate(zip(chosen, alterations)):
@@ -93,3 +105,20 @@ def planted_catalogue(source: Path, out: Path, rows: int, copies: int, bad: int 
         result.originals[planted], result.kind[planted] = original, kind
     pd.concat([kept, *new_rows]).to_csv(out / STYLES_FILE, index=False)  # missing values as empty fields
     return result
+
+
+def with_unreadable_photos(out: Path, n: int = 16, seed: int = 0) -> tuple[Path, dict[int, str]]:
+    """A generated demo of `n` photos in `out` (few enough that its map needs no UMAP), two of
+    them made unreadable: one not an image at all, one JPEG cut short. Returns (folder, id -> what
+    was done)."""
+    from core.data.demo import generate_demo
+
+    folder = generate_demo(out, n=50, seed=seed)  # its least
+    styles = pd.read_csv(folder / STYLES_FILE, dtype=str, keep_default_na=False)
+    styles.iloc[:n].to_csv(folder / STYLES_FILE, index=False)
+    catalogue = load_catalogue(folder)
+    garbage, cut = catalogue.frame["id"].iloc[[2, 5]].tolist()
+    catalogue.image_path(garbage).write_bytes(b"this is not a photo")
+    data = catalogue.image_path(cut).read_bytes()
+    catalogue.image_path(cut).write_bytes(data[: len(data) // 2])
+    return folder, {garbage: "garbage", cut: "cut"}

@@ -181,6 +181,26 @@ def test_opening_a_dataset_checks_the_role_the_path_and_the_folder_found_in_it(t
         dataset_dir_for(admin, root / "gone")
 
 
+@pytest.mark.parametrize("part", ["images", "styles.csv"])
+def test_a_dataset_whose_photos_or_catalogue_link_outside_the_roots_is_refused_as_the_folder_is(tmp_path, part):
+    root, outside = tmp_path / "root", tmp_path / "secret"
+    demo = generate_demo(root / "demo", n=50, seed=1)
+    secret = generate_demo(outside / "demo", n=50, seed=2)
+    (demo / part).rename(tmp_path / "moved")
+    (demo / part).symlink_to(secret / part)
+    admin = Actor("ann", Role.ADMIN, roots=(root.resolve(),))
+    viewer = Actor("vic", Role.VIEWER, roots=(root.resolve(),))
+    for actor, permission in ((admin, Permission.OPEN_FOLDER), (viewer, Permission.READ)):
+        with pytest.raises(FolderRefused) as refused:
+            dataset_dir_for(actor, demo, permission)
+        assert str(refused.value) == f"{demo.resolve() / part}: not a folder this dashboard may use; it may use " \
+                                     f"folders under {root.resolve()} ({DATA_ROOTS_ENV} adds more)"
+    (demo / part).unlink()
+    (tmp_path / "moved").rename(root / "kept")
+    (demo / part).symlink_to(root / "kept")  # a link to elsewhere under the roots is fine
+    assert dataset_dir_for(admin, demo) == demo.resolve()
+
+
 @pytest.fixture
 def demo(home, tmp_path):
     return generate_demo(tmp_path / "data" / "demo", n=50, seed=2)

@@ -25,6 +25,7 @@ from core.data.demo import generate_demo
 from core.health.embedder import catalogue_embeddings, embed_images, pretrained_model
 from core.health.embeddings import ModelIdentity, embeddings_file, normalise
 from core.health.files import (
+    DuplicateMethod,
     Health,
     compute_health,
     group_table,
@@ -35,6 +36,7 @@ from core.health.files import (
     load_health,
     map_frame,
 )
+from core.health.hashes import hash_pairs, perceptual_hashes
 from core.health.image_quality import ISSUE_TYPES, exact_duplicates, image_issues, issue_ids
 from core.health.similarity import (
     DEFAULT_THRESHOLD,
@@ -46,7 +48,7 @@ from core.health.similarity import (
     outlier_scores,
     similar_pairs,
 )
-from core.images.cache import as_cached, cache_folder, open_cached
+from core.images.cache import as_cached, build_image_cache, cache_folder, open_cached
 from core.images.reading import open_rgb
 from training.__main__ import main as training_cli
 from training.config import TrainConfig
@@ -54,7 +56,7 @@ from training.health import default_split, folder_of
 from training.rows import decide_split
 
 from conftest import point_at_workspace
-from health_support import COPIES, planted_catalogue
+from health_support import COPIES, REENCODED, planted_catalogue, with_unreadable_photos
 from test_transforms import reference_float
 
 
@@ -132,10 +134,10 @@ def test_leakage_is_a_group_on_both_sides_and_its_validation_members():
                           "usage": ["Casual", "Casual", "Casual", None]})
     assert (label_disagreements([[1, 2, 3], [2, 5]], frame, ["gender", "usage"])
             == [{"ids": [1, 2, 3], "heads": ["gender"]}])
-    table = group_table([[1, 2, 3], [2, 5]], split, frame, ["gender", "usage"])
+    table = group_table([[1, 2, 3], [2, 5]], split, frame, ["gender", "usage"], {(1, 2, 3): "embedding + hash"})
     assert table.to_dict("records") == [
-        {"group": 1, "photos": 3, "train": 1, "val": 2, "disagree_on": "gender"},
-        {"group": 2, "photos": 2, "train": 0, "val": 2, "disagree_on": ""},
+        {"group": 1, "photos": 3, "found_by": "embedding + hash", "train": 1, "val": 2, "disagree_on": "gender"},
+        {"group": 2, "photos": 2, "found_by": "", "train": 0, "val": 2, "disagree_on": ""},
     ]
 
 
@@ -225,6 +227,22 @@ def test_planted_copies_of_real_photos_are_found_as_near_duplicates(real_sample,
     assert recall >= 0.9 and precision >= 0.9, (recall, precision)
 
 
+@pytest.mark.slow
+def test_perceptual_hashes_find_reencoded_copies_of_real_photos_and_pair_no_distinct_ones(real_sample, tmp_path):
+    """Downscaled and saved again at JPEG quality 55 or 40: the copies embeddings miss (issue 25)."""
+    planted = planted_catalogue(real_sample, tmp_path / "data", rows=300, copies=20, seed=11, kinds=REENCODED)
+    catalogue = load_catalogue(planted.folder)
+    ids = catalogue.frame["id"].tolist()
+    folder = cache_folder(tmp_path / "ws", catalogue.root, 224)
+    build_image_cache(catalogue, ids, 224, folder)  # what compute_health hashes: the model's cached copies
+    found = {(ids[a], ids[b]) for a, b in hash_pairs(perceptual_hashes(open_cached(folder, i) for i in ids)).tolist()}
+    missed = [copy for copy, original in planted.originals.items() if tuple(sorted((copy, original))) not in found]
+    assert not missed, [planted.kind[copy] for copy in missed]
+    identical = {tuple(group) for group in exact_duplicates(catalogue, ids)}
+    strays = [pair for pair in found if not set(pair) & set(planted.originals) and pair not in identical]
+    assert not strays, strays
+
+
 @pytest.mark.parametrize("source", ["demo", "real"])
 def test_planted_blurry_and_dark_photos_are_found(source, demo, request, tmp_path):
     folder = request.getfixturevalue("real_sample") if source == "real" else demo
@@ -290,6 +308,8 @@ def test_cli_json_summary(planted_demo):
     together = [any({copy, original} <= set(group) for group in summary["near_duplicates"])
                 for copy, original in planted.originals.items()]
     assert sum(together) >= 3, together
+    assert len(summary["near_duplicates_found_by"]) == len(summary["near_duplicates"])
+    assert all(set(by.split(" + ")) <= set(DuplicateMethod) for by in summary["near_duplicates_found_by"])
     assert any(line.startswith("  leakage") for line in lines)
 
     health = health_of(planted)
@@ -298,6 +318,25 @@ def test_cli_json_summary(planted_demo):
     points = map_frame(health, split, pd.Series(dtype=str), order=("train", "val"))
     assert list(points["colour"].cat.categories) == ["train", "val"]
     assert points["colour"].value_counts().to_dict() == split.value_counts().to_dict()
+
+
+@pytest.mark.slow
+def test_photos_that_cannot_be_read_are_listed_with_the_reason(tmp_path, monkeypatch):
+    folder, broken = with_unreadable_photos(tmp_path / "data")
+    point_at_workspace(monkeypatch, tmp_path / "ws")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert training_cli(["health", str(folder), "--json", "--device", "cpu"]) == 0
+    lines = printed.getvalue().strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert sorted(map(int, summary["unreadable"])) == sorted(broken)
+    for product_id in broken:
+        assert f"{product_id}.jpg" in summary["unreadable"][str(product_id)]
+        assert any(line.startswith(f"    {product_id}: ") and f"{product_id}.jpg" in line for line in lines)
+    assert "  unreadable photos    2 (left out of everything below)" in lines
+    health = load_health(folder_of(load_catalogue(folder), None).path)
+    assert health.unreadable == {int(key): why for key, why in summary["unreadable"].items()}
+    assert health.info["photos"] == 14 and not set(broken) & set(health.ids.tolist())
 
 
 @pytest.mark.slow

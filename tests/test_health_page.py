@@ -21,7 +21,7 @@ from training.launcher import health_job
 from training.processes import log_tail
 
 from conftest import captioned_ids, chart_spec, open_page, plotly_array, point_at_workspace
-from health_support import planted_catalogue
+from health_support import planted_catalogue, with_unreadable_photos
 
 HEALTH = "../pages/health.py"
 SECTIONS = ["Map", "Similar photos", "Near-duplicates & leakage", "Label disagreements", "Outliers", "Image quality"]
@@ -112,6 +112,8 @@ def test_duplicates_and_leakage_are_counted_and_listed(computed):
     at.segmented_control(key="health.groups_shown").set_value("all groups").run()
     table = at.dataframe[0].value
     assert table["photos"].tolist() == [len(group) for group in groups]
+    assert table["found_by"].tolist() == list(health.near_duplicates_found_by(DEFAULT_THRESHOLD).values())
+    assert all(found for found in table["found_by"])  # every group says what found it
     at.slider(key="health.threshold").set_value(1.0).run()
     assert not at.exception
     assert {m.label: m.value for m in at.metric}["Near-duplicate groups"] == f"{len(health.near_duplicates(1.0)):,}"
@@ -207,3 +209,14 @@ def test_a_runs_model_colours_the_map_by_its_split_and_its_right_and_wrong(run_h
     assert name == f"the split of run {record.id}"
     assert evaluated["right"] + evaluated["wrong"] == (split == "val").sum()
 
+
+@pytest.mark.slow
+def test_photos_that_cannot_be_read_are_named_on_the_page_with_the_reason(tmp_path, monkeypatch):
+    folder, broken = with_unreadable_photos(tmp_path / "data", seed=3)
+    point_at_workspace(monkeypatch, tmp_path / "ws", folder)
+    run_health.compute(load_catalogue(folder), None)
+    at = page()
+    assert any(warning.value.startswith("2 photos could not be read: they have no embedding") for warning in at.warning)
+    [table] = [frame.value for frame in at.dataframe if list(frame.value.columns) == ["id", "why"]]
+    assert sorted(table["id"]) == sorted(broken)
+    assert all(f"{product_id}.jpg" in why for product_id, why in zip(table["id"], table["why"]))

@@ -26,6 +26,7 @@ from core.data import HEADS
 from core.data.catalogue import load_catalogue
 from core.images.reading import ImageRejected
 from core.labels import tables
+from core.labels.corrections import CORRECTIONS_FILE, export_dataset
 from core.labels.store import HISTORY_COLUMNS, LabelStore, UndoConflict
 from core.labels.tables import EXTERNAL_ID_BASE, FIELDS, STATUS, ReviewStatus, SavedQueue
 from core.labels.uploads import UPLOADS_FOLDER
@@ -367,6 +368,46 @@ def test_two_processes_reviewing_the_same_items_lose_nothing(store, db_url, tmp_
     # The writers ran at once: their reviews interleave (hundreds of switches here; one if serial).
     assert (reviews["reviewer"] != reviews["reviewer"].shift()).sum() > 10
     assert_history_consistent(store, item_ids)
+
+
+@pytest.mark.slow
+def test_every_export_taken_while_reviewers_write_is_one_snapshot(store, db_url, workspace_home, tmp_path):
+    """styles.csv and corrections.csv of one export come from one read: a product's labels in the
+    first are the last decision the second logs for it, however many writes land meanwhile."""
+    ids = range(1, 11)
+    rows = [f"{number},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Shirt {number}" for number in ids]
+    catalogue = load_catalogue(write_dataset(tmp_path / "ten", lines(HEADER, *rows), image_ids=tuple(ids)))
+    item_ids = [found.item for found in store.add_catalogue_items(catalogue, ids, ANN)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, str(WRITER), db_url, reviewer, "300", *map(str, item_ids)],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        for reviewer in ("ann", "bob", "cat")
+    ]
+    exports = []
+    try:
+        for writer in writers:
+            assert writer.stdout.readline().strip() == "ready"
+        for writer in writers:
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        while any(writer.poll() is None for writer in writers):
+            exports.append(export_dataset(catalogue, store, workspace_home / f"export-{len(exports)}", ANN).out)
+        assert [writer.wait(timeout=300) for writer in writers] == [0, 0, 0]
+    finally:
+        for writer in writers:
+            writer.kill()
+    assert len(exports) >= 5, "the writers finished before a few exports could run beside them"
+    disagreeing = []
+    for out in exports:
+        styles = pd.read_csv(out / "styles.csv").set_index("id")
+        log = pd.read_csv(out / CORRECTIONS_FILE)
+        for head in ("baseColour", "season"):
+            last = log[log["field"] == head].groupby("product_id")["new"].last()
+            disagreeing += [(out.name, product_id, head) for product_id, value in last.items()
+                            if styles.at[product_id, head] != value]
+    assert not disagreeing, f"{len(disagreeing)} labels in styles.csv differ from corrections.csv: {disagreeing[:5]}"
 
 
 @pytest.fixture()

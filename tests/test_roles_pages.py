@@ -6,6 +6,8 @@ OpenID provider, is test_browser_login."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -170,6 +172,23 @@ def test_a_dataset_link_outside_the_allowed_folders_opens_the_default_and_reveal
         [warning] = texts(at.warning)
         warnings.append(warning.replace(str(linked), "PATH"))
     assert warnings[0] == warnings[1] and "not a folder this dashboard may use" in warnings[0]
+
+
+def test_a_dataset_inside_the_allowed_folders_whose_photos_link_outside_them_is_refused(run, tmp_path):
+    _, catalogue, home = run
+    secret = tmp_path / "secret" / "images"
+    shutil.copytree(catalogue.images_dir, secret)
+    linked = home / "linked"
+    linked.mkdir()
+    shutil.copyfile(catalogue.root / "styles.csv", linked / "styles.csv")
+    (linked / "images").symlink_to(secret)
+    try:
+        at = team_app(ADA, **{"dataset_dir": str(linked)})
+        assert at.session_state["dataset_dir"] == str(catalogue.root)  # the default, not the link
+        [warning] = texts(at.warning)
+        assert f"{linked.resolve() / 'images'}: not a folder this dashboard may use" in warning
+    finally:
+        shutil.rmtree(linked)
 
 
 def test_a_broken_access_file_shows_nothing(run, monkeypatch, tmp_path):

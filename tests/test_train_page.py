@@ -204,7 +204,13 @@ def test_resume_requeues_a_cancelled_run_in_a_new_process(registry, demo):
     last = Path(cancelled.folder, "checkpoints", "last.ckpt")
     last.parent.mkdir(parents=True)
     last.write_bytes(b"PK\x03\x04 cut short")  # a save that hit a full disk: not a checkpoint
-    assert train_page().button(key=f"resume.{cancelled.id}").label == "Start again from the first epoch"
+    at = train_page()  # not silently started again from the first epoch: refused, naming the file
+    assert f"run {cancelled.id} cannot be resumed: its last checkpoint {last} is cut short" in " ".join(texts(at.error))
+    assert not [button for button in at.button if button.key == f"resume.{cancelled.id}"]
+    with zipfile.ZipFile(last.with_name("epoch000.ckpt"), "w") as archive:  # the best epoch's, whole
+        archive.writestr("epoch000/data.pkl", b"")
+    assert train_page().button(key=f"resume.{cancelled.id}").label == \
+        "Resume from epoch000.ckpt (last.ckpt cannot be read)"
     with zipfile.ZipFile(last, "w") as archive:  # a whole file, as torch.save writes: only that changes the label
         archive.writestr("last/data.pkl", b"")
     at = train_page()

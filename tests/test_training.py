@@ -268,6 +268,46 @@ def test_resume_continues_a_failed_run_from_its_last_checkpoint(tiny_demo, works
         RunRegistry().reopen(failed.id, "tester")
 
 
+@pytest.mark.parametrize("damage", ["cut", "garbage"])
+def test_resume_with_a_damaged_last_checkpoint_continues_from_the_newest_whole_one(
+        tiny_demo, workspace_home, monkeypatch, capsys, damage):
+    """last.ckpt cut short, or not a checkpoint at all: the run resumes from its epoch checkpoint (the
+    end of its one epoch, so nothing is trained again), says so, and leaves no stray last-v1.ckpt."""
+    failed = failed_after_training(tiny_demo, workspace_home, monkeypatch)
+    run = RunFolder(failed.folder)
+    whole = run.last.read_bytes()
+    run.last.write_bytes(whole[: len(whole) // 2] if damage == "cut" else os.urandom(4096))
+    capsys.readouterr()
+
+    assert cli(["fit", "--resume", failed.id, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert f"note: resuming run {failed.id} from epoch000.ckpt: {run.last} is cut short or damaged " \
+           "(deleted)" in err
+    resumed = json.loads(out.strip().splitlines()[-1])
+    assert resumed["status"] == "finished" and resumed["error"] is None
+    # No last-v1.ckpt; no new last.ckpt either: the resume point was the schedule's end, no epoch ran.
+    assert [path.name for path in run.checkpoint_files()] == ["best.ckpt", "epoch000.ckpt"]
+    assert all(readable_checkpoint(path) for path in run.checkpoint_files())
+    metrics = pd.read_csv(run.metrics) if run.metrics.exists() else pd.DataFrame({"train/loss": []})
+    assert metrics["train/loss"].isna().all()  # no step trained again
+
+
+def test_resume_is_refused_up_front_when_no_checkpoint_is_whole(tiny_demo, workspace_home, capsys):
+    """A damaged last.ckpt and nothing else to resume from: refused naming the file, the run left as it was."""
+    registry = RunRegistry()
+    cfg = TrainConfig.from_recipe("default").with_overrides([f"data={tiny_demo}", *TINY, "pretrained=none"])
+    record = registry.create(cfg.to_dict(), "tester")
+    registry.mark_cancelled(record.id, "tester")
+    run = RunFolder(record.folder)
+    run.checkpoints.mkdir(parents=True)
+    run.last.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    assert cli(["fit", "--resume", record.id]) == 2
+    assert capsys.readouterr().err == (
+        f"error: run {record.id} cannot be resumed: its last checkpoint {run.last} is cut short or damaged and no "
+        "other checkpoint of the run is whole; start a new run\n")
+    assert RunRegistry().get(record.id).status == "cancelled" and run.last.is_file()
+
+
 def test_a_diverging_run_fails_naming_the_step_and_the_likely_cause(tiny_demo, workspace_home):
     cfg = TrainConfig.from_recipe("default").with_overrides(
         [f"data={tiny_demo}", *TINY, "epochs=3", "pretrained=none", "lr=1e9"])
@@ -351,6 +391,37 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tiny_demo, workspace_home
     assert cli(["fit", "--resume", failed.id]) == 1
     assert not marker.exists()
     assert "Weights only load failed" in RunRegistry().get(failed.id).error
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("code", r"is refused: loading it would need Python objects beyond tensors and plain data \(posix.system\), "
+             r"which could run code"),
+    ("plain pickle", r"cannot be read: the file is cut short or damaged"),
+    ("no payload", r"holds no fashion_tagger entry: not a checkpoint of a Fashion Tagger run"),
+])
+def test_a_crafted_checkpoint_is_refused_in_one_line_and_runs_no_code(finished_run, tmp_path, capsys, content,
+                                                                      problem):
+    record, _, _ = finished_run
+    crafted = RunFolder(record.folder).checkpoints / "crafted.ckpt"
+    marker = tmp_path / "code-ran"
+    if content == "code":
+        torch.save({"state_dict": {}, "payload": RunsCode(f"touch {marker}")}, crafted)
+    elif content == "plain pickle":
+        torch.save({"state_dict": {}, "payload": RunsCode(f"touch {marker}")}, crafted,
+                   _use_new_zipfile_serialization=False)
+    else:
+        torch.save({"state_dict": {}}, crafted)
+    photo = next(Path(record.config["data"], "images").iterdir())
+    try:
+        for command in (["evaluate", record.id, "--checkpoint", "crafted.ckpt"],
+                        ["predict", record.id, str(photo), "--checkpoint", "crafted.ckpt"]):
+            assert cli(command) == 2
+            err = capsys.readouterr().err
+            assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(crafted) in err, err
+            assert re.search(problem, err), err
+    finally:
+        crafted.unlink()
+    assert not marker.exists()
 
 
 class RunsCode:

@@ -22,7 +22,7 @@ With --json the last line printed is JSON: the run record (fit, show), a list of
 the per-head summary {head: {accuracy, macro_f1, weighted_f1, support, excluded, unknown}} (evaluate,
 core.evaluation.files.head_summary).
 `health --json` ends with core.health.files.health_summary: {"near_duplicates": [[ids]], "leakage": [[ids]],
-"outliers": [ids], "image_issues": {type: [ids]}, ...}; its progress goes to stderr.
+"outliers": [ids], "image_issues": {type: [ids]}, "unreadable": {id: why}, ...}; its progress goes to stderr.
 `predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
 [{"label", "p"}, ...]}, "accepted": {head: label or null}} or {"path", "error"}; it exits 0 when at
 least one image was read, else 1. The first label of a head is its proposal (consistent with the
@@ -64,6 +64,8 @@ from core.trust.typicality import UNLIKE_CALIBRATION
 from training.registry import RunState
 from training.scale import PART_SIZE, PATH_LISTS, Engine
 from training.status import format_duration, summary_frame
+
+UNREADABLE_SHOWN = 10  # unreadable photos `health` names in its text; --json lists every one
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +219,7 @@ def fit(args: argparse.Namespace) -> int:
     from core.access.roles import command_line_actor
     from training.config import TrainConfig
     from training.registry import RunRegistry
+    from training.run_folder import RunFolder
     from training.train import train
 
     registry = RunRegistry()
@@ -226,6 +229,7 @@ def fit(args: argparse.Namespace) -> int:
         record = registry.get(args.resume)
         cfg = TrainConfig.from_dict(record.config)
         if args.run_id != record.id:  # the dashboard requeues the run itself before starting this process
+            RunFolder(record.folder).resume_checkpoint()  # a run that cannot be resumed stays as it was
             registry.reopen(record.id, command_line_actor().identity)
         run_id, resume = record.id, True
     else:
@@ -497,9 +501,16 @@ def health(args: argparse.Namespace) -> int:
     print(f"data health of {catalogue.root}: {computed.info['photos']:,} photos, {computed.info['description']}")
     print(f"  folder               {computed.folder.path}")
     print(f"  embeddings by        {computed.info.get('engine', 'this machine')}")
+    unreadable = computed.unreadable
+    print(f"  unreadable photos    {len(unreadable):,}" + (" (left out of everything below)" if unreadable else ""))
+    for product_id, why in list(unreadable.items())[:UNREADABLE_SHOWN]:
+        print(f"    {product_id}: {why}")
+    if len(unreadable) > UNREADABLE_SHOWN:
+        print(f"    and {len(unreadable) - UNREADABLE_SHOWN:,} more (--json lists them all)")
     print(f"  exact duplicates     {len(summary['exact_duplicates']):,} groups")
+    hash_only = summary["near_duplicates_found_by"].count("hash")
     print(f"  near-duplicates      {len(groups):,} groups ({sum(map(len, groups)):,} photos) "
-          f"at similarity >= {args.threshold}")
+          f"at similarity >= {args.threshold} or near perceptual hashes ({hash_only:,} found by the hashes alone)")
     print(f"  leakage              {len(summary['leakage']):,} groups span training and validation of {split_name}; "
           f"{len(leaked_ids(groups, split)):,} validation photos have a near-duplicate in training")
     print(f"  label disagreements  {len(summary['label_disagreements']):,} groups")

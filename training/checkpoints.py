@@ -11,6 +11,8 @@ business.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,31 @@ CHECKPOINT_KEY = "fashion_tagger"  # the checkpoint entry holding the run's conf
 PREDICT_DEVICES = ("auto", "cpu", "cuda")  # auto: the first CUDA GPU when torch sees one, else the CPU
 
 
+class CheckpointRefused(ValueError):
+    """A checkpoint file read_checkpoint refuses, with one line naming it and why."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A run's checkpoint file, read with torch.load(weights_only=True): tensors and plain data only,
+    never code. CheckpointRefused naming the file when it would need other Python objects (a crafted
+    or foreign file; torch's own refusal is many lines), when its archive is corrupt inside, or when
+    it holds no CHECKPOINT_KEY entry (not a checkpoint of a run)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        raise CheckpointRefused(
+            f"the checkpoint {path} is refused: loading it would need Python objects beyond tensors and plain data"
+            f"{f' ({named.group(1)})' if named else ''}, which could run code; a run's checkpoints hold none"
+        ) from error
+    except RuntimeError as error:  # a whole zip whose members are damaged
+        raise CheckpointRefused(f"the checkpoint {path} cannot be read: {str(error).splitlines()[0]}") from error
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointRefused(f"the checkpoint {path} holds no {CHECKPOINT_KEY} entry: not a checkpoint of a "
+                                "Fashion Tagger run")
+    return checkpoint
+
+
 def checkpoint_payload(cfg: TrainConfig, schema: LabelSchema, taxonomy: Taxonomy) -> dict:
     """What every checkpoint of a run carries under CHECKPOINT_KEY from the start."""
     return {"config": cfg.to_dict(), "schema": schema.to_dict(), "taxonomy": taxonomy.to_dict()}
@@ -47,7 +74,7 @@ def add_to_checkpoints(run: RunFolder, entries: Mapping[str, Any]) -> None:
         if same is not None:
             os.link(same, temporary)
         else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = read_checkpoint(path)
             checkpoint[CHECKPOINT_KEY] = {**checkpoint[CHECKPOINT_KEY], **entries}
             torch.save(checkpoint, temporary)
             rewritten[(stat.st_dev, stat.st_ino)] = path
@@ -83,7 +110,7 @@ def load_run_module(folder: str | Path, which: str = "best"
     nothing is accepted without a person."""
     run = RunFolder(folder)
     path = run.checkpoint(which)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
     payload = checkpoint[CHECKPOINT_KEY]
     cfg = TrainConfig.from_dict(payload["config"])
     schema = LabelSchema.from_dict(payload["schema"])
@@ -97,7 +124,7 @@ def load_run_module(folder: str | Path, which: str = "best"
 
 def load_weights(module: TaggerModule, checkpoint: Path) -> TaggerModule:
     """Load a Lightning checkpoint's weights into `module` (strict) and return it."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    state = read_checkpoint(checkpoint)["state_dict"]
     module.load_state_dict(state, strict=True)
     return module
 

@@ -79,6 +79,7 @@ def resume_run(run_id: str, actor: Actor, registry: RunRegistry | None = None,
     if record.status not in RESUMABLE:
         raise ValueError(f"run {run_id} is {record.status}; only a failed or cancelled run can be resumed")
     _refuse_when_busy(registry, allow_concurrent)
+    RunFolder(record.folder).resume_checkpoint()  # ValueError when its checkpoints are all damaged
     # queued at once, so the page shows it and a second click is refused
     record = registry.reopen(run_id, actor.identity)
     return _start_training_process(record, ["--resume", run_id, "--run-id", run_id], registry)

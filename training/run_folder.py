@@ -210,6 +210,27 @@ class RunFolder:
             return False
         return True
 
+    def resume_checkpoint(self) -> tuple[Path | None, list[Path]]:
+        """Where a resumed run continues, and the damaged checkpoint files it passes over: last.ckpt
+        when whole, else the newest whole epochNNN.ckpt (a save cut short, or a file that is no
+        checkpoint, can leave last.ckpt damaged while the best epoch's is good); None when the run
+        saved no checkpoint at all (it starts again from its first epoch). ValueError naming the
+        damaged files when there are checkpoints but none is whole: starting again from the first
+        epoch would not be the resume asked for."""
+        epochs = [path for path in self.checkpoint_files() if re.fullmatch(r"epoch\d+(-v\d+)?\.ckpt", path.name)]
+        present = [path for path in [self.last, *sorted(epochs, key=lambda path: path.stat().st_mtime, reverse=True)]
+                   if path.is_file()]
+        damaged = [path for path in present if not readable_checkpoint(path)]
+        whole = [path for path in present if path not in damaged]
+        if whole:
+            return whole[0], damaged
+        if damaged:
+            what = "its last checkpoint" if damaged == [self.last] else "its checkpoints"
+            raise ValueError(f"run {self.path.name} cannot be resumed: {what} {', '.join(map(str, damaged))} "
+                             f"{'is' if len(damaged) == 1 else 'are'} cut short or damaged and no other checkpoint "
+                             "of the run is whole; start a new run")
+        return None, []
+
     def discard_unreadable_checkpoints(self) -> list[str]:
         """Delete the checkpoint files cut short (a save that hit a full disk): their space is what
         a failed run needs to record why. Returns their names."""

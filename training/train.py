@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import time
 import traceback
 import warnings
@@ -80,6 +81,7 @@ def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | N
 
 def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunRegistry, resume: bool) -> RunRecord:
     started = time.perf_counter()
+    resume_from = _resume_point(run) if resume else None
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_progress(Stage.LOAD)
     prepared = prepare_run(cfg, run)
@@ -98,7 +100,7 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
     fit_started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, weights_only=True,  # never unpickle code from a checkpoint
-                    ckpt_path=run.checkpoint("last") if resume and run.has_checkpoint("last") else None)
+                    ckpt_path=resume_from)
     except SIGTERMException:
         trainer.save_checkpoint(run.last)
         run.write_progress(Stage.CANCELLED)
@@ -130,6 +132,19 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
     run.write_progress(Stage.FINISHED)
     score = checkpoint.best_model_score
     return registry.mark_finished(record.id, None if score is None else float(score), cfg.monitor, metrics, timings)
+
+
+def _resume_point(run: RunFolder) -> Path | None:
+    """The checkpoint a resumed run continues from (RunFolder.resume_checkpoint; ValueError when none
+    is whole). The damaged ones passed over are deleted, saying so: Lightning would otherwise save
+    beside a damaged last.ckpt as last-v1.ckpt."""
+    resume_from, damaged = run.resume_checkpoint()
+    if damaged:
+        for path in damaged:
+            path.unlink(missing_ok=True)
+        print(f"note: resuming run {run.path.name} from {resume_from.name}: {', '.join(map(str, damaged))} "
+              f"{'is' if len(damaged) == 1 else 'are'} cut short or damaged (deleted)", file=sys.stderr, flush=True)
+    return resume_from
 
 
 def prepare_run(cfg: TrainConfig, run: RunFolder) -> PreparedRun:

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from core import workspace
-from core.data.catalogue import resolve_dataset_dir
+from core.data.catalogue import IMAGES_DIR, STYLES_FILE, resolve_dataset_dir
 from core.untrusted import MAX_NAME_CHARS, check_typed
 
 ACCESS_ENV = "FASHION_TAGGER_ACCESS"
@@ -172,10 +172,13 @@ def within_roots(actor: Actor, path: str | Path) -> Path:
 def dataset_dir_for(actor: Actor, path: str | Path, permission: Permission = Permission.OPEN_FOLDER) -> Path:
     """The dataset folder at `path` (core.data.catalogue.resolve_dataset_dir, CatalogueError naming
     what is wrong) when `actor` may open it: `permission` (OPEN_FOLDER for a typed folder, an
-    admin's; READ for a link someone shared), and both the path and the folder found in it (a
-    Kaggle subfolder may be a link elsewhere) under their roots. A path outside them is refused
-    before anything about it is looked at."""
-    return within_roots(actor, resolve_dataset_dir(require_folder(actor, permission, path)))
+    admin's; READ for a link someone shared), and the path, the folder found in it (a Kaggle
+    subfolder may be a link elsewhere) and its styles.csv and images/ (links too, maybe) under their
+    roots, resolved. A path outside them is refused before anything about it is looked at."""
+    root = within_roots(actor, resolve_dataset_dir(require_folder(actor, permission, path)))
+    for part in (STYLES_FILE, IMAGES_DIR):
+        within_roots(actor, root / part)
+    return root
 
 
 def command_line_actor() -> Actor:

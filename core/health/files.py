@@ -3,16 +3,21 @@ the workspace, read (`load_health`) and summarised (`health_summary`).
 
 On the photos' embeddings (core.health.embeddings, cached on their own): each photo's nearest neighbours
 (core.health.similarity), a 2-D map of them (UMAP), cleanvision's image-quality issues and exact duplicates
-(core.health.image_quality). From those, at a similarity threshold a person can move: near-duplicate groups,
+(core.health.image_quality); beside them, each photo's perceptual hash (core.health.hashes), which finds the
+re-encoded copies embeddings miss. From those, at a similarity threshold a person can move: near-duplicate
+groups (each saying which method found it: DuplicateMethod),
 the groups a train/validation split cuts in two (leakage), the groups whose members disagree on a
 label, and outliers.
 
 A health folder, `<workspace>/health/<dataset folder name>-<hash of its path>/<model key>/`, holds:
     neighbours.npz          ids int64 [n]; rows int32 [n, k] (-1: none) and similarities float32 [n, k]
     projection.npz          ids int64 [n]; xy float32 [n, 2], the map
+    hashes.npz              ids int64 [n]; hashes uint8 [n, 32] (perceptual, packed); pairs int64 [p, 2],
+                            the rows whose hashes are at most HASH_DISTANCE bits apart
     image_issues.parquet    core.health.image_quality.image_issues
     exact_duplicates.json   [[id, ...], ...]
-    health.json             written last: what was computed, from what, how long each step took
+    health.json             written last: what was computed, from what, how long each step took, and
+                            the photos that could not be read (id -> why), left out of everything
     health.log, health.launch.json   a background computation's output and process (training.launcher)
 """
 
@@ -24,7 +29,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +37,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from core.choices import Choice
 from core.data.catalogue import Catalogue, catalogue_stamp
 from core.health.embeddings import Embeddings, ModelIdentity
+from core.health.hashes import hash_pairs, perceptual_hashes
 from core.health.image_quality import exact_duplicates, image_issues, issue_ids
 from core.health.similarity import (
     DEFAULT_THRESHOLD,
@@ -46,12 +53,13 @@ from core.health.similarity import (
     outlier_scores,
     similar_pairs,
 )
+from core.images.cache import build_image_cache, cache_folder, open_cached
 
 MAP_NEIGHBOURS = 15  # UMAP's n_neighbors: the local structure the map keeps
 MAP_MIN_DIST = 0.3  # UMAP's min_dist: above its 0.1 default, clusters spread enough to select photos in them
 MAP_CLASSES = 15  # values the map gives a colour of their own; the rarer ones share OTHER
 OTHER, MISSING = "other", "missing"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3  # 2: health.json names the unreadable photos; 3: hashes.npz
 HEALTH_FILE = "health.json"
 
 Progress = Callable[[str, int, int], None]  # (step, done, total)
@@ -71,6 +79,7 @@ class HealthFolder:
 
     neighbours = property(lambda self: self.path / "neighbours.npz")
     projection = property(lambda self: self.path / "projection.npz")
+    hashes = property(lambda self: self.path / "hashes.npz")
     issues = property(lambda self: self.path / "image_issues.parquet")
     exact_duplicates = property(lambda self: self.path / "exact_duplicates.json")
     info = property(lambda self: self.path / HEALTH_FILE)
@@ -96,15 +105,26 @@ def health_folder(workspace: Path, dataset_root: Path, model_key: str) -> Health
     return HealthFolder(Path(workspace) / "health" / f"{name}-{digest}" / model_key)
 
 
+class DuplicateMethod(Choice):
+    """What found a near-duplicate pair: the same bytes, embeddings at least the threshold similar,
+    or perceptual hashes at most HASH_DISTANCE bits apart. A group names each method that found one
+    of its pairs, in this order."""
+
+    EXACT = "exact"
+    EMBEDDING = "embedding"
+    HASH = "hash"
+
+
 @dataclass(frozen=True, eq=False)
 class Health:
     """A computed health folder, read.
 
     info: health.json ({"model", "stamp", "description", "data", "catalogue_stamp", "photos",
-    "index", "computed", "seconds", "engine"}: engine says where the embeddings were computed, absent in
-    folders from before there were engines); ids: int64 [n], the photos with an embedding; neighbours: over
+    "unreadable", "index", "computed", "seconds", "engine"}: engine says where the embeddings were computed,
+    absent in folders from before there were engines); ids: int64 [n], the photos with an embedding; neighbours: over
     rows of ids; projection: float32 [n, 2]; issues: core.health.image_quality.image_issues' frame;
-    exact_duplicates: groups of ids.
+    exact_duplicates: groups of ids; hash_pairs: int64 [p, 2], rows of ids whose perceptual
+    hashes are near (core.health.hashes).
     """
 
     folder: HealthFolder
@@ -114,6 +134,13 @@ class Health:
     projection: np.ndarray
     issues: pd.DataFrame
     exact_duplicates: list[list[int]]
+    hash_pairs: np.ndarray
+
+    @property
+    def unreadable(self) -> dict[int, str]:
+        """The catalogue photos that could not be read, id -> why (the image cache's reason, naming
+        the file), by id: they have no embedding and are in no finding."""
+        return {int(product_id): why for product_id, why in self.info.get("unreadable", {}).items()}
 
     def is_stale(self, catalogue: Catalogue, identity: ModelIdentity) -> bool:
         """Whether the catalogue or the model changed since this was computed."""
@@ -121,14 +148,32 @@ class Health:
                 or self.info["stamp"] != identity.stamp)
 
     def near_duplicates(self, threshold: float = DEFAULT_THRESHOLD) -> list[list[int]]:
-        """Groups of ids whose photos are at least `threshold` similar to another member (chains
-        included), exact duplicates always among them: largest group first, ids sorted within."""
-        pairs = similar_pairs(self.neighbours, threshold)
+        """Groups of ids whose photos are at least `threshold` similar to another member, or whose
+        perceptual hashes are near (chains included), exact duplicates always among them: largest
+        group first, ids sorted within."""
+        return [list(group) for group in self.near_duplicates_found_by(threshold)]
+
+    def near_duplicates_found_by(self, threshold: float = DEFAULT_THRESHOLD) -> dict[tuple[int, ...], str]:
+        """near_duplicates(threshold), in that order, each with the methods that found one of its
+        pairs (DuplicateMethod values joined by " + ", e.g. "hash" for a copy embeddings missed)."""
         rows = {int(product_id): row for row, product_id in enumerate(self.ids.tolist())}
         exact = [[rows[i] for i in group if i in rows] for group in self.exact_duplicates]
-        exact_pairs = np.array([(group[0], other) for group in exact for other in group[1:]], dtype=np.int64)
-        groups = groups_of_pairs(len(self.ids), np.concatenate([pairs, exact_pairs.reshape(-1, 2)]))
-        return [sorted(self.ids[group].tolist()) for group in groups]
+        found = {
+            DuplicateMethod.EXACT: np.array([(group[0], other) for group in exact for other in group[1:]],
+                                            dtype=np.int64).reshape(-1, 2),
+            DuplicateMethod.EMBEDDING: similar_pairs(self.neighbours, threshold),
+            DuplicateMethod.HASH: self.hash_pairs,
+        }
+        groups = groups_of_pairs(len(self.ids), np.concatenate(list(found.values())))
+        group_of = np.full(len(self.ids), -1)
+        for number, members in enumerate(groups):
+            group_of[members] = number
+        methods = [[] for _ in groups]
+        for method, pairs in found.items():
+            for number in np.unique(group_of[pairs[:, 0]]).tolist():
+                methods[number].append(method)
+        return {tuple(sorted(self.ids[members].tolist())): " + ".join(by)
+                for members, by in zip(groups, methods)}
 
     def outliers(self) -> list[int]:
         """Ids of photos unlike the others (core.health.similarity.outlier_rows), most isolated first."""
@@ -177,6 +222,8 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
     embeddings = catalogue_embeddings(catalogue, model, workspace, device=device, embed=embed,
                                       progress=lambda done, total: report("embeddings", done, total))
     seconds["embeddings"] = time.perf_counter() - start
+    unreadable = unreadable_photos(catalogue, sorted(set(ids) - set(embeddings.ids.tolist())), workspace,
+                                   model.image_size)
 
     start = time.perf_counter()
     report("neighbours", 0, 1)
@@ -185,6 +232,12 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
     _save_npz(folder.neighbours, ids=embeddings.ids, rows=neighbours.rows.astype(np.int32),
               similarities=neighbours.similarities)
     seconds["neighbours"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    report("hashes", 0, 1)
+    hashes = photo_hashes(catalogue, embeddings.ids.tolist(), workspace, model.image_size)
+    _save_npz(folder.hashes, ids=embeddings.ids, hashes=hashes, pairs=hash_pairs(hashes))
+    seconds["hashes"] = time.perf_counter() - start
 
     start = time.perf_counter()
     report("map", 0, 1)
@@ -207,10 +260,28 @@ def compute_health(catalogue: Catalogue, model: EmbeddingModel, workspace: Path,
         "format_version": FORMAT_VERSION, "model": model.identity.key, "stamp": model.identity.stamp,
         "description": model.identity.description, "data": str(catalogue.root),
         "catalogue_stamp": list(stamp), "photos": len(embeddings),
+        "unreadable": {str(product_id): why for product_id, why in unreadable.items()},
         "rows": len(ids), "index": str(index.kind), "computed": time.time(), "seconds": seconds, "engine": engine,
     }
     _atomic_write(folder.info, lambda path: path.write_text(json.dumps(info, indent=1)))  # last: `version` follows it
     return load_health(folder.path)
+
+
+def photo_hashes(catalogue: Catalogue, ids: Sequence[int], workspace: Path, image_size: int) -> np.ndarray:
+    """The perceptual hashes (core.health.hashes) of catalogue photos `ids`, readable ones (those with
+    an embedding), from their copies in the image cache at `image_size` (reused, or made again)."""
+    folder = cache_folder(workspace, catalogue.root, image_size)
+    build_image_cache(catalogue, ids, image_size, folder)
+    return perceptual_hashes(open_cached(folder, product_id) for product_id in ids)
+
+
+def unreadable_photos(catalogue: Catalogue, ids: Sequence[int], workspace: Path, image_size: int) -> dict[int, str]:
+    """Why each of catalogue `ids` (photos left without an embedding) could not be read: the image
+    cache's reason ("ExceptionName: message", naming the file), by id."""
+    if not ids:
+        return {}
+    failed = build_image_cache(catalogue, ids, image_size, cache_folder(workspace, catalogue.root, image_size)).failed
+    return {int(product_id): failed.get(product_id, "the photo could not be read") for product_id in sorted(ids)}
 
 
 def project(embeddings: Embeddings, neighbours: Neighbours, seed: int = 0) -> np.ndarray:
@@ -264,20 +335,26 @@ def load_health(path: str | Path) -> Health:
         ids = neighbours["ids"]
         found = Neighbours(neighbours["rows"].astype(np.int64), neighbours["similarities"].astype(np.float32))
         xy = projection["xy"]
+    pairs = np.zeros((0, 2), dtype=np.int64)
+    if folder.hashes.exists():  # a folder computed before hashes has none
+        with np.load(folder.hashes) as hashes:
+            pairs = hashes["pairs"].astype(np.int64).reshape(-1, 2)
     return Health(folder, info, ids, found, xy, pd.read_parquet(folder.issues),
-                  json.loads(folder.exact_duplicates.read_text()))
+                  json.loads(folder.exact_duplicates.read_text()), pairs)
 
 
 def near_duplicate_groups(catalogue: Catalogue, workspace: Path, threshold: float = DEFAULT_THRESHOLD,
                           ids: Sequence[int] | None = None, device: str = "cpu") -> list[list[int]]:
     """Near-duplicate groups of catalogue `ids` (default: every row) under the offline pretrained
-    backbone (embeddings cached in the workspace): what a group-aware split keeps together, the same
-    whatever run asks."""
+    backbone (embeddings cached in the workspace) or their perceptual hashes, as Health.near_duplicates
+    finds them: what a group-aware split keeps together, the same whatever run asks."""
     from core.health.embedder import catalogue_embeddings, pretrained_model  # torch: see compute_health
 
-    embeddings = catalogue_embeddings(catalogue, pretrained_model(), workspace, ids=ids, device=device)
+    model = pretrained_model()
+    embeddings = catalogue_embeddings(catalogue, model, workspace, ids=ids, device=device)
     neighbours = nearest_neighbours(SimilarityIndex(embeddings.features), embeddings.features)
-    pairs = similar_pairs(neighbours, threshold)
+    hashes = photo_hashes(catalogue, embeddings.ids.tolist(), workspace, model.image_size)
+    pairs = np.concatenate([similar_pairs(neighbours, threshold), hash_pairs(hashes)])
     return [sorted(embeddings.ids[group].tolist()) for group in groups_of_pairs(len(embeddings), pairs)]
 
 
@@ -316,30 +393,36 @@ def label_disagreements(groups: Sequence[Sequence[int]], frame: pd.DataFrame, he
 
 
 def group_table(groups: Sequence[Sequence[int]], split: pd.Series, frame: pd.DataFrame,
-                heads: Sequence[str]) -> pd.DataFrame:
-    """One row per group, in `groups` order: group (1-based), photos, train and val (members on
+                heads: Sequence[str], found_by: Mapping[tuple[int, ...], str] | None = None) -> pd.DataFrame:
+    """One row per group, in `groups` order: group (1-based), photos, found_by (what found it, from
+    `found_by`: Health.near_duplicates_found_by; "" for a group it lacks), train and val (members on
     each side of `split`, by id), disagree_on (the heads among `heads` whose labels differ, joined)."""
     disagreements = {tuple(entry["ids"]): entry["heads"] for entry in label_disagreements(groups, frame, heads)}
     rows = []
     for number, group in enumerate(groups, start=1):
         sides = split.reindex(list(group))
-        rows.append({"group": number, "photos": len(group), "train": int((sides == "train").sum()),
-                     "val": int((sides == "val").sum()), "disagree_on": ", ".join(disagreements.get(tuple(group), []))})
-    return pd.DataFrame(rows, columns=["group", "photos", "train", "val", "disagree_on"])
+        rows.append({"group": number, "photos": len(group), "found_by": (found_by or {}).get(tuple(group), ""),
+                     "train": int((sides == "train").sum()), "val": int((sides == "val").sum()),
+                     "disagree_on": ", ".join(disagreements.get(tuple(group), []))})
+    return pd.DataFrame(rows, columns=["group", "photos", "found_by", "train", "val", "disagree_on"])
 
 
 def health_summary(health: Health, catalogue: Catalogue, split: pd.Series, threshold: float = DEFAULT_THRESHOLD,
                    heads: Sequence[str] = ()) -> dict:
     """What `python -m training health --json` prints: {"data", "model", "photos", "threshold",
-    "exact_duplicates", "near_duplicates", "leakage", "label_disagreements", "outliers",
-    "image_issues": {type: [ids]}}, groups and lists as ids."""
-    groups = health.near_duplicates(threshold)
+    "exact_duplicates", "near_duplicates", "near_duplicates_found_by" (per group, what found it:
+    DuplicateMethod values joined by " + "), "leakage", "label_disagreements", "outliers",
+    "image_issues": {type: [ids]}, "unreadable": {id: why}}, groups and lists as ids."""
+    found_by = health.near_duplicates_found_by(threshold)
+    groups = [list(group) for group in found_by]
     return {
         "data": health.info["data"], "model": health.info["description"], "photos": health.info["photos"],
         "threshold": threshold, "exact_duplicates": health.exact_duplicates, "near_duplicates": groups,
+        "near_duplicates_found_by": list(found_by.values()),
         "leakage": leaking_groups(groups, split),
         "label_disagreements": label_disagreements(groups, catalogue.frame, heads),
         "outliers": health.outliers(), "image_issues": issue_ids(health.issues),
+        "unreadable": {str(product_id): why for product_id, why in health.unreadable.items()},
     }
 
 

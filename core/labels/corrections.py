@@ -31,7 +31,7 @@ from core.data.catalogue import IMAGES_DIR, Catalogue, write_styles
 from core.images.reading import ImageRejected, read_image_checked
 from core.labels.checks import check_heads
 from core.labels.store import LabelStore
-from core.labels.tables import STATUS, ItemKind, ReviewStatus
+from core.labels.tables import STATUS, Item, ItemKind, ReviewStatus
 from core.untrusted import spreadsheet_csv
 
 CORRECTIONS_FILE = "corrections.csv"  # written next to styles.csv by export_dataset
@@ -71,13 +71,19 @@ class ExportReport:
 
 
 def corrections_snapshot(store: LabelStore, dataset: str | Path | Catalogue) -> dict[str, Any]:
-    """What export applies to `dataset`, JSON-ready: {"overrides": {str(product id): {head: value}}
-    (catalogue heads whose current value differs from the baseline), "dropped": [product ids marked
-    NOT_PRODUCT], "extra": [{"id", "path", "name", <head>: value, ...} per REVIEWED external image]}."""
+    """What export applies to `dataset`, JSON-ready (corrections_of its LabelStore.dataset_state)."""
+    return corrections_of(store.dataset_state(dataset))
+
+
+def corrections_of(state: list[tuple[Item, dict[str, str | None]]]) -> dict[str, Any]:
+    """What export applies to a dataset whose LabelStore.dataset_state is `state`, JSON-ready:
+    {"overrides": {str(product id): {head: value}} (catalogue heads whose current value differs from
+    the baseline), "dropped": [product ids marked NOT_PRODUCT], "extra": [{"id", "path", "name",
+    <head>: value, ...} per REVIEWED external image]}."""
     overrides: dict[str, dict[str, str | None]] = {}
     dropped: list[int] = []
     extra: list[dict[str, Any]] = []
-    for found, values in store.dataset_state(dataset):
+    for found, values in state:
         if found.kind == ItemKind.EXTERNAL:
             if values[STATUS] == ReviewStatus.REVIEWED:
                 extra.append({"id": found.product_id, "path": str(found.path), "name": found.name,
@@ -130,7 +136,8 @@ def export_dataset(
     styles.csv (the catalogue's rows with current labels, NOT_PRODUCT rows dropped, REVIEWED external
     images appended with id EXTERNAL_ID_BASE + item), images/<id>.jpg for every row (catalogue photos
     hard-linked, or copied; external photos re-encoded as RGB JPEG), and corrections.csv (log_frame,
-    a file for people: its cells made safe for a spreadsheet, core.untrusted). styles.csv is a
+    a file for people: its cells made safe for a spreadsheet, core.untrusted). Both come from one
+    snapshot of the store (LabelStore.dataset_snapshot), so they agree while reviewers write. styles.csv is a
     dataset the app reads again, written as it is: its labels were checked where they were typed.
 
     `actor` must be allowed to export (Permission.EXPORT: an admin) into `out`, a folder under
@@ -147,9 +154,9 @@ def export_dataset(
         raise ValueError(f"cannot export into the catalogue folder {root} ({out}): choose a folder outside it")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder: choose a new or empty one")
-    snapshot = corrections_snapshot(store, catalogue)
+    state, log = store.dataset_snapshot(catalogue)  # one read: styles.csv and corrections.csv agree
+    snapshot = corrections_of(state)
     corrected = apply_corrections(catalogue, snapshot)
-    log = store.log_frame(catalogue)
     out.parent.mkdir(parents=True, exist_ok=True)
     cleared = clear_stale_staging(out.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))

@@ -494,15 +494,8 @@ class LabelStore:
     def log_frame(self, dataset: str | Path | Catalogue) -> pd.DataFrame:
         """The corrections-with-history table of `dataset`: every log row of its items, oldest first;
         columns LOG_COLUMNS (product_id and name from the item)."""
-        columns = [
-            items_table.c[column] if column in ("product_id", "name") else log_table.c[column] for column in LOG_COLUMNS
-        ]
-        query = (
-            select(*columns).select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
-            .where(items_table.c.dataset == DatasetKey.of(dataset)).order_by(log_table.c.seq)
-        )
         with self.reader.begin() as connection:
-            return _frame(connection.execute(query).all(), LOG_COLUMNS)
+            return _log_frame(connection, dataset)
 
     def values(self, dataset: str | Path | Catalogue) -> dict[str, list[str]]:
         """Per head (every one of HEADS), the distinct labels reviewers gave it on `dataset`'s items
@@ -522,10 +515,28 @@ class LabelStore:
     def dataset_state(self, dataset: str | Path | Catalogue) -> list[tuple[Item, dict[str, str | None]]]:
         """Every item of `dataset` with its current values (as `current`), in the order added."""
         with self.reader.begin() as connection:
-            rows = connection.execute(
-                select(items_table).where(items_table.c.dataset == DatasetKey.of(dataset)).order_by(items_table.c.item)
-            ).all()
-            return self._state(connection, [row.item for row in rows], rows)
+            return self._dataset_state(connection, dataset)
+
+    def dataset_snapshot(
+        self, dataset: str | Path | Catalogue,
+    ) -> tuple[list[tuple[Item, dict[str, str | None]]], pd.DataFrame]:
+        """(dataset_state, log_frame) of `dataset` read in one transaction on one snapshot, so the
+        current values are the log's last news whatever writers commit meanwhile (an export's
+        styles.csv and corrections.csv). PostgreSQL's default READ COMMITTED gives each statement its
+        own snapshot, hence REPEATABLE READ; SQLite's WAL reader keeps the snapshot of its first read
+        until the transaction ends. A read-only transaction never waits for a writer at either level."""
+        reader = (self.reader.execution_options(isolation_level="REPEATABLE READ")
+                  if self.engine.dialect.name == "postgresql" else self.reader)
+        with reader.begin() as connection:
+            return self._dataset_state(connection, dataset), _log_frame(connection, dataset)
+
+    def _dataset_state(
+        self, connection: Connection, dataset: str | Path | Catalogue,
+    ) -> list[tuple[Item, dict[str, str | None]]]:
+        rows = connection.execute(
+            select(items_table).where(items_table.c.dataset == DatasetKey.of(dataset)).order_by(items_table.c.item)
+        ).all()
+        return self._state(connection, [row.item for row in rows], rows)
 
     # --- queues ------------------------------------------------------------------------------
 
@@ -630,6 +641,18 @@ def _append(
         current[row["field"]] = row["new"]
         changes[row["field"]] = (old, row["new"])
     return Action(action=action, item=item, reviewer=reviewer, at=at, kind=kind, changes=changes)
+
+
+def _log_frame(connection: Connection, dataset: str | Path | Catalogue) -> pd.DataFrame:
+    """LabelStore.log_frame, read on `connection`."""
+    columns = [
+        items_table.c[column] if column in ("product_id", "name") else log_table.c[column] for column in LOG_COLUMNS
+    ]
+    query = (
+        select(*columns).select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
+        .where(items_table.c.dataset == DatasetKey.of(dataset)).order_by(log_table.c.seq)
+    )
+    return _frame(connection.execute(query).all(), LOG_COLUMNS)
 
 
 def _undo_candidate(connection: Connection, reviewer: str) -> tuple[str, int] | None:
