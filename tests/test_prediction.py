@@ -338,11 +338,11 @@ def test_expand_paths_keeps_files_and_expands_folders_to_their_images(tmp_path):
 @pytest.mark.slow
 def test_cli_predict_json_prints_one_line_per_input(run, demo, predictor, tmp_path):
     shutil.copy(demo_photos(demo, 1)[0], tmp_path / "good.jpg")
-    (tmp_path / "bad.txt").write_text("hello")
+    (tmp_path / "bad.md").write_text("hello")
     env = dict(os.environ, HF_HUB_OFFLINE="1", **{workspace.HOME_ENV: str(run.home)})
     done = subprocess.run(
         [sys.executable, "-m", "training", "predict", run.record.id, str(tmp_path / "good.jpg"),
-         str(tmp_path / "bad.txt"), "--json", "--top-k", "2"],
+         str(tmp_path / "bad.md"), "--json", "--top-k", "2"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -363,7 +363,7 @@ def test_cli_predict_json_prints_one_line_per_input(run, demo, predictor, tmp_pa
         head: [guess.label for guess in guesses] for head, guesses in expected.predictions.items()}
     assert [guess["p"] for guesses in good["predictions"].values() for guess in guesses] == pytest.approx(
         [guess.p for guesses in expected.predictions.values() for guess in guesses], abs=1e-6)
-    assert bad == {"path": str(tmp_path / "bad.txt"), "error": f"{tmp_path / 'bad.txt'}: not an image, or a format "
+    assert bad == {"path": str(tmp_path / "bad.md"), "error": f"{tmp_path / 'bad.md'}: not an image, or a format "
                                                               "that cannot be read (accepted: JPEG, PNG, WEBP, AVIF)"}
     assert f"run {run.record.id}, checkpoint best.ckpt, on cpu: 1 of 2 images read" in done.stderr
 

@@ -28,6 +28,7 @@ from core.labels.queues import (
     shown_label,
     sure_heads,
     top_proposals,
+    with_gold,
 )
 from core.labels.store import LabelStore
 from core.model.predictor import FilePrediction, Guess
@@ -226,3 +227,18 @@ def test_an_auto_acceptance_is_undone_as_a_whole_after_the_decisions_made_since(
     assert [current[item.item]["gender"] for item in (second, third, fourth)] == [None, None, None]
     assert current[first.item]["status"] == "reviewed" and current[first.item]["gender"] == "Women"
     assert store.undo_batch(result.batch, ANN) == ([], [])  # nothing of it is left to undo
+
+
+def test_gold_items_are_mixed_into_a_queue_at_the_share_set_each_once_and_never_one_already_seen():
+    items, gold = list(range(1, 201)), list(range(1000, 1100))
+    for share in (0.05, 0.1, 0.25):
+        mixed = with_gold(items, gold, share)
+        added = [item for item in mixed if item >= 1000]
+        assert len(added) == round(len(items) * share) and len(set(added)) == len(added)
+        assert [item for item in mixed if item < 1000] == items  # the queue's own order is kept
+        positions = [mixed.index(item) for item in added]
+        assert max(positions) > len(mixed) / 2  # spread through the queue, not bunched at its start
+    seen = set(gold[:50])
+    assert not set(with_gold(items, gold, 0.5, seen)) & seen  # a gold item this reviewer decided is not shown again
+    assert with_gold(items, gold, 0.0) == items and with_gold(items, [], 0.3) == items
+    assert with_gold(items, [5, 1000], 1.0).count(5) == 1  # an item already in the queue is not added twice

@@ -65,7 +65,7 @@ def photos(run) -> list[Path]:
 def bad_files(tmp_path_factory) -> dict[str, Path]:
     """Files `predict` refuses, each for another reason."""
     folder = tmp_path_factory.mktemp("bad")
-    contents = {"notes.txt": b"not a photo", "empty.jpg": b"",
+    contents = {"notes.md": b"not a photo", "empty.jpg": b"",
                 "bomb.jpg": patched_jpeg_size(jpeg_bytes((64, 64)), 20_000, 10_000),  # 200 MP claimed: over any limit
                 "cut.jpg": jpeg_bytes()[:400],
                 "grey16.png": png_of_zeros(8_900, 8_900, 16)}  # 150 KB, 79 MP of 16 bits: 10 s and 1.5 GB to decode
@@ -197,7 +197,7 @@ def test_a_refused_photo_gets_422_with_the_message_predict_gives(server, bad_fil
 
 @pytest.mark.slow
 def test_bad_requests_in_a_batch_leave_the_good_ones_answered(server, photos, bad_files, cli_answers):
-    requests_ = [(path, multipart(path)) for path in photos] + [(None, multipart(bad_files["notes.txt"])),
+    requests_ = [(path, multipart(path)) for path in photos] + [(None, multipart(bad_files["notes.md"])),
                                                                  (None, {"json": {"image": "%%%"}})] * 4
     with ThreadPoolExecutor(len(requests_)) as pool:
         responses = list(pool.map(lambda item: post(server, **item[1]), requests_))
