@@ -42,7 +42,8 @@ def effort_section(table: pd.DataFrame) -> None:
         return
     st.dataframe(table, hide_index=True, column_config={
         "seconds_per_decision": st.column_config.NumberColumn("seconds per photo (median)", format="%.1f"),
-        "kept": PERCENT, "changed": PERCENT, "typed": PERCENT, "gold_accuracy": PERCENT,
+        "kept": PERCENT, "changed": PERCENT, "typed": PERCENT, "gold_accuracy": PERCENT, "agreement": PERCENT,
+        "shared_decisions": st.column_config.NumberColumn("decided by another too", format="%d"),
     })
     st.download_button("Effort (CSV)", spreadsheet_csv(table, index=False), "team-effort.csv", "text/csv",
                        key="team.effort_csv", icon=":material/download:")

@@ -41,6 +41,10 @@ def test_kappa_equals_the_hand_computed_case_and_alpha_is_reported(store, rows):
         store.review(item.item, {"gender": a}, ANA, seconds=12.0)
         store.review(item.item, {"gender": b}, BEN, seconds=8.0)
     pairs, alphas = agreement(decisions(store, rows[0].root))
+    # Each reviewer's day: 6 decisions another person also made, 5 of them the same value.
+    days = effort(decisions(store, rows[0].root), {}).set_index("reviewer")
+    assert days.loc["ana", "shared_decisions"] == days.loc["ben", "shared_decisions"] == 6
+    assert days.loc["ana", "agreement"] == pytest.approx(5 / 6)
     [pair] = pairs.to_dict("records")
     # observed 5/6; chance (3/6 * 2/6) + (3/6 * 4/6) = 1/2; kappa = (5/6 - 1/2) / (1 - 1/2) = 2/3
     assert (pair["reviewer_a"], pair["reviewer_b"], pair["items"]) == ("ana", "ben", 6)

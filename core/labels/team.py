@@ -34,7 +34,7 @@ Dataset = str | Path | Catalogue
 MIN_SHARED = 5  # pairs of reviewers with fewer items in common get no kappa: it would be noise
 DECISION_COLUMNS = ["action", "seq", "at", "reviewer", "item", "field", "new", "kind", "seconds"]
 EFFORT_COLUMNS = ["reviewer", "day", "decisions", "head_decisions", "seconds_per_decision", "kept", "changed",
-                  "typed", "gold_decisions", "gold_accuracy"]
+                  "typed", "gold_decisions", "gold_accuracy", "shared_decisions", "agreement"]
 
 
 def decisions(store: LabelStore, dataset: Dataset) -> pd.DataFrame:
@@ -119,11 +119,16 @@ def gold_accuracy(decided: pd.DataFrame, gold: Mapping[int, Mapping[str, str]]) 
 
 def effort(decided: pd.DataFrame, gold: Mapping[int, Mapping[str, str]]) -> pd.DataFrame:
     """Per reviewer and day (UTC): photos decided, head decisions, median seconds per photo decided
-    (actions with seconds; NaN without), the shares kept / changed / typed, and gold decisions with
-    the share right; columns EFFORT_COLUMNS."""
+    (actions with seconds; NaN without), the shares kept / changed / typed, gold decisions with the
+    share right, and head decisions someone else also made with the share that agrees with every
+    other's; columns EFFORT_COLUMNS."""
     if decided.empty:
         return pd.DataFrame(columns=EFFORT_COLUMNS)
     decided = decided.assign(day=decided["at"].str[:10])
+    values = decided.groupby(["item", "field"])["new"].agg(list)
+    others = decided.apply(lambda row: _others(values[(row["item"], row["field"])], row["new"]), axis=1)
+    decided = decided.assign(shared=others.map(bool), agrees=[all(value == mine for value in rest) and bool(rest)
+                                                             for rest, mine in zip(others, decided["new"])])
     scored = gold_scores(decided, gold).assign(day=lambda frame: frame["at"].str[:10])
     records = []
     for (reviewer, day), rows in decided.groupby(["reviewer", "day"], sort=True):
@@ -137,8 +142,17 @@ def effort(decided: pd.DataFrame, gold: Mapping[int, Mapping[str, str]]) -> pd.D
             "typed": float((rows["kind"] == LogKind.NEW_VALUE).mean()),
             "gold_decisions": len(gold_rows),
             "gold_accuracy": float(gold_rows["right"].mean()) if len(gold_rows) else np.nan,
+            "shared_decisions": int(rows["shared"].sum()),
+            "agreement": float(rows.loc[rows["shared"], "agrees"].mean()) if rows["shared"].any() else np.nan,
         })
     return pd.DataFrame(records, columns=EFFORT_COLUMNS)
+
+
+def _others(values: list, mine) -> list:
+    """The other reviewers' values of an (item, head): `values` less one `mine`."""
+    rest = list(values)
+    rest.remove(mine)
+    return rest
 
 
 def agreement(decided: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float | None]]:
