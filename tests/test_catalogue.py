@@ -310,7 +310,7 @@ def test_layout_errors(tmp_path):
 def test_real_sample(real_sample):
     catalogue = load_catalogue(real_sample)
     assert catalogue.report.as_dict() == {
-        "styles_csv": str(real_sample / "styles.csv"), "lines_read": 44_446, "lines_repaired": 0,
+        "styles_csv": str((real_sample / "styles.csv").resolve()), "lines_read": 44_446, "lines_repaired": 0,
         "quotes_repaired": 0, "duplicate_ids": 0, "rows_without_image": 32_564, "photo_near_misses": 0,
         "rows_kept": 11_882, "near_miss_examples": (), "formula_values": 0, "formula_examples": (),
     }
