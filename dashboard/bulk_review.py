@@ -93,7 +93,8 @@ def stopped_heads(standing: dict[str, SourceTrust]) -> None:
     for source, entry in standing.items():
         for head, rule in entry.rules.items():
             if head in entry.alarms and entry.alarms[head].fired:
-                st.warning(f"{head} of the photos from {source!r} is not accepted without a person: {rule.why}.",
+                st.warning(plain(f"{head} of the photos from {source!r} is not accepted without a person: "
+                                 f"{rule.why}."),
                            icon=":material/notifications_active:")
 
 

@@ -5,6 +5,8 @@ machine (local mode) none of it shows: the queue is the person's own."""
 
 from __future__ import annotations
 
+import streamlit as st
+
 from core.access.roles import Actor
 from core.data.catalogue import Catalogue
 from core.labels.leases import decided_by, next_leased, open_for, team_settings
@@ -32,6 +34,25 @@ def leased_item(store: LabelStore, catalogue: Catalogue, queue: list[int], curre
         return current
     leased = next_leased(store, queue, actor, share, start=current)
     return current if leased is None and decided else leased
+
+
+DECISION_BUTTONS = ("review_save", "review_skip", "review_not_product")  # the keys of the Review page's decisions
+LOST_KEY = "review.lost_hold"  # a decision was not saved: its photo went to someone else meanwhile
+
+
+def lost_hold(leased: int | None, shown: int | None) -> bool:
+    """Whether this run's decision button was pressed for the photo `shown` but the reviewer now
+    holds another, `leased` (their hold ran out and another reviewer took it): then nothing may be
+    saved; the reviewer is told on the next run (the caller makes `leased` the current item and
+    runs the page again, which resets the buttons)."""
+    if leased == shown or not any(st.session_state.get(key) for key in DECISION_BUTTONS):
+        note = st.session_state.pop(LOST_KEY, None)
+        if note:
+            st.warning(note, icon=":material/person_alert:")
+        return False
+    st.session_state[LOST_KEY] = ("Nothing was saved: the photo you were deciding went to another reviewer after "
+                                  "your 5-minute hold of it ran out. Here is the next free one.")
+    return True
 
 
 def mixed_with_gold(store: LabelStore, catalogue: Catalogue, items: list[Item], actor: Actor) -> list[Item]:

@@ -86,13 +86,13 @@ def admin_controls(store: LabelStore, dataset: str, record: RunRecord, calibrati
                                                disabled=calibration is None)
     if save:
         set_audit_share(store, dataset, source, share / 100, actor)
-        st.session_state[SOURCE_MESSAGE_KEY] = f"Audit share of {source} set to {share:.0f} %."
+        st.session_state[SOURCE_MESSAGE_KEY] = plain(f"Audit share of {source} set to {share:.0f} %.")
         st.rerun()
     if recalibrate:
         certified = calibrate_source(store, dataset, source, record.id, calibration.selections, actor)
         rows = max((selection.rows for selection in certified.selections.values()), default=0)
-        st.session_state[SOURCE_MESSAGE_KEY] = (f"{source} recalibrated on {rows:,} reviewed photos: its heads now "
-                                                "follow its own certification, and its alarms start again.")
+        st.session_state[SOURCE_MESSAGE_KEY] = plain(f"{source} recalibrated on {rows:,} reviewed photos: its heads "
+                                                      "now follow its own certification, and its alarms start again.")
         st.rerun()
 
 

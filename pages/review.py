@@ -33,7 +33,7 @@ from dashboard.review_queue import (
 )
 from dashboard.review_timer import seconds_on, start_clock
 from dashboard.runs import REVIEW_RUN_KEY, heads_of
-from dashboard.shared_queue import leased_item, shared
+from dashboard.shared_queue import leased_item, lost_hold, shared
 from dashboard.shortcuts import keyboard_shortcuts
 from dashboard.text import code, plain
 from training.registry import (
@@ -351,6 +351,9 @@ def main() -> None:
         if shown and shared():  # a team's queue: the next item nobody else is looking at
             queue = st.session_state[QUEUE_KEY]
             current = leased_item(store, catalogue, queue, st.session_state.get(CURRENT_KEY), actor)
+            if lost_hold(current, st.session_state.get(CURRENT_KEY)):
+                st.session_state[CURRENT_KEY] = current
+                st.rerun()  # the buttons' clicks were for the photo taken: this run must not apply them
             if current is None:
                 st.info("Every open photo of this queue is being reviewed by someone else right now, or is "
                         "decided. Photos come back here when their reviewer moves on without deciding them.")

@@ -461,7 +461,7 @@ def test_the_trust_view_shows_each_source_and_an_admin_sets_its_audit_share_and_
     at.number_input(key="trust.audit_share").set_value(20.0)
     next(button for button in at.button if button.label == "Set the audit share").click().run()
     assert not at.exception, at.exception
-    assert texts(at.success) == ["Audit share of lookbook set to 20 %."]
+    assert texts(at.success) == [plain("Audit share of lookbook set to 20 %.")]  # a typed name: plain text
     table = source_frame(at)
     assert set(table.loc[table["source"] == "lookbook", "audit_share"]) == {0.2}
     at.selectbox(key="trust.source").set_value("lookbook")

@@ -274,3 +274,30 @@ def test_two_reviewers_on_one_shared_queue_see_different_photos_and_gold_is_mixe
     rita.button(key="review.load_confident").click().run()
     assert not rita.exception, rita.exception
     assert gold[0] in rita.session_state["review.queue"] and len(rita.session_state["review.queue"]) == 5
+
+
+def test_a_decision_for_a_photo_whose_hold_ran_out_and_went_to_another_is_not_saved_anywhere(run):
+    from core.access.roles import Actor, Role
+    from core.labels.leases import claim, release
+
+    _, catalogue, _ = run
+    store = LabelStore(workspace=workspace_dir())
+    vera, will = Actor("vera@example.com", Role.REVIEWER), Actor("will@example.com", Role.REVIEWER)
+    ids = [int(i) for i in catalogue.frame["id"].iloc[30:34]]  # rows no other test here decides
+    items = [item.item for item in store.add_catalogue_items(catalogue, ids, Actor(ADA, Role.ADMIN))]
+    at = AppTest.from_file(HOME, default_timeout=90)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": True, "email": vera.identity, "email_verified": True, "name": "Vera"}
+    at.session_state["review.queue"] = items
+    at.session_state["review.current"] = items[0]
+    at.run()
+    at.switch_page(REVIEW).run()
+    held = at.session_state["review.current"]
+    release(store, held, vera)  # her 5 minutes ran out while she looked away ...
+    assert claim(store, held, will)  # ... and Will took the photo
+    at.button(key="review_save").click().run()
+    assert not at.exception, at.exception
+    assert any(warning.value.startswith("Nothing was saved") for warning in at.warning)
+    log = store.log_frame(catalogue.root)
+    assert vera.identity not in set(log["reviewer"])  # not on the photo Will holds, not on the next one
+    assert at.session_state["review.current"] != held

@@ -261,3 +261,15 @@ def test_calibrate_a_source_from_the_command_line(tiny_run, monkeypatch, tmp_pat
     assert main(["calibrate", tiny_run.record.id, "--source", "catalog"]) == 2
     error = capsys.readouterr().err
     assert "no photo of the source 'catalog'" in error and "its sources: lookbook" in error
+
+
+def test_rows_needed_are_found_where_more_rows_move_the_start_past_what_they_certify():
+    """The guide moves the fixed sequence's start to stricter thresholds as rows grow, so a flawless
+    source may certify at 150 rows and no longer at 600: the count is still found, not "never"."""
+    guide = np.r_[np.full(5000, 0.99995), np.full(5000, 0.995)]
+    run = Selection.count(np.full(10_000, 0.99), np.ones(10_000, dtype=bool), guide=guide)
+    seen = Selection.count(np.full(100, 0.996), np.ones(100, dtype=bool))
+    needed = more_rows_needed(Selection(seen.accepted, seen.errors, 100, run.guide, run.guide_rows), 0.02)
+    assert needed is not None and needed > 0
+    more = Selection.count(np.full(100 + needed, 0.996), np.ones(100 + needed, dtype=bool))
+    assert Selection(more.accepted, more.errors, more.rows, run.guide, run.guide_rows).threshold(0.02) is not None

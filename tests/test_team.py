@@ -54,6 +54,15 @@ def test_kappa_equals_the_hand_computed_case_and_alpha_is_reported(store, rows):
     assert alphas["gender"] == pytest.approx(1 - (2 / 12) / (70 / 132))
 
 
+def test_agreement_where_everyone_gave_one_value_and_some_skipped_items_does_not_fail(store, rows):
+    _, items = rows
+    for index, item in enumerate(items[:6]):
+        for reviewer in (ANA, BEN) + ((BOB,) if index < 2 else ()):
+            store.review(item.item, {"baseColour": "Red"}, reviewer)
+    pairs, alphas = agreement(decisions(store, rows[0].root))
+    assert set(pairs["agree"]) == {1.0} and alphas["baseColour"] is None  # one value: alpha is undefined
+
+
 def test_disagreements_wait_for_a_third_person_whose_decision_the_catalogue_takes(store, rows):
     catalogue, items = rows
     first, second = items[:2]

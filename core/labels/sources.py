@@ -27,6 +27,7 @@ from core.labels.store import LabelStore
 from core.labels.tables import (
     DEFAULT_SOURCES,
     PERSON_DECISIONS,
+    LogKind,
     audits_table,
     items_table,
     log_table,
@@ -169,7 +170,7 @@ def audit_outcomes(store: LabelStore, dataset: Dataset, source: str, run_id: str
                     audits_table.c.threshold, audits_table.c.at)
              .select_from(audits_table.join(items_table, audits_table.c.item == items_table.c.item))
              .where(items_table.c.dataset == DatasetKey.of(dataset), _source_column() == source,
-                    audits_table.c.run_id == run_id))
+                    audits_table.c.run_id == run_id).order_by(audits_table.c.seq))
     if since is not None:
         query = query.where(audits_table.c.at >= since)
     with store.reader.begin() as connection:
@@ -245,7 +246,8 @@ def auto_accept_batches(store: LabelStore, dataset: Dataset, limit: int = 20) ->
                func.sum(case((head_rows, 1), else_=0)).label("heads"),
                func.sum(case((head_rows & log_table.c.action.in_(undone), 1), else_=0)).label("undone"))
         .select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
-        .where(items_table.c.dataset == DatasetKey.of(dataset), log_table.c.batch.is_not(None))
+        .where(items_table.c.dataset == DatasetKey.of(dataset), log_table.c.batch.is_not(None),
+               log_table.c.kind == LogKind.AUTO_ACCEPT)
         .group_by(log_table.c.batch).order_by(func.min(log_table.c.seq).desc()).limit(limit)
     )
     with store.reader.begin() as connection:

@@ -45,7 +45,7 @@ def decisions(store: LabelStore, dataset: Dataset) -> pd.DataFrame:
         select(*(log_table.c[column] for column in DECISION_COLUMNS))
         .select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
         .where(items_table.c.dataset == DatasetKey.of(dataset), log_table.c.kind.in_(PERSON_DECISIONS),
-               log_table.c.action.not_in(undone))
+               log_table.c.action.not_in(undone), log_table.c.batch.is_(None))  # a bulk edit is no look at a photo
         .order_by(log_table.c.seq)
     )
     with store.reader.begin() as connection:
@@ -178,7 +178,7 @@ def agreement(decided: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float | No
             pairs.append({"head": head, "reviewer_a": first, "reviewer_b": second, "items": len(a),
                           "agree": float(np.mean([x == y for x, y in zip(a, b)])),
                           "kappa": float(cohen_kappa_score(a, b)) if defined else None})
-        codes = {value: code for code, value in enumerate(pd.unique(table.stack()))}
+        codes = {value: code for code, value in enumerate(pd.unique(table.stack().dropna()))}  # pandas 3 keeps NaN
         data = table.map(lambda value: codes.get(value, np.nan) if isinstance(value, str) else np.nan)
         alphas[head] = (float(krippendorff.alpha(reliability_data=data.to_numpy(dtype=float),
                                                  level_of_measurement="nominal")) if len(codes) > 1 else None)
@@ -192,7 +192,7 @@ def disagreements(decided: pd.DataFrame) -> pd.DataFrame:
     records = []
     for (item, head), rows in decided.groupby(["item", "field"], sort=True):
         first_two = rows.drop_duplicates("reviewer").head(2)
-        if len(first_two) < 2 or first_two["new"].nunique() < 2:
+        if len(first_two) < 2 or first_two["new"].nunique(dropna=False) < 2:
             continue
         settled = rows[~rows["reviewer"].isin(first_two["reviewer"])]
         if settled.empty or settled["seq"].max() < first_two["seq"].max():

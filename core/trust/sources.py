@@ -7,10 +7,14 @@ promise certified on one kind of photo says nothing of another. Three pieces, al
   SELECTION rows are (core.trust.abstention.Selection), and tested in the same fixed sequence, whose
   start the run's own guide rows set (ordered before these rows are counted, as the guarantee
   needs). A source certified so needs no typicality gate: its thresholds were certified on its own
-  kind of photo. Valid while the decisions counted are exchangeable with the source's later photos:
-  true of a source reviewed whole before it is certified (every photo of an uncertified source
-  goes to a person); after that, people see the photos under the threshold and the audit share
-  above it, a random draw of the accepted ones, so the error among accepted rows stays unbiased.
+  kind of photo. The guarantee holds when the decisions counted are exchangeable with the source's
+  later photos: true of a source reviewed whole before it is certified. Where an uncertified
+  source was bulk-accepted under the run's rule meanwhile, its decisions are a censored sample:
+  the heads the run accepted reach people only through the audit share, so the counts above the
+  run's threshold are fewer (the projection of rows needed is pessimistic) and the sample is not
+  exchangeable in that band; the bias there is usually conservative (what people see is what the
+  model was less sure of), not guaranteed. A lead who wants the clean guarantee sets the source's
+  audit share to 100 % until it is certified.
 - **Audits** (`audit_draw`): a share of the photos whose heads would be accepted (by default
   NEW_SOURCE_AUDIT_SHARE until the source is certified on its own photos, AUDIT_SHARE after; an
   admin sets a source's own) is drawn by a hash of the item and left for a person instead,
@@ -103,10 +107,15 @@ def more_rows_needed(selection: Selection, target_error: float, delta: float = D
                               selection.guide, selection.guide_rows)
         return projected.threshold(target_error, delta) is not None
 
-    low, high = selection.rows, selection.rows + MAX_EXTRA_ROWS
-    if not certified(high):
+    # More rows need not always help: the guide moves the sequence's start to stricter thresholds as
+    # rows grow. So look up by doubling for the first count that certifies, then narrow inside it.
+    low, step = selection.rows, 1
+    while step <= MAX_EXTRA_ROWS and not certified(selection.rows + step):
+        low, step = selection.rows + step, step * 2
+    if step > MAX_EXTRA_ROWS:
         return None
-    while high - low > 1:  # the fewest rows that certify: more rows like these only help
+    high = selection.rows + step
+    while high - low > 1:
         middle = (low + high) // 2
         low, high = (low, middle) if certified(middle) else (middle, high)
     return high - selection.rows
