@@ -98,20 +98,27 @@ def server(tmp_path_factory):
         yield url, home / workspace.DEMO_FOLDER
 
 
-@pytest.fixture(scope="module")
-def run_server(in_tiny_run, tmp_path_factory):
-    """A dashboard server on the shared tiny run's workspace and demo; yields (base URL, run folder).
-    It keeps its labels in a copy of the workspace database (the runs as trained): what the page
-    writes there never reaches the other modules sharing the run."""
+@contextlib.contextmanager
+def server_on_a_copy(tiny_run, tmp_path_factory):
+    """A dashboard server on a tiny run's workspace and demo that keeps its labels in a copy of the
+    workspace database (the runs as trained): what the page writes there never reaches the other
+    modules sharing the run. Yields (base URL, the copy's path)."""
     require_browser()
-    record, demo, home = in_tiny_run
+    _, demo, home = tiny_run
     database = tmp_path_factory.mktemp("browser-db") / DB_FILE
     with contextlib.closing(sqlite3.connect(home / DB_FILE)) as shared, \
             contextlib.closing(sqlite3.connect(database)) as copy:
         shared.backup(copy)
     env = {**workspace_env(home), workspace.DATA_ENV: str(demo), DB_URL_ENV: f"sqlite:///{database}"}
     with dashboard_server(env) as url:
-        yield url, Path(record.folder)
+        yield url, database
+
+
+@pytest.fixture(scope="module")
+def run_server(in_tiny_run, tmp_path_factory):
+    """A dashboard server on the shared tiny run (server_on_a_copy); yields (base URL, run folder)."""
+    with server_on_a_copy(in_tiny_run, tmp_path_factory) as (url, _):
+        yield url, Path(in_tiny_run.record.folder)
 
 
 @contextlib.contextmanager

@@ -39,17 +39,23 @@ def item_in_view(page) -> None:
     assert in_view(photo) and in_view(save) and in_view(usage), (photo.bounding_box(), save.bounding_box())
 
 
-def test_review_three_external_photos_with_the_keyboard(server, page):
-    photos = external_photos(3)
-    url, _ = server
+def open_review_as(page, url: str, reviewer: str) -> None:
+    """The Review page in a 1400 x 900 window, with `reviewer`'s name typed."""
     page.set_viewport_size(WINDOW)
     page.goto(f"{url}/review")
     page.get_by_role("heading", name="Review", exact=True).wait_for()
     wait_idle(page)
     name = page.get_by_label("Your name")
-    name.fill("keyboard tester")
+    name.fill(reviewer)
     name.press("Tab")
     wait_idle(page)
+
+
+def test_review_three_external_photos_with_the_keyboard(server, page):
+    photos = external_photos(3)
+    url, _ = server
+    open_review_as(page, url, "keyboard tester")
+    name = page.get_by_label("Your name")
     page.locator('input[type="file"]').set_input_files(photos)
     page.get_by_text("0 of 3 reviewed").wait_for()
     page.get_by_text("1 of 3", exact=False).first.wait_for()
@@ -102,14 +108,7 @@ def test_review_three_external_photos_with_the_keyboard(server, page):
 def test_the_queue_and_the_item_under_review_come_back_on_a_reload(server, page):
     photos = external_photos(6)[3:]  # not the keyboard test's: those are reviewed
     url, _ = server
-    page.set_viewport_size(WINDOW)
-    page.goto(f"{url}/review")
-    page.get_by_role("heading", name="Review", exact=True).wait_for()
-    wait_idle(page)
-    name = page.get_by_label("Your name")
-    name.fill("reload tester")
-    name.press("Tab")
-    wait_idle(page)
+    open_review_as(page, url, "reload tester")
     page.locator('input[type="file"]').set_input_files(photos)
     page.get_by_text("0 of 3 reviewed").wait_for()
     wait_idle(page)

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core import workspace
-from core.access.database import DB_FILE, DB_URL_ENV
-
-from browser_support import chromium_page, dashboard_server, require_browser, wait_idle, workspace_env
+from browser_support import chromium_page, server_on_a_copy, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,15 +23,8 @@ NAME = "Cleo"
 def server(in_tiny_run, tmp_path_factory):
     """A dashboard server on the shared tiny run, its labels in a copy of the workspace database;
     yields (base URL, that database's path)."""
-    require_browser()
-    _, demo, home = in_tiny_run
-    database = tmp_path_factory.mktemp("browser-db") / DB_FILE
-    with contextlib.closing(sqlite3.connect(home / DB_FILE)) as shared, \
-            contextlib.closing(sqlite3.connect(database)) as copy:
-        shared.backup(copy)
-    env = {**workspace_env(home), workspace.DATA_ENV: str(demo), DB_URL_ENV: f"sqlite:///{database}"}
-    with dashboard_server(env) as url:
-        yield url, database
+    with server_on_a_copy(in_tiny_run, tmp_path_factory) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,15 @@ from core.data.catalogue import Catalogue, DatasetKey
 from core.data.split import id_uniform
 from core.labels.checks import check_id
 from core.labels.store import LabelStore
-from core.labels.tables import PERSON_DECISIONS, STATUS, current_table, leases_table, log_table, team_settings_table
+from core.labels.tables import (
+    PERSON_DECISIONS,
+    STATUS,
+    current_table,
+    leases_table,
+    log_table,
+    team_settings_table,
+    undone_actions,
+)
 from core.trust.sources import check_share
 
 LEASE_SECONDS = 300  # an item shown is held this long unless renewed: a reviewer who walks away frees it
@@ -103,7 +111,7 @@ def open_for(store: LabelStore, items: Sequence[int], actor: Actor, double_share
     that fewer than two people decided and `actor` has not."""
     items = [check_id(item, "item") for item in items]
     double = dict(zip(items, double_review(items, double_share))) if items else {}
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     with store.reader.begin() as connection:
         status = dict(connection.execute(
             select(current_table.c.item, current_table.c.value)
@@ -121,7 +129,7 @@ def open_for(store: LabelStore, items: Sequence[int], actor: Actor, double_share
 
 def decided_by(store: LabelStore, item: int, actor: Actor) -> bool:
     """Whether `actor` wrote a decision on `item` that is not undone (a review or a mark)."""
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     query = select(log_table.c.seq).where(log_table.c.item == check_id(item, "item"),
                                           log_table.c.reviewer == actor.identity, log_table.c.undoes.is_(None),
                                           log_table.c.action.not_in(undone)).limit(1)

@@ -33,6 +33,7 @@ from core.labels.tables import (
     log_table,
     source_calibrations_table,
     source_settings_table,
+    undone_actions,
 )
 from core.trust.abstention import DELTA, Selection
 from core.trust.layer import Calibration, Trust
@@ -93,7 +94,7 @@ def set_audit_share(store: LabelStore, dataset: Dataset, source: str, share: flo
 def decisions(store: LabelStore, dataset: Dataset, source: str, run_id: str) -> pd.DataFrame:
     """The source's decisions for `run_id` (module docstring): one row per (item, field) with columns
     item, field, predicted, p, new, seq, at, oldest first; correct is new == predicted."""
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     query = (
         select(log_table.c.item, log_table.c.field, log_table.c.predicted, log_table.c.p, log_table.c.new,
                log_table.c.seq, log_table.c.at, log_table.c.run_id)
@@ -184,7 +185,7 @@ def audit_outcomes(store: LabelStore, dataset: Dataset, source: str, run_id: str
 
 def decisions_any_run(store: LabelStore, item_ids: list[int]) -> pd.DataFrame:
     """The latest person decision (not undone) on each head of `item_ids`: columns item, field, new, seq."""
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     found = []
     with store.reader.begin() as connection:
         for start in range(0, len(item_ids), 5_000):
@@ -237,7 +238,7 @@ def source_trust(store: LabelStore, dataset: Dataset, source: str, run_id: str,
 def auto_accept_batches(store: LabelStore, dataset: Dataset, limit: int = 20) -> pd.DataFrame:
     """The latest auto-acceptance batches of `dataset`: columns batch, at, reviewer, run_id, photos,
     heads (accepted tags), undone (tags since undone), newest first."""
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     head_rows = log_table.c.field != "status"
     query = (
         select(log_table.c.batch, func.min(log_table.c.at).label("at"),

@@ -49,6 +49,7 @@ from core.labels.tables import (
     log_table,
     metadata,
     queues_table,
+    undone_actions,
 )
 from core.labels.uploads import display_name, store_upload
 from core.trust.sources import check_source
@@ -319,7 +320,7 @@ class LabelStore:
         person who started it, or anyone with Permission.UNDO_ANY. Returns (the undo actions, one
         line per action kept because a person changed its photo since: their decision comes first)."""
         require(actor, Permission.REVIEW)
-        undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+        undone = undone_actions()
         with self.reader.begin() as connection:
             targets = connection.execute(
                 select(log_table.c.action, log_table.c.item, log_table.c.reviewer, func.max(log_table.c.seq))
@@ -418,7 +419,7 @@ class LabelStore:
     def open_actions(self, item: int) -> list[Action]:
         """The actions on `item` that can still be undone (neither an undo nor undone), newest first."""
         item = check_id(item, "item")
-        undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+        undone = undone_actions()
         with self.reader.begin() as connection:
             self._state(connection, [item])  # KeyError for an unknown item
             ids = connection.execute(
@@ -430,7 +431,7 @@ class LabelStore:
 
     def _undo(self, connection: Connection, target: str, item: int, actor: Actor) -> Action:
         """Append the undo of action `target` on the locked `item`, by `actor` (undo_last)."""
-        undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+        undone = undone_actions()
         current = self._state(connection, [item])[0][1]
         rows = []
         written_rows = connection.execute(
@@ -657,7 +658,7 @@ def _log_frame(connection: Connection, dataset: str | Path | Catalogue) -> pd.Da
 
 def _undo_candidate(connection: Connection, reviewer: str) -> tuple[str, int] | None:
     """(action, item) of the reviewer's latest action that is neither an undo nor undone."""
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     row = connection.execute(
         select(log_table.c.action, log_table.c.item)
         .where(log_table.c.reviewer == reviewer, log_table.c.kind != LogKind.UNDO, log_table.c.action.not_in(undone))
@@ -672,7 +673,7 @@ def _with_batch(connection: Connection, action: str, item: int) -> list[tuple[st
     batch = connection.execute(select(log_table.c.batch).where(log_table.c.action == action).limit(1)).scalar()
     if batch is None:
         return [(action, item)]
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     rows = connection.execute(
         select(log_table.c.action, log_table.c.item)
         .where(log_table.c.batch == batch, log_table.c.action.not_in(undone)).order_by(log_table.c.seq)

@@ -61,6 +61,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    select,
 )
 
 from core.data import HEADS
@@ -288,3 +289,8 @@ class Action:
     at: str
     kind: ActionKind
     changes: dict[str, tuple[str | None, str | None]]
+
+
+def undone_actions():
+    """The ids of the actions an undo took back: a subquery, for `action.not_in(...)`."""
+    return select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))

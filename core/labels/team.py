@@ -27,7 +27,7 @@ from core.data import HEADS
 from core.data.catalogue import Catalogue, DatasetKey
 from core.labels.checks import check_heads, check_id
 from core.labels.store import LabelStore
-from core.labels.tables import PERSON_DECISIONS, LogKind, gold_table, items_table, log_table
+from core.labels.tables import PERSON_DECISIONS, LogKind, gold_table, items_table, log_table, undone_actions
 from core.trust.abstention import clopper_pearson
 
 Dataset = str | Path | Catalogue
@@ -40,7 +40,7 @@ EFFORT_COLUMNS = ["reviewer", "day", "decisions", "head_decisions", "seconds_per
 def decisions(store: LabelStore, dataset: Dataset) -> pd.DataFrame:
     """Every person's decision on a head of `dataset`'s items (module docstring), oldest first;
     columns DECISION_COLUMNS."""
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     query = (
         select(*(log_table.c[column] for column in DECISION_COLUMNS))
         .select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
@@ -206,7 +206,7 @@ def team_totals(store: LabelStore, dataset: Dataset, decided: pd.DataFrame) -> d
     "seconds_per_tag": the team's measured pace (seconds of the actions that have them over their
     head decisions; None before any), "hours_saved": auto_accepted at that pace, in hours (None
     without a pace)}."""
-    undone = select(log_table.c.undoes).where(log_table.c.undoes.is_not(None))
+    undone = undone_actions()
     query = (select(log_table.c.item).select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
              .where(items_table.c.dataset == DatasetKey.of(dataset), log_table.c.kind == LogKind.AUTO_ACCEPT,
                     log_table.c.field.in_(HEADS), log_table.c.action.not_in(undone)))
