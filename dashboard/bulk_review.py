@@ -66,6 +66,11 @@ def bulk_accept(store: LabelStore, record: RunRecord, actor: Actor) -> None:
                     f"{preview.photos_open:,} new photos need no person at ≤ {target:.0%} error; "
                     f"**{preview.heads_left:,}** are left for you, and {preview.photos_complete:,} photos "
                     "would be complete.")
+        if preview.photos_reviewed_whole:
+            st.caption(f"{preview.photos_reviewed_whole:,} of the new photos come from sources not yet certified on "
+                       "their own reviewed photos: a person decides all their heads, so that the promise holds on "
+                       "every source, and what the run's thresholds would have accepted is audited (Evaluate → "
+                       "Trust shows how they would have done; an admin may lower a source's audit share there).")
         if preview.photos_unlike:
             st.caption(f"{preview.photos_unlike:,} of the new photos are unlike the calibration photos (the "
                        "photos the error rate was certified on): the promise does not cover them, so a person "

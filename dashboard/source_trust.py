@@ -50,13 +50,14 @@ def source_section(record: RunRecord, dataset: str, target: float, actor: Actor)
     if table.empty:
         st.caption("No photo has come from any source yet: upload photos or load a folder on the Review page.")
         return
-    st.caption(f"A source's photos are accepted under the run's thresholds only where they are like the run's "
-               f"validation photos, until the source's own reviewed photos certify its heads (an admin "
-               f"recalibrates it here, or `python -m training calibrate {record.id} --source NAME`). A share of "
-               f"accepted photos ({NEW_SOURCE_AUDIT_SHARE:.0%} until the source is certified, {AUDIT_SHARE:.0%} "
-               f"after, unless an admin sets it) goes to a person unannounced; when the audits show "
-               f"the error above the target (a test that raises a false alarm at most 5 % of the time), the head "
-               f"stops for that source.")
+    st.caption(f"A person decides every photo of a source until its own reviewed photos certify its heads (an "
+               f"admin recalibrates it here, or `python -m training calibrate {record.id} --source NAME`); what the "
+               f"run's thresholds would have accepted meanwhile is audited, to show how they would have done. After "
+               f"that, {AUDIT_SHARE:.0%} of the accepted photos go to a person unannounced. An admin may lower an "
+               f"uncertified source's audit share from {NEW_SOURCE_AUDIT_SHARE:.0%}: the run's thresholds then "
+               f"accept its photos that are like the run's validation photos. When the audits show the error "
+               f"above the target (a test that raises a false alarm at most 5 % of the time), the head stops for "
+               f"that source.")
     for row in table[table["alarm"].str.startswith("fired")].itertuples():
         st.warning(plain(f"{row.head} of the photos from {row.source}: {row.rule}."),
                    icon=":material/notifications_active:")

@@ -15,6 +15,7 @@ from core import workspace
 from core.access.roles import DATA_ROOTS_ENV, Actor, Role
 from core.data.catalogue import load_catalogue
 from core.labels.queues import HISTORY_TABLE_COLUMNS, label_issue_ids, load_photo_folder
+from core.labels.sources import set_audit_share
 from core.labels.store import LabelStore
 from core.labels.tables import EXTERNAL_ID_BASE, SavedQueue
 from core.trust.abstention import THRESHOLDS, Selection
@@ -287,10 +288,6 @@ def test_accept_the_sure_heads_of_new_photos_in_bulk(run, certified):
     taken = sum(map(len, accepted))
     assert taken > 0, "no certified head reached its threshold: nothing to accept"
     open_heads = 3 * len(record.config["heads"])
-    # A photo drawn for an audit (20 % of a source not yet certified on its own photos, by a hash of its
-    # item) is left for a person, unannounced.
-    audited = audit_draw(queue, NEW_SOURCE_AUDIT_SHARE)
-    kept = [{} if drawn else heads for heads, drawn in zip(accepted, audited)]
 
     assert not at.get("segmented_control") or "review.bulk_target" not in [c.key for c in at.get("segmented_control")]
     at.session_state["review.bulk"] = True  # open the section (closed, it costs nothing)
@@ -299,6 +296,17 @@ def test_accept_the_sure_heads_of_new_photos_in_bulk(run, certified):
     assert not at.exception, at.exception
     # The source's own reviewed photos would certify its heads: how many more, for the nearest two.
     assert any(re.search(r"\d+ more reviewed photos of uploads certify \w+ at 2", c.value) for c in at.caption)
+    # Until then a person decides every photo of it, and the page says why.
+    assert any(f"**0 of {open_heads}** open head decisions" in text for text in texts(at.markdown))
+    assert any("3 of the new photos come from sources not yet certified" in c.value for c in at.caption)
+    assert at.button(key="review.bulk_accept").disabled
+
+    # An admin opens the source to the run's rule, with 20 % of its photos audited: a photo drawn for an
+    # audit (by a hash of its item) is left for a person, unannounced.
+    set_audit_share(LabelStore(workspace=workspace.workspace_dir()), catalogue.root, "uploads", 0.2, ANN)
+    audited = audit_draw(queue, 0.2)
+    kept = [{} if drawn else heads for heads, drawn in zip(accepted, audited)]
+    at.run()
     assert any(f"**{taken} of {open_heads}** open head decisions on 3 new photos need no person at ≤ 2% error; "
                f"**{open_heads - taken}** are left for you" in text for text in texts(at.markdown)), texts(at.markdown)
     at.button(key="review.bulk_accept").click().run()

@@ -29,6 +29,7 @@ from core.images.reading import ACCEPTED_EXTENSIONS, ImageRejected, expand_paths
 from core.labels.checks import catalogue_value
 from core.labels.store import LabelStore
 from core.labels.tables import Action, Item, ItemKind, ReviewStatus
+from core.trust.abstention import TARGET_ERROR
 from core.trust.sources import AUDIT_SHARE, HeadRule, audit_draw
 
 if TYPE_CHECKING:  # the predictor brings torch: the queues load with the dashboard, torch-free
@@ -210,20 +211,28 @@ def gated_rules(thresholds: Mapping[str, float | None]) -> dict[str, HeadRule]:
 @dataclass(frozen=True)
 class SourcePolicy:
     """How bulk acceptance treats each source's photos (Item.source): its heads' rules and its
-    audit share; a source not named gets `default` and `default_share`."""
+    audit share; a source not named gets `default` and `default_share`. A source in `trials` has
+    every photo go to a person, and those rules are tried on them as audits (core.trust.sources)."""
 
     rules: Mapping[str, Rules] = field(default_factory=dict)
     default: Rules = field(default_factory=dict)
     audit_shares: Mapping[str, float] = field(default_factory=dict)
     default_share: float = AUDIT_SHARE
+    trials: Mapping[str, Rules] = field(default_factory=dict)
+    target_error: float = TARGET_ERROR  # the error the rules were certified at, recorded with each audit
 
     @classmethod
-    def everywhere(cls, thresholds: Mapping[str, float | None], audit_share: float = AUDIT_SHARE) -> SourcePolicy:
-        """The run's gated thresholds for every source, at one audit share."""
-        return cls(default=gated_rules(thresholds), default_share=audit_share)
+    def everywhere(cls, thresholds: Mapping[str, float | None], audit_share: float = AUDIT_SHARE,
+                   target_error: float = TARGET_ERROR) -> SourcePolicy:
+        """The run's gated thresholds (certified at `target_error`) for every source, at one audit share."""
+        return cls(default=gated_rules(thresholds), default_share=audit_share, target_error=target_error)
 
     def rules_of(self, item: Item) -> Rules:
         return self.rules.get(item.source, self.default)
+
+    def trial_of(self, item: Item) -> Rules:
+        """The rules tried as audits on `item`'s source while a person decides all its photos ({} else)."""
+        return self.trials.get(item.source, {})
 
     def audited(self, item: Item) -> bool:
         """Whether `item` is drawn for an audit at its source's share (core.trust.sources.audit_draw)."""
@@ -286,6 +295,7 @@ class BulkPreview:
     photos_complete: int  # photos whose every open head would be accepted
     photos_open: int
     photos_unlike: int  # open photos unlike the calibration photos: their gated heads for a person
+    photos_reviewed_whole: int = 0  # open photos of sources whose every photo goes to a person (SourcePolicy.trials)
 
     @property
     def heads_left(self) -> int:
@@ -301,7 +311,8 @@ def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[in
              for photo in readable]
     return BulkPreview(sum(map(len, taken)), sum(len(photo.undecided) for photo in readable),
                        sum(heads == set(photo.undecided) for heads, photo in zip(taken, readable)), len(readable),
-                       sum(not photo.proposal.typical for photo in readable))
+                       sum(not photo.proposal.typical for photo in readable),
+                       sum(bool(policy.trial_of(photo.item)) for photo in readable))
 
 
 @dataclass(frozen=True)
@@ -336,8 +347,11 @@ def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mappin
             continue
         sure = {head: guess for head, guess in sure_heads(photo.proposal, policy.rules_of(photo.item)).items()
                 if head in photo.undecided}
-        if sure and run_id is not None and policy.audited(photo.item):
-            store.add_audit(photo.item.item, sure, photo.proposal.typicality, run_id, batch)
+        # What would be accepted: the rules', or while a person decides every photo of the source, its trial rules'.
+        would = sure or {head: guess for head, guess in sure_heads(photo.proposal, policy.trial_of(photo.item)).items()
+                         if head in photo.undecided}
+        if would and run_id is not None and policy.audited(photo.item):
+            store.add_audit(photo.item.item, would, photo.proposal.typicality, run_id, batch, policy.target_error)
             audited.append(photo.item.item)
             sure = {}
         accepted, left = accepted + len(sure), left + len(photo.undecided) - len(sure)

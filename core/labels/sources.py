@@ -46,6 +46,7 @@ from core.trust.sources import (
     check_source,
     head_rules,
     more_rows_needed,
+    reviewed_whole,
     source_selection,
     watch,
 )
@@ -164,14 +165,19 @@ def source_calibration(store: LabelStore, dataset: Dataset, source: str, run_id:
     return SourceCalibration(selections, row.by, row.at)
 
 
-def audit_outcomes(store: LabelStore, dataset: Dataset, source: str, run_id: str, since: str | None) -> pd.DataFrame:
-    """The source's audits for `run_id` (from `since`, UTC ISO, on) that a person has decided:
-    columns item, field, predicted, p, threshold, new, wrong, in the order decided."""
+def audit_outcomes(store: LabelStore, dataset: Dataset, source: str, run_id: str, since: str | None,
+                   target_error: float) -> pd.DataFrame:
+    """The source's audits for `run_id` (from `since`, UTC ISO, on) that a person has decided, of
+    tags accepted at `target_error` or a stricter one: columns item, field, predicted, p,
+    threshold, new, wrong, in the order decided. (A tag accepted at a looser target may be wrong
+    more often than `target_error` by design; one accepted at a stricter target may not, so it is
+    evidence for a test at this target. Audits whose target was not kept are left out.)"""
     query = (select(audits_table.c.item, audits_table.c.field, audits_table.c.predicted, audits_table.c.p,
                     audits_table.c.threshold, audits_table.c.at)
              .select_from(audits_table.join(items_table, audits_table.c.item == items_table.c.item))
              .where(items_table.c.dataset == DatasetKey.of(dataset), _source_column() == source,
-                    audits_table.c.run_id == run_id).order_by(audits_table.c.seq))
+                    audits_table.c.run_id == run_id, audits_table.c.target <= target_error + 1e-12)
+             .order_by(audits_table.c.seq))
     if since is not None:
         query = query.where(audits_table.c.at >= since)
     with store.reader.begin() as connection:
@@ -201,7 +207,7 @@ def decisions_any_run(store: LabelStore, item_ids: list[int]) -> pd.DataFrame:
 def alarms(store: LabelStore, dataset: Dataset, source: str, run_id: str, target_error: float,
            since: str | None) -> dict[str, Alarm]:
     """Per head with audits decided since `since`: the alarm on them (core.trust.sources.watch)."""
-    outcomes = audit_outcomes(store, dataset, source, run_id, since)
+    outcomes = audit_outcomes(store, dataset, source, run_id, since, target_error)
     return {head: watch(rows["wrong"].to_numpy(bool), target_error) for head, rows in outcomes.groupby("field")}
 
 
@@ -211,6 +217,7 @@ class SourceTrust:
 
     source: str
     rules: dict[str, HeadRule]
+    trial: dict[str, HeadRule]  # while every photo goes to a person: the rules tried on them as audits ({} else)
     alarms: dict[str, Alarm]
     calibration: SourceCalibration | None
     selections: dict[str, Selection]  # on the decisions so far (what a recalibration would certify)
@@ -225,14 +232,19 @@ def source_trust(store: LabelStore, dataset: Dataset, source: str, run_id: str,
                  run_thresholds: dict[str, float | None], run_selections: dict[str, Selection],
                  target_error: float, delta: float = DELTA) -> SourceTrust:
     """The source's rule per head at `target_error`: its own certification where an admin recorded
-    one, else the run's (gated), stopped where its alarm fired since that certification."""
+    one, else the run's (gated), stopped where its alarm fired since that certification; none at
+    all while every photo of the source goes to a person (its audit share is 100 %, the default
+    until it is certified), when those rules are its `trial`."""
     calibration = source_calibration(store, dataset, source, run_id)
     certified = None if calibration is None else {
         head: selection.threshold(target_error, delta) for head, selection in calibration.selections.items()}
     fired = alarms(store, dataset, source, run_id, target_error, None if calibration is None else calibration.at)
-    return SourceTrust(source, head_rules(run_thresholds, certified, fired), fired, calibration,
-                       source_selections(store, dataset, source, run_id, run_selections),
-                       audit_share(store, dataset, source, certified=calibration is not None))
+    rules, trial = head_rules(run_thresholds, certified, fired), {}
+    share = audit_share(store, dataset, source, certified=calibration is not None)
+    if share >= 1:
+        rules, trial = reviewed_whole(rules, calibration is not None), rules
+    return SourceTrust(source, rules, trial, fired, calibration,
+                       source_selections(store, dataset, source, run_id, run_selections), share)
 
 
 def auto_accept_batches(store: LabelStore, dataset: Dataset, limit: int = 20) -> pd.DataFrame:
@@ -270,7 +282,9 @@ def source_policy(store: LabelStore, dataset: Dataset, source_names: Iterable[st
     standing = {name: source_trust(store, dataset, name, run_id, run_thresholds, run_selections, target_error, delta)
                 for name in dict.fromkeys(source_names)}
     policy = SourcePolicy({name: entry.rules for name, entry in standing.items()}, gated_rules(run_thresholds),
-                          {name: entry.audit_share for name, entry in standing.items()})
+                          {name: entry.audit_share for name, entry in standing.items()},
+                          trials={name: entry.trial for name, entry in standing.items() if entry.trial},
+                          target_error=target_error)
     return policy, standing
 
 

@@ -52,6 +52,7 @@ from core.labels.tables import (
     undone_actions,
 )
 from core.labels.uploads import display_name, store_upload
+from core.trust.abstention import check_target
 from core.trust.sources import check_source
 from core.untrusted import check_typed
 
@@ -303,13 +304,14 @@ class LabelStore:
                              "run_id": run_id, "batch": batch})
             return _append(connection, item, current, rows, actor.identity, ActionKind.AUTO_ACCEPT)
 
-    def add_audit(self, item: int, audited: Accepted, typicality: float | None, run_id: str, batch: str) -> None:
-        """Record that the heads `audited` (head -> label, confidence, threshold) of `item` would
-        have been accepted and were left for a person instead (core.trust.sources): their decision
-        will say whether the accepted tag would have been right."""
-        item, at = check_id(item, "item"), _now()
+    def add_audit(self, item: int, audited: Accepted, typicality: float | None, run_id: str, batch: str,
+                  target_error: float) -> None:
+        """Record that the heads `audited` (head -> label, confidence, threshold certified at
+        `target_error`) of `item` would have been accepted and were left for a person instead
+        (core.trust.sources): their decision will say whether the accepted tag would have been right."""
+        item, at, target = check_id(item, "item"), _now(), check_target(target_error)
         rows = [{"batch": batch, "item": item, "field": head, "run_id": run_id, "predicted": str(label), "p": float(p),
-                 "threshold": float(threshold), "typicality": typicality, "at": at}
+                 "threshold": float(threshold), "target": target, "typicality": typicality, "at": at}
                 for head, (label, p, threshold) in check_heads(audited, "audited").items()]
         if rows:
             with self.engine.begin() as connection:

@@ -25,12 +25,13 @@ And the trust layer's per-source records (core.trust.sources, core.labels.source
                   kind's default, DEFAULT_SOURCES); corrections.threshold / typicality / batch:
                   on AUTO_ACCEPT rows, the threshold that accepted the tag, the photo's
                   typicality, and the batch of acceptances it belongs to (undone as one).
-  source_settings (dataset, source) -> audit_share (NULL: core.trust.sources.AUDIT_SHARE).
+  source_settings (dataset, source) -> audit_share (NULL: the default, core.labels.sources.audit_share).
   source_calibrations  append-only: a source's certification from its reviewed decisions for a run
                   (selections: JSON head -> core.trust.abstention.Selection), by whom and when; the
                   latest per (dataset, source, run_id) holds, and resets the source's alarms.
   audits          one row per head an auto-acceptance left for a person instead (an audit): item,
-                  field, the run's proposal (predicted, p), threshold, typicality, batch, at.
+                  field, the run's proposal (predicted, p), threshold, the target error it was
+                  certified at, typicality, batch, at.
 
 And a review team's (core.labels.team): corrections.seconds (a person's action: seconds from the
 item shown to the decision, measured on the server), gold_items (item -> the trusted labels a
@@ -222,6 +223,7 @@ audits_table = Table(
     Column("predicted", Text, nullable=False),
     Column("p", Float, nullable=False),
     Column("threshold", Float, nullable=False),
+    Column("target", Float),  # the error the threshold was certified at; NULL in stores from before it was kept
     Column("typicality", Float),
     Column("at", String(40), nullable=False),
     Index("audits_item_field", "item", "field"),
