@@ -13,7 +13,7 @@ from core.labels.store import LabelStore
 from core.labels.tables import ItemKind
 from core.trust.abstention import TARGET_ERROR
 from dashboard.models import predictor_of, proposals_for
-from dashboard.review_queue import QUEUE_KEY
+from dashboard.queue_state import QUEUE_KEY
 from dashboard.text import plain
 from training.registry import RunRecord
 

@@ -14,7 +14,7 @@ from core.labels.store import LabelStore
 from core.labels.team import add_gold_rows, agreement, disagreements, effort, gold_accuracy, team_totals
 from core.untrusted import spreadsheet_csv
 from dashboard import pages
-from dashboard.review_queue import start_queue
+from dashboard.queue_state import start_queue
 from dashboard.text import chart_text
 
 TEAM_MESSAGE_KEY = "team.message"  # what the last lead action did, shown once after its rerun

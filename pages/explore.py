@@ -20,7 +20,7 @@ from dashboard.bulk_labels import bulk_label
 from dashboard.datasets import current_catalogue, current_split, taxonomy_of
 from dashboard.gallery import photo_grid
 from dashboard.identity import person
-from dashboard.review_queue import TAXONOMY_SOURCE, queue_for_review
+from dashboard.queue_state import TAXONOMY_SOURCE, queue_for_review
 from dashboard.text import code
 from training.config import TrainConfig, resolve_rare_min_count
 

@@ -23,14 +23,8 @@ from dashboard.datasets import current_catalogue, fitted_width, head_values, thu
 from dashboard.identity import person
 from dashboard.labels import label_store
 from dashboard.models import Guesses, guesses_for, predictor_of
-from dashboard.review_queue import (
-    CURRENT_KEY,
-    QUEUE_KEY,
-    queue_sources,
-    queue_view,
-    remember_queue,
-    restore_queue,
-)
+from dashboard.queue_state import CURRENT_KEY, QUEUE_KEY, remember_queue, restore_queue
+from dashboard.review_queue import queue_sources, queue_view
 from dashboard.review_timer import seconds_on, start_clock
 from dashboard.runs import REVIEW_RUN_KEY, heads_of
 from dashboard.shared_queue import leased_item, lost_hold, shared

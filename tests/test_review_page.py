@@ -23,7 +23,7 @@ from core.trust.layer import Calibration
 from core.trust.sources import NEW_SOURCE_AUDIT_SHARE, audit_draw
 from core.trust.taxonomy import Taxonomy
 from core.trust.typicality import UNLIKE_CALIBRATION
-from dashboard.review_queue import TAXONOMY_SOURCE
+from dashboard.queue_state import TAXONOMY_SOURCE
 from dashboard.text import plain
 from training.checkpoints import add_to_checkpoints, load_predictor, stored_calibration
 from training.evaluate import label_issues
