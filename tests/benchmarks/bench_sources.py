@@ -19,6 +19,9 @@ evaluation-test/) and the external photos (folder names as a coarse truth for ma
      order); the source is certified on those decisions (core.trust.sources.source_selection);
      on the second half, how many masterCategory tags are accepted, how many wrong, and the
      Clopper-Pearson bound; and how many more reviewed photos would certify it where it is not.
+  3. The price of the default (a new source reviewed whole until certified) on a source of studio
+     photos (the test part): certified on its first n reviewed photos, over 20 random orders, how
+     often it is certified and what it then accepts of the other half, with the errors.
 Only the heads with a truth are scored: every head on studio photos, masterCategory on external ones.
 """
 
@@ -127,6 +130,29 @@ def own_source(accepted, right, confidence, trust, n_studio: int, target: float,
               f"{wrong} | {bound:.1%} |")
 
 
+def studio_source(right, confidence, trust, n_studio: int, target: float, rng, orders: int = 20) -> None:
+    """The price of reviewing a new source whole until it is certified, on a source of studio
+    photos: certified on its first n reviewed photos (random orders), what it accepts of the
+    other half (module docstring, 3)."""
+    run_selection = trust.calibration.selections[HEAD]
+    for reviewed_count in (25, 50, 100, 200, 400, n_studio // 2):
+        certified, taken, wrong = 0, [], []
+        for _ in range(orders):
+            order = rng.permutation(n_studio)
+            reviewed, later = order[:reviewed_count], order[n_studio // 2:] if reviewed_count <= n_studio // 2 else []
+            selection = source_selection(confidence[reviewed], right[reviewed], run_selection)
+            threshold = selection.threshold(target, trust.calibration.delta)
+            if threshold is None:
+                taken.append(0), wrong.append(0)
+                continue
+            certified += 1
+            accepted = confidence[later] >= threshold
+            taken.append(int(accepted.sum())), wrong.append(int((accepted & ~right[later]).sum()))
+        print(f"| {reviewed_count} | {certified} of {orders} | {np.median(taken):.0f} of {n_studio - n_studio // 2} "
+              f"({np.median(taken) / (n_studio - n_studio // 2):.0%}) | {np.sum(wrong)} of {np.sum(taken)} "
+              f"({np.sum(wrong) / max(np.sum(taken), 1):.1%}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="a bench_trust.py run of the workspace")
@@ -161,6 +187,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     accepted, right, confidence, trust = streams["gate (the product's rule)"]
     own_source(accepted, right, confidence, trust, n_studio, args.target, rng)
+    print(f"\n### 3. A new source of studio photos, reviewed whole until certified ({HEAD} at {args.target:.0%})\n")
+    print("| reviewed photos | orders certified | accepted of the other half (median) | wrong of accepted (all "
+          "orders) |")
+    print("|---|---|---|---|")
+    studio_source(right, confidence, trust, n_studio, args.target, rng)
 
 
 if __name__ == "__main__":
