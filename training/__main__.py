@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=float, default=30.0,
                        help="seconds a request may wait for the model: then 504; when more are waiting than that "
                             "can serve, new ones get 503 with Retry-After (default 30)")
+    add_source_options(serve, "for requests that name no source (their field 'source'), accept the heads")
     crossval = commands.add_parser(
         "crossval", help="out-of-sample probabilities for every row (K models) and label issues")
     crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
@@ -477,6 +478,7 @@ def serve(args: argparse.Namespace) -> int:
         if not api_key:
             raise ValueError(f"--api-key-env: the environment variable {args.api_key_env} is not set, or empty")
     record = RunRegistry().get(args.run_id)
+    source, dataset = source_of(record, args)
     try:
         checkpoint = RunFolder(record.folder).checkpoint(args.checkpoint).name
     except FileNotFoundError as error:
@@ -485,7 +487,8 @@ def serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         run_id=record.id, run_folder=record.folder, checkpoint=checkpoint, host=args.host, port=args.port,
         device=args.device, top_k=args.top_k, target_error=args.target_error, max_batch_size=args.max_batch_size,
-        batch_timeout=args.batch_timeout, max_request_mb=args.max_request_mb, timeout=args.timeout, api_key=api_key)
+        batch_timeout=args.batch_timeout, max_request_mb=args.max_request_mb, timeout=args.timeout, api_key=api_key,
+        source=source, dataset=dataset)
     return run_server(settings)
 
 
