@@ -17,6 +17,7 @@ from core.data.schema import OTHER_CLASS
 from core.labels.queues import gated_rules
 from core.labels.store import LabelStore
 from core.model.predictor import FilePrediction, Guess
+from core.trust.layer import Trust
 from core.trust.sources import HeadRule
 from training.__main__ import main as cli
 from training.acceptance import Acceptance, check_known, rules_dataset
@@ -144,6 +145,20 @@ def test_a_certified_source_accepts_under_its_own_rule_until_its_alarm_fires(lab
     assert stopped.rules[HEAD] == HeadRule(None, True, "stopped: 4 of 4 audited tags were wrong, above the 2% "
                                                        "promised; an admin recalibrates it")
     assert acceptance.rules(None) == gated_rules(predictor.trust.thresholds(0.02))
+
+
+def test_no_source_holds_for_a_checkpoint_other_than_the_calibrated_one(labels, tmp_path):
+    """Another checkpoint proposes otherwise than the one the run and its sources were certified on:
+    its predictor has no calibration, and a source is refused rather than its certification applied."""
+    run, store, predictor = labels
+    certified_source(store, run.demo, tmp_path / "showroom", run.record.id, predictor.trust)
+    other = Acceptance(Trust(predictor.trust.schema, predictor.trust.taxonomy), 0.02, run.record.id,
+                       rules_dataset(run.record.folder))
+    for attempt in (other.check, other.rules):
+        with pytest.raises(ValueError, match="this checkpoint has no calibration .* so no source's rules hold"):
+            attempt("showroom")
+    assert all(rule.threshold is None for rule in other.rules(None).values())
+    assert acceptance_of(labels).rules("showroom")[HEAD].threshold is not None  # the calibrated one's
 
 
 def test_cli_predict_accepts_under_the_named_sources_rules(labels, tmp_path, capsys):

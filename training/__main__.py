@@ -335,6 +335,8 @@ def predict(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     acceptance = Acceptance(predictor.trust, args.target_error, record.id, dataset)
+    if source is not None:
+        acceptance.check(source)  # the checkpoint's too
     paths = source_paths(args.paths)
     if not paths:
         print(f"error: no image files ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(args.paths)}", file=sys.stderr)

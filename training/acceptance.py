@@ -95,14 +95,26 @@ class Acceptance:
         return self._read[key][1]
 
     def check(self, source: str) -> str:
-        """`source` checked (`check_known`) against the sources the store holds now (within `ttl`)."""
+        """`source` checked (`check_known`) against the sources the store holds now (within `ttl`);
+        ValueError too where no source's rules can hold (`_certified`)."""
+        self._certified()
         return check_known(source, self._fresh(("sources",), lambda: sources(self.store, self.dataset)), self.dataset)
+
+    def _certified(self) -> None:
+        """ValueError unless these proposals are the ones the run's and its sources' thresholds were
+        certified on: a checkpoint other than the calibrated one (Predictor: no calibration) proposes
+        otherwise, so a source's certification says nothing of it."""
+        if self.trust is None or self.trust.calibration is None:
+            raise ValueError(f"run {self.run_id}: this checkpoint has no calibration (a run's is fitted on its best "
+                             "checkpoint), so no source's rules hold for its proposals; use the best checkpoint, or "
+                             f"calibrate the run: python -m training calibrate {self.run_id}")
 
     def rules(self, source: str | None) -> Rules:
         """Per head, the rule a photo of `source` (`check`ed; None: no source, the run's gated rule)
         is accepted under now."""
         if source is None:
             return self.run_rules
+        self._certified()
 
         def read() -> Rules:
             policy, _ = source_policy(self.store, self.dataset, [source], self.run_id, self.trust, self.target_error)
