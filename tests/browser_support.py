@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from core import workspace
-from core.access.database import DB_FILE, DB_URL_ENV
+from core.access.database import DB_URL_ENV
 
-from conftest import REPO
+from conftest import REPO, copy_database
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -105,10 +104,7 @@ def server_on_a_copy(tiny_run, tmp_path_factory):
     modules sharing the run. Yields (base URL, the copy's path)."""
     require_browser()
     _, demo, home = tiny_run
-    database = tmp_path_factory.mktemp("browser-db") / DB_FILE
-    with contextlib.closing(sqlite3.connect(home / DB_FILE)) as shared, \
-            contextlib.closing(sqlite3.connect(database)) as copy:
-        shared.backup(copy)
+    database = copy_database(home, tmp_path_factory.mktemp("browser-db"))
     env = {**workspace_env(home), workspace.DATA_ENV: str(demo), DB_URL_ENV: f"sqlite:///{database}"}
     with dashboard_server(env) as url:
         yield url, database

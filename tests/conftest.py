@@ -64,6 +64,20 @@ def point_at_workspace(patch: pytest.MonkeyPatch, home: Path, data: Path | None 
     return home
 
 
+def copy_database(home: Path, folder: Path) -> Path:
+    """A copy, in `folder`, of the SQLite database of the workspace `home` (its runs as they are):
+    labels written there never reach the other modules sharing the workspace."""
+    import sqlite3
+
+    from core.access.database import DB_FILE
+
+    database = folder / DB_FILE
+    with contextlib.closing(sqlite3.connect(home / DB_FILE)) as shared, \
+            contextlib.closing(sqlite3.connect(database)) as copy:
+        shared.backup(copy)
+    return database
+
+
 @pytest.fixture
 def workspace_home(tmp_path, monkeypatch) -> Path:
     """A fresh, empty workspace folder the environment points at; no dataset, no database URL set."""

@@ -28,7 +28,7 @@ class FakeModelAPI(served.TaggerAPI):
         time.sleep(float(os.environ["FAKE_SERVE_SECONDS"]))
         for request_context in context:
             request_context.update(batch_size=len(requests), batch_seconds=time.perf_counter() - started)
-        return [served.Refusal(200, request.name) if isinstance(request, served.Upload) else request
+        return [served.Refusal(200, request.upload.name) if isinstance(request, served.Photo) else request
                 for request in requests]
 
 

@@ -35,6 +35,7 @@ from core.model.predictor import (
     bucket_size,
     row_columns,
 )
+from core.trust.sources import HeadRule
 from core.trust.typicality import UNLIKE_CALIBRATION
 from training.__main__ import main as cli
 from training.builders import build_datamodule
@@ -307,6 +308,10 @@ def test_file_prediction_as_json_has_exactly_its_keys():
                            typicality=(0.42, False))
     assert gated.as_json() == {**trusted.as_json(), "accepted": {"gender": None}, "typicality": 0.42,
                                "typical": False, "note": UNLIKE_CALIBRATION}
+    ruled = dataclasses.replace(trusted, source="spring", rules={"gender": HeadRule(0.9, False, "its own")})
+    assert ruled.as_json() == {**trusted.as_json(), "source": "spring",
+                               "rules": {"gender": {"threshold": 0.9, "gated": False, "why": "its own"}}}
+    assert dataclasses.replace(ruled, source=None).as_json()["source"] is None  # the run's rule: said, not left out
 
 
 def test_file_prediction_as_row_is_flat_with_the_top_label_per_head():
@@ -347,8 +352,10 @@ def test_cli_predict_json_prints_one_line_per_input(run, demo, predictor, tmp_pa
     )
     assert done.returncode == 0, done.stderr
     good, bad = [json.loads(line) for line in done.stdout.splitlines()]
-    # The shared run is calibrated with a typicality gate: every line says how typical its photo is.
-    assert set(good) - {"note"} == {"path", "predictions", "accepted", "typicality", "typical"}
+    # The shared run is calibrated with a typicality gate: every line says how typical its photo is,
+    # and which rule its accepted heads follow (no --source: the run's).
+    assert set(good) - {"note"} == {"path", "predictions", "accepted", "source", "rules", "typicality", "typical"}
+    assert good["source"] is None and list(good["rules"]) == list(run.cfg.heads)
     assert good["path"] == str(tmp_path / "good.jpg") and ("note" in good) == (not good["typical"])
     assert list(good["predictions"]) == list(good["accepted"]) == list(run.cfg.heads)
     assert all(label in (None, good["predictions"][head][0]["label"]) for head, label in good["accepted"].items())
@@ -377,7 +384,8 @@ def test_cli_predict_a_folder_reads_its_images(run, demo, tmp_path, in_workspace
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     expected = [tmp_path / "shop" / name for name in ("new/p1.jpg", "new/p2.jpg", "p0.jpg")]  # sorted by path
     assert [line["path"] for line in lines] == list(map(str, expected))
-    assert all(set(line) - {"note"} == {"path", "predictions", "accepted", "typicality", "typical"} for line in lines)
+    assert all(set(line) - {"note"} == {"path", "predictions", "accepted", "source", "rules", "typicality", "typical"}
+               for line in lines)
 
 
 def test_cli_predict_csv_writes_a_row_per_image_matching_the_json(run, demo, tmp_path, in_workspace, capsys):
@@ -425,7 +433,8 @@ def test_cli_predict_prints_a_block_per_image(run, demo, tmp_path, in_workspace,
     assert [line.split()[0] for line in lines[1:8]] == list(run.cfg.heads)
     assert all(len(line.split()) == 3 and 0 <= float(line.split()[2]) <= 1 for line in lines[1:8])
     assert lines[8:] == [str(tmp_path / "empty.png"), f"  error: {tmp_path / 'empty.png'}: the file is empty (0 bytes)",
-                         f"run {run.record.id}, checkpoint best.ckpt, on cpu: 1 of 2 images read"]
+                         f"run {run.record.id}, checkpoint best.ckpt, on cpu: 1 of 2 images read; accepted under "
+                         "the run's rule (no --source)"]
 
 
 def test_cli_predict_with_nothing_readable_exits_1(run, tmp_path, in_workspace, capsys):

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from core import workspace
+from core.access.database import DB_URL_ENV
 from core.data.catalogue import load_catalogue
 from core.evaluation.files import load_evaluation
+from core.labels.store import LabelStore
 from training.__main__ import main as cli
+from training.checkpoints import load_predictor
 from training.scale import (
     RAY_ADDRESS_ENV,
     PredictJob,
@@ -28,6 +31,9 @@ from training.scale import (
     read_summary,
     source_paths,
 )
+
+from conftest import copy_database
+from source_support import HEAD, certified_source
 
 PHOTOS = 12  # real sample photos the engines are compared on
 
@@ -138,6 +144,38 @@ def test_local_out_writes_the_json_records_as_parts_and_resumes(in_workspace, ph
     assert "holds the parts of another job" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_out_with_a_source_writes_its_rules_and_a_job_of_another_source_is_refused(in_workspace, photos, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """`predict --out --source`: the records `predict --json --source` prints, the source's rules and
+    verdicts in the parts ("source" and "rules" columns), the source in the job's identity."""
+    monkeypatch.setenv(DB_URL_ENV, f"sqlite:///{copy_database(in_workspace.home, tmp_path)}")  # labels of its own
+    record = in_workspace.record
+    certified_source(LabelStore(workspace=in_workspace.home), in_workspace.demo, tmp_path / "lookbook", record.id,
+                     load_predictor(record.folder).trust)
+    paths = [str(path) for path in photos]
+    assert cli(["predict", record.id, *paths, "--json", "--source", "lookbook"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    out = tmp_path / "out"
+    assert cli(["predict", record.id, *paths, "--out", str(out), "--part-size", "5", "--source", "lookbook"]) == 0
+    records = read_records(out)
+    assert_same_records(records, printed)  # the rules and the heads they accept too
+    read = [entry for entry in records if "error" not in entry]
+    assert {entry["source"] for entry in read} == {"lookbook"} and any(entry["accepted"][HEAD] for entry in read)
+    assert read_summary(out)["job"]["source"] == "lookbook"
+    capsys.readouterr()
+    assert cli(["predict", record.id, *paths, "--out", str(out), "--part-size", "5"]) == 2  # the run's rule now
+    assert "holds the parts of another job" in capsys.readouterr().err
+
+
+def test_parts_without_a_source_say_the_runs_rule_applied(in_workspace, photos, tmp_path):
+    """A part's record keeps "source": null beside its rules, as `predict --json` prints it."""
+    predict_to_parts(job_of(in_workspace), photos[:3], tmp_path / "out", device="cpu")
+    records = read_records(tmp_path / "out")
+    assert "error" in records[2] and "source" not in records[2]
+    assert all(entry["source"] is None and entry["rules"][HEAD]["gated"] for entry in records[:2])
+
+
 def test_ray_engine_needs_out_and_local_takes_no_address(in_workspace, photos, capsys):
     assert cli(["predict", in_workspace.record.id, str(photos[0]), "--engine", "ray"]) == 2
     assert capsys.readouterr().err == "error: --engine ray writes Parquet parts: give --out DIR\n"
@@ -174,7 +212,8 @@ def assert_same_records(ray_records: list[dict], local_records: list[dict]) -> N
         if "error" in expected:
             assert got == expected
             continue
-        assert got["accepted"] == expected["accepted"]
+        assert (got["accepted"], got["source"], got["rules"]) == (expected["accepted"], expected["source"],
+                                                                  expected["rules"])
         for head, guesses in expected["predictions"].items():
             assert [guess["label"] for guess in got["predictions"][head]] == [guess["label"] for guess in guesses]
             np.testing.assert_allclose([guess["p"] for guess in got["predictions"][head]],

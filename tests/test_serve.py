@@ -1,7 +1,9 @@
 """`python -m training serve` (training.serve) on a tiny real run, started in a subprocess on a free
 port: answers equal to `predict --json` for the same photos (multipart and JSON, alone and under
-concurrent load), bad requests (malformed bodies included) refused with a message while the server
-goes on, the API key, the size limit, /health and /docs; and the command line's own refusals. Around
+concurrent load), and to `predict --json --source` for a request naming a source, whose rules follow
+the label store within seconds (a copy of the run's workspace database); bad requests (malformed
+bodies, unknown sources included) refused with a message while the server goes on, the API key, the
+size limit, /health and /docs; and the command line's own refusals. Around
 a fake model (tests/fake_serve.py): a queue longer than the timeout can serve gets 503, and a dead
 model worker stops the server with one line."""
 
@@ -26,13 +28,19 @@ from test_images import jpeg_bytes, patched_jpeg_size, png_of_zeros
 
 import training.serve
 from core import workspace
+from core.access.database import DB_URL_ENV
+from core.labels.store import LabelStore
 from training.__main__ import main as cli
+from training.acceptance import RULES_TTL
+from training.checkpoints import load_predictor
 from training.processes import group_alive, start_detached
 from training.serve import LoadGauge
 
-from conftest import REPO, SAMPLE_DIR
+from conftest import REPO, SAMPLE_DIR, copy_database
+from source_support import AUDITS_WRONG, HEAD, certified_source, fire_alarm
 
 KEY_ENV, KEY = "FASHION_TAGGER_TEST_SERVE_KEY", "s3cret-key-for-tests"
+EXPECTED_JSON = 'expected JSON {"image": "<base64>", "name": "<optional>", "source": "<optional>"}: '
 MAX_BATCH, MAX_REQUEST_MB = 8, 1
 PHOTOS = 8
 # Float32 forward passes over batches of other sizes and neighbours than predict's: the same raw
@@ -49,9 +57,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def run(in_tiny_run):
-    """The shared tiny run (record, demo, home); the module's environment points at it."""
-    return in_tiny_run
+def run(in_tiny_run, tmp_path_factory):
+    """The shared tiny run (record, demo, home) with its labels in a copy of its workspace database,
+    which the tests write sources into; the module's environment (the server's too) points at both."""
+    database = copy_database(in_tiny_run.home, tmp_path_factory.mktemp("labels"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(DB_URL_ENV, f"sqlite:///{database}")
+        yield in_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +139,14 @@ def post(server, *, key: str | None = KEY, headers: dict | None = None, **kwargs
     return requests.post(f"{server.url}/predict", headers=headers, timeout=120, **kwargs)
 
 
-def multipart(path: Path, name: str | None = None) -> dict:
-    return {"files": {"file": (path.name if name is None else name, path.read_bytes(), "application/octet-stream")}}
+def multipart(path: Path, name: str | None = None, source: str | None = None) -> dict:
+    return {"files": {"file": (path.name if name is None else name, path.read_bytes(), "application/octet-stream")},
+            **({"data": {"source": source}} if source is not None else {})}
 
 
-def as_json(data: bytes, name: str | None) -> dict:
-    return {"json": {"image": base64.b64encode(data).decode(), **({"name": name} if name is not None else {})}}
+def as_json(data: bytes, name: str | None, source: str | None = None) -> dict:
+    return {"json": {"image": base64.b64encode(data).decode(), **({"name": name} if name is not None else {}),
+                     **({"source": source} if source is not None else {})}}
 
 
 def assert_same(answer, expected, where: str = "") -> None:
@@ -213,10 +227,8 @@ def test_bad_requests_in_a_batch_leave_the_good_ones_answered(server, photos, ba
 @pytest.mark.parametrize("body, status, detail", [
     ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "the body is not JSON ("),
     ({}, 400, "the body is not JSON ("),  # an empty POST, what /docs sends without a form
-    ({"json": [1, 2]}, 422, "expected JSON {\"image\": \"<base64>\", \"name\": \"<optional>\"}: body: Input should "
-                             "be a valid dictionary"),
-    ({"json": {"name": "a.jpg"}}, 422, "expected JSON {\"image\": \"<base64>\", \"name\": \"<optional>\"}: image: "
-                                       "Field required"),
+    ({"json": [1, 2]}, 422, EXPECTED_JSON + "body: Input should be a valid dictionary"),
+    ({"json": {"name": "a.jpg"}}, 422, EXPECTED_JSON + "image: Field required"),
     ({"json": {"image": "aGVsbG8", "name": "a.jpg"}}, 422, "image: not valid base64 ("),
     ({"files": {"photo": ("a.jpg", b"x")}}, 422, "no photo: send it as a file in the multipart form field 'file'"),
     ({"data": {"file": "just text"}}, 422, "no photo: send it as a file in the multipart form field 'file'"),
@@ -241,14 +253,87 @@ def test_bad_requests_in_a_batch_leave_the_good_ones_answered(server, photos, ba
     ({"data": "[" * 100_000 + "]" * 100_000, "headers": {"Content-Type": "application/json"}}, 400,
      "the body is JSON nested too deeply to read; send the photo as a file"),  # json.loads: RecursionError
     ({"data": '{"image": ' + "[" * 900 + "]" * 900 + "}", "headers": {"Content-Type": "application/json"}}, 422,
-     "expected JSON {\"image\": \"<base64>\", \"name\": \"<optional>\"}: image: Input should be a valid string"),
+     EXPECTED_JSON + "image: Input should be a valid string"),
+    ({"json": {"image": "eA==", "source": 5}}, 422, EXPECTED_JSON + "source: Input should be a valid string"),
+    ({"json": {"image": "eA==", "source": " "}}, 422, "source: a source needs a name, got ' '"),
+    ({"files": {"file": ("a.jpg", b"x")}, "data": {"source": "x" * 101}}, 422,
+     "source: a source's name has at most 100 characters, got 101"),
+    ({"files": {"file": ("a.jpg", b"x"), "source": ("s.txt", b"lookbook")}}, 422,
+     "source: a text field naming the source, not a file"),
+    ({"files": {"file": ("a.jpg", b"x")}, "data": {"source": "no-such-source"}}, 422,
+     "source: unknown source 'no-such-source': the label store has no photo of it in the dataset 'demo'; its "
+     "sources: "),
+    ({"json": {"image": "eA==", "source": "no-such-source"}}, 422, "source: unknown source 'no-such-source'"),
 ], ids=["not-json", "empty", "a-list", "no-image", "bad-base64", "no-file-field", "text-field", "over-limit",
         "chunked-json", "chunked-form", "no-boundary", "other-boundary", "broken-part", "1001-fields",
-        "urlencoded-charset", "deep-json", "deep-in-object"])
+        "urlencoded-charset", "deep-json", "deep-in-object", "source-not-text", "source-blank", "source-too-long",
+        "source-a-file", "source-unknown", "source-unknown-json"])
 def test_a_bad_request_is_refused_with_what_is_wrong_and_the_server_goes_on(server, photos, body, status, detail):
     response = post(server, **body)
     assert response.status_code == status and response.json()["detail"].startswith(detail), response.text
     assert post(server, **multipart(photos[0])).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_request_naming_a_source_gets_its_rules_and_its_fired_alarm_stops_them_within_seconds(
+        server, run, photos, tmp_path, capsys):
+    """A source certified on its own reviewed photos: a request naming it (form field or JSON key) gets
+    the line `predict --json --source` prints, its heads accepted under the source's rules; once the
+    source's audits fire its alarm, the server stops accepting the head within RULES_TTL seconds."""
+    store = LabelStore(workspace=run.home)  # the module's copy of the database, as the server's
+    items = certified_source(store, run.demo, tmp_path / "lookbook", run.record.id,
+                             load_predictor(run.record.folder).trust)
+    assert cli(["predict", run.record.id, *map(str, photos), "--json", "--source", "lookbook", "--device", "cpu"]) == 0
+    lines = {Path(line["path"]).name: line for line in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert all(line["source"] == "lookbook" and line["rules"][HEAD]["why"] == "certified on this source's reviewed "
+               "photos" for line in lines.values())
+    loaded = time.monotonic()  # the server knows a new source once its list of sources is read again
+    while post(server, **multipart(photos[0], source="lookbook")).status_code == 422:
+        assert time.monotonic() - loaded < RULES_TTL + 10, "the server never learned of the new source"
+        time.sleep(0.5)
+    for path in photos:
+        expected = {**lines[path.name], "path": path.name}
+        for body in (multipart(path, source="lookbook"), as_json(path.read_bytes(), path.name, "lookbook")):
+            response = post(server, **body)
+            assert response.status_code == 200, response.text
+            assert_same(response.json(), expected, path.name)
+    accepted = [path for path in photos if lines[path.name]["accepted"][HEAD] is not None]
+    assert accepted and all(lines[path.name]["accepted"] != expected_for_no_source(server, path) for path in accepted)
+
+    fire_alarm(store, items, run.record.id)
+    fired = time.monotonic()
+    while (answer := post(server, **multipart(accepted[0], source="lookbook")).json())["accepted"][HEAD] is not None:
+        assert time.monotonic() - fired < RULES_TTL + 10, "the fired alarm did not stop the head"
+        time.sleep(0.5)
+    assert answer["rules"][HEAD] == {"threshold": None, "gated": True, "why": (
+        f"stopped: {AUDITS_WRONG} of {AUDITS_WRONG} audited tags were wrong, above the 2% promised; an admin "
+        "recalibrates it")}
+
+
+def expected_for_no_source(server, path: Path) -> dict:
+    """The server's accepted heads for `path` without a source: the run's rule."""
+    answer = post(server, **multipart(path)).json()
+    assert answer["source"] is None
+    return answer["accepted"]
+
+
+def test_a_request_naming_no_source_gets_the_servers_and_an_unknown_one_is_refused_in_its_batch(run, photos,
+                                                                                             tmp_path):
+    """The model's side of the server in this process: --source is the default of the requests that name
+    none; a request naming a source the store does not know gets 422, the rest of its batch is answered."""
+    store = LabelStore(workspace=run.home)
+    certified_source(store, run.demo, tmp_path / "atelier", run.record.id, load_predictor(run.record.folder).trust)
+    api = training.serve.TaggerAPI(training.serve.ServeSettings(run.record.id, run.record.folder, device="cpu",
+                                                                source="atelier"))
+    api.setup("cpu")
+    upload = training.serve.Upload(photos[0].name, photos[0].read_bytes())
+    requests_ = [training.serve.Photo(upload), training.serve.Photo(upload, "no-such-source"),
+                 training.serve.Photo(upload, "atelier"), training.serve.Refusal(422, "no photo")]
+    default, unknown, named, refused = api.predict(requests_, [{} for _ in requests_])
+    assert default.source == "atelier" and default.as_json() == named.as_json()
+    assert default.rules[HEAD].why == "certified on this source's reviewed photos" and default.accepted[HEAD]
+    assert unknown.status == 422 and unknown.detail.startswith("source: unknown source 'no-such-source'")
+    assert refused == requests_[3]
 
 
 @pytest.mark.slow
@@ -301,7 +386,9 @@ def test_docs_offer_a_file_upload_and_a_json_body(server):
     operation = spec["paths"]["/predict"]["post"]
     content = operation["requestBody"]["content"]
     assert content["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+    assert content["multipart/form-data"]["schema"]["properties"]["source"]["type"] == "string"
     assert content["application/json"]["schema"]["required"] == ["image"]
+    assert "source" in content["application/json"]["schema"]["properties"]
     assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/TagsJSON")
     assert {"401", "403", "413", "422"} <= set(operation["responses"])
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
@@ -333,6 +420,10 @@ def in_workspace(run, monkeypatch):
     (["--api-key-env", "FASHION_TAGGER_NO_SUCH_VARIABLE"],
      "--api-key-env: the environment variable FASHION_TAGGER_NO_SUCH_VARIABLE is not set, or empty"),
     (["--checkpoint", "nope.ckpt"], "no 'nope.ckpt' checkpoint in"),
+    (["--source", "no-such-source"], "unknown source 'no-such-source': the label store has no photo of it in the "
+                                     "dataset 'demo'; its sources: "),
+    (["--source", " "], "a source needs a name, got ' '"),
+    (["--dataset", "/elsewhere"], "--dataset goes with --source"),
 ])
 def test_serve_refuses_a_bad_option_before_loading_the_model(run, in_workspace, capsys, options, message):
     assert cli(["serve", run.record.id, "--port", str(free_port()), *options]) == 2

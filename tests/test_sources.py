@@ -5,24 +5,15 @@ decisions, and the store's records of it all (on SQLite, and PostgreSQL when con
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy.stats import binom
 
 from core.access.roles import AccessDenied
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
-from core.labels.queues import (
-    PhotoProposal,
-    SourcePolicy,
-    accept_confident,
-    bulk_preview,
-    load_photo_folder,
-    sure_heads,
-)
+from core.labels.queues import PhotoProposal, SourcePolicy, accept_confident, bulk_preview, sure_heads
 from core.labels.sources import (
     audit_outcomes,
     audit_share,
@@ -45,6 +36,7 @@ from core.trust.sources import (
 )
 
 from conftest import ANN, BEN, BOB, point_at_workspace
+from source_support import new_photos, photo_bytes
 from test_labelstore import db_url, store  # noqa: F401  (the store on both databases)
 
 RUN = "run-1"
@@ -105,25 +97,9 @@ def test_more_rows_needed_is_what_certifies_the_head():
     assert more_rows_needed(Selection(wrong.accepted, wrong.errors, 200, run.guide, run.guide_rows), 0.02) is None
 
 
-def photo_bytes(index: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (24, 32), (index % 256, (index * 7) % 256, (index * 13) % 256)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture()
 def dataset(tmp_path):
     return load_catalogue(generate_demo(tmp_path / "demo", n=50, seed=5))
-
-
-def new_photos(store, dataset, folder, count: int, start: int = 0):
-    """`count` new photos of a folder named `folder.name`, loaded as the Review page loads one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(start, start + count):
-        (folder / f"p{index:04d}.png").write_bytes(photo_bytes(index))
-    items, refused = load_photo_folder(store, dataset.root, str(folder), ANN)
-    assert not refused
-    return items
 
 
 def run_selection() -> Selection:
@@ -143,9 +119,9 @@ class FakeTrust:
 
 
 def test_photos_keep_the_source_they_came_in(store, dataset, tmp_path):
-    first = new_photos(store, dataset, tmp_path / "spring-drop", 3)
+    first = new_photos(store, dataset.root, tmp_path / "spring-drop", 3)
     assert {item.source for item in first} == {"spring-drop"}
-    again = new_photos(store, dataset, tmp_path / "copy-of-spring", 3)  # the same bytes: the same items
+    again = new_photos(store, dataset.root, tmp_path / "copy-of-spring", 3)  # the same bytes: the same items
     assert [item.item for item in again] == [item.item for item in first]
     assert {item.source for item in again} == {"spring-drop"}  # a photo keeps the source it first came in
     upload = store.add_image(dataset.root, photo_bytes(99), "x.png", ANN)
@@ -156,7 +132,7 @@ def test_photos_keep_the_source_they_came_in(store, dataset, tmp_path):
 
 
 def test_auto_accepted_tags_are_the_models_in_the_log_and_undone_as_a_batch(store, dataset, tmp_path):
-    items = new_photos(store, dataset, tmp_path / "drop", 4)
+    items = new_photos(store, dataset.root, tmp_path / "drop", 4)
     proposals = {item.item: PhotoProposal({"gender": ("Men", 0.99), "usage": ("Casual", 0.5)}, True, 0.12)
                  for item in items}
     result = accept_confident(store, items, proposals, SourcePolicy.everywhere({"gender": 0.9}, audit_share=0.0),
@@ -181,7 +157,7 @@ def test_auto_accepted_tags_are_the_models_in_the_log_and_undone_as_a_batch(stor
 
 
 def test_audited_photos_wait_for_a_person_and_their_decisions_raise_the_alarm(store, dataset, tmp_path):
-    items = new_photos(store, dataset, tmp_path / "street", 12)
+    items = new_photos(store, dataset.root, tmp_path / "street", 12)
     set_audit_share(store, dataset.root, "street", 1.0, ANN)  # every accepted photo audited
     assert audit_share(store, dataset.root, "street") == 1.0
     # A new kind of source is audited more until its own photos certify it (RESULTS.md: 5 % is too thin).
@@ -209,7 +185,7 @@ def test_audited_photos_wait_for_a_person_and_their_decisions_raise_the_alarm(st
     assert standing["street"].alarms["gender"].fired
     rule = policy.rules_of(items[0])["gender"]
     assert rule.threshold is None and "8 of 12 audited tags were wrong" in rule.why
-    more = new_photos(store, dataset, tmp_path / "street", 2, start=12)
+    more = new_photos(store, dataset.root, tmp_path / "street", 2, start=12)
     blocked = accept_confident(store, more, {item.item: PhotoProposal({"gender": ("Men", 0.99)}) for item in more},
                                policy, BOB, run_id=RUN)
     assert blocked.heads_accepted == 0 and not blocked.audited  # stopped: nothing to audit either
@@ -222,7 +198,7 @@ def test_audited_photos_wait_for_a_person_and_their_decisions_raise_the_alarm(st
 
 
 def test_a_new_source_is_reviewed_whole_until_certified_unless_an_admin_opens_it(store, dataset, tmp_path):
-    items = new_photos(store, dataset, tmp_path / "lookbook", 6)
+    items = new_photos(store, dataset.root, tmp_path / "lookbook", 6)
     trust = FakeTrust(0.9)
     policy, standing = source_policy(store, dataset.root, ["lookbook"], RUN, trust, 0.02)
     rule = policy.rules_of(items[0])["gender"]
@@ -246,7 +222,7 @@ def test_a_new_source_is_reviewed_whole_until_certified_unless_an_admin_opens_it
 
 
 def test_a_sources_own_decisions_certify_its_heads_without_the_gate(store, dataset, tmp_path):
-    items = new_photos(store, dataset, tmp_path / "studio-b", 40)
+    items = new_photos(store, dataset.root, tmp_path / "studio-b", 40)
     trust = FakeTrust(None)  # the run certifies nothing for these photos
     _, standing = source_policy(store, dataset.root, ["studio-b"], RUN, trust, 0.05)
     needed = standing["studio-b"].more_needed("gender", 0.05)
@@ -280,7 +256,7 @@ def test_calibrate_a_source_from_the_command_line(tiny_run, monkeypatch, tmp_pat
     point_at_workspace(monkeypatch, tmp_path / "workspace", tiny_run.demo)  # labels of this test's own
     demo = load_catalogue(tiny_run.demo)
     store = LabelStore(workspace=tmp_path / "workspace")
-    items = new_photos(store, demo, tmp_path / "lookbook", 8)
+    items = new_photos(store, demo.root, tmp_path / "lookbook", 8)
     for item in items:
         store.review(item.item, {"gender": "Men"}, BOB, run_id=tiny_run.record.id, predicted={"gender": ("Men", 0.99)})
     report = calibrate_source_run(tiny_run.record.folder, "lookbook", ANN)

@@ -9,10 +9,12 @@ evaluate or calibrate one, tag photos, serve them over HTTP, rank label issues, 
     python -m training predict RUN_ID SRC... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32]
                                          [--device auto|cpu|cuda] [--target-error 0.02] [--json] [--csv FILE]
                                          [--out DIR [--part-size 1000]] [--engine local|ray]
+                                         [--source NAME [--dataset DIR]]
     python -m training calibrate RUN_ID [--source NAME [--dataset DIR]] [--json]
     python -m training serve RUN_ID [--checkpoint best|last|FILE] [--host 127.0.0.1] [--port 8000]
                                 [--device auto|cpu|cuda] [--top-k 3] [--target-error 0.02] [--max-batch-size 32]
                                 [--batch-timeout 0.01] [--api-key-env NAME] [--max-request-mb 20] [--timeout 30]
+                                [--source NAME [--dataset DIR]]
     python -m training crossval --data DIR --folds K [--recipe seed] [--config FILE] [--set key=value ...] [--json]
     python -m training health DIR [--run RUN_ID] [--threshold 0.93] [--device auto|cpu|cuda] [--engine local|ray]
                                   [--json]
@@ -24,10 +26,12 @@ core.evaluation.files.head_summary).
 `health --json` ends with core.health.files.health_summary: {"near_duplicates": [[ids]], "leakage": [[ids]],
 "outliers": [ids], "image_issues": {type: [ids]}, "unreadable": {id: why}, ...}; its progress goes to stderr.
 `predict --json` prints only JSON lines, one per input image: {"path", "predictions": {head:
-[{"label", "p"}, ...]}, "accepted": {head: label or null}} or {"path", "error"}; it exits 0 when at
-least one image was read, else 1. The first label of a head is its proposal (consistent with the
-taxonomy, calibrated: core.trust.layer); "accepted" holds it where the head needs no person at
---target-error, null where a person must decide; with the run's typicality gate also "typicality"
+[{"label", "p"}, ...]}, "accepted": {head: label or null}, "source", "rules"} or {"path", "error"}; it
+exits 0 when at least one image was read, else 1. The first label of a head is its proposal (consistent
+with the taxonomy, calibrated: core.trust.layer); "accepted" holds it where the head needs no person at
+--target-error, null where a person must decide, under the rules of --source in the label store (its
+own certification, its alarms), else the run's gated rule ("source": null); "rules" says per head
+which rule applied and why (training.acceptance); with the run's typicality gate also "typicality"
 (the score), "typical" and, for a photo unlike the calibration photos, "note". `predict --csv FILE`
 also writes a row per image, line by line: path, <head>, <head>_p, <head>_accepted for each head,
 error; a cell a spreadsheet would run as a formula (a label or path starting with = + - @) starts
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "job started again skips the parts already there")
     predict.add_argument("--part-size", type=int, default=PART_SIZE,
                          help=f"input photos per Parquet part (default {PART_SIZE})")
+    add_source_options(predict, "accept each photo's heads")
     add_engine_options(predict)
     calibrate = commands.add_parser(
         "calibrate", help="fit (or refit) a run's trust layer from its validation evaluation: taxonomy, "
@@ -146,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=float, default=30.0,
                        help="seconds a request may wait for the model: then 504; when more are waiting than that "
                             "can serve, new ones get 503 with Retry-After (default 30)")
+    add_source_options(serve, "for requests that name no source (their field 'source'), accept the heads")
     crossval = commands.add_parser(
         "crossval", help="out-of-sample probabilities for every row (K models) and label issues")
     crossval.add_argument("--folds", type=int, required=True, metavar="K", help="folds (models), at least 2")
@@ -279,10 +285,29 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_source_options(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument("--source", help=f"{what} under this source's rules in the label store (its own "
+                                          "certification, its alarms; training.acceptance) instead of the run's "
+                                          "gated rule: a folder's name, 'uploads', 'catalogue'")
+    command.add_argument("--dataset", help="with --source: the dataset the source's photos are in (default: the run's)")
+
+
+def source_of(record, args: argparse.Namespace):
+    """(--source checked against the label store before the model loads, or None; the dataset whose
+    sources are meant, for training.acceptance)."""
+    from training.acceptance import check_source_now, rules_dataset
+
+    if args.dataset is not None and args.source is None:
+        raise ValueError("--dataset goes with --source: it names the dataset the source's photos are in")
+    dataset = rules_dataset(record.folder, args.dataset)
+    return (None if args.source is None else check_source_now(args.source, dataset)), dataset
+
+
 def predict(args: argparse.Namespace) -> int:
     from core.model.predictor import row_columns
     from core.trust.abstention import check_target
     from core.untrusted import spreadsheet_cell
+    from training.acceptance import Acceptance
     from training.checkpoints import load_predictor, predict_device
     from training.registry import RunRegistry
     from training.scale import source_paths
@@ -302,12 +327,16 @@ def predict(args: argparse.Namespace) -> int:
     if cluster is not None:
         raise ValueError("--engine ray writes Parquet parts: give --out DIR")
     record = RunRegistry().get(args.run_id)
+    source, dataset = source_of(record, args)
     try:
         predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id, device=args.device,
                                    target_error=args.target_error)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    acceptance = Acceptance(predictor.trust, args.target_error, record.id, dataset)
+    if source is not None:
+        acceptance.check(source)  # the checkpoint's too
     paths = source_paths(args.paths)
     if not paths:
         print(f"error: no image files ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(args.paths)}", file=sys.stderr)
@@ -320,6 +349,7 @@ def predict(args: argparse.Namespace) -> int:
                                   row_columns(predictor.heads))
             rows.writeheader()
         for result in predictor.iter_predict_files(paths, args.top_k, args.batch_size):
+            result = acceptance.accept(result, source)
             read += result.error is None
             print(json.dumps(result.as_json()) if args.json else describe_prediction(result), flush=True)
             if rows is not None:
@@ -327,6 +357,9 @@ def predict(args: argparse.Namespace) -> int:
                                for column, value in result.as_row(predictor.heads).items()})
     summary = (f"run {record.id}, checkpoint {predictor.checkpoint}, on {predictor.device.type}: "
                f"{read:,} of {len(paths):,} images read")
+    if predictor.trust is not None:
+        summary += (f"; accepted under the rules of the source {source!r}" if source is not None
+                    else "; accepted under the run's rule (no --source)")
     if args.csv:
         summary += f"; rows in {args.csv}"
     print(summary, file=sys.stderr if args.json else sys.stdout)
@@ -335,11 +368,13 @@ def predict(args: argparse.Namespace) -> int:
 
 def predict_to_parts(args: argparse.Namespace, cluster) -> int:
     """`predict --out`: the records as Parquet parts and a summary (training.scale), here or on the cluster."""
+    from core.workspace import workspace_dir
     from training.registry import RunRegistry
     from training.run_folder import RunFolder
     from training.scale import PredictJob, predict_to_parts as write_parts, source_paths
 
     record = RunRegistry().get(args.run_id)
+    source, dataset = source_of(record, args)
     try:
         checkpoint = RunFolder(record.folder).checkpoint(args.checkpoint).name
     except FileNotFoundError as error:
@@ -349,7 +384,8 @@ def predict_to_parts(args: argparse.Namespace, cluster) -> int:
     if not paths:
         print(f"error: no image files ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(args.paths)}", file=sys.stderr)
         return 1
-    job = PredictJob(record.id, record.folder, checkpoint, args.top_k, args.batch_size, args.target_error)
+    job = PredictJob(record.id, record.folder, checkpoint, args.top_k, args.batch_size, args.target_error, source,
+                     dataset, str(workspace_dir()))
     summary = write_parts(job, paths, args.out, cluster, device=args.device, part_size=args.part_size,
                           progress=ProgressLines())
     print(f"run {record.id}, checkpoint {checkpoint}, on {summary['engine']}: {summary['read']:,} of "
@@ -444,6 +480,7 @@ def serve(args: argparse.Namespace) -> int:
         if not api_key:
             raise ValueError(f"--api-key-env: the environment variable {args.api_key_env} is not set, or empty")
     record = RunRegistry().get(args.run_id)
+    source, dataset = source_of(record, args)
     try:
         checkpoint = RunFolder(record.folder).checkpoint(args.checkpoint).name
     except FileNotFoundError as error:
@@ -452,7 +489,8 @@ def serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         run_id=record.id, run_folder=record.folder, checkpoint=checkpoint, host=args.host, port=args.port,
         device=args.device, top_k=args.top_k, target_error=args.target_error, max_batch_size=args.max_batch_size,
-        batch_timeout=args.batch_timeout, max_request_mb=args.max_request_mb, timeout=args.timeout, api_key=api_key)
+        batch_timeout=args.batch_timeout, max_request_mb=args.max_request_mb, timeout=args.timeout, api_key=api_key,
+        source=source, dataset=dataset)
     return run_server(settings)
 
 

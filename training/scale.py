@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from core.health.embedder import EmbeddingModel
     from core.model.predictor import Predictor
+    from training.acceptance import Acceptance
 
 PART_SIZE = 1000  # input paths per Parquet part: what a restarted job may redo at most, per worker
 PATH_LISTS = ("txt", "lst")  # a SRC file with one of these extensions lists photo paths, one a line
@@ -176,19 +177,24 @@ def record_schema(heads: Sequence[str]) -> pa.Schema:
     import pyarrow as pa
 
     guess = pa.struct([("label", pa.string()), ("p", pa.float64())])
+    rule = pa.struct([("threshold", pa.float64()), ("gated", pa.bool_()), ("why", pa.string())])
     return pa.schema([("path", pa.string()),
                       ("predictions", pa.struct([(head, pa.list_(guess)) for head in heads])),
                       ("accepted", pa.struct([(head, pa.string()) for head in heads])),
+                      ("source", pa.string()), ("rules", pa.struct([(head, rule) for head in heads])),
                       ("typicality", pa.float64()), ("typical", pa.bool_()), ("note", pa.string()),
                       ("error", pa.string())])
 
 
-def write_part(predictor: Predictor, folder: Path, part: Part, top_k: int, batch_size: int) -> tuple[int, int]:
-    """Predict the part's paths and write its Parquet file (complete, or not at all); -> (records, read)."""
+def write_part(predictor: Predictor, acceptance: Acceptance, source: str | None, folder: Path, part: Part, top_k: int,
+               batch_size: int) -> tuple[int, int]:
+    """Predict the part's paths, accept their heads under `source`'s rules (training.acceptance) and
+    write its Parquet file (complete, or not at all); -> (records, read)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    records = [result.as_json() for result in predictor.iter_predict_files(part.paths, top_k, batch_size)]
+    records = [acceptance.accept(result, source).as_json()
+               for result in predictor.iter_predict_files(part.paths, top_k, batch_size)]
     table = pa.Table.from_pylist(records, schema=record_schema(predictor.heads))
     target = folder / part.name
     temporary = folder / f".{part.name}.{uuid.uuid4().hex}.tmp"  # unique: two writers never share one
@@ -201,13 +207,22 @@ def read_records(folder: str | Path) -> list[dict]:
     """The records of a job's parts, in input order, as `predict --json` prints them."""
     import pyarrow.parquet as pq
 
-    return [{key: value for key, value in row.items() if value is not None}
-            for part in sorted(Path(folder).glob("part-*.parquet")) for row in pq.read_table(part).to_pylist()]
+    return [_record(row) for part in sorted(Path(folder).glob("part-*.parquet"))
+            for row in pq.read_table(part).to_pylist()]
+
+
+def _record(row: dict) -> dict:
+    """A part's row as `predict --json` prints it: without the columns its record has not; "source" is
+    null, not absent, where rules were applied without a source (the run's rule)."""
+    return {key: value for key, value in row.items() if value is not None or (key == "source" and row["rules"])}
 
 
 @dataclass(frozen=True)
 class PredictJob:
-    """What `predict --out` runs: the run's checkpoint and options (a resumed job must match them)."""
+    """What `predict --out` runs: the run's checkpoint and options (a resumed job must match them).
+    source: whose rules the heads are accepted under (None: the run's gated rule), in the label
+    store of `workspace` (None: this process's workspace) for the photos of `dataset` (None: the
+    run's); training.acceptance."""
 
     run_id: str
     run_folder: str
@@ -215,16 +230,25 @@ class PredictJob:
     top_k: int
     batch_size: int
     target_error: float
+    source: str | None = None
+    dataset: str | None = None
+    workspace: str | None = None
 
     def identity(self) -> dict:
+        """What a resumed job must match (the source and its dataset where named: a job of before has neither)."""
+        named = {} if self.source is None else {"source": self.source, "dataset": str(self.dataset)}
         return {"run": self.run_id, "checkpoint": self.checkpoint, "top_k": self.top_k,
-                "target_error": self.target_error}
+                "target_error": self.target_error, **named}
 
-    def load(self, device: str) -> Predictor:
+    def load(self, device: str) -> tuple[Predictor, Acceptance]:
+        """The run's predictor on `device`, and the rules its heads are accepted under."""
+        from training.acceptance import Acceptance, rules_dataset
         from training.checkpoints import load_predictor
 
-        return load_predictor(self.run_folder, self.checkpoint, run_id=self.run_id, device=device,
-                              target_error=self.target_error)
+        predictor = load_predictor(self.run_folder, self.checkpoint, run_id=self.run_id, device=device,
+                                   target_error=self.target_error)
+        return predictor, Acceptance(predictor.trust, self.target_error, self.run_id,
+                                     rules_dataset(self.run_folder, self.dataset), self.workspace)
 
 
 def read_summary(folder: str | Path) -> dict | None:
@@ -292,9 +316,9 @@ def _count_errors(folder: Path, names: set[str]) -> int:
 def _local_parts(job: PredictJob, parts: Sequence[Part], folder: Path, device: str) -> Iterator[str]:
     if not parts:
         return
-    predictor = job.load(device)
+    predictor, acceptance = job.load(device)
     for part in parts:
-        write_part(predictor, folder, part, job.top_k, job.batch_size)
+        write_part(predictor, acceptance, job.source, folder, part, job.top_k, job.batch_size)
         yield part.name
 
 
@@ -305,13 +329,14 @@ class _PartWriter:
         import torch
 
         self.job, self.folder = job, Path(folder)
-        self.predictor = job.load("cuda" if torch.cuda.is_available() else "cpu")
+        self.predictor, self.acceptance = job.load("cuda" if torch.cuda.is_available() else "cpu")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         parts = [Part(int(index), tuple(json.loads(paths))) for index, paths in zip(batch["index"].tolist(),
                                                                                     batch["paths"])]
         for part in parts:
-            write_part(self.predictor, self.folder, part, self.job.top_k, self.job.batch_size)
+            write_part(self.predictor, self.acceptance, self.job.source, self.folder, part, self.job.top_k,
+                       self.job.batch_size)
         return {"name": np.array([part.name for part in parts])}
 
 

@@ -5,15 +5,18 @@ Every answer is made as one line of `python -m training predict --json` is made:
 Predictor (training.checkpoints.load_predictor), the same batch function (Predictor.predict_batch)
 and the same JSON (FilePrediction.as_json). Only the photo differs: it comes as bytes
 (core.model.predictor.Upload), named by the upload's file name or the request's "name"
-(core.labels.uploads.display_name), and nothing in a request is ever opened as a path.
+(core.labels.uploads.display_name), and nothing in a request is ever opened as a path. Its heads are
+accepted as `predict --source` accepts them (training.acceptance): under the rules of the request's
+source (the form field or JSON key "source"), else the server's --source, else the run's gated rule.
 
-POST /predict takes multipart/form-data with the photo in the field `file`, or a JSON object
-{"image": "<base64>", "name": "<optional>"}. Answers: 200 with the JSON object; otherwise
-{"detail": "<message>"} with 400 (a body that is not JSON, or a form that cannot be read), 401 / 403
-(API key missing / wrong), 413 (a request over the size limit), 422 (no photo in the request, bad
-base64, a JSON body other than that object, or a photo the command line refuses as well: its
-ImageRejected message), 503 with Retry-After (more requests waiting than --timeout can serve: see
-LoadGauge), 504 (a request that waited longer than --timeout for the model). Each answer from the
+POST /predict takes multipart/form-data with the photo in the field `file` (and optionally the text
+field `source`), or a JSON object {"image": "<base64>", "name": "<optional>", "source": "<optional>"}.
+Answers: 200 with the JSON object; otherwise {"detail": "<message>"} with 400 (a body that is not
+JSON, or a form that cannot be read), 401 / 403 (API key missing / wrong), 413 (a request over the
+size limit), 422 (no photo in the request, bad base64, a JSON body other than that object, a photo
+the command line refuses as well: its ImageRejected message, or a source that is no name or that the
+label store does not know), 503 with Retry-After (more requests waiting than --timeout can serve:
+see LoadGauge), 504 (a request that waited longer than --timeout for the model). Each answer from the
 model's worker carries X-Batch-Size, the number of requests batched with it, and X-Batch-Seconds, the
 time that batch took in the worker. GET /health answers "ok" once the model is loaded (no API key
 needed); /docs is the OpenAPI page.
@@ -49,6 +52,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.labels.uploads import display_name
 from core.model.predictor import FilePrediction, Upload
 from core.trust.abstention import TARGET_ERROR, check_target
+from core.trust.sources import check_source
+from training.acceptance import Acceptance, rules_dataset
 from training.checkpoints import load_predictor, predict_device
 from training.docs_offline import serve_docs_offline
 
@@ -62,14 +67,18 @@ MB = 1024 * 1024
 REFUSALS = {400: "a body that cannot be read: not JSON, JSON nested too deeply, or a broken multipart form",
             401: "no API key (X-API-Key)", 403: "a wrong API key",
             413: "the request is over the size limit",
-            422: "no photo in the request, or a photo that cannot be read (the message predict gives)",
+            422: "no photo in the request, a photo that cannot be read (the message predict gives), or a "
+                 "source that is no name or that the label store does not know",
             503: "more requests waiting than the timeout can serve: retry after Retry-After seconds",
             504: "the request waited longer than the timeout for the model"}
 MULTIPART, URLENCODED = "multipart/form-data", "application/x-www-form-urlencoded"  # LitServe parses these as forms
 WORKER_DIED = 1  # serve's exit status when a model worker died
 WATCH_SECONDS = 0.5  # how often the model workers are checked
 NO_PHOTO = "no photo: send it as a file in the multipart form field 'file'"
+SOURCE_HELP = ("the photo's source (a folder's name, 'uploads', 'catalogue'): its tags are accepted under that "
+               "source's rules in the label store; default: the server's --source, else the run's rule")
 SEND_A_PHOTO = "send the photo as a file in the multipart form field 'file', or JSON {\"image\": \"<base64>\"}"
+PHOTO_JSON = '{"image": "<base64>", "name": "<optional>", "source": "<optional>"}'
 
 
 @dataclass(frozen=True)
@@ -89,9 +98,16 @@ class ServeSettings:
     max_request_mb: float = 20.0  # larger requests get 413 before the photo is read (1 MB = 2**20 bytes)
     timeout: float = 30.0  # seconds a request may wait for the model: then 504; more waiting than that: 503
     api_key: str | None = field(default=None, repr=False)  # when set, X-API-Key must equal it
+    source: str | None = None  # whose rules requests naming no source are accepted under; None: the run's rule
+    dataset: str | None = None  # the dataset whose photos' sources are meant (training.acceptance); None: the run's
 
     def __post_init__(self) -> None:
         predict_device(self.device)  # an unknown device, or cuda without a GPU
+        if self.source is not None:
+            try:
+                check_source(self.source)
+            except ValueError as error:
+                raise ValueError(f"--source: {error}") from None
         if self.host not in HOSTS:
             raise ValueError(f"--host must be one of {', '.join(HOSTS)}, got {self.host!r}")
         if not 1024 <= self.port <= 65535:
@@ -121,11 +137,18 @@ class PhotoJSON(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str = Field(description="the photo file's bytes (JPEG, PNG, WebP or AVIF), base64-encoded")
     name: str | None = Field(None, description="a name for the photo, given back as `path`; default \"upload\"")
+    source: str | None = Field(None, description=SOURCE_HELP)
 
 
 class GuessJSON(BaseModel):
     label: str
     p: float
+
+
+class RuleJSON(BaseModel):
+    threshold: float | None = Field(description="the lowest confidence accepted; null: a person decides")
+    gated: bool = Field(description="only of photos like the calibration photos (`typical`)")
+    why: str = Field(description="where the rule comes from, or why the head is not accepted")
 
 
 class TagsJSON(BaseModel):
@@ -135,7 +158,10 @@ class TagsJSON(BaseModel):
     path: str
     predictions: dict[str, list[GuessJSON]]
     accepted: dict[str, str | None] | None = Field(
-        None, description="per head the label that needs no person at the server's target error, else null")
+        None, description="per head the label that needs no person at the server's target error under `rules`, "
+                          "else null")
+    source: str | None = Field(None, description="the source whose rules `accepted` follows; null: the run's rule")
+    rules: dict[str, RuleJSON] | None = Field(None, description="per head the rule `accepted` follows, and why")
     typicality: float | None = Field(
         None, description="the photo's distance to the photos the error rate was certified on (the run's gate)")
     typical: bool | None = Field(None, description="false: unlike the calibration photos, nothing is accepted")
@@ -150,6 +176,14 @@ class Refusal:
     detail: str
 
 
+@dataclass(frozen=True)
+class Photo:
+    """A request's photo, and the source it names (None: the server's --source, else the run's rule)."""
+
+    upload: Upload
+    source: str | None = None
+
+
 def parse_photo_json(value) -> PhotoJSON | Refusal:
     """A JSON value as PhotoJSON, or the 422 saying what is wrong with it (any other shape, however nested)."""
     try:
@@ -157,7 +191,19 @@ def parse_photo_json(value) -> PhotoJSON | Refusal:
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, problem['loc'])) or 'body'}: {problem['msg']}"
                              for problem in error.errors())
-        return Refusal(422, f'expected JSON {{"image": "<base64>", "name": "<optional>"}}: {problems}')
+        return Refusal(422, f"expected JSON {PHOTO_JSON}: {problems}")
+
+
+def photo_of(upload: Upload, source) -> Photo | Refusal:
+    """The request's photo with the source it names, checked here at the edge (core.trust.sources.check_source)."""
+    if source is None:
+        return Photo(upload)
+    if not isinstance(source, str):  # a form's file where its text field should be
+        return Refusal(422, "source: a text field naming the source, not a file")
+    try:
+        return Photo(upload, check_source(source))
+    except ValueError as error:
+        return Refusal(422, f"source: {error}")
 
 
 class LoadGauge:
@@ -237,7 +283,8 @@ def lower_media_type(value: bytes) -> bytes:
 
 
 class TaggerAPI(ls.LitAPI):
-    """The LitAPI: a request -> an Upload -> a batch through Predictor.predict_batch -> the JSON answer.
+    """The LitAPI: a request -> a Photo -> a batch through Predictor.predict_batch, each answer's heads
+    accepted under its source's rules (training.acceptance) -> the JSON answer.
 
     Requests are refused as values (Refusal), not exceptions: in a batch, an exception would fail
     every request batched with the bad one."""
@@ -248,6 +295,7 @@ class TaggerAPI(ls.LitAPI):
                          api_path=PREDICT_PATH, loop=BatchedLoop())
         self.settings = settings
         self.predictor = None
+        self.acceptance = None
         self.gauge = LoadGauge(settings.timeout)  # one per HTTP process (a fork: its own copy)
 
     def setup(self, device: str) -> None:
@@ -259,16 +307,19 @@ class TaggerAPI(ls.LitAPI):
         self.predictor = load_predictor(self.settings.run_folder, self.settings.checkpoint,
                                         run_id=self.settings.run_id, device=target.type,
                                         target_error=self.settings.target_error)
+        self.acceptance = Acceptance(self.predictor.trust, self.settings.target_error, self.settings.run_id,
+                                     rules_dataset(self.settings.run_folder, self.settings.dataset))
         if target.type == "cuda":
             self.predictor.warm_up(self.settings.max_batch_size)
 
-    def decode_request(self, request: Request) -> Upload | Refusal:
-        """The photo in what LitServe parsed: a form (multipart field `file`) or a JSON value."""
+    def decode_request(self, request: Request) -> Photo | Refusal:
+        """The photo in what LitServe parsed, and the source it names: a form (multipart fields `file`
+        and `source`) or a JSON value."""
         if isinstance(request, FormData):
             photo = request.get("file")
             if not isinstance(photo, UploadFile):
                 return Refusal(422, NO_PHOTO)
-            return Upload(display_name(photo.filename or ""), photo.file.read())
+            return photo_of(Upload(display_name(photo.filename or ""), photo.file.read()), request.get("source"))
         body = parse_photo_json(request)
         if isinstance(body, Refusal):
             return body
@@ -276,16 +327,30 @@ class TaggerAPI(ls.LitAPI):
             data = base64.b64decode(body.image, validate=True)
         except binascii.Error as error:
             return Refusal(422, f"image: not valid base64 ({error})")
-        return Upload(display_name(body.name or ""), data)
+        return photo_of(Upload(display_name(body.name or ""), data), body.source)
 
     def predict(self, requests: list, context: list[dict]) -> list[FilePrediction | Refusal]:
+        """One forward pass over the batch's photos whose source the label store knows, each answer's
+        heads accepted under its source's rules; a refusal for the others."""
         started = time.perf_counter()
-        uploads = [request for request in requests if isinstance(request, Upload)]
-        results = iter(self.predictor.predict_batch(uploads, self.settings.top_k))  # a list: done by now
+        answers: list[FilePrediction | Refusal | None] = [
+            request if isinstance(request, Refusal) else None for request in requests]
+        sources: dict[int, str | None] = {}
+        for index, request in enumerate(requests):
+            if not isinstance(request, Photo):
+                continue
+            source = request.source or self.settings.source
+            try:
+                sources[index] = None if source is None else self.acceptance.check(source)
+            except ValueError as error:
+                answers[index] = Refusal(422, f"source: {error}")
+        results = self.predictor.predict_batch([requests[index].upload for index in sources], self.settings.top_k)
+        for (index, source), result in zip(sources.items(), results):
+            answers[index] = self.acceptance.accept(result, source)
         seconds = time.perf_counter() - started
         for request_context in context:
             request_context.update(batch_size=len(requests), batch_seconds=seconds)
-        return [next(results) if isinstance(request, Upload) else request for request in requests]
+        return answers
 
     def encode_response(self, output: FilePrediction | Refusal, context: dict) -> TagsJSON:
         """The response itself, so that it carries its status and X-Batch-Size; the annotation gives
@@ -360,7 +425,8 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
         healthcheck_path=HEALTH_PATH, max_payload_size=settings.max_request_bytes,  # also bodies sent without a length
         middlewares=[(PredictGate, {"gauge": api.gauge})],
         model_metadata={"run": settings.run_id, "checkpoint": settings.checkpoint, "top_k": settings.top_k,
-                        "target_error": settings.target_error, "timeout": settings.timeout})
+                        "target_error": settings.target_error, "timeout": settings.timeout,
+                        "source": settings.source})
     document_predict_route(server, settings.run_id)
     serve_docs_offline(server.app)
     return server
@@ -372,12 +438,14 @@ def document_predict_route(server: ls.LitServer, run_id: str) -> None:
     server.app.title = f"Fashion Tagger: run {run_id}"
     (route,) = [route for route in server.app.routes if isinstance(route, APIRoute) and route.path == PREDICT_PATH]
     route.summary = "Tag one photo"
-    route.description = ("The photo as a multipart upload (field `file`) or as JSON with base64. The answer is "
-                         "one line of `python -m training predict --json`; a refused photo gets 422 with the "
+    route.description = ("The photo as a multipart upload (field `file`) or as JSON with base64, and optionally "
+                         "its source, whose rules the accepted tags follow. The answer is one line of "
+                         "`python -m training predict --json [--source NAME]`; a refused photo gets 422 with the "
                          "command line's message.")
     route.openapi_extra = {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary", "description": "the photo file"}}}},
+            "file": {"type": "string", "format": "binary", "description": "the photo file"},
+            "source": {"type": "string", "description": SOURCE_HELP}}}},
         "application/json": {"schema": PhotoJSON.model_json_schema()},
     }}, "responses": {str(status): {"description": why, "content": {"application/json": {"schema": {
         "type": "object", "properties": {"detail": {"type": "string"}}}}}} for status, why in REFUSALS.items()}}

@@ -204,7 +204,9 @@ Rules = Mapping[str, HeadRule]  # head -> how it is accepted with no person (cor
 def gated_rules(thresholds: Mapping[str, float | None]) -> dict[str, HeadRule]:
     """Rules from a run's thresholds alone (head -> lowest confidence accepted, None: never), of
     photos the typicality gate lets through: what a source without its own certification gets."""
-    return {head: HeadRule(threshold, True, "certified on the run's validation photos")
+    return {head: HeadRule(threshold, True, "certified on the run's validation photos; only photos like them"
+                           if threshold is not None else "not certified on the run's validation photos: a person "
+                                                         "decides")
             for head, threshold in thresholds.items()}
 
 
@@ -228,7 +230,11 @@ class SourcePolicy:
         return cls(default=gated_rules(thresholds), default_share=audit_share, target_error=target_error)
 
     def rules_of(self, item: Item) -> Rules:
-        return self.rules.get(item.source, self.default)
+        return self.rules_for(item.source)
+
+    def rules_for(self, source: str | None) -> Rules:
+        """The rules of a source's photos; `default` for a source not named (None: no source)."""
+        return self.rules.get(source, self.default)
 
     def trial_of(self, item: Item) -> Rules:
         """The rules tried as audits on `item`'s source while a person decides all its photos ({} else)."""

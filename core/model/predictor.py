@@ -14,7 +14,7 @@ batch goes on.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from core.images.transforms import data_config, eval_transform
 from core.model.module import TaggerModule
 from core.trust.abstention import TARGET_ERROR, check_target
 from core.trust.layer import Trust
+from core.trust.sources import HeadRule
 from core.trust.typicality import UNLIKE_CALIBRATION
 
 # Files are decoded to at most this many times the model's input side (JPEGs by DCT scaling,
@@ -93,13 +94,17 @@ class Upload:
 @dataclass(frozen=True)
 class FilePrediction:
     """The result for one input file: per head the top-k guesses and the accepted labels, or why
-    the file could not be read."""
+    the file could not be read. `rules`: per head the rule `accepted` follows, and `source` the
+    photo's source whose rules they are (None: the run's own rule), once a caller has applied them
+    (training.acceptance); None before."""
 
     path: str
     predictions: dict[str, list[Guess]] | None = None
     accepted: dict[str, str | None] | None = None
     error: str | None = None
     typicality: tuple[float, bool] | None = None  # (score, typical), as ImagePrediction's
+    source: str | None = None
+    rules: Mapping[str, HeadRule] | None = None
 
     @property
     def typical(self) -> bool:
@@ -108,9 +113,10 @@ class FilePrediction:
 
     def as_json(self) -> dict:
         """{"path", "predictions": {head: [{"label", "p"}, ...]}, "accepted": {head: label | null}}
-        ("accepted" only with a trust layer) and, with a typicality gate, "typicality" (the score),
-        "typical" (the gate let it through) and, where it did not, "note": UNLIKE_CALIBRATION; or
-        {"path", "error"}."""
+        ("accepted" only with a trust layer); with rules, "source" (null: the run's rule) and
+        "rules": {head: {"threshold", "gated", "why"}}; with a typicality gate, "typicality" (the
+        score), "typical" (the gate let it through) and, where it did not, "note":
+        UNLIKE_CALIBRATION; or {"path", "error"}."""
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         answer = {"path": self.path, "predictions": {
@@ -118,6 +124,10 @@ class FilePrediction:
             for head, guesses in (self.predictions or {}).items()}}
         if self.accepted is not None:
             answer["accepted"] = dict(self.accepted)
+        if self.rules is not None:
+            answer["source"] = self.source
+            answer["rules"] = {head: {"threshold": rule.threshold, "gated": rule.gated, "why": rule.why}
+                               for head, rule in self.rules.items()}
         if self.typicality is not None:
             score, typical = self.typicality
             answer.update({"typicality": score, "typical": typical})
