@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib import import_module
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select
 
+from core.access.database import upsert
 from core.access.roles import Actor, Permission, require
 from core.data.catalogue import Catalogue, DatasetKey
 from core.data.split import id_uniform
@@ -60,13 +60,11 @@ def set_team_settings(store: LabelStore, dataset: str | Path | Catalogue, settin
                       actor: Actor) -> None:
     """Set the dataset's shares (Permission.LEAD); each a rate in [0, 1]."""
     require(actor, Permission.LEAD)
-    values = {"gold_share": check_share(settings.gold_share), "double_share": check_share(settings.double_share),
-              "set_by": actor.identity, "at": _now().isoformat(timespec="microseconds")}
-    dataset = DatasetKey.of(dataset)
-    with store.engine.begin() as connection:
-        where = team_settings_table.c.dataset == dataset
-        if connection.execute(update(team_settings_table).where(where).values(**values)).rowcount == 0:
-            connection.execute(insert(team_settings_table).values(dataset=dataset, **values))
+    row = {"dataset": DatasetKey.of(dataset), "gold_share": check_share(settings.gold_share),
+           "double_share": check_share(settings.double_share), "set_by": actor.identity,
+           "at": _now().isoformat(timespec="microseconds")}
+    with store.engine.begin() as connection:  # one statement: two leads saving a first time at once never clash
+        connection.execute(upsert(connection, team_settings_table, row, ("dataset",)))
 
 
 def double_review(items: Sequence[int], share: float) -> np.ndarray:
@@ -80,12 +78,9 @@ def claim(store: LabelStore, item: int, actor: Actor, seconds: int = LEASE_SECON
     item, now = check_id(item, "item"), _now()
     until = (now + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
     with store.engine.begin() as connection:
-        dialect_insert = import_module(f"sqlalchemy.dialects.{connection.dialect.name}").insert
-        statement = dialect_insert(leases_table).values(item=item, reviewer=actor.identity, until=until)
-        statement = statement.on_conflict_do_update(
-            index_elements=["item"], set_={"reviewer": actor.identity, "until": until},
-            where=(leases_table.c.until < now.isoformat(timespec="microseconds"))
-            | (leases_table.c.reviewer == actor.identity))
+        statement = upsert(connection, leases_table, {"item": item, "reviewer": actor.identity, "until": until},
+                           ("item",), where=(leases_table.c.until < now.isoformat(timespec="microseconds"))
+                           | (leases_table.c.reviewer == actor.identity))
         # RETURNING says whether the row was written: rowcount is not reliable for an upsert on every driver.
         return connection.execute(statement.returning(leases_table.c.item)).first() is not None
 

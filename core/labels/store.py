@@ -25,7 +25,7 @@ import pandas as pd
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
-from core.access.database import create_tables, database_url, db_engine, read_only
+from core.access.database import create_tables, database_url, db_engine, dialect_insert, read_only, upsert
 from core.access.roles import Actor, Permission, require, require_folder
 from core.data import HEADS
 from core.data.catalogue import Catalogue, DatasetKey
@@ -560,17 +560,8 @@ class LabelStore:
         row = {"reviewer": actor.identity, "dataset": DatasetKey.of(dataset), "source": queue.source,
                "items": json.dumps(items), "filter": queue.filter, "corrected_in": json.dumps(list(queue.corrected_in)),
                "current": queue.current, "saved": _now()}
-        with self.engine.begin() as connection:
-            dialect_insert = _dialect_insert(connection)
-            if dialect_insert is not None:  # one statement: two tabs saving at once never clash
-                upsert = dialect_insert(queues_table).values(row)
-                keys = ("reviewer", "dataset")
-                connection.execute(upsert.on_conflict_do_update(
-                    index_elements=list(keys), set_={key: upsert.excluded[key] for key in row if key not in keys}))
-                return
-            where = (queues_table.c.reviewer == row["reviewer"], queues_table.c.dataset == row["dataset"])
-            if connection.execute(update(queues_table).where(*where).values(row)).rowcount == 0:
-                connection.execute(insert(queues_table).values(row))
+        with self.engine.begin() as connection:  # one statement: two tabs saving at once never clash
+            connection.execute(upsert(connection, queues_table, row, ("reviewer", "dataset")))
 
     def saved_queue(self, dataset: str | Path | Catalogue, actor: Actor) -> SavedQueue | None:
         """`actor`'s review queue on `dataset` as last kept (`keep_queue`), without the items that are
@@ -696,24 +687,14 @@ def _insert_ignore(connection: Connection, rows: list[dict[str, Any]], unique: t
     """Insert `rows`, skipping those that clash on the `unique` columns (concurrent adds included)."""
     if not rows:
         return
-    dialect_insert = _dialect_insert(connection)
-    if dialect_insert is not None:
-        connection.execute(dialect_insert(items_table).on_conflict_do_nothing(index_elements=list(unique)), rows)
+    insert_or_skip = dialect_insert(connection)
+    if insert_or_skip is not None:
+        connection.execute(insert_or_skip(items_table).on_conflict_do_nothing(index_elements=list(unique)), rows)
         return
     for row in rows:  # another database: look first (a concurrent add may still clash: IntegrityError)
         same = (items_table.c[column] == row[column] for column in unique)
         if connection.execute(select(items_table.c.item).where(*same)).first() is None:
             connection.execute(insert(items_table).values(row))
-
-
-def _dialect_insert(connection: Connection):
-    """SQLite's or PostgreSQL's own insert (with ON CONFLICT), None for another database."""
-    name = connection.dialect.name
-    if name not in ("sqlite", "postgresql"):
-        return None
-    from importlib import import_module
-
-    return import_module(f"sqlalchemy.dialects.{name}").insert
 
 
 def _item(row: Row) -> Item:
