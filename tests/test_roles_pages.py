@@ -191,6 +191,35 @@ def test_a_dataset_inside_the_allowed_folders_whose_photos_link_outside_them_is_
         shutil.rmtree(linked)
 
 
+def test_a_photo_of_an_allowed_dataset_that_links_outside_the_allowed_folders_is_not_shown(run, tmp_path):
+    """The dataset lies under the allowed folders, one photo file in its images/ is a link out of
+    them: the Review page names the photo and why in its place, and shows nothing of it."""
+    from core.access.roles import Actor, Role
+
+    _, catalogue, _ = run
+    product_id = int(catalogue.frame["id"].iloc[40])  # a row no other test here shows
+    photo, secret = catalogue.image_path(product_id), tmp_path / "secret.jpg"
+    photo.rename(secret)
+    photo.symlink_to(secret)
+    try:
+        store = LabelStore(workspace=workspace_dir())
+        [item] = store.add_catalogue_items(catalogue, [product_id], Actor(ADA, Role.ADMIN))
+        at = AppTest.from_file(HOME, default_timeout=90)
+        at.secrets["auth"] = AUTH
+        at.user = {"is_logged_in": True, "email": "xena@example.com", "email_verified": True, "name": "Xena"}
+        at.session_state["review.queue"] = [item.item]
+        at.session_state["review.current"] = item.item
+        at.run()
+        at.switch_page(REVIEW).run()
+        assert not at.exception, at.exception
+        assert f"{photo.name}: lies outside the folders this dashboard may use once its links are followed: " \
+               "not read" in texts(at.text)
+        assert not at.get("image") and not at.get("imgs")
+    finally:
+        photo.unlink()
+        secret.rename(photo)
+
+
 def test_a_broken_access_file_shows_nothing(run, monkeypatch, tmp_path):
     (tmp_path / "access.toml").write_text('admin = "ada@example.com"\n')
     monkeypatch.setenv(ACCESS_ENV, str(tmp_path / "access.toml"))
