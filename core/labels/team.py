@@ -27,7 +27,17 @@ from core.data import HEADS
 from core.data.catalogue import Catalogue, DatasetKey
 from core.labels.checks import check_heads, check_id
 from core.labels.store import LabelStore
-from core.labels.tables import PERSON_DECISIONS, LogKind, gold_table, items_table, log_table, undone_actions
+from core.labels.tables import (
+    PERSON_DECISIONS,
+    STATUS,
+    ItemKind,
+    LogKind,
+    ReviewStatus,
+    gold_table,
+    items_table,
+    log_table,
+    undone_actions,
+)
 from core.trust.abstention import clopper_pearson
 
 Dataset = str | Path | Catalogue
@@ -56,16 +66,17 @@ def decisions(store: LabelStore, dataset: Dataset) -> pd.DataFrame:
 def set_gold(store: LabelStore, items: Iterable[int], actor: Actor,
              labels: Mapping[int, Mapping[str, str]] | None = None) -> int:
     """Make `items` gold (Permission.LEAD): their trusted labels are `labels[item]` where given,
-    else their baseline (the catalogue's values); an item already gold takes the new labels.
-    Returns how many items are gold now of those given."""
+    else their current values in the store (the catalogue's, as corrected: what a reviewer is shown),
+    kept as they are now: a later edit of the item does not change them, making it gold again does.
+    An item already gold takes the new labels. Returns how many items are gold now of those given."""
     require(actor, Permission.LEAD)
-    found = store.items(sorted({check_id(item, "item") for item in items}))
+    current = store.current(sorted({check_id(item, "item") for item in items}))
     rows = []
-    for item in found:
-        trusted = dict(check_heads((labels or {}).get(item.item, {}), "labels")) or {
-            head: value for head, value in item.baseline.items() if value is not None}
+    for item, values in current.items():
+        trusted = dict(check_heads((labels or {}).get(item, {}), "labels")) or {
+            head: values[head] for head in HEADS if values[head] is not None}
         if trusted:
-            rows.append({"item": item.item, "labels": json.dumps(trusted), "set_by": actor.identity, "at": _now()})
+            rows.append({"item": item, "labels": json.dumps(trusted), "set_by": actor.identity, "at": _now()})
     with store.engine.begin() as connection:
         if rows:
             connection.execute(delete(gold_table).where(gold_table.c.item.in_([row["item"] for row in rows])))
@@ -75,15 +86,17 @@ def set_gold(store: LabelStore, items: Iterable[int], actor: Actor,
 
 def add_gold_rows(store: LabelStore, catalogue: Catalogue, count: int, actor: Actor) -> int:
     """Make `count` catalogue rows gold that are not yet (Permission.LEAD), drawn at random (seeded
-    by how many there are, so a retried draw is the same); their labels are trusted as they are.
+    by how many there are, so a retried draw is the same), none a reviewer dropped as not a product;
+    their labels are trusted as the store holds them (set_gold: the catalogue's, as corrected).
     Returns how many were added (fewer when the catalogue runs out)."""
     require(actor, Permission.LEAD)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"the number of gold items must be a positive whole number, got {count!r}")
     gold = gold_labels(store, catalogue)
     rows = np.random.default_rng(len(gold)).permutation(catalogue.frame["id"].to_numpy())
-    known = {item.product_id: item.item for item in store.dataset_items(catalogue)}
-    fresh = [int(product_id) for product_id in rows if known.get(int(product_id)) not in gold][:count]
+    taken = {item.product_id for item, values in store.dataset_state(catalogue)
+             if item.kind == ItemKind.CATALOGUE and (item.item in gold or values[STATUS] == ReviewStatus.NOT_PRODUCT)}
+    fresh = [int(product_id) for product_id in rows if int(product_id) not in taken][:count]
     return set_gold(store, [item.item for item in store.add_catalogue_items(catalogue, fresh, actor)], actor)
 
 
