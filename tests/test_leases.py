@@ -19,6 +19,7 @@ from core.data.demo import generate_demo
 from core.labels.leases import (
     TeamSettings,
     claim,
+    decided_by,
     double_review,
     holders,
     next_leased,
@@ -28,6 +29,7 @@ from core.labels.leases import (
     team_settings,
 )
 from core.labels.tables import team_settings_table
+from core.labels.team import gold_labels, set_gold
 
 from conftest import ANA, ANN, BEN, BOB, REPO
 from test_labelstore import db_url, store  # noqa: F401  (the store on both databases)
@@ -67,6 +69,27 @@ def test_a_double_review_item_goes_to_two_different_people(store, queue):
     assert single[0] not in open_for(store, items, BEN, 0.3)
     store.review(double[0], {"gender": "Women"}, BEN)
     assert double[0] not in open_for(store, items, BOB, 0.3)  # two people decided it: done
+
+
+def test_a_gold_item_stays_open_to_every_reviewer_until_they_decided_it(store, queue):
+    """Each reviewer who gets a gold item decides it (their answer is scored for them): one person's
+    answer closes it for them alone, and leaves the catalogue as it was, for the next one to be shown."""
+    catalogue, items = queue
+    gold = items[0]
+    set_gold(store, [gold], ANN)
+    trusted = gold_labels(store, catalogue.root)[gold]["gender"]
+    before = store.current([gold])[gold]
+    store.answer_gold(gold, {"gender": "Women" if trusted != "Women" else "Men"}, ANA, seconds=4.0)
+    assert gold not in open_for(store, items, ANA, 0.0) and decided_by(store, gold, ANA)
+    assert gold in open_for(store, items, BEN, 0.0) and not decided_by(store, gold, BEN)
+    assert next_leased(store, [gold], BEN) == gold
+    assert store.current([gold])[gold] == before  # her wrong answer is not the catalogue's
+    store.answer_gold(gold, {"gender": trusted}, BEN)
+    assert gold not in open_for(store, items, BEN, 0.0) and gold in open_for(store, items, BOB, 0.0)
+    store.review(items[1], {"gender": "Men"}, ANA)
+    assert items[1] not in open_for(store, items, BOB, 0.0)  # any other item is done once decided
+    with pytest.raises(ValueError, match=f"item {items[1]} is not a gold item"):
+        store.answer_gold(items[1], {"gender": "Men"}, BOB)
 
 
 def test_a_lead_sets_the_shares(store, queue):

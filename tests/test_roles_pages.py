@@ -305,6 +305,40 @@ def test_two_reviewers_on_one_shared_queue_see_different_photos_and_gold_is_mixe
     assert gold[0] in rita.session_state["review.queue"] and len(rita.session_state["review.queue"]) == 5
 
 
+def test_a_gold_item_one_reviewer_decided_goes_to_the_next_one_too_and_the_catalogue_keeps_it(run):
+    """Yara saves a gold item of a shared queue: her answer counts for her, the catalogue keeps the
+    trusted labels, and Zoe, on the same queue, still gets the gold item to decide."""
+    from core.access.roles import Actor, Role
+    from core.labels.team import decisions, set_gold
+
+    _, catalogue, _ = run
+    store = LabelStore(workspace=workspace_dir())
+    [gold] = store.add_catalogue_items(catalogue, [int(catalogue.frame["id"].iloc[50])], Actor(ADA, Role.ADMIN))
+    set_gold(store, [gold.item], Actor(ADA, Role.ADMIN))
+    before = store.current([gold.item])[gold.item]
+    sessions = {}
+    for email in ("yara@example.com", "zoe@example.com"):  # reviewers with no queue or decision from other tests
+        at = AppTest.from_file(HOME, default_timeout=90)
+        at.secrets["auth"] = AUTH
+        at.user = {"is_logged_in": True, "email": email, "email_verified": True, "name": email}
+        at.session_state["review.queue"] = [gold.item]
+        at.session_state["review.current"] = gold.item
+        at.run()
+        at.switch_page(REVIEW).run()
+        assert not at.exception, at.exception
+        sessions[email] = at
+    sessions["yara@example.com"].button(key="review_save").click().run()
+    assert not sessions["yara@example.com"].exception, sessions["yara@example.com"].exception
+    answers = decisions(store, catalogue.root)
+    assert set(answers.loc[answers["item"] == gold.item, "reviewer"]) == {"yara@example.com"}
+    assert answers.loc[answers["item"] == gold.item, "gold"].all()
+    assert store.current([gold.item])[gold.item] == before  # unreviewed, its labels the trusted ones
+    zoe = sessions["zoe@example.com"]
+    zoe.run()
+    assert zoe.session_state["review.current"] == gold.item  # hers to decide as well
+    assert not any("Every open photo" in info.value for info in zoe.info)
+
+
 def test_a_decision_for_a_photo_whose_hold_ran_out_and_went_to_another_is_not_saved_anywhere(run):
     from core.access.roles import Actor, Role
     from core.labels.leases import claim, release

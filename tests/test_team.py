@@ -144,6 +144,28 @@ def test_gold_rows_drawn_from_the_catalogue_take_its_corrected_labels_and_never_
     assert {labels["usage"] for labels in gold.values()} == {"Travel"}
 
 
+def test_each_reviewers_gold_answer_is_scored_for_them_and_leaves_the_catalogue_as_it_was(store, rows):
+    catalogue, items = rows
+    item = items[0]
+    set_gold(store, [item.item], ANN)
+    gold = gold_labels(store, catalogue.root)
+    trusted = gold[item.item]["gender"]
+    wrong = "Women" if trusted != "Women" else "Men"
+    store.answer_gold(item.item, {"gender": wrong}, ANA, seconds=5.0)
+    store.answer_gold(item.item, {"gender": trusted}, BEN, seconds=7.0, predicted={"gender": (wrong, 0.8)})
+    decided = decisions(store, catalogue.root)
+    assert decided[["reviewer", "new", "kind", "seconds", "gold"]].values.tolist() == [
+        ["ana", wrong, "correct", 5.0, True], ["ben", trusted, "accept", 7.0, True]]
+    accuracy = gold_accuracy(decided, gold).set_index("reviewer")
+    assert accuracy["accuracy"].to_dict() == {"ana": 0.0, "ben": 1.0}
+    days = effort(decided, gold).set_index("reviewer")
+    assert (days.loc["ana", "gold_decisions"], days.loc["ana", "gold_accuracy"]) == (1, 0.0)
+    assert store.current([item.item])[item.item]["gender"] == item.baseline["gender"]  # nobody's answer applied
+    assert store.current([item.item])[item.item]["status"] is None
+    assert store.log_frame(catalogue.root).empty  # nor in the catalogue's log (and its export)
+    assert disagreements(decided).empty  # nothing for a third person to settle: the right value is known
+
+
 def test_seconds_must_be_a_duration(store, rows):
     _, items = rows
     with pytest.raises(ValueError, match="seconds must be a duration"):

@@ -5,9 +5,15 @@ trust layer saved (tags accepted with no person, in reviewer-hours at the team's
 
 A person's decision on a head is their latest log row of kind ACCEPT (kept the proposal or the
 current value), CORRECT (changed it) or NEW_VALUE (typed a value the schema did not know) on
-that item and head, not undone. Its seconds are those of its action: from the item shown to the
-decision, measured on the server (LabelStore.review's `seconds`). Gold items are catalogue rows a
-lead trusts (`set_gold`): a reviewer's decision on one is scored against its trusted value.
+that item and head, not undone, or their latest answer on a gold item (below). Its seconds are
+those of its action: from the item shown to the decision, measured on the server
+(LabelStore.review's `seconds`).
+
+Gold items are catalogue rows a lead trusts (`set_gold`), mixed into shared queues: a reviewer's
+decision on one is scored against its trusted value. Every reviewer who gets a gold item decides
+it, and in a shared queue their decision is an answer (LabelStore.answer_gold) that leaves the
+catalogue as it was: a wrong answer is never applied, the next reviewer is shown the same values,
+and two reviewers who answer differently leave nothing to settle (the right value is known).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, false, insert, select, true
 
 from core.access.roles import Actor, Permission, require
 from core.data import HEADS
@@ -33,6 +39,7 @@ from core.labels.tables import (
     ItemKind,
     LogKind,
     ReviewStatus,
+    gold_answers_table,
     gold_table,
     items_table,
     log_table,
@@ -42,24 +49,29 @@ from core.trust.abstention import clopper_pearson
 
 Dataset = str | Path | Catalogue
 MIN_SHARED = 5  # pairs of reviewers with fewer items in common get no kappa: it would be noise
-DECISION_COLUMNS = ["action", "seq", "at", "reviewer", "item", "field", "new", "kind", "seconds"]
+DECISION_COLUMNS = ["action", "seq", "at", "reviewer", "item", "field", "new", "kind", "seconds", "gold"]
 EFFORT_COLUMNS = ["reviewer", "day", "decisions", "head_decisions", "seconds_per_decision", "kept", "changed",
                   "typed", "gold_decisions", "gold_accuracy", "shared_decisions", "agreement"]
 
 
 def decisions(store: LabelStore, dataset: Dataset) -> pd.DataFrame:
     """Every person's decision on a head of `dataset`'s items (module docstring), oldest first;
-    columns DECISION_COLUMNS."""
-    undone = undone_actions()
-    query = (
-        select(*(log_table.c[column] for column in DECISION_COLUMNS))
+    columns DECISION_COLUMNS, gold True for a gold item's answer (its seq is the answers' own)."""
+    undone, of_dataset = undone_actions(), items_table.c.dataset == DatasetKey.of(dataset)
+    logged = (
+        select(*(log_table.c[column] for column in DECISION_COLUMNS[:-1]), false().label("gold"))
         .select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
-        .where(items_table.c.dataset == DatasetKey.of(dataset), log_table.c.kind.in_(PERSON_DECISIONS),
-               log_table.c.action.not_in(undone), log_table.c.batch.is_(None))  # a bulk edit is no look at a photo
-        .order_by(log_table.c.seq)
+        .where(of_dataset, log_table.c.kind.in_(PERSON_DECISIONS), log_table.c.action.not_in(undone),
+               log_table.c.batch.is_(None))  # a bulk edit is no look at a photo
+    )
+    answered = (
+        select(*(gold_answers_table.c[column] for column in DECISION_COLUMNS[:-1]), true().label("gold"))
+        .select_from(gold_answers_table.join(items_table, gold_answers_table.c.item == items_table.c.item))
+        .where(of_dataset)
     )
     with store.reader.begin() as connection:
-        rows = pd.DataFrame(connection.execute(query).all(), columns=DECISION_COLUMNS)
+        rows = pd.DataFrame([*connection.execute(logged), *connection.execute(answered)], columns=DECISION_COLUMNS)
+    rows = rows.astype({"gold": bool}).sort_values(["at", "seq"], kind="stable")
     return rows.drop_duplicates(["reviewer", "item", "field"], keep="last").reset_index(drop=True)
 
 
@@ -201,9 +213,10 @@ def agreement(decided: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float | No
 def disagreements(decided: pd.DataFrame) -> pd.DataFrame:
     """The (item, head) that two reviewers decided differently and nobody has settled since (a
     decision by a third person settles it, and the catalogue takes it): columns item, field,
-    values ({reviewer: value} of the two), in item order. An admin's queue to settle."""
+    values ({reviewer: value} of the two), in item order. An admin's queue to settle. Answers on a
+    gold item are left out: its right value is known, and the catalogue holds it."""
     records = []
-    for (item, head), rows in decided.groupby(["item", "field"], sort=True):
+    for (item, head), rows in decided[~decided["gold"]].groupby(["item", "field"], sort=True):
         first_two = rows.drop_duplicates("reviewer").head(2)
         if len(first_two) < 2 or first_two["new"].nunique(dropna=False) < 2:
             continue
