@@ -58,14 +58,15 @@ def decisions(store: LabelStore, dataset: Dataset) -> pd.DataFrame:
     """Every person's decision on a head of `dataset`'s items (module docstring), oldest first;
     columns DECISION_COLUMNS, gold True for a gold item's answer (its seq is the answers' own)."""
     undone, of_dataset = undone_actions(), items_table.c.dataset == DatasetKey.of(dataset)
+    columns = [column for column in DECISION_COLUMNS if column != "gold"]  # the log's and the answers' alike
     logged = (
-        select(*(log_table.c[column] for column in DECISION_COLUMNS[:-1]), false().label("gold"))
+        select(*(log_table.c[column] for column in columns), false().label("gold"))
         .select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
         .where(of_dataset, log_table.c.kind.in_(PERSON_DECISIONS), log_table.c.action.not_in(undone),
                log_table.c.batch.is_(None))  # a bulk edit is no look at a photo
     )
     answered = (
-        select(*(gold_answers_table.c[column] for column in DECISION_COLUMNS[:-1]), true().label("gold"))
+        select(*(gold_answers_table.c[column] for column in columns), true().label("gold"))
         .select_from(gold_answers_table.join(items_table, gold_answers_table.c.item == items_table.c.item))
         .where(of_dataset)
     )
