@@ -73,11 +73,17 @@ def taxonomy_of(catalogue: Catalogue) -> tuple[Taxonomy, pd.DataFrame]:
     return _taxonomy(str(catalogue.root), catalogue_stamp(catalogue.root))
 
 
-@st.cache_data(show_spinner=False, max_entries=4096)
 def thumbnail(path: str, max_side: int = 192) -> bytes | str:
-    """Thumbnail bytes, or why the image cannot be shown (a message naming the file, shown in its place)."""
+    """Thumbnail bytes, or why the image cannot be shown (a message naming the file, shown in its
+    place): one that lies outside the folders this person may use once its links are followed (a
+    catalogue photo linking out of them) is not read (core.images.reading.resolve_within)."""
+    return _thumbnail(path, max_side, person().roots)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _thumbnail(path: str, max_side: int, roots: tuple[Path, ...] | None) -> bytes | str:
     try:
-        return thumbnail_jpeg(path, max_side=max_side)
+        return thumbnail_jpeg(path, max_side=max_side, roots=roots)
     except ImageRejected as error:
         return str(error)
 

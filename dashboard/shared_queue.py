@@ -1,18 +1,22 @@
 """A team's shared Review queue (core.labels.leases): in team mode each item shown is leased to the
 person looking at it, so that two reviewers on one queue never see the same item at once (unless
-it is drawn for double review), and a lead's gold items are mixed into a new queue. Alone on one
-machine (local mode) none of it shows: the queue is the person's own."""
+it is drawn for double review, or is gold), and a lead's gold items are mixed into a new queue,
+where each reviewer's decision on one is their answer, scored, and leaves the catalogue as it was
+(core.labels.team). Alone on one machine (local mode) none of it shows: the queue is the person's own."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import streamlit as st
 
 from core.access.roles import Actor
 from core.data.catalogue import Catalogue
-from core.labels.leases import decided_by, next_leased, open_for, team_settings
+from core.labels.leases import decided_by, next_leased, open_for, release, team_settings
 from core.labels.queues import with_gold
 from core.labels.store import LabelStore
-from core.labels.tables import Item
+from core.labels.tables import Action, Item
 from core.labels.team import decisions, gold_labels
 from dashboard.identity import login_configured
 
@@ -34,6 +38,20 @@ def leased_item(store: LabelStore, catalogue: Catalogue, queue: list[int], curre
         return current
     leased = next_leased(store, queue, actor, share, start=current)
     return current if leased is None and decided else leased
+
+
+def save_decision(store: LabelStore, item: Item, labels: Mapping[str, str | None], actor: Actor,
+                  **decision: Any) -> Action:
+    """Save `actor`'s labels of `item` (`decision`: LabelStore.review's run_id, predicted,
+    new_values, seconds): in a shared queue a gold item's are their answer (LabelStore.answer_gold),
+    any other item's a review, and their hold of the item ends: a gold or double-review item goes
+    on to the next reviewer now, not when the hold runs out."""
+    if not shared():
+        return store.review(item.item, labels, actor, **decision)
+    gold = item.item in gold_labels(store, item.dataset)
+    action = (store.answer_gold if gold else store.review)(item.item, labels, actor, **decision)
+    release(store, item.item, actor)
+    return action
 
 
 DECISION_BUTTONS = ("review_save", "review_skip", "review_not_product")  # the keys of the Review page's decisions

@@ -115,7 +115,7 @@ def share_controls(store: LabelStore, catalogue: Catalogue, actor: Actor) -> Non
 
 
 def gold_controls(store: LabelStore, catalogue: Catalogue, gold: dict, actor: Actor) -> None:
-    """A lead draws gold items from the catalogue: its rows' labels are trusted as they are."""
+    """A lead draws gold items from the catalogue: its rows' labels, as corrected, are trusted."""
     with st.form("team.gold_form", border=False):
         left, right = st.columns([1, 2], vertical_alignment="bottom")
         count = left.number_input("Gold items to add", 1, 1000, 20, key="team.gold_count")

@@ -27,7 +27,7 @@ from dashboard.queue_state import CURRENT_KEY, QUEUE_KEY, remember_queue, restor
 from dashboard.review_queue import queue_sources, queue_view
 from dashboard.review_timer import seconds_on, start_clock
 from dashboard.runs import REVIEW_RUN_KEY, heads_of
-from dashboard.shared_queue import leased_item, lost_hold, shared
+from dashboard.shared_queue import leased_item, lost_hold, save_decision, shared
 from dashboard.shortcuts import keyboard_shortcuts
 from dashboard.text import code, plain
 from training.registry import (
@@ -224,9 +224,9 @@ def actions(store: LabelStore, record: RunRecord | None, item: Item, shown: list
         if missing:  # a catalogue row may keep a label it never had missing
             st.error(f"Choose a label for {', '.join(missing)} first.")
             return
-        store.review(item.item, chosen, actor, run_id=run_id, predicted=predicted,
-                     new_values=[head for head in chosen if new_values.get((item.item, head)) == chosen[head]],
-                     seconds=seconds_on(item.item))
+        save_decision(store, item, chosen, actor, run_id=run_id, predicted=predicted,
+                      new_values=[head for head in chosen if new_values.get((item.item, head)) == chosen[head]],
+                      seconds=seconds_on(item.item))
         step = 1
     elif skip or not_product:
         store.mark(item.item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, actor, run_id=run_id)

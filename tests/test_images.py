@@ -265,3 +265,28 @@ def test_a_16_bit_png_under_the_limit_decodes_cheaply():
     image = read_image_checked(png_of_zeros(4_000, 4_000, 16), name="grey16.png")
     assert image.mode == "RGB" and image.size == (4_000, 4_000) and image.getextrema() == ((0, 0),) * 3
     assert time.process_time() - started < 5  # was ~0.7 s with 8-byte arithmetic per pixel, ~0.25 s now
+
+
+def test_a_photo_that_links_out_of_the_allowed_folders_is_refused_by_name(tmp_path):
+    """With the folders a person may use (team mode), a photo file that is a symbolic link out of them
+    is not read, and says so by its name; a link that stays inside them is read; without them (the
+    command line, one person's own machine) any file is."""
+    allowed, outside = tmp_path / "data", tmp_path / "secret"
+    (allowed / "images").mkdir(parents=True)
+    outside.mkdir()
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(outside / "private.jpg")
+    Image.new("RGB", (40, 40), (200, 9, 9)).save(allowed / "kept.jpg")
+    (allowed / "images" / "1.jpg").symlink_to(outside / "private.jpg")
+    (allowed / "images" / "2.jpg").symlink_to(allowed / "kept.jpg")
+    (allowed / "images" / "3.jpg").symlink_to("3.jpg")  # a loop
+    roots = (allowed.resolve(),)
+    outside_message = "1.jpg: lies outside the folders this dashboard may use once its links are followed: not read"
+    with pytest.raises(ImageRejected) as refused:
+        thumbnail_jpeg(allowed / "images" / "1.jpg", roots=roots)
+    assert str(refused.value) == outside_message
+    with pytest.raises(ImageRejected, match=re.escape(f"{allowed / 'images' / '1.jpg'}: lies outside")):
+        read_image_checked(allowed / "images" / "1.jpg", roots=roots)
+    with pytest.raises(ImageRejected, match=r"^3\.jpg: cannot read the file \(.*[Ll]oop"):
+        thumbnail_jpeg(allowed / "images" / "3.jpg", roots=roots)
+    assert read_image_checked(allowed / "images" / "2.jpg", roots=roots).getpixel((0, 0))[0] > 150
+    assert read_image_checked(allowed / "images" / "1.jpg").getpixel((0, 0))[0] < 50

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from core.access.database import DB_URL_ENV
+from core.access.roles import Actor, Role
 from core.data import HEADS, STYLES_COLUMNS
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
@@ -214,6 +215,28 @@ def test_export_skips_and_names_photos_it_cannot_write(workspace_home, demo, tmp
     done = run_cli(workspace_home, "--data", str(catalogue.root), "--out", str(tmp_path / "cli"))
     assert done.returncode == 0, done.stderr
     assert f"note: photo of {ids[1]} not written: {ids[1]}.jpg: the file is empty (0 bytes)" in done.stdout.splitlines()
+
+
+def test_an_export_skips_a_photo_that_links_out_of_the_folders_the_admin_may_use(workspace_home, demo, tmp_path):
+    """In team mode a catalogue photo that is a symbolic link out of the allowed folders is not
+    copied into the export (where anyone who may open the export would see it): skipped, named."""
+    root = tmp_path / "data"
+    catalogue = load_catalogue(private_copy(demo, root / "demo"))
+    store = LabelStore(workspace=workspace_home)
+    secret = tmp_path / "secret.jpg"
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(secret)
+    linked, inside = catalogue.frame["id"].tolist()[:2]
+    (catalogue.images_dir / f"{linked}.jpg").unlink()
+    (catalogue.images_dir / f"{linked}.jpg").symlink_to(secret)
+    (catalogue.images_dir / f"{inside}.jpg").rename(root / "kept.jpg")
+    (catalogue.images_dir / f"{inside}.jpg").symlink_to(root / "kept.jpg")  # a link within them is followed
+    admin = Actor("ann", Role.ADMIN, roots=(root.resolve(),))
+    report = export_dataset(catalogue, store, root / "export", admin)
+    assert report.skipped_images == {
+        linked: f"{linked}.jpg: lies outside the folders this dashboard may use once its links are followed: not read"}
+    assert not (root / "export" / "images" / f"{linked}.jpg").exists()
+    assert (root / "export" / "images" / f"{inside}.jpg").read_bytes() == (root / "kept.jpg").read_bytes()
+    assert report.rows == N
 
 
 def test_an_export_killed_midway_leaves_debris_the_next_one_clears(reviewed, workspace_home, demo, tmp_path):

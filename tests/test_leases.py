@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import pandas as pd
 import pytest
+from sqlalchemy import insert, text
 
 from core.access.roles import AccessDenied
-from core.data.catalogue import load_catalogue
+from core.data.catalogue import DatasetKey, load_catalogue
 from core.data.demo import generate_demo
 from core.labels.leases import (
     TeamSettings,
     claim,
+    decided_by,
     double_review,
     holders,
     next_leased,
@@ -24,6 +28,8 @@ from core.labels.leases import (
     set_team_settings,
     team_settings,
 )
+from core.labels.tables import team_settings_table
+from core.labels.team import gold_labels, set_gold
 
 from conftest import ANA, ANN, BEN, BOB, REPO
 from test_labelstore import db_url, store  # noqa: F401  (the store on both databases)
@@ -65,6 +71,27 @@ def test_a_double_review_item_goes_to_two_different_people(store, queue):
     assert double[0] not in open_for(store, items, BOB, 0.3)  # two people decided it: done
 
 
+def test_a_gold_item_stays_open_to_every_reviewer_until_they_decided_it(store, queue):
+    """Each reviewer who gets a gold item decides it (their answer is scored for them): one person's
+    answer closes it for them alone, and leaves the catalogue as it was, for the next one to be shown."""
+    catalogue, items = queue
+    gold = items[0]
+    set_gold(store, [gold], ANN)
+    trusted = gold_labels(store, catalogue.root)[gold]["gender"]
+    before = store.current([gold])[gold]
+    store.answer_gold(gold, {"gender": "Women" if trusted != "Women" else "Men"}, ANA, seconds=4.0)
+    assert gold not in open_for(store, items, ANA, 0.0) and decided_by(store, gold, ANA)
+    assert gold in open_for(store, items, BEN, 0.0) and not decided_by(store, gold, BEN)
+    assert next_leased(store, [gold], BEN) == gold
+    assert store.current([gold])[gold] == before  # her wrong answer is not the catalogue's
+    store.answer_gold(gold, {"gender": trusted}, BEN)
+    assert gold not in open_for(store, items, BEN, 0.0) and gold in open_for(store, items, BOB, 0.0)
+    store.review(items[1], {"gender": "Men"}, ANA)
+    assert items[1] not in open_for(store, items, BOB, 0.0)  # any other item is done once decided
+    with pytest.raises(ValueError, match=f"item {items[1]} is not a gold item"):
+        store.answer_gold(items[1], {"gender": "Men"}, BOB)
+
+
 def test_a_lead_sets_the_shares(store, queue):
     catalogue, _ = queue
     assert team_settings(store, catalogue.root) == TeamSettings(0.0, 0.0)
@@ -74,6 +101,45 @@ def test_a_lead_sets_the_shares(store, queue):
     assert team_settings(store, catalogue.root) == TeamSettings(0.05, 0.2)
     with pytest.raises(ValueError, match="rate between 0 and 1"):
         set_team_settings(store, catalogue.root, TeamSettings(5, 0.2), ANN)
+
+
+def test_two_first_saves_of_the_shares_at_once_both_succeed(store, queue):
+    """A lead's first save meets another's, not yet committed: it waits for it, then updates it (an
+    update-then-insert found nothing to update and its insert failed on the key, on PostgreSQL)."""
+    catalogue, _ = queue
+    failures = []
+
+    def save() -> None:
+        try:
+            set_team_settings(store, catalogue.root, TeamSettings(0.05, 0.2), ANN)
+        except Exception as error:  # the test's verdict, not the thread's end
+            failures.append(error)
+
+    with store.engine.connect() as other:
+        with other.begin():
+            other.execute(insert(team_settings_table).values(dataset=DatasetKey.of(catalogue.root), gold_share=0.1,
+                                                             double_share=0.1, set_by="ada", at="2026-01-01"))
+            saving = threading.Thread(target=save)
+            saving.start()
+            wait_until_blocked(store)
+        saving.join(timeout=60)
+    assert not failures, failures
+    assert team_settings(store, catalogue.root) == TeamSettings(0.05, 0.2)
+
+
+def wait_until_blocked(store, seconds: float = 20) -> None:
+    """Until a statement waits for another transaction's lock (PostgreSQL); a moment on SQLite, where
+    a writer waits at BEGIN for the one write lock and nothing shows it."""
+    if store.engine.dialect.name != "postgresql":
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with store.engine.connect() as connection:
+            if connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+                return
+        time.sleep(0.05)
+    raise AssertionError("no statement waited for the uncommitted row")
 
 
 @pytest.mark.slow

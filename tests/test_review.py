@@ -3,6 +3,7 @@
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -231,7 +232,7 @@ def test_an_auto_acceptance_is_undone_as_a_whole_after_the_decisions_made_since(
 
 def test_gold_items_are_mixed_into_a_queue_at_the_share_set_each_once_and_never_one_already_seen():
     items, gold = list(range(1, 201)), list(range(1000, 1100))
-    for share in (0.05, 0.1, 0.25):
+    for share in (0.05, 0.1, 0.25, 0.3, 0.4):  # 1 / share not a whole number: the share still holds
         mixed = with_gold(items, gold, share)
         added = [item for item in mixed if item >= 1000]
         assert len(added) == round(len(items) * share) and len(set(added)) == len(added)
@@ -242,3 +243,14 @@ def test_gold_items_are_mixed_into_a_queue_at_the_share_set_each_once_and_never_
     assert not set(with_gold(items, gold, 0.5, seen)) & seen  # a gold item this reviewer decided is not shown again
     assert with_gold(items, gold, 0.0) == items and with_gold(items, [], 0.3) == items
     assert with_gold(items, [5, 1000], 1.0).count(5) == 1  # an item already in the queue is not added twice
+
+
+def test_short_queues_get_gold_items_at_the_share_on_average_not_one_each():
+    """A queue shorter than 1 / share gets a gold item with the chance its length allows (3 items at
+    10 %: 0.3 of one), not one every time: rounded up, short queues would be a quarter gold."""
+    gold = list(range(10_000, 10_100))
+    counts = [sum(item >= 10_000 for item in with_gold([first, first + 1, first + 2], gold, 0.1))
+              for first in range(1, 3_001, 3)]  # a thousand queues of 3
+    assert set(counts) <= {0, 1}
+    assert 0.25 < np.mean(counts) < 0.35
+    assert all(len(with_gold(list(range(first, first + 25)), gold, 0.1)) - 25 in (2, 3) for first in range(1, 500))

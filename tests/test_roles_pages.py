@@ -191,6 +191,35 @@ def test_a_dataset_inside_the_allowed_folders_whose_photos_link_outside_them_is_
         shutil.rmtree(linked)
 
 
+def test_a_photo_of_an_allowed_dataset_that_links_outside_the_allowed_folders_is_not_shown(run, tmp_path):
+    """The dataset lies under the allowed folders, one photo file in its images/ is a link out of
+    them: the Review page names the photo and why in its place, and shows nothing of it."""
+    from core.access.roles import Actor, Role
+
+    _, catalogue, _ = run
+    product_id = int(catalogue.frame["id"].iloc[40])  # a row no other test here shows
+    photo, secret = catalogue.image_path(product_id), tmp_path / "secret.jpg"
+    photo.rename(secret)
+    photo.symlink_to(secret)
+    try:
+        store = LabelStore(workspace=workspace_dir())
+        [item] = store.add_catalogue_items(catalogue, [product_id], Actor(ADA, Role.ADMIN))
+        at = AppTest.from_file(HOME, default_timeout=90)
+        at.secrets["auth"] = AUTH
+        at.user = {"is_logged_in": True, "email": "xena@example.com", "email_verified": True, "name": "Xena"}
+        at.session_state["review.queue"] = [item.item]
+        at.session_state["review.current"] = item.item
+        at.run()
+        at.switch_page(REVIEW).run()
+        assert not at.exception, at.exception
+        assert f"{photo.name}: lies outside the folders this dashboard may use once its links are followed: " \
+               "not read" in texts(at.text)
+        assert not at.get("image") and not at.get("imgs")
+    finally:
+        photo.unlink()
+        secret.rename(photo)
+
+
 def test_a_broken_access_file_shows_nothing(run, monkeypatch, tmp_path):
     (tmp_path / "access.toml").write_text('admin = "ada@example.com"\n')
     monkeypatch.setenv(ACCESS_ENV, str(tmp_path / "access.toml"))
@@ -274,6 +303,40 @@ def test_two_reviewers_on_one_shared_queue_see_different_photos_and_gold_is_mixe
     rita.button(key="review.load_confident").click().run()
     assert not rita.exception, rita.exception
     assert gold[0] in rita.session_state["review.queue"] and len(rita.session_state["review.queue"]) == 5
+
+
+def test_a_gold_item_one_reviewer_decided_goes_to_the_next_one_too_and_the_catalogue_keeps_it(run):
+    """Yara saves a gold item of a shared queue: her answer counts for her, the catalogue keeps the
+    trusted labels, and Zoe, on the same queue, still gets the gold item to decide."""
+    from core.access.roles import Actor, Role
+    from core.labels.team import decisions, set_gold
+
+    _, catalogue, _ = run
+    store = LabelStore(workspace=workspace_dir())
+    [gold] = store.add_catalogue_items(catalogue, [int(catalogue.frame["id"].iloc[50])], Actor(ADA, Role.ADMIN))
+    set_gold(store, [gold.item], Actor(ADA, Role.ADMIN))
+    before = store.current([gold.item])[gold.item]
+    sessions = {}
+    for email in ("yara@example.com", "zoe@example.com"):  # reviewers with no queue or decision from other tests
+        at = AppTest.from_file(HOME, default_timeout=90)
+        at.secrets["auth"] = AUTH
+        at.user = {"is_logged_in": True, "email": email, "email_verified": True, "name": email}
+        at.session_state["review.queue"] = [gold.item]
+        at.session_state["review.current"] = gold.item
+        at.run()
+        at.switch_page(REVIEW).run()
+        assert not at.exception, at.exception
+        sessions[email] = at
+    sessions["yara@example.com"].button(key="review_save").click().run()
+    assert not sessions["yara@example.com"].exception, sessions["yara@example.com"].exception
+    answers = decisions(store, catalogue.root)
+    assert set(answers.loc[answers["item"] == gold.item, "reviewer"]) == {"yara@example.com"}
+    assert answers.loc[answers["item"] == gold.item, "gold"].all()
+    assert store.current([gold.item])[gold.item] == before  # unreviewed, its labels the trusted ones
+    zoe = sessions["zoe@example.com"]
+    zoe.run()
+    assert zoe.session_state["review.current"] == gold.item  # hers to decide as well
+    assert not any("Every open photo" in info.value for info in zoe.info)
 
 
 def test_a_decision_for_a_photo_whose_hold_ran_out_and_went_to_another_is_not_saved_anywhere(run):

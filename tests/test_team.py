@@ -11,7 +11,9 @@ from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.labels.queues import PhotoProposal, SourcePolicy, accept_confident
 from core.labels.store import LabelStore
+from core.labels.tables import ReviewStatus
 from core.labels.team import (
+    add_gold_rows,
     agreement,
     decisions,
     disagreements,
@@ -110,6 +112,58 @@ def test_effort_gold_accuracy_and_hours_saved(store, rows, tmp_path):
     assert totals["auto_accepted"] == 2 and totals["people"] == 5
     assert totals["seconds_per_tag"] == pytest.approx(70 / 5)
     assert totals["hours_saved"] == pytest.approx(2 * 70 / 5 / 3600)
+
+
+def test_a_gold_items_trusted_labels_are_the_catalogues_as_corrected_when_it_was_made_gold(store, rows):
+    """A row corrected before it was made gold is trusted with its correction, the value a reviewer
+    is shown, not the raw catalogue value; later edits leave the trusted labels as they were."""
+    catalogue, items = rows
+    first, second = items[:2]
+    corrected = "Women" if first.baseline["gender"] != "Women" else "Men"
+    store.review(first.item, {"gender": corrected}, ANA)
+    assert set_gold(store, [first.item, second.item], ANN) == 2
+    gold = gold_labels(store, catalogue.root)
+    assert gold[first.item] == {**{head: value for head, value in first.baseline.items() if value is not None},
+                                "gender": corrected}
+    assert gold[second.item] == {head: value for head, value in second.baseline.items() if value is not None}
+    store.label_many([first.item], "gender", first.baseline["gender"], ANN)  # a later bulk edit
+    assert gold_labels(store, catalogue.root) == gold
+
+
+def test_gold_rows_drawn_from_the_catalogue_take_its_corrected_labels_and_never_a_dropped_row(store, rows):
+    catalogue, _ = rows
+    items = store.add_catalogue_items(catalogue, catalogue.frame["id"].tolist(), ANN)
+    dropped = {item.item for item in items[:10]}
+    for item in items[:10]:
+        store.mark(item.item, ReviewStatus.NOT_PRODUCT, ANA)
+    for item in items[10:]:
+        store.review(item.item, {"usage": "Travel"}, ANA)
+    assert add_gold_rows(store, catalogue, len(items), ANN) == len(items) - 10  # the rows not dropped
+    gold = gold_labels(store, catalogue.root)
+    assert not set(gold) & dropped
+    assert {labels["usage"] for labels in gold.values()} == {"Travel"}
+
+
+def test_each_reviewers_gold_answer_is_scored_for_them_and_leaves_the_catalogue_as_it_was(store, rows):
+    catalogue, items = rows
+    item = items[0]
+    set_gold(store, [item.item], ANN)
+    gold = gold_labels(store, catalogue.root)
+    trusted = gold[item.item]["gender"]
+    wrong = "Women" if trusted != "Women" else "Men"
+    store.answer_gold(item.item, {"gender": wrong}, ANA, seconds=5.0)
+    store.answer_gold(item.item, {"gender": trusted}, BEN, seconds=7.0, predicted={"gender": (wrong, 0.8)})
+    decided = decisions(store, catalogue.root)
+    assert decided[["reviewer", "new", "kind", "seconds", "gold"]].values.tolist() == [
+        ["ana", wrong, "correct", 5.0, True], ["ben", trusted, "accept", 7.0, True]]
+    accuracy = gold_accuracy(decided, gold).set_index("reviewer")
+    assert accuracy["accuracy"].to_dict() == {"ana": 0.0, "ben": 1.0}
+    days = effort(decided, gold).set_index("reviewer")
+    assert (days.loc["ana", "gold_decisions"], days.loc["ana", "gold_accuracy"]) == (1, 0.0)
+    assert store.current([item.item])[item.item]["gender"] == item.baseline["gender"]  # nobody's answer applied
+    assert store.current([item.item])[item.item]["status"] is None
+    assert store.log_frame(catalogue.root).empty  # nor in the catalogue's log (and its export)
+    assert disagreements(decided).empty  # nothing for a third person to settle: the right value is known
 
 
 def test_seconds_must_be_a_duration(store, rows):

@@ -16,10 +16,13 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from importlib import import_module
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy import ColumnElement, Insert, Table, create_engine, event, inspect
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import MetaData
 
 from core.workspace import workspace_dir
@@ -105,6 +108,28 @@ def create_tables(engine: Engine, metadata: MetaData) -> None:
                 kind = column.type.compile(dialect=connection.dialect)
                 exists = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
                 connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN{exists} {column.name} {kind}')
+
+
+def dialect_insert(connection: Connection) -> Callable[[Table], Insert] | None:
+    """SQLite's or PostgreSQL's own insert (with ON CONFLICT), None for another database."""
+    name = connection.dialect.name
+    return import_module(f"sqlalchemy.dialects.{name}").insert if name in ("sqlite", "postgresql") else None
+
+
+def upsert(connection: Connection, table: Table, row: Mapping[str, Any], keys: Sequence[str],
+           where: ColumnElement[bool] | None = None) -> Insert:
+    """The statement that inserts `row` into `table` or, where a row with the same `keys` (its
+    primary key or a unique constraint) is there already, sets that row's other columns to `row`'s
+    (only where `where` holds, when given): one INSERT ... ON CONFLICT DO UPDATE, so two writers
+    saving the same new key at once never clash, as an update-then-insert lets them (both find
+    nothing to update, the second insert raises IntegrityError). Returned unexecuted, so a caller
+    may add RETURNING. SQLite and PostgreSQL; ValueError naming another database."""
+    insert = dialect_insert(connection)
+    if insert is None:
+        raise ValueError(f"the workspace database must be SQLite or PostgreSQL, not {connection.dialect.name}")
+    statement = insert(table).values(**row)
+    return statement.on_conflict_do_update(
+        index_elements=list(keys), set_={key: statement.excluded[key] for key in row if key not in keys}, where=where)
 
 
 def _missing(connection, metadata: MetaData) -> dict:

@@ -2,8 +2,10 @@
 
 `read_image_checked` is the edge for every image file the app did not write itself (uploads,
 folders, CLI paths, catalogue photos): every way such a file can be bad becomes an
-`ImageRejected` whose message names the file and the problem. `open_rgb` is for the app's own
-files (the resized-photo cache).
+`ImageRejected` whose message names the file and the problem; given the folders a person may use
+(core.access.roles: team mode), a file that lies outside them once its links are followed (a
+catalogue photo that is a symbolic link out of them) is one such way (`resolve_within`). `open_rgb`
+is for the app's own files (the resized-photo cache).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +77,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def thumbnail_jpeg(path: str | Path, max_side: int = 192, quality: int = 85) -> bytes:
+def thumbnail_jpeg(path: str | Path, max_side: int = 192, quality: int = 85,
+                   roots: Sequence[Path] | None = None) -> bytes:
     """A JPEG thumbnail whose longer side is at most `max_side`, as bytes (for caching and display);
-    the file is read as `read_image_checked` reads it (ImageRejected names the file by its name)."""
-    image = read_image_checked(path, name=Path(path).name, max_side=max_side)
+    the file is read as `read_image_checked` reads it, under `roots` (ImageRejected names the file
+    by its name)."""
+    image = read_image_checked(path, name=Path(path).name, max_side=max_side, roots=roots)
     image.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
@@ -86,11 +90,13 @@ def thumbnail_jpeg(path: str | Path, max_side: int = 192, quality: int = 85) -> 
 
 
 def read_image_checked(
-    source: str | Path | bytes, name: str | None = None, max_side: int | None = None
+    source: str | Path | bytes, name: str | None = None, max_side: int | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> Image.Image:
     """Decode a user's image (a path, or the bytes of an upload) as RGB, transparency on white,
     EXIF rotation applied; raise ImageRejected naming `name` (default: the path) and the problem:
-    an empty file, not an image, a format other than ACCEPTED_FORMATS, too many pixels or too costly
+    a path outside `roots` once its links are followed (`resolve_within`; any path without them), an
+    empty file, not an image, a format other than ACCEPTED_FORMATS, too many pixels or too costly
     a decode (checked from the header, before decoding: see MAX_PIXELS and MAX_DECODE_BYTES), or a
     truncated or corrupt file.
 
@@ -102,7 +108,7 @@ def read_image_checked(
         raise ValueError(f"max_side must be a positive int or None, got {max_side!r}")
     label = name if name is not None else str(source) if not isinstance(source, bytes) else "upload"
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        data = source if isinstance(source, bytes) else resolve_within(Path(source), roots, label).read_bytes()
     except OSError as err:
         raise ImageRejected(f"{label}: cannot read the file ({err.strerror or err})") from err
     if not data:
@@ -141,6 +147,23 @@ def read_image_checked(
             raise
         except (OSError, SyntaxError, ValueError) as err:  # truncated data, broken chunks
             raise ImageRejected(f"{label}: the image data is truncated or corrupt ({err})") from err
+
+
+def resolve_within(path: Path, roots: Sequence[Path] | None, label: str) -> Path:
+    """`path` with its links followed, when it lies under one of `roots` (resolved folders: the ones a
+    person may use, core.access.roles.Actor.roots); `path` as it is when `roots` is None (the command
+    line, one person's own machine). ImageRejected naming `label` otherwise: a photo inside an allowed
+    dataset that links out of the allowed folders is not read, as the folder it links to would not be."""
+    if roots is None:
+        return path
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as err:  # a symbolic link loop (RuntimeError before Python 3.13)
+        raise ImageRejected(f"{label}: cannot read the file ({err})") from err
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise ImageRejected(f"{label}: lies outside the folders this dashboard may use once its links are followed: "
+                            "not read")
+    return resolved
 
 
 def _too_large(label: str, size: str, limit: int, what: str = "megapixel limit") -> str:

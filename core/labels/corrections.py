@@ -19,7 +19,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import pandas as pd
 from core.access.roles import Actor, Permission, require_folder
 from core.data import HEADS
 from core.data.catalogue import IMAGES_DIR, Catalogue, write_styles
-from core.images.reading import ImageRejected, read_image_checked
+from core.images.reading import ImageRejected, read_image_checked, resolve_within
 from core.labels.checks import check_heads
 from core.labels.store import LabelStore
 from core.labels.tables import STATUS, Item, ItemKind, ReviewStatus
@@ -164,7 +164,7 @@ def export_dataset(
         with open(staging / STAGING_MARKER, "w") as marker:
             fcntl.flock(marker, fcntl.LOCK_EX)  # held until the export ends: a live export's folder is never cleared
             write_styles(corrected.frame, staging)
-            skipped = _write_images(corrected, staging / IMAGES_DIR, progress)
+            skipped = _write_images(corrected, staging / IMAGES_DIR, actor.roots, progress)
             spreadsheet_csv(log, staging / CORRECTIONS_FILE, index=False, lineterminator="\n")
             (staging / STAGING_MARKER).unlink()
         if out.exists():
@@ -204,9 +204,12 @@ def clear_stale_staging(parent: Path) -> list[str]:
     return cleared
 
 
-def _write_images(catalogue: Catalogue, folder: Path, progress: Callable[[int, int], None] | None) -> dict[int, str]:
+def _write_images(catalogue: Catalogue, folder: Path, roots: Sequence[Path] | None,
+                  progress: Callable[[int, int], None] | None) -> dict[int, str]:
     """Write images/<id>.jpg for every row; returns id -> why a photo was skipped. Only a bad
-    source is skipped: an error writing the export (a full disk) ends it."""
+    source is skipped: an error writing the export (a full disk) ends it. A photo outside `roots`
+    once its links are followed (the exporting person's folders; core.images.reading.resolve_within)
+    is a bad source: a copy in the export would show it to whoever may open the export."""
     folder.mkdir()
     ids = catalogue.frame["id"].tolist()
     step = max(1, len(ids) // 100)  # about 100 progress calls, however large the catalogue
@@ -215,8 +218,9 @@ def _write_images(catalogue: Catalogue, folder: Path, progress: Callable[[int, i
         source, target = catalogue.image_path(product_id), folder / f"{product_id}.jpg"
         try:
             if product_id in catalogue.extra_images:  # any accepted format: the layout wants JPEG
-                image = read_image_checked(source, name=source.name)
+                image = read_image_checked(source, name=source.name, roots=roots)
             else:
+                source = resolve_within(source, roots, source.name)
                 _check_photo(source)
         except ImageRejected as error:
             skipped[product_id] = str(error)

@@ -3,7 +3,9 @@ LEASE_SECONDS (renewed while they look), in the database, so that it holds acros
 machines; another reviewer working the same queue is given the next item nobody holds. A lease
 ends when it runs out or its holder moves on; a decided item is done and offered to nobody, but
 a double-review item (drawn at the team's double share by a hash of the item) stays open until
-two different people decided it, and is never offered twice to the same person.
+two different people decided it, and a gold item (core.labels.team) stays open to everyone who has
+not decided it yet (their answer, LabelStore.answer_gold, is scored for them alone); neither is
+ever offered twice to the same person.
 
 The claim is one statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE the lease is free or
 already ours), so two reviewers asking at once cannot both win it, on SQLite and PostgreSQL alike.
@@ -14,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib import import_module
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection
 
+from core.access.database import upsert
 from core.access.roles import Actor, Permission, require
 from core.data.catalogue import Catalogue, DatasetKey
 from core.data.split import id_uniform
@@ -29,6 +32,8 @@ from core.labels.tables import (
     PERSON_DECISIONS,
     STATUS,
     current_table,
+    gold_answers_table,
+    gold_table,
     leases_table,
     log_table,
     team_settings_table,
@@ -60,13 +65,11 @@ def set_team_settings(store: LabelStore, dataset: str | Path | Catalogue, settin
                       actor: Actor) -> None:
     """Set the dataset's shares (Permission.LEAD); each a rate in [0, 1]."""
     require(actor, Permission.LEAD)
-    values = {"gold_share": check_share(settings.gold_share), "double_share": check_share(settings.double_share),
-              "set_by": actor.identity, "at": _now().isoformat(timespec="microseconds")}
-    dataset = DatasetKey.of(dataset)
-    with store.engine.begin() as connection:
-        where = team_settings_table.c.dataset == dataset
-        if connection.execute(update(team_settings_table).where(where).values(**values)).rowcount == 0:
-            connection.execute(insert(team_settings_table).values(dataset=dataset, **values))
+    row = {"dataset": DatasetKey.of(dataset), "gold_share": check_share(settings.gold_share),
+           "double_share": check_share(settings.double_share), "set_by": actor.identity,
+           "at": _now().isoformat(timespec="microseconds")}
+    with store.engine.begin() as connection:  # one statement: two leads saving a first time at once never clash
+        connection.execute(upsert(connection, team_settings_table, row, ("dataset",)))
 
 
 def double_review(items: Sequence[int], share: float) -> np.ndarray:
@@ -80,12 +83,9 @@ def claim(store: LabelStore, item: int, actor: Actor, seconds: int = LEASE_SECON
     item, now = check_id(item, "item"), _now()
     until = (now + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
     with store.engine.begin() as connection:
-        dialect_insert = import_module(f"sqlalchemy.dialects.{connection.dialect.name}").insert
-        statement = dialect_insert(leases_table).values(item=item, reviewer=actor.identity, until=until)
-        statement = statement.on_conflict_do_update(
-            index_elements=["item"], set_={"reviewer": actor.identity, "until": until},
-            where=(leases_table.c.until < now.isoformat(timespec="microseconds"))
-            | (leases_table.c.reviewer == actor.identity))
+        statement = upsert(connection, leases_table, {"item": item, "reviewer": actor.identity, "until": until},
+                           ("item",), where=(leases_table.c.until < now.isoformat(timespec="microseconds"))
+                           | (leases_table.c.reviewer == actor.identity))
         # RETURNING says whether the row was written: rowcount is not reliable for an upsert on every driver.
         return connection.execute(statement.returning(leases_table.c.item)).first() is not None
 
@@ -107,34 +107,48 @@ def holders(store: LabelStore, items: Sequence[int]) -> dict[int, str]:
 
 
 def open_for(store: LabelStore, items: Sequence[int], actor: Actor, double_share: float) -> list[int]:
-    """The items of `items` (in order) still open to `actor`: unreviewed, or a double-review item
-    that fewer than two people decided and `actor` has not."""
+    """The items of `items` (in order) still open to `actor`: a gold item they have not decided
+    (whoever else did), an unreviewed item, or a double-review item that fewer than two people
+    decided and `actor` has not."""
     items = [check_id(item, "item") for item in items]
     double = dict(zip(items, double_review(items, double_share))) if items else {}
-    undone = undone_actions()
     with store.reader.begin() as connection:
         status = dict(connection.execute(
             select(current_table.c.item, current_table.c.value)
             .where(current_table.c.item.in_(items), current_table.c.field == STATUS)).all())
-        deciders: dict[int, set[str]] = {}
-        query = (select(log_table.c.item, log_table.c.reviewer)
-                 .where(log_table.c.item.in_([item for item in items if double[item]]),
-                        log_table.c.kind.in_(PERSON_DECISIONS), log_table.c.action.not_in(undone)))
-        for item, reviewer in connection.execute(query):
-            deciders.setdefault(item, set()).add(reviewer)
+        gold = set(connection.execute(select(gold_table.c.item).where(gold_table.c.item.in_(items))).scalars())
+        deciders = _deciders(connection, [item for item in items if double[item] or item in gold])
+    mine = {item for item, people in deciders.items() if actor.identity in people}
     return [item for item in items
-            if (status.get(item) is None and not deciders.get(item))
-            or (double[item] and len(deciders.get(item, ())) < 2 and actor.identity not in deciders.get(item, ()))]
+            if (item not in mine if item in gold else
+                (status.get(item) is None and not deciders.get(item))
+                or (double[item] and len(deciders.get(item, ())) < 2 and item not in mine))]
+
+
+def _deciders(connection: Connection, items: list[int]) -> dict[int, set[str]]:
+    """item -> who decided it, of `items`: a person's decision in the log (not undone) or a gold answer."""
+    undone = undone_actions()
+    decided = (select(log_table.c.item, log_table.c.reviewer)
+               .where(log_table.c.item.in_(items), log_table.c.kind.in_(PERSON_DECISIONS),
+                      log_table.c.action.not_in(undone))
+               .union(select(gold_answers_table.c.item, gold_answers_table.c.reviewer)
+                      .where(gold_answers_table.c.item.in_(items))))
+    deciders: dict[int, set[str]] = {}
+    for item, reviewer in connection.execute(decided):
+        deciders.setdefault(item, set()).add(reviewer)
+    return deciders
 
 
 def decided_by(store: LabelStore, item: int, actor: Actor) -> bool:
-    """Whether `actor` wrote a decision on `item` that is not undone (a review or a mark)."""
-    undone = undone_actions()
-    query = select(log_table.c.seq).where(log_table.c.item == check_id(item, "item"),
-                                          log_table.c.reviewer == actor.identity, log_table.c.undoes.is_(None),
-                                          log_table.c.action.not_in(undone)).limit(1)
+    """Whether `actor` wrote a decision on `item` that is not undone (a review or a mark), or answered
+    it as a gold item."""
+    item, undone = check_id(item, "item"), undone_actions()
+    logged = select(log_table.c.seq).where(log_table.c.item == item, log_table.c.reviewer == actor.identity,
+                                           log_table.c.undoes.is_(None), log_table.c.action.not_in(undone)).limit(1)
+    answered = select(gold_answers_table.c.seq).where(gold_answers_table.c.item == item,
+                                                      gold_answers_table.c.reviewer == actor.identity).limit(1)
     with store.reader.begin() as connection:
-        return connection.execute(query).first() is not None
+        return connection.execute(logged).first() is not None or connection.execute(answered).first() is not None
 
 
 def next_leased(store: LabelStore, items: Sequence[int], actor: Actor, double_share: float = 0.0,

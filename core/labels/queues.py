@@ -11,6 +11,7 @@ photo's proposed label and confidence per head (top_proposals, through the run's
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from core.labels.store import LabelStore
 from core.labels.tables import Action, Item, ItemKind, ReviewStatus
 from core.trust.abstention import TARGET_ERROR
 from core.trust.sources import AUDIT_SHARE, HeadRule, audit_draw
+
+_GOLD_SALT = 0x676f6c64  # "gold": where gold items go in a queue, independent of the other hashed draws
 
 if TYPE_CHECKING:  # the predictor brings torch: the queues load with the dashboard, torch-free
     from core.model.predictor import Predictor
@@ -409,20 +412,27 @@ def undo_choices(actions: Sequence[Action], actor: Actor) -> dict[str, str]:
 
 
 def with_gold(items: Sequence[int], gold: Sequence[int], share: float, seen: Collection[int] = ()) -> list[int]:
-    """`items` with gold items mixed in at `share` (one after every round(1 / share) items, at a place
-    drawn by a hash so they look like any other), each gold item once, none already in `items` or
-    `seen` (decided by this reviewer before); `items` unchanged at share 0 or without gold."""
+    """`items` with gold items mixed in at `share`, each gold item once, none already in `items` or
+    `seen` (decided by this reviewer before); `items` unchanged at share 0 or without gold.
+
+    Systematic sampling, so that the share holds on average whatever the queue's length: a gold item
+    follows the i-th item (from 1) where i * share + u passes a whole number, u in [0, 1) drawn by a
+    hash of the queue's first item. A queue of n items gets floor(n * share + u) gold items, n * share
+    on average: a queue of 3 at 10 % gets one in 3 draws of 10, never one rounded up every time. Each
+    goes to a place in its stretch (since the gold item before) drawn by a hash of it, so that it
+    looks like any other."""
     fresh = [item for item in dict.fromkeys(gold) if item not in set(items) | set(seen)]
     if not share or not fresh or not items:
         return list(items)
-    every = max(1, round(1 / share))
-    mixed, extra = [], iter(fresh)
-    for position, item in enumerate(items):
+    start = float(id_uniform(np.array([items[0]]), _GOLD_SALT)[0])
+    mixed, extra, stretch = [], iter(fresh), 0
+    for position, item in enumerate(items, 1):
         mixed.append(item)
-        if position % every == every - 1 or (position == len(items) - 1 and len(items) < every):
+        stretch += 1
+        if math.floor(position * share + start) > math.floor((position - 1) * share + start):
             gold_item = next(extra, None)
             if gold_item is not None:
-                # Not always last in its stretch: a hash of the item chooses where.
-                slot = len(mixed) - 1 - int(id_uniform(np.array([gold_item]), 0x676f6c64)[0] * min(every, len(mixed)))
-                mixed.insert(max(slot, 0), gold_item)
+                place = int(id_uniform(np.array([gold_item]), _GOLD_SALT)[0] * stretch)  # 0: after the stretch
+                mixed.insert(len(mixed) - place, gold_item)
+                stretch = 0
     return mixed

@@ -8,7 +8,8 @@ Every write is one transaction that first locks the item's review_items row (SEL
 UPDATE; SQLite's BEGIN IMMEDIATE serialises all writers anyway), then reads the current values,
 appends log rows and updates current_labels. So writers of one item are serialised and, for each
 (item, field) in seq order, every row's old is the previous row's new (the first row's old is the
-baseline) and current_labels holds the last row's new: no update is ever lost.
+baseline) and current_labels holds the last row's new: no update is ever lost. A reviewer's
+answer on a gold item (answer_gold) writes neither: it goes to gold_answers, append-only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pandas as pd
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
-from core.access.database import create_tables, database_url, db_engine, read_only
+from core.access.database import create_tables, database_url, db_engine, dialect_insert, read_only, upsert
 from core.access.roles import Actor, Permission, require, require_folder
 from core.data import HEADS
 from core.data.catalogue import Catalogue, DatasetKey
@@ -45,6 +46,8 @@ from core.labels.tables import (
     SavedQueue,
     audits_table,
     current_table,
+    gold_answers_table,
+    gold_table,
     items_table,
     log_table,
     metadata,
@@ -237,37 +240,46 @@ class LabelStore:
         no control characters, no leading formula character, at most MAX_LABEL_CHARS); ValueError
         naming the rule otherwise, nothing written.
         """
-        require(actor, Permission.REVIEW)
-        item = check_id(item, "item")
-        labels = {head: clean_label(head, value) for head, value in check_heads(labels, "labels").items()}
-        predicted = {
-            head: check_prediction(head, guess) for head, guess in check_heads(predicted or {}, "predicted").items()
-        }
-        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                    or not 0 <= seconds < 86_400 * 365):
-            raise ValueError(f"seconds must be a duration in seconds, got {seconds!r}")
-        if isinstance(new_values, str):  # "usage" would read as the heads u, s, a, g, e
-            raise ValueError(f"new_values must be a collection of heads, got the text {new_values!r}")
-        new_values = set(new_values)
-        strays = sorted(new_values - set(labels))
-        if strays:
-            raise ValueError(f"new_values names head(s) without a label: {', '.join(map(str, strays))}")
+        item, labels, predicted, new_values = _checked_decision(actor, item, labels, predicted, new_values, seconds)
         with self.engine.begin() as connection:
             _lock(connection, item)
             current = self._state(connection, [item])[0][1]
-            rows = []
-            for head in (head for head in HEADS if head in labels):
-                guess, p = predicted.get(head, (None, None))
-                if labels[head] is not None and labels[head] != current[head]:
-                    check_typed(labels[head], f"the {head} label")
-                kind = (LogKind.NEW_VALUE if head in new_values else
-                        LogKind.ACCEPT if labels[head] in (current[head], guess) else LogKind.CORRECT)
-                rows.append({"field": head, "new": labels[head], "kind": kind, "run_id": run_id, "predicted": guess,
-                             "p": p, "seconds": seconds})
+            rows = _decision_rows(current, labels, predicted, new_values, run_id, seconds)
             if complete:
                 rows.append({"field": STATUS, "new": ReviewStatus.REVIEWED, "kind": LogKind.REVIEW, "run_id": run_id,
                              "seconds": seconds})
             return _append(connection, item, current, rows, actor.identity, ActionKind.REVIEW)
+
+    def answer_gold(
+        self,
+        item: int,
+        labels: Mapping[str, str | None],
+        actor: Actor,
+        run_id: str | None = None,
+        predicted: Mapping[str, tuple[str, float]] | None = None,
+        new_values: Collection[str] = (),
+        seconds: float | None = None,
+    ) -> Action:
+        """Record `actor`'s labels of the gold item `item` as their answer (a shared queue's gold
+        item, core.labels.team): checked, and kept or changed or typed, as `review` records them, in
+        gold_answers, to be scored against the item's trusted labels. The catalogue is left as it
+        was (no log row, no current label, no status), so that a wrong answer is never applied and
+        every reviewer who gets the item is shown the same values and decides it in turn. Returns
+        the action (its changes: each head's value shown -> the answer). ValueError naming the item
+        when it is not gold (nothing written)."""
+        item, labels, predicted, new_values = _checked_decision(actor, item, labels, predicted, new_values, seconds)
+        with self.engine.begin() as connection:
+            if connection.execute(select(gold_table.c.item).where(gold_table.c.item == item)).first() is None:
+                raise ValueError(f"item {item} is not a gold item: a decision on it is a review")
+            current = self._state(connection, [item])[0][1]
+            rows = _decision_rows(current, labels, predicted, new_values, run_id, seconds)
+            action, at = uuid.uuid4().hex, _now()
+            if rows:
+                connection.execute(insert(gold_answers_table),
+                                   [{**row, "action": action, "item": item, "reviewer": actor.identity, "at": at}
+                                    for row in rows])
+        return Action(action=action, item=item, reviewer=actor.identity, at=at, kind=ActionKind.REVIEW,
+                      changes={row["field"]: (current[row["field"]], row["new"]) for row in rows})
 
     def mark(self, item: int, status: ReviewStatus, actor: Actor, run_id: str | None = None) -> Action:
         """Mark `item` SKIPPED (look at it later) or NOT_PRODUCT (not a product photo: left out of exports)."""
@@ -562,17 +574,8 @@ class LabelStore:
         row = {"reviewer": actor.identity, "dataset": DatasetKey.of(dataset), "source": queue.source,
                "items": json.dumps(items), "filter": queue.filter, "corrected_in": json.dumps(list(queue.corrected_in)),
                "current": queue.current, "saved": _now()}
-        with self.engine.begin() as connection:
-            dialect_insert = _dialect_insert(connection)
-            if dialect_insert is not None:  # one statement: two tabs saving at once never clash
-                upsert = dialect_insert(queues_table).values(row)
-                keys = ("reviewer", "dataset")
-                connection.execute(upsert.on_conflict_do_update(
-                    index_elements=list(keys), set_={key: upsert.excluded[key] for key in row if key not in keys}))
-                return
-            where = (queues_table.c.reviewer == row["reviewer"], queues_table.c.dataset == row["dataset"])
-            if connection.execute(update(queues_table).where(*where).values(row)).rowcount == 0:
-                connection.execute(insert(queues_table).values(row))
+        with self.engine.begin() as connection:  # one statement: two tabs saving at once never clash
+            connection.execute(upsert(connection, queues_table, row, ("reviewer", "dataset")))
 
     def saved_queue(self, dataset: str | Path | Catalogue, actor: Actor) -> SavedQueue | None:
         """`actor`'s review queue on `dataset` as last kept (`keep_queue`), without the items that are
@@ -620,6 +623,48 @@ def _lock(connection: Connection, item: int) -> None:
     found = connection.execute(select(items_table.c.item).where(items_table.c.item == item).with_for_update()).first()
     if found is None:
         raise KeyError(f"no item {item!r} in the label store")
+
+
+def _checked_decision(
+    actor: Actor, item: int, labels: Mapping[str, str | None], predicted: Mapping[str, tuple[str, float]] | None,
+    new_values: Collection[str], seconds: float | None,
+) -> tuple[int, dict[str, str | None], dict[str, tuple[str, float]], set[str]]:
+    """A person's decision (LabelStore.review, answer_gold) checked: (item, labels, predicted,
+    new_values) cleaned; AccessDenied without Permission.REVIEW, ValueError naming what is wrong."""
+    require(actor, Permission.REVIEW)
+    item = check_id(item, "item")
+    labels = {head: clean_label(head, value) for head, value in check_heads(labels, "labels").items()}
+    predicted = {head: check_prediction(head, guess)
+                 for head, guess in check_heads(predicted or {}, "predicted").items()}
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not 0 <= seconds < 86_400 * 365):
+        raise ValueError(f"seconds must be a duration in seconds, got {seconds!r}")
+    if isinstance(new_values, str):  # "usage" would read as the heads u, s, a, g, e
+        raise ValueError(f"new_values must be a collection of heads, got the text {new_values!r}")
+    new_values = set(new_values)
+    strays = sorted(new_values - set(labels))
+    if strays:
+        raise ValueError(f"new_values names head(s) without a label: {', '.join(map(str, strays))}")
+    return item, labels, predicted, new_values
+
+
+def _decision_rows(
+    current: dict[str, str | None], labels: dict[str, str | None], predicted: dict[str, tuple[str, float]],
+    new_values: set[str], run_id: str | None, seconds: float | None,
+) -> list[dict[str, Any]]:
+    """One row per head of `labels` (in HEADS order): field, new, kind (NEW_VALUE for `new_values`,
+    ACCEPT for the `current` value or the model's prediction, else CORRECT), run_id, predicted, p,
+    seconds; a label that changes a head's value checked as typed text (core.untrusted.check_typed)."""
+    rows = []
+    for head in (head for head in HEADS if head in labels):
+        guess, p = predicted.get(head, (None, None))
+        if labels[head] is not None and labels[head] != current[head]:
+            check_typed(labels[head], f"the {head} label")
+        kind = (LogKind.NEW_VALUE if head in new_values else
+                LogKind.ACCEPT if labels[head] in (current[head], guess) else LogKind.CORRECT)
+        rows.append({"field": head, "new": labels[head], "kind": kind, "run_id": run_id, "predicted": guess, "p": p,
+                     "seconds": seconds})
+    return rows
 
 
 def _append(
@@ -698,24 +743,14 @@ def _insert_ignore(connection: Connection, rows: list[dict[str, Any]], unique: t
     """Insert `rows`, skipping those that clash on the `unique` columns (concurrent adds included)."""
     if not rows:
         return
-    dialect_insert = _dialect_insert(connection)
-    if dialect_insert is not None:
-        connection.execute(dialect_insert(items_table).on_conflict_do_nothing(index_elements=list(unique)), rows)
+    insert_or_skip = dialect_insert(connection)
+    if insert_or_skip is not None:
+        connection.execute(insert_or_skip(items_table).on_conflict_do_nothing(index_elements=list(unique)), rows)
         return
     for row in rows:  # another database: look first (a concurrent add may still clash: IntegrityError)
         same = (items_table.c[column] == row[column] for column in unique)
         if connection.execute(select(items_table.c.item).where(*same)).first() is None:
             connection.execute(insert(items_table).values(row))
-
-
-def _dialect_insert(connection: Connection):
-    """SQLite's or PostgreSQL's own insert (with ON CONFLICT), None for another database."""
-    name = connection.dialect.name
-    if name not in ("sqlite", "postgresql"):
-        return None
-    from importlib import import_module
-
-    return import_module(f"sqlalchemy.dialects.{name}").insert
 
 
 def _item(row: Row) -> Item:

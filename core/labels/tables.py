@@ -35,9 +35,14 @@ And the trust layer's per-source records (core.trust.sources, core.labels.source
 
 And a review team's (core.labels.team): corrections.seconds (a person's action: seconds from the
 item shown to the decision, measured on the server), gold_items (item -> the trusted labels a
-lead set; reviewers' decisions on it are scored against them), leases (item -> the reviewer it
-is shown to, until when: a shared queue's items go to one person at a time, core.labels.leases),
-team_settings (dataset -> the shares of gold items mixed into queues and of items reviewed twice).
+lead set; reviewers' decisions on it are scored against them), gold_answers (append-only: each
+reviewer's decision on a gold item in a shared queue, LabelStore.answer_gold, one row per head as
+a review's log rows would be: seq, action, item, field, new, kind, reviewer, at, run_id /
+predicted / p, seconds; kept apart from the log and the current labels, so that the catalogue
+keeps its trusted values and every reviewer who gets the item decides it), leases (item -> the
+reviewer it is shown to, until when: a shared queue's items go to one person at a time,
+core.labels.leases), team_settings (dataset -> the shares of gold items mixed into queues and of
+items reviewed twice).
   review_queues   each person's review queue per dataset, so that it comes back on a reload and on
                   another device: (reviewer, dataset) -> source (what filled it, said for a
                   person), items (JSON list of item ids, in order), filter and corrected_in (the
@@ -195,6 +200,23 @@ gold_table = Table(
     Column("labels", Text, nullable=False),  # JSON {head: the trusted value}
     Column("set_by", String(255), nullable=False),
     Column("at", String(40), nullable=False),
+)
+gold_answers_table = Table(
+    "gold_answers",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("action", String(32), nullable=False),
+    Column("item", Integer, ForeignKey("review_items.item"), nullable=False),
+    Column("field", String(32), nullable=False),
+    Column("new", Text),
+    Column("kind", String(16), nullable=False),  # one of PERSON_DECISIONS
+    Column("reviewer", String(255), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("run_id", String(64)),
+    Column("predicted", Text),
+    Column("p", Float),
+    Column("seconds", Float),
+    Index("gold_answers_item_reviewer", "item", "reviewer"),
 )
 leases_table = Table(
     "leases",

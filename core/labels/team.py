@@ -5,9 +5,15 @@ trust layer saved (tags accepted with no person, in reviewer-hours at the team's
 
 A person's decision on a head is their latest log row of kind ACCEPT (kept the proposal or the
 current value), CORRECT (changed it) or NEW_VALUE (typed a value the schema did not know) on
-that item and head, not undone. Its seconds are those of its action: from the item shown to the
-decision, measured on the server (LabelStore.review's `seconds`). Gold items are catalogue rows a
-lead trusts (`set_gold`): a reviewer's decision on one is scored against its trusted value.
+that item and head, not undone, or their latest answer on a gold item (below). Its seconds are
+those of its action: from the item shown to the decision, measured on the server
+(LabelStore.review's `seconds`).
+
+Gold items are catalogue rows a lead trusts (`set_gold`), mixed into shared queues: a reviewer's
+decision on one is scored against its trusted value. Every reviewer who gets a gold item decides
+it, and in a shared queue their decision is an answer (LabelStore.answer_gold) that leaves the
+catalogue as it was: a wrong answer is never applied, the next reviewer is shown the same values,
+and two reviewers who answer differently leave nothing to settle (the right value is known).
 """
 
 from __future__ import annotations
@@ -20,52 +26,70 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, false, insert, select, true
 
 from core.access.roles import Actor, Permission, require
 from core.data import HEADS
 from core.data.catalogue import Catalogue, DatasetKey
 from core.labels.checks import check_heads, check_id
 from core.labels.store import LabelStore
-from core.labels.tables import PERSON_DECISIONS, LogKind, gold_table, items_table, log_table, undone_actions
+from core.labels.tables import (
+    PERSON_DECISIONS,
+    STATUS,
+    ItemKind,
+    LogKind,
+    ReviewStatus,
+    gold_answers_table,
+    gold_table,
+    items_table,
+    log_table,
+    undone_actions,
+)
 from core.trust.abstention import clopper_pearson
 
 Dataset = str | Path | Catalogue
 MIN_SHARED = 5  # pairs of reviewers with fewer items in common get no kappa: it would be noise
-DECISION_COLUMNS = ["action", "seq", "at", "reviewer", "item", "field", "new", "kind", "seconds"]
+DECISION_COLUMNS = ["action", "seq", "at", "reviewer", "item", "field", "new", "kind", "seconds", "gold"]
 EFFORT_COLUMNS = ["reviewer", "day", "decisions", "head_decisions", "seconds_per_decision", "kept", "changed",
                   "typed", "gold_decisions", "gold_accuracy", "shared_decisions", "agreement"]
 
 
 def decisions(store: LabelStore, dataset: Dataset) -> pd.DataFrame:
     """Every person's decision on a head of `dataset`'s items (module docstring), oldest first;
-    columns DECISION_COLUMNS."""
-    undone = undone_actions()
-    query = (
-        select(*(log_table.c[column] for column in DECISION_COLUMNS))
+    columns DECISION_COLUMNS, gold True for a gold item's answer (its seq is the answers' own)."""
+    undone, of_dataset = undone_actions(), items_table.c.dataset == DatasetKey.of(dataset)
+    columns = [column for column in DECISION_COLUMNS if column != "gold"]  # the log's and the answers' alike
+    logged = (
+        select(*(log_table.c[column] for column in columns), false().label("gold"))
         .select_from(log_table.join(items_table, log_table.c.item == items_table.c.item))
-        .where(items_table.c.dataset == DatasetKey.of(dataset), log_table.c.kind.in_(PERSON_DECISIONS),
-               log_table.c.action.not_in(undone), log_table.c.batch.is_(None))  # a bulk edit is no look at a photo
-        .order_by(log_table.c.seq)
+        .where(of_dataset, log_table.c.kind.in_(PERSON_DECISIONS), log_table.c.action.not_in(undone),
+               log_table.c.batch.is_(None))  # a bulk edit is no look at a photo
+    )
+    answered = (
+        select(*(gold_answers_table.c[column] for column in columns), true().label("gold"))
+        .select_from(gold_answers_table.join(items_table, gold_answers_table.c.item == items_table.c.item))
+        .where(of_dataset)
     )
     with store.reader.begin() as connection:
-        rows = pd.DataFrame(connection.execute(query).all(), columns=DECISION_COLUMNS)
+        rows = pd.DataFrame([*connection.execute(logged), *connection.execute(answered)], columns=DECISION_COLUMNS)
+    rows = rows.astype({"gold": bool}).sort_values(["at", "seq"], kind="stable")
     return rows.drop_duplicates(["reviewer", "item", "field"], keep="last").reset_index(drop=True)
 
 
 def set_gold(store: LabelStore, items: Iterable[int], actor: Actor,
              labels: Mapping[int, Mapping[str, str]] | None = None) -> int:
     """Make `items` gold (Permission.LEAD): their trusted labels are `labels[item]` where given,
-    else their baseline (the catalogue's values); an item already gold takes the new labels.
-    Returns how many items are gold now of those given."""
+    else their current values in the store (the catalogue's, as corrected: what a reviewer is shown),
+    kept as they are now: a later edit of the item does not change them, making it gold again does.
+    An item already gold takes the new labels. Returns how many items are gold now of those given."""
     require(actor, Permission.LEAD)
-    found = store.items(sorted({check_id(item, "item") for item in items}))
+    current = store.current(sorted({check_id(item, "item") for item in items}))
     rows = []
-    for item in found:
-        trusted = dict(check_heads((labels or {}).get(item.item, {}), "labels")) or {
-            head: value for head, value in item.baseline.items() if value is not None}
+    for item, values in current.items():
+        trusted = dict(check_heads((labels or {}).get(item, {}), "labels")) or {
+            head: values[head] for head in HEADS if values[head] is not None}
         if trusted:
-            rows.append({"item": item.item, "labels": json.dumps(trusted), "set_by": actor.identity, "at": _now()})
+            rows.append({"item": item, "labels": json.dumps(trusted), "set_by": actor.identity, "at": _now()})
     with store.engine.begin() as connection:
         if rows:
             connection.execute(delete(gold_table).where(gold_table.c.item.in_([row["item"] for row in rows])))
@@ -75,15 +99,17 @@ def set_gold(store: LabelStore, items: Iterable[int], actor: Actor,
 
 def add_gold_rows(store: LabelStore, catalogue: Catalogue, count: int, actor: Actor) -> int:
     """Make `count` catalogue rows gold that are not yet (Permission.LEAD), drawn at random (seeded
-    by how many there are, so a retried draw is the same); their labels are trusted as they are.
+    by how many there are, so a retried draw is the same), none a reviewer dropped as not a product;
+    their labels are trusted as the store holds them (set_gold: the catalogue's, as corrected).
     Returns how many were added (fewer when the catalogue runs out)."""
     require(actor, Permission.LEAD)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"the number of gold items must be a positive whole number, got {count!r}")
     gold = gold_labels(store, catalogue)
     rows = np.random.default_rng(len(gold)).permutation(catalogue.frame["id"].to_numpy())
-    known = {item.product_id: item.item for item in store.dataset_items(catalogue)}
-    fresh = [int(product_id) for product_id in rows if known.get(int(product_id)) not in gold][:count]
+    taken = {item.product_id for item, values in store.dataset_state(catalogue)
+             if item.kind == ItemKind.CATALOGUE and (item.item in gold or values[STATUS] == ReviewStatus.NOT_PRODUCT)}
+    fresh = [int(product_id) for product_id in rows if int(product_id) not in taken][:count]
     return set_gold(store, [item.item for item in store.add_catalogue_items(catalogue, fresh, actor)], actor)
 
 
@@ -188,9 +214,10 @@ def agreement(decided: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float | No
 def disagreements(decided: pd.DataFrame) -> pd.DataFrame:
     """The (item, head) that two reviewers decided differently and nobody has settled since (a
     decision by a third person settles it, and the catalogue takes it): columns item, field,
-    values ({reviewer: value} of the two), in item order. An admin's queue to settle."""
+    values ({reviewer: value} of the two), in item order. An admin's queue to settle. Answers on a
+    gold item are left out: its right value is known, and the catalogue holds it."""
     records = []
-    for (item, head), rows in decided.groupby(["item", "field"], sort=True):
+    for (item, head), rows in decided[~decided["gold"]].groupby(["item", "field"], sort=True):
         first_two = rows.drop_duplicates("reviewer").head(2)
         if len(first_two) < 2 or first_two["new"].nunique(dropna=False) < 2:
             continue
