@@ -2,11 +2,14 @@ import contextlib
 import os
 import re
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from sqlalchemy import text
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -182,3 +185,41 @@ def shown(markdown: str) -> str:
 def captioned_ids(at) -> list[int]:
     """Ids of the page's photo grids: each grid caption starts with **<id>**."""
     return [int(c.value.split("**")[1]) for c in at.caption if c.value.startswith("**")]
+
+
+def save_beside_an_uncommitted_first_save(store, first, save: Callable[[], None]) -> list[Exception]:
+    """Run `save` in a thread while another connection's transaction holds `first` (an insert of the
+    same key, uncommitted), until `save` waits for it; then commit `first` and let `save` finish.
+    Returns what `save` raised: a save written as update-then-insert finds nothing to update and its
+    insert fails on the key (PostgreSQL); an upsert waits and updates."""
+    failures = []
+
+    def run() -> None:
+        try:
+            save()
+        except Exception as error:  # the test's verdict, not the thread's end
+            failures.append(error)
+
+    with store.engine.connect() as other:
+        with other.begin():
+            other.execute(first)
+            saving = threading.Thread(target=run)
+            saving.start()
+            _wait_until_blocked(store)
+        saving.join(timeout=60)
+    return failures
+
+
+def _wait_until_blocked(store, seconds: float = 20) -> None:
+    """Until a statement waits for another transaction's lock (PostgreSQL); a moment on SQLite, where
+    a writer waits at BEGIN for the one write lock and nothing shows it."""
+    if store.engine.dialect.name != "postgresql":
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with store.engine.connect() as connection:
+            if connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+                return
+        time.sleep(0.05)
+    raise AssertionError("no statement waited for the uncommitted row")

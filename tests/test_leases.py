@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 
 import pandas as pd
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from core.access.roles import AccessDenied
 from core.data.catalogue import DatasetKey, load_catalogue
@@ -31,7 +29,7 @@ from core.labels.leases import (
 from core.labels.tables import team_settings_table
 from core.labels.team import gold_labels, set_gold
 
-from conftest import ANA, ANN, BEN, BOB, REPO
+from conftest import ANA, ANN, BEN, BOB, REPO, save_beside_an_uncommitted_first_save
 from test_labelstore import db_url, store  # noqa: F401  (the store on both databases)
 
 REVIEWER = REPO / "tests" / "lease_reviewer.py"
@@ -107,39 +105,12 @@ def test_two_first_saves_of_the_shares_at_once_both_succeed(store, queue):
     """A lead's first save meets another's, not yet committed: it waits for it, then updates it (an
     update-then-insert found nothing to update and its insert failed on the key, on PostgreSQL)."""
     catalogue, _ = queue
-    failures = []
-
-    def save() -> None:
-        try:
-            set_team_settings(store, catalogue.root, TeamSettings(0.05, 0.2), ANN)
-        except Exception as error:  # the test's verdict, not the thread's end
-            failures.append(error)
-
-    with store.engine.connect() as other:
-        with other.begin():
-            other.execute(insert(team_settings_table).values(dataset=DatasetKey.of(catalogue.root), gold_share=0.1,
-                                                             double_share=0.1, set_by="ada", at="2026-01-01"))
-            saving = threading.Thread(target=save)
-            saving.start()
-            wait_until_blocked(store)
-        saving.join(timeout=60)
+    first = insert(team_settings_table).values(dataset=DatasetKey.of(catalogue.root), gold_share=0.1,
+                                               double_share=0.1, set_by="ada", at="2026-01-01")
+    failures = save_beside_an_uncommitted_first_save(
+        store, first, lambda: set_team_settings(store, catalogue.root, TeamSettings(0.05, 0.2), ANN))
     assert not failures, failures
     assert team_settings(store, catalogue.root) == TeamSettings(0.05, 0.2)
-
-
-def wait_until_blocked(store, seconds: float = 20) -> None:
-    """Until a statement waits for another transaction's lock (PostgreSQL); a moment on SQLite, where
-    a writer waits at BEGIN for the one write lock and nothing shows it."""
-    if store.engine.dialect.name != "postgresql":
-        time.sleep(0.5)
-        return
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with store.engine.connect() as connection:
-            if connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
-                return
-        time.sleep(0.05)
-    raise AssertionError("no statement waited for the uncommitted row")
 
 
 @pytest.mark.slow

@@ -9,9 +9,10 @@ import dataclasses
 import numpy as np
 import pytest
 from scipy.stats import binom
+from sqlalchemy import insert
 
 from core.access.roles import AccessDenied
-from core.data.catalogue import load_catalogue
+from core.data.catalogue import DatasetKey, load_catalogue
 from core.data.demo import generate_demo
 from core.labels.queues import PhotoProposal, SourcePolicy, accept_confident, bulk_preview, sure_heads
 from core.labels.sources import (
@@ -25,6 +26,7 @@ from core.labels.sources import (
     sources,
 )
 from core.labels.store import LabelStore
+from core.labels.tables import source_settings_table
 from core.trust.abstention import THRESHOLDS, Selection, rows_needed
 from core.trust.sources import (
     ALARM_FALSE_RATE,
@@ -35,7 +37,7 @@ from core.trust.sources import (
     watch,
 )
 
-from conftest import ANN, BEN, BOB, point_at_workspace
+from conftest import ANN, BEN, BOB, point_at_workspace, save_beside_an_uncommitted_first_save
 from source_support import new_photos, photo_bytes
 from test_labelstore import db_url, store  # noqa: F401  (the store on both databases)
 
@@ -195,6 +197,15 @@ def test_audited_photos_wait_for_a_person_and_their_decisions_raise_the_alarm(st
     policy, standing = source_policy(store, dataset.root, ["street"], RUN, trust, 0.02)
     assert not standing["street"].alarms and policy.rules_of(items[0])["gender"].threshold is None
     assert standing["street"].more_needed("gender", 0.02) is None  # 8 of 12 wrong: no number of such rows do
+
+
+def test_two_first_saves_of_an_audit_share_at_once_both_succeed(store, dataset):
+    first = insert(source_settings_table).values(dataset=DatasetKey.of(dataset.root), source="street",
+                                                 audit_share=0.5, set_by="ada", at="2026-01-01")
+    failures = save_beside_an_uncommitted_first_save(
+        store, first, lambda: set_audit_share(store, dataset.root, "street", 0.2, ANN))
+    assert not failures, failures
+    assert audit_share(store, dataset.root, "street") == 0.2
 
 
 def test_a_new_source_is_reviewed_whole_until_certified_unless_an_admin_opens_it(store, dataset, tmp_path):

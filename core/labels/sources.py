@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, func, insert, select
 
+from core.access.database import upsert
 from core.access.roles import Actor, Permission, require
 from core.data.catalogue import Catalogue, DatasetKey
 from core.labels.queues import SourcePolicy, gated_rules
@@ -85,11 +86,9 @@ def set_audit_share(store: LabelStore, dataset: Dataset, source: str, share: flo
     """Set a source's audit share (Permission.CALIBRATE); 0 turns audits off, and with them the alarm."""
     require(actor, Permission.CALIBRATE)
     source, share, dataset = check_source(source), check_share(share), DatasetKey.of(dataset)
-    where = (source_settings_table.c.dataset == dataset, source_settings_table.c.source == source)
-    values = {"audit_share": share, "set_by": actor.identity, "at": _now()}
-    with store.engine.begin() as connection:
-        if connection.execute(update(source_settings_table).where(*where).values(**values)).rowcount == 0:
-            connection.execute(insert(source_settings_table).values(dataset=dataset, source=source, **values))
+    row = {"dataset": dataset, "source": source, "audit_share": share, "set_by": actor.identity, "at": _now()}
+    with store.engine.begin() as connection:  # one upsert: two admins' first saves at once do not clash
+        connection.execute(upsert(connection, source_settings_table, row, ("dataset", "source")))
 
 
 def decisions(store: LabelStore, dataset: Dataset, source: str, run_id: str) -> pd.DataFrame:
