@@ -22,7 +22,7 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.schema import LabelSchema
-from core.data.split import in_test_part, split_catalogue
+from core.data.split import TEST, in_test_part, split_catalogue
 from core.evaluation.files import SUMMARY_COLUMNS, load_evaluation, mean_macro_f1
 from training import train as train_module
 from training.__main__ import main as cli
@@ -34,6 +34,7 @@ from training.rows import (
     MIN_TEST_ROWS,
     FixedTestPart,
     FixedTestState,
+    catalogue_parts,
     decide_split,
     run_rows,
     run_split,
@@ -166,6 +167,21 @@ def test_a_new_run_leaves_the_datasets_test_part_out_whatever_its_seed_share_or_
     split = decide_split(TrainConfig(), with_new)
     assert split[new_id] == "train"
     assert set(run_test_part(TrainConfig(), with_new, split).catalogue.frame["id"]) == test
+
+
+def test_a_grouped_run_also_leaves_out_the_near_duplicates_of_test_part_photos(demo_with_test_part, monkeypatch):
+    """So the test part never scores a near-copy of a training photo; the test part itself stays the same."""
+    catalogue = load_catalogue(demo_with_test_part)
+    test = sorted(rule_ids(catalogue))
+    rest = [i for i in catalogue.frame["id"] if i not in test]
+    groups = [[test[0], rest[0]], [rest[1], rest[2]]]  # what the embeddings would find
+    monkeypatch.setattr("training.rows.near_duplicate_groups", lambda *args, **kwargs: groups)
+    cfg = TrainConfig(split="grouped")
+    parts = catalogue_parts(cfg, catalogue).set_axis(catalogue.frame["id"])
+    assert parts[rest[0]] is None and parts[test[0]] == TEST and parts[rest[1]] == parts[rest[2]]
+    split = decide_split(cfg, catalogue)
+    assert set(split.index) == set(rest) - {rest[0]}
+    assert set(run_test_part(cfg, catalogue, split).catalogue.frame["id"]) == set(test)
 
 
 def test_a_catalogue_too_small_for_a_test_part_trains_on_every_row_and_says_so(finished_run, tiny_demo, tmp_path,
