@@ -83,7 +83,7 @@ class FixedTestState(Choice):
     SCORED = "scored"  # left out of training and validation; the run is scored on it
     OFF = "off"  # cfg.test_part is false
     TOO_FEW = "too few rows"  # the catalogue's test part holds fewer than MIN_TEST_ROWS rows: they train
-    TRAINED_ON = "trained on"  # the run's split holds rows of it (a run from before runs left it out)
+    TRAINED_ON = "trained on"  # the run's split holds rows of it (from before runs left it out, or too few then)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,13 +102,13 @@ class FixedTestPart:
 def describe_test_part(state: FixedTestState, rows: int) -> str:
     """What a run's test part is (SCORED), or why it has none (a record keeps its state and rows: `FixedTestPart`)."""
     return {
-        FixedTestState.SCORED: f"the dataset's fixed test part, {rows:,} rows it never trained or validated on, the "
-                              "same for every run of the dataset",
+        FixedTestState.SCORED: f"the dataset's fixed test part, {rows:,} rows it never trained or validated on, "
+                               "the same for every run of the dataset",
         FixedTestState.OFF: "test_part=false, it trained and validated on every row",
-        FixedTestState.TOO_FEW: f"the dataset's test part holds {rows:,} rows, fewer than {MIN_TEST_ROWS}: too few to "
-                               "score a run on, they train and validate with the others",
-        FixedTestState.TRAINED_ON: f"{rows:,} rows of the dataset's test part are in its split (a run started before "
-                                  "runs left the test part out, or while the dataset was too small for one)",
+        FixedTestState.TOO_FEW: f"the dataset's test part holds {rows:,} rows, fewer than {MIN_TEST_ROWS}: too few "
+                                "to score a run on, they train and validate with the others",
+        FixedTestState.TRAINED_ON: f"{rows:,} rows of the dataset's test part are in its split (a run started "
+                                   "before runs left the test part out, or while the dataset was too small for one)",
     }[state]
 
 
@@ -137,7 +137,7 @@ def run_test_part(cfg: TrainConfig, catalogue: Catalogue, split: pd.Series) -> F
     if in_split.any():
         return FixedTestPart(FixedTestState.TRAINED_ON, int(in_split.sum()))
     return FixedTestPart(FixedTestState.SCORED, int(rows.sum()),
-                    dataclasses.replace(catalogue, frame=catalogue.frame[rows].reset_index(drop=True)))
+                         dataclasses.replace(catalogue, frame=catalogue.frame[rows].reset_index(drop=True)))
 
 
 def catalogue_parts(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:

@@ -4,7 +4,8 @@ A run folder (`<workspace>/runs/<run_id>/`) holds:
     config.json          the TrainConfig (also inside every checkpoint, with the label schema)
     launch_config.json   the exact TrainConfig the dashboard launched the run with
     split.parquet        the rows the run uses, decided once when it starts (training.rows.run_split):
-                         id, part ("train"/"val"); rows over cfg.max_samples are in neither
+                         id, part ("train"/"val"); the dataset's fixed test part and rows over
+                         cfg.max_samples are in neither
     schema.json          the label schema fitted on the run's training rows
     taxonomy.json        the taxonomy learned from them (core.trust.taxonomy; inside every checkpoint too)
     calibration.json     temperatures, threshold counts and the typicality gate fitted after training
