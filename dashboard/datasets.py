@@ -19,11 +19,12 @@ from core import workspace
 from core.access.roles import AccessDenied, Actor, Permission, dataset_dir_for
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue, catalogue_stamp, load_catalogue, resolve_dataset_dir
-from core.data.split import split_catalogue
 from core.images.reading import ImageRejected, thumbnail_jpeg
 from core.trust.taxonomy import Taxonomy
 from dashboard.identity import person
 from dashboard.text import code, plain
+from training.config import TrainConfig
+from training.rows import catalogue_parts
 
 DATASET_KEY = "dataset_dir"
 
@@ -42,13 +43,16 @@ def open_catalogue(path: str | Path) -> Catalogue:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def split_of(root: str, stamp: tuple[int, int, int], val_fraction: float, seed: int) -> pd.Series:
-    return split_catalogue(_load(root, stamp).frame, val_fraction=val_fraction, seed=seed)
+def split_of(root: str, stamp: tuple[int, int, int], val_fraction: float, seed: int, test_part: bool) -> pd.Series:
+    cfg = TrainConfig(val_fraction=val_fraction, seed=seed, test_part=test_part)
+    return catalogue_parts(cfg, _load(root, stamp))
 
 
-def current_split(catalogue: Catalogue, val_fraction: float = 0.2, seed: int = 0) -> pd.Series:
-    """The train/val split of the open catalogue (the default a new run uses)."""
-    return split_of(str(catalogue.root), catalogue_stamp(catalogue.root), val_fraction, seed)
+def current_split(catalogue: Catalogue, val_fraction: float = 0.2, seed: int = 0, test_part: bool = True
+                  ) -> pd.Series:
+    """Each row's part in a new stratified run of the open catalogue (the default one, unless told):
+    "train", "val", or TEST for the dataset's fixed test part (training.rows.catalogue_parts)."""
+    return split_of(str(catalogue.root), catalogue_stamp(catalogue.root), val_fraction, seed, test_part)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -32,7 +32,15 @@ from core.trust.abstention import TARGET_ERROR
 from core.trust.layer import TARGETS
 from dashboard import charts, pages
 from dashboard.datasets import open_catalogue
-from dashboard.evaluations import dataset_of, evaluated_runs, evaluation_of, label_issues_of
+from dashboard.evaluations import (
+    Basis,
+    comparison,
+    dataset_of,
+    evaluated_runs,
+    evaluation_label,
+    evaluation_of,
+    label_issues_of,
+)
 from dashboard.gallery import photo_grid
 from dashboard.identity import person
 from dashboard.runs import EVALUATE_RUN_KEY, training_curves
@@ -57,9 +65,10 @@ def choose_evaluation(runs: dict[str, RunRecord]) -> tuple[RunRecord, Evaluation
                             format_func=lambda i: f"{i} · {runs[i].status} · {runs[i].config.get('backbone')}")
     record = runs[run_id]
     names = RunFolder(record.folder).evaluation_names()
-    name = middle.selectbox("Evaluated on", names, key=f"evaluate.name.{run_id}",
-                            format_func=lambda n: ("validation split" if n == VALIDATION
-                                                   else n.removeprefix(f"{VALIDATION}-")))
+    name = middle.selectbox("Evaluated on", names, key=f"evaluate.name.{run_id}", format_func=evaluation_label,
+                            help="validation split: the rows that chose the run's best epoch and fitted its "
+                                 "calibration; test part: the dataset's fixed test part, rows no run of the dataset "
+                                 "trains or validates on; otherwise every row of the catalogue named.")
     evaluation = evaluation_of(record, name)
     heads = evaluation.heads
     head = st.segmented_control("Head", heads, default="articleType" if "articleType" in heads else heads[0],
@@ -243,27 +252,40 @@ def change_colour(change: str) -> str:
 
 
 def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluation, head: str) -> None:
-    """Two evaluations like for like: on the rows both scored, a change flagged only where McNemar's
-    test on those rows makes it significant."""
-    others = [(run_id, name) for run_id, other in runs.items() for name in RunFolder(other.folder).evaluation_names()
-              if (run_id, name) != (record.id, evaluation.name)]
+    """Two runs like for like: on their dataset's fixed test part when both have it, else on the rows
+    both evaluations scored; a change flagged only where McNemar's test on those rows makes it significant."""
+    others = [run_id for run_id in runs if run_id != record.id]
     if not others:
-        st.info("Only one evaluation so far: train or evaluate another run to compare.")
+        st.info("Only one evaluated run so far: train or evaluate another run to compare.")
         return
     left, right = st.columns([3, 1])
-    chosen = left.selectbox("Compare with (b)", others, key="evaluate.compare_with",
-                            format_func=lambda o: f"{o[0]} · {o[1]}")
+    chosen = left.selectbox("Compare with run (b)", others, key="evaluate.compare_with",
+                            format_func=lambda i: f"{i} · {runs[i].config.get('backbone')}")
     alpha = right.selectbox("Flag a change at", SIGNIFICANCE_LEVELS, index=SIGNIFICANCE_LEVELS.index(SIGNIFICANCE),
                             key="evaluate.significance", format_func=lambda level: f"p < {level:g}",
                             help="McNemar's exact test on the rows both evaluations scored: a change is flagged "
                                  "only when the rows one got right and the other wrong make it unlikely by chance.")
-    other = evaluation_of(runs[chosen[0]], chosen[1])
-    st.caption(plain(f"a = {record.id} · {evaluation.name}; b = {chosen[0]} · {chosen[1]}; delta = b − a"))
-    heads = compare_shared(evaluation.predictions, other.predictions,
-                           [name for name in evaluation.heads if name in other.heads], alpha)
+    pair = comparison(record, evaluation.name, runs[chosen])
+    if pair is None:
+        st.warning(f"Run {plain(chosen)} has no evaluation of {code(dataset_of(record, evaluation))}, which run a's "
+                   f"{plain(evaluation_label(evaluation.name))} scored: evaluate it there (Review → Predict all rows, "
+                   f"or {code(f'python -m training evaluate {chosen} --data DIR')}), or choose another evaluation "
+                   "above.")
+        return
+    mine, other = evaluation_of(record, pair.a), evaluation_of(runs[chosen], pair.b)
+    st.caption(plain(f"a = run {record.id} · {evaluation_label(pair.a)}; b = run {chosen} · "
+                     f"{evaluation_label(pair.b)}; delta = b − a"))
+    heads = compare_shared(mine.predictions, other.predictions, [name for name in mine.heads if name in other.heads],
+                           alpha)
     shared = int(heads["rows"].max()) if len(heads) else 0
-    st.markdown(f"Like for like on the **{shared:,} rows both scored** (a scored {len(evaluation.predictions):,}, "
-                f"b {len(other.predictions):,}); a head's rows are those with the same true class in both.")
+    scored = f"(a scored {len(mine.predictions):,}, b {len(other.predictions):,}); a head's rows are those with " \
+             "the same true class in both"
+    if pair.basis == Basis.TEST_PART:
+        st.markdown(f"Both scored on **the dataset's fixed test part, {shared:,} rows** neither run trained or "
+                    f"validated on {scored}.")
+    else:
+        st.markdown(f"Like for like on the **{shared:,} rows both scored** {scored}. Not on the dataset's fixed test "
+                    f"part: {plain(pair.why)}.")
     if not shared:
         st.warning("The two evaluations share no row: they cannot be compared like for like. Evaluate both "
                    "runs on the same catalogue (Review → Predict all rows, or python -m training evaluate).")
@@ -273,7 +295,7 @@ def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluatio
         "accuracy_a": NUMBER, "accuracy_b": NUMBER, "delta": DELTA, "p_value": st.column_config.NumberColumn(
             format="%.3g")})
     with st.expander("Each evaluation on all its own rows (not like for like)"):
-        summaries = compare_summaries(evaluation.report, other.report)
+        summaries = compare_summaries(mine.report, other.report)
         supports = ["support_a", "support_b"]
         st.dataframe(summaries.style.format("{:+.3f}", subset=[c for c in summaries.columns if c.endswith("_delta")])
                      .format("{:.3f}", subset=[c for c in summaries.columns if c.endswith(("_a", "_b"))
@@ -281,7 +303,7 @@ def compare(runs: dict[str, RunRecord], record: RunRecord, evaluation: Evaluatio
     if head not in other.heads:
         st.info(f"Run b has no {head} head.")
         return
-    table = compare_classes(evaluation.predictions, other.predictions, head, alpha)
+    table = compare_classes(mine.predictions, other.predictions, head, alpha)
     worse, better = int((table["change"] == Change.WORSE).sum()), int((table["change"] == Change.BETTER).sum())
     st.markdown(f"**{head}**: accuracy on each true class's shared rows; {worse} classes significantly worse, "
                 f"{better} better (p < {alpha:g}); a class with few rows is never flagged on its own.")

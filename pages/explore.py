@@ -14,7 +14,7 @@ from core.data.profile import (
     year_counts,
 )
 from core.data.schema import imbalance_table
-from core.data.split import split_distribution
+from core.data.split import TEST, split_distribution
 from dashboard import charts
 from dashboard.bulk_labels import bulk_label
 from dashboard.datasets import current_catalogue, current_split, taxonomy_of
@@ -82,9 +82,12 @@ def split_view(catalogue) -> None:
     st.subheader("Train / validation split")
     split = current_split(catalogue)
     counts = split.value_counts()
+    test = counts.get(TEST, 0)
     st.caption(
         f"The default split of a new run (seed 0, 20% validation, stratified on articleType): "
-        f"{counts.get('train', 0):,} train, {counts.get('val', 0):,} val."
+        f"{counts.get('train', 0):,} train, {counts.get('val', 0):,} val"
+        + (f"; {test:,} rows are the dataset's fixed test part, which every run is scored on and none trains or "
+           "validates on." if test else ".")
     )
     head = head_choice("split_head")
     distribution = split_distribution(catalogue.frame, split, head)

@@ -72,7 +72,7 @@ def run_score(record: RunRecord, catalogue: Catalogue) -> str:
     if not trained_on(record, catalogue.root):
         return "another dataset"
     score = dataset_score(record)
-    return "no score" if score is None else f"{score:.3f}"
+    return "no score" if score is None else str(score)
 
 
 def model_choice_note(chosen: RunRecord, best: RunRecord, catalogue: Catalogue) -> str:

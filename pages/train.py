@@ -26,7 +26,15 @@ from training.estimate import doubts, estimate, split_sizes
 from training.launcher import LaunchError, cancel_run, launch_run, resume_run
 from training.registry import ACTIVE, RESUMABLE, RunRegistry, RunState
 from training.run_folder import RunFolder
-from training.status import format_duration, metrics_frame, plural, run_progress, runs_frame, summary_frame
+from training.status import (
+    format_duration,
+    metrics_frame,
+    plural,
+    run_progress,
+    runs_frame,
+    summary_frame,
+    summary_of_test_part,
+)
 
 RUN_KEY = "train_run_id"  # the run the live view shows
 RECIPE_LABELS = {"default": "Default (ours)", "seed": "Seed notebook", "gpu": "GPU (B3, 288 px)"}
@@ -146,10 +154,14 @@ def advanced_fields(fields: Fields) -> None:
                                          key=fields.key("head_weights"), placeholder="gender:2,season:2",
                                          help="head:weight pairs, comma-separated; other heads weigh 1.")
     fields.values["head_weights"] = tuple(part.strip() for part in head_weights.split(",") if part.strip())
+    fields.toggle(columns[0], "Leave the test part out", "test_part",
+                  help="Keep the dataset's fixed test part (about 10 % of its rows, by product id) out of training and "
+                       "validation, and score the run on it: every run of the dataset on the same rows. A catalogue "
+                       "too small for one keeps it anyway.")
 
 
 def estimate_hint(cfg: TrainConfig, catalogue, registry: RunRegistry) -> None:
-    split = current_split(catalogue, cfg.val_fraction, cfg.seed)
+    split = current_split(catalogue, cfg.val_fraction, cfg.seed, cfg.test_part)
     sizes = split_sizes(cfg, catalogue.frame["id"].to_numpy(), split.to_numpy())
     hint = estimate(cfg, *sizes, registry.list(limit=50))
     st.info(
@@ -259,6 +271,9 @@ def finished_summary(record, run: RunFolder) -> None:
         "macro_f1": st.column_config.NumberColumn(format="%.3f"),
         "weighted_f1": st.column_config.NumberColumn(format="%.3f"),
     })
+    test = summary_of_test_part(record)
+    if test is not None:
+        st.write(f"{test[:1].upper()}{test[1:]}.")
     st.caption(f"Files in {code(run.path)}: " + ", ".join(code(path.relative_to(run.path)) for path in run.files()))
     open_run_buttons(record.id)
     st.caption("Serve it to other programs over HTTP (POST /predict, one photo per request; options: `--help`):")

@@ -19,12 +19,13 @@ from core import workspace
 from core.access.roles import DATA_ROOTS_ENV
 from core.data.catalogue import load_catalogue
 from core.data.profile import filter_rows
-from core.data.split import split_catalogue
+from core.data.split import in_test_part, split_catalogue
 from core.labels.checks import catalogue_value
 from core.labels.store import LabelStore
 from core.labels.tables import ReviewStatus
 from core.trust.taxonomy import Taxonomy
 from training.config import TrainConfig, resolve_rare_min_count
+from training.rows import decide_split
 
 from conftest import ANN, REPO, point_at_workspace
 
@@ -339,6 +340,13 @@ def test_home_and_explore_on_the_real_sample(real_sample, workspace_home, monkey
     bars = chart_specs(at)[0]["data"][0]
     assert bars["y"][0] == "Tshirts" and bars["y"][-1] == "(others)"
     assert sum(values(bars["x"])) == 11882
+    at = explore(at, "Split & years")  # a new run leaves the dataset's fixed test part out
+    frame = load_catalogue(real_sample).frame
+    parts = decide_split(TrainConfig(), load_catalogue(real_sample)).value_counts()
+    assert parts.sum() == 11882 - 1181 == len(frame) - in_test_part(frame["id"].to_numpy()).sum()
+    assert (f"The default split of a new run (seed 0, 20% validation, stratified on articleType): {parts['train']:,} "
+            f"train, {parts['val']:,} val; 1,181 rows are the dataset's fixed test part, which every run is scored on "
+            "and none trains or validates on.") in [c.value for c in at.caption]
 
 
 def test_home_counts_the_reviewed_labels_of_the_open_dataset(configured_demo):  # a label store of its own

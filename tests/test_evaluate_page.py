@@ -3,6 +3,9 @@ scikit-learn's on the run's predictions, and a confusion cell shows exactly the 
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -15,6 +18,7 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.profile import OTHERS_LABEL
 from core.data.schema import LabelSchema
+from core.data.split import in_test_part
 from core.evaluation.files import load_evaluation
 from core.evaluation.views import (
     CLASS_OUTCOMES,
@@ -26,10 +30,12 @@ from core.evaluation.views import (
     trust_sentences,
     trust_table,
 )
+from dashboard.runs import EVALUATE_RUN_KEY
 from dashboard.text import plain
-from training.run_folder import RunFolder
+from training.registry import RunRecord, RunRegistry
+from training.run_folder import TEST_PART, RunFolder
 
-from conftest import captioned_ids, chart_spec, open_page, plotly_array, shown
+from conftest import captioned_ids, chart_spec, open_page, plotly_array, point_at_workspace, shown
 
 EVALUATE = "../pages/evaluate.py"
 HEAD = "articleType"
@@ -37,14 +43,29 @@ HEAD = "articleType"
 
 @pytest.fixture(scope="module")
 def run(in_tiny_run):
-    """The shared tiny run, plus a fabricated second evaluation of its rows to compare with (removed
-    with the module by in_tiny_run: the other modules sharing the run see its own evaluation only)."""
+    """The shared tiny run and its validation evaluation."""
+    return in_tiny_run.record, load_evaluation(RunFolder(in_tiny_run.record.folder).evaluation())
+
+
+@pytest.fixture
+def two_runs(in_tiny_run, tmp_path, monkeypatch) -> tuple[RunRecord, RunRecord]:
+    """Runs a (older) and b of the tiny run's dataset in a workspace of their own: copies of the tiny run's
+    folder (its checkpoints left out), b's validation evaluation fabricated (right on about 90 % of the
+    same rows)."""
     record, demo, _ = in_tiny_run
-    run = RunFolder(record.folder)
-    ids = load_evaluation(run.evaluation()).predictions["id"].to_numpy()
-    schema = LabelSchema.load(run.schema)
-    fake_evaluation(load_catalogue(demo), schema, ids, run.evaluation("evaluation-fake"), accuracy=0.9)
-    return record, load_evaluation(run.evaluation())
+    point_at_workspace(monkeypatch, tmp_path / "ws", demo)
+    registry = RunRegistry()
+    runs = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        shutil.copytree(record.folder, folder, ignore=shutil.ignore_patterns("checkpoints"))
+        copy = registry.create(record.config, "tester", folder=folder)
+        registry.mark_running(copy.id, os.getpid(), "cpu", "random")
+        runs.append(registry.mark_finished(copy.id, 0.5, "val/mean_macro_f1", record.metrics, {}))
+    b = RunFolder(runs[1].folder)
+    ids = load_evaluation(b.evaluation()).predictions["id"].to_numpy()
+    fake_evaluation(load_catalogue(demo), LabelSchema.load(b.schema), ids, b.evaluation(), accuracy=0.9)
+    return runs[0], runs[1]
 
 
 def page(section: str | None = None) -> AppTest:
@@ -153,16 +174,24 @@ def test_training_curves(run):
     assert {trace["name"] for trace in chart_spec(at, 0)["data"]} == {"train", "val"}
 
 
-def test_compare_with_another_evaluation_like_for_like(run):
-    record, evaluation = run
-    at = page("Compare")
-    assert at.selectbox(key="evaluate.compare_with").value == (record.id, "evaluation-fake")
-    other = load_evaluation(RunFolder(record.folder).evaluation("evaluation-fake"))
-    expected = compare_shared(evaluation.predictions, other.predictions, evaluation.heads)
+def test_compare_runs_on_the_rows_both_scored_when_they_have_no_test_part(two_runs):
+    a, b = two_runs
+    at = page()
+    at.selectbox(key=EVALUATE_RUN_KEY).set_value(a.id).run()
+    at.session_state["evaluate.section"] = "Compare"
+    at.run()
+    assert at.selectbox(key="evaluate.compare_with").value == b.id
+    mine, other = (load_evaluation(RunFolder(record.folder).evaluation()) for record in (a, b))
+    expected = compare_shared(mine.predictions, other.predictions, mine.heads)
     pd.testing.assert_frame_equal(at.dataframe[0].value, expected)  # a Styler's data
     shared = int(expected["rows"].max())
-    assert any(m.value.startswith(f"Like for like on the **{shared:,} rows both scored**") for m in at.markdown)
-    pd.testing.assert_frame_equal(at.dataframe[1].value, compare_summaries(evaluation.report, other.report))
+    assert f"a = run {a.id} · validation split; b = run {b.id} · validation split; delta = b − a" in [
+        shown(c.value) for c in at.caption]
+    assert (f"Like for like on the **{shared:,} rows both scored** (a scored {len(mine.predictions):,}, b "
+            f"{len(other.predictions):,}); a head's rows are those with the same true class in both. Not on the "
+            f"dataset's fixed test part: run {a.id} and run {b.id} have no evaluation on the dataset's fixed test "
+            "part.") in [shown(m.value) for m in at.markdown]
+    pd.testing.assert_frame_equal(at.dataframe[1].value, compare_summaries(mine.report, other.report))
     classes = at.dataframe[2].value
     assert classes["delta"].dropna().is_monotonic_increasing
     worse = int((classes["change"] == "worse").sum())
@@ -173,6 +202,33 @@ def test_compare_with_another_evaluation_like_for_like(run):
         shown_counts = displayed(table)[columns].stack()
         assert shown_counts.str.fullmatch(r"[\d,]+").all(), shown_counts.tolist()
     at.selectbox(key="evaluate.significance").set_value(0.1).run()
+    assert not at.exception, at.exception
+
+
+def test_compare_runs_on_the_datasets_fixed_test_part_when_both_have_it(two_runs, in_tiny_run):
+    """Whatever evaluation the page shows, two runs with a test part are compared on it, and the page says so;
+    the test part is one of the evaluations the page offers."""
+    catalogue = load_catalogue(in_tiny_run.demo)
+    ids = catalogue.frame["id"].to_numpy()
+    test_ids = ids[in_test_part(ids)]
+    for record, accuracy in zip(two_runs, (0.6, 0.9)):
+        folder = RunFolder(record.folder)
+        fake_evaluation(catalogue, LabelSchema.load(folder.schema), test_ids, folder.evaluation(TEST_PART), accuracy)
+    a, b = two_runs
+    at = page()
+    at.selectbox(key=EVALUATE_RUN_KEY).set_value(a.id).run()
+    assert at.selectbox(key=f"evaluate.name.{a.id}").options == ["validation split", "test part"]
+    at.session_state["evaluate.section"] = "Compare"
+    at.run()
+    mine, other = (load_evaluation(RunFolder(record.folder).evaluation(TEST_PART)) for record in two_runs)
+    expected = compare_shared(mine.predictions, other.predictions, mine.heads)
+    pd.testing.assert_frame_equal(at.dataframe[0].value, expected)
+    assert int(expected["rows"].max()) == len(test_ids)
+    assert f"a = run {a.id} · test part; b = run {b.id} · test part; delta = b − a" in [
+        shown(c.value) for c in at.caption]
+    assert (f"Both scored on **the dataset's fixed test part, {len(test_ids):,} rows** neither run trained or "
+            f"validated on (a scored {len(test_ids):,}, b {len(test_ids):,}); a head's rows are those with the same "
+            "true class in both.") in [shown(m.value) for m in at.markdown]
     assert not at.exception, at.exception
 
 

@@ -14,7 +14,15 @@ from sqlalchemy import update
 from core.access import database
 from core.access.database import DB_URL_ENV, db_engine
 from training import registry as registry_module
-from training.registry import LOST_PROCESS_ERROR, RunRegistry, best_first, dataset_score, runs_table
+from training.registry import (
+    LOST_PROCESS_ERROR,
+    RunRegistry,
+    Score,
+    ScoreBasis,
+    best_first,
+    dataset_score,
+    runs_table,
+)
 
 from conftest import REPO
 from lock_holder import finishes_within, lock_held
@@ -241,4 +249,26 @@ def test_runs_of_a_dataset_rank_by_their_held_out_score_before_newer_and_other_r
     assert [ids[record.id] for record in newest_first] == ["newest", "elsewhere", "unscored", "old_best"]
     ranked = best_first(newest_first, str(data) + "/")
     assert [ids[record.id] for record in ranked] == ["old_best", "newest", "unscored", "elsewhere"]
-    assert [dataset_score(record) for record in ranked] == [0.61, 0.42, None, 0.99]
+    assert [dataset_score(record) for record in ranked] == [Score(0.61, ScoreBasis.VALIDATION),
+                                                           Score(0.42, ScoreBasis.VALIDATION), None,
+                                                           Score(0.99, ScoreBasis.VALIDATION)]
+
+
+def test_a_score_on_the_datasets_test_part_is_preferred_and_ranks_before_validation_scores(registry, tmp_path):
+    """Test-part scores are on the same rows for every run: they rank among themselves, ahead of runs scored on
+    their own validation rows, whatever those say."""
+    data = tmp_path / "data"
+    ids = {}
+    for name, metrics in (("test_low", {"mean_macro_f1": 0.95, "test_mean_macro_f1": 0.40}),
+                          ("validation_only", {"mean_macro_f1": 0.90}),
+                          ("test_high", {"mean_macro_f1": 0.50, "test_mean_macro_f1": 0.70}),
+                          ("test_nan", {"mean_macro_f1": 0.30, "test_mean_macro_f1": float("nan")})):
+        run = registry.create({**CONFIG, "data": str(data)}, "tester")
+        registry.mark_running(run.id, os.getpid(), "cpu", "random")
+        registry.mark_finished(run.id, 0.5, "val/mean_macro_f1", metrics, {})
+        ids[run.id] = name
+    ranked = best_first(registry.list(), data)
+    assert [ids[record.id] for record in ranked] == ["test_high", "test_low", "validation_only", "test_nan"]
+    assert [str(dataset_score(record)) for record in ranked] == [
+        "0.700 on its test part", "0.400 on its test part", "0.900 on its validation rows",
+        "0.300 on its validation rows"]

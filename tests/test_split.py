@@ -1,10 +1,21 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from core.data import CatalogueError
 from core.data.catalogue import load_catalogue
-from core.data.split import SPLITS, split_catalogue, split_catalogue_grouped, split_distribution
+from core.data.split import (
+    SPLITS,
+    TEST,
+    TEST_SHARE,
+    id_uniform,
+    in_test_part,
+    split_catalogue,
+    split_catalogue_grouped,
+    split_distribution,
+)
 
 STRATA = {"A": 500, "B": 300, "C": 150, "D": 40, "E": 9, None: 20}
 VAL_ROWS = {"A": 100, "B": 60, "C": 30, "D": 8, "E": 2, None: 4}  # round(0.2 * n) in each stratum
@@ -102,6 +113,10 @@ def test_split_distribution_exact():
     assert distribution["val_share"].tolist() == pytest.approx([0.5, 0.5])
     only_train = split_distribution(frame, pd.Series(["train"] * 6), "gender")
     assert only_train["val"].tolist() == [0, 0] and only_train["val_share"].isna().all()
+    # Rows of the test part, or of neither part, are in no column.
+    parts = pd.Series(["train", TEST, "train", None, "val", "val"])
+    counted = split_distribution(frame, parts, "gender")
+    assert counted["train"].tolist() == [1, 1] and counted["val"].tolist() == [1, 0]
 
 
 def test_errors_name_the_bad_value(frame):
@@ -115,8 +130,8 @@ def test_errors_name_the_bad_value(frame):
     split = split_catalogue(frame)
     with pytest.raises(ValueError, match="index"):
         split_distribution(frame, split.iloc[1:], "articleType")
-    with pytest.raises(ValueError, match="'test'"):
-        split_distribution(frame, split.replace("val", "test"), "articleType")
+    with pytest.raises(ValueError, match="'holdout'.*valid: train, val, test"):
+        split_distribution(frame, split.replace("val", "holdout"), "articleType")
 
 
 def test_grouped_split_keeps_each_group_on_the_side_of_its_smallest_id(frame):
@@ -138,3 +153,30 @@ def test_grouped_split_keeps_each_group_on_the_side_of_its_smallest_id(frame):
     assert again.reindex(grouped.index).equals(grouped)  # the same ids on the same side, whatever the order
     with pytest.raises(ValueError, match="groups overlap on id"):
         split_catalogue_grouped(frame, [[val[0], val[1]], [val[1], train[0]]])
+
+
+def test_the_test_part_is_a_fixed_tenth_of_any_catalogue_by_id_alone():
+    """The same ids whatever the order or the rows around them, about TEST_SHARE of the rows, and apart
+    from any run's seed: a pure function of the id."""
+    ids = np.arange(1, 200_001, dtype=np.int64) * 3
+    part = in_test_part(ids)
+    assert part.dtype == bool and abs(part.mean() - TEST_SHARE) < 0.003
+    shuffled = np.random.default_rng(0).permutation(len(ids))
+    assert (in_test_part(ids[shuffled]) == part[shuffled]).all()
+    assert (in_test_part(ids[:1000]) == part[:1000]).all()  # a smaller catalogue: the same ids in it
+    # Not any split seed's hash: the test part is not the val rows of seed 0, nor of another seed.
+    for seed in (0, 1, 20261129 + 1):
+        assert abs((part & (id_uniform(ids, seed) < TEST_SHARE)).mean() - TEST_SHARE ** 2) < 0.003
+
+
+def test_the_benchmarks_carve_the_same_test_part(real_sample, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
+    from sample_parts import carve
+
+    train_dir, test_dir = carve(tmp_path / "parts", real_sample)
+    frame = load_catalogue(real_sample).frame
+    carved = pd.read_csv(test_dir / "styles.csv", usecols=["id"])["id"]
+    assert sorted(carved) == sorted(frame["id"][in_test_part(frame["id"].to_numpy())])
+    assert len(carved) == 1_181  # the part RESULTS.md's numbers are on

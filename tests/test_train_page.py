@@ -197,6 +197,22 @@ def test_a_finished_run_shows_the_commands_that_serve_it_and_open_tensorboard(re
     assert f"tensorboard --logdir {finished.folder}/tensorboard" in commands
 
 
+def test_a_finished_run_says_its_score_on_the_datasets_test_part_or_why_it_has_none(registry):
+    scored = registry.create(TrainConfig().to_dict(), "tester")
+    registry.mark_running(scored.id, os.getpid(), device="cpu", weights="none")
+    registry.mark_finished(scored.id, None, None, {"test_part": "scored", "test_rows": 1181,
+                                                   "test_mean_macro_f1": 0.6875}, {})
+    at = train_page()
+    assert ("Mean macro-F1 0.688 on the dataset's fixed test part, 1,181 rows it never trained or "
+            "validated on, the same for every run of the dataset.") in [m.value for m in at.markdown]
+    off = registry.create(TrainConfig(test_part=False).to_dict(), "tester")
+    registry.mark_running(off.id, os.getpid(), device="cpu", weights="none")
+    registry.mark_finished(off.id, None, None, {"test_part": "off", "test_rows": 0}, {})
+    at = train_page()
+    assert "No test part: test_part=false, it trained and validated on every row." in [
+        m.value for m in at.markdown]
+
+
 def test_resume_requeues_a_cancelled_run_in_a_new_process(registry, demo):
     cfg = TrainConfig.from_recipe("default", {"data": str(demo), "image_size": 64, "epochs": 1, "num_workers": 0})
     cancelled = registry.create(cfg.to_dict(), "tester")

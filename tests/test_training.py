@@ -22,16 +22,27 @@ from core import workspace
 from core.data.catalogue import load_catalogue
 from core.data.demo import generate_demo
 from core.data.schema import LabelSchema
-from core.evaluation.files import SUMMARY_COLUMNS, load_evaluation
+from core.data.split import TEST, in_test_part, split_catalogue
+from core.evaluation.files import SUMMARY_COLUMNS, load_evaluation, mean_macro_f1
 from training import train as train_module
 from training.__main__ import main as cli
 from training.checkpoints import CHECKPOINT_KEY, load_predictor
 from training.config import TrainConfig
 from training.health import health_split
 from training.registry import LOST_PROCESS_ERROR, RunRegistry
-from training.rows import run_rows, run_split
-from training.run_folder import RunFolder, readable_checkpoint
-from training.train import train
+from training.rows import (
+    MIN_TEST_ROWS,
+    FixedTestPart,
+    FixedTestState,
+    catalogue_parts,
+    decide_split,
+    run_rows,
+    run_split,
+    run_test_part,
+)
+from training.run_folder import TEST_PART, VALIDATION, RunFolder, readable_checkpoint
+from training.status import summary_of_test_part
+from training.train import prepare_run, train
 
 from conftest import REPO, point_at_workspace
 
@@ -116,6 +127,126 @@ def test_the_registry_records_device_weights_best_metric_and_timings(finished_ru
     assert stored.best_metric_name == "val/mean_macro_f1" and 0 <= stored.best_metric <= 1
     assert stored.best_metric == pytest.approx(stored.metrics["mean_macro_f1_independent"], abs=1e-6)
     assert stored.timings["fit_s"] > 0 and stored.timings["train_images_per_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def demo_with_test_part(tmp_path_factory) -> Path:
+    """A demo catalogue big enough for a test part (41 of its 300 rows)."""
+    return generate_demo(tmp_path_factory.mktemp("data") / "demo", n=300, seed=5)
+
+
+def rule_ids(catalogue) -> set[int]:
+    """The catalogue's ids in the dataset's fixed test part, by the rule itself."""
+    ids = catalogue.frame["id"].to_numpy()
+    return set(ids[in_test_part(ids)].tolist())
+
+
+def test_a_new_run_leaves_the_datasets_test_part_out_whatever_its_seed_share_or_cap(demo_with_test_part):
+    catalogue = load_catalogue(demo_with_test_part)
+    frame, test = catalogue.frame, rule_ids(catalogue)
+    assert len(test) >= MIN_TEST_ROWS
+    for overrides in ([], ["seed=3"], ["val_fraction=0.3"], ["max_samples=80"]):
+        cfg = TrainConfig(data=str(demo_with_test_part)).with_overrides(overrides)
+        split = decide_split(cfg, catalogue)
+        assert not test & set(split.index), overrides
+        part = run_test_part(cfg, catalogue, split)
+        assert (part.state, part.rows) == (FixedTestState.SCORED, len(test))
+        assert set(part.catalogue.frame["id"]) == test  # all of it, whatever the cap
+    assert len(split) == 80 and set(decide_split(TrainConfig(), catalogue).index) == set(frame["id"]) - test
+    # Off: every row split as before test parts; a run of that split has no test part.
+    off = TrainConfig(data=str(demo_with_test_part), test_part=False)
+    whole = decide_split(off, catalogue)
+    assert whole.to_dict() == dict(zip(frame["id"], split_catalogue(frame, val_fraction=0.2, seed=0)))
+    assert run_test_part(off, catalogue, whole) == FixedTestPart(FixedTestState.OFF, 0)
+    assert run_test_part(TrainConfig(), catalogue, whole) == FixedTestPart(FixedTestState.TRAINED_ON, len(test))
+    # A reviewed new photo whose id falls in the test part still trains, and is never in the test part.
+    new_id = next(i for i in range(10**7, 10**8) if in_test_part(np.array([i]))[0])
+    with_new = dataclasses.replace(catalogue, frame=pd.concat([frame, frame.iloc[[0]].assign(id=new_id)],
+                                                               ignore_index=True),
+                                   extra_images={new_id: demo_with_test_part / "images" / f"{frame['id'][0]}.jpg"})
+    split = decide_split(TrainConfig(), with_new)
+    assert split[new_id] == "train"
+    assert set(run_test_part(TrainConfig(), with_new, split).catalogue.frame["id"]) == test
+
+
+def test_a_grouped_run_also_leaves_out_the_near_duplicates_of_test_part_photos(demo_with_test_part, monkeypatch):
+    """So the test part never scores a near-copy of a training photo; the test part itself stays the same."""
+    catalogue = load_catalogue(demo_with_test_part)
+    test = sorted(rule_ids(catalogue))
+    rest = [i for i in catalogue.frame["id"] if i not in test]
+    groups = [[test[0], rest[0]], [rest[1], rest[2]]]  # what the embeddings would find
+    monkeypatch.setattr("training.rows.near_duplicate_groups", lambda *args, **kwargs: groups)
+    cfg = TrainConfig(split="grouped")
+    parts = catalogue_parts(cfg, catalogue).set_axis(catalogue.frame["id"])
+    assert parts[rest[0]] is None and parts[test[0]] == TEST and parts[rest[1]] == parts[rest[2]]
+    split = decide_split(cfg, catalogue)
+    assert set(split.index) == set(rest) - {rest[0]}
+    assert set(run_test_part(cfg, catalogue, split).catalogue.frame["id"]) == set(test)
+
+
+def test_a_catalogue_too_small_for_a_test_part_trains_on_every_row_and_says_so(finished_run, tiny_demo, tmp_path,
+                                                                               capsys):
+    record, cfg, _ = finished_run
+    catalogue = load_catalogue(tiny_demo)
+    test = rule_ids(catalogue)
+    assert 0 < len(test) < MIN_TEST_ROWS
+    assert set(decide_split(TrainConfig(), catalogue).index) == set(catalogue.frame["id"])
+    assert (record.metrics["test_part"], record.metrics["test_rows"]) == ("too few rows", len(test))
+    assert "test_mean_macro_f1" not in record.metrics and TEST_PART not in RunFolder(record.folder).evaluation_names()
+    said = f"the dataset's test part holds {len(test)} rows, fewer than {MIN_TEST_ROWS}: too few to score a run on"
+    assert summary_of_test_part(record).startswith(f"no test part: {said}")
+    prepare_run(cfg, RunFolder(tmp_path / "run"))
+    assert f"note: run run has no test part: {said}" in capsys.readouterr().err
+    assert cli(["evaluate", record.id, "--test-part"]) == 2
+    assert f"error: run {record.id} has no test part: {said}" in capsys.readouterr().err
+
+
+def test_a_run_trained_before_runs_kept_their_split_keeps_every_row(demo_with_test_part, tmp_path):
+    """It has checkpoints and no split.parquet: trained before test parts too, its split is decided as then."""
+    catalogue = load_catalogue(demo_with_test_part)
+    run = RunFolder(tmp_path / "old")
+    run.checkpoints.mkdir(parents=True)
+    (run.checkpoints / "last.ckpt").write_bytes(b"")
+    split = run_split(TrainConfig(), catalogue, run)
+    assert set(split.index) == set(catalogue.frame["id"])
+    assert run_test_part(TrainConfig(), catalogue, split).state == FixedTestState.TRAINED_ON
+
+
+@pytest.fixture(scope="module")
+def scored_run(demo_with_test_part, tmp_path_factory) -> tuple:
+    """A finished run on a catalogue with a test part, and its workspace (the environment left as it was)."""
+    home = tmp_path_factory.mktemp("ws")
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_workspace(patch, home)
+        return train(TrainConfig.from_recipe("default").with_overrides([f"data={demo_with_test_part}", *TINY])), home
+
+
+def test_a_run_is_scored_on_its_datasets_test_part_after_training(scored_run, demo_with_test_part, monkeypatch,
+                                                                   capsys):
+    record, home = scored_run
+    point_at_workspace(monkeypatch, home)
+    run = RunFolder(record.folder)
+    test = rule_ids(load_catalogue(demo_with_test_part))
+    assert run.evaluation_names() == [VALIDATION, TEST_PART]
+    evaluation = load_evaluation(run.evaluation(TEST_PART))
+    assert set(evaluation.predictions["id"]) == test and not test & set(run.read_split().index)
+    assert evaluation.report["checkpoint"] == record.metrics["best_checkpoint"]
+    assert evaluation.predictions["trust_role"].isna().all()  # no calibration row among them
+    assert (record.metrics["test_part"], record.metrics["test_rows"]) == ("scored", len(test))
+    score = mean_macro_f1(evaluation.report["heads"])
+    assert record.metrics["test_mean_macro_f1"] == pytest.approx(score)
+    assert cli(["show", record.id]) == 0
+    assert (f"  test     mean macro-F1 {score:.3f} on the dataset's fixed test part, {len(test)} rows it never "
+            "trained or validated on") in capsys.readouterr().out
+    # The command line scores it again, the same.
+    assert cli(["evaluate", record.id, "--test-part"]) == 0
+    assert f"reports  {run.evaluation(TEST_PART)}" in capsys.readouterr().out
+    again = load_evaluation(run.evaluation(TEST_PART))
+    assert again.predictions["id"].tolist() == evaluation.predictions["id"].tolist()
+    assert np.allclose(np.stack(again.predictions["articleType_probs"]),
+                       np.stack(evaluation.predictions["articleType_probs"]), atol=1e-5)
+    with pytest.raises(SystemExit):
+        cli(["evaluate", record.id, "--test-part", "--data", str(demo_with_test_part)])
 
 
 def test_the_seed_recipe_runs_with_a_frozen_backbone(tiny_demo, workspace_home):
@@ -347,6 +478,7 @@ def test_a_full_disk_is_recorded_and_the_cut_checkpoint_never_offered(tiny_demo,
     assert all(readable_checkpoint(path) for path in run.checkpoint_files())
     assert not run.has_checkpoint("best") and not run.has_checkpoint("last")
     photo = next((tiny_demo / "images").iterdir())
+    capsys.readouterr()  # the run's own notes
     assert cli(["predict", record.id, str(photo)]) == 2
     assert capsys.readouterr().err.startswith(f"error: no 'best' checkpoint in {run.checkpoints}")
 

@@ -5,7 +5,8 @@ evaluate or calibrate one, tag photos, serve them over HTTP, rank label issues, 
     python -m training fit --resume RUN_ID [--json]
     python -m training runs [--json]
     python -m training show RUN_ID [--json]
-    python -m training evaluate RUN_ID [--data DIR] [--checkpoint best|last|FILE] [--engine local|ray] [--json]
+    python -m training evaluate RUN_ID [--data DIR | --test-part] [--checkpoint best|last|FILE] [--engine local|ray]
+                                  [--json]
     python -m training predict RUN_ID SRC... [--checkpoint best|last|FILE] [--top-k 3] [--batch-size 32]
                                          [--device auto|cpu|cuda] [--target-error 0.02] [--json] [--csv FILE]
                                          [--out DIR [--part-size 1000]] [--engine local|ray]
@@ -67,7 +68,7 @@ from core.trust.abstention import TARGET_ERROR
 from core.trust.typicality import UNLIKE_CALIBRATION
 from training.registry import RunState
 from training.scale import PART_SIZE, PATH_LISTS, Engine
-from training.status import format_duration, summary_frame
+from training.status import format_duration, summary_frame, summary_of_test_part
 
 UNREADABLE_SHOWN = 10  # unreadable photos `health` names in its text; --json lists every one
 
@@ -90,10 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
     evaluate = commands.add_parser(
-        "evaluate", help="evaluate a run's checkpoint on its validation split, or on every row of another catalogue")
+        "evaluate", help="evaluate a run's checkpoint on its validation split, its dataset's fixed test part, or "
+                         "every row of another catalogue")
     evaluate.add_argument("run_id")
-    evaluate.add_argument("--data", help="catalogue folder (reports go to <run>/evaluation-<folder name>/); "
-                                         "default: the run's validation split (<run>/evaluation/)")
+    where = evaluate.add_mutually_exclusive_group()
+    where.add_argument("--data", help="catalogue folder (reports go to <run>/evaluation-<folder name>/); "
+                                      "default: the run's validation split (<run>/evaluation/)")
+    where.add_argument("--test-part", action="store_true",
+                       help="the dataset's fixed test part, rows the run never trained or validated on "
+                            "(<run>/evaluation.test-part/)")
     evaluate.add_argument("--checkpoint", default="best",
                           help="best (default), last, or a file in the run's checkpoints/")
     evaluate.add_argument("--json", action="store_true", help="print the per-head summary as JSON on the last line")
@@ -216,6 +222,9 @@ def describe(record) -> str:
         lines.append(f"  best     {record.best_metric_name} = {record.best_metric:.4f}")
     summary = summary_frame(record)
     lines += [head_line(head, numbers) for head, numbers in summary.iterrows()]
+    test = summary_of_test_part(record)
+    if test is not None:
+        lines.append(f"  test     {test}")
     if record.error:
         lines.append(f"  error    {record.error.splitlines()[0]}")
     return "\n".join(lines)
@@ -267,7 +276,7 @@ def evaluate(args: argparse.Namespace) -> int:
     cluster = cluster_of(args)
     record = RunRegistry().get(args.run_id)
     try:
-        folder, report = evaluate_checkpoint(record.folder, args.data, args.checkpoint, cluster)
+        folder, report = evaluate_checkpoint(record.folder, args.data, args.checkpoint, cluster, args.test_part)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

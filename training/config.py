@@ -72,7 +72,10 @@ class TrainConfig:
     # --- data
     data: str | None = None  # dataset folder (styles.csv + images/); None = FASHION_TAGGER_DATA, else the demo
     heads: tuple[str, ...] = HEADS  # label heads to learn, a subset of core.data.HEADS
-    max_samples: int | None = None  # cap on catalogue rows, for quick runs; None = every row
+    max_samples: int | None = None  # cap on training and validation rows, for quick runs; None = every row
+    # leave the dataset's fixed test part (core.data.split.in_test_part, ~10 % of rows by product id) out of training
+    # and validation, and score the best checkpoint on it: every run of a dataset on the same rows (training.rows)
+    test_part: bool = True
     # train on the reviewed labels (label store): corrections applied, "not a product" rows dropped, reviewed new photos
     # added to training
     corrections: bool = False

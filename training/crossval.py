@@ -21,6 +21,12 @@ A cross-validation folder `<workspace>/crossval/<crossval_id>/` holds:
     summary.json          the CrossvalResult (written when it ends, finished or failed)
 (names shared with a run folder come from training.run_folder)
 
+It scores every row, the dataset's fixed test part included (training.rows), and ignores
+cfg.test_part: it exists to find wrong labels, and the test part's, which score every run, are the
+last to leave unchecked. That leaks nothing into runs: its K models are thrown away, none chooses an
+epoch, and it is never ranked or compared with runs. For the same reason its out-of-sample scores are
+no measure to choose a recipe by (they include the test part): runs' test-part scores are.
+
 It keeps its own record (summary.json) rather than a row in the run registry: the registry's
 readers (`fit --resume`, checkpoint loading, the Train page) take a run to be one model with
 checkpoints and a config TrainConfig accepts, and a cross-validation is K models and keeps none.

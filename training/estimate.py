@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from core.data.split import capped_selection
+from core.data.split import SPLITS, capped_selection
 from training.config import Accelerator, TrainConfig, resolve_precision
 from training.machine import Machine
 from training.registry import RunRecord, RunState
@@ -38,11 +38,14 @@ OPTIMISER_BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moment
 MAX_USUAL_LR = 0.1  # above this, AdamW on these nets diverges (lr=50 gave NaN losses)
 
 
-def split_sizes(cfg: TrainConfig, ids: np.ndarray, split: np.ndarray) -> tuple[int, int]:
-    """(training images, validation images) a run of `cfg` uses of a catalogue whose rows are
-    `ids` split as `split` ("train"/"val" per row, as training.rows.decide_split splits): the same
-    counts as the run's, max_samples' cap included."""
-    used = capped_selection(np.asarray(ids), np.asarray(split), cfg.max_samples, cfg.seed)
+def split_sizes(cfg: TrainConfig, ids: np.ndarray, parts: np.ndarray) -> tuple[int, int]:
+    """(training images, validation images) a run of `cfg` uses of a catalogue whose rows are `ids`
+    in `parts` ("train"/"val" per row, or neither: the test part; as training.rows.catalogue_parts
+    gives them): the same counts as the run's, max_samples' cap included."""
+    parts = np.asarray(parts, dtype=object)
+    in_split = np.isin(parts, SPLITS)
+    split = parts[in_split]
+    used = capped_selection(np.asarray(ids)[in_split], split, cfg.max_samples, cfg.seed)
     return int((used & (split == "train")).sum()), int((used & (split == "val")).sum())
 
 

@@ -14,12 +14,11 @@ import pandas as pd
 
 from core import workspace
 from core.data.catalogue import Catalogue, same_dataset
-from core.data.split import split_catalogue
 from core.health.embeddings import ModelIdentity, pretrained_identity
 from core.health.files import Health, HealthFolder, Progress, compute_health, health_folder
 from training.config import TrainConfig
 from training.registry import RunRecord
-from training.rows import run_catalogue, run_split
+from training.rows import decide_split, run_catalogue, run_split
 from training.run_folder import RunFolder
 from training.scale import RayCluster, ray_embedder
 
@@ -73,10 +72,9 @@ def compute(catalogue: Catalogue, record: RunRecord | None, device: str = "cpu",
 
 
 def default_split(catalogue: Catalogue) -> pd.Series:
-    """The split a new run of the catalogue gets by default ("train"/"val" by id)."""
-    defaults = TrainConfig()
-    split = split_catalogue(catalogue.frame, val_fraction=defaults.val_fraction, seed=defaults.seed)
-    return pd.Series(split.to_numpy(), index=catalogue.frame["id"].to_numpy(), name="split")
+    """The split a new run of the catalogue gets by default ("train"/"val" by id; the dataset's fixed
+    test part in neither)."""
+    return decide_split(TrainConfig(), catalogue)
 
 
 def health_split(catalogue: Catalogue, record: RunRecord | None) -> tuple[pd.Series, str]:

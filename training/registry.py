@@ -120,14 +120,40 @@ class RunRecord:
         return dataclasses.asdict(self)
 
 
-DATASET_SCORE = "mean macro-F1 on held-out rows"  # what `dataset_score` is, said for a person
+class ScoreBasis(enum.StrEnum):
+    """The rows a run's `dataset_score` was measured on."""
+
+    TEST_PART = "test part"  # the dataset's fixed test part (training.rows): the same rows for every run of it
+    VALIDATION = "validation rows"  # the run's own validation split: a run without a test part
 
 
-def dataset_score(record: RunRecord) -> float | None:
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """A run's mean macro-F1 and the rows it was measured on."""
+
+    value: float
+    basis: ScoreBasis
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} on its {self.basis}"
+
+
+# What `dataset_score` is and how `best_first` ranks by it, said for a person.
+DATASET_SCORE = ("mean macro-F1 on the dataset's fixed test part (a run without one: on its validation rows, ranked "
+                 "after)")
+
+
+def dataset_score(record: RunRecord) -> Score | None:
     """What the runs of one dataset are ranked by: every head's macro-F1 averaged over the run's
-    proposals on its held-out rows (its evaluation when it finished); None for a run without one."""
-    value = (record.metrics or {}).get("mean_macro_f1")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    proposals on the dataset's fixed test part (metrics["test_mean_macro_f1"], its evaluation when it
+    finished), else on its validation rows (metrics["mean_macro_f1"]: a run without a test part);
+    None for a run with neither."""
+    metrics = record.metrics or {}
+    for key, basis in (("test_mean_macro_f1", ScoreBasis.TEST_PART), ("mean_macro_f1", ScoreBasis.VALIDATION)):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return Score(float(value), basis)
+    return None
 
 
 def trained_on(record: RunRecord, dataset: str | Path) -> bool:
@@ -136,13 +162,19 @@ def trained_on(record: RunRecord, dataset: str | Path) -> bool:
 
 
 def best_first(records: list[RunRecord], dataset: str | Path) -> list[RunRecord]:
-    """`records` trained on `dataset`, best `dataset_score` first (those without a score after them),
-    then the others; each part in the order given (the registry lists newest first)."""
+    """`records` trained on `dataset`, best first: those with a test-part score by it, then those scored
+    on their validation rows by theirs, then those without a score, then the others; each part in the
+    order given (the registry lists newest first).
+
+    Scores on the test part are like for like (the same rows for every run of the dataset); a score
+    on a run's own validation rows is on other rows, and optimistic (they chose its best epoch), so it
+    never outranks a test-part score: a run with a test part is preferred to one without."""
     own = [record for record in records if trained_on(record, dataset)]
     others = [record for record in records if record not in own]
-    scored = sorted((record for record in own if dataset_score(record) is not None),
-                    key=lambda record: -dataset_score(record))
-    return [*scored, *(record for record in own if dataset_score(record) is None), *others]
+    scores = {record.id: dataset_score(record) for record in own}
+    scored = sorted((record for record in own if scores[record.id] is not None),
+                    key=lambda record: (scores[record.id].basis != ScoreBasis.TEST_PART, -scores[record.id].value))
+    return [*scored, *(record for record in own if scores[record.id] is None), *others]
 
 
 class RunRegistry:

@@ -1,8 +1,18 @@
 """The rows a run is made of, decided once when it starts and kept in its folder: its catalogue (with
 the label store's corrections when it trains on them), its split, its training rows and their class
-counts. `train`, `evaluate`, `calibrate` and data health all read them from here, so a run and every
-later look at it see the same rows and labels. Imports no torch: data health's first view reads a
-run's split without it.
+counts, and the test part it is scored on. `train`, `evaluate`, `calibrate` and data health all read
+them from here, so a run and every later look at it see the same rows and labels. Imports no torch:
+data health's first view reads a run's split without it.
+
+The test part: a new run (cfg.test_part, the default) leaves the dataset's fixed test part
+(core.data.split.in_test_part) out of training and validation, whatever its seed, split strategy or
+max_samples cap, and is scored on all of it after training, so every run of a dataset is scored on
+the same rows. Reviewed new photos are never in it (they always train). A catalogue whose test part
+would hold fewer than MIN_TEST_ROWS rows keeps them for training and validation, and its runs say
+so and have no test score. A grouped run also leaves out the near-duplicates of test-part photos,
+so that the test part never scores a near-copy of a training photo. Which rows score a run later is
+read from the data (`run_test_part`), not from its config: a run whose split holds test-part rows
+(started before runs left it out) has none.
 """
 
 from __future__ import annotations
@@ -15,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 from core import workspace
+from core.choices import Choice
 from core.data.catalogue import Catalogue, DatasetKey, load_catalogue
 from core.data.schema import IGNORE_INDEX, LabelSchema
-from core.data.split import capped_selection, split_catalogue, split_catalogue_grouped
+from core.data.split import SPLITS, TEST, capped_selection, in_test_part, split_catalogue, split_catalogue_grouped
 from core.health.files import near_duplicate_groups
 from core.labels.corrections import apply_corrections, corrections_snapshot
 from core.labels.store import LabelStore
@@ -52,33 +63,122 @@ def run_catalogue(cfg: TrainConfig, folder: Path) -> Catalogue:
 
 def run_split(cfg: TrainConfig, catalogue: Catalogue, run: RunFolder) -> pd.Series:
     """The rows the run uses, "train"/"val" by product id: as its folder keeps them, else decided now
-    (`decide_split`) and kept there, so it is decided once per run whatever asks first."""
+    (`decide_split`) and kept there, so it is decided once per run whatever asks first. A run that has
+    checkpoints but no split was trained before runs kept their split, and before the test part: its
+    split is decided as it was then, with every row."""
     split = run.read_split()
-    return split if split is not None else run.keep_split(decide_split(cfg, catalogue))
+    if split is not None:
+        return split
+    if run.checkpoint_files():
+        cfg = dataclasses.replace(cfg, test_part=False)
+    return run.keep_split(decide_split(cfg, catalogue))
 
 
-def decide_split(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:
-    """"train"/"val" by product id for the rows a run of `cfg` uses: the split of the catalogue's own
-    rows (the same as a run without corrections, but for relabelled rows), reviewed new photos always
-    in training, then capped by cfg.max_samples (`capped_selection`, each part's share kept).
+MIN_TEST_ROWS = 30  # a smaller test part could hardly tell two runs apart, and a catalogue that small needs its rows
+
+
+class FixedTestState(Choice):
+    """Whether a run is scored on its dataset's fixed test part, and why not."""
+
+    SCORED = "scored"  # left out of training and validation; the run is scored on it
+    OFF = "off"  # cfg.test_part is false
+    TOO_FEW = "too few rows"  # the catalogue's test part holds fewer than MIN_TEST_ROWS rows: they train
+    TRAINED_ON = "trained on"  # the run's split holds rows of it (from before runs left it out, or too few then)
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedTestPart:
+    """A run's test part: its state and its rows (SCORED: those it is scored on; TOO_FEW: those the
+    catalogue's test part holds; TRAINED_ON: those in the run's split; OFF: none counted)."""
+
+    state: FixedTestState
+    rows: int
+    catalogue: Catalogue | None = None  # SCORED: the run's catalogue cut to the test part's rows
+
+    def describe(self) -> str:
+        return describe_test_part(self.state, self.rows)
+
+
+def describe_test_part(state: FixedTestState, rows: int) -> str:
+    """What a run's test part is (SCORED), or why it has none (a record keeps its state and rows: `FixedTestPart`)."""
+    return {
+        FixedTestState.SCORED: f"the dataset's fixed test part, {rows:,} rows it never trained or validated on, "
+                               "the same for every run of the dataset",
+        FixedTestState.OFF: "test_part=false, it trained and validated on every row",
+        FixedTestState.TOO_FEW: f"the dataset's test part holds {rows:,} rows, fewer than {MIN_TEST_ROWS}: too few "
+                                "to score a run on, they train and validate with the others",
+        FixedTestState.TRAINED_ON: f"{rows:,} rows of the dataset's test part are in its split (a run started "
+                                   "before runs left the test part out, or while the dataset was too small for one)",
+    }[state]
+
+
+def _own_test_rows(catalogue: Catalogue) -> np.ndarray:
+    """The catalogue's rows in the dataset's fixed test part, bool [n]; reviewed new photos never are."""
+    ids = catalogue.frame["id"]
+    return ~ids.isin(list(catalogue.extra_images)).to_numpy() & in_test_part(ids.to_numpy())
+
+
+def carved_test_rows(cfg: TrainConfig, catalogue: Catalogue) -> np.ndarray:
+    """The catalogue rows a new run of `cfg` leaves out as the dataset's test part, bool [n] over
+    catalogue.frame (module docstring): none with test_part off or too few of them."""
+    rows = _own_test_rows(catalogue)
+    return rows if cfg.test_part and rows.sum() >= MIN_TEST_ROWS else np.zeros(len(rows), dtype=bool)
+
+
+def run_test_part(cfg: TrainConfig, catalogue: Catalogue, split: pd.Series) -> FixedTestPart:
+    """The test part a run of `cfg` is scored on, of its catalogue as it is now: the dataset's test part
+    (reviewed new photos never in it) when none of its rows is in `split`, the run's; else why it has none."""
+    rows = _own_test_rows(catalogue)
+    in_split = rows & catalogue.frame["id"].isin(split.index).to_numpy()
+    if not cfg.test_part:
+        return FixedTestPart(FixedTestState.OFF, 0)
+    if rows.sum() < MIN_TEST_ROWS:
+        return FixedTestPart(FixedTestState.TOO_FEW, int(rows.sum()))
+    if in_split.any():
+        return FixedTestPart(FixedTestState.TRAINED_ON, int(in_split.sum()))
+    return FixedTestPart(FixedTestState.SCORED, int(rows.sum()),
+                         dataclasses.replace(catalogue, frame=catalogue.frame[rows].reset_index(drop=True)))
+
+
+def catalogue_parts(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:
+    """Each catalogue row's part in a new run of `cfg` before max_samples' cap (index = catalogue.frame's):
+    TEST for the dataset's test part (`carved_test_rows`), reviewed new photos "train", the other rows split
+    "train"/"val" (cfg.split), and None for a row a grouped run leaves out as a near-duplicate of a
+    test-part photo.
 
     cfg.split "grouped" keeps near-duplicate photos together: their groups come from the pretrained
     backbone's embeddings, computed once per dataset and cached in the workspace (on the run's GPU
     when it has one)."""
     frame = catalogue.frame
     added = frame["id"].isin(list(catalogue.extra_images)).to_numpy()
-    split = pd.Series("train", index=frame.index)
-    own = frame[~added]
+    test = carved_test_rows(cfg, catalogue)
+    parts = pd.Series("train", index=frame.index, dtype=object)
+    parts[test] = TEST
+    rest = ~added & ~test
     if cfg.split == SplitStrategy.GROUPED:
         groups = near_duplicate_groups(catalogue, workspace.workspace_dir(), cfg.group_similarity,
-                                       ids=own["id"].tolist(),
+                                       ids=frame["id"][~added].tolist(),
                                        device="cuda" if uses_cuda(cfg, Machine.from_torch(details=False)) else "cpu")
-        split[~added] = split_catalogue_grouped(own, groups, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        test_ids = set(frame["id"][test].tolist())
+        near_test = frame["id"].isin([i for group in groups if test_ids.intersection(group) for i in group]).to_numpy()
+        parts[rest & near_test] = None
+        rest &= ~near_test
+        parts[rest] = split_catalogue_grouped(frame[rest], groups, val_fraction=cfg.val_fraction, seed=cfg.seed)
     else:
-        split[~added] = split_catalogue(own, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    ids = frame["id"].to_numpy()
-    used = capped_selection(ids, split.to_numpy(), cfg.max_samples, cfg.seed)
-    return pd.Series(split.to_numpy()[used], index=pd.Index(ids[used], name="id"), name="split")
+        parts[rest] = split_catalogue(frame[rest], val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return parts
+
+
+def decide_split(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:
+    """"train"/"val" by product id for the rows a run of `cfg` uses: `catalogue_parts`' (the split of the
+    catalogue's own rows but for the test part, the same as a run without corrections but for
+    relabelled rows, reviewed new photos always in training), capped by cfg.max_samples
+    (`capped_selection`, each part's share kept)."""
+    parts = catalogue_parts(cfg, catalogue)
+    used = parts.isin(SPLITS).to_numpy()
+    ids, split = catalogue.frame["id"].to_numpy()[used], parts.to_numpy()[used]
+    kept = capped_selection(ids, split, cfg.max_samples, cfg.seed)
+    return pd.Series(split[kept], index=pd.Index(ids[kept], name="id"), name="split")
 
 
 def run_rows(catalogue: Catalogue, split: pd.Series) -> tuple[Catalogue, pd.Series]:

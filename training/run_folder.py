@@ -4,7 +4,8 @@ A run folder (`<workspace>/runs/<run_id>/`) holds:
     config.json          the TrainConfig (also inside every checkpoint, with the label schema)
     launch_config.json   the exact TrainConfig the dashboard launched the run with
     split.parquet        the rows the run uses, decided once when it starts (training.rows.run_split):
-                         id, part ("train"/"val"); rows over cfg.max_samples are in neither
+                         id, part ("train"/"val"); the dataset's fixed test part and rows over
+                         cfg.max_samples are in neither
     schema.json          the label schema fitted on the run's training rows
     taxonomy.json        the taxonomy learned from them (core.trust.taxonomy; inside every checkpoint too)
     calibration.json     temperatures, threshold counts and the typicality gate fitted after training
@@ -20,6 +21,8 @@ A run folder (`<workspace>/runs/<run_id>/`) holds:
     progress.json        where the run is now (`Stage`, epoch, step), for the Train page
     run.log              the training process's output when launched from the dashboard
     evaluation/          core.evaluation.files' files: the validation split through the best checkpoint
+    evaluation.test-part/  the same for the dataset's fixed test part (training.rows: rows the run never
+                         trained or validated on, the same for every run of the dataset), when it has one
     evaluation-<dataset>/  the same for every row of another catalogue (`python -m training
                          evaluate --data`), with evaluation-<dataset>.log and .launch.json while
                          it runs in the background
@@ -49,6 +52,8 @@ from core.data.split import SPLITS
 from core.evaluation.files import evaluated_dataset, is_complete, read_report
 
 VALIDATION = "evaluation"  # the validation split's evaluation folder; others add -<dataset>
+# The test part's: a name `evaluation_name` never gives (a catalogue folder named "test" gives evaluation-test)
+TEST_PART = "evaluation.test-part"
 CHECKPOINT_CHOICES = ("best", "last")
 _EARLIER_METRICS = "metrics.until-*.csv"
 
@@ -253,9 +258,9 @@ class RunFolder:
         return self.path / f"{name}.launch.json"
 
     def evaluation_names(self) -> list[str]:
-        """The complete evaluation folders: VALIDATION first when present, then the others by name."""
+        """The complete evaluation folders: VALIDATION and TEST_PART first when present, then the others by name."""
         found = [path.name for path in self.path.glob(f"{VALIDATION}*") if path.is_dir() and is_complete(path)]
-        return sorted(found, key=lambda name: (name != VALIDATION, name))
+        return sorted(found, key=lambda name: (name != VALIDATION, name != TEST_PART, name))
 
     def evaluations_of(self, dataset: str | Path, run_data: str) -> list[str]:
         """The complete evaluations that scored catalogue `dataset` (`run_data`: the run's own
@@ -264,7 +269,7 @@ class RunFolder:
                 if same_dataset(evaluated_dataset(read_report(self.evaluation(name)), run_data), dataset)]
 
     def files(self) -> list[Path]:
-        """What a finished run's folder shows a user: its config, schema, metrics, evaluation, log
-        and every checkpoint, those present."""
-        named = [self.config, self.schema, self.metrics, self.evaluation(), self.log]
+        """What a finished run's folder shows a user: its config, schema, metrics, evaluations (validation
+        split, test part), log and every checkpoint, those present."""
+        named = [self.config, self.schema, self.metrics, self.evaluation(), self.evaluation(TEST_PART), self.log]
         return [path for path in named if path.exists()] + self.checkpoint_files()

@@ -1,5 +1,6 @@
 """What the Train page shows about runs: a run's live status from its progress.json and run.log,
-its metrics per epoch, the per-head summary of a finished run, and the table of runs."""
+its metrics per epoch, the per-head summary of a finished run and its test-part score, and the table
+of runs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from core.data import HEADS
 from core.evaluation.files import summary_table
 from training.processes import log_tail
 from training.registry import RunRecord, RunState
+from training.rows import FixedTestState, describe_test_part
 from training.run_folder import RunFolder, Stage
 
 
@@ -140,6 +142,19 @@ def summary_frame(record: RunRecord) -> pd.DataFrame:
     heads = (record.metrics or {}).get("heads", {})
     # Records written before 2026-11-29 also keep "mean_macro_f1" (a number) among the heads.
     return summary_table({head: numbers for head, numbers in heads.items() if isinstance(numbers, dict)})
+
+
+def summary_of_test_part(record: RunRecord) -> str | None:
+    """A finished run's mean macro-F1 on its dataset's fixed test part, with what the part is, or why it
+    has none (training.rows); None for a run without that record (unfinished, or from before test parts)."""
+    metrics = record.metrics or {}
+    if "test_part" not in metrics:
+        return None
+    state = FixedTestState(metrics["test_part"])
+    said = describe_test_part(state, metrics["test_rows"])
+    if state == FixedTestState.SCORED:
+        return f"mean macro-F1 {metrics['test_mean_macro_f1']:.3f} on {said}"
+    return f"no test part: {said}"
 
 
 def runs_frame(records: list[RunRecord]) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""`train(cfg) -> RunRecord`: one training run, from catalogue to checkpoints and the evaluation
-of the best one. What the run folder holds is training.run_folder's; how the model and data are
+"""`train(cfg) -> RunRecord`: one training run, from catalogue to checkpoints and the evaluations
+of the best one: on the validation split, and on the dataset's fixed test part when the run has one
+(training.rows). What the run folder holds is training.run_folder's; how the model and data are
 built, training.builders'; the run's record, training.registry's.
 """
 
@@ -33,10 +34,20 @@ from training.builders import build_datamodule, build_module, run_precision
 from training.calibrate import fit_trust
 from training.checkpoints import CHECKPOINT_KEY, checkpoint_payload, load_weights
 from training.config import TrainConfig, resolve_rare_min_count
-from training.evaluate import predict
+from training.evaluate import evaluate_rows, predict
 from training.registry import RunRecord, RunRegistry
-from training.rows import class_counts, run_catalogue, run_rows, run_split, training_rows, with_dataset
-from training.run_folder import VALIDATION, RunFolder, Stage
+from training.rows import (
+    FixedTestPart,
+    FixedTestState,
+    class_counts,
+    run_catalogue,
+    run_rows,
+    run_split,
+    run_test_part,
+    training_rows,
+    with_dataset,
+)
+from training.run_folder import TEST_PART, VALIDATION, RunFolder, Stage
 
 RUN_ID_ENV = "FASHION_TAGGER_RUN_ID"
 
@@ -50,11 +61,13 @@ class PreparedRun:
     schema: LabelSchema  # fitted on the training rows
     taxonomy: Taxonomy  # learned from the training rows
     counts: dict[str, list[int]]  # training rows per class of each head
+    test: FixedTestPart  # the dataset's fixed test part the run is scored on, or why it has none
 
 
 def train(cfg: TrainConfig, run_id: str | None = None, registry: RunRegistry | None = None,
           resume: bool = False) -> RunRecord:
-    """Train `cfg` and evaluate the best checkpoint on the validation split; returns the run's record.
+    """Train `cfg` and evaluate the best checkpoint on the validation split, and on the dataset's fixed test
+    part when the run has one (training.rows); returns the run's record.
 
     run_id: adopt a run already registered as queued (the dashboard registers it before
     launching; `--resume` requeues it); resume=True continues from its last checkpoint.
@@ -114,11 +127,17 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
         return registry.get(record.id)
     run.write_progress(Stage.EVALUATE)
     eval_started = time.perf_counter()
-    ids, probs, features = predict(load_weights(module, run.best), datamodule.val_dataloader(), cfg.accelerator,
-                                   run_precision(cfg))
+    module = load_weights(module, run.best)  # the best epoch's weights, for both evaluations
+    ids, probs, features = predict(module, datamodule.val_dataloader(), cfg.accelerator, run_precision(cfg))
     trust = fit_trust(run, prepared.schema, prepared.taxonomy, prepared.catalogue, ids, probs, features)
     report = write_evaluation(prepared.catalogue, prepared.schema, ids, probs, run.evaluation(VALIDATION),
                               best_epoch.name, trust, validation_split=True, features=features)
+    test = prepared.test
+    test_metrics = {"test_part": test.state, "test_rows": test.rows}
+    if test.state == FixedTestState.SCORED:
+        test_report = evaluate_rows(module, cfg, test.catalogue, prepared.schema, trust, run.evaluation(TEST_PART),
+                                    best_epoch.name)
+        test_metrics |= {"test_rows": test_report["rows"], "test_mean_macro_f1": mean_macro_f1(test_report["heads"])}
     timings["evaluate_s"] = time.perf_counter() - eval_started
     timings["total_s"] = time.perf_counter() - started
     metrics = {
@@ -127,7 +146,7 @@ def _train(cfg: TrainConfig, record: RunRecord, run: RunFolder, registry: RunReg
         "mean_macro_f1_independent": mean_macro_f1(report["independent"]), "best_checkpoint": best_epoch.name,
         "skipped_images": datamodule.cache_report.as_dict()["failed"],
         "train_rows": len(datamodule.train_ids), "val_rows": len(datamodule.val_ids),
-        "rare_min_count": prepared.schema.rare_min_count, "precision": str(trainer.precision),
+        "rare_min_count": prepared.schema.rare_min_count, "precision": str(trainer.precision), **test_metrics,
     }
     run.write_progress(Stage.FINISHED)
     score = checkpoint.best_model_score
@@ -149,9 +168,13 @@ def _resume_point(run: RunFolder) -> Path | None:
 
 def prepare_run(cfg: TrainConfig, run: RunFolder) -> PreparedRun:
     """Load the catalogue, split it, fit the label schema and learn the taxonomy on the training
-    rows; write config.json, split.parquet, schema.json and taxonomy.json."""
+    rows; write config.json, split.parquet, schema.json and taxonomy.json. A run without a test part
+    says why on stderr, unless it was asked for none (test_part=false)."""
     catalogue = run_catalogue(cfg, run.path)
     split = run_split(cfg, catalogue, run)
+    test = run_test_part(cfg, catalogue, split)
+    if test.state in (FixedTestState.TOO_FEW, FixedTestState.TRAINED_ON):
+        print(f"note: run {run.path.name} has no test part: {test.describe()}", file=sys.stderr, flush=True)
     rows = training_rows(catalogue, split)
     schema = LabelSchema.fit(rows, rare_policy=cfg.rare_policy, rare_min_count=resolve_rare_min_count(cfg, len(rows)),
                              heads=cfg.heads)
@@ -160,7 +183,7 @@ def prepare_run(cfg: TrainConfig, run: RunFolder) -> PreparedRun:
     cfg.save(run.config)
     schema.save(run.schema)
     taxonomy.save(run.taxonomy)
-    return PreparedRun(*run_rows(catalogue, split), schema, taxonomy, class_counts(schema, rows))
+    return PreparedRun(*run_rows(catalogue, split), schema, taxonomy, class_counts(schema, rows), test)
 
 
 class FailOnNonFiniteLoss(Callback):

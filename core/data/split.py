@@ -1,4 +1,12 @@
-"""The train/val split: stratified, reproducible from a seed, stable per product id.
+"""The train/val split: stratified, reproducible from a seed, stable per product id; and every
+dataset's fixed test part.
+
+The test part (`in_test_part`) is the rows whose id_uniform(id, TEST_SEED) is below TEST_SHARE: about
+10 % of any catalogue, a pure function of the product id, the same whatever a run's seed, split
+strategy, cap or row order. A run leaves it out of training and validation and is scored on it
+(training.rows), so every run of a dataset is scored on the same rows; the benchmarks carve the same
+part from the real sample (tests/benchmarks/sample_parts.py). TEST_SEED and TEST_SHARE never change:
+they name the part every earlier score was measured on.
 
 Each id gets a uniform number in [0, 1) from an integer hash of (seed, id); nothing depends
 on row order, so shuffling the catalogue gives every id the same split, and adding rows
@@ -28,6 +36,9 @@ import pandas as pd
 from core.data.schema import require_columns
 
 SPLITS = ("train", "val")
+TEST = "test"  # a row of the dataset's fixed test part: in neither split
+TEST_SEED = 20261129  # never change (module docstring)
+TEST_SHARE = 0.10
 _MASK64 = (1 << 64) - 1
 _SAMPLE_SALT = 0x6D61785F73616D70  # "max_samp": capped_selection's hash apart from the split's
 
@@ -45,6 +56,11 @@ def id_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
     seed_hash = _splitmix64(np.array([seed & _MASK64], dtype=np.uint64))
     hashed = _splitmix64(np.asarray(ids, dtype=np.int64).astype(np.uint64) ^ seed_hash)
     return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def in_test_part(ids: np.ndarray) -> np.ndarray:
+    """Whether each product id is in its dataset's fixed test part, bool [n] (module docstring)."""
+    return id_uniform(ids, TEST_SEED) < TEST_SHARE
 
 
 def split_catalogue(
@@ -94,7 +110,8 @@ def split_catalogue_grouped(
 
 
 def split_distribution(frame: pd.DataFrame, split: pd.Series, head: str) -> pd.DataFrame:
-    """Class counts of `head` in each split, labelled rows only.
+    """Class counts of `head` in each split, labelled rows only; rows in neither (TEST, or None: a
+    row a run leaves out) are not counted.
 
     Index = class (by total count descending, then name); columns train, val (rows),
     train_share, val_share (each class's share of its split's labelled rows; NaN for an
@@ -103,10 +120,10 @@ def split_distribution(frame: pd.DataFrame, split: pd.Series, head: str) -> pd.D
     require_columns(frame, (head,))
     if not split.index.equals(frame.index):
         raise ValueError("split must have the frame's index (as returned by split_catalogue(frame))")
-    unknown = sorted(set(split.unique()) - set(SPLITS))
+    unknown = sorted(set(split.dropna().unique()) - {*SPLITS, TEST})
     if unknown:
-        raise ValueError(f"split holds unknown values {unknown}; valid: {', '.join(SPLITS)}")
-    labelled = frame[head].notna()
+        raise ValueError(f"split holds unknown values {unknown}; valid: {', '.join((*SPLITS, TEST))}")
+    labelled = frame[head].notna() & split.isin(SPLITS)
     counts = pd.crosstab(frame[head][labelled], split[labelled]).reindex(columns=list(SPLITS), fill_value=0)
     total = counts.sum(axis=1)
     order = sorted(counts.index, key=lambda name: (-total[name], name))

@@ -3,10 +3,11 @@
     python tests/benchmarks/sample_parts.py [OUT] [--data DIR]
 
 OUT/train and OUT/test are catalogues the app opens: styles.csv with their rows (every row with a
-photo; the test part is the 10 % of them whose id hashes lowest, `core.data.split.id_uniform`
-with TEST_SEED), and images/ a link to the sample's photos. The same ids land in the test part
-every time, whatever machine or order: benchmarks train and choose on OUT/train only, and report
-on OUT/test (bench_trust.py, bench_model.py).
+photo; the test part is every dataset's fixed test part, `core.data.split.in_test_part`: the 10 % of
+them whose id hashes lowest), and images/ a link to the sample's photos. The same ids land in the
+test part every time, whatever machine or order: benchmarks train and choose on OUT/train only, and
+report on OUT/test (bench_trust.py, bench_model.py). A run of the whole sample leaves out the same
+rows and is scored on them (training.rows); a run of OUT/train finds no test part in it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from core.data.catalogue import IMAGES_DIR, STYLES_FILE, load_catalogue, write_styles  # noqa: E402
-from core.data.split import id_uniform  # noqa: E402
+from core.data.split import in_test_part  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "data" / "fashion-sample"
-TEST_SEED = 20261129  # never change: it names the untouched test part
-TEST_SHARE = 0.10
 
 
 def carve(out: Path, data: Path = SAMPLE) -> tuple[Path, Path]:
@@ -36,7 +35,7 @@ def carve(out: Path, data: Path = SAMPLE) -> tuple[Path, Path]:
         return parts
     catalogue = load_catalogue(data)
     frame = catalogue.frame
-    test = id_uniform(frame["id"].to_numpy(dtype=np.int64), TEST_SEED) < TEST_SHARE
+    test = in_test_part(frame["id"].to_numpy(dtype=np.int64))
     for part, rows in zip(parts, (frame[~test], frame[test])):
         part.mkdir(parents=True, exist_ok=True)
         write_styles(rows, part)
