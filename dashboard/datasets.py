@@ -19,12 +19,11 @@ from core import workspace
 from core.access.roles import AccessDenied, Actor, Permission, dataset_dir_for
 from core.data import CatalogueError
 from core.data.catalogue import Catalogue, catalogue_stamp, load_catalogue, resolve_dataset_dir
+from core.data.split import new_run_parts
 from core.images.reading import ImageRejected, thumbnail_jpeg
 from core.trust.taxonomy import Taxonomy
 from dashboard.identity import person
 from dashboard.text import code, plain
-from training.config import TrainConfig
-from training.rows import catalogue_parts
 
 DATASET_KEY = "dataset_dir"
 
@@ -44,14 +43,14 @@ def open_catalogue(path: str | Path) -> Catalogue:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def split_of(root: str, stamp: tuple[int, int, int], val_fraction: float, seed: int, test_part: bool) -> pd.Series:
-    cfg = TrainConfig(val_fraction=val_fraction, seed=seed, test_part=test_part)
-    return catalogue_parts(cfg, _load(root, stamp))
+    catalogue = _load(root, stamp)
+    return new_run_parts(catalogue.frame, catalogue.added_rows(), val_fraction, seed, test_part)
 
 
 def current_split(catalogue: Catalogue, val_fraction: float = 0.2, seed: int = 0, test_part: bool = True
                   ) -> pd.Series:
     """Each row's part in a new stratified run of the open catalogue (the default one, unless told):
-    "train", "val", or TEST for the dataset's fixed test part (training.rows.catalogue_parts)."""
+    "train", "val", or TEST for the dataset's fixed test part (core.data.split.new_run_parts)."""
     return split_of(str(catalogue.root), catalogue_stamp(catalogue.root), val_fraction, seed, test_part)
 
 

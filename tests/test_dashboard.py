@@ -404,7 +404,9 @@ def test_a_filtered_grid_gets_one_label_as_one_bulk_edit_with_a_count_a_confirma
     assert not at.success
 
 
-HEAVY_MODULES = ("torch", "lightning", "timm", "torchmetrics", "cleanlab", "sklearn", "scipy")
+HEAVY_MODULES = ("torch", "lightning", "timm", "torchmetrics", "cleanlab", "sklearn", "scipy",
+                 # and the run machinery Explore has no use for (a first visit's imports are most of its time)
+                 "training.rows", "training.crossval", "training.launcher", "training.evaluate")
 HOME_AND_EXPLORE = f"""
 import json, sys
 from streamlit.testing.v1 import AppTest
@@ -421,7 +423,8 @@ print(json.dumps({{"exception": [str(error.value) for error in at.exception],
 @pytest.mark.slow
 def test_home_and_every_tab_of_explore_load_no_model_library(on_demo):
     """What every session runs first (Home) and Explore import none of torch, Lightning, timm,
-    cleanlab or SciPy: seconds each, cold. In a fresh interpreter, since this one has them."""
+    cleanlab or SciPy (seconds each, cold), nor the run machinery (a run's rows, crossval, the
+    launcher). In a fresh interpreter, since this one has them."""
     done = subprocess.run([sys.executable, "-c", HOME_AND_EXPLORE], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]

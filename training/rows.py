@@ -28,7 +28,13 @@ from core import workspace
 from core.choices import Choice
 from core.data.catalogue import Catalogue, DatasetKey, load_catalogue
 from core.data.schema import IGNORE_INDEX, LabelSchema
-from core.data.split import SPLITS, TEST, capped_selection, in_test_part, split_catalogue, split_catalogue_grouped
+from core.data.split import (
+    MIN_TEST_ROWS,
+    SPLITS,
+    capped_selection,
+    catalogue_test_rows,
+    new_run_parts,
+)
 from core.health.files import near_duplicate_groups
 from core.labels.corrections import apply_corrections, corrections_snapshot
 from core.labels.store import LabelStore
@@ -74,9 +80,6 @@ def run_split(cfg: TrainConfig, catalogue: Catalogue, run: RunFolder) -> pd.Seri
     return run.keep_split(decide_split(cfg, catalogue))
 
 
-MIN_TEST_ROWS = 30  # a smaller test part could hardly tell two runs apart, and a catalogue that small needs its rows
-
-
 class FixedTestState(Choice):
     """Whether a run is scored on its dataset's fixed test part, and why not."""
 
@@ -112,23 +115,10 @@ def describe_test_part(state: FixedTestState, rows: int) -> str:
     }[state]
 
 
-def _own_test_rows(catalogue: Catalogue) -> np.ndarray:
-    """The catalogue's rows in the dataset's fixed test part, bool [n]; reviewed new photos never are."""
-    ids = catalogue.frame["id"]
-    return ~ids.isin(list(catalogue.extra_images)).to_numpy() & in_test_part(ids.to_numpy())
-
-
-def carved_test_rows(cfg: TrainConfig, catalogue: Catalogue) -> np.ndarray:
-    """The catalogue rows a new run of `cfg` leaves out as the dataset's test part, bool [n] over
-    catalogue.frame (module docstring): none with test_part off or too few of them."""
-    rows = _own_test_rows(catalogue)
-    return rows if cfg.test_part and rows.sum() >= MIN_TEST_ROWS else np.zeros(len(rows), dtype=bool)
-
-
 def run_test_part(cfg: TrainConfig, catalogue: Catalogue, split: pd.Series) -> FixedTestPart:
     """The test part a run of `cfg` is scored on, of its catalogue as it is now: the dataset's test part
     (reviewed new photos never in it) when none of its rows is in `split`, the run's; else why it has none."""
-    rows = _own_test_rows(catalogue)
+    rows = catalogue_test_rows(catalogue.frame, catalogue.added_rows())
     in_split = rows & catalogue.frame["id"].isin(split.index).to_numpy()
     if not cfg.test_part:
         return FixedTestPart(FixedTestState.OFF, 0)
@@ -142,31 +132,20 @@ def run_test_part(cfg: TrainConfig, catalogue: Catalogue, split: pd.Series) -> F
 
 def catalogue_parts(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:
     """Each catalogue row's part in a new run of `cfg` before max_samples' cap (index = catalogue.frame's):
-    TEST for the dataset's test part (`carved_test_rows`), reviewed new photos "train", the other rows split
-    "train"/"val" (cfg.split), and None for a row a grouped run leaves out as a near-duplicate of a
-    test-part photo.
+    core.data.split.new_run_parts' (TEST for the dataset's test part, reviewed new photos "train", the
+    other rows split "train"/"val" by cfg.split, None for a row a grouped run leaves out as a
+    near-duplicate of a test-part photo).
 
     cfg.split "grouped" keeps near-duplicate photos together: their groups come from the pretrained
     backbone's embeddings, computed once per dataset and cached in the workspace (on the run's GPU
     when it has one)."""
-    frame = catalogue.frame
-    added = frame["id"].isin(list(catalogue.extra_images)).to_numpy()
-    test = carved_test_rows(cfg, catalogue)
-    parts = pd.Series("train", index=frame.index, dtype=object)
-    parts[test] = TEST
-    rest = ~added & ~test
+    frame, added = catalogue.frame, catalogue.added_rows()
+    groups = None
     if cfg.split == SplitStrategy.GROUPED:
         groups = near_duplicate_groups(catalogue, workspace.workspace_dir(), cfg.group_similarity,
                                        ids=frame["id"][~added].tolist(),
                                        device="cuda" if uses_cuda(cfg, Machine.from_torch(details=False)) else "cpu")
-        test_ids = set(frame["id"][test].tolist())
-        near_test = frame["id"].isin([i for group in groups if test_ids.intersection(group) for i in group]).to_numpy()
-        parts[rest & near_test] = None
-        rest &= ~near_test
-        parts[rest] = split_catalogue_grouped(frame[rest], groups, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    else:
-        parts[rest] = split_catalogue(frame[rest], val_fraction=cfg.val_fraction, seed=cfg.seed)
-    return parts
+    return new_run_parts(frame, added, cfg.val_fraction, cfg.seed, cfg.test_part, groups)
 
 
 def decide_split(cfg: TrainConfig, catalogue: Catalogue) -> pd.Series:

@@ -88,6 +88,10 @@ class Catalogue:
     extra_images: Mapping[int, Path] = field(default_factory=dict)
     photo_names: Mapping[int, str] = field(default_factory=dict)
 
+    def added_rows(self):
+        """Which rows are reviewed new photos (`extra_images`), bool numpy array [n] over frame."""
+        return self.frame["id"].isin(list(self.extra_images)).to_numpy()
+
     def image_path(self, product_id: int) -> Path:
         extra = self.extra_images.get(product_id)
         if extra is not None:

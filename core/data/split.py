@@ -39,6 +39,7 @@ SPLITS = ("train", "val")
 TEST = "test"  # a row of the dataset's fixed test part: in neither split
 TEST_SEED = 20261129  # never change (module docstring)
 TEST_SHARE = 0.10
+MIN_TEST_ROWS = 30  # a smaller test part could hardly tell two runs apart, and a catalogue that small needs its rows
 _MASK64 = (1 << 64) - 1
 _SAMPLE_SALT = 0x6D61785F73616D70  # "max_samp": capped_selection's hash apart from the split's
 
@@ -61,6 +62,43 @@ def id_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
 def in_test_part(ids: np.ndarray) -> np.ndarray:
     """Whether each product id is in its dataset's fixed test part, bool [n] (module docstring)."""
     return id_uniform(ids, TEST_SEED) < TEST_SHARE
+
+
+def catalogue_test_rows(frame: pd.DataFrame, added: np.ndarray) -> np.ndarray:
+    """The rows of `frame` in the dataset's fixed test part, bool [n]; `added` rows (reviewed new
+    photos, bool [n]) never are: they always train."""
+    return ~np.asarray(added, dtype=bool) & in_test_part(frame["id"].to_numpy())
+
+
+def carved_test_rows(frame: pd.DataFrame, added: np.ndarray, test_part: bool) -> np.ndarray:
+    """The rows a new run leaves out as the dataset's test part, bool [n]: `catalogue_test_rows`, or
+    none with `test_part` off or fewer than MIN_TEST_ROWS of them (they train and validate instead)."""
+    rows = catalogue_test_rows(frame, added)
+    return rows if test_part and rows.sum() >= MIN_TEST_ROWS else np.zeros(len(rows), dtype=bool)
+
+
+def new_run_parts(frame: pd.DataFrame, added: np.ndarray, val_fraction: float, seed: int, test_part: bool,
+                  groups: Iterable[Sequence[int]] | None = None) -> pd.Series:
+    """Each row's part in a new run before a max_samples cap (index = frame.index): TEST for the
+    `carved_test_rows`, the `added` rows (bool [n]) "train", the others `split_catalogue`'s
+    "train"/"val"; or, given near-duplicate `groups` (a grouped run), `split_catalogue_grouped`'s, and
+    None for a row left out as a near-duplicate of a test-part photo (so that the test part never
+    scores a near-copy of a training photo)."""
+    added = np.asarray(added, dtype=bool)
+    test = carved_test_rows(frame, added, test_part)
+    parts = pd.Series("train", index=frame.index, dtype=object)
+    parts[test] = TEST
+    rest = ~added & ~test
+    if groups is None:
+        parts[rest] = split_catalogue(frame[rest], val_fraction=val_fraction, seed=seed)
+        return parts
+    groups = [list(group) for group in groups]
+    test_ids = set(frame["id"][test].tolist())
+    near_test = frame["id"].isin([i for group in groups if test_ids.intersection(group) for i in group]).to_numpy()
+    parts[rest & near_test] = None
+    rest &= ~near_test
+    parts[rest] = split_catalogue_grouped(frame[rest], groups, val_fraction=val_fraction, seed=seed)
+    return parts
 
 
 def split_catalogue(
