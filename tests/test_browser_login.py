@@ -198,7 +198,9 @@ def test_two_reviewers_share_a_queue_without_collisions_and_the_lead_reads_their
         pages[email] = page
     queue = [item.item for item in store.dataset_items(catalogue.root) if item.kind == "external"]
     held = holders(store, queue)
-    assert sorted(held.values()) == [RITA, SAM]  # one photo each, never the same one
+    # One photo each, never the same one (nor the photo Ada, the test before, still holds: it was
+    # open on her screen when her window closed, and her hold runs out after LEASE_SECONDS).
+    assert sorted(who for who in held.values() if who != ADA) == [RITA, SAM]
     for email in (RITA, SAM):
         pages[email].get_by_role("button", name="Save & next").click()
         wait_idle(pages[email])
