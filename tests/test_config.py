@@ -21,7 +21,8 @@ from training.machine import Gpu, Machine
 
 COMMON = {
     "data": None, "heads": list(HEADS), "max_samples": None, "corrections": False, "val_fraction": 0.2,
-    "split": "stratified", "group_similarity": 0.93, "seed": 0, "pretrained": "auto", "tau": 0.5, "focal_gamma": 2.0,
+    "split": "stratified", "group_similarity": 0.93, "test_part": True, "seed": 0, "pretrained": "auto", "tau": 0.5,
+    "focal_gamma": 2.0,
     "label_smoothing": 0.0, "head_weights": [], "ema_decay": None, "tta_flip": False, "accelerator": "auto",
     "devices": "auto",
     "num_nodes": 1, "strategy": "auto", "channels_last": "auto", "num_workers": min(4, os.cpu_count() or 1),
