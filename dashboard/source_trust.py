@@ -24,6 +24,7 @@ from training.registry import RunRecord
 from training.run_folder import RunFolder
 
 SOURCE_MESSAGE_KEY = "trust.source_message"  # what the last admin action here did, shown once after its rerun
+SOURCE_KEY, SHARE_KEY = "trust.source", "trust.audit_share"  # the admin's chosen source and its audit share box
 PERCENT = st.column_config.NumberColumn(format="percent")
 
 
@@ -75,13 +76,25 @@ def source_section(record: RunRecord, dataset: str, target: float, actor: Actor)
     batches(store, dataset, actor)
 
 
+def _show_share_in_force(shares: dict[str, float]) -> None:
+    """The audit share box shows the chosen source's share in force, so that saving without an edit
+    changes nothing (a fixed default would quietly lower an uncertified source's 100 %)."""
+    source = st.session_state.get(SOURCE_KEY)
+    if source in shares:
+        st.session_state[SHARE_KEY] = shares[source] * 100
+
+
 def admin_controls(store: LabelStore, dataset: str, record: RunRecord, calibration: Calibration | None,
                    table: pd.DataFrame, actor: Actor) -> None:
-    names = list(dict.fromkeys(table["source"]))
+    shares = table.groupby("source", sort=False)["audit_share"].first().to_dict()
+    # Outside the form: choosing a source reruns the page, which shows that source's share in force.
+    source = st.columns([1, 2])[0].selectbox("Source", list(shares), key=SOURCE_KEY, on_change=_show_share_in_force,
+                                             args=(shares,))
+    if SHARE_KEY not in st.session_state:
+        st.session_state[SHARE_KEY] = shares[source] * 100
     with st.form("trust.source_form", border=False):
-        left, middle, right = st.columns([2, 1, 2], vertical_alignment="bottom")
-        source = left.selectbox("Source", names, key="trust.source")
-        share = middle.number_input("Audit share (%)", 0.0, 100.0, AUDIT_SHARE * 100, 1.0, key="trust.audit_share")
+        left, right = st.columns([1, 2], vertical_alignment="bottom")
+        share = left.number_input("Audit share (%)", 0.0, 100.0, step=1.0, key=SHARE_KEY)
         save = right.form_submit_button("Set the audit share", icon=":material/percent:")
         recalibrate = right.form_submit_button("Recalibrate from its reviewed photos", icon=":material/verified:",
                                                disabled=calibration is None)
@@ -90,6 +103,7 @@ def admin_controls(store: LabelStore, dataset: str, record: RunRecord, calibrati
         st.session_state[SOURCE_MESSAGE_KEY] = plain(f"Audit share of {source} set to {share:.0f} %.")
         st.rerun()
     if recalibrate:
+        st.session_state.pop(SHARE_KEY)  # certified, its share in force changes: shown again on the rerun
         certified = calibrate_source(store, dataset, source, record.id, calibration.selections, actor)
         rows = max((selection.rows for selection in certified.selections.values()), default=0)
         st.session_state[SOURCE_MESSAGE_KEY] = plain(f"{source} recalibrated on {rows:,} reviewed photos: its heads "

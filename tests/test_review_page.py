@@ -465,14 +465,15 @@ def test_the_trust_view_shows_each_source_and_an_admin_sets_its_audit_share_and_
     assert lookbook.loc["gender", "decisions"] == 3 and lookbook.loc["gender", "photos"] == 3
     assert lookbook.loc["gender", "more_needed"] > 0 and lookbook.loc["gender", "audit_share"] == NEW_SOURCE_AUDIT_SHARE
 
-    at.selectbox(key="trust.source").set_value("lookbook")
+    at.selectbox(key="trust.source").set_value("lookbook").run()
+    assert at.number_input(key="trust.audit_share").value == 100.0  # the share in force, not a fixed default
     at.number_input(key="trust.audit_share").set_value(20.0)
     next(button for button in at.button if button.label == "Set the audit share").click().run()
     assert not at.exception, at.exception
     assert texts(at.success) == [plain("Audit share of lookbook set to 20 %.")]  # a typed name: plain text
     table = source_frame(at)
     assert set(table.loc[table["source"] == "lookbook", "audit_share"]) == {0.2}
-    at.selectbox(key="trust.source").set_value("lookbook")
+    assert at.selectbox(key="trust.source").value == "lookbook" and at.number_input(key="trust.audit_share").value == 20
     next(button for button in at.button if button.label == "Recalibrate from its reviewed photos").click().run()
     assert not at.exception, at.exception
     assert texts(at.success)[0].startswith("lookbook recalibrated on 3 reviewed photos")
