@@ -40,18 +40,35 @@ def leased_item(store: LabelStore, catalogue: Catalogue, queue: list[int], curre
     return current if leased is None and decided else leased
 
 
+ANSWERED_KEY = "review.answered_gold"  # the gold item this session's last decision answered (shared queues)
+
+
 def save_decision(store: LabelStore, item: Item, labels: Mapping[str, str | None], actor: Actor,
                   **decision: Any) -> Action:
     """Save `actor`'s labels of `item` (`decision`: LabelStore.review's run_id, predicted,
     new_values, seconds): in a shared queue a gold item's are their answer (LabelStore.answer_gold),
     any other item's a review, and their hold of the item ends: a gold or double-review item goes
     on to the next reviewer now, not when the hold runs out."""
+    st.session_state.pop(ANSWERED_KEY, None)
     if not shared():
         return store.review(item.item, labels, actor, **decision)
     gold = item.item in gold_labels(store, item.dataset)
     action = (store.answer_gold if gold else store.review)(item.item, labels, actor, **decision)
     release(store, item.item, actor)
+    if gold:
+        st.session_state[ANSWERED_KEY] = item.item
     return action
+
+
+def undo_stops_at_an_answer() -> bool:
+    """Whether an undo pressed now must stop: this session's last decision was an answer on a gold
+    item, which is not in the log an undo walks back, so it would reach past it and undo an older
+    decision. Says so (without naming the item gold) once; the next undo goes on as usual."""
+    if st.session_state.pop(ANSWERED_KEY, None) is None:
+        return False
+    st.toast("Your last decision cannot be undone (decide that photo again to change it), so nothing was undone. "
+             "Press Undo again to undo the decision before it.", icon=":material/undo:")
+    return True
 
 
 DECISION_BUTTONS = ("review_save", "review_skip", "review_not_product")  # the keys of the Review page's decisions

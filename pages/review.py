@@ -27,7 +27,14 @@ from dashboard.queue_state import CURRENT_KEY, QUEUE_KEY, remember_queue, restor
 from dashboard.review_queue import queue_sources, queue_view
 from dashboard.review_timer import seconds_on, start_clock
 from dashboard.runs import REVIEW_RUN_KEY, heads_of
-from dashboard.shared_queue import leased_item, lost_hold, save_decision, shared
+from dashboard.shared_queue import (
+    ANSWERED_KEY,
+    leased_item,
+    lost_hold,
+    save_decision,
+    shared,
+    undo_stops_at_an_answer,
+)
 from dashboard.shortcuts import keyboard_shortcuts
 from dashboard.text import code, plain
 from training.registry import (
@@ -230,8 +237,11 @@ def actions(store: LabelStore, record: RunRecord | None, item: Item, shown: list
         step = 1
     elif skip or not_product:
         store.mark(item.item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, actor, run_id=run_id)
+        st.session_state.pop(ANSWERED_KEY, None)  # a mark is in the log: the next undo is of it
         step = 1
     elif undo:
+        if undo_stops_at_an_answer():
+            return
         try:
             undone = store.undo_last(actor)
         except UndoConflict as error:

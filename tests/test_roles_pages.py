@@ -313,9 +313,12 @@ def test_a_gold_item_one_reviewer_decided_goes_to_the_next_one_too_and_the_catal
 
     _, catalogue, _ = run
     store = LabelStore(workspace=workspace_dir())
-    [gold] = store.add_catalogue_items(catalogue, [int(catalogue.frame["id"].iloc[50])], Actor(ADA, Role.ADMIN))
+    [gold, earlier] = store.add_catalogue_items(catalogue, [int(catalogue.frame["id"].iloc[i]) for i in (50, 51)],
+                                                Actor(ADA, Role.ADMIN))
     set_gold(store, [gold.item], Actor(ADA, Role.ADMIN))
     before = store.current([gold.item])[gold.item]
+    yara = Actor("yara@example.com", Role.REVIEWER)
+    store.review(earlier.item, {"season": "Winter"}, yara)  # a decision of hers before the gold one
     sessions = {}
     for email in ("yara@example.com", "zoe@example.com"):  # reviewers with no queue or decision from other tests
         at = AppTest.from_file(HOME, default_timeout=90)
@@ -333,6 +336,13 @@ def test_a_gold_item_one_reviewer_decided_goes_to_the_next_one_too_and_the_catal
     assert set(answers.loc[answers["item"] == gold.item, "reviewer"]) == {"yara@example.com"}
     assert answers.loc[answers["item"] == gold.item, "gold"].all()
     assert store.current([gold.item])[gold.item] == before  # unreviewed, its labels the trusted ones
+    # An undo right after the answer does not reach past it to her earlier decision; a second one does.
+    sessions["yara@example.com"].button(key="review_undo").click().run()
+    assert [toast.value for toast in sessions["yara@example.com"].toast][0].startswith(
+        "Your last decision cannot be undone")
+    assert store.current([earlier.item])[earlier.item]["season"] == "Winter"
+    sessions["yara@example.com"].button(key="review_undo").click().run()
+    assert store.current([earlier.item])[earlier.item]["season"] != "Winter"
     zoe = sessions["zoe@example.com"]
     zoe.run()
     assert zoe.session_state["review.current"] == gold.item  # hers to decide as well
