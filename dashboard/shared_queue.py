@@ -16,7 +16,7 @@ from core.data.catalogue import Catalogue
 from core.labels.leases import decided_by, next_leased, open_for, release, team_settings
 from core.labels.queues import with_gold
 from core.labels.store import LabelStore
-from core.labels.tables import Action, Item
+from core.labels.tables import Action, Item, ReviewStatus
 from core.labels.team import decisions, gold_labels
 from dashboard.identity import login_configured
 
@@ -58,6 +58,12 @@ def save_decision(store: LabelStore, item: Item, labels: Mapping[str, str | None
     if gold:
         st.session_state[ANSWERED_KEY] = item.item
     return action
+
+
+def save_mark(store: LabelStore, item: Item, status: ReviewStatus, actor: Actor, run_id: str | None) -> Action:
+    """Mark `item` skipped or not a product (LabelStore.mark): an action in the log, so the next undo is of it."""
+    st.session_state.pop(ANSWERED_KEY, None)
+    return store.mark(item.item, status, actor, run_id=run_id)
 
 
 def undo_stops_at_an_answer() -> bool:

@@ -28,10 +28,10 @@ from dashboard.review_queue import queue_sources, queue_view
 from dashboard.review_timer import seconds_on, start_clock
 from dashboard.runs import REVIEW_RUN_KEY, heads_of
 from dashboard.shared_queue import (
-    ANSWERED_KEY,
     leased_item,
     lost_hold,
     save_decision,
+    save_mark,
     shared,
     undo_stops_at_an_answer,
 )
@@ -236,8 +236,7 @@ def actions(store: LabelStore, record: RunRecord | None, item: Item, shown: list
                       seconds=seconds_on(item.item))
         step = 1
     elif skip or not_product:
-        store.mark(item.item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, actor, run_id=run_id)
-        st.session_state.pop(ANSWERED_KEY, None)  # a mark is in the log: the next undo is of it
+        save_mark(store, item, ReviewStatus.SKIPPED if skip else ReviewStatus.NOT_PRODUCT, actor, run_id)
         step = 1
     elif undo:
         if undo_stops_at_an_answer():

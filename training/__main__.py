@@ -301,15 +301,28 @@ def add_source_options(command: argparse.ArgumentParser, what: str) -> None:
     command.add_argument("--dataset", help="with --source: the dataset the source's photos are in (default: the run's)")
 
 
-def source_of(record, args: argparse.Namespace):
-    """(--source checked against the label store before the model loads, or None; the dataset whose
-    sources are meant, for training.acceptance)."""
+def run_and_source(args: argparse.Namespace):
+    """(the run args.run_id names; --source checked against the label store before the model loads,
+    or None; the dataset whose sources are meant, for training.acceptance)."""
     from training.acceptance import check_source_now, rules_dataset
+    from training.registry import RunRegistry
 
     if args.dataset is not None and args.source is None:
         raise ValueError("--dataset goes with --source: it names the dataset the source's photos are in")
+    record = RunRegistry().get(args.run_id)
     dataset = rules_dataset(record.folder, args.dataset)
-    return (None if args.source is None else check_source_now(args.source, dataset)), dataset
+    return record, (None if args.source is None else check_source_now(args.source, dataset)), dataset
+
+
+def checkpoint_name(record, name: str) -> str:
+    """The file name of the run's checkpoint `name` (best, last, or a file); ValueError naming it when
+    it is missing (an `error:` line and exit 2, as every refused argument)."""
+    from training.run_folder import RunFolder
+
+    try:
+        return RunFolder(record.folder).checkpoint(name).name
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -318,7 +331,6 @@ def predict(args: argparse.Namespace) -> int:
     from core.untrusted import spreadsheet_cell
     from training.acceptance import Acceptance
     from training.checkpoints import load_predictor, predict_device
-    from training.registry import RunRegistry
     from training.scale import source_paths
 
     for option, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
@@ -335,8 +347,7 @@ def predict(args: argparse.Namespace) -> int:
         return predict_to_parts(args, cluster)
     if cluster is not None:
         raise ValueError("--engine ray writes Parquet parts: give --out DIR")
-    record = RunRegistry().get(args.run_id)
-    source, dataset = source_of(record, args)
+    record, source, dataset = run_and_source(args)
     try:
         predictor = load_predictor(record.folder, args.checkpoint, run_id=record.id, device=args.device,
                                    target_error=args.target_error)
@@ -378,17 +389,10 @@ def predict(args: argparse.Namespace) -> int:
 def predict_to_parts(args: argparse.Namespace, cluster) -> int:
     """`predict --out`: the records as Parquet parts and a summary (training.scale), here or on the cluster."""
     from core.workspace import workspace_dir
-    from training.registry import RunRegistry
-    from training.run_folder import RunFolder
     from training.scale import PredictJob, predict_to_parts as write_parts, source_paths
 
-    record = RunRegistry().get(args.run_id)
-    source, dataset = source_of(record, args)
-    try:
-        checkpoint = RunFolder(record.folder).checkpoint(args.checkpoint).name
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    record, source, dataset = run_and_source(args)
+    checkpoint = checkpoint_name(record, args.checkpoint)
     paths = source_paths(args.paths)
     if not paths:
         print(f"error: no image files ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(args.paths)}", file=sys.stderr)
@@ -479,8 +483,6 @@ def trust_summary(report: dict) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from training.registry import RunRegistry
-    from training.run_folder import RunFolder
     from training.serve import ServeSettings, serve as run_server
 
     api_key = None
@@ -488,13 +490,8 @@ def serve(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise ValueError(f"--api-key-env: the environment variable {args.api_key_env} is not set, or empty")
-    record = RunRegistry().get(args.run_id)
-    source, dataset = source_of(record, args)
-    try:
-        checkpoint = RunFolder(record.folder).checkpoint(args.checkpoint).name
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    record, source, dataset = run_and_source(args)
+    checkpoint = checkpoint_name(record, args.checkpoint)
     settings = ServeSettings(
         run_id=record.id, run_folder=record.folder, checkpoint=checkpoint, host=args.host, port=args.port,
         device=args.device, top_k=args.top_k, target_error=args.target_error, max_batch_size=args.max_batch_size,

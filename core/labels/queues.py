@@ -281,6 +281,10 @@ class OpenPhoto:
     proposal: PhotoProposal | str  # str: the photo could not be read
     undecided: tuple[str, ...]
 
+    def sure_under(self, rules: Rules) -> dict[str, tuple[str, float, float]]:
+        """`sure_heads` of its (readable) proposal under `rules`, of the heads still undecided."""
+        return {head: guess for head, guess in sure_heads(self.proposal, rules).items() if head in self.undecided}
+
 
 def open_photos(store: LabelStore, items: Sequence[Item],
                 proposals: Mapping[int, PhotoProposal | str]) -> list[OpenPhoto]:
@@ -316,8 +320,7 @@ def bulk_preview(store: LabelStore, items: Sequence[Item], proposals: Mapping[in
                  policy: SourcePolicy) -> BulkPreview:
     """What accept_confident would accept, audits aside (they are not announced)."""
     readable = [photo for photo in open_photos(store, items, proposals) if not isinstance(photo.proposal, str)]
-    taken = [set(sure_heads(photo.proposal, policy.rules_of(photo.item))) & set(photo.undecided)
-             for photo in readable]
+    taken = [set(photo.sure_under(policy.rules_of(photo.item))) for photo in readable]
     return BulkPreview(sum(map(len, taken)), sum(len(photo.undecided) for photo in readable),
                        sum(heads == set(photo.undecided) for heads, photo in zip(taken, readable)), len(readable),
                        sum(not photo.proposal.typical for photo in readable),
@@ -354,11 +357,9 @@ def accept_confident(store: LabelStore, items: Sequence[Item], proposals: Mappin
         if isinstance(photo.proposal, str):
             unreadable.append(photo.item.item)
             continue
-        sure = {head: guess for head, guess in sure_heads(photo.proposal, policy.rules_of(photo.item)).items()
-                if head in photo.undecided}
+        sure = photo.sure_under(policy.rules_of(photo.item))
         # What would be accepted: the rules', or while a person decides every photo of the source, its trial rules'.
-        would = sure or {head: guess for head, guess in sure_heads(photo.proposal, policy.trial_of(photo.item)).items()
-                         if head in photo.undecided}
+        would = sure or photo.sure_under(policy.trial_of(photo.item))
         if would and run_id is not None and policy.audited(photo.item):
             store.add_audit(photo.item.item, would, photo.proposal.typicality, run_id, batch, policy.target_error)
             audited.append(photo.item.item)
