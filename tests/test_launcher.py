@@ -99,8 +99,8 @@ def test_launched_run_has_its_own_session_and_goes_queued_running_finished(demo,
     assert final.status == "finished", final.error
     assert "running" in seen and seen[-1] == "finished"
     assert final.pid == pid  # the child took the run over from the launching process
-    log = RunFolder(final.folder).log.read_text()
-    assert f"run {record.id}: finished" in log
+    # The process prints its summary after it records the run finished: the line may come a moment later.
+    wait_for(lambda: f"run {record.id}: finished" in RunFolder(final.folder).log.read_text(), 30, "the summary line")
 
     epochs = metrics_frame(final.folder)
     assert epochs["epoch"].tolist() == [1]
